@@ -1,0 +1,223 @@
+"""Pydantic models of a template file in ``mappings/``.
+
+A template file carries every row of one dual-write map (``../shared/reference/loyalty-maps.json`` is
+where the loyalty ones come from): the F&O field and its OData property, the Dataverse column, the
+map type, value maps, lookups, keys and company scope. The models check the file's inner consistency
+at start-up so a broken file fails before any record moves.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Basis = Literal["documented", "inferred"]
+_SLUG = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+# Table Storage partition keys and Functions names must stay simple: the template name is both.
+
+
+class Direction(str, Enum):
+    """Which way a record moves."""
+
+    TO_DATAVERSE = "fo_to_dataverse"
+    TO_COMMERCE = "dataverse_to_fo"
+
+
+class MapType(str, Enum):
+    """Dual-write map-type symbols (loyalty-domain.md §1; left = F&O, right = Dataverse)."""
+
+    BOTH = "="
+    BOTH_TRANSFORMED = "><"
+    TO_DATAVERSE = ">"
+    TO_COMMERCE = "<"
+    TO_DATAVERSE_TRANSFORMED = ">>"
+    TO_COMMERCE_TRANSFORMED = "<<"
+
+    @property
+    def transformed(self) -> bool:
+        return self in (MapType.BOTH_TRANSFORMED, MapType.TO_DATAVERSE_TRANSFORMED, MapType.TO_COMMERCE_TRANSFORMED)
+
+    def allows(self, direction: Direction) -> bool:
+        if self in (MapType.BOTH, MapType.BOTH_TRANSFORMED):
+            return True
+        if direction is Direction.TO_DATAVERSE:
+            return self in (MapType.TO_DATAVERSE, MapType.TO_DATAVERSE_TRANSFORMED)
+        return self in (MapType.TO_COMMERCE, MapType.TO_COMMERCE_TRANSFORMED)
+
+
+FoType = Literal["string", "int32", "int64", "decimal", "datetimeoffset", "enum"]
+DataverseType = Literal["string", "integer", "bigint", "decimal", "datetime", "choice", "boolean", "lookup"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ValueMapEntry(_Strict):
+    """One pair of a value map: the F&O value as the map writes it (lowerCamel) and the Dataverse value."""
+
+    fo: str = Field(min_length=1)
+    dataverse: int | bool
+
+
+class ValueMap(_Strict):
+    fo_enum: str = Field(min_length=1)
+    entries: list[ValueMapEntry] = Field(min_length=1)
+    basis: Basis = "documented"
+
+    @model_validator(mode="after")
+    def _unique_both_ways(self) -> ValueMap:
+        fo = [e.fo.lower() for e in self.entries]
+        dv = [e.dataverse for e in self.entries]
+        if len(set(fo)) != len(fo):
+            raise ValueError(f"value map {self.fo_enum}: an F&O value appears twice (compared case-insensitively)")
+        if len(set(dv)) != len(dv):
+            raise ValueError(f"value map {self.fo_enum}: a Dataverse value appears twice")
+        return self
+
+
+class LookupSpec(_Strict):
+    """A Dataverse lookup set and read through a key column of the referenced table (dot notation)."""
+
+    navigation_property: str = Field(min_length=1, description="single-valued navigation property, case-sensitive")
+    entity_set: str = Field(min_length=1)
+    primary_id: str = Field(min_length=1)
+    match_column: str = Field(min_length=1)
+    basis: Basis = "inferred"
+
+
+class FieldRow(_Strict):
+    """One row of a dual-write map."""
+
+    fo_field: str = Field(min_length=1, description="F&O field as the map table writes it (upper case)")
+    fo_property: str = Field(min_length=1, description="OData property of the F&O entity (PascalCase)")
+    dataverse_column: str = Field(min_length=1, description="Dataverse column, or lookup.keyColumn")
+    map_type: MapType
+    fo_type: FoType
+    dataverse_type: DataverseType
+    nullable: bool = True
+    value_map: str | None = None
+    default: str | int | bool | None = None
+    lookup: LookupSpec | None = None
+    basis: Basis = "documented"
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FieldRow:
+        if self.fo_field.upper() != self.fo_property.upper():
+            raise ValueError(f"fo_field {self.fo_field!r} and fo_property {self.fo_property!r} must match case-insensitively")
+        if self.map_type.transformed and self.value_map is None and self.default is None:
+            raise ValueError(f"map type {self.map_type.value!r} needs a value_map or a default")
+        if not self.map_type.transformed and self.value_map is not None:
+            raise ValueError(f"map type {self.map_type.value!r} takes no value_map (use '><', '>>' or '<<')")
+        if self.fo_type == "enum" and self.value_map is None:
+            raise ValueError("an F&O enum needs a value_map: enums are never copied as raw names")
+        dotted = "." in self.dataverse_column
+        if dotted != (self.lookup is not None) or (self.lookup is None) != (self.dataverse_type != "lookup"):
+            raise ValueError("a lookup row needs dot notation (column.keyColumn), dataverse_type 'lookup' and a lookup block")
+        if self.lookup is not None:
+            nav, _, match = self.dataverse_column.partition(".")
+            if nav != self.lookup.navigation_property or match != self.lookup.match_column:
+                raise ValueError(
+                    f"dataverse_column {self.dataverse_column!r} does not agree with lookup "
+                    f"{self.lookup.navigation_property}.{self.lookup.match_column}"
+                )
+        return self
+
+
+class CommerceSide(_Strict):
+    entity_set: str = Field(min_length=1)
+    data_entity: str | None = None
+    key: list[str] = Field(min_length=1)
+    company_specific: bool
+
+
+class CompanySpec(_Strict):
+    """How a company-specific table points at its company (``cdm_company``; loyalty-domain.md §4, inferred)."""
+
+    navigation_property: str = Field(min_length=1)
+    entity_set: str = Field(min_length=1)
+    primary_id: str = Field(min_length=1)
+    match_column: str = Field(min_length=1)
+    basis: Basis = "inferred"
+
+
+class DataverseSide(_Strict):
+    entity_set: str = Field(min_length=1)
+    logical_name: str = Field(min_length=1)
+    primary_id: str = Field(min_length=1)
+    alternate_key: list[str] = Field(min_length=1)
+    company: CompanySpec | None = None
+
+
+class Template(_Strict):
+    """One template file: a dual-write map plus what this app needs to run it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    comment: str = Field(default="", alias="$comment")
+    name: str
+    display_name: str
+    description: str = ""
+    source: str = ""
+    commerce: CommerceSide
+    dataverse: DataverseSide
+    schedule: str = Field(description="NCRONTAB (6 fields) of the Commerce -> Dataverse timer")
+    value_maps: dict[str, ValueMap] = Field(default_factory=dict)
+    fields: list[FieldRow] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _SLUG.match(value):
+            raise ValueError("name must be lower case letters, digits and '_' (it names functions and partitions)")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _ncrontab(cls, value: str) -> str:
+        if len(value.split()) != 6:
+            raise ValueError("schedule must be an NCRONTAB expression with 6 fields (second minute hour day month weekday)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Template:
+        for i, row in enumerate(self.fields):
+            if row.value_map is not None and row.value_map not in self.value_maps:
+                raise ValueError(f"fields[{i}] ({row.fo_field}): value_map {row.value_map!r} is not defined in value_maps")
+        for attr in ("fo_property", "dataverse_column"):
+            seen: set[str] = set()
+            for row in self.fields:
+                name = getattr(row, attr).lower()
+                if name in seen:
+                    raise ValueError(f"{attr} {getattr(row, attr)!r} is mapped twice")
+                seen.add(name)
+        by_fo = {row.fo_property: row for row in self.fields}
+        company = self.dataverse.company
+        if self.commerce.company_specific != (company is not None):
+            raise ValueError("commerce.company_specific and dataverse.company must go together")
+        if self.commerce.company_specific and "dataAreaId" not in self.commerce.key:
+            raise ValueError("a company-specific entity's key must include dataAreaId")
+        for part in self.commerce.key:
+            if part == "dataAreaId" and self.commerce.company_specific:
+                continue
+            row = by_fo.get(part)
+            if row is None:
+                raise ValueError(f"commerce key part {part!r} is not a mapped fo_property")
+            if row.map_type is not MapType.BOTH:
+                raise ValueError(f"key field {part!r} must be mapped '=' (keys are bidirectional, DIPV1004)")
+        by_dv = {row.dataverse_column for row in self.fields}
+        for column in self.dataverse.alternate_key:
+            if company is not None and column == company.navigation_property:
+                continue
+            if column not in by_dv:
+                raise ValueError(f"dataverse alternate key column {column!r} is not a mapped dataverse_column")
+        if company is not None and company.navigation_property not in self.dataverse.alternate_key:
+            raise ValueError("the company lookup must be part of the Dataverse alternate key")
+        return self
+
+    def rows_for(self, direction: Direction) -> list[FieldRow]:
+        return [row for row in self.fields if row.map_type.allows(direction)]

@@ -1,0 +1,222 @@
+"""A template compiled into a plan: the hot path runs closures, it never re-reads the JSON.
+
+``Plan.to_dataverse`` turns one F&O OData row into the Dataverse columns the map allows in the
+F&O -> Dataverse direction (``=``, ``><``, ``>``, ``>>``), with value maps applied and lookups left
+as ``LookupValue`` for the writer to resolve. Rows that only flow Dataverse -> F&O (``<``, ``<<``)
+are never produced here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from shared.mapping.model import Direction, FieldRow, LookupSpec, Template, ValueMap
+
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+
+
+class MappingError(ValueError):
+    """A record cannot be mapped; ``field`` names the F&O property at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class LookupValue:
+    """A lookup the writer must resolve to the referenced row (``nav@odata.bind``)."""
+
+    spec: LookupSpec
+    match_value: str
+
+
+@dataclass(frozen=True)
+class DataverseRecord:
+    """One F&O row mapped for Dataverse, with its key and a hash of the mapped content."""
+
+    key: tuple[str, ...]
+    company: str | None
+    columns: dict[str, Any]
+    content_hash: str
+
+
+Converter = Callable[[Any], Any]
+
+
+def _string(row: FieldRow) -> Converter:
+    def convert(value: Any) -> Any:
+        if value is None or value == "":
+            # F&O has no NULL strings: "" means empty; Dataverse gets null (inferred).
+            return None
+        if not isinstance(value, str):
+            raise MappingError(row.fo_property, f"expected a string, got {type(value).__name__} {value!r}")
+        return value
+
+    return convert
+
+
+def _integer(row: FieldRow, bounds: tuple[int, int], target: str) -> Converter:
+    low, high = bounds
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise MappingError(row.fo_property, f"expected an integer, got {type(value).__name__} {value!r}")
+        if not low <= value <= high:
+            raise MappingError(row.fo_property, f"{value} is outside the range of a Dataverse {target} ({low}..{high})")
+        return value
+
+    return convert
+
+
+def _decimal(row: FieldRow) -> Converter:
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise MappingError(row.fo_property, f"expected a number, got {type(value).__name__} {value!r}")
+        return value
+
+    return convert
+
+
+def _datetime(row: FieldRow) -> Converter:
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise MappingError(row.fo_property, f"expected an ISO 8601 date-time string, got {value!r}")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise MappingError(row.fo_property, f"{value!r} is not an ISO 8601 date-time") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    return convert
+
+
+def _value_map(row: FieldRow, value_map: ValueMap) -> Converter:
+    # Value maps write F&O members in lowerCamel; OData sends PascalCase: matched case-insensitively (inferred).
+    table = {entry.fo.lower(): entry.dataverse for entry in value_map.entries}
+    accepted = ", ".join(entry.fo for entry in value_map.entries)
+
+    def convert(value: Any) -> Any:
+        if not isinstance(value, str) or value.lower() not in table:
+            # An unknown or empty enum value has no mapping: an error, never a silent default (inferred).
+            raise MappingError(row.fo_property, f"{value!r} is not in value map {value_map.fo_enum} ({accepted})")
+        return table[value.lower()]
+
+    return convert
+
+
+def _lookup(row: FieldRow, spec: LookupSpec) -> Converter:
+    def convert(value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise MappingError(row.fo_property, f"expected a code string for lookup {spec.navigation_property}, got {value!r}")
+        return LookupValue(spec, value)
+
+    return convert
+
+
+def _converter(template: Template, row: FieldRow) -> Converter:
+    if row.value_map is not None:
+        base = _value_map(row, template.value_maps[row.value_map])
+    elif row.lookup is not None:
+        base = _lookup(row, row.lookup)
+    elif row.dataverse_type == "string":
+        base = _string(row)
+    elif row.dataverse_type == "integer":
+        base = _integer(row, INT32, "whole number")
+    elif row.dataverse_type == "bigint":
+        base = _integer(row, INT64, "big integer")
+    elif row.dataverse_type == "datetime":
+        base = _datetime(row)
+    elif row.dataverse_type == "decimal":
+        base = _decimal(row)
+    else:  # pragma: no cover - the model rules out other combinations
+        raise ValueError(f"{template.name}: no converter for {row.fo_type} -> {row.dataverse_type}")
+    if row.default is None and row.nullable:
+        return base
+    default = row.default
+
+    def convert(value: Any) -> Any:
+        if (value is None or value == "") and default is not None:
+            value = default
+        result = base(value)
+        if result is None and not row.nullable:
+            raise MappingError(row.fo_property, "is required but empty")
+        return result
+
+    return convert
+
+
+def content_hash(columns: Mapping[str, Any], company: str | None) -> str:
+    """A stable hash of mapped content: lookups hash by their code, so GUIDs never matter."""
+    canonical = {
+        name: (f"@lookup:{value.match_value}" if isinstance(value, LookupValue) else value)
+        for name, value in columns.items()
+    }
+    blob = json.dumps([company, sorted(canonical.items())], separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+
+
+class Plan:
+    """The compiled form of one template."""
+
+    def __init__(self, template: Template) -> None:
+        self.template = template
+        self.name = template.name
+        self.key_properties: tuple[str, ...] = tuple(template.commerce.key)
+        self.company_specific = template.commerce.company_specific
+        rows = template.rows_for(Direction.TO_DATAVERSE)
+        self._to_dataverse: list[tuple[str, str, Converter]] = [
+            (row.fo_property, row.lookup.navigation_property if row.lookup else row.dataverse_column, _converter(template, row))
+            for row in rows
+        ]
+        self.select_properties: tuple[str, ...] = tuple(
+            dict.fromkeys([*self.key_properties, *(prop for prop, _, _ in self._to_dataverse)])
+        )
+        self.dataverse_columns: tuple[str, ...] = tuple(column for _, column, _ in self._to_dataverse)
+        key_columns = {row.fo_property: row.dataverse_column for row in template.fields}
+        self.alternate_key_columns: tuple[str, ...] = tuple(template.dataverse.alternate_key)
+        self._dataverse_key_from_fo = {key_columns[p]: p for p in self.key_properties if p in key_columns}
+
+    def key_of(self, fo_row: Mapping[str, Any]) -> tuple[str, ...]:
+        """The F&O key in ``commerce.key`` order; ``dataAreaId`` lower-cased (F&O stores it so, inferred)."""
+        parts: list[str] = []
+        for prop in self.key_properties:
+            value = fo_row.get(prop)
+            if value is None or value == "":
+                raise MappingError(prop, "key field is missing or empty")
+            if not isinstance(value, str):
+                raise MappingError(prop, f"key field must be a string, got {value!r}")
+            parts.append(value.lower() if prop == "dataAreaId" else value)
+        return tuple(parts)
+
+    def company_of(self, key: tuple[str, ...]) -> str | None:
+        if not self.company_specific:
+            return None
+        return key[self.key_properties.index("dataAreaId")]
+
+    def to_dataverse(self, fo_row: Mapping[str, Any]) -> DataverseRecord:
+        key = self.key_of(fo_row)
+        columns: dict[str, Any] = {}
+        for prop, column, convert in self._to_dataverse:
+            columns[column] = convert(fo_row.get(prop))
+        company = self.company_of(key)
+        return DataverseRecord(key=key, company=company, columns=columns, content_hash=content_hash(columns, company))
+
+    def key_as_dict(self, key: tuple[str, ...]) -> dict[str, str]:
+        return dict(zip(self.key_properties, key, strict=True))
