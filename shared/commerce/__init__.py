@@ -1,0 +1,1 @@
+"""Commerce headquarters (F&O) OData client."""

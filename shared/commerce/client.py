@@ -1,0 +1,50 @@
+"""Commerce headquarters (F&O) OData client: paged reads, reads by full key, legal entities.
+
+Wire facts follow protocols.md §3: entity keys include ``dataAreaId`` for company-specific entities,
+``cross-company=true`` for reads across companies, server-driven paging with ``@odata.nextLink``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from shared.http.core import HttpCore
+from shared.http.errors import NotFoundError
+from shared.http.urls import key_segment, literal
+
+ODATA_HEADERS = {"Accept": "application/json;odata.metadata=minimal", "OData-MaxVersion": "4.0", "OData-Version": "4.0"}
+
+
+class CommerceClient:
+    def __init__(self, core: HttpCore) -> None:
+        self.core = core
+
+    def iter_rows(self, entity_set: str, *, select: list[str], company: str | None = None,
+                  order_by: list[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Every row of the set: all companies, or one company of a company-specific set."""
+        params = {"cross-company": "true", "$select": ",".join(select)}
+        if company is not None:
+            params["$filter"] = f"dataAreaId eq {literal(company)}"
+        if order_by:
+            params["$orderby"] = ",".join(order_by)
+        for page in self.core.iter_pages(f"data/{entity_set}", params=params, headers=ODATA_HEADERS):
+            yield from page
+
+    def get(self, entity_set: str, key: Mapping[str, str], *, select: list[str] | None = None) -> dict[str, Any] | None:
+        """One row by its full key; None when F&O answers 404."""
+        named: Mapping[str | None, str] = key if len(key) > 1 else {None: next(iter(key.values()))}
+        params = {"cross-company": "true"}
+        if select:
+            params["$select"] = ",".join(select)
+        try:
+            return self.core.get_json(f"data/{key_segment(entity_set, named)}", params=params, headers=ODATA_HEADERS)
+        except NotFoundError:
+            return None
+
+    def legal_entities(self) -> list[str]:
+        """Company ids (lower case) from the ``LegalEntities`` entity."""
+        ids: list[str] = []
+        for page in self.core.iter_pages("data/LegalEntities", params={"$select": "LegalEntityId"}, headers=ODATA_HEADERS):
+            ids.extend(str(row["LegalEntityId"]).lower() for row in page)
+        return sorted(set(ids))

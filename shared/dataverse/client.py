@@ -1,0 +1,102 @@
+"""Dataverse Web API client: upsert by alternate key, delete, paged reads, lookup resolution.
+
+Wire facts follow protocols.md §2: headers of §2.1, upsert semantics of §2.5 (a PATCH without
+``If-Match`` creates or updates; the response does not say which), ``@odata.bind`` of §2.6, paging
+with ``Prefer: odata.maxpagesize`` of §2.8.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from shared.http.core import HttpCore
+from shared.http.errors import ApiError, NotFoundError
+from shared.http.urls import key_segment, literal
+from shared.observability import log
+
+logger = logging.getLogger("loyaltysync.dataverse")
+
+ODATA_HEADERS = {"Accept": "application/json", "OData-MaxVersion": "4.0", "OData-Version": "4.0"}
+RECORD_NOT_FOUND_BY_KEY = "0x80060891"
+
+
+class LookupMissingError(ApiError):
+    """The referenced row (a currency, a company) does not exist in Dataverse yet."""
+
+    error_class = "lookup_missing"
+
+
+class DataverseClient:
+    def __init__(self, core: HttpCore, *, page_size: int = 5000) -> None:
+        self.core = core
+        self.page_size = page_size
+        self._lookup_cache: dict[tuple[str, str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def upsert(self, entity_set: str, key: Mapping[str, Any], body: Mapping[str, Any],
+               *, guid_columns: frozenset[str] = frozenset()) -> None:
+        """``PATCH set(key)`` without ``If-Match``: creates or updates; 204 either way (§2.5)."""
+        path = key_segment(entity_set, key, guid_columns=guid_columns)
+        self.core.request("PATCH", path, json=dict(body), headers={**ODATA_HEADERS, "If-None-Match": "null"})
+
+    def delete(self, entity_set: str, key: Mapping[str, Any], *, guid_columns: frozenset[str] = frozenset()) -> bool:
+        """``DELETE set(key)``; False when the row was already gone (404)."""
+        try:
+            self.core.request("DELETE", key_segment(entity_set, key, guid_columns=guid_columns), headers=ODATA_HEADERS)
+        except NotFoundError:
+            return False
+        return True
+
+    def get(self, entity_set: str, key: Mapping[str, Any], *, select: list[str] | None = None,
+            guid_columns: frozenset[str] = frozenset()) -> dict[str, Any] | None:
+        params = {"$select": ",".join(select)} if select else None
+        try:
+            return self.core.get_json(key_segment(entity_set, key, guid_columns=guid_columns), params=params,
+                                      headers=ODATA_HEADERS)
+        except NotFoundError:
+            return None
+
+    def iter_rows(self, entity_set: str, *, select: list[str] | None = None,
+                  filter: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every row, page by page (``Prefer: odata.maxpagesize``; nextLink followed verbatim)."""
+        params: dict[str, str] = {}
+        if select:
+            params["$select"] = ",".join(select)
+        if filter:
+            params["$filter"] = filter
+        headers = {**ODATA_HEADERS, "Prefer": f"odata.maxpagesize={self.page_size}"}
+        for page in self.core.iter_pages(entity_set, params=params, headers=headers):
+            yield from page
+
+    def resolve(self, entity_set: str, primary_id: str, match_column: str, value: str) -> str:
+        """The GUID of the row whose ``match_column`` equals ``value`` (cached; misses are not cached)."""
+        cache_key = (entity_set, match_column, value.lower())
+        with self._lock:
+            cached = self._lookup_cache.get(cache_key)
+        if cached:
+            return cached
+        body = self.core.get_json(
+            entity_set,
+            params={"$select": primary_id, "$filter": f"{match_column} eq {literal(value)}", "$top": "2"},
+            headers=ODATA_HEADERS,
+        )
+        rows = body.get("value") or []
+        if not rows:
+            raise LookupMissingError(
+                f"Couldn't resolve the guid for the field: {match_column}. The lookup wasn't found: {value}.",
+                status=404, code=RECORD_NOT_FOUND_BY_KEY, method="GET", url=self.core.url(entity_set),
+            )
+        if len(rows) > 1:
+            log(logger, logging.WARNING, "lookup is ambiguous, taking the first row", entity_set=entity_set,
+                match_column=match_column, value=value)
+        guid = str(rows[0][primary_id])
+        with self._lock:
+            self._lookup_cache[cache_key] = guid
+        return guid
+
+    def forget_lookups(self) -> None:
+        with self._lock:
+            self._lookup_cache.clear()

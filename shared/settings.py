@@ -1,0 +1,89 @@
+"""App settings, read from the environment (Function App settings / ``local.settings.json``).
+
+Every setting, its default and whether it is secret is listed in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
+
+    dataverse_url: str = Field(validation_alias="DATAVERSE_URL", description="https://<org>.crm.dynamics.com")
+    dataverse_scope: str | None = Field(default=None, validation_alias="DATAVERSE_SCOPE")
+    commerce_url: str = Field(validation_alias="COMMERCE_URL", description="https://<env>.operations.dynamics.com")
+    commerce_scope: str | None = Field(default=None, validation_alias="COMMERCE_SCOPE")
+
+    credential: Literal["default", "static"] = Field(default="default", validation_alias="SYNC_CREDENTIAL")
+    static_token: SecretStr | None = Field(default=None, validation_alias="SYNC_STATIC_TOKEN")
+
+    storage_connection: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SYNC_STORAGE_CONNECTION", "AzureWebJobsStorage")
+    )
+    storage_table_endpoint: str | None = Field(default=None, validation_alias="SYNC_STORAGE_TABLE_ENDPOINT")
+    table_prefix: str = Field(default="loyaltysync", validation_alias="SYNC_TABLE_PREFIX", pattern=r"^[A-Za-z][A-Za-z0-9]{2,40}$")
+
+    legal_entities: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="SYNC_LEGAL_ENTITIES")
+    delete_policy: Literal["delete", "ignore"] = Field(default="delete", validation_alias="SYNC_DELETE_POLICY")
+    mappings_dir: Path | None = Field(default=None, validation_alias="SYNC_MAPPINGS_DIR")
+
+    http_connect_timeout_s: float = Field(default=5.0, gt=0, validation_alias="SYNC_HTTP_CONNECT_TIMEOUT_S")
+    http_read_timeout_s: float = Field(default=30.0, gt=0, validation_alias="SYNC_HTTP_READ_TIMEOUT_S")
+    http_max_attempts: int = Field(default=5, ge=1, le=20, validation_alias="SYNC_HTTP_MAX_ATTEMPTS")
+    http_retry_budget_s: float = Field(default=120.0, gt=0, validation_alias="SYNC_HTTP_RETRY_BUDGET_S")
+    callback_budget_s: float = Field(default=8.0, gt=0, lt=10, validation_alias="SYNC_CALLBACK_BUDGET_S")
+    dataverse_page_size: int = Field(default=5000, ge=1, le=5000, validation_alias="SYNC_DATAVERSE_PAGE_SIZE")
+    run_lease_s: int = Field(default=900, ge=30, validation_alias="SYNC_RUN_LEASE_S")
+
+    @field_validator("legal_entities", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("dataverse_url", "commerce_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            raise ValueError(f"{value!r} is not an absolute http(s) URL")
+        if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+            raise ValueError(f"{value!r}: plain http is only allowed for loopback emulators; use https")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _static_only_on_loopback(self) -> Settings:
+        if self.credential == "static":
+            hosts = {urlsplit(self.dataverse_url).hostname, urlsplit(self.commerce_url).hostname}
+            if not hosts <= LOOPBACK_HOSTS:
+                raise ValueError("SYNC_CREDENTIAL=static is for the local emulators only (loopback URLs)")
+            if self.static_token is None:
+                raise ValueError("SYNC_CREDENTIAL=static needs SYNC_STATIC_TOKEN")
+        if self.storage_connection is None and self.storage_table_endpoint is None:
+            raise ValueError("set AzureWebJobsStorage (or SYNC_STORAGE_CONNECTION) or SYNC_STORAGE_TABLE_ENDPOINT")
+        return self
+
+    @property
+    def dataverse_token_scope(self) -> str:
+        # Scope = resource URL + /.default, no slash before it (protocols.md §1.1).
+        return self.dataverse_scope or f"{self.dataverse_url}/.default"
+
+    @property
+    def commerce_token_scope(self) -> str:
+        return self.commerce_scope or f"{self.commerce_url}/.default"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()  # type: ignore[call-arg]  # required values come from the environment

@@ -1,0 +1,222 @@
+"""Sync state in Azure Table Storage: watermarks, last-synced hashes, parked records.
+
+Three tables (``<prefix>watermarks``, ``<prefix>synced``, ``<prefix>parked``), partitioned by template
+(and legal entity where the template is company-specific). Every write that could race carries the
+entity's ETag (``If-Match``), so two overlapping runs can never move a watermark backwards or let a
+stale write win silently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import quote, unquote
+
+from azure.core import MatchConditions
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+
+# RowKey may not hold / \ # ? or control characters; '|' separates key parts and '%' escapes.
+_ROWKEY_SAFE = " !\"$&'()*+,-.:;<=>@[]^_`{}~"
+MAX_TEXT = 32_000  # a Table Storage string property holds 64 KiB (32K UTF-16 characters)
+
+
+def encode_key(parts: tuple[str, ...]) -> str:
+    return "|".join(quote(part, safe=_ROWKEY_SAFE + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") for part in parts)
+
+
+def decode_key(row_key: str) -> tuple[str, ...]:
+    return tuple(unquote(part) for part in row_key.split("|"))
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ConcurrencyConflict(Exception):
+    """Someone else changed the state entity since it was read."""
+
+
+@dataclass(frozen=True)
+class SyncedState:
+    row_key: str
+    content_hash: str
+    etag: str | None
+
+
+@dataclass
+class Watermark:
+    """A template's progress in one direction and scope (a legal entity, or ``all``)."""
+
+    template: str
+    direction: str
+    scope: str
+    run_seq: int = 0
+    initial_completed_at: str = ""
+    last_run_id: str = ""
+    last_run_started: str = ""
+    last_run_finished: str = ""
+    last_status: str = ""
+    last_counts: str = "{}"
+    lease_owner: str = ""
+    lease_until: str = ""
+    etag: str | None = None
+
+    @property
+    def row_key(self) -> str:
+        return f"{self.direction}.{self.scope}"
+
+    def to_entity(self) -> dict[str, Any]:
+        fields = {k: v for k, v in self.__dict__.items() if k not in ("etag",)}
+        return {"PartitionKey": self.template, "RowKey": self.row_key, **fields}
+
+    @classmethod
+    def from_entity(cls, entity: Any) -> Watermark:
+        known = {k: entity[k] for k in cls.__dataclass_fields__ if k != "etag" and k in entity}
+        return cls(**known, etag=entity.metadata.get("etag"))
+
+
+class StateStore:
+    def __init__(self, service: TableServiceClient, prefix: str) -> None:
+        self.service = service
+        self.watermarks = service.get_table_client(f"{prefix}watermarks")
+        self.synced = service.get_table_client(f"{prefix}synced")
+        self.parked = service.get_table_client(f"{prefix}parked")
+
+    @classmethod
+    def from_settings(cls, connection_string: str | None, endpoint: str | None, prefix: str,
+                      credential: TokenCredential | None = None) -> StateStore:
+        if connection_string:
+            service = TableServiceClient.from_connection_string(connection_string)
+        else:
+            assert endpoint is not None and credential is not None
+            service = TableServiceClient(endpoint=endpoint, credential=credential)
+        return cls(service, prefix)
+
+    def ensure_tables(self) -> None:
+        for table in (self.watermarks, self.synced, self.parked):
+            try:
+                table.create_table()
+            except ResourceExistsError:
+                pass
+
+    # -- watermarks -------------------------------------------------------------------------------
+
+    def get_watermark(self, template: str, direction: str, scope: str) -> Watermark:
+        try:
+            entity = self.watermarks.get_entity(template, f"{direction}.{scope}")
+        except ResourceNotFoundError:
+            return Watermark(template=template, direction=direction, scope=scope)
+        return Watermark.from_entity(entity)
+
+    def list_watermarks(self) -> list[Watermark]:
+        return [Watermark.from_entity(e) for e in self.watermarks.list_entities()]
+
+    def save_watermark(self, mark: Watermark) -> Watermark:
+        """Write ``mark`` if nobody changed it since it was read; raise ``ConcurrencyConflict`` otherwise."""
+        entity = mark.to_entity()
+        try:
+            if mark.etag is None:
+                meta = self.watermarks.create_entity(entity)
+            else:
+                meta = self.watermarks.update_entity(entity, mode=UpdateMode.REPLACE, etag=mark.etag,
+                                                     match_condition=MatchConditions.IfNotModified)
+        except (ResourceExistsError, ResourceModifiedError) as exc:
+            raise ConcurrencyConflict(f"watermark {mark.template}/{mark.row_key} changed meanwhile") from exc
+        mark.etag = meta.get("etag")
+        return mark
+
+    def acquire_lease(self, template: str, direction: str, scope: str, owner: str, lease_s: int) -> Watermark | None:
+        """Take the run lease for one scope; None while another run holds an unexpired lease."""
+        mark = self.get_watermark(template, direction, scope)
+        if mark.lease_owner and mark.lease_until and datetime.fromisoformat(mark.lease_until) > now():
+            return None
+        mark.lease_owner = owner
+        mark.lease_until = (now() + timedelta(seconds=lease_s)).isoformat()
+        try:
+            return self.save_watermark(mark)
+        except ConcurrencyConflict:
+            return None
+
+    # -- last-synced content hashes ----------------------------------------------------------------
+
+    def load_synced(self, partition: str) -> dict[str, SyncedState]:
+        query = self.synced.query_entities("PartitionKey eq @pk", parameters={"pk": partition},
+                                           select=["RowKey", "hash"])
+        return {e["RowKey"]: SyncedState(e["RowKey"], e.get("hash", ""), e.metadata.get("etag")) for e in query}
+
+    def get_synced(self, partition: str, row_key: str) -> SyncedState | None:
+        try:
+            e = self.synced.get_entity(partition, row_key)
+        except ResourceNotFoundError:
+            return None
+        return SyncedState(row_key, e.get("hash", ""), e.metadata.get("etag"))
+
+    def put_synced(self, partition: str, row_key: str, content_hash: str, previous: SyncedState | None) -> None:
+        """Record what was written; the ETag of ``previous`` guards against a concurrent writer."""
+        entity = {"PartitionKey": partition, "RowKey": row_key, "hash": content_hash, "synced_at": now().isoformat()}
+        try:
+            if previous is None or previous.etag is None:
+                self.synced.create_entity(entity)
+            else:
+                self.synced.update_entity(entity, mode=UpdateMode.REPLACE, etag=previous.etag,
+                                          match_condition=MatchConditions.IfNotModified)
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise ConcurrencyConflict(f"synced state {partition}/{row_key} changed meanwhile") from exc
+
+    def delete_synced(self, partition: str, previous: SyncedState) -> None:
+        try:
+            self.synced.delete_entity(partition, previous.row_key, etag=previous.etag,
+                                      match_condition=MatchConditions.IfNotModified)
+        except ResourceModifiedError as exc:
+            raise ConcurrencyConflict(f"synced state {partition}/{previous.row_key} changed meanwhile") from exc
+
+    # -- parked records ----------------------------------------------------------------------------
+
+    def park(self, template: str, row_key: str, *, direction: str, error_class: str, error: str,
+             source: str, correlation_id: str, payload: Any = None) -> int:
+        """Keep a record that could not be synced, with its reason; returns the attempt count."""
+        table: TableClient = self.parked
+        try:
+            existing = table.get_entity(template, row_key)
+            attempts = int(existing.get("attempts", 0)) + 1
+            first = existing.get("first_failed", now().isoformat())
+        except ResourceNotFoundError:
+            attempts, first = 1, now().isoformat()
+        entity = {
+            "PartitionKey": template,
+            "RowKey": row_key,
+            "key": json.dumps(list(decode_key(row_key))),
+            "direction": direction,
+            "error_class": error_class,
+            "error": error[:MAX_TEXT],
+            "attempts": attempts,
+            "first_failed": first,
+            "last_failed": now().isoformat(),
+            "source": source,
+            "correlation_id": correlation_id,
+            "payload": json.dumps(payload, default=str)[:MAX_TEXT] if payload is not None else "",
+        }
+        table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        return attempts
+
+    def unpark(self, template: str, row_key: str) -> bool:
+        try:
+            self.parked.delete_entity(template, row_key)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    def list_parked(self, template: str | None = None) -> Iterator[dict[str, Any]]:
+        if template is None:
+            yield from self.parked.list_entities()
+        else:
+            yield from self.parked.query_entities("PartitionKey eq @pk", parameters={"pk": template})
+
+    def parked_keys(self, template: str) -> set[str]:
+        query = self.parked.query_entities("PartitionKey eq @pk", parameters={"pk": template}, select=["RowKey"])
+        return {e["RowKey"] for e in query}
