@@ -61,6 +61,12 @@ class ValueMapEntry(_Strict):
 
     fo: str = Field(min_length=1)
     dataverse: int | bool
+    fo_member: str | None = Field(default=None, description="OData member name, when not just fo with a capital")
+
+    @property
+    def member(self) -> str:
+        """The enum member name F&O OData sends and expects (``AsCardTender``)."""
+        return self.fo_member or self.fo[:1].upper() + self.fo[1:]
 
 
 class ValueMap(_Strict):

@@ -162,6 +162,22 @@ def _converter(template: Template, row: FieldRow) -> Converter:
     return convert
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _reverse_value_map(row: FieldRow, value_map: ValueMap) -> Converter:
+    table = {entry.dataverse: entry.member for entry in value_map.entries}
+    accepted = ", ".join(str(entry.dataverse) for entry in value_map.entries)
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, bool) != isinstance(next(iter(table)), bool) or value not in table:
+            raise MappingError(row.dataverse_column, f"{value!r} is not in value map {value_map.fo_enum} ({accepted})")
+        return table[value]
+
+    return convert
+
+
 def content_hash(columns: Mapping[str, Any], company: str | None) -> str:
     """A stable hash of mapped content: lookups hash by their code, so GUIDs never matter."""
     canonical = {
@@ -189,6 +205,18 @@ class Plan:
             dict.fromkeys([*self.key_properties, *(prop for prop, _, _ in self._to_dataverse)])
         )
         self.dataverse_columns: tuple[str, ...] = tuple(column for _, column, _ in self._to_dataverse)
+        self._lookup_specs: dict[str, LookupSpec] = {}
+        self._to_commerce: list[tuple[str, str, Converter]] = []
+        for row in template.rows_for(Direction.TO_COMMERCE):
+            if row.lookup is not None:
+                marker = f"@lookup:{row.lookup.navigation_property}"
+                self._lookup_specs[marker] = row.lookup
+                self._to_commerce.append((row.fo_property, marker, _identity))
+            elif row.value_map is not None:
+                self._to_commerce.append((row.fo_property, row.dataverse_column,
+                                          _reverse_value_map(row, template.value_maps[row.value_map])))
+            else:
+                self._to_commerce.append((row.fo_property, row.dataverse_column, _identity))
         key_columns = {row.fo_property: row.dataverse_column for row in template.fields}
         self.alternate_key_columns: tuple[str, ...] = tuple(template.dataverse.alternate_key)
         self._dataverse_key_from_fo = {key_columns[p]: p for p in self.key_properties if p in key_columns}
@@ -217,6 +245,27 @@ class Plan:
             columns[column] = convert(fo_row.get(prop))
         company = self.company_of(key)
         return DataverseRecord(key=key, company=company, columns=columns, content_hash=content_hash(columns, company))
+
+    def from_dataverse(self, dv_row: Mapping[str, Any],
+                       lookup_code: Callable[[LookupSpec, str], str | None]) -> dict[str, Any]:
+        """A Dataverse row as F&O properties, for the rows the map lets flow Dataverse -> F&O.
+
+        ``>``/``>>`` rows (``msdyn_replacementcardnumber``) never appear; value maps run backwards;
+        a lookup is read from ``_<nav>_value`` and turned back into its code by ``lookup_code``.
+        Columns the row does not carry are left out.
+        """
+        result: dict[str, Any] = {}
+        for prop, column, convert in self._to_commerce:
+            if column.startswith("@lookup:"):
+                spec = self._lookup_specs[column]
+                lookup_column = f"_{spec.navigation_property}_value"
+                if lookup_column in dv_row:
+                    guid = dv_row[lookup_column]
+                    result[prop] = lookup_code(spec, str(guid)) if guid else None
+            elif column in dv_row:  # only the columns the row carries ($select)
+                value = dv_row[column]
+                result[prop] = None if value is None else convert(value)
+        return result
 
     def key_as_dict(self, key: tuple[str, ...]) -> dict[str, str]:
         return dict(zip(self.key_properties, key, strict=True))

@@ -1,0 +1,134 @@
+"""Runs the registered functions without the Functions host (which cannot be installed here).
+
+``invoke_http`` / ``invoke_timer`` call a function through the real ``azure.functions`` app object
+with real ``HttpRequest`` / ``TimerRequest`` objects, as the host's Python worker does.
+``LocalFunctionsHost`` serves the HTTP triggers on 127.0.0.1 (routes under ``/api``, literal routes
+before ``{parameter}`` routes, as ASP.NET routing orders them) so the Commerce emulator's business
+events reach the callback triggers over real HTTP.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import azure.functions as func
+
+
+class LocalContext(func.Context):
+    def __init__(self, function_name: str) -> None:
+        self._invocation_id = str(uuid.uuid4())
+        self._function_name = function_name
+
+    @property
+    def invocation_id(self) -> str:
+        return self._invocation_id
+
+    @property
+    def function_name(self) -> str:
+        return self._function_name
+
+    @property
+    def function_directory(self) -> str:
+        return ""
+
+    @property
+    def trace_context(self) -> Any:
+        return None
+
+    @property
+    def retry_context(self) -> Any:
+        return None
+
+    @property
+    def thread_local_storage(self) -> Any:
+        return threading.local()
+
+
+def function(app: func.FunctionApp, name: str) -> Any:
+    for fn in app.get_functions():
+        if fn.get_function_name() == name:
+            return fn
+    raise KeyError(f"no function named {name!r}")
+
+
+def invoke_http(app: func.FunctionApp, name: str, req: func.HttpRequest) -> func.HttpResponse:
+    result: func.HttpResponse = function(app, name).get_user_function()(req, LocalContext(name))
+    return result
+
+
+def invoke_timer(app: func.FunctionApp, name: str, *, past_due: bool = False) -> None:
+    function(app, name).get_user_function()(func.TimerRequest(past_due=past_due), LocalContext(name))
+
+
+def _route_regex(route: str) -> re.Pattern[str]:
+    pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", route)
+    return re.compile(f"^/api/{pattern}$")
+
+
+class LocalFunctionsHost:
+    """Serves the app's HTTP triggers on 127.0.0.1 (no function keys: local equipment only)."""
+
+    def __init__(self, app: func.FunctionApp, port: int = 0) -> None:
+        routes: list[tuple[bool, re.Pattern[str], str, set[str]]] = []
+        for fn in app.get_functions():
+            trigger = fn.get_trigger()
+            route = getattr(trigger, "route", None)
+            if route is None:
+                continue
+            methods = {str(getattr(m, "value", m)).upper() for m in (getattr(trigger, "methods", None) or ["POST"])}
+            routes.append(("{" in route, _route_regex(route), fn.get_function_name(), methods))
+        routes.sort(key=lambda r: r[0])  # literal routes win over parameter routes
+        host = self
+        self.app = app
+        self.routes = routes
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                host._handle(self)
+
+            def do_GET(self) -> None:
+                host._handle(self)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> LocalFunctionsHost:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        parts = urlsplit(handler.path)
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        for _, regex, name, methods in self.routes:
+            match = regex.match(parts.path)
+            if match and handler.command in methods:
+                req = func.HttpRequest(handler.command, self.url + handler.path, headers=dict(handler.headers),
+                                       params=dict(parse_qsl(parts.query)), route_params=match.groupdict(), body=body)
+                response = invoke_http(self.app, name, req)
+                payload = response.get_body()
+                handler.send_response(response.status_code)
+                handler.send_header("Content-Type", response.mimetype or "application/json")
+                handler.send_header("Content-Length", str(len(payload)))
+                handler.end_headers()
+                handler.wfile.write(payload)
+                return
+        handler.send_response(404)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()

@@ -1,0 +1,101 @@
+"""Operator command line: each template's watermark and last run, parked records, sync now.
+
+    python -m shared.cli status
+    python -m shared.cli sync loyalty_cards [--company usmf]
+    python -m shared.cli sync --all
+    python -m shared.cli parked [--template loyalty_cards]
+
+Reads the same app settings as the Function App (environment variables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from shared.observability import correlation_scope
+from shared.runtime import Runtime, get_runtime
+from shared.sync.engine import RunSummary
+
+
+def status_rows(runtime: Runtime) -> list[dict[str, str]]:
+    marks = {(m.template, m.direction, m.scope): m for m in runtime.state.list_watermarks()}
+    rows: list[dict[str, str]] = []
+    for template in runtime.catalog:
+        found = [m for (name, _, _), m in marks.items() if name == template.name]
+        if not found:
+            rows.append({"template": template.name, "scope": "-", "status": "never run", "runs": "0",
+                         "last_run_finished": "", "counts": ""})
+        for mark in sorted(found, key=lambda m: m.row_key):
+            rows.append({"template": template.name, "scope": mark.scope, "status": mark.last_status or "running",
+                         "runs": str(mark.run_seq), "last_run_finished": mark.last_run_finished,
+                         "counts": mark.last_counts})
+    return rows
+
+
+def print_table(rows: Sequence[dict[str, str]]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    print("  ".join("-" * widths[c] for c in columns))
+    for row in rows:
+        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+def summary_row(s: RunSummary) -> dict[str, str]:
+    return {"template": s.template, "scope": s.scope, "mode": s.mode, "status": s.status, "seen": str(s.seen),
+            "written": str(s.written), "unchanged": str(s.unchanged), "deleted": str(s.deleted),
+            "parked": str(s.failed), "seconds": f"{s.duration_s:.2f}"}
+
+
+def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str]) -> list[RunSummary]:
+    summaries: list[RunSummary] = []
+    for name in templates:
+        summaries.extend(runtime.outbound(name).run(companies or runtime.settings.legal_entities))
+    return summaries
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every sync step")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="each template's watermark and last run")
+    sync_p = sub.add_parser("sync", help="run the Commerce -> Dataverse sync of a template now")
+    sync_p.add_argument("template", nargs="?", help="template name (see 'status')")
+    sync_p.add_argument("--all", action="store_true", help="every template, in file order")
+    sync_p.add_argument("--company", action="append", default=[], help="legal entity (repeatable)")
+    parked_p = sub.add_parser("parked", help="records kept after a failed sync, with their reasons")
+    parked_p.add_argument("--template")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    runtime = get_runtime()
+    with correlation_scope():
+        if args.command == "status":
+            rows = status_rows(runtime)
+        elif args.command == "sync":
+            names = [t.name for t in runtime.catalog] if args.all else [args.template]
+            unknown = [n for n in names if n is None or runtime.catalog.get(n) is None]
+            if unknown:
+                parser.error(f"unknown template {unknown[0]!r}; known: {', '.join(t.name for t in runtime.catalog)}")
+            rows = [summary_row(s) for s in sync(runtime, names, args.company)]
+        else:
+            rows = [{"template": e["PartitionKey"], "key": e["key"], "error_class": e["error_class"],
+                     "attempts": str(e["attempts"]), "last_failed": e["last_failed"], "error": e["error"][:120]}
+                    for e in runtime.state.list_parked(args.template)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

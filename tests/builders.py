@@ -1,0 +1,72 @@
+"""Builders for F&O rows, Dataverse rows and business events: one realistic default, overridable."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+
+def card_row(**overrides: Any) -> dict[str, Any]:
+    row = {
+        "CardNumber": "LC-000123",
+        "CardTenderType": "AsContactTender",
+        "PartyNumber": "004512",
+        "ReplacementCardNumber": "LC-000987",
+        "OmOperatingUnitNumber": "052",
+        "LoyaltyEnrollmentDate": "2024-03-01T00:00:00Z",
+        "LoyaltyEnrollmentDateLocal": "2024-02-29T00:00:00Z",
+        "LoyaltyEnrollmentTime": 36000,
+        "LoyaltyEnrollmentTimeLocal": 7200,
+    }
+    row.update(overrides)
+    return row
+
+
+def level_row(**overrides: Any) -> dict[str, Any]:
+    row = {"dataAreaId": "usmf", "LevelPhrase": "Gold", "LevelDescription": "Gold members: 5% off"}
+    row.update(overrides)
+    return row
+
+
+def reward_point_row(**overrides: Any) -> dict[str, Any]:
+    row = {
+        "RewardPointId": "USD-AMOUNT",
+        "RewardPointType": "Amount",
+        "RewardPointCurrency": "USD",
+        "Redeemable": "Yes",
+        "RedeemRanking": 2,
+        "ExpirationTimeValue": 12,
+        "ExpirationTimeUnit": "Month",
+        "VestingTimeValue": 14,
+        "VestingTimeUnit": "Day",
+        "MaximumLoyaltyRewardPoints": 5_000_000_000,
+    }
+    row.update(overrides)
+    return row
+
+
+def business_event(**overrides: Any) -> dict[str, Any]:
+    event = {
+        "BusinessEventId": "RetailLoyaltyCardChangedBusinessEvent",
+        "BusinessEventLegalEntity": "USMF",
+        "ContextRecordSubject": "",
+        "ControlNumber": 5637611083,
+        "EventId": str(uuid.uuid4()).upper(),
+        "EventTime": "/Date(1672408275000)/",
+        "EventTimeIso8601": "2022-12-30T13:51:15.2942742Z",
+        "InitiatingUserAADObjectId": "{410A2690-5EC2-42EE-9F2A-E75B4E324930}",
+        "MajorVersion": 0,
+        "MinorVersion": 0,
+        "ParentContextRecordSubjects": [],
+    }
+    event.update(overrides)
+    return event
+
+
+def test_event(**overrides: Any) -> dict[str, Any]:
+    return business_event(BusinessEventId="BusinessEventsTestEndpointContract", **overrides)
+
+
+def as_body(value: Any) -> bytes:
+    return json.dumps(value).encode("utf-8")
