@@ -86,7 +86,7 @@ def start_azurite(workspace: Path | None = None, *, timeout_s: float = 30.0) -> 
         )
         deadline = time.monotonic() + timeout_s
         if all(_wait_listening(port, deadline) for port in ports):
-            return Azurite(process, *ports, workspace=workspace, _own_workspace=own)
+            return Azurite(process, ports[0], ports[1], ports[2], workspace=workspace, _own_workspace=own)
         process.kill()
         process.wait()
     raise RuntimeError("Azurite did not start listening on its ports")

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
+from azure.functions.timer import TimerRequest
 
 
 class LocalContext(func.Context):
@@ -62,7 +63,7 @@ def invoke_http(app: func.FunctionApp, name: str, req: func.HttpRequest) -> func
 
 
 def invoke_timer(app: func.FunctionApp, name: str, *, past_due: bool = False) -> None:
-    function(app, name).get_user_function()(func.TimerRequest(past_due=past_due), LocalContext(name))
+    function(app, name).get_user_function()(TimerRequest(past_due=past_due), LocalContext(name))
 
 
 def _route_regex(route: str) -> re.Pattern[str]:
@@ -81,7 +82,7 @@ class LocalFunctionsHost:
             if route is None:
                 continue
             methods = {str(getattr(m, "value", m)).upper() for m in (getattr(trigger, "methods", None) or ["POST"])}
-            routes.append(("{" in route, _route_regex(route), fn.get_function_name(), methods))
+            routes.append(("{" in route, _route_regex(route), str(fn.get_function_name()), methods))
         routes.sort(key=lambda r: r[0])  # literal routes win over parameter routes
         host = self
         self.app = app
@@ -102,7 +103,7 @@ class LocalFunctionsHost:
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def start(self) -> LocalFunctionsHost:
         self._thread.start()

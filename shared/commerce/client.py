@@ -33,12 +33,11 @@ class CommerceClient:
 
     def get(self, entity_set: str, key: Mapping[str, str], *, select: list[str] | None = None) -> dict[str, Any] | None:
         """One row by its full key; None when F&O answers 404."""
-        named: Mapping[str | None, str] = key if len(key) > 1 else {None: next(iter(key.values()))}
         params = {"cross-company": "true"}
         if select:
             params["$select"] = ",".join(select)
         try:
-            return self.core.get_json(f"data/{key_segment(entity_set, named)}", params=params, headers=ODATA_HEADERS)
+            return self.core.get_json(f"data/{key_segment(entity_set, key, named=len(key) > 1)}", params=params, headers=ODATA_HEADERS)
         except NotFoundError:
             return None
 

@@ -56,7 +56,7 @@ class RetryPolicy:
     backoff_cap_s: float = 30.0
 
     def backoff(self, attempt: int) -> float:
-        return min(self.backoff_cap_s, self.backoff_base_s * (2 ** (attempt - 1))) * (0.5 + random.random() / 2)
+        return float(min(self.backoff_cap_s, self.backoff_base_s * 2.0 ** (attempt - 1)) * (0.5 + random.random() / 2))
 
 
 Sleep = Callable[[float], None]

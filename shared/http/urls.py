@@ -28,10 +28,11 @@ def literal(value: Any, *, guid: bool = False) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def key_segment(entity_set: str, key: Mapping[str, Any], *, guid_columns: frozenset[str] = frozenset()) -> str:
-    """``set(a='x',b=2)`` (or ``set('x')`` for a single unnamed key), percent-encoded for a URL path."""
-    if len(key) == 1 and None in key:
-        inner = literal(key[None])  # type: ignore[index]
+def key_segment(entity_set: str, key: Mapping[str, Any], *, guid_columns: frozenset[str] = frozenset(),
+                named: bool = True) -> str:
+    """``set(a='x',b=2)``, or ``set('x')`` for a single key with ``named=False``; percent-encoded for a path."""
+    if not named and len(key) == 1:
+        inner = literal(next(iter(key.values())))
     else:
         inner = ",".join(f"{name}={literal(value, guid=name in guid_columns)}" for name, value in key.items())
     return f"{entity_set}({quote(inner, safe=_PATH_SAFE)})"

@@ -34,7 +34,7 @@ def _describe_location(raw: Any, loc: tuple[int | str, ...]) -> str:
             parts.append(label)
         else:
             parts.append(("." if parts else "") + str(step))
-        node = node[step] if isinstance(node, (dict, list)) and _has(node, step) else None
+        node = node[step] if isinstance(node, (dict, list)) and _has(node, step) else None  # type: ignore[index]
     return "".join(parts) or "(file)"
 
 

@@ -9,7 +9,7 @@ at start-up so a broken file fails before any record moves.
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -19,14 +19,14 @@ _SLUG = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 # Table Storage partition keys and Functions names must stay simple: the template name is both.
 
 
-class Direction(str, Enum):
+class Direction(StrEnum):
     """Which way a record moves."""
 
     TO_DATAVERSE = "fo_to_dataverse"
     TO_COMMERCE = "dataverse_to_fo"
 
 
-class MapType(str, Enum):
+class MapType(StrEnum):
     """Dual-write map-type symbols (loyalty-domain.md §1; left = F&O, right = Dataverse)."""
 
     BOTH = "="
@@ -210,10 +210,10 @@ class Template(_Strict):
         for part in self.commerce.key:
             if part == "dataAreaId" and self.commerce.company_specific:
                 continue
-            row = by_fo.get(part)
-            if row is None:
+            key_row = by_fo.get(part)
+            if key_row is None:
                 raise ValueError(f"commerce key part {part!r} is not a mapped fo_property")
-            if row.map_type is not MapType.BOTH:
+            if key_row.map_type is not MapType.BOTH:
                 raise ValueError(f"key field {part!r} must be mapped '=' (keys are bidirectional, DIPV1004)")
         by_dv = {row.dataverse_column for row in self.fields}
         for column in self.dataverse.alternate_key:

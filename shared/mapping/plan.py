@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.mapping.model import Direction, FieldRow, LookupSpec, Template, ValueMap
@@ -99,8 +99,8 @@ def _datetime(row: FieldRow) -> Converter:
         except ValueError:
             raise MappingError(row.fo_property, f"{value!r} is not an ISO 8601 date-time") from None
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     return convert
 

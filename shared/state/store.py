@@ -8,10 +8,11 @@ stale write win silently.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -26,7 +27,7 @@ MAX_TEXT = 32_000  # a Table Storage string property holds 64 KiB (32K UTF-16 ch
 
 
 def encode_key(parts: tuple[str, ...]) -> str:
-    return "|".join(quote(part, safe=_ROWKEY_SAFE + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") for part in parts)
+    return "|".join(quote(part, safe=_ROWKEY_SAFE) for part in parts)
 
 
 def decode_key(row_key: str) -> tuple[str, ...]:
@@ -34,7 +35,7 @@ def decode_key(row_key: str) -> tuple[str, ...]:
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class ConcurrencyConflict(Exception):
@@ -99,10 +100,8 @@ class StateStore:
 
     def ensure_tables(self) -> None:
         for table in (self.watermarks, self.synced, self.parked):
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 table.create_table()
-            except ResourceExistsError:
-                pass
 
     # -- watermarks -------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ writes again, so the last write to Dataverse always carries Commerce's current c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -243,10 +244,8 @@ class OutboundSync:
         else:
             log(logger, logging.INFO, "record deleted in Commerce; kept in Dataverse (SYNC_DELETE_POLICY=ignore)",
                 template=self.name, key=row_key, source=source)
-        try:
+        with contextlib.suppress(ConcurrencyConflict):  # re-synced meanwhile: that state is newer than ours
             self.state.delete_synced(partition, previous)
-        except ConcurrencyConflict:
-            pass  # re-synced meanwhile: that state is newer than ours
         self.state.unpark(self.name, row_key)
         return "deleted"
 
