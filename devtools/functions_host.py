@@ -50,11 +50,21 @@ class LocalContext(func.Context):
         return threading.local()
 
 
+_INDEX: dict[int, dict[str, Any]] = {}
+
+
+def functions(app: func.FunctionApp) -> dict[str, Any]:
+    """The app's functions by name. ``get_functions`` may run once per app (it re-validates names)."""
+    if id(app) not in _INDEX:
+        _INDEX[id(app)] = {str(fn.get_function_name()): fn for fn in app.get_functions()}
+    return _INDEX[id(app)]
+
+
 def function(app: func.FunctionApp, name: str) -> Any:
-    for fn in app.get_functions():
-        if fn.get_function_name() == name:
-            return fn
-    raise KeyError(f"no function named {name!r}")
+    try:
+        return functions(app)[name]
+    except KeyError:
+        raise KeyError(f"no function named {name!r}") from None
 
 
 def invoke_http(app: func.FunctionApp, name: str, req: func.HttpRequest) -> func.HttpResponse:
@@ -76,7 +86,7 @@ class LocalFunctionsHost:
 
     def __init__(self, app: func.FunctionApp, port: int = 0) -> None:
         routes: list[tuple[bool, re.Pattern[str], str, set[str]]] = []
-        for fn in app.get_functions():
+        for fn in functions(app).values():
             trigger = fn.get_trigger()
             route = getattr(trigger, "route", None)
             if route is None:

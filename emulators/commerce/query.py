@@ -1,0 +1,169 @@
+"""Collection queries of the F&O ``/data`` service (protocols.md §3.1, §3.2, §5.2).
+
+``$filter`` (no ``in``/``has``; ``eq '*text*'`` wildcards; enum literals), ``$select``,
+``$orderby``, ``$top``, ``$skip``, ``$count``, company scope (default company unless
+``cross-company=true``) and server-driven paging with a ``$skip``/``$top`` nextLink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from emulators.common.odata import ODataQueryError, parse_filter, parse_orderby, sort_rows
+from emulators.common.server import EmulatorHTTPError
+
+from . import errors
+from .entities import EntitySet
+
+Row = dict[str, Any]
+
+#: F&O's maximum server page size (protocols.md §3.2).
+MAX_PAGE_SIZE = 10_000
+SUPPORTED_OPTIONS = frozenset(
+    {"$filter", "$select", "$orderby", "$top", "$skip", "$count", "$expand", "$format"}
+)
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    filter: Any = None  # a compiled predicate (emulators.common.odata.FilterPredicate)
+    select: tuple[str, ...] | None = None
+    orderby: tuple[tuple[str, bool], ...] = ()
+    top: int | None = None
+    skip: int = 0
+    count: bool = False
+    cross_company: bool = False
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    rows: list[tuple[Row, str]]
+    count: int
+    next_skip: int | None = None
+    next_top: int | None = None
+
+
+def _no_property(entity_set: EntitySet, name: str) -> EmulatorHTTPError:
+    return errors.bad_request(
+        f"Could not find a property named '{name}' on type '{entity_set.full_type_name}'.", query=True
+    )
+
+
+def _non_negative_int(name: str, raw: str) -> int:
+    if not raw.strip().isdigit():
+        raise errors.bad_request(f"Invalid value '{raw}' for {name} query option found. "
+                                 f"The {name} query option requires a non-negative integer value.",
+                                 query=True)
+    return int(raw)
+
+
+def is_cross_company(query: Mapping[str, str]) -> bool:
+    return query.get("cross-company", "").strip().lower() == "true"
+
+
+def parse_query_options(entity_set: EntitySet, items: Sequence[tuple[str, str]]) -> QueryOptions:
+    """Validate and parse the query options of a collection GET (400 on anything malformed)."""
+    options: dict[str, str] = {}
+    for name, value in items:
+        if name.startswith("$"):
+            if name not in SUPPORTED_OPTIONS:
+                raise errors.bad_request(f"The query parameter '{name}' is not supported.", query=True)
+            if name in options:
+                raise errors.bad_request(f"Query option '{name}' was specified more than once, "
+                                         "but it must be specified at most once.", query=True)
+            options[name] = value
+    names = set(entity_set.property_names)
+    predicate = None
+    if options.get("$filter", "").strip():
+        try:
+            predicate = parse_filter(options["$filter"], allow_in=False, wildcard_eq=True)
+        except ODataQueryError as exc:
+            raise errors.bad_request(str(exc), query=True) from None
+        for prop in sorted(getattr(predicate, "properties", ())):
+            if prop not in names:
+                raise _no_property(entity_set, prop)
+    select = None
+    if options.get("$select", "").strip() and options["$select"].strip() != "*":
+        select = tuple(part.strip() for part in options["$select"].split(","))
+        for prop in select:
+            if prop not in names:
+                raise _no_property(entity_set, prop)
+    orderby: tuple[tuple[str, bool], ...] = ()
+    if options.get("$orderby", "").strip():
+        try:
+            orderby = tuple(parse_orderby(options["$orderby"]))
+        except ODataQueryError as exc:
+            raise errors.bad_request(str(exc), query=True) from None
+        for prop, _ in orderby:
+            if prop not in names:
+                raise _no_property(entity_set, prop)
+    if options.get("$expand", "").strip():
+        # No navigation properties are modelled.
+        raise _no_property(entity_set, options["$expand"].split(",")[0].split("(")[0].strip())
+    count = options.get("$count", "false").strip().lower()
+    if count not in ("true", "false"):
+        raise errors.bad_request(f"'{options['$count']}' is not a valid count option.", query=True)
+    fmt = options.get("$format", "json").strip().lower()
+    if fmt not in ("json", "application/json") and not fmt.startswith("application/json;"):
+        raise errors.bad_request(f"The format '{options['$format']}' is not supported.", query=True)
+    return QueryOptions(
+        filter=predicate,
+        select=select,
+        orderby=orderby,
+        top=_non_negative_int("$top", options["$top"]) if "$top" in options else None,
+        skip=_non_negative_int("$skip", options["$skip"]) if "$skip" in options else 0,
+        count=count == "true",
+    )
+
+
+def run_query(entity_set: EntitySet, rows: list[tuple[Row, str]], options: QueryOptions, *,
+              default_company: str, cross_company: bool, page_size: int) -> QueryResult:
+    """Apply company scope, filter, order, skip/top and one server page.
+
+    ``rows`` are ``(row, etag)`` pairs in key order (read-only); the result rows are
+    ``(row, etag)`` pairs too.
+    """
+    if entity_set.company_specific and not cross_company:
+        company = default_company.casefold()
+        rows = [p for p in rows if str(p[0].get("dataAreaId", "")).casefold() == company]
+    if options.filter is not None:
+        rows = [p for p in rows if options.filter(p[0])]
+    if options.orderby:
+        etags = {id(row): etag for row, etag in rows}
+        ordered = sort_rows([row for row, _ in rows], options.orderby)  # stable: key order breaks ties
+        rows = [(row, etags[id(row)]) for row in ordered]  # type: ignore[misc]
+    total = len(rows)
+    window = rows[options.skip:]
+    if options.top is not None:
+        window = window[: options.top]
+    size = max(1, min(page_size, MAX_PAGE_SIZE))
+    page = window[:size]
+    if len(window) <= size:
+        return QueryResult(page, total)
+    next_skip = options.skip + len(page)
+    # nextLink $top: what is left of the client's $top, else of the result (inferred; §3.2 only
+    # shows that observed nextLinks carry both $skip and $top).
+    next_top = options.top - len(page) if options.top is not None else total - next_skip
+    return QueryResult(page, total, next_skip, next_top)
+
+
+def next_link(base: str, raw_query: str, skip: int, top: int) -> str:
+    """``base?<other options as sent>&$skip=<skip>&$top=<top>``: other options kept verbatim."""
+    kept = [part for part in raw_query.split("&")
+            if part and unquote_plus(part.split("=", 1)[0]) not in ("$skip", "$top")]
+    kept += [f"$skip={skip}", f"$top={top}"]
+    return f"{base}?{'&'.join(kept)}"
+
+
+def project(entity_set: EntitySet, row: Mapping[str, Any], etag: str,
+            select: Sequence[str] | None = None) -> Row:
+    """Wire shape of one row: ``@odata.etag`` then the (selected) properties in metadata order."""
+    wanted = set(select) if select is not None else None
+    body: Row = {"@odata.etag": etag}
+    for prop in entity_set.properties:
+        if wanted is None or prop.name in wanted:
+            body[prop.name] = row.get(prop.name)
+    return body

@@ -1,0 +1,362 @@
+"""HTTP layer of the Dataverse Web API emulator (protocols.md §2, checklist §5.1).
+
+``start_dataverse()`` starts a real HTTP server on 127.0.0.1; the Web API root is
+``<url>/api/data/v9.2/``. Route table (later issues add ``$batch``, bulk actions, change
+tracking and service protection as new routes / hooks):
+
+=========================================  ==============================================
+``GET  /api/data/v9.2/WhoAmI``             §5.1 WhoAmI (+ ``x-ms-dop-hint``)
+``GET|POST /api/data/v9.2/<set>``          §2.8 query + paging / §2.3 create
+``GET|PATCH|DELETE /api/data/v9.2/<set>(<key>)``  §2.5/§2.7 retrieve, upsert, delete
+``POST /_emulator/reset``                  admin: empty the msdyn_ tables (seeds kept)
+``GET  /_emulator/rows/<set>``             admin: dump a table (no auth)
+``GET  /_emulator/stats``, ``POST /_emulator/stats/reset``  request counters (common)
+=========================================  ==============================================
+
+Every ``/api/`` request needs ``Authorization: Bearer <non-empty>`` (§1.3, §5.1).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from emulators.common.server import EmulatorHTTPError, EmulatorRequestHandler, EmulatorServer, Route
+
+from . import errors, operations
+from .errors import error_annotations
+from .query import (
+    COUNT_LIMIT,
+    MAX_PAGE_SIZE,
+    decode_skiptoken,
+    encode_skiptoken,
+    order_rows,
+    parse_collection_query,
+    parse_entity_select,
+    rows_after,
+    sort_spec,
+    strip_skiptoken,
+)
+from .references import EntityRef, require_row, resolve_key, split_resource_path
+from .schema import DEFAULT_COMPANIES, DEFAULT_CURRENCIES, TABLES, Table
+from .store import Row, Store
+
+API_PATH = "/api/data/v9.2/"
+ODATA_JSON = "application/json; odata.metadata=minimal"
+
+SeedRows = Iterable[str | tuple[str, str]]
+
+
+class DataverseServer(EmulatorServer):
+    """An :class:`EmulatorServer` holding the Dataverse :class:`Store` and settings."""
+
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        page_size_cap: int = MAX_PAGE_SIZE,
+        companies: SeedRows | None = None,
+        currencies: SeedRows | None = None,
+        dop_hint: int = 4,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(DataverseRequestHandler, port, name="dataverse", verbose=verbose)
+        self.store = Store(TABLES)
+        self.page_size_cap = max(1, page_size_cap)
+        self.dop_hint = dop_hint
+        self.tenant_id = str(uuid.uuid4())
+        self.organization_id = str(uuid.uuid4())
+        self.business_unit_id = str(uuid.uuid4())
+        self.user_id = str(uuid.uuid4())
+        self._seed("cdm_companies", "cdm_companycode", "cdm_name", companies or DEFAULT_COMPANIES)
+        self._seed(
+            "transactioncurrencies", "isocurrencycode", "currencyname", currencies or DEFAULT_CURRENCIES
+        )
+
+    @property
+    def api_url(self) -> str:
+        """``<url>/api/data/v9.2/`` (with the trailing slash)."""
+        return self.url + API_PATH
+
+    def _seed(self, entity_set: str, code_column: str, name_column: str, rows: SeedRows) -> None:
+        for item in rows:
+            code, name = (item, item) if isinstance(item, str) else item
+            self.store.seed(entity_set, {code_column: code, name_column: name})
+
+    def reset(self) -> None:
+        """Empty the msdyn_ tables; seeded reference rows are kept."""
+        self.store.reset()
+
+
+def start_dataverse(
+    port: int = 0,
+    *,
+    page_size_cap: int = MAX_PAGE_SIZE,
+    companies: SeedRows | None = None,
+    currencies: SeedRows | None = None,
+    dop_hint: int = 4,
+    verbose: bool = False,
+) -> DataverseServer:
+    """Build and start a Dataverse emulator; ``companies``/``currencies`` override the seeds
+    (codes, or ``(code, name)`` pairs). Call ``.stop()`` when done."""
+    server = DataverseServer(
+        port,
+        page_size_cap=page_size_cap,
+        companies=companies,
+        currencies=currencies,
+        dop_hint=dop_hint,
+        verbose=verbose,
+    )
+    return server.start()
+
+
+def parse_prefer(values: Sequence[str]) -> dict[str, str]:
+    """``Prefer`` preferences by lower-cased name (quotes removed), e.g.
+    ``{"return": "representation", "odata.maxpagesize": "2"}`` (§2.1)."""
+    prefs: dict[str, str] = {}
+    for header in values:
+        for part in re.findall(r'(?:[^,"]|"[^"]*")+', header):
+            name, _, value = part.strip().partition("=")
+            if name:
+                prefs[name.strip().lower()] = value.strip().strip('"')
+    return prefs
+
+
+class DataverseRequestHandler(EmulatorRequestHandler):
+    """Request handler of the Dataverse emulator."""
+
+    server: DataverseServer
+    json_content_type = ODATA_JSON
+
+    # -- cross-cutting -------------------------------------------------------------------
+    def default_headers(self, *, has_body: bool) -> dict[str, str]:
+        return {"OData-Version": "4.0", "REQ_ID": str(uuid.uuid4())}
+
+    def before_route(self, route: Route, match: re.Match[str]) -> None:
+        self._authenticate()
+
+    def _authenticate(self) -> None:
+        """§1.3/§5.1: any non-empty bearer token is accepted; otherwise a bearer challenge.
+        The 401 body text and empty code are inferred (the docs show no body)."""
+        authorization = self.header("Authorization", "") or ""
+        if re.fullmatch(r"Bearer\s+\S+", authorization, flags=re.IGNORECASE):
+            return
+        challenge = (
+            f"Bearer authorization_uri=https://login.microsoftonline.com/{self.server.tenant_id}"
+            f"/oauth2/authorize, resource_id={self.server.url}"
+        )
+        raise EmulatorHTTPError(
+            401,
+            "",
+            "The request requires a bearer token: send 'Authorization: Bearer <token>'.",
+            headers={"WWW-Authenticate": challenge},
+        )
+
+    def read_json(self) -> Any:
+        """The JSON body; malformed JSON is a payload error (code inferred)."""
+        try:
+            return super().read_json()
+        except EmulatorHTTPError as err:
+            raise errors.bad_request(err.message, code=errors.PAYLOAD_ERROR) from err
+
+    def prefer(self) -> dict[str, str]:
+        return parse_prefer(self.headers.get_all("Prefer") or [])
+
+    def send_error_response(self, err: EmulatorHTTPError) -> None:
+        """``{"error":{"code","message"}}`` + CDS annotations on request (§2.2)."""
+        error: dict[str, Any] = {"code": err.code, "message": err.message}
+        annotations = self.prefer().get("odata.include-annotations", "")
+        if err.status != 401 and (annotations == "*" or "Microsoft.PowerApps.CDS" in annotations):
+            error.update(error_annotations(err.code, err.message))
+        error.update(err.extra)
+        self.send_json(err.status, {"error": error}, headers=err.headers)
+
+    def handle_unmatched(self, method: str) -> None:
+        if self.path_only.startswith("/api/"):
+            self._authenticate()
+            segment = self.path_only.rstrip("/").rsplit("/", 1)[-1]
+            raise errors.resource_not_found(segment)
+        super().handle_unmatched(method)
+
+    # -- rendering -------------------------------------------------------------------------
+    def context_url(self, table: Table, select: Sequence[str] | None, *, entity: bool) -> str:
+        selected = f"({','.join(select)})" if select else ""
+        suffix = "/$entity" if entity else ""
+        return f"{self.server.api_url}$metadata#{table.entity_set}{selected}{suffix}"
+
+    @staticmethod
+    def represent(table: Table, row: Row, select: Sequence[str] | None) -> dict[str, Any]:
+        """A row as the Web API returns it: ``@odata.etag``, the selected (or all)
+        properties, lookups as ``_<attr>_value``, and always the primary id."""
+        body: dict[str, Any] = {"@odata.etag": operations.etag_of(row)}
+        for name in select or table.readable_properties():
+            body[name] = row.get(name)
+        body.setdefault(table.primary_id, row[table.primary_id])
+        return body
+
+    def send_entity(
+        self, status: int, table: Table, row: Row, select: Sequence[str] | None, **headers: str
+    ) -> None:
+        body = {"@odata.context": self.context_url(table, select, entity=True)}
+        body.update(self.represent(table, row, select))
+        self.send_json(status, body, headers={"ETag": operations.etag_of(row), **headers})
+
+    # -- routes ----------------------------------------------------------------------------
+    def whoami(self, match: re.Match[str]) -> None:
+        """§5.1 WhoAmI, with the ``x-ms-dop-hint`` header (§2.12)."""
+        self.send_json(
+            200,
+            {
+                "@odata.context": f"{self.server.api_url}$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse",
+                "BusinessUnitId": self.server.business_unit_id,
+                "UserId": self.server.user_id,
+                "OrganizationId": self.server.organization_id,
+            },
+            headers={"x-ms-dop-hint": str(self.server.dop_hint)},
+        )
+
+    def metadata(self, match: re.Match[str]) -> None:
+        raise errors.not_implemented("$metadata")
+
+    def resource(self, match: re.Match[str]) -> None:
+        """``<set>`` or ``<set>(<key>)``: dispatch on method and addressing."""
+        entity_set, key_text, rest = split_resource_path(match.group("rest"))
+        table = self.server.store.table(entity_set)
+        if table is None:
+            self.route_name = "unknown"
+            raise errors.resource_not_found(entity_set)
+        if rest:
+            raise errors.resource_not_found(rest.split("/", 1)[0])
+        if key_text is None:
+            self.route_name = entity_set
+            if self.method == "GET":
+                return self.get_collection(table)
+            if self.method == "POST":
+                return self.post_collection(table)
+            raise errors.method_not_allowed(self.method)
+        self.route_name = f"{entity_set}(key)"
+        ref = resolve_key(table, key_text)
+        if self.method == "GET":
+            return self.get_entity(ref)
+        if self.method == "PATCH":
+            return self.patch_entity(ref)
+        if self.method == "DELETE":
+            return self.delete_entity(ref)
+        raise errors.method_not_allowed(self.method)
+
+    def get_collection(self, table: Table) -> None:
+        """§2.8: filter, order (+ primary id), count, keyset paging with nextLink last."""
+        query = parse_collection_query(table, self.query_items)
+        prefs = self.prefer()
+        rows = self.server.store.rows(table.entity_set)
+        if query.predicate is not None:
+            rows = [row for row in rows if query.predicate(row)]
+        spec = sort_spec(table, query.orderby)
+        order_rows(rows, spec)
+        total = len(rows)
+        page_number = 1
+        if query.skiptoken is not None:
+            cookie = decode_skiptoken(table, spec, query.skiptoken)
+            rows = rows_after(rows, spec, cookie.last)
+            page_number = cookie.page_number
+
+        cap = self.server.page_size_cap
+        headers: dict[str, str] = {}
+        max_page = _positive_int(prefs.get("odata.maxpagesize"))
+        if max_page is not None:  # $top is ignored when maxpagesize is present
+            page_size = min(max_page, cap)
+            headers["Preference-Applied"] = f"odata.maxpagesize={page_size}"
+        else:
+            page_size = cap
+            if query.top is not None:
+                rows = rows[: min(query.top, cap)]
+        page = rows[:page_size]
+
+        body: dict[str, Any] = {"@odata.context": self.context_url(table, query.select, entity=False)}
+        if query.count:
+            body["@odata.count"] = min(total, COUNT_LIMIT)
+        body["value"] = [self.represent(table, row, query.select) for row in page]
+        if len(rows) > page_size:
+            token = encode_skiptoken(table, spec, page[0], page[-1], page_number + 1)
+            kept = strip_skiptoken(self.raw_query)
+            separator = "&" if kept else ""
+            body["@odata.nextLink"] = (
+                f"{self.server.api_url}{table.entity_set}?{kept}{separator}$skiptoken={token}"
+            )
+        self.send_json(200, body, headers=headers)
+
+    def get_entity(self, ref: EntityRef) -> None:
+        """§2.5/§2.7: single row with ETag; ``If-None-Match`` → 304 when unchanged."""
+        select = parse_entity_select(ref.table, self.query_items)
+        row = require_row(self.server.store, ref)
+        if_none_match = operations.precondition(self.header("If-None-Match"))
+        if (
+            if_none_match is not None
+            and if_none_match != "*"
+            and "odata.include-annotations" not in self.prefer()
+            and operations.etag_matches(if_none_match, row)
+        ):
+            self.send_empty(304, headers={"ETag": operations.etag_of(row)})
+            return
+        self.send_entity(200, ref.table, row, select)
+
+    def post_collection(self, table: Table) -> None:
+        """§2.3: 204 + ``OData-EntityId``; ``return=representation`` → 201 + body."""
+        select = parse_entity_select(table, self.query_items)
+        row = operations.create(self.server.store, table, self.read_json())
+        if self.prefer().get("return") == "representation":
+            self.send_entity(201, table, row, select, **{"Preference-Applied": "return=representation"})
+            return
+        entity_id = f"{self.server.api_url}{table.entity_set}({row[table.primary_id]})"
+        self.send_empty(204, headers={"OData-EntityId": entity_id})
+
+    def patch_entity(self, ref: EntityRef) -> None:
+        """§2.4/§2.5: upsert; 204 + ``OData-EntityId`` in the addressed form, or
+        201/200 + body with ``return=representation``."""
+        select = parse_entity_select(ref.table, self.query_items)
+        result = operations.upsert(
+            self.server.store,
+            ref,
+            self.read_json(),
+            if_match=self.header("If-Match"),
+            if_none_match=self.header("If-None-Match"),
+        )
+        if self.prefer().get("return") == "representation":
+            status = 201 if result.created else 200
+            self.send_entity(status, ref.table, result.row, select, **{"Preference-Applied": "return=representation"})
+            return
+        self.send_empty(204, headers={"OData-EntityId": self.server.api_url + ref.segment()})
+
+    def delete_entity(self, ref: EntityRef) -> None:
+        """§2.4: 204; 404 when missing; ``If-Match`` honoured (412 when stale)."""
+        operations.delete(self.server.store, ref, if_match=self.header("If-Match"))
+        self.send_empty(204)
+
+    # -- admin -----------------------------------------------------------------------------
+    def admin_reset(self, match: re.Match[str]) -> None:
+        self.server.reset()
+        self.send_empty(204)
+
+    def admin_rows(self, match: re.Match[str]) -> None:
+        entity_set = match.group("set")
+        if self.server.store.table(entity_set) is None:
+            raise errors.resource_not_found(entity_set)
+        self.send_json(200, {"value": self.server.store.rows(entity_set)})
+
+    routes = [
+        Route.make("GET", r"/api/data/v9\.2/WhoAmI(?:\(\))?", "WhoAmI", whoami),
+        Route.make("GET", r"/api/data/v9\.2/\$metadata", "$metadata", metadata),
+        Route.make(
+            ("GET", "POST", "PATCH", "PUT", "DELETE"), r"/api/data/v9\.2/(?P<rest>.+)", "resource", resource
+        ),
+        Route.make("POST", r"/_emulator/reset", "admin.reset", admin_reset, admin=True),
+        Route.make("GET", r"/_emulator/rows/(?P<set>[A-Za-z0-9_]+)", "admin.rows", admin_rows, admin=True),
+    ]
+
+
+def _positive_int(text: str | None) -> int | None:
+    if text is None or not text.isdigit() or int(text) <= 0:
+        return None
+    return int(text)

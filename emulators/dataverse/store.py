@@ -1,0 +1,161 @@
+"""Thread-safe in-memory row store of the Dataverse emulator (protocols.md §5.1).
+
+Rows are plain dicts keyed by property name as the Web API returns them: the primary id,
+the writable columns, lookups as ``_<attribute>_value`` GUID strings and the server-managed
+``createdon``/``modifiedon`` (ISO UTC ``...Z``) and ``versionnumber`` (a store-wide
+increasing counter, the basis of ``@odata.etag: W/"<n>"``, §2.7).
+
+One re-entrant lock guards everything; request handlers hold :attr:`Store.lock` across a
+read-check-write sequence so that conditional operations are atomic. Every write is also
+appended to :attr:`Store.change_log` (a seam for change tracking, §2.11, not served yet).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .schema import SYSTEM_COLUMNS, Table
+
+Row = dict[str, Any]
+
+
+def utc_now_iso() -> str:
+    """Current time as Dataverse serialises it: ``2024-05-01T12:34:56Z``."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _normalise_key_value(value: Any) -> Any:
+    # Dataverse compares key values with the database collation: case-insensitive for
+    # strings (inferred from the default SQL collation; §2.8 states it for $filter).
+    return value.casefold() if isinstance(value, str) else value
+
+
+@dataclass(frozen=True)
+class ChangeRecord:
+    """One entry of the change log: ``operation`` is ``created``/``updated``/``deleted``."""
+
+    version: int
+    entity_set: str
+    row_id: str
+    operation: str
+
+
+class Store:
+    """Rows of every table, by entity-set name then primary id (insertion ordered)."""
+
+    def __init__(self, tables: Mapping[str, Table], *, first_version: int = 1_000_000) -> None:
+        self.lock = threading.RLock()
+        self.tables: dict[str, Table] = dict(tables)
+        self._rows: dict[str, dict[str, Row]] = {name: {} for name in self.tables}
+        self._seed_ids: dict[str, set[str]] = {name: set() for name in self.tables}
+        self._version = first_version
+        self.change_log: list[ChangeRecord] = []
+
+    # -- reads -----------------------------------------------------------------------------
+    def table(self, entity_set: str) -> Table | None:
+        return self.tables.get(entity_set)
+
+    def rows(self, entity_set: str) -> list[Row]:
+        """Copies of all rows of a table, in insertion order."""
+        with self.lock:
+            return [dict(row) for row in self._rows[entity_set].values()]
+
+    def get(self, entity_set: str, row_id: str) -> Row | None:
+        with self.lock:
+            row = self._rows[entity_set].get(row_id.lower())
+            return dict(row) if row is not None else None
+
+    def find_by_key(self, entity_set: str, key: Mapping[str, Any]) -> Row | None:
+        """The row whose properties equal ``key`` (strings case-insensitively), if any."""
+        wanted = {name: _normalise_key_value(value) for name, value in key.items()}
+        with self.lock:
+            for row in self._rows[entity_set].values():
+                if all(_normalise_key_value(row.get(n)) == v for n, v in wanted.items()):
+                    return dict(row)
+        return None
+
+    def find_key_conflict(
+        self, entity_set: str, candidate: Mapping[str, Any], *, exclude_id: str | None
+    ) -> tuple[str, ...] | None:
+        """The first alternate key whose (all non-null) values ``candidate`` shares with
+        another row, or None. Keys with a null part are not enforced (inferred)."""
+        table = self.tables[entity_set]
+        with self.lock:
+            for key in table.alternate_keys:
+                values = {name: candidate.get(name) for name in key}
+                if any(value is None for value in values.values()):
+                    continue
+                existing = self.find_by_key(entity_set, values)
+                if existing is not None and existing[table.primary_id] != exclude_id:
+                    return key
+        return None
+
+    # -- writes ----------------------------------------------------------------------------
+    def next_version(self) -> int:
+        with self.lock:
+            self._version += 1
+            return self._version
+
+    def insert(self, entity_set: str, values: Mapping[str, Any], *, row_id: str | None = None) -> Row:
+        """Create a row from validated ``values``; assigns id, timestamps and version."""
+        table = self.tables[entity_set]
+        with self.lock:
+            new_id = (row_id or str(uuid.uuid4())).lower()
+            now = utc_now_iso()
+            row: Row = {name: None for name in table.readable_properties()}
+            row.update(values)
+            row[table.primary_id] = new_id
+            row.update(createdon=now, modifiedon=now, versionnumber=self.next_version())
+            self._rows[entity_set][new_id] = row
+            self._log(entity_set, new_id, "created", row["versionnumber"])
+            return dict(row)
+
+    def update(self, entity_set: str, row_id: str, changes: Mapping[str, Any]) -> Row:
+        """Apply validated ``changes`` to an existing row; bumps version and modifiedon."""
+        table = self.tables[entity_set]
+        with self.lock:
+            row = self._rows[entity_set][row_id.lower()]
+            for name, value in changes.items():
+                if name == table.primary_id or name in SYSTEM_COLUMNS:
+                    continue
+                row[name] = value
+            row.update(modifiedon=utc_now_iso(), versionnumber=self.next_version())
+            self._log(entity_set, row[table.primary_id], "updated", row["versionnumber"])
+            return dict(row)
+
+    def delete(self, entity_set: str, row_id: str) -> bool:
+        with self.lock:
+            row = self._rows[entity_set].pop(row_id.lower(), None)
+            if row is None:
+                return False
+            self._seed_ids[entity_set].discard(row_id.lower())
+            self._log(entity_set, row_id.lower(), "deleted", self.next_version())
+            return True
+
+    def seed(self, entity_set: str, values: Mapping[str, Any]) -> Row:
+        """Insert a reference row that survives :meth:`reset`."""
+        with self.lock:
+            row = self.insert(entity_set, values)
+            self._seed_ids[entity_set].add(row[self.tables[entity_set].primary_id])
+            return row
+
+    def reset(self, entity_sets: Iterable[str] | None = None) -> None:
+        """Empty the given tables (default: every non-seeded table); seed rows are kept."""
+        with self.lock:
+            names = (
+                list(entity_sets)
+                if entity_sets is not None
+                else [name for name, table in self.tables.items() if not table.seeded]
+            )
+            for name in names:
+                seeds = self._seed_ids[name]
+                self._rows[name] = {k: v for k, v in self._rows[name].items() if k in seeds}
+            self.change_log = [c for c in self.change_log if c.entity_set not in names]
+
+    def _log(self, entity_set: str, row_id: str, operation: str, version: int) -> None:
+        self.change_log.append(ChangeRecord(version, entity_set, row_id, operation))

@@ -1,0 +1,98 @@
+"""Both stores seen side by side, for record-by-record comparisons in end-to-end tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from shared.mapping.plan import LookupValue
+from shared.runtime import Runtime
+
+
+@dataclass
+class Stores:
+    runtime: Runtime
+    dataverse_url: str
+    commerce_url: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", "Accept": "application/json", "OData-Version": "4.0"}
+
+    # -- Commerce (through the emulator's OData API, as a user in F&O would change data) -----------
+
+    def commerce_rows(self, template: str) -> list[dict[str, Any]]:
+        plan = self.runtime.catalog.plan(template)
+        entity_set = plan.template.commerce.entity_set
+        return list(self.runtime.commerce.iter_rows(entity_set, select=list(plan.select_properties)))
+
+    def change_in_commerce(self, path: str, body: dict[str, Any]) -> None:
+        requests.patch(f"{self.commerce_url}/data/{path}", json=body, headers=self.headers, timeout=10).raise_for_status()
+
+    def create_in_commerce(self, entity_set: str, body: dict[str, Any]) -> None:
+        requests.post(f"{self.commerce_url}/data/{entity_set}", json=body, headers=self.headers,
+                      timeout=10).raise_for_status()
+
+    def delete_in_commerce(self, path: str) -> None:
+        requests.delete(f"{self.commerce_url}/data/{path}", headers=self.headers, timeout=10).raise_for_status()
+
+    # -- Dataverse -------------------------------------------------------------------------------
+
+    def dataverse_rows(self, entity_set: str) -> list[dict[str, Any]]:
+        return list(self.runtime.dataverse.iter_rows(entity_set))
+
+    def dataverse_writes(self) -> int:
+        stats = requests.get(f"{self.dataverse_url}/_emulator/stats", timeout=10).json()
+        return sum(n for method, n in stats["by_method"].items() if method in ("POST", "PATCH", "PUT", "DELETE"))
+
+    def codes(self, entity_set: str, primary_id: str, match_column: str) -> dict[str, str]:
+        return {row[primary_id]: row[match_column] for row in self.dataverse_rows(entity_set)}
+
+    # -- the comparison --------------------------------------------------------------------------
+
+    def expected(self, template: str) -> dict[tuple[str, ...], dict[str, Any]]:
+        """What Dataverse should hold: every Commerce row through the template's plan."""
+        plan = self.runtime.catalog.plan(template)
+        result = {}
+        for row in self.commerce_rows(template):
+            record = plan.to_dataverse(row)
+            columns = {k: (v.match_value if isinstance(v, LookupValue) else v) for k, v in record.columns.items()}
+            result[record.key] = columns
+        return result
+
+    def actual(self, template: str) -> dict[tuple[str, ...], dict[str, Any]]:
+        """What Dataverse holds, lookups turned back into their codes, keyed like Commerce."""
+        plan = self.runtime.catalog.plan(template)
+        dv = plan.template.dataverse
+        lookups = {row.lookup.navigation_property: row.lookup for row in plan.template.fields if row.lookup}
+        codes = {nav: self.codes(spec.entity_set, spec.primary_id, spec.match_column) for nav, spec in lookups.items()}
+        companies = self.codes(dv.company.entity_set, dv.company.primary_id, dv.company.match_column) if dv.company else {}
+        result: dict[tuple[str, ...], dict[str, Any]] = {}
+        for row in self.dataverse_rows(dv.entity_set):
+            columns = {}
+            for column in plan.dataverse_columns:
+                if column in lookups:
+                    guid = row.get(f"_{column}_value")
+                    columns[column] = codes[column].get(guid) if guid else None
+                else:
+                    columns[column] = row.get(column)
+            fo: dict[str, Any] = {p: columns[c] for c, p in plan._dataverse_key_from_fo.items()}
+            if dv.company:
+                fo["dataAreaId"] = companies[row[f"_{dv.company.navigation_property}_value"]].lower()
+            key = tuple(fo[p] for p in plan.key_properties)
+            assert key not in result, f"duplicate Dataverse row for {key}"
+            result[key] = columns
+        return result
+
+    def differences(self, template: str) -> list[str]:
+        expected, actual = self.expected(template), self.actual(template)
+        problems = [f"missing in Dataverse: {k}" for k in expected.keys() - actual.keys()]
+        problems += [f"not in Commerce: {k}" for k in actual.keys() - expected.keys()]
+        for key in expected.keys() & actual.keys():
+            for column, value in expected[key].items():
+                if actual[key][column] != value:
+                    problems.append(f"{key} {column}: Commerce says {value!r}, Dataverse has {actual[key][column]!r}")
+        return problems
