@@ -64,7 +64,7 @@ def business_event(**overrides: Any) -> dict[str, Any]:
     return event
 
 
-def test_event(**overrides: Any) -> dict[str, Any]:
+def activation_test_event(**overrides: Any) -> dict[str, Any]:
     return business_event(BusinessEventId="BusinessEventsTestEndpointContract", **overrides)
 
 

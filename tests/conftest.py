@@ -1,4 +1,5 @@
-"""Shared fixtures: Azurite (real Table Storage), both emulators, app settings pointing at them."""
+"""Shared fixtures: Azurite (real Table Storage), both emulators (module-scoped, reset per test),
+app settings pointing at them, and both stores side by side."""
 
 from __future__ import annotations
 
@@ -9,8 +10,18 @@ from typing import Any
 import pytest
 from azure.data.tables import TableServiceClient
 
+import requests
+
 from devtools.azurite import Azurite, start_azurite
+from devtools.demo import STATIC_TOKEN, emulator_settings
+from emulators.commerce.server import start_commerce
+from emulators.dataverse.server import start_dataverse
+from shared.runtime import Runtime, get_runtime
+from shared.settings import get_settings
 from shared.state.store import StateStore
+from tests.e2e.stores import Stores
+
+SEED = {"cards": 60, "reward_points": 10, "levels_per_company": 3}
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +42,43 @@ def state(azurite: Azurite, table_prefix: str) -> StateStore:
     store = StateStore(TableServiceClient.from_connection_string(azurite.connection_string), table_prefix)
     store.ensure_tables()
     return store
+
+
+@pytest.fixture(scope="module")
+def dataverse_emulator() -> Iterator[object]:
+    server = start_dataverse(port=0)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def commerce_emulator() -> Iterator[object]:
+    # A small page size so every scan pages through @odata.nextLink several times.
+    server = start_commerce(port=0, page_size=25, publisher_options={"retry_wait": 0.05, "timeout": 10.0}, **SEED)
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def runtime(azurite: Azurite, dataverse_emulator: object, commerce_emulator: object, table_prefix: str,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    dv_url, fo_url = dataverse_emulator.url, commerce_emulator.url  # type: ignore[attr-defined]
+    requests.post(f"{dv_url}/_emulator/reset", timeout=10).raise_for_status()
+    requests.post(f"{dv_url}/_emulator/stats/reset", timeout=10).raise_for_status()
+    requests.post(f"{fo_url}/_emulator/reset", json=SEED, timeout=10).raise_for_status()
+    requests.delete(f"{fo_url}/_emulator/business-events/endpoints", timeout=10).raise_for_status()
+    for name, value in emulator_settings(dv_url, fo_url, azurite.connection_string, table_prefix).items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    get_runtime.cache_clear()
+    yield get_runtime()
+    get_settings.cache_clear()
+    get_runtime.cache_clear()
+
+
+@pytest.fixture()
+def stores(runtime: Runtime, dataverse_emulator: object, commerce_emulator: object) -> Stores:
+    return Stores(runtime, dataverse_emulator.url, commerce_emulator.url, STATIC_TOKEN)  # type: ignore[attr-defined]
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:

@@ -52,12 +52,8 @@ class ODataQueryError(ValueError):
 # Lexer
 # --------------------------------------------------------------------------------------
 
-_GUID_RE = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?![0-9A-Za-z_])"
-)
-_DATETIME_RE = re.compile(
-    r"\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)?(?![0-9A-Za-z_:.])"
-)
+_GUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?![0-9A-Za-z_])")
+_DATETIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)?(?![0-9A-Za-z_:.])")
 _NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?P<suffix>[mMdDfFlL]?)(?![0-9A-Za-z_])")
 _IDENT_RE = re.compile(r"[A-Za-z_$@][A-Za-z0-9_.$@/]*")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -355,9 +351,7 @@ class _FilterParser:
     def expect(self, kind: str) -> _Token:
         if self.tok.kind != kind:
             if self.tok.kind == "eof":
-                raise ODataQueryError(
-                    f"Expression expected at position {self.tok.pos} in '{self.text}'."
-                )
+                raise ODataQueryError(f"Expression expected at position {self.tok.pos} in '{self.text}'.")
             raise _syntax_error(self.tok.pos, self.text)
         return self.advance()
 
@@ -409,9 +403,7 @@ class _FilterParser:
         if self.is_keyword("in"):
             return self.parse_in_operator(left)
         if self.is_keyword("has"):
-            raise ODataQueryError(
-                f"The 'has' operator is not supported (position {self.tok.pos} in '{self.text}')."
-            )
+            raise ODataQueryError(f"The 'has' operator is not supported (position {self.tok.pos} in '{self.text}').")
         if left.literal_kind is None and left.path is None:
             # A boolean-valued function call (contains, startswith, In, ...).
             return lambda row: bool(left.evaluate(row))
@@ -425,9 +417,7 @@ class _FilterParser:
 
     def expect_close(self) -> None:
         if self.tok.kind != ")":
-            raise ODataQueryError(
-                f"')' or operator expected at position {self.tok.pos} in '{self.text}'."
-            )
+            raise ODataQueryError(f"')' or operator expected at position {self.tok.pos} in '{self.text}'.")
         self.advance()
 
     def make_comparison(self, op: str, left: _Operand, right: _Operand) -> _Pred:
@@ -469,9 +459,7 @@ class _FilterParser:
                 self.advance()
                 continue
             if self.tok.kind != closing:
-                raise ODataQueryError(
-                    f"'{closing}' or ',' expected at position {self.tok.pos} in '{self.text}'."
-                )
+                raise ODataQueryError(f"'{closing}' or ',' expected at position {self.tok.pos} in '{self.text}'.")
             self.advance()
             return values
 
@@ -490,9 +478,7 @@ class _FilterParser:
             return inner
         if kind != "ident":
             if kind == "eof":
-                raise ODataQueryError(
-                    f"Expression expected at position {token.pos} in '{self.text}'."
-                )
+                raise ODataQueryError(f"Expression expected at position {token.pos} in '{self.text}'.")
             raise _syntax_error(token.pos, self.text)
         word = token.value
         if word in ("true", "false"):
@@ -504,13 +490,10 @@ class _FilterParser:
             return _Operand(lambda row: None, literal_kind="null", literal_value=None)
         if word.startswith("@"):
             raise ODataQueryError(
-                f"Parameter alias '{word}' is not supported by the emulator "
-                f"(position {token.pos} in '{self.text}')."
+                f"Parameter alias '{word}' is not supported by the emulator (position {token.pos} in '{self.text}')."
             )
         if word in ("and", "or", "not", *_COMPARISON_OPS, "in", "has"):
-            raise ODataQueryError(
-                f"Expression expected at position {token.pos} in '{self.text}'."
-            )
+            raise ODataQueryError(f"Expression expected at position {token.pos} in '{self.text}'.")
         self.advance()
         if self.tok.kind == "(":
             return self.parse_function(word, token.pos)
@@ -570,10 +553,7 @@ class _FilterParser:
             break
         prop, values = args.get("PropertyName"), args.get("PropertyValues")
         if not isinstance(prop, str) or not isinstance(values, list):
-            raise ODataQueryError(
-                f"{name} requires PropertyName and PropertyValues (position {pos} in "
-                f"'{self.text}')."
-            )
+            raise ODataQueryError(f"{name} requires PropertyName and PropertyValues (position {pos} in '{self.text}').")
         self.properties.add(prop)
         negate = name.endswith("NotIn")
 
@@ -584,9 +564,7 @@ class _FilterParser:
         return _Operand(crm_in)
 
 
-def parse_filter(
-    text: str, *, allow_in: bool = True, wildcard_eq: bool = False
-) -> Callable[[Mapping[str, Any]], bool]:
+def parse_filter(text: str, *, allow_in: bool = True, wildcard_eq: bool = False) -> Callable[[Mapping[str, Any]], bool]:
     """Compile an OData ``$filter`` expression into a row predicate.
 
     ``allow_in``: accept ``prop in (...)`` and ``Microsoft.Dynamics.CRM.In`` (Dataverse,
@@ -635,9 +613,7 @@ def sort_key(value: Any) -> tuple[int, int, Any]:
     return (1, 3, str(value))
 
 
-def sort_rows(
-    rows: Iterable[Mapping[str, Any]], orderby: Sequence[tuple[str, bool]]
-) -> list[Mapping[str, Any]]:
+def sort_rows(rows: Iterable[Mapping[str, Any]], orderby: Sequence[tuple[str, bool]]) -> list[Mapping[str, Any]]:
     """Stable multi-key sort; None sorts first ascending (last descending); strings
     case-insensitively."""
     result = list(rows)

@@ -118,6 +118,7 @@ class EmulatorServer(ThreadingHTTPServer):
         verbose: bool = False,
     ) -> None:
         super().__init__((host, port), handler_class)
+        self.host = host
         self.name = name
         self.verbose = verbose
         self.stats = RequestStats()
@@ -130,7 +131,7 @@ class EmulatorServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         """Base URL without a trailing slash, e.g. ``http://127.0.0.1:54321``."""
-        return f"http://{self.server_address[0]}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> Self:
         """Serve in a daemon thread; returns self."""
@@ -159,7 +160,9 @@ class EmulatorServer(ThreadingHTTPServer):
         self.stop()
 
 
-RouteHandler = Callable[["EmulatorRequestHandler", "re.Match[str]"], None]
+#: ``handler(request_handler, match)``; typed loosely (Any) so that subclasses can register
+#: their own methods (``Callable[[MyHandler, Match], None]``) without casts.
+RouteHandler = Callable[[Any, "re.Match[str]"], None]
 
 
 @dataclass(frozen=True)
@@ -264,9 +267,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             self.send_error_response(err)
         except Exception as exc:  # pragma: no cover - a bug in the emulator itself
             traceback.print_exc(file=sys.stderr)
-            self.send_error_response(
-                EmulatorHTTPError(500, "", f"Emulator internal error: {exc!r}")
-            )
+            self.send_error_response(EmulatorHTTPError(500, "", f"Emulator internal error: {exc!r}"))
         finally:
             if counted:
                 self.server.stats.record(method, self.route_name)
@@ -288,9 +289,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         """Admin routes every emulator has: request statistics."""
         return [
             Route.make("GET", r"/_emulator/stats", "admin.stats", _stats_get, admin=True),
-            Route.make(
-                "POST", r"/_emulator/stats/reset", "admin.stats.reset", _stats_reset, admin=True
-            ),
+            Route.make("POST", r"/_emulator/stats/reset", "admin.stats.reset", _stats_reset, admin=True),
         ]
 
     # -- hooks -----------------------------------------------------------------------------
@@ -350,9 +349,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
     ) -> None:
         """Send ``body`` as compact JSON with ``status`` (Content-Length always set)."""
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        self.send_bytes(
-            status, payload, content_type=content_type or self.json_content_type, headers=headers
-        )
+        self.send_bytes(status, payload, content_type=content_type or self.json_content_type, headers=headers)
 
     def send_bytes(
         self,

@@ -42,8 +42,7 @@ def error_annotations(code: str, message: str) -> dict[str, Any]:
         "@Microsoft.PowerApps.CDS.ErrorDetails.OperationStatus": "0",
         "@Microsoft.PowerApps.CDS.ErrorDetails.SubErrorCode": "-2146233088",
         "@Microsoft.PowerApps.CDS.HelpLink": (
-            "http://go.microsoft.com/fwlink/?LinkID=398563&error=Microsoft.Crm.CrmException"
-            f"%3a{hex_code.lower()}&client=platform"
+            f"http://go.microsoft.com/fwlink/?LinkID=398563&error=Microsoft.Crm.CrmException%3a{hex_code.lower()}&client=platform"
         ),
         "@Microsoft.PowerApps.CDS.TraceText": "",
         "@Microsoft.PowerApps.CDS.InnerError.Message": message,
@@ -55,9 +54,7 @@ def error_annotations(code: str, message: str) -> dict[str, Any]:
 
 def not_found_by_id(table: Table, row_id: str) -> EmulatorHTTPError:
     """§2.5 documented 404 text; code 0x80040217 (§2.2)."""
-    return dataverse_error(
-        404, OBJECT_DOES_NOT_EXIST, f"{table.logical_name} With Id = {row_id} Does Not Exist"
-    )
+    return dataverse_error(404, OBJECT_DOES_NOT_EXIST, f"{table.logical_name} With Id = {row_id} Does Not Exist")
 
 
 def not_found_by_key(table: Table) -> EmulatorHTTPError:
@@ -107,9 +104,7 @@ def invalid_key(table: Table) -> EmulatorHTTPError:
 
 def invalid_property(table: Table, name: str) -> EmulatorHTTPError:
     """Unknown column in a payload (code seen in public code, §2.2)."""
-    return dataverse_error(
-        400, PAYLOAD_ERROR, f"Invalid property '{name}' was found in entity '{table.qualified_name}'."
-    )
+    return dataverse_error(400, PAYLOAD_ERROR, f"Invalid property '{name}' was found in entity '{table.qualified_name}'.")
 
 
 def undeclared_annotated_property(name: str) -> EmulatorHTTPError:
@@ -127,9 +122,7 @@ def conversion_error(value: Any, edm_type: str) -> EmulatorHTTPError:
     """A JSON value of the wrong type or out of the Edm type's range (text and code
     inferred from Microsoft.OData's deserializer)."""
     literal = value if isinstance(value, str) else _json_literal(value)
-    return dataverse_error(
-        400, PAYLOAD_ERROR, f"Cannot convert the literal '{literal}' to the expected type '{edm_type}'."
-    )
+    return dataverse_error(400, PAYLOAD_ERROR, f"Cannot convert the literal '{literal}' to the expected type '{edm_type}'.")
 
 
 def max_length_exceeded(table: Table, column: str, max_length: int) -> EmulatorHTTPError:
@@ -158,8 +151,7 @@ def required_missing(table: Table, column: str) -> EmulatorHTTPError:
     return dataverse_error(
         400,
         INVALID_ARGUMENT,
-        f"The '{column}' attribute of the '{table.logical_name}' entity is required and cannot "
-        f"be null or empty.",
+        f"The '{column}' attribute of the '{table.logical_name}' entity is required and cannot be null or empty.",
     )
 
 
@@ -170,9 +162,7 @@ def bad_request(message: str, code: str = RESOURCE_NOT_FOUND) -> EmulatorHTTPErr
 
 def method_not_allowed(method: str) -> EmulatorHTTPError:
     """§2.2: e.g. PATCH/DELETE on a collection (code inferred)."""
-    return dataverse_error(
-        405, RESOURCE_NOT_FOUND, f"The requested resource does not support http method '{method}'."
-    )
+    return dataverse_error(405, RESOURCE_NOT_FOUND, f"The requested resource does not support http method '{method}'.")
 
 
 def not_implemented(feature: str) -> EmulatorHTTPError:

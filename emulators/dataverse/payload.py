@@ -37,9 +37,7 @@ class Payload:
 def parse_payload(store: Store, table: Table, body: Any) -> Payload:
     """Validate a JSON body against ``table``; resolve ``@odata.bind`` references."""
     if not isinstance(body, dict):
-        raise errors.bad_request(
-            "The request payload must be a JSON object describing an entity.", code=errors.PAYLOAD_ERROR
-        )
+        raise errors.bad_request("The request payload must be a JSON object describing an entity.", code=errors.PAYLOAD_ERROR)
     payload = Payload()
     for name, value in body.items():
         if name.startswith("@"):
@@ -77,9 +75,7 @@ def _check_instance_annotation(table: Table, name: str, value: Any) -> None:
                 code=errors.PAYLOAD_ERROR,
             )
     elif name not in _IGNORED_INSTANCE_ANNOTATIONS:
-        raise errors.bad_request(
-            f"The annotation '{name}' is not supported in a request payload.", code=errors.PAYLOAD_ERROR
-        )
+        raise errors.bad_request(f"The annotation '{name}' is not supported in a request payload.", code=errors.PAYLOAD_ERROR)
 
 
 def _apply_bind(store: Store, table: Table, prop: str, value: Any, payload: Payload) -> None:

@@ -71,17 +71,14 @@ def check_options(items: Iterable[tuple[str, str]], allowed: frozenset[str]) -> 
             raise errors.bad_request(f"The query parameter {name} is not supported")
         if name in options:
             raise errors.bad_request(
-                f"Query option '{name}' was specified more than once, but it must be specified "
-                f"at most once."
+                f"Query option '{name}' was specified more than once, but it must be specified at most once."
             )
         options[name] = value
     return options
 
 
 def _unknown_property(table: Table, name: str) -> Exception:
-    return errors.bad_request(
-        f"Could not find a property named '{name}' on type '{table.qualified_name}'."
-    )
+    return errors.bad_request(f"Could not find a property named '{name}' on type '{table.qualified_name}'.")
 
 
 def parse_select(table: Table, text: str) -> tuple[str, ...]:
@@ -118,8 +115,7 @@ def parse_collection_query(table: Table, items: Iterable[tuple[str, str]]) -> Co
     count_text = options.get("$count", "false")
     if count_text not in ("true", "false"):
         raise errors.bad_request(
-            f"'{count_text}' is not a valid count option. The $count query option requires "
-            f"'true' or 'false'."
+            f"'{count_text}' is not a valid count option. The $count query option requires 'true' or 'false'."
         )
     return CollectionQuery(select, predicate, orderby, top, count_text == "true", options.get("$skiptoken"))
 
@@ -135,8 +131,7 @@ def _parse_top(text: str | None) -> int | None:
         return None
     if not re.fullmatch(r"\d+", text):
         raise errors.bad_request(
-            f"Invalid value '{text}' for $top query option found. The $top query option "
-            f"requires a non-negative integer value."
+            f"Invalid value '{text}' for $top query option found. The $top query option requires a non-negative integer value."
         )
     return int(text)
 
@@ -162,9 +157,7 @@ def order_rows(rows: list[dict[str, Any]], spec: SortSpec) -> list[dict[str, Any
     return rows
 
 
-def rows_after(
-    rows: Iterable[dict[str, Any]], spec: SortSpec, last: Mapping[str, Any]
-) -> list[dict[str, Any]]:
+def rows_after(rows: Iterable[dict[str, Any]], spec: SortSpec, last: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Rows that sort strictly after the row whose sort values are ``last``."""
     last_key = [sort_key(last.get(name)) for name, _ in spec]
     result = []
@@ -230,7 +223,7 @@ def encode_skiptoken(
     inner_text = ET.tostring(inner, encoding="unicode", short_empty_elements=True)
     outer = (
         f"<cookie pagenumber={quoteattr(str(next_page))} "
-        f"pagingcookie={quoteattr(_percent_encode_lower(inner_text))} istracking=\"False\" />"
+        f'pagingcookie={quoteattr(_percent_encode_lower(inner_text))} istracking="False" />'
     )
     return quote(outer, safe="=/")
 
@@ -256,9 +249,5 @@ def decode_skiptoken(table: Table, spec: SortSpec, text: str) -> PagingCookie:
 
 def strip_skiptoken(raw_query: str) -> str:
     """The raw query string without any ``$skiptoken`` parameter (other parts verbatim)."""
-    kept = [
-        part
-        for part in raw_query.split("&")
-        if part and unquote(part.split("=", 1)[0]) != "$skiptoken"
-    ]
+    kept = [part for part in raw_query.split("&") if part and unquote(part.split("=", 1)[0]) != "$skiptoken"]
     return "&".join(kept)

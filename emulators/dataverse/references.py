@@ -145,8 +145,7 @@ def resolve_bind(store: Store, lookup: Lookup, reference: str) -> str:
     if entity_set != lookup.target_set:
         # Inferred wording: the real server rejects binding a lookup to another table.
         raise errors.bad_request(
-            f"The navigation property '{lookup.navigation_property}' refers to "
-            f"'{lookup.target_set}', not '{entity_set}'.",
+            f"The navigation property '{lookup.navigation_property}' refers to '{lookup.target_set}', not '{entity_set}'.",
             code=errors.PAYLOAD_ERROR,
         )
     row = require_row(store, resolve_key(target, key_text))
@@ -159,4 +158,3 @@ def lookup_target_exists(store: Store, lookup: Lookup, row_id: str) -> None:
     target = store.tables[lookup.target_set]
     if store.get(target.entity_set, row_id) is None:
         raise errors.not_found_by_id(target, row_id)
-

@@ -192,9 +192,7 @@ LOYALTY_REWARD_POINTS = Table(
         Column("msdyn_rewardpointtype", CH, choices=REWARD_POINT_TYPES),
         Column("msdyn_maximumloyaltyrewardpoints", I64),
     ),
-    lookups={
-        "msdyn_rewardpointcurrency": Lookup("msdyn_rewardpointcurrency", "transactioncurrencies")
-    },
+    lookups={"msdyn_rewardpointcurrency": Lookup("msdyn_rewardpointcurrency", "transactioncurrencies")},
     alternate_keys=(("msdyn_rewardpointid",),),
 )
 
@@ -223,9 +221,7 @@ COMPANIES = Table(
 )
 
 #: All tables by entity-set name.
-TABLES: dict[str, Table] = _table_map(
-    [LOYALTY_CARDS, LOYALTY_LEVELS, LOYALTY_REWARD_POINTS, TRANSACTION_CURRENCIES, COMPANIES]
-)
+TABLES: dict[str, Table] = _table_map([LOYALTY_CARDS, LOYALTY_LEVELS, LOYALTY_REWARD_POINTS, TRANSACTION_CURRENCIES, COMPANIES])
 
 #: Default seed rows (demo data; names are illustrative).
 DEFAULT_CURRENCIES: tuple[tuple[str, str], ...] = (

@@ -71,9 +71,7 @@ class DataverseServer(EmulatorServer):
         self.business_unit_id = str(uuid.uuid4())
         self.user_id = str(uuid.uuid4())
         self._seed("cdm_companies", "cdm_companycode", "cdm_name", companies or DEFAULT_COMPANIES)
-        self._seed(
-            "transactioncurrencies", "isocurrencycode", "currencyname", currencies or DEFAULT_CURRENCIES
-        )
+        self._seed("transactioncurrencies", "isocurrencycode", "currencyname", currencies or DEFAULT_CURRENCIES)
 
     @property
     def api_url(self) -> str:
@@ -196,9 +194,7 @@ class DataverseRequestHandler(EmulatorRequestHandler):
         body.setdefault(table.primary_id, row[table.primary_id])
         return body
 
-    def send_entity(
-        self, status: int, table: Table, row: Row, select: Sequence[str] | None, **headers: str
-    ) -> None:
+    def send_entity(self, status: int, table: Table, row: Row, select: Sequence[str] | None, **headers: str) -> None:
         body = {"@odata.context": self.context_url(table, select, entity=True)}
         body.update(self.represent(table, row, select))
         self.send_json(status, body, headers={"ETag": operations.etag_of(row), **headers})
@@ -282,9 +278,7 @@ class DataverseRequestHandler(EmulatorRequestHandler):
             token = encode_skiptoken(table, spec, page[0], page[-1], page_number + 1)
             kept = strip_skiptoken(self.raw_query)
             separator = "&" if kept else ""
-            body["@odata.nextLink"] = (
-                f"{self.server.api_url}{table.entity_set}?{kept}{separator}$skiptoken={token}"
-            )
+            body["@odata.nextLink"] = f"{self.server.api_url}{table.entity_set}?{kept}{separator}$skiptoken={token}"
         self.send_json(200, body, headers=headers)
 
     def get_entity(self, ref: EntityRef) -> None:
@@ -348,9 +342,7 @@ class DataverseRequestHandler(EmulatorRequestHandler):
     routes = [
         Route.make("GET", r"/api/data/v9\.2/WhoAmI(?:\(\))?", "WhoAmI", whoami),
         Route.make("GET", r"/api/data/v9\.2/\$metadata", "$metadata", metadata),
-        Route.make(
-            ("GET", "POST", "PATCH", "PUT", "DELETE"), r"/api/data/v9\.2/(?P<rest>.+)", "resource", resource
-        ),
+        Route.make(("GET", "POST", "PATCH", "PUT", "DELETE"), r"/api/data/v9\.2/(?P<rest>.+)", "resource", resource),
         Route.make("POST", r"/_emulator/reset", "admin.reset", admin_reset, admin=True),
         Route.make("GET", r"/_emulator/rows/(?P<set>[A-Za-z0-9_]+)", "admin.rows", admin_rows, admin=True),
     ]

@@ -185,7 +185,7 @@ def test_malformed_orderby_raises(text: str) -> None:
 
 
 def test_sort_puts_none_first_ascending_and_last_descending() -> None:
-    rows = [{"v": "b"}, {"v": None}, {"v": "A"}]
+    rows: list[dict[str, Any]] = [{"v": "b"}, {"v": None}, {"v": "A"}]
     assert [r["v"] for r in sort_rows(rows, [("v", False)])] == [None, "A", "b"]
     assert [r["v"] for r in sort_rows(rows, [("v", True)])] == ["b", "A", None]
 

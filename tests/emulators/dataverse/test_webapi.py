@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote
 
@@ -292,9 +293,7 @@ def test_patch_by_id_upserts_a_row_with_that_id(api: Api) -> None:
 
 def test_if_match_star_on_missing_row_is_404(api: Api) -> None:
     response = api.patch("msdyn_loyaltycards(msdyn_cardnumber='404404')", {"msdyn_partynumber": "P"}, **{"If-Match": "*"})
-    assert_error(
-        response, 404, "0x80060891", "A record with the specified key values does not exist in msdyn_loyaltycard entity"
-    )
+    assert_error(response, 404, "0x80060891", "A record with the specified key values does not exist in msdyn_loyaltycard entity")
 
 
 def test_if_match_star_on_missing_id_is_404_does_not_exist(api: Api) -> None:
@@ -633,3 +632,17 @@ def test_stats_count_requests_by_method_and_route(api: Api, emulator: DataverseS
     stats = requests.get(f"{emulator.url}/_emulator/stats", timeout=5).json()
     assert stats["by_method"] == {"PATCH": 1, "GET": 1}
     assert stats["by_method_route"] == {"PATCH msdyn_loyaltycards(key)": 1, "GET msdyn_loyaltycards": 1}
+
+
+def test_concurrent_upserts_of_one_key_create_exactly_one_row(emulator: DataverseServer, api: Api) -> None:
+    def upsert(index: int) -> int:
+        client = Api(emulator)
+        try:
+            return client.patch("msdyn_loyaltycards(msdyn_cardnumber='RACE')", {"msdyn_partynumber": str(index)}).status_code
+        finally:
+            client.session.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(upsert, range(16)))
+    assert statuses == [204] * 16
+    assert len(api.get("msdyn_loyaltycards").json()["value"]) == 1

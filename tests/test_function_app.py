@@ -1,0 +1,130 @@
+"""function_app.py: what it registers, and every function invoked through the real app object."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+
+from devtools.functions_host import functions, invoke_http, invoke_timer
+from shared.runtime import Runtime
+from tests.builders import activation_test_event, as_body, business_event
+from tests.e2e.stores import Stores
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATES = ["loyalty_cards", "loyalty_levels", "loyalty_reward_points"]
+EXPECTED = sorted([f"timer_{t}" for t in TEMPLATES] + [f"callback_{t}" for t in TEMPLATES] + ["callback_unknown_template"])
+
+
+def app() -> func.FunctionApp:
+    import function_app
+
+    return function_app.app
+
+
+def post(route: str, body: bytes, **route_params: str) -> func.HttpRequest:
+    return func.HttpRequest("POST", f"http://localhost/api/{route}", body=body, route_params=route_params,
+                            headers={"Content-Type": "application/json"})
+
+
+def answer(response: func.HttpResponse) -> tuple[int, dict[str, object]]:
+    return response.status_code, json.loads(response.get_body())
+
+
+def test_a_fresh_interpreter_registers_exactly_the_expected_functions() -> None:
+    code = ("import json, function_app; "
+            "print(json.dumps(sorted(f.get_function_name() for f in function_app.app.get_functions())))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, env={})
+    assert json.loads(out.stdout) == EXPECTED
+
+
+def test_each_template_has_a_timer_on_its_schedule_and_a_post_route() -> None:
+    registered = functions(app())
+    assert registered["timer_loyalty_cards"].get_trigger().schedule == "0 */15 * * * *"
+    trigger = registered["callback_loyalty_levels"].get_trigger()
+    assert (trigger.route, trigger.auth_level) == ("callbacks/loyalty_levels", func.AuthLevel.FUNCTION)
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_every_timer_runs_its_template(runtime: Runtime, stores: Stores, template: str) -> None:
+    invoke_timer(app(), f"timer_{template}")
+    marks = [m for m in runtime.state.list_watermarks() if m.template == template]
+    assert marks and all(m.run_seq == 1 and m.last_status == "completed" for m in marks)
+    assert stores.differences(template) == []
+
+
+@pytest.mark.parametrize(("template", "key"), [
+    ("loyalty_cards", {}), ("loyalty_levels", {"LevelPhrase": "Gold"}), ("loyalty_reward_points", {})])
+def test_every_callback_rereads_the_record_and_writes_it(runtime: Runtime, stores: Stores, template: str,
+                                                         key: dict[str, str]) -> None:
+    row = stores.commerce_rows(template)[0]
+    key = key or {p: row[p] for p in runtime.catalog.plan(template).key_properties}
+    status, body = answer(invoke_http(app(), f"callback_{template}",
+                                      post(f"callbacks/{template}", as_body(business_event(**key)))))
+    assert (status, body["status"]) == (200, "written")
+    assert len(stores.actual(template)) == 1
+
+
+def test_the_payload_is_not_trusted_for_content(runtime: Runtime, stores: Stores) -> None:
+    card = stores.commerce_rows("loyalty_cards")[0]
+    event = business_event(CardNumber=card["CardNumber"], PartyNumber="FORGED", CardTenderType="Blocked")
+    invoke_http(app(), "callback_loyalty_cards", post("callbacks/loyalty_cards", as_body(event)))
+    assert stores.actual("loyalty_cards")[(card["CardNumber"],)]["msdyn_partynumber"] == (card["PartyNumber"] or None)
+
+
+def test_the_activation_test_event_is_accepted_and_ignored(runtime: Runtime, stores: Stores) -> None:
+    status, body = answer(invoke_http(app(), "callback_loyalty_cards",
+                                      post("callbacks/loyalty_cards", as_body(activation_test_event()))))
+    assert (status, body["status"]) == (200, "ignored")
+    assert stores.dataverse_writes() == 0
+
+
+def test_a_callback_for_a_record_gone_from_commerce_and_never_synced_changes_nothing(runtime: Runtime,
+                                                                                     stores: Stores) -> None:
+    event = business_event(CardNumber="NO-SUCH-CARD")
+    status, body = answer(invoke_http(app(), "callback_loyalty_cards", post("callbacks/loyalty_cards", as_body(event))))
+    assert (status, body["status"]) == (200, "unchanged")
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    (b"{not json", "body is not valid JSON"),
+    (b"[1, 2]", "body must be a JSON object"),
+    (as_body({"EventId": "x"}), "BusinessEventId: Field required"),
+    (as_body(business_event(CardNumber="LC-1", ControlNumber="many")), "ControlNumber"),
+    (as_body(business_event(CardNumber="LC-1", EventTime="2024-01-01")), "EventTime must be a WCF date"),
+    (as_body(business_event()), "missing key field(s) CardNumber"),
+    (as_body(business_event(CardNumber=42)), "key field CardNumber must be a string"),
+    (b"\xff\xfe", "body is not valid JSON"),
+])
+def test_a_malformed_callback_gets_400_naming_the_problem(runtime: Runtime, body: bytes, problem: str) -> None:
+    status, answer_body = answer(invoke_http(app(), "callback_loyalty_cards", post("callbacks/loyalty_cards", body)))
+    assert status == 400
+    assert problem in str(answer_body["error"])
+
+
+def test_an_oversized_callback_gets_413(runtime: Runtime) -> None:
+    body = as_body(business_event(CardNumber="LC-1", Padding="x" * 70_000))
+    status, _ = answer(invoke_http(app(), "callback_loyalty_cards", post("callbacks/loyalty_cards", body)))
+    assert status == 413
+
+
+def test_an_unknown_template_gets_404_listing_the_known_ones(runtime: Runtime) -> None:
+    status, body = answer(invoke_http(app(), "callback_unknown_template",
+                                      post("callbacks/loyalty_vouchers", as_body(business_event()),
+                                           template="loyalty_vouchers")))
+    assert status == 404
+    assert body["templates"] == TEMPLATES and "loyalty_vouchers" in str(body["error"])
+
+
+def test_a_callback_whose_record_cannot_be_written_is_parked_and_answered_202(runtime: Runtime, stores: Stores) -> None:
+    card = stores.commerce_rows("loyalty_cards")[0]["CardNumber"]
+    stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "9" * 41})
+    status, body = answer(invoke_http(app(), "callback_loyalty_cards",
+                                      post("callbacks/loyalty_cards", as_body(business_event(CardNumber=card)))))
+    assert (status, body["status"]) == (202, "parked")
+    [parked] = list(runtime.state.list_parked("loyalty_cards"))
+    assert parked["source"] == "callback" and parked["correlation_id"] == body["correlation_id"]
