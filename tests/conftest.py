@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from azure.data.tables import TableServiceClient
-
 import requests
+from azure.data.tables import TableServiceClient
 
 from devtools.azurite import Azurite, start_azurite
 from devtools.demo import STATIC_TOKEN, emulator_settings

@@ -37,7 +37,8 @@ class CommerceClient:
         if select:
             params["$select"] = ",".join(select)
         try:
-            return self.core.get_json(f"data/{key_segment(entity_set, key, named=len(key) > 1)}", params=params, headers=ODATA_HEADERS)
+            path = f"data/{key_segment(entity_set, key, named=len(key) > 1)}"
+            return self.core.get_json(path, params=params, headers=ODATA_HEADERS)
         except NotFoundError:
             return None
 
