@@ -182,3 +182,19 @@ def test_a_stale_concurrent_write_is_corrected_by_a_re_read(runtime: Runtime, st
                                set(), source="timer")
     assert outcome == "written"
     assert stores.actual("loyalty_cards")[(card,)]["msdyn_operatingunitnumber"] == "099"
+
+
+def test_a_row_outside_the_value_map_is_parked_with_its_key_while_the_rest_syncs(runtime: Runtime, stores: Stores,
+                                                                                commerce_emulator: object) -> None:
+    from emulators.commerce.entities import ENTITY_SETS_BY_NAME
+
+    # As if a later F&O release added an enum member the template's value map does not know.
+    cards = ENTITY_SETS_BY_NAME["RetailLoyaltyCards"]
+    store = commerce_emulator.store  # type: ignore[attr-defined]
+    card = stores.commerce_rows("loyalty_cards")[7]["CardNumber"]
+    store.update(cards, store.key_of(cards, {"CardNumber": card}), {"CardTenderType": "Suspended"})
+    [summary] = runtime.outbound("loyalty_cards").run()
+    assert (summary.failed, summary.written) == (1, summary.seen - 1)
+    [parked] = list(runtime.state.list_parked("loyalty_cards"))
+    assert (json.loads(parked["key"]), parked["error_class"]) == ([card], "validation")
+    assert "'Suspended' is not in value map RetailLoyaltyTenderTypeBase" in parked["error"]
