@@ -3,7 +3,8 @@
 1. starts Azurite and the Dataverse and Commerce emulators on free loopback ports, seeded;
 2. runs the initial sync of every template through its timer trigger (the real app object);
 3. registers the callback trigger as a business-event endpoint in the Commerce emulator, changes a
-   loyalty card in Commerce, and lets the event travel over HTTP to the callback trigger;
+   loyalty card in Commerce, and lets the event travel over HTTP to the callback trigger, through
+   the storage queue to the worker trigger;
 4. prints what landed in Dataverse, and stops everything.
 
     ./dev demo [--cards N] [--reward-points N] [--levels-per-company N]
@@ -24,7 +25,7 @@ from typing import Any
 import requests
 
 from devtools.azurite import start_azurite
-from devtools.functions_host import LocalFunctionsHost, invoke_timer
+from devtools.functions_host import LocalFunctionsHost, QueuePump, invoke_timer
 from emulators.commerce.server import start_commerce
 from emulators.dataverse.server import start_dataverse
 
@@ -40,6 +41,7 @@ def emulator_settings(dataverse_url: str, commerce_url: str, storage: str, prefi
         "SYNC_CREDENTIAL": "static",
         "SYNC_STATIC_TOKEN": STATIC_TOKEN,
         "SYNC_TABLE_PREFIX": prefix,
+        "SYNC_QUEUE_PREFIX": prefix.lower(),
     }
 
 
@@ -120,9 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"   done in {time.monotonic() - started:.1f} s")
         print_table(status_rows(runtime))
 
-        print("\n2. A Commerce change reaches Dataverse through a business event and the callback trigger")
+        print("\n2. A Commerce change reaches Dataverse: business event -> callback trigger -> queue -> worker")
         host = LocalFunctionsHost(function_app.app).start()
         stack.callback(host.stop)
+        pump = QueuePump(function_app.app, azurite.connection_string)
         endpoint = f"{host.url}/api/callbacks/loyalty_cards"
         requests.post(f"{commerce.url}/_emulator/business-events/endpoints",
                       json={"url": endpoint, "entity_sets": ["RetailLoyaltyCards"]}, timeout=10).raise_for_status()
@@ -135,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         requests.patch(f"{commerce.url}/data/RetailLoyaltyCards('{card}')", json={"CardTenderType": new_type},
                        headers=bearer(), timeout=10).raise_for_status()
         commerce.publisher.flush(15)
+        pump.drain(30)
         after = card_in_dataverse(dataverse.url, card)["msdyn_cardtendertype"]
         print(f"   card {card}: CardTenderType set to {new_type} in Commerce")
         print(f"   msdyn_cardtendertype in Dataverse: {before} -> {after}")

@@ -1,7 +1,8 @@
 """Runs the registered functions without the Functions host (which cannot be installed here).
 
-``invoke_http`` / ``invoke_timer`` call a function through the real ``azure.functions`` app object
-with real ``HttpRequest`` / ``TimerRequest`` objects, as the host's Python worker does.
+``invoke_http`` / ``invoke_timer`` / ``invoke_queue`` call a function through the real
+``azure.functions`` app object with real ``HttpRequest`` / ``TimerRequest`` / ``QueueMessage`` objects,
+as the host's Python worker does. ``QueuePump`` plays the host's queue listener against Azurite.
 ``LocalFunctionsHost`` serves the HTTP triggers on 127.0.0.1 (routes under ``/api``, literal routes
 before ``{parameter}`` routes, as ASP.NET routing orders them) so the Commerce emulator's business
 events reach the callback triggers over real HTTP.
@@ -9,15 +10,21 @@ events reach the callback triggers over real HTTP.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import re
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.functions.timer import TimerRequest
+from azure.storage.queue import QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 
 class LocalContext(func.Context):
@@ -74,6 +81,116 @@ def invoke_http(app: func.FunctionApp, name: str, req: func.HttpRequest) -> func
 
 def invoke_timer(app: func.FunctionApp, name: str, *, past_due: bool = False) -> None:
     function(app, name).get_user_function()(TimerRequest(past_due=past_due), LocalContext(name))
+
+
+def invoke_queue(app: func.FunctionApp, name: str, message: func.QueueMessage) -> None:
+    function(app, name).get_user_function()(message, LocalContext(name))
+
+
+def resolve_binding(expression: str) -> str:
+    """Resolve ``%AppSetting%`` parts of a binding expression from the environment, as the host does."""
+    def setting(match: re.Match[str]) -> str:
+        value = os.environ.get(match.group(1))
+        if value is None:
+            raise KeyError(f"app setting {match.group(1)} is not set (binding expression {expression!r})")
+        return value
+
+    return re.sub(r"%([^%]+)%", setting, expression)
+
+
+logger = logging.getLogger("devtools.functions_host")
+MAX_DEQUEUE_COUNT = 5  # the Functions queue extension's default maxDequeueCount
+
+
+class QueuePump:
+    """Runs the app's queue triggers against Azurite as the host's queue listener does.
+
+    Messages are base64 text; a message whose function raises becomes visible again and is retried
+    until it has been dequeued ``MAX_DEQUEUE_COUNT`` times, then moves to ``<queue>-poison``.
+    """
+
+    def __init__(self, app: func.FunctionApp, connection_string: str, *, visibility_timeout_s: int = 30) -> None:
+        self.app = app
+        self.service = QueueServiceClient.from_connection_string(connection_string)
+        self.visibility_timeout_s = visibility_timeout_s
+        self.queues: dict[str, str] = {}
+        for name, fn in functions(app).items():
+            trigger = fn.get_trigger()
+            if getattr(trigger, "type", "") == "queueTrigger":
+                self.queues[name] = resolve_binding(trigger.queue_name)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.processed = 0
+
+    def _client(self, queue: str) -> Any:
+        return self.service.get_queue_client(queue, message_encode_policy=TextBase64EncodePolicy(),
+                                             message_decode_policy=TextBase64DecodePolicy())
+
+    def run_once(self, max_messages: int = 32) -> int:
+        """Deliver what is visible now; returns how many messages were handled."""
+        handled = 0
+        for name, queue in self.queues.items():
+            client = self._client(queue)
+            try:
+                messages = list(client.receive_messages(max_messages=max_messages,
+                                                        visibility_timeout=self.visibility_timeout_s))
+            except ResourceNotFoundError:
+                continue
+            for message in messages:
+                body = message.content if isinstance(message.content, str) else str(message.content)
+                try:
+                    invoke_queue(self.app, name, func.QueueMessage(id=message.id, body=body,
+                                                                   pop_receipt=message.pop_receipt))
+                except Exception:
+                    logger.exception("queue function %s failed (dequeue count %s)", name, message.dequeue_count)
+                    if message.dequeue_count >= MAX_DEQUEUE_COUNT:
+                        poison = self._client(f"{queue}-poison")
+                        with contextlib.suppress(ResourceExistsError):
+                            poison.create_queue()
+                        poison.send_message(body, time_to_live=-1)
+                        client.delete_message(message)
+                    continue
+                client.delete_message(message)
+                handled += 1
+        self.processed += handled
+        return handled
+
+    def drain(self, timeout_s: float = 30.0) -> int:
+        """Deliver until every queue is empty (or the timeout passes); returns how many were handled."""
+        deadline = time.monotonic() + timeout_s
+        total = 0
+        while time.monotonic() < deadline:
+            handled = self.run_once()
+            total += handled
+            if handled == 0 and self._all_empty():
+                return total
+            if handled == 0:
+                time.sleep(0.05)
+        return total
+
+    def _all_empty(self) -> bool:
+        for queue in self.queues.values():
+            try:
+                if self._client(queue).get_queue_properties().approximate_message_count:
+                    return False
+            except ResourceNotFoundError:
+                continue
+        return True
+
+    def start(self, poll_s: float = 0.1) -> QueuePump:
+        def loop() -> None:
+            while not self._stop.is_set():
+                if self.run_once() == 0:
+                    self._stop.wait(poll_s)
+
+        self._thread = threading.Thread(target=loop, name="queue-pump", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
 
 
 def _route_regex(route: str) -> re.Pattern[str]:

@@ -12,6 +12,7 @@ from shared.dataverse.client import DataverseClient
 from shared.http.core import HttpCore, RetryPolicy, Timeouts
 from shared.mapping.catalog import Catalog, load_catalog
 from shared.settings import Settings, get_settings
+from shared.state.queues import CallbackQueues
 from shared.state.store import StateStore
 from shared.sync.engine import OutboundSync
 
@@ -23,6 +24,7 @@ class Runtime:
     commerce: CommerceClient
     dataverse: DataverseClient
     state: StateStore
+    queues: CallbackQueues
     _engines: dict[str, OutboundSync] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -50,12 +52,20 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime
         credential=None if settings.storage_connection else credential,
     )
     state.ensure_tables()
+    catalog = catalog or load_catalog(settings.mappings_dir)
+    queues = CallbackQueues.from_settings(
+        settings.storage_connection.get_secret_value() if settings.storage_connection else None,
+        settings.storage_queue_endpoint, settings.queue_prefix,
+        credential=None if settings.storage_connection else credential,
+    )
+    queues.ensure([t.name for t in catalog])
     return Runtime(
         settings=settings,
-        catalog=catalog or load_catalog(settings.mappings_dir),
+        catalog=catalog,
         commerce=CommerceClient(commerce_core),
         dataverse=DataverseClient(dataverse_core, page_size=settings.dataverse_page_size),
         state=state,
+        queues=queues,
     )
 
 

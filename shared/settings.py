@@ -31,9 +31,13 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("SYNC_STORAGE_CONNECTION", "AzureWebJobsStorage")
     )
     storage_table_endpoint: str | None = Field(default=None, validation_alias="SYNC_STORAGE_TABLE_ENDPOINT")
+    storage_queue_endpoint: str | None = Field(default=None, validation_alias="SYNC_STORAGE_QUEUE_ENDPOINT")
+    queue_prefix: str = Field(default="loyaltysync", validation_alias="SYNC_QUEUE_PREFIX", pattern=r"^[a-z0-9][a-z0-9-]{2,30}$")
     table_prefix: str = Field(default="loyaltysync", validation_alias="SYNC_TABLE_PREFIX", pattern=r"^[A-Za-z][A-Za-z0-9]{2,40}$")
 
     legal_entities: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="SYNC_LEGAL_ENTITIES")
+    paused_templates: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="SYNC_PAUSED_TEMPLATES")
+    callback_secret: SecretStr | None = Field(default=None, validation_alias="SYNC_CALLBACK_SECRET")
     delete_policy: Literal["delete", "ignore"] = Field(default="delete", validation_alias="SYNC_DELETE_POLICY")
     mappings_dir: Path | None = Field(default=None, validation_alias="SYNC_MAPPINGS_DIR")
 
@@ -45,7 +49,7 @@ class Settings(BaseSettings):
     dataverse_page_size: int = Field(default=5000, ge=1, le=5000, validation_alias="SYNC_DATAVERSE_PAGE_SIZE")
     run_lease_s: int = Field(default=900, ge=30, validation_alias="SYNC_RUN_LEASE_S")
 
-    @field_validator("legal_entities", mode="before")
+    @field_validator("legal_entities", "paused_templates", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
@@ -70,8 +74,9 @@ class Settings(BaseSettings):
                 raise ValueError("SYNC_CREDENTIAL=static is for the local emulators only (loopback URLs)")
             if self.static_token is None:
                 raise ValueError("SYNC_CREDENTIAL=static needs SYNC_STATIC_TOKEN")
-        if self.storage_connection is None and self.storage_table_endpoint is None:
-            raise ValueError("set AzureWebJobsStorage (or SYNC_STORAGE_CONNECTION) or SYNC_STORAGE_TABLE_ENDPOINT")
+        if self.storage_connection is None and (self.storage_table_endpoint is None or self.storage_queue_endpoint is None):
+            raise ValueError("set AzureWebJobsStorage (or SYNC_STORAGE_CONNECTION), or both SYNC_STORAGE_TABLE_ENDPOINT "
+                             "and SYNC_STORAGE_QUEUE_ENDPOINT (managed identity)")
         return self
 
     @property

@@ -13,6 +13,7 @@ from azure.data.tables import TableServiceClient
 
 from devtools.azurite import Azurite, start_azurite
 from devtools.demo import STATIC_TOKEN, emulator_settings
+from devtools.functions_host import QueuePump
 from emulators.commerce.server import start_commerce
 from emulators.dataverse.server import start_dataverse
 from shared.runtime import Runtime, get_runtime
@@ -73,6 +74,16 @@ def runtime(azurite: Azurite, dataverse_emulator: object, commerce_emulator: obj
     yield get_runtime()
     get_settings.cache_clear()
     get_runtime.cache_clear()
+
+
+@pytest.fixture()
+def pump(runtime: Runtime, azurite: Azurite) -> Iterator[QueuePump]:
+    """The host's queue listener, for draining callback work items on demand (``pump.drain()``)."""
+    import function_app
+
+    queue_pump = QueuePump(function_app.app, azurite.connection_string)
+    yield queue_pump
+    queue_pump.stop()
 
 
 @pytest.fixture()

@@ -10,14 +10,17 @@ from pathlib import Path
 import azure.functions as func
 import pytest
 
-from devtools.functions_host import functions, invoke_http, invoke_timer
+from devtools.functions_host import QueuePump, functions, invoke_http, invoke_timer
 from shared.runtime import Runtime
 from tests.builders import activation_test_event, as_body, business_event
 from tests.e2e.stores import Stores
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = ["loyalty_cards", "loyalty_levels", "loyalty_reward_points"]
-EXPECTED = sorted([f"timer_{t}" for t in TEMPLATES] + [f"callback_{t}" for t in TEMPLATES] + ["callback_unknown_template"])
+PER_TEMPLATE = ["timer", "callback", "worker"]
+OPS = ["ops_status", "ops_parked", "ops_parked_one", "ops_replay", "ops_pause", "ops_resume"]
+EXPECTED = sorted([f"{kind}_{t}" for t in TEMPLATES for kind in PER_TEMPLATE]
+                  + ["callback_unknown_template", "timer_retry_parked", *OPS])
 
 
 def app() -> func.FunctionApp:
@@ -59,20 +62,24 @@ def test_every_timer_runs_its_template(runtime: Runtime, stores: Stores, templat
 
 @pytest.mark.parametrize(("template", "key"), [
     ("loyalty_cards", {}), ("loyalty_levels", {"LevelPhrase": "Gold"}), ("loyalty_reward_points", {})])
-def test_every_callback_rereads_the_record_and_writes_it(runtime: Runtime, stores: Stores, template: str,
-                                                         key: dict[str, str]) -> None:
+def test_every_callback_queues_and_its_worker_writes_the_record(runtime: Runtime, stores: Stores, pump: QueuePump,
+                                                                 template: str, key: dict[str, str]) -> None:
     row = stores.commerce_rows(template)[0]
     key = key or {p: row[p] for p in runtime.catalog.plan(template).key_properties}
     status, body = answer(invoke_http(app(), f"callback_{template}",
                                       post(f"callbacks/{template}", as_body(business_event(**key)))))
-    assert (status, body["status"]) == (200, "written")
+    assert (status, body["status"]) == (202, "queued")
+    assert stores.actual(template) == {}
+    assert pump.drain() == 1
     assert len(stores.actual(template)) == 1
+    assert runtime.state.counters(template) == {"callbacks_written": 1}
 
 
-def test_the_payload_is_not_trusted_for_content(runtime: Runtime, stores: Stores) -> None:
+def test_the_payload_is_not_trusted_for_content(runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
     card = stores.commerce_rows("loyalty_cards")[0]
     event = business_event(CardNumber=card["CardNumber"], PartyNumber="FORGED", CardTenderType="Blocked")
     invoke_http(app(), "callback_loyalty_cards", post("callbacks/loyalty_cards", as_body(event)))
+    pump.drain()
     assert stores.actual("loyalty_cards")[(card["CardNumber"],)]["msdyn_partynumber"] == (card["PartyNumber"] or None)
 
 
@@ -84,10 +91,12 @@ def test_the_activation_test_event_is_accepted_and_ignored(runtime: Runtime, sto
 
 
 def test_a_callback_for_a_record_gone_from_commerce_and_never_synced_changes_nothing(runtime: Runtime,
-                                                                                     stores: Stores) -> None:
+                                                                                     stores: Stores, pump: QueuePump) -> None:
     event = business_event(CardNumber="NO-SUCH-CARD")
-    status, body = answer(invoke_http(app(), "callback_loyalty_cards", post("callbacks/loyalty_cards", as_body(event))))
-    assert (status, body["status"]) == (200, "unchanged")
+    invoke_http(app(), "callback_loyalty_cards", post("callbacks/loyalty_cards", as_body(event)))
+    pump.drain()
+    assert runtime.state.counters("loyalty_cards") == {"callbacks_unchanged": 1}
+    assert stores.dataverse_writes() == 0
 
 
 @pytest.mark.parametrize(("body", "problem"), [
@@ -120,11 +129,12 @@ def test_an_unknown_template_gets_404_listing_the_known_ones(runtime: Runtime) -
     assert body["templates"] == TEMPLATES and "loyalty_vouchers" in str(body["error"])
 
 
-def test_a_callback_whose_record_cannot_be_written_is_parked_and_answered_202(runtime: Runtime, stores: Stores) -> None:
+def test_a_callback_whose_record_cannot_be_written_is_parked_with_its_correlation_id(runtime: Runtime, stores: Stores,
+                                                                                    pump: QueuePump) -> None:
     card = stores.commerce_rows("loyalty_cards")[0]["CardNumber"]
     stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "9" * 41})
-    status, body = answer(invoke_http(app(), "callback_loyalty_cards",
+    _, body = answer(invoke_http(app(), "callback_loyalty_cards",
                                       post("callbacks/loyalty_cards", as_body(business_event(CardNumber=card)))))
-    assert (status, body["status"]) == (202, "parked")
+    pump.drain()
     [parked] = list(runtime.state.list_parked("loyalty_cards"))
     assert parked["source"] == "callback" and parked["correlation_id"] == body["correlation_id"]

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote
 from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
 
 # RowKey may not hold / \ # ? or control characters; '|' separates key parts and '%' escapes.
 _ROWKEY_SAFE = " !\"$&'()*+,-.:;<=>@[]^_`{}~"
@@ -32,6 +32,20 @@ def encode_key(parts: tuple[str, ...]) -> str:
 
 def decode_key(row_key: str) -> tuple[str, ...]:
     return tuple(unquote(part) for part in row_key.split("|"))
+
+
+def _int64(value: int) -> EntityProperty:
+    """Table Storage keeps a plain int as Int32; ControlNumber and counters need Int64."""
+    return EntityProperty(value, EdmType.INT64)
+
+
+def _plain(value: Any) -> int:
+    return int(value.value if isinstance(value, EntityProperty) else value or 0)
+
+
+def _synced(entity: Any) -> SyncedState:
+    return SyncedState(entity["RowKey"], entity.get("hash", ""), entity.metadata.get("etag"),
+                       _plain(entity.get("control_number")))
 
 
 def now() -> datetime:
@@ -47,6 +61,7 @@ class SyncedState:
     row_key: str
     content_hash: str
     etag: str | None
+    control_number: int = 0  # the newest business event applied for this key (0: none)
 
 
 @dataclass
@@ -87,6 +102,9 @@ class StateStore:
         self.watermarks = service.get_table_client(f"{prefix}watermarks")
         self.synced = service.get_table_client(f"{prefix}synced")
         self.parked = service.get_table_client(f"{prefix}parked")
+        self.events = service.get_table_client(f"{prefix}events")
+        self.control = service.get_table_client(f"{prefix}control")
+        self.held = service.get_table_client(f"{prefix}held")
 
     @classmethod
     def from_settings(cls, connection_string: str | None, endpoint: str | None, prefix: str,
@@ -99,7 +117,7 @@ class StateStore:
         return cls(service, prefix)
 
     def ensure_tables(self) -> None:
-        for table in (self.watermarks, self.synced, self.parked):
+        for table in (self.watermarks, self.synced, self.parked, self.events, self.control, self.held):
             with contextlib.suppress(ResourceExistsError):
                 table.create_table()
 
@@ -145,19 +163,21 @@ class StateStore:
 
     def load_synced(self, partition: str) -> dict[str, SyncedState]:
         query = self.synced.query_entities("PartitionKey eq @pk", parameters={"pk": partition},
-                                           select=["RowKey", "hash"])
-        return {e["RowKey"]: SyncedState(e["RowKey"], e.get("hash", ""), e.metadata.get("etag")) for e in query}
+                                           select=["RowKey", "hash", "control_number"])
+        return {e["RowKey"]: _synced(e) for e in query}
 
     def get_synced(self, partition: str, row_key: str) -> SyncedState | None:
         try:
-            e = self.synced.get_entity(partition, row_key)
+            return _synced(self.synced.get_entity(partition, row_key))
         except ResourceNotFoundError:
             return None
-        return SyncedState(row_key, e.get("hash", ""), e.metadata.get("etag"))
 
-    def put_synced(self, partition: str, row_key: str, content_hash: str, previous: SyncedState | None) -> None:
+    def put_synced(self, partition: str, row_key: str, content_hash: str, previous: SyncedState | None,
+                   *, control_number: int = 0) -> None:
         """Record what was written; the ETag of ``previous`` guards against a concurrent writer."""
-        entity = {"PartitionKey": partition, "RowKey": row_key, "hash": content_hash, "synced_at": now().isoformat()}
+        applied = max(control_number, previous.control_number if previous else 0)
+        entity = {"PartitionKey": partition, "RowKey": row_key, "hash": content_hash, "synced_at": now().isoformat(),
+                  "control_number": _int64(applied)}
         try:
             if previous is None or previous.etag is None:
                 self.synced.create_entity(entity)
@@ -173,6 +193,73 @@ class StateStore:
                                       match_condition=MatchConditions.IfNotModified)
         except ResourceModifiedError as exc:
             raise ConcurrencyConflict(f"synced state {partition}/{previous.row_key} changed meanwhile") from exc
+
+    # -- business events: duplicates, pause, held backlog, counters -------------------------------
+
+    def event_applied(self, template: str, event_id: str) -> bool:
+        """True when an event with this id was processed before (a duplicate delivery)."""
+        try:
+            self.events.get_entity(template, encode_key((event_id,)))
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    def remember_event(self, template: str, event_id: str, outcome: str) -> None:
+        """Record a processed event id, after the work is done (a crash before this replays the event)."""
+        self.events.upsert_entity({"PartitionKey": template, "RowKey": encode_key((event_id,)),
+                                   "processed_at": now().isoformat(), "outcome": outcome}, mode=UpdateMode.REPLACE)
+
+    def set_paused(self, template: str, paused: bool, *, by: str) -> None:
+        self.control.upsert_entity({"PartitionKey": "pause", "RowKey": template, "paused": paused,
+                                    "changed_at": now().isoformat(), "changed_by": by}, mode=UpdateMode.REPLACE)
+
+    def is_paused(self, template: str) -> bool:
+        try:
+            return bool(self.control.get_entity("pause", template).get("paused", False))
+        except ResourceNotFoundError:
+            return False
+
+    def hold(self, template: str, order_key: str, message: str) -> None:
+        """Keep a work item that arrived while its template is paused (no time limit)."""
+        self.held.upsert_entity({"PartitionKey": template, "RowKey": order_key, "message": message[:MAX_TEXT]},
+                                mode=UpdateMode.REPLACE)
+
+    def held_items(self, template: str) -> Iterator[tuple[str, str]]:
+        """Held work items in arrival order (RowKey order)."""
+        for e in self.held.query_entities("PartitionKey eq @pk", parameters={"pk": template}):
+            yield e["RowKey"], e["message"]
+
+    def release_held(self, template: str, order_key: str) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            self.held.delete_entity(template, order_key)
+
+    def bump(self, template: str, **deltas: int) -> None:
+        """Add to a template's counters (ETag-guarded read-modify-write; best effort after 5 tries)."""
+        for _ in range(5):
+            entity: dict[str, Any]
+            try:
+                found = self.control.get_entity("counters", template)
+                entity, etag = dict(found), found.metadata.get("etag")
+            except ResourceNotFoundError:
+                entity, etag = {"PartitionKey": "counters", "RowKey": template}, None
+            for name, delta in deltas.items():
+                entity[name] = _int64(_plain(entity.get(name, 0)) + delta)
+            try:
+                if etag is None:
+                    self.control.create_entity(entity)
+                else:
+                    self.control.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+                                               match_condition=MatchConditions.IfNotModified)
+                return
+            except (ResourceExistsError, ResourceModifiedError):
+                continue
+
+    def counters(self, template: str) -> dict[str, int]:
+        try:
+            entity = self.control.get_entity("counters", template)
+        except ResourceNotFoundError:
+            return {}
+        return {k: _plain(v) for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
 
     # -- parked records ----------------------------------------------------------------------------
 
@@ -215,6 +302,12 @@ class StateStore:
             yield from self.parked.list_entities()
         else:
             yield from self.parked.query_entities("PartitionKey eq @pk", parameters={"pk": template})
+
+    def get_parked(self, template: str, row_key: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.parked.get_entity(template, row_key))
+        except ResourceNotFoundError:
+            return None
 
     def parked_keys(self, template: str) -> set[str]:
         query = self.parked.query_entities("PartitionKey eq @pk", parameters={"pk": template}, select=["RowKey"])

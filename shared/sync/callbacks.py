@@ -1,16 +1,15 @@
-"""Commerce callbacks: a business-event body in, an HTTP status and JSON answer out.
+"""Commerce callbacks: a business-event body in, a queued work item and an HTTP answer out.
 
-F&O waits 10 s for a 2xx and retries three times one second apart (protocols.md §4.1), so the
-record is re-read and written within ``SYNC_CALLBACK_BUDGET_S``; past that the answer is 202 and
-the work finishes in the background (parking itself if it fails). The payload is only trusted for
-the key: the record itself is re-read from Commerce OData.
+F&O waits 10 s for a 2xx and retries three times one second apart (protocols.md §4.1). The trigger
+only validates and enqueues (milliseconds), answering 202; the queue-triggered worker re-reads the
+record from Commerce OData and writes it. The payload is trusted for the key only.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor, TimeoutError
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +17,14 @@ from pydantic import ValidationError
 
 from shared.mapping.plan import Plan
 from shared.observability import correlation_id, log
-from shared.sync.engine import OutboundSync
-from shared.sync.events import BusinessEvent
+from shared.state.queues import CallbackQueues
+from shared.state.store import now
+from shared.sync.events import BusinessEvent, WorkItem
 
 logger = logging.getLogger("loyaltysync.callbacks")
 
 MAX_BODY_BYTES = 64 * 1024
-_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="callback")
+SECRET_HEADER = "x-loyaltysync-secret"
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,13 @@ class CallbackAnswer:
 
 def _error(status: int, problem: str, **extra: Any) -> CallbackAnswer:
     return CallbackAnswer(status, {"error": problem, "correlation_id": correlation_id(), **extra})
+
+
+def secret_matches(expected: str | None, provided: str | None) -> bool:
+    """The optional shared secret (``SYNC_CALLBACK_SECRET``), compared in constant time."""
+    if not expected:
+        return True
+    return provided is not None and hmac.compare_digest(expected.encode(), provided.encode())
 
 
 def parse_event(body: bytes) -> BusinessEvent | CallbackAnswer:
@@ -53,10 +60,10 @@ def parse_event(body: bytes) -> BusinessEvent | CallbackAnswer:
         return _error(400, f"not a business event: {problems}")
 
 
-def key_from_event(plan: Plan, event: BusinessEvent) -> dict[str, Any] | CallbackAnswer:
+def key_from_event(plan: Plan, event: BusinessEvent) -> dict[str, str] | CallbackAnswer:
     """The template's F&O key properties, matched case-insensitively among the event's fields."""
     extras = {name.lower(): value for name, value in event.extras().items()}
-    key: dict[str, Any] = {}
+    key: dict[str, str] = {}
     missing: list[str] = []
     for prop in plan.key_properties:
         value = extras.get(prop.lower())
@@ -66,6 +73,8 @@ def key_from_event(plan: Plan, event: BusinessEvent) -> dict[str, Any] | Callbac
             missing.append(prop)
         elif not isinstance(value, str):
             return _error(400, f"key field {prop} must be a string, got {type(value).__name__}")
+        elif len(value) > 255 or any(ord(ch) < 32 for ch in value):
+            return _error(400, f"key field {prop} is longer than 255 characters or holds control characters")
         else:
             key[prop] = value
     if missing:
@@ -74,41 +83,32 @@ def key_from_event(plan: Plan, event: BusinessEvent) -> dict[str, Any] | Callbac
     return key
 
 
-def handle_callback(engine: OutboundSync, body: bytes, *, budget_s: float) -> CallbackAnswer:
+def handle_callback(plan: Plan, queues: CallbackQueues, body: bytes) -> CallbackAnswer:
     parsed = parse_event(body)
     if isinstance(parsed, CallbackAnswer):
-        log(logger, logging.WARNING, "callback rejected", template=engine.name, status=parsed.status,
+        log(logger, logging.WARNING, "callback rejected", template=plan.name, status=parsed.status,
             problem=parsed.body["error"])
         return parsed
     event = parsed
-    base = {"template": engine.name, "event_id": event.EventId, "correlation_id": correlation_id()}
+    base = {"template": plan.name, "event_id": event.EventId, "correlation_id": correlation_id()}
     if event.is_test_event:
-        log(logger, logging.INFO, "activation test event accepted and ignored", template=engine.name,
+        log(logger, logging.INFO, "activation test event accepted and ignored", template=plan.name,
             event_id=event.EventId)
         return CallbackAnswer(200, {**base, "status": "ignored", "reason": "activation test event"})
-    key = key_from_event(engine.plan, event)
+    key = key_from_event(plan, event)
     if isinstance(key, CallbackAnswer):
+        log(logger, logging.WARNING, "callback rejected", template=plan.name, status=key.status,
+            problem=key.body["error"])
         return key
-    log(logger, logging.INFO, "callback received", template=engine.name, event_id=event.EventId,
-        business_event=event.BusinessEventId, control_number=event.ControlNumber, key=key)
-    cid = correlation_id()
-    future = _pool.submit(_sync_in_scope, engine, key, cid)
+    item = WorkItem(template=plan.name, key=key, event_id=event.EventId, business_event_id=event.BusinessEventId,
+                    control_number=event.ControlNumber, event_time=event.EventTimeIso8601 or event.EventTime,
+                    received_at=now().isoformat(), correlation_id=correlation_id())
     try:
-        outcome = future.result(timeout=budget_s)
-    except TimeoutError:
-        log(logger, logging.WARNING, "callback still running at the answer deadline; finishing in the background",
-            template=engine.name, key=key, budget_s=budget_s)
-        return CallbackAnswer(202, {**base, "status": "accepted", "key": key})
-    except Exception as exc:  # state store unreachable etc.: make F&O retry, nothing is lost
-        log(logger, logging.ERROR, "callback failed before the record could be kept", template=engine.name,
-            key=key, error=f"{type(exc).__name__}: {exc}")
-        return _error(503, "could not process or park the record; retry later", template=engine.name)
-    status = 202 if outcome == "parked" else 200
-    return CallbackAnswer(status, {**base, "status": outcome, "key": key})
-
-
-def _sync_in_scope(engine: OutboundSync, key: dict[str, Any], cid: str) -> str:
-    from shared.observability import correlation_scope
-
-    with correlation_scope(cid):
-        return engine.sync_key(key, source="callback")
+        queues.send(item)
+    except Exception as exc:  # the queue is unreachable: make F&O retry; nothing was accepted
+        log(logger, logging.ERROR, "callback could not be queued", template=plan.name, key=key,
+            error=f"{type(exc).__name__}: {exc}")
+        return _error(503, "could not queue the event; retry later", template=plan.name)
+    log(logger, logging.INFO, "callback queued", template=plan.name, event_id=event.EventId,
+        business_event=event.BusinessEventId, control_number=event.ControlNumber, key=key)
+    return CallbackAnswer(202, {**base, "status": "queued", "key": key})

@@ -171,7 +171,7 @@ class OutboundSync:
 
     # -- callback path -----------------------------------------------------------------------------
 
-    def sync_key(self, fo_key: Mapping[str, Any], *, source: str = "callback") -> str:
+    def sync_key(self, fo_key: Mapping[str, Any], *, source: str = "callback", control_number: int = 0) -> str:
         """Re-read one record from Commerce and bring Dataverse in line; returns the outcome."""
         key = self.plan.key_of(fo_key)
         partition = self.partition(self.plan.company_of(key))
@@ -183,12 +183,13 @@ class OutboundSync:
                 return "unchanged"
             return self._delete(key, previous, partition, source=source)
         known = {row_key: previous} if previous else {}
-        return self._sync_row(current, partition, known, self.state.parked_keys(self.name), source=source)
+        return self._sync_row(current, partition, known, self.state.parked_keys(self.name), source=source,
+                              control_number=control_number)
 
     # -- one record --------------------------------------------------------------------------------
 
     def _sync_row(self, row: Mapping[str, Any], partition: str, known: dict[str, SyncedState], parked: set[str],
-                  *, source: str) -> str:
+                  *, source: str, control_number: int = 0) -> str:
         try:
             record = self.plan.to_dataverse(row)
         except MappingError as exc:
@@ -200,7 +201,7 @@ class OutboundSync:
                 self.state.unpark(self.name, row_key)
             return "unchanged"
         try:
-            self._write(record, previous, partition)
+            self._write(record, previous, partition, control_number)
         except AuthError:
             raise  # every record would fail: abort the run instead of parking them all
         except (ApiError, MappingError, ConcurrencyConflict) as exc:
@@ -210,12 +211,14 @@ class OutboundSync:
         log(logger, logging.DEBUG, "record written", template=self.name, key=row_key, source=source)
         return "written"
 
-    def _write(self, record: DataverseRecord, previous: SyncedState | None, partition: str) -> None:
+    def _write(self, record: DataverseRecord, previous: SyncedState | None, partition: str,
+               control_number: int = 0) -> None:
         row_key = encode_key(record.key)
         for _ in range(MAX_CONFLICT_ROUNDS):
             self.writer.upsert(record)
             try:
-                self.state.put_synced(partition, row_key, record.content_hash, previous)
+                self.state.put_synced(partition, row_key, record.content_hash, previous,
+                                      control_number=control_number)
                 return
             except ConcurrencyConflict:
                 # Someone synced this key meanwhile: our write may be older than theirs. Re-read

@@ -42,3 +42,23 @@ class BusinessEvent(BaseModel):
 
     def extras(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+
+class WorkItem(BaseModel):
+    """What a callback puts on its template's queue: enough to find the record, never its content."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    template: str
+    key: dict[str, str]
+    event_id: str = ""
+    business_event_id: str = ""
+    control_number: int = 0
+    event_time: str | None = None
+    received_at: str
+    correlation_id: str = ""
+
+    @property
+    def order_key(self) -> str:
+        """Sortable arrival order: receive time, then the event id for ties."""
+        return f"{self.received_at}|{self.event_id or self.correlation_id}"

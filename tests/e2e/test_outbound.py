@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from devtools.functions_host import LocalFunctionsHost
+from devtools.functions_host import LocalFunctionsHost, QueuePump
 from shared.runtime import Runtime
 from shared.state.store import encode_key
 from shared.sync.engine import RunSummary
@@ -54,7 +54,7 @@ def test_a_changed_record_arrives_via_the_timer(runtime: Runtime, stores: Stores
 
 
 def test_a_changed_record_arrives_via_a_business_event_and_the_callback(runtime: Runtime, stores: Stores,
-                                                                        commerce_emulator: object) -> None:
+                                                                        commerce_emulator: object, pump: QueuePump) -> None:
     import function_app
 
     runtime.outbound("loyalty_cards").run()
@@ -65,6 +65,7 @@ def test_a_changed_record_arrives_via_a_business_event_and_the_callback(runtime:
         card = stores.commerce_rows("loyalty_cards")[3]["CardNumber"]
         stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "009999", "CardTenderType": "NoTender"})
         assert commerce_emulator.publisher.flush(15)  # type: ignore[attr-defined]
+        assert pump.drain() == 1
     finally:
         host.stop()
     deliveries = requests.get(f"{stores.commerce_url}/_emulator/business-events/deliveries", timeout=10).json()
