@@ -3,7 +3,9 @@
     python -m shared.cli status
     python -m shared.cli sync loyalty_cards [--company usmf]
     python -m shared.cli sync --all
-    python -m shared.cli parked [--template loyalty_cards]
+    python -m shared.cli parked [--template loyalty_cards] [--show ROW_KEY]
+    python -m shared.cli replay loyalty_cards ROW_KEY [ROW_KEY ...] | --all [--template NAME]
+    python -m shared.cli pause loyalty_cards | resume loyalty_cards
 
 Reads the same app settings as the Function App (environment variables).
 """
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 
 from shared.observability import correlation_scope
 from shared.runtime import Runtime, get_runtime
+from shared.sync import operations
 from shared.sync.engine import RunSummary
 
 
@@ -73,6 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sync_p.add_argument("--company", action="append", default=[], help="legal entity (repeatable)")
     parked_p = sub.add_parser("parked", help="records kept after a failed sync, with their reasons")
     parked_p.add_argument("--template")
+    parked_p.add_argument("--show", metavar="ROW_KEY", help="one record in full (needs --template)")
+    replay_p = sub.add_parser("replay", help="re-sync parked records from Commerce's current state")
+    replay_p.add_argument("template", nargs="?")
+    replay_p.add_argument("row_keys", nargs="*", metavar="ROW_KEY", help="as 'parked' lists them")
+    replay_p.add_argument("--all", action="store_true", help="every parked record (of the template, if given)")
+    for verb in ("pause", "resume"):
+        p = sub.add_parser(verb, help=f"{verb} a template (callbacks keep being accepted and queued)")
+        p.add_argument("template")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -86,10 +97,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             if unknown:
                 parser.error(f"unknown template {unknown[0]!r}; known: {', '.join(t.name for t in runtime.catalog)}")
             rows = [summary_row(s) for s in sync(runtime, names, args.company)]
-        else:
-            rows = [{"template": e["PartitionKey"], "key": e["key"], "error_class": e["error_class"],
-                     "attempts": str(e["attempts"]), "last_failed": e["last_failed"], "error": e["error"][:120]}
+        elif args.command == "parked" and args.show:
+            if not args.template:
+                parser.error("--show needs --template")
+            entity = runtime.state.get_parked(args.template, args.show)
+            if entity is None:
+                print(f"no parked record {args.show!r} in {args.template}", file=sys.stderr)
+                return 1
+            print(json.dumps(operations.parked_entry(entity), indent=2, default=str))
+            return 0
+        elif args.command == "parked":
+            rows = [{"template": e["PartitionKey"], "row_key": e["RowKey"], "error_class": e["error_class"],
+                     "attempts": str(e["attempts"]), "last_failed": e["last_failed"], "error": e["error"][:100]}
                     for e in runtime.state.list_parked(args.template)]
+        elif args.command == "replay":
+            if args.template and runtime.catalog.get(args.template) is None:
+                parser.error(f"unknown template {args.template!r}")
+            if not args.all and not args.row_keys:
+                parser.error("name ROW_KEYs (see 'parked') or use --all")
+            results = operations.replay(runtime, args.template, None if args.all else args.row_keys)
+            rows = [r.as_dict() for r in results]
+        else:
+            if runtime.catalog.get(args.template) is None:
+                parser.error(f"unknown template {args.template!r}")
+            if args.command == "pause":
+                operations.pause(runtime, args.template, by="cli")
+                rows = [{"template": args.template, "paused": "yes"}]
+            else:
+                requeued = operations.resume(runtime, args.template, by="cli")
+                rows = [{"template": args.template, "paused": "no", "requeued": str(requeued)}]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -6,12 +6,20 @@ the writable columns, lookups as ``_<attribute>_value`` GUID strings and the ser
 increasing counter, the basis of ``@odata.etag: W/"<n>"``, §2.7).
 
 One re-entrant lock guards everything; request handlers hold :attr:`Store.lock` across a
-read-check-write sequence so that conditional operations are atomic. Every write is also
-appended to :attr:`Store.change_log` (a seam for change tracking, §2.11, not served yet).
+read-check-write sequence so that conditional operations are atomic.
+
+Change-tracking hook (§2.11, served by :mod:`emulators.dataverse.changetracking`): every row
+write goes through :meth:`Store.insert`, :meth:`Store.update` or :meth:`Store.delete`, and
+each of them appends a :class:`ChangeRecord` to :attr:`Store.change_log` (versions strictly
+increasing, under the lock). Any new write path (``$batch``, bulk actions, ...) must use these
+three methods, or call :meth:`Store.record_change` itself, so that delta queries see it.
+:meth:`Store.reset` empties tables without logging deletions; it raises
+:attr:`Store.change_log_floor` for those tables instead, so older delta tokens expire.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
@@ -55,6 +63,8 @@ class Store:
         self._seed_ids: dict[str, set[str]] = {name: set() for name in self.tables}
         self._version = first_version
         self.change_log: list[ChangeRecord] = []
+        #: Per table: change history at or below this version is gone (see :meth:`reset`).
+        self.change_log_floor: dict[str, int] = {}
 
     # -- reads -----------------------------------------------------------------------------
     def table(self, entity_set: str) -> Table | None:
@@ -94,6 +104,18 @@ class Store:
                 if existing is not None and existing[table.primary_id] != exclude_id:
                     return key
         return None
+
+    @property
+    def current_version(self) -> int:
+        """The last version handed out (rows, deletions and reserved change-tracking points)."""
+        with self.lock:
+            return self._version
+
+    def changes_after(self, entity_set: str, version: int) -> list[ChangeRecord]:
+        """Change-log entries of ``entity_set`` with a version above ``version``, oldest first."""
+        with self.lock:
+            start = bisect.bisect_right(self.change_log, version, key=lambda change: change.version)
+            return [change for change in self.change_log[start:] if change.entity_set == entity_set]
 
     # -- writes ----------------------------------------------------------------------------
     def next_version(self) -> int:
@@ -145,17 +167,19 @@ class Store:
             return row
 
     def reset(self, entity_sets: Iterable[str] | None = None) -> None:
-        """Empty the given tables (default: every non-seeded table); seed rows are kept."""
+        """Empty the given tables (default: every table); seed rows are kept, rows added later go."""
         with self.lock:
-            names = (
-                list(entity_sets)
-                if entity_sets is not None
-                else [name for name, table in self.tables.items() if not table.seeded]
-            )
+            names = list(entity_sets) if entity_sets is not None else list(self.tables)
             for name in names:
                 seeds = self._seed_ids[name]
                 self._rows[name] = {k: v for k, v in self._rows[name].items() if k in seeds}
+                self.change_log_floor[name] = self._version
             self.change_log = [c for c in self.change_log if c.entity_set not in names]
 
-    def _log(self, entity_set: str, row_id: str, operation: str, version: int) -> None:
-        self.change_log.append(ChangeRecord(version, entity_set, row_id, operation))
+    def record_change(self, entity_set: str, row_id: str, operation: str, version: int) -> None:
+        """Append to the change log (``operation``: ``created``/``updated``/``deleted``);
+        ``version`` must be above every logged one (take it from :meth:`next_version`)."""
+        with self.lock:
+            self.change_log.append(ChangeRecord(version, entity_set, row_id, operation))
+
+    _log = record_change
