@@ -1,0 +1,71 @@
+"""Security: the optional callback secret, and no secret or token in any log line."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+
+import azure.functions as func
+import pytest
+
+from devtools.azurite import ACCOUNT_KEY
+from devtools.functions_host import QueuePump, invoke_http
+from shared.runtime import Runtime, get_runtime
+from shared.settings import get_settings
+from tests.builders import as_body, business_event
+from tests.e2e.stores import Stores
+
+TOKEN = f"token-{uuid.uuid4().hex}"
+CALLBACK_SECRET = f"cb-secret-{uuid.uuid4().hex}"
+
+
+@pytest.fixture()
+def secured(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    monkeypatch.setenv("SYNC_STATIC_TOKEN", TOKEN)
+    monkeypatch.setenv("SYNC_CALLBACK_SECRET", CALLBACK_SECRET)
+    get_settings.cache_clear()
+    get_runtime.cache_clear()
+    yield get_runtime()
+
+
+def callback(card: str, *, headers: dict[str, str] | None = None, params: dict[str, str] | None = None) -> int:
+    import function_app
+
+    req = func.HttpRequest("POST", "http://localhost/api/callbacks/loyalty_cards", headers=headers or {},
+                           params=params or {}, body=as_body(business_event(CardNumber=card)))
+    return invoke_http(function_app.app, "callback_loyalty_cards", req).status_code
+
+
+def test_without_the_secret_a_callback_is_refused(secured: Runtime, stores: Stores) -> None:
+    assert callback("LC-1") == 401
+
+
+def test_a_wrong_secret_is_refused(secured: Runtime) -> None:
+    assert callback("LC-1", headers={"x-loyaltysync-secret": "guess"}) == 401
+
+
+def test_the_secret_in_the_header_is_accepted(secured: Runtime) -> None:
+    assert callback("LC-1", headers={"x-loyaltysync-secret": CALLBACK_SECRET}) == 202
+
+
+def test_the_secret_as_a_query_parameter_is_accepted(secured: Runtime) -> None:
+    assert callback("LC-1", params={"secret": CALLBACK_SECRET}) == 202
+
+
+def test_no_secret_or_token_appears_in_the_logs(secured: Runtime, stores: Stores, pump: QueuePump,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, the Azure SDK's and urllib3's included
+    stores.create_in_commerce("RetailLoyaltyRewardPoints", {
+        "RewardPointId": "XTS-AMOUNT", "RewardPointType": "Amount", "RewardPointCurrency": "XTS", "Redeemable": "Yes",
+        "RedeemRanking": 1, "ExpirationTimeValue": 0, "ExpirationTimeUnit": "Day", "VestingTimeValue": 0,
+        "VestingTimeUnit": "Day", "MaximumLoyaltyRewardPoints": 0})
+    secured.outbound("loyalty_reward_points").run()  # includes a parked failure
+    card = str(stores.commerce_rows("loyalty_cards")[0]["CardNumber"])
+    callback(card, headers={"x-loyaltysync-secret": CALLBACK_SECRET})
+    callback(card, headers={"x-loyaltysync-secret": "wrong"})
+    pump.drain()
+    text = caplog.text + "".join(str(getattr(r, "sync", "")) for r in caplog.records)
+    assert len(caplog.records) > 20  # the scan saw a real run's worth of logging
+    for secret in (TOKEN, CALLBACK_SECRET, ACCOUNT_KEY):
+        assert secret not in text
