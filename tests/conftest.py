@@ -93,5 +93,8 @@ def stores(runtime: Runtime, dataverse_emulator: object, commerce_emulator: obje
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     for item in items:
-        if "/e2e/" in str(item.fspath):
+        path = str(item.fspath)
+        if "/e2e/" in path:
             item.add_marker(pytest.mark.e2e)
+        if "/hostile/" in path:
+            item.add_marker(pytest.mark.hostile)

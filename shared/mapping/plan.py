@@ -21,6 +21,10 @@ INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
 
 
+DATAVERSE_MIN_DATE = datetime(1753, 1, 1, tzinfo=UTC)
+DATAVERSE_MAX_DATE = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
 class MappingError(ValueError):
     """A record cannot be mapped; ``field`` names the F&O property at fault."""
 
@@ -100,6 +104,8 @@ def _datetime(row: FieldRow) -> Converter:
             raise MappingError(row.fo_property, f"{value!r} is not an ISO 8601 date-time") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
+        if not DATAVERSE_MIN_DATE <= parsed <= DATAVERSE_MAX_DATE:
+            raise MappingError(row.fo_property, f"{value!r} is outside Dataverse's date range (1753-01-01 to 9999-12-31)")
         return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     return convert

@@ -51,6 +51,8 @@ def parse_event(body: bytes) -> BusinessEvent | CallbackAnswer:
         raw = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return _error(400, f"body is not valid JSON: {exc}")
+    except RecursionError:
+        return _error(400, "body is nested too deeply")
     if not isinstance(raw, dict):
         return _error(400, f"body must be a JSON object (a business event), got {type(raw).__name__}")
     try:

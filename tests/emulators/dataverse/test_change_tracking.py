@@ -200,6 +200,34 @@ def test_post_upsert_by_key_and_patch_by_id_all_show_in_the_delta(api: Api) -> N
     assert ids == [posted, upserted, patched]
 
 
+def upsert_multiple(api: Api, *targets: dict[str, Any]) -> requests.Response:
+    body = {"Targets": [{"@odata.type": "Microsoft.Dynamics.CRM.msdyn_loyaltycard", **target} for target in targets]}
+    return api.post(f"{CARDS}/Microsoft.Dynamics.CRM.UpsertMultiple", body)
+
+
+def test_bulk_upsert_multiple_writes_show_in_the_delta(api: Api) -> None:
+    link = baseline(api)
+    response = upsert_multiple(
+        api,
+        {"@odata.id": f"{CARDS}(msdyn_cardnumber='CT-BULK-1')", "msdyn_partynumber": "1"},
+        {"@odata.id": f"{CARDS}(msdyn_cardnumber='CT-BULK-2')", "msdyn_partynumber": "2"},
+    )
+    assert response.status_code == 204, response.text
+    value = poll(api, link)["value"]
+    assert [row["msdyn_cardnumber"] for row in value] == ["CT-BULK-1", "CT-BULK-2"]
+
+
+def test_rolled_back_bulk_request_leaves_nothing_in_the_delta(api: Api) -> None:
+    link = baseline(api)
+    response = upsert_multiple(
+        api,
+        {"@odata.id": f"{CARDS}(msdyn_cardnumber='CT-BULK-OK')"},
+        {"@odata.id": f"{CARDS}(msdyn_cardnumber='CT-BULK-BAD')", "msdyn_cardtendertype": 1},  # out of range
+    )
+    assert response.status_code == 400
+    assert poll(api, link)["value"] == []
+
+
 def test_changes_to_other_tables_do_not_appear_in_the_delta(api: Api) -> None:
     link = baseline(api)
     api.post("msdyn_loyaltyrewardpoints", {"msdyn_rewardpointid": "RP-CT"}).raise_for_status()
