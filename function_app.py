@@ -1,6 +1,7 @@
 """Azure Functions entry point: an index of triggers, one set per template file in ``mappings/``.
 
 For each template: ``timer_<template>`` (Commerce -> Dataverse scan, on the file's schedule),
+``timer_inbound_<template>`` (Dataverse change tracking -> Commerce, on ``reverse_schedule``),
 ``callback_<template>`` (POST /api/callbacks/<template>: validate a business event and queue it) and
 ``worker_<template>`` (queue trigger: re-read the record from Commerce and write it). Once:
 ``callback_unknown_template`` (404 for any other name), ``timer_retry_parked`` (retries parked records)

@@ -3,6 +3,8 @@
     python -m shared.cli status
     python -m shared.cli sync loyalty_cards [--company usmf]
     python -m shared.cli sync --all
+    python -m shared.cli sync loyalty_cards --direction inbound   # Dataverse edits -> Commerce
+    python -m shared.cli conflicts [--template loyalty_cards]
     python -m shared.cli parked [--template loyalty_cards] [--show ROW_KEY]
     python -m shared.cli replay loyalty_cards ROW_KEY [ROW_KEY ...] | --all [--template NAME]
     python -m shared.cli pause loyalty_cards | resume loyalty_cards
@@ -30,11 +32,11 @@ def status_rows(runtime: Runtime) -> list[dict[str, str]]:
     for template in runtime.catalog:
         found = [m for (name, _, _), m in marks.items() if name == template.name]
         if not found:
-            rows.append({"template": template.name, "scope": "-", "status": "never run", "runs": "0",
+            rows.append({"template": template.name, "direction": "-", "scope": "-", "status": "never run", "runs": "0",
                          "last_run_finished": "", "counts": ""})
         for mark in sorted(found, key=lambda m: m.row_key):
-            rows.append({"template": template.name, "scope": mark.scope, "status": mark.last_status or "running",
-                         "runs": str(mark.run_seq), "last_run_finished": mark.last_run_finished,
+            rows.append({"template": template.name, "direction": mark.direction, "scope": mark.scope,
+                         "status": mark.last_status or "running", "runs": str(mark.run_seq), "last_run_finished": mark.last_run_finished,
                          "counts": mark.last_counts})
     return rows
 
@@ -52,15 +54,19 @@ def print_table(rows: Sequence[dict[str, str]]) -> None:
 
 
 def summary_row(s: RunSummary) -> dict[str, str]:
-    return {"template": s.template, "scope": s.scope, "mode": s.mode, "status": s.status, "seen": str(s.seen),
-            "written": str(s.written), "unchanged": str(s.unchanged), "deleted": str(s.deleted),
-            "parked": str(s.failed), "seconds": f"{s.duration_s:.2f}"}
+    return {"template": s.template, "direction": s.direction, "scope": s.scope, "mode": s.mode, "status": s.status,
+            "seen": str(s.seen), "written": str(s.written), "unchanged": str(s.unchanged), "deleted": str(s.deleted),
+            "parked": str(s.failed), "conflicts": str(s.conflicts), "seconds": f"{s.duration_s:.2f}"}
 
 
-def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str]) -> list[RunSummary]:
+def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str],
+         direction: str = "outbound") -> list[RunSummary]:
     summaries: list[RunSummary] = []
     for name in templates:
-        summaries.extend(runtime.outbound(name).run(companies or runtime.settings.legal_entities))
+        if direction in ("outbound", "both"):
+            summaries.extend(runtime.outbound(name).run(companies or runtime.settings.legal_entities))
+        if direction in ("inbound", "both"):
+            summaries.append(runtime.inbound(name).run())
     return summaries
 
 
@@ -74,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sync_p.add_argument("template", nargs="?", help="template name (see 'status')")
     sync_p.add_argument("--all", action="store_true", help="every template, in file order")
     sync_p.add_argument("--company", action="append", default=[], help="legal entity (repeatable)")
+    sync_p.add_argument("--direction", choices=["outbound", "inbound", "both"], default="outbound",
+                        help="outbound: Commerce -> Dataverse (default); inbound: Dataverse edits -> Commerce")
+    conflicts_p = sub.add_parser("conflicts", help="records both sides changed, with both values and the winner")
+    conflicts_p.add_argument("--template")
     parked_p = sub.add_parser("parked", help="records kept after a failed sync, with their reasons")
     parked_p.add_argument("--template")
     parked_p.add_argument("--show", metavar="ROW_KEY", help="one record in full (needs --template)")
@@ -96,7 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             unknown = [n for n in names if n is None or runtime.catalog.get(n) is None]
             if unknown:
                 parser.error(f"unknown template {unknown[0]!r}; known: {', '.join(t.name for t in runtime.catalog)}")
-            rows = [summary_row(s) for s in sync(runtime, names, args.company)]
+            rows = [summary_row(s) for s in sync(runtime, names, args.company, args.direction)]
+        elif args.command == "conflicts":
+            rows = [{"template": e["PartitionKey"], "key": e["key"], "winner": e["winner"],
+                     "detected_at": e["detected_at"], "commerce": e["commerce"][:80], "dataverse": e["dataverse"][:80]}
+                    for e in runtime.state.list_conflicts(args.template)]
         elif args.command == "parked" and args.show:
             if not args.template:
                 parser.error("--show needs --template")

@@ -15,6 +15,7 @@ from shared.settings import Settings, get_settings
 from shared.state.queues import CallbackQueues
 from shared.state.store import StateStore
 from shared.sync.engine import OutboundSync
+from shared.sync.inbound import InboundSync
 
 
 @dataclass
@@ -26,16 +27,30 @@ class Runtime:
     state: StateStore
     queues: CallbackQueues
     _engines: dict[str, OutboundSync] = field(default_factory=dict)
+    _inbound: dict[str, InboundSync] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def outbound(self, template: str) -> OutboundSync:
+        return self._pair(template)[0]
+
+    def inbound(self, template: str) -> InboundSync:
+        return self._pair(template)[1]
+
+    def _pair(self, template: str) -> tuple[OutboundSync, InboundSync]:
+        """Both directions of a template, built together: each calls the other after it writes."""
         with self._lock:
-            engine = self._engines.get(template)
-            if engine is None:
-                engine = OutboundSync(self.catalog.plan(template), self.commerce, self.dataverse, self.state,
-                                      delete_policy=self.settings.delete_policy, lease_s=self.settings.run_lease_s)
-                self._engines[template] = engine
-            return engine
+            if template not in self._engines:
+                s = self.settings
+                plan = self.catalog.plan(template)
+                outbound = OutboundSync(plan, self.commerce, self.dataverse, self.state, delete_policy=s.delete_policy,
+                                        lease_s=s.run_lease_s, two_way=s.two_way, conflict_policy=s.conflict_policy)
+                inbound = InboundSync(plan, self.commerce, self.dataverse, self.state, outbound,
+                                      conflict_policy=s.conflict_policy, delete_policy=s.reverse_delete_policy,
+                                      lease_s=s.run_lease_s)
+                outbound.dataverse_wins = lambda dv_row: inbound.apply(dv_row, source="conflict", decided=True)
+                self._engines[template] = outbound
+                self._inbound[template] = inbound
+            return self._engines[template], self._inbound[template]
 
 
 def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime:

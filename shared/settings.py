@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     paused_templates: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="SYNC_PAUSED_TEMPLATES")
     callback_secret: SecretStr | None = Field(default=None, validation_alias="SYNC_CALLBACK_SECRET")
     delete_policy: Literal["delete", "ignore"] = Field(default="delete", validation_alias="SYNC_DELETE_POLICY")
+    two_way: bool = Field(default=True, validation_alias="SYNC_TWO_WAY")
+    conflict_policy: Literal["commerce_wins", "dataverse_wins"] = Field(default="commerce_wins",
+                                                                         validation_alias="SYNC_CONFLICT_POLICY")
+    reverse_delete_policy: Literal["ignore", "delete"] = Field(default="ignore",
+                                                               validation_alias="SYNC_REVERSE_DELETE_POLICY")
     mappings_dir: Path | None = Field(default=None, validation_alias="SYNC_MAPPINGS_DIR")
 
     http_connect_timeout_s: float = Field(default=5.0, gt=0, validation_alias="SYNC_HTTP_CONNECT_TIMEOUT_S")

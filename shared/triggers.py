@@ -1,8 +1,9 @@
 """Thin Azure Functions triggers, registered by ``function_app.py``.
 
-Per template file: a timer (Commerce -> Dataverse scan), a callback route (validate + enqueue) and a
-queue-triggered worker. Once: a 404 for unknown templates, a timer that retries parked records, and
-the operator endpoints under ``/api/ops`` (admin key). The bodies turn a trigger's input into one
+Per template file: a timer (Commerce -> Dataverse scan), a timer for the other direction (Dataverse
+change tracking -> Commerce), a callback route (validate + enqueue) and a queue-triggered worker.
+Once: a 404 for unknown templates, a timer that retries parked records, and the operator endpoints
+under ``/api/ops`` (admin key). The bodies turn a trigger's input into one
 call into ``shared.sync`` and its result into a response. No sync logic here.
 """
 
@@ -46,6 +47,17 @@ def run_timer(template: str, timer: func.TimerRequest, invocation_id: str) -> No
             log(logger, logging.INFO, "template paused; timer run skipped", template=template)
             return
         runtime.outbound(template).run(runtime.settings.legal_entities)
+
+
+def run_inbound(template: str, timer: func.TimerRequest, invocation_id: str) -> None:
+    with correlation_scope(invocation_id):
+        runtime = get_runtime()
+        if not runtime.settings.two_way:
+            return
+        if worker.is_paused(runtime, template):
+            log(logger, logging.INFO, "template paused; inbound run skipped", template=template)
+            return
+        runtime.inbound(template).run()
 
 
 def callback(template: str, req: func.HttpRequest, invocation_id: str) -> func.HttpResponse:
@@ -99,6 +111,8 @@ def ops(action: str, req: func.HttpRequest, invocation_id: str) -> func.HttpResp
             return _json(200, {"watermarks": status_rows(runtime), "paused": {
                 t.name: worker.is_paused(runtime, t.name) for t in runtime.catalog},
                 "counters": {t.name: runtime.state.counters(t.name) for t in runtime.catalog}})
+        if action == "conflicts":
+            return _json(200, {"value": [dict(e) for e in runtime.state.list_conflicts(template)]})
         if action == "parked":
             return _json(200, {"value": [operations.parked_entry(e) for e in runtime.state.list_parked(template)]})
         if action == "parked_one":
@@ -149,6 +163,11 @@ def register_template(app: func.FunctionApp, template: Template) -> None:
     def timer_trigger(timer: func.TimerRequest, context: func.Context) -> None:
         run_timer(name, timer, context.invocation_id)
 
+    @app.function_name(f"timer_inbound_{name}")
+    @app.timer_trigger(arg_name="timer", schedule=template.reverse_schedule, run_on_startup=False, use_monitor=True)
+    def inbound_trigger(timer: func.TimerRequest, context: func.Context) -> None:
+        run_inbound(name, timer, context.invocation_id)
+
     @app.function_name(f"callback_{name}")
     @app.route(route=f"callbacks/{name}", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.FUNCTION)
     def callback_trigger(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
@@ -175,6 +194,7 @@ def register_shared(app: func.FunctionApp) -> None:
     for action, route, method in (
         ("status", "ops/status", func.HttpMethod.GET),
         ("parked", "ops/parked", func.HttpMethod.GET),
+        ("conflicts", "ops/conflicts", func.HttpMethod.GET),
         ("parked_one", "ops/parked/{template}/{key}", func.HttpMethod.GET),
         ("replay", "ops/replay", func.HttpMethod.POST),
         ("pause", "ops/templates/{template}/pause", func.HttpMethod.POST),

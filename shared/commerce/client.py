@@ -42,6 +42,28 @@ class CommerceClient:
         except NotFoundError:
             return None
 
+    def create(self, entity_set: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /data/Set``: F&O answers 201 with the created entity (protocols.md §3.3)."""
+        response = self.core.request("POST", f"data/{entity_set}", json=dict(body), headers=ODATA_HEADERS)
+        created: dict[str, Any] = response.json() if response.content else {}
+        return created
+
+    def update(self, entity_set: str, key: Mapping[str, str], changes: Mapping[str, Any], *,
+               etag: str | None = None) -> None:
+        """``PATCH /data/Set(key)`` with only the changed fields; ``If-Match`` guards concurrent edits."""
+        path = f"data/{key_segment(entity_set, key, named=len(key) > 1)}"
+        headers = {**ODATA_HEADERS, "If-Match": etag or "*"}
+        self.core.request("PATCH", path, params={"cross-company": "true"}, json=dict(changes), headers=headers)
+
+    def delete(self, entity_set: str, key: Mapping[str, str]) -> bool:
+        """``DELETE /data/Set(key)``; False when it was already gone."""
+        path = f"data/{key_segment(entity_set, key, named=len(key) > 1)}"
+        try:
+            self.core.request("DELETE", path, params={"cross-company": "true"}, headers={**ODATA_HEADERS, "If-Match": "*"})
+        except NotFoundError:
+            return False
+        return True
+
     def legal_entities(self) -> list[str]:
         """Company ids (lower case) from the ``LegalEntities`` entity."""
         ids: list[str] = []

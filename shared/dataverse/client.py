@@ -29,6 +29,51 @@ class LookupMissingError(ApiError):
     error_class = "lookup_missing"
 
 
+DELETED_ENTITY = "$deletedEntity"
+
+
+class ChangeFeed:
+    """One pass over Dataverse change tracking; ``delta_link`` is known once the rows are exhausted.
+
+    Without a delta link this is the baseline: every row, paged, with ``Prefer: odata.track-changes``.
+    With one, the changed rows first, then ``{"id": ..., "reason": "deleted"}`` entries (marked with
+    ``"@removed": True`` here). An expired or rejected link raises the server's error: re-baseline.
+    """
+
+    def __init__(self, client: DataverseClient, entity_set: str, select: list[str], delta_link: str | None) -> None:
+        self.client = client
+        self.entity_set = entity_set
+        self.select = select
+        self.start = delta_link
+        self.delta_link: str | None = None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        core = self.client.core
+        headers = {**ODATA_HEADERS, "Prefer": f"odata.track-changes,odata.maxpagesize={self.client.page_size}"}
+        if self.start:
+            body = core.get_json(self.start, headers=headers)
+        else:
+            body = core.get_json(self.entity_set, params={"$select": ",".join(self.select)}, headers=headers)
+        seen: set[str] = set()
+        while True:
+            for row in body.get("value") or []:
+                if str(row.get("@odata.context", "")).endswith(DELETED_ENTITY) or row.get("reason") == "deleted":
+                    yield {"@removed": True, "id": row.get("id")}
+                else:
+                    yield row
+            next_link = body.get("@odata.nextLink")
+            if not next_link:
+                self.delta_link = body.get("@odata.deltaLink")
+                if not self.delta_link:
+                    raise ApiError("change tracking answered without an @odata.deltaLink", method="GET",
+                                   url=core.url(self.entity_set))
+                return
+            if next_link in seen:
+                raise ApiError(f"the server repeated a nextLink: {next_link}", method="GET", url=next_link)
+            seen.add(next_link)
+            body = core.get_json(next_link, headers=headers)
+
+
 class DataverseClient:
     def __init__(self, core: HttpCore, *, page_size: int = 5000) -> None:
         self.core = core
@@ -96,6 +141,25 @@ class DataverseClient:
         with self._lock:
             self._lookup_cache[cache_key] = guid
         return guid
+
+    def code_of(self, entity_set: str, primary_id: str, match_column: str, guid: str) -> str | None:
+        """The ``match_column`` value of the row with this GUID (cached): a lookup read back as its code."""
+        cache_key = (entity_set, f"@id:{match_column}", guid.lower())
+        with self._lock:
+            cached = self._lookup_cache.get(cache_key)
+        if cached:
+            return cached
+        row = self.get(entity_set, {primary_id: guid}, select=[match_column], guid_columns=frozenset({primary_id}))
+        if row is None or row.get(match_column) is None:
+            return None
+        code = str(row[match_column])
+        with self._lock:
+            self._lookup_cache[cache_key] = code
+        return code
+
+    def changes(self, entity_set: str, *, select: list[str], delta_link: str | None = None) -> ChangeFeed:
+        """Rows changed since ``delta_link`` (all rows without one), and the link to resume from (§2.11)."""
+        return ChangeFeed(self, entity_set, select, delta_link)
 
     def forget_lookups(self) -> None:
         with self._lock:

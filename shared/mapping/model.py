@@ -172,6 +172,8 @@ class Template(_Strict):
     commerce: CommerceSide
     dataverse: DataverseSide
     schedule: str = Field(description="NCRONTAB (6 fields) of the Commerce -> Dataverse timer")
+    reverse_schedule: str = Field(default="30 */5 * * * *",
+                                  description="NCRONTAB of the Dataverse -> Commerce timer (change tracking)")
     value_maps: dict[str, ValueMap] = Field(default_factory=dict)
     fields: list[FieldRow] = Field(min_length=1)
 
@@ -182,7 +184,7 @@ class Template(_Strict):
             raise ValueError("name must be lower case letters, digits and '_' (it names functions and partitions)")
         return value
 
-    @field_validator("schedule")
+    @field_validator("schedule", "reverse_schedule")
     @classmethod
     def _ncrontab(cls, value: str) -> str:
         if len(value.split()) != 6:

@@ -184,6 +184,32 @@ def _reverse_value_map(row: FieldRow, value_map: ValueMap) -> Converter:
     return convert
 
 
+def _image_normalizer(template: Template, row: FieldRow) -> Converter:
+    """One comparable form per value: "" is None, dates in UTC seconds, enum members as the map spells them."""
+    members = ({e.member.lower(): e.member for e in template.value_maps[row.value_map].entries}
+               if row.value_map is not None else None)
+    as_datetime = _datetime(row) if row.fo_type == "datetimeoffset" else None
+
+    def normalize(value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if members is not None and isinstance(value, str):
+            return members.get(value.lower(), value)
+        if as_datetime is not None and isinstance(value, str):
+            try:
+                return as_datetime(value)
+            except MappingError:
+                return value
+        return value
+
+    return normalize
+
+
+def image_hash(image: Mapping[str, Any]) -> str:
+    blob = json.dumps(sorted(image.items()), separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+
+
 def content_hash(columns: Mapping[str, Any], company: str | None) -> str:
     """A stable hash of mapped content: lookups hash by their code, so GUIDs never matter."""
     canonical = {
@@ -223,6 +249,9 @@ class Plan:
                                           _reverse_value_map(row, template.value_maps[row.value_map])))
             else:
                 self._to_commerce.append((row.fo_property, row.dataverse_column, _identity))
+        self._image: list[tuple[str, Converter]] = [
+            (row.fo_property, _image_normalizer(template, row)) for row in template.rows_for(Direction.TO_COMMERCE)
+        ]
         key_columns = {row.fo_property: row.dataverse_column for row in template.fields}
         self.alternate_key_columns: tuple[str, ...] = tuple(template.dataverse.alternate_key)
         self._dataverse_key_from_fo = {key_columns[p]: p for p in self.key_properties if p in key_columns}
@@ -272,6 +301,18 @@ class Plan:
                 value = dv_row[column]
                 result[prop] = None if value is None else convert(value)
         return result
+
+    # -- the shared image: what both sides hold of the fields that flow to Commerce ---------------
+
+    def image_from_commerce(self, fo_row: Mapping[str, Any]) -> dict[str, Any]:
+        """The F&O-side values of every field the map lets flow Dataverse -> F&O, normalised."""
+        return {prop: normalize(fo_row.get(prop)) for prop, normalize in self._image}
+
+    def image_from_dataverse(self, dv_row: Mapping[str, Any],
+                             lookup_code: Callable[[LookupSpec, str], str | None]) -> dict[str, Any]:
+        """The same image computed from a Dataverse row (value maps run backwards, lookups by code)."""
+        values = self.from_dataverse(dv_row, lookup_code)
+        return {prop: normalize(values.get(prop)) for prop, normalize in self._image}
 
     def key_as_dict(self, key: tuple[str, ...]) -> dict[str, str]:
         return dict(zip(self.key_properties, key, strict=True))

@@ -45,7 +45,7 @@ def _plain(value: Any) -> int:
 
 def _synced(entity: Any) -> SyncedState:
     return SyncedState(entity["RowKey"], entity.get("hash", ""), entity.metadata.get("etag"),
-                       _plain(entity.get("control_number")))
+                       _plain(entity.get("control_number")), entity.get("shared", ""))
 
 
 def now() -> datetime:
@@ -62,6 +62,7 @@ class SyncedState:
     content_hash: str
     etag: str | None
     control_number: int = 0  # the newest business event applied for this key (0: none)
+    shared: str = ""  # hash of the image both sides held at the last sync (two-way echo and conflict detection)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class Watermark:
     last_counts: str = "{}"
     lease_owner: str = ""
     lease_until: str = ""
+    delta_link: str = ""  # Dataverse -> F&O: where the change feed resumes
     etag: str | None = None
 
     @property
@@ -105,6 +107,8 @@ class StateStore:
         self.events = service.get_table_client(f"{prefix}events")
         self.control = service.get_table_client(f"{prefix}control")
         self.held = service.get_table_client(f"{prefix}held")
+        self.conflicts = service.get_table_client(f"{prefix}conflicts")
+        self.dataverse_ids = service.get_table_client(f"{prefix}dvids")
 
     @classmethod
     def from_settings(cls, connection_string: str | None, endpoint: str | None, prefix: str,
@@ -117,7 +121,8 @@ class StateStore:
         return cls(service, prefix)
 
     def ensure_tables(self) -> None:
-        for table in (self.watermarks, self.synced, self.parked, self.events, self.control, self.held):
+        for table in (self.watermarks, self.synced, self.parked, self.events, self.control, self.held,
+                      self.conflicts, self.dataverse_ids):
             with contextlib.suppress(ResourceExistsError):
                 table.create_table()
 
@@ -163,7 +168,7 @@ class StateStore:
 
     def load_synced(self, partition: str) -> dict[str, SyncedState]:
         query = self.synced.query_entities("PartitionKey eq @pk", parameters={"pk": partition},
-                                           select=["RowKey", "hash", "control_number"])
+                                           select=["RowKey", "hash", "control_number", "shared"])
         return {e["RowKey"]: _synced(e) for e in query}
 
     def get_synced(self, partition: str, row_key: str) -> SyncedState | None:
@@ -173,11 +178,12 @@ class StateStore:
             return None
 
     def put_synced(self, partition: str, row_key: str, content_hash: str, previous: SyncedState | None,
-                   *, control_number: int = 0) -> None:
+                   *, control_number: int = 0, shared: str | None = None) -> None:
         """Record what was written; the ETag of ``previous`` guards against a concurrent writer."""
         applied = max(control_number, previous.control_number if previous else 0)
         entity = {"PartitionKey": partition, "RowKey": row_key, "hash": content_hash, "synced_at": now().isoformat(),
-                  "control_number": _int64(applied)}
+                  "control_number": _int64(applied),
+                  "shared": shared if shared is not None else (previous.shared if previous else "")}
         try:
             if previous is None or previous.etag is None:
                 self.synced.create_entity(entity)
@@ -260,6 +266,40 @@ class StateStore:
         except ResourceNotFoundError:
             return {}
         return {k: _plain(v) for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
+
+    # -- Dataverse ids (only kept when Dataverse deletes flow to Commerce) ----------------------------
+
+    def remember_dataverse_id(self, template: str, dataverse_id: str, row_key: str) -> None:
+        self.dataverse_ids.upsert_entity({"PartitionKey": template, "RowKey": dataverse_id.lower(), "key": row_key},
+                                         mode=UpdateMode.REPLACE)
+
+    def key_of_dataverse_id(self, template: str, dataverse_id: str) -> str | None:
+        try:
+            return str(self.dataverse_ids.get_entity(template, dataverse_id.lower())["key"])
+        except ResourceNotFoundError:
+            return None
+
+    def forget_dataverse_id(self, template: str, dataverse_id: str) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            self.dataverse_ids.delete_entity(template, dataverse_id.lower())
+
+    # -- conflicts -----------------------------------------------------------------------------------
+
+    def record_conflict(self, template: str, row_key: str, *, commerce: Any, dataverse: Any, winner: str,
+                        detected_by: str, correlation_id: str) -> None:
+        """Both sides changed a record since the last sync; kept for operators, with no time limit."""
+        at = now().isoformat()
+        self.conflicts.create_entity({
+            "PartitionKey": template, "RowKey": f"{at}|{row_key}", "key": json.dumps(list(decode_key(row_key))),
+            "commerce": json.dumps(commerce, default=str)[:MAX_TEXT],
+            "dataverse": json.dumps(dataverse, default=str)[:MAX_TEXT], "winner": winner, "detected_at": at,
+            "detected_by": detected_by, "correlation_id": correlation_id})
+
+    def list_conflicts(self, template: str | None = None) -> Iterator[dict[str, Any]]:
+        if template is None:
+            yield from self.conflicts.list_entities()
+        else:
+            yield from self.conflicts.query_entities("PartitionKey eq @pk", parameters={"pk": template})
 
     # -- parked records ----------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Commerce -> Dataverse: the engine behind both the timer and the callback triggers.
+"""Commerce -> Dataverse: the engine behind the timer, the queue worker and replays.
 
 Change detection. The loyalty entities expose no modified time, so every timer run reads the whole
 entity set (per legal entity for company-specific templates) and compares each record's mapped
@@ -10,6 +10,10 @@ nothing.
 Concurrency. The timer and callbacks may touch the same key at once. Each write records its hash
 with the ETag of the state it read; whoever loses that race re-reads the record from Commerce and
 writes again, so the last write to Dataverse always carries Commerce's current content.
+
+Two-way. Every write also records the shared image hash (``twoway.py``). Before overwriting a record
+that Dataverse may have changed since the last sync, the Dataverse row is read: if it changed too,
+that is a conflict, recorded and resolved by ``SYNC_CONFLICT_POLICY``.
 """
 
 from __future__ import annotations
@@ -17,10 +21,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import time
 import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from shared.commerce.client import CommerceClient
@@ -29,51 +31,40 @@ from shared.http.errors import ApiError, AuthError
 from shared.mapping.model import Direction
 from shared.mapping.plan import DataverseRecord, MappingError, Plan
 from shared.observability import correlation_id, log
-from shared.state.store import ConcurrencyConflict, StateStore, SyncedState, Watermark, decode_key, encode_key, now
+from shared.state.store import ConcurrencyConflict, StateStore, SyncedState, decode_key, encode_key
+from shared.sync.runs import MAX_CONFLICT_ROUNDS, Run, RunSummary
+from shared.sync.twoway import SharedImage
 from shared.sync.writer import DataverseWriter
 
 logger = logging.getLogger("loyaltysync.sync")
 
 DIRECTION = Direction.TO_DATAVERSE.value
 ALL = "all"
-MAX_CONFLICT_ROUNDS = 3
+__all__ = ["ALL", "DIRECTION", "OutboundSync", "RunSummary"]
 
-
-@dataclass
-class RunSummary:
-    template: str
-    scope: str
-    run_id: str
-    mode: str = "incremental"
-    status: str = "completed"
-    seen: int = 0
-    written: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    failed: int = 0
-    duration_s: float = 0.0
-    detail: str = ""
-
-    def counts(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in ("seen", "written", "unchanged", "deleted", "failed")}
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+# Called when Dataverse wins a conflict: write the Dataverse row to Commerce instead.
+DataverseWins = Callable[[Mapping[str, Any]], str]
 
 
 class OutboundSync:
     """Moves one template's records from Commerce to Dataverse."""
 
     def __init__(self, plan: Plan, commerce: CommerceClient, dataverse: DataverseClient, state: StateStore,
-                 *, delete_policy: str = "delete", lease_s: int = 900) -> None:
+                 *, delete_policy: str = "delete", lease_s: int = 900, two_way: bool = False,
+                 conflict_policy: str = "commerce_wins") -> None:
         self.plan = plan
         self.name = plan.name
         self.entity_set = plan.template.commerce.entity_set
         self.commerce = commerce
+        self.dataverse = dataverse
         self.state = state
         self.writer = DataverseWriter(dataverse, plan)
+        self.images = SharedImage(plan, dataverse)
         self.delete_policy = delete_policy
         self.lease_s = lease_s
+        self.two_way = two_way
+        self.conflict_policy = conflict_policy
+        self.dataverse_wins: DataverseWins | None = None  # set by the runtime when two-way is on
 
     # -- scopes ------------------------------------------------------------------------------------
 
@@ -92,34 +83,17 @@ class OutboundSync:
         return [self.run_scope(company) for company in self.scopes(legal_entities)]
 
     def run_scope(self, company: str | None) -> RunSummary:
-        scope = company or ALL
-        run_id = str(uuid.uuid4())
-        summary = RunSummary(template=self.name, scope=scope, run_id=run_id)
-        started = time.monotonic()
-        lease = self.state.acquire_lease(self.name, DIRECTION, scope, run_id, self.lease_s)
-        if lease is None:
-            summary.status = "skipped"
-            summary.detail = "another run holds the lease for this scope"
-            log(logger, logging.INFO, "run skipped", template=self.name, scope=scope, reason=summary.detail)
-            return summary
-        started_at = now().isoformat()
-        summary.mode = "incremental" if lease.initial_completed_at else "initial"
-        log(logger, logging.INFO, "run started", template=self.name, scope=scope, run_id=run_id, mode=summary.mode)
+        run = Run.begin(self.state, self.name, DIRECTION, company or ALL, self.lease_s)
+        if isinstance(run, RunSummary):
+            return run
         try:
-            self._compare_and_write(company, summary)
+            self._compare_and_write(company, run.summary)
         except Exception as exc:
-            summary.status = "failed"
-            summary.detail = f"{type(exc).__name__}: {exc}"
-            log(logger, logging.ERROR, "run failed; watermark not advanced", template=self.name, scope=scope,
-                run_id=run_id, error=summary.detail)
-            self._release(lease, summary, started_at, advance=False)
+            run.summary.status = "failed"
+            run.summary.detail = f"{type(exc).__name__}: {exc}"
+            run.finish(advance=False)
             raise
-        finally:
-            summary.duration_s = round(time.monotonic() - started, 3)
-        self._release(lease, summary, started_at, advance=True)
-        log(logger, logging.INFO, "run finished", template=self.name, scope=scope, run_id=run_id,
-            mode=summary.mode, duration_s=summary.duration_s, **summary.counts())
-        return summary
+        return run.finish(advance=True)
 
     def _compare_and_write(self, company: str | None, summary: RunSummary) -> None:
         partition = self.partition(company)
@@ -127,49 +101,17 @@ class OutboundSync:
         parked = self.state.parked_keys(self.name)
         for row in self.commerce.iter_rows(self.entity_set, select=list(self.plan.select_properties), company=company):
             summary.seen += 1
-            self._count(summary, self._sync_row(row, partition, known, parked, source="timer"))
+            summary.count(self._sync_row(row, partition, known, parked, source="timer"))
         # The scan finished, so keys it did not return are candidates for deletion.
         for row_key, previous in list(known.items()):
             key = decode_key(row_key)
             current = self.commerce.get(self.entity_set, self.plan.key_as_dict(key), select=list(self.plan.select_properties))
             if current is not None:  # it exists after all (changed key casing, a race): sync it
-                self._count(summary, self._sync_row(current, partition, {row_key: previous}, parked, source="timer"))
+                summary.count(self._sync_row(current, partition, {row_key: previous}, parked, source="timer"))
             else:
-                self._count(summary, self._delete(key, previous, partition, source="timer"))
+                summary.count(self._delete(key, previous, partition, source="timer"))
 
-    @staticmethod
-    def _count(summary: RunSummary, outcome: str) -> None:
-        field = {"written": "written", "unchanged": "unchanged", "deleted": "deleted", "parked": "failed"}.get(outcome)
-        if field:
-            setattr(summary, field, getattr(summary, field) + 1)
-
-    def _release(self, lease: Watermark, summary: RunSummary, started_at: str, *, advance: bool) -> None:
-        """End the run: advance the watermark (only after every record below it is written or parked)."""
-        for _ in range(MAX_CONFLICT_ROUNDS):
-            mark = lease
-            if mark.lease_owner != summary.run_id:
-                return  # our lease was taken over after it expired: the newer run owns the watermark
-            mark.lease_owner = ""
-            mark.lease_until = ""
-            if advance:
-                if mark.last_run_started and mark.last_run_started > started_at:
-                    return  # never move a watermark backwards
-                mark.run_seq += 1
-                mark.last_run_id = summary.run_id
-                mark.last_run_started = started_at
-                mark.last_run_finished = now().isoformat()
-                mark.last_status = "completed_with_parked" if summary.failed else "completed"
-                mark.last_counts = json.dumps(summary.counts())
-                mark.initial_completed_at = mark.initial_completed_at or mark.last_run_finished
-            else:
-                mark.last_status = "failed"
-            try:
-                self.state.save_watermark(mark)
-                return
-            except ConcurrencyConflict:
-                lease = self.state.get_watermark(self.name, DIRECTION, summary.scope)
-
-    # -- callback path -----------------------------------------------------------------------------
+    # -- one key (callbacks, replays, the other direction) -----------------------------------------
 
     def sync_key(self, fo_key: Mapping[str, Any], *, source: str = "callback", control_number: int = 0) -> str:
         """Re-read one record from Commerce and bring Dataverse in line; returns the outcome."""
@@ -201,25 +143,30 @@ class OutboundSync:
                 self.state.unpark(self.name, row_key)
             return "unchanged"
         try:
-            self._write(record, previous, partition, control_number)
+            outcome = self._write(record, row, previous, partition, control_number, source)
         except AuthError:
             raise  # every record would fail: abort the run instead of parking them all
         except (ApiError, MappingError, ConcurrencyConflict) as exc:
             return self._park(row_key, exc, source, row)
         if row_key in parked:
             self.state.unpark(self.name, row_key)
-        log(logger, logging.DEBUG, "record written", template=self.name, key=row_key, source=source)
-        return "written"
+        log(logger, logging.DEBUG, "record synced", template=self.name, key=row_key, source=source, outcome=outcome)
+        return outcome
 
-    def _write(self, record: DataverseRecord, previous: SyncedState | None, partition: str,
-               control_number: int = 0) -> None:
+    def _write(self, record: DataverseRecord, row: Mapping[str, Any], previous: SyncedState | None, partition: str,
+               control_number: int, source: str) -> str:
         row_key = encode_key(record.key)
         for _ in range(MAX_CONFLICT_ROUNDS):
+            _, shared = self.images.from_commerce(row)
+            if self.two_way and previous is not None and previous.shared:
+                verdict = self._check_conflict(record, row, previous, shared, source)
+                if verdict is not None:
+                    return verdict
             self.writer.upsert(record)
             try:
                 self.state.put_synced(partition, row_key, record.content_hash, previous,
-                                      control_number=control_number)
-                return
+                                      control_number=control_number, shared=shared)
+                return "written"
             except ConcurrencyConflict:
                 # Someone synced this key meanwhile: our write may be older than theirs. Re-read
                 # Commerce and write again so the last write carries the current content.
@@ -230,8 +177,40 @@ class OutboundSync:
                                           select=list(self.plan.select_properties))
                 if fresh is None:
                     raise ConcurrencyConflict(f"{row_key} was deleted in Commerce while being synced") from None
+                row = fresh
                 record = self.plan.to_dataverse(fresh)
         raise ConcurrencyConflict(f"{row_key}: gave up after {MAX_CONFLICT_ROUNDS} concurrent updates")
+
+    def _check_conflict(self, record: DataverseRecord, row: Mapping[str, Any], previous: SyncedState,
+                        commerce_hash: str, source: str) -> str | None:
+        """Commerce changed; did Dataverse change too since the last sync? None: go ahead and write."""
+        dv_row = self.dataverse.get(self.writer.entity_set, self.writer.dataverse_key(record.columns, record.company),
+                                    select=self.images.select, guid_columns=self.writer.guid_columns)
+        if dv_row is None:
+            return None
+        dv_image, dv_hash = self.images.from_dataverse(dv_row)
+        if dv_hash in (previous.shared, commerce_hash):
+            return None  # Dataverse unchanged since the last sync, or already equal
+        commerce_image, _ = self.images.from_commerce(row)
+        winner = "commerce" if self.conflict_policy == "commerce_wins" or self.dataverse_wins is None else "dataverse"
+        self.state.record_conflict(self.name, encode_key(record.key), commerce=commerce_image, dataverse=dv_image,
+                                   winner=winner, detected_by=f"{DIRECTION}/{source}", correlation_id=correlation_id())
+        log(logger, logging.WARNING, "conflict: both sides changed since the last sync", template=self.name,
+            key=encode_key(record.key), winner=winner)
+        if winner == "commerce":
+            return None
+        assert self.dataverse_wins is not None
+        self.dataverse_wins(dv_row)
+        return "conflict"
+
+    def record_synced(self, fo_row: Mapping[str, Any], *, previous: SyncedState | None = None) -> None:
+        """Record that both sides now hold ``fo_row`` (after the other direction wrote Commerce)."""
+        record = self.plan.to_dataverse(fo_row)
+        partition = self.partition(record.company)
+        row_key = encode_key(record.key)
+        previous = previous or self.state.get_synced(partition, row_key)
+        _, shared = self.images.from_commerce(fo_row)
+        self.state.put_synced(partition, row_key, record.content_hash, previous, shared=shared)
 
     def _delete(self, key: tuple[str, ...], previous: SyncedState, partition: str, *, source: str) -> str:
         row_key = encode_key(key)

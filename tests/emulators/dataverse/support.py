@@ -60,7 +60,9 @@ def card(number: str, **columns: Any) -> dict[str, Any]:
 # -- $batch builders ----------------------------------------------------------------------
 
 
-def http_part(method: str, url: str, body: Any = None, *, content_id: str | None = None, headers: dict[str, str] | None = None) -> str:
+def http_part(
+    method: str, url: str, body: Any = None, *, content_id: str | None = None, headers: dict[str, str] | None = None
+) -> str:
     """One application/http part (LF line ends; :func:`batch_body` can switch to CRLF)."""
     lines = ["Content-Type: application/http", "Content-Transfer-Encoding: binary"]
     if content_id is not None:
@@ -118,4 +120,6 @@ def read_batch(response: requests.Response) -> list[InnerResponse]:
 
 def _inner(content: bytes, content_id: str | None, in_changeset: bool) -> InnerResponse:
     message = parse_http_response(content)
-    return InnerResponse(message.status, message.reason, dict(message.headers), message.body.rstrip(b"\r\n"), content_id, in_changeset)
+    return InnerResponse(
+        message.status, message.reason, dict(message.headers), message.body.rstrip(b"\r\n"), content_id, in_changeset
+    )

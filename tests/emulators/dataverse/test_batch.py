@@ -171,7 +171,9 @@ def test_forward_content_id_reference_is_400_not_in_the_batch_context(api: Api) 
 
 def test_failing_changeset_rolls_back_all_its_operations_and_answers_one_error(api: Api) -> None:
     body = batch_body(
-        changeset("cs", http_part("POST", CARDS, card("OK-1"), content_id="1"), http_part("POST", CARDS, card(TOO_LONG), content_id="2"))
+        changeset(
+            "cs", http_part("POST", CARDS, card("OK-1"), content_id="1"), http_part("POST", CARDS, card(TOO_LONG), content_id="2")
+        )
     )
     inners = read_batch(api.batch(body, Prefer="odata.continue-on-error"))
     assert [(inner.status, inner.in_changeset) for inner in inners] == [(400, False)]
@@ -232,7 +234,9 @@ def test_non_multipart_body_is_rejected_with_400(api: Api) -> None:
 
 
 def test_batch_without_bearer_token_is_401(emulator: DataverseServer) -> None:
-    response = requests.post(emulator.api_url + "$batch", data=b"", headers={"Content-Type": "multipart/mixed; boundary=x"}, timeout=5)
+    response = requests.post(
+        emulator.api_url + "$batch", data=b"", headers={"Content-Type": "multipart/mixed; boundary=x"}, timeout=5
+    )
     assert response.status_code == 401
 
 
@@ -261,3 +265,13 @@ def test_batch_partial_fault_inside_a_changeset_rolls_the_set_back(api: Api, emu
     response = api.batch(body)
     assert response.status_code == 400
     assert api.rows() == []
+
+
+def test_rolled_back_changeset_leaves_no_trace_in_change_tracking(api: Api) -> None:
+    tracked = api.get("msdyn_loyaltycards?$select=msdyn_cardnumber", Prefer="odata.track-changes")
+    delta_link = tracked.json()["@odata.deltaLink"]
+    body = batch_body(changeset("cs", http_part("POST", CARDS, card("CT-1")), http_part("POST", CARDS, card(TOO_LONG))))
+    assert api.batch(body).status_code == 400
+    delta = api.session.get(delta_link, timeout=5)
+    assert delta.status_code == 200
+    assert delta.json()["value"] == []

@@ -85,7 +85,11 @@ def test_duplicate_key_inside_one_request_fails_it_all_with_412(api: Api) -> Non
 
 
 def test_odata_bind_works_inside_targets(api: Api) -> None:
-    target = {"@odata.type": LEVEL_TYPE, "msdyn_levelphrase": "Gold", "msdyn_company@odata.bind": "cdm_companies(cdm_companycode='USMF')"}
+    target = {
+        "@odata.type": LEVEL_TYPE,
+        "msdyn_levelphrase": "Gold",
+        "msdyn_company@odata.bind": "cdm_companies(cdm_companycode='USMF')",
+    }
     assert api.bulk("CreateMultiple", [target], entity_set="msdyn_loyaltylevels").status_code == 200
     assert api.rows("msdyn_loyaltylevels")[0]["_msdyn_company_value"] == api.company_id("USMF")
 

@@ -1,0 +1,226 @@
+"""Dataverse -> Commerce: edits made in Dataverse flow back to Commerce, without echoes or lost updates.
+
+The change feed is Dataverse change tracking (protocols.md §2.11): the first run reads every row with
+``Prefer: odata.track-changes`` (the baseline), later runs follow the stored delta link, which is this
+direction's watermark (ETag-guarded, advanced only after every change below it was handled). An
+expired or rejected link is not a crash: the run warns and re-baselines, comparing both sides in full.
+
+For each changed row (``twoway.py`` explains the shared image):
+
+- image hash equal to the last synced one: an echo of this app's own write, or a change to fields that
+  do not flow back (``>``/``>>`` rows such as ``msdyn_replacementcardnumber``): nothing to do;
+- otherwise Commerce is read by the full key (``dataAreaId`` for levels). If Commerce also changed since
+  the last sync (or there is no last sync and the two differ), that is a conflict, recorded and
+  resolved by ``SYNC_CONFLICT_POLICY`` (default: Commerce wins, it is the system of record); if not,
+  only the changed fields that the map lets flow back are PATCHed, with ``If-Match`` on the row's ETag.
+  F&O has no upsert: a row Commerce does not have is POSTed.
+- after a write, Commerce is read again and both hashes are recorded, so the change does not come back
+  as a Commerce change either. Should F&O have normalised a value, the outbound side writes it to
+  Dataverse so both sides end equal.
+
+Deleted rows follow ``SYNC_REVERSE_DELETE_POLICY``: ``ignore`` (default; a loyalty card deleted in
+Dataverse stays in Commerce, and comes back to Dataverse on the next Commerce change) or ``delete``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from shared.commerce.client import CommerceClient
+from shared.dataverse.client import DataverseClient
+from shared.http.errors import ApiError, AuthError, BadRequestError, NotFoundError, PreconditionFailedError
+from shared.mapping.model import Direction
+from shared.mapping.plan import MappingError, Plan
+from shared.observability import correlation_id, log
+from shared.state.store import StateStore, SyncedState, decode_key, encode_key
+from shared.sync.engine import OutboundSync
+from shared.sync.runs import MAX_CONFLICT_ROUNDS, Run, RunSummary
+from shared.sync.twoway import SharedImage
+
+logger = logging.getLogger("loyaltysync.inbound")
+
+DIRECTION = Direction.TO_COMMERCE.value
+SCOPE = "all"  # change tracking is per table, not per company
+
+
+class InboundSync:
+    """Moves one template's Dataverse edits to Commerce."""
+
+    def __init__(self, plan: Plan, commerce: CommerceClient, dataverse: DataverseClient, state: StateStore,
+                 outbound: OutboundSync, *, conflict_policy: str = "commerce_wins", delete_policy: str = "ignore",
+                 lease_s: int = 900) -> None:
+        self.plan = plan
+        self.name = plan.name
+        self.entity_set = plan.template.commerce.entity_set
+        self.dv_entity_set = plan.template.dataverse.entity_set
+        self.commerce = commerce
+        self.dataverse = dataverse
+        self.state = state
+        self.outbound = outbound
+        self.images = SharedImage(plan, dataverse)
+        self.conflict_policy = conflict_policy
+        self.delete_policy = delete_policy
+        self.lease_s = lease_s
+        self.writable = [row.fo_property for row in plan.template.rows_for(Direction.TO_COMMERCE)
+                         if row.fo_property not in plan.key_properties]
+
+    def run(self) -> RunSummary:
+        run = Run.begin(self.state, self.name, DIRECTION, SCOPE, self.lease_s)
+        if isinstance(run, RunSummary):
+            return run
+        delta_link = run.lease.delta_link or None
+        try:
+            try:
+                new_link = self._consume(delta_link, run.summary)
+            except (BadRequestError, NotFoundError) as exc:
+                if delta_link is None:
+                    raise
+                # An expired or rejected token (0x80044352, or any 400/404 on a delta link): start over.
+                log(logger, logging.WARNING, "change-tracking token rejected; re-baselining with a full compare",
+                    template=self.name, status=exc.status, code=exc.code, error=exc.reason)
+                run.summary.mode = "rebaseline"
+                new_link = self._consume(None, run.summary)
+        except Exception as exc:
+            run.summary.status = "failed"
+            run.summary.detail = f"{type(exc).__name__}: {exc}"
+            run.finish(advance=False)
+            raise
+        if delta_link is None and run.summary.mode != "rebaseline":
+            run.summary.mode = "baseline"
+        return run.finish(advance=True, delta_link=new_link)
+
+    def _consume(self, delta_link: str | None, summary: RunSummary) -> str:
+        feed = self.dataverse.changes(self.dv_entity_set, select=self.images.select, delta_link=delta_link)
+        for entry in feed:
+            summary.seen += 1
+            if entry.get("@removed"):
+                summary.count(self._removed(str(entry.get("id"))))
+            else:
+                summary.count(self.apply(entry, source="change_feed"))
+        assert feed.delta_link is not None
+        return feed.delta_link
+
+    # -- one Dataverse row -------------------------------------------------------------------------
+
+    def apply(self, dv_row: Mapping[str, Any], *, source: str, decided: bool = False) -> str:
+        """Bring Commerce in line with one Dataverse row; returns the outcome.
+
+        ``decided``: a conflict was already recorded and resolved for Dataverse (by the other direction).
+        """
+        key = self.images.fo_key(dv_row)
+        if key is None:
+            return self._park(f"dataverse-id:{dv_row.get(self.plan.template.dataverse.primary_id)}",
+                              MappingError("key", "the Dataverse row has no complete key (key columns or company)"),
+                              source, dv_row)
+        fo_key = self.plan.key_of(key)
+        row_key = encode_key(fo_key)
+        partition = self.outbound.partition(self.plan.company_of(fo_key))
+        dataverse_id = dv_row.get(self.plan.template.dataverse.primary_id)
+        if self.delete_policy == "delete" and dataverse_id:
+            self.state.remember_dataverse_id(self.name, str(dataverse_id), row_key)
+        try:
+            image, dv_hash = self.images.from_dataverse(dv_row)
+        except MappingError as exc:
+            return self._park(row_key, exc, source, dv_row)
+        previous = self.state.get_synced(partition, row_key)
+        if previous is not None and previous.shared == dv_hash:
+            return "unchanged"  # our own write coming back, or nothing that flows to Commerce changed
+        try:
+            return self._write(key, image, dv_hash, previous, source, decided)
+        except AuthError:
+            raise
+        except (ApiError, MappingError) as exc:
+            return self._park(row_key, exc, source, dv_row)
+
+    def _write(self, key: dict[str, str], image: dict[str, Any], dv_hash: str, previous: SyncedState | None,
+               source: str, decided: bool) -> str:
+        row_key = encode_key(self.plan.key_of(key))
+        for _ in range(MAX_CONFLICT_ROUNDS):
+            current = self.commerce.get(self.entity_set, self.plan.key_as_dict(self.plan.key_of(key)))
+            if current is None:
+                if previous is not None:
+                    return "unchanged"  # deleted in Commerce after the last sync: that delete wins
+                body = {prop: image[prop] for prop in self.writable if image.get(prop) is not None}
+                created = self.commerce.create(self.entity_set, {**key, **body})
+                self._after_write(created or key, previous)
+                log(logger, logging.INFO, "record created in Commerce from Dataverse", template=self.name, key=row_key)
+                return "created"
+            commerce_image, commerce_hash = self.images.from_commerce(current)
+            if commerce_hash == dv_hash:
+                self.outbound.record_synced(current, previous=previous)  # already equal: just remember it
+                return "unchanged"
+            commerce_changed = previous is None or not previous.shared or commerce_hash != previous.shared
+            if commerce_changed and not decided:
+                winner = "commerce" if self.conflict_policy == "commerce_wins" else "dataverse"
+                self.state.record_conflict(self.name, row_key, commerce=commerce_image, dataverse=image, winner=winner,
+                                           detected_by=f"{DIRECTION}/{source}", correlation_id=correlation_id())
+                log(logger, logging.WARNING, "conflict: both sides changed since the last sync", template=self.name,
+                    key=row_key, winner=winner)
+                if winner == "commerce":
+                    self.outbound.sync_key(key, source="conflict")  # Commerce's content goes to Dataverse
+                    return "conflict"
+            changes = {p: image[p] for p in self.writable if image.get(p) != commerce_image.get(p)}
+            try:
+                self.commerce.update(self.entity_set, self.plan.key_as_dict(self.plan.key_of(key)), changes,
+                                     etag=current.get("@odata.etag"))
+            except PreconditionFailedError:
+                log(logger, logging.INFO, "Commerce row changed while writing; re-reading", template=self.name,
+                    key=row_key)
+                previous = self.state.get_synced(self.outbound.partition(self.plan.company_of(self.plan.key_of(key))),
+                                                 row_key)
+                continue
+            written = self.commerce.get(self.entity_set, self.plan.key_as_dict(self.plan.key_of(key)))
+            self._after_write(written or {**current, **changes}, previous)
+            log(logger, logging.INFO, "Dataverse edit written to Commerce", template=self.name, key=row_key,
+                fields=",".join(sorted(changes)))
+            return "conflict" if commerce_changed and not decided else "written"
+        raise PreconditionFailedError(f"{row_key}: Commerce kept changing; gave up after {MAX_CONFLICT_ROUNDS} tries")
+
+    def _after_write(self, fo_row: Mapping[str, Any], previous: SyncedState | None) -> None:
+        """Both sides now hold this; let the outbound side write any value F&O normalised, then record."""
+        record = self.plan.to_dataverse(fo_row)
+        partition = self.outbound.partition(record.company)
+        row_key = encode_key(record.key)
+        state = self.state.get_synced(partition, row_key) or previous
+        if state is not None and state.content_hash == record.content_hash:
+            self.outbound.record_synced(fo_row, previous=state)
+            return
+        # Write what Commerce now holds to Dataverse too (also records the hashes), so both sides are equal.
+        self.outbound._sync_row(fo_row, partition, {row_key: state} if state else {}, set(), source="inbound")
+
+    def _removed(self, dataverse_id: str) -> str:
+        if self.delete_policy == "ignore":
+            log(logger, logging.INFO, "row deleted in Dataverse; Commerce keeps it (SYNC_REVERSE_DELETE_POLICY=ignore)",
+                template=self.name, dataverse_id=dataverse_id)
+            return "ignored"
+        row_key = self.state.key_of_dataverse_id(self.name, dataverse_id)
+        if row_key is None:
+            # Never seen by this direction (deleted before its first change-feed read): nothing to map it to.
+            log(logger, logging.WARNING, "row deleted in Dataverse with no known key; nothing deleted in Commerce",
+                template=self.name, dataverse_id=dataverse_id)
+            return "ignored"
+        key = decode_key(row_key)
+        try:
+            self.commerce.delete(self.entity_set, self.plan.key_as_dict(key))
+        except AuthError:
+            raise
+        except ApiError as exc:
+            return self._park(row_key, exc, "change_feed", {"id": dataverse_id, "reason": "deleted"})
+        partition = self.outbound.partition(self.plan.company_of(key))
+        previous = self.state.get_synced(partition, row_key)
+        if previous is not None:
+            self.state.delete_synced(partition, previous)
+        self.state.forget_dataverse_id(self.name, dataverse_id)
+        log(logger, logging.INFO, "row deleted in Dataverse; deleted in Commerce", template=self.name, key=row_key)
+        return "deleted"
+
+    def _park(self, row_key: str, exc: Exception, source: str, dv_row: Mapping[str, Any]) -> str:
+        error_class = getattr(exc, "error_class", "validation")
+        reason = exc.reason if isinstance(exc, ApiError) else str(exc)
+        attempts = self.state.park(self.name, row_key, direction=DIRECTION, error_class=error_class, error=reason,
+                                   source=source, correlation_id=correlation_id(), payload=dict(dv_row))
+        log(logger, logging.WARNING, "Dataverse edit parked for retry", template=self.name, key=row_key,
+            error_class=error_class, attempts=attempts, error=reason)
+        return "parked"

@@ -1,0 +1,110 @@
+"""A sync run's bookkeeping, the same for both directions: the lease on a scope, the summary, and the
+watermark that advances only after every record below it was written (or parked), never backwards."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from shared.observability import log
+from shared.state.store import ConcurrencyConflict, StateStore, Watermark, now
+
+logger = logging.getLogger("loyaltysync.sync")
+MAX_CONFLICT_ROUNDS = 3
+
+
+@dataclass
+class RunSummary:
+    template: str
+    scope: str
+    run_id: str
+    direction: str = "fo_to_dataverse"
+    mode: str = "incremental"
+    status: str = "completed"
+    seen: int = 0
+    written: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    failed: int = 0
+    conflicts: int = 0
+    duration_s: float = 0.0
+    detail: str = ""
+
+    def counts(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in ("seen", "written", "unchanged", "deleted", "failed", "conflicts")}
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def count(self, outcome: str) -> None:
+        name = {"written": "written", "created": "written", "unchanged": "unchanged", "deleted": "deleted",
+                "parked": "failed", "conflict": "conflicts"}.get(outcome)
+        if name:
+            setattr(self, name, getattr(self, name) + 1)
+
+
+@dataclass
+class Run:
+    """An acquired lease plus what the run learns; ``finish`` writes it back."""
+
+    state: StateStore
+    lease: Watermark
+    summary: RunSummary
+    started_at: str = field(default_factory=lambda: now().isoformat())
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def begin(cls, state: StateStore, template: str, direction: str, scope: str, lease_s: int) -> Run | RunSummary:
+        """Take the scope's lease; a ``RunSummary`` with status skipped when another run holds it."""
+        run_id = str(uuid.uuid4())
+        summary = RunSummary(template=template, scope=scope, run_id=run_id, direction=direction)
+        lease = state.acquire_lease(template, direction, scope, run_id, lease_s)
+        if lease is None:
+            summary.status = "skipped"
+            summary.detail = "another run holds the lease for this scope"
+            log(logger, logging.INFO, "run skipped", template=template, direction=direction, scope=scope,
+                reason=summary.detail)
+            return summary
+        summary.mode = "incremental" if lease.initial_completed_at else "initial"
+        log(logger, logging.INFO, "run started", template=template, direction=direction, scope=scope, run_id=run_id,
+            mode=summary.mode)
+        return cls(state, lease, summary)
+
+    def finish(self, *, advance: bool, **fields: Any) -> RunSummary:
+        """Release the lease; on success advance the watermark (and set ``fields`` such as a delta link)."""
+        summary = self.summary
+        summary.duration_s = round(time.monotonic() - self.started, 3)
+        mark = self.lease
+        for _ in range(MAX_CONFLICT_ROUNDS):
+            if mark.lease_owner != summary.run_id:
+                break  # the lease expired and a newer run took it: that run owns the watermark now
+            mark.lease_owner = ""
+            mark.lease_until = ""
+            if advance:
+                if mark.last_run_started and mark.last_run_started > self.started_at:
+                    break  # never move a watermark backwards
+                mark.run_seq += 1
+                mark.last_run_id = summary.run_id
+                mark.last_run_started = self.started_at
+                mark.last_run_finished = now().isoformat()
+                mark.last_status = "completed_with_parked" if summary.failed else "completed"
+                mark.last_counts = json.dumps(summary.counts())
+                mark.initial_completed_at = mark.initial_completed_at or mark.last_run_finished
+                for name, value in fields.items():
+                    setattr(mark, name, value)
+            else:
+                mark.last_status = "failed"
+            try:
+                self.state.save_watermark(mark)
+                break
+            except ConcurrencyConflict:
+                mark = self.state.get_watermark(mark.template, mark.direction, mark.scope)
+        level = logging.INFO if advance else logging.ERROR
+        log(logger, level, "run finished" if advance else "run failed; watermark not advanced",
+            template=summary.template, direction=summary.direction, scope=summary.scope, run_id=summary.run_id,
+            mode=summary.mode, duration_s=summary.duration_s, detail=summary.detail, **summary.counts())
+        return summary
