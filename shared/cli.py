@@ -36,8 +36,8 @@ def status_rows(runtime: Runtime) -> list[dict[str, str]]:
                          "last_run_finished": "", "counts": ""})
         for mark in sorted(found, key=lambda m: m.row_key):
             rows.append({"template": template.name, "direction": mark.direction, "scope": mark.scope,
-                         "status": mark.last_status or "running", "runs": str(mark.run_seq), "last_run_finished": mark.last_run_finished,
-                         "counts": mark.last_counts})
+                         "status": mark.last_status or "running", "runs": str(mark.run_seq),
+                         "last_run_finished": mark.last_run_finished, "counts": mark.last_counts})
     return rows
 
 

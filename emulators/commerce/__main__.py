@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from emulators.common.server import run_cli
+from emulators.common.throttling import add_cli_arguments, from_cli_arguments
 
 from .query import MAX_PAGE_SIZE
 from .server import CommerceEmulator
@@ -31,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--event-timeout", type=float, default=10.0, help="business-event HTTP timeout (s)")
     parser.add_argument("--event-retries", type=int, default=3)
     parser.add_argument("--event-retry-wait", type=float, default=1.0)
+    add_cli_arguments(parser)
     args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
     forwarded = ["--port", str(args.port)] + (["--verbose"] if args.verbose else [])
 
@@ -46,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             publisher_options={"timeout": args.event_timeout, "retries": args.event_retries,
                                "retry_wait": args.event_retry_wait},
+            service_protection=from_cli_arguments(args),
         )
 
     return run_cli(build, forwarded, prog="python -m emulators.commerce")

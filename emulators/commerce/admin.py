@@ -2,7 +2,8 @@
 
 * ``GET /_emulator/info``; ``POST /_emulator/reset`` (reseed; optional ``cards``,
   ``reward_points``, ``levels_per_company``, ``seed``); ``POST /_emulator/config``
-  (``page_size``, ``default_company``). Stats come from ``emulators.common``.
+  (``page_size``, ``default_company``, ``validation_failures``: see
+  :mod:`emulators.commerce.write_failures`). Stats come from ``emulators.common``.
 * Business events (protocols.md §4, §5.3) under ``/_emulator/business-events/``:
   ``endpoints`` (GET, POST = register + activate, DELETE = remove all),
   ``endpoints/<id>`` (DELETE), ``catalog``, ``config`` (GET/POST knobs), ``publish``,
@@ -67,9 +68,12 @@ def _config(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
                 raise ValueError(f"Unknown company '{company}'.")
             server.default_company = company
             server.publisher.default_company = company
+        if "validation_failures" in body:
+            server.set_validation_failures(body["validation_failures"])
     except (TypeError, ValueError) as exc:
         raise EmulatorHTTPError(400, "", str(exc)) from None
-    handler.send_json(200, {"page_size": server.page_size, "default_company": server.default_company})
+    handler.send_json(200, {"page_size": server.page_size, "default_company": server.default_company,
+                            "validation_failures": server.write_failures.as_json()})
 
 
 def _endpoints_get(handler: CommerceRequestHandler, match: re.Match[str]) -> None:

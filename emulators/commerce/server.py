@@ -4,7 +4,9 @@ Routes (all ``/data`` routes need ``Authorization: Bearer <token>``, any non-emp
 
 * ``GET /data/`` service document, ``GET /data/$metadata`` CSDL.
 * ``GET|POST /data/<Set>``, ``GET|PATCH|DELETE /data/<Set>(<key>)``, ``GET /data/<Set>(<key>)/<Property>``.
-* Admin routes (no auth) live in :mod:`emulators.commerce.admin`.
+* Admin routes (no auth) live in :mod:`emulators.commerce.admin`; fault injection
+  (``/_emulator/faults``, common) and user-based throttling (``/_emulator/service-protection``,
+  :mod:`emulators.commerce.throttling`, off by default) apply to every ``/data`` route.
 
 Use :func:`start_commerce` from tests and the demo.
 """
@@ -16,16 +18,19 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, cast
 from urllib.parse import quote, unquote
 
+from emulators.common.faults import FaultRule
 from emulators.common.odata import ODataQueryError, parse_key_segment
 from emulators.common.server import EmulatorHTTPError, EmulatorRequestHandler, EmulatorServer, Route, RouteHandler
+from emulators.common.throttling import ServiceProtection, ServiceProtectionTracker
 
-from . import admin, errors, query
+from . import admin, errors, query, throttling
 from .entities import ENTITY_SETS, EntitySet, entity_set
 from .metadata import build_metadata
 from .publisher import BusinessEventPublisher
 from .seed import SeedConfig, build_seed
 from .store import DuplicateKeyError, EntityStore, ETagMismatchError, Key, NotFoundError
 from .validation import validate_create, validate_update
+from .write_failures import WriteFailures
 
 #: JSON content type of F&O OData responses (the streaming/IEEE754 parameters are inferred).
 ODATA_JSON = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8"
@@ -47,9 +52,12 @@ class CommerceEmulator(EmulatorServer):
         page_size: int = query.MAX_PAGE_SIZE,
         seed: int = 42,
         publisher_options: Mapping[str, Any] | None = None,
+        service_protection: ServiceProtection | None = None,
         verbose: bool = False,
     ) -> None:
         super().__init__(CommerceRequestHandler, port, name="commerce", verbose=verbose)
+        #: §3.5 user-based limits (None = off; see :mod:`emulators.commerce.throttling`).
+        self.service_protection: ServiceProtectionTracker | None = throttling.make_tracker(service_protection)
         companies = tuple(c.lower() for c in companies)
         if default_company.lower() not in companies:
             raise ValueError(f"default_company '{default_company}' is not one of {companies}")
@@ -57,6 +65,8 @@ class CommerceEmulator(EmulatorServer):
         self.default_company = default_company.lower()
         self.page_size = _page_size(page_size)
         self.store = EntityStore(ENTITY_SETS)
+        #: Configured validateWrite failures (:mod:`emulators.commerce.write_failures`).
+        self.write_failures = WriteFailures()
         self.publisher = BusinessEventPublisher(
             default_company=self.default_company, seed=seed, **dict(publisher_options or {})
         )
@@ -81,6 +91,11 @@ class CommerceEmulator(EmulatorServer):
     def set_page_size(self, page_size: int) -> None:
         self.page_size = _page_size(page_size)
 
+    def set_validation_failures(self, config: Mapping[str, Any]) -> None:
+        """Make POST/PATCH of the listed keys fail with an Infolog validation error, e.g.
+        ``{"RetailLoyaltyCards": ["LC-BAD"]}``; ``{}`` clears (see :mod:`.write_failures`)."""
+        self.write_failures.configure(config)
+
     def stop(self) -> None:
         self.publisher.close()
         super().stop()
@@ -103,17 +118,19 @@ def start_commerce(
     seed: int = 42,
     *,
     publisher_options: Mapping[str, Any] | None = None,
+    service_protection: ServiceProtection | None = None,
     verbose: bool = False,
 ) -> CommerceEmulator:
     """Build and start the emulator on 127.0.0.1 (port 0 = a free port); call ``.stop()`` when done.
 
     ``publisher_options`` go to :class:`BusinessEventPublisher` (``timeout``, ``retries``,
     ``retry_wait``, ``duplicate_delivery``, ``out_of_order``, ``initiating_user``).
+    ``service_protection`` turns on the §3.5 user-based 429 limits (off by default).
     """
     server = CommerceEmulator(
         port, cards=cards, reward_points=reward_points, levels_per_company=levels_per_company,
         companies=companies, default_company=default_company, page_size=page_size, seed=seed,
-        publisher_options=publisher_options, verbose=verbose,
+        publisher_options=publisher_options, service_protection=service_protection, verbose=verbose,
     )
     server.start()
     return server
@@ -175,6 +192,14 @@ class CommerceRequestHandler(EmulatorRequestHandler):
 
     def default_headers(self, *, has_body: bool) -> dict[str, str]:
         return {"OData-Version": "4.0"} if self._is_odata() else {}
+
+    def invoke_route(self, route: Route, match: re.Match[str]) -> None:
+        """User-based throttling (§3.5) around every ``/data`` route when it is on."""
+        throttling.invoke_protected(self, route, match)
+
+    def fault_error(self, rule: FaultRule) -> EmulatorHTTPError:
+        """Injected faults with the §3.5 throttling messages (see :mod:`.throttling`)."""
+        return throttling.fault_error(rule)
 
     def send_error_response(self, err: EmulatorHTTPError) -> None:
         body = {"error": {"code": err.code, "message": err.message, **err.extra}}
@@ -310,6 +335,7 @@ class CommerceRequestHandler(EmulatorRequestHandler):
     def _post(self, eset: EntitySet) -> None:
         row = validate_create(eset, self.read_json(), default_company=self.server.default_company,
                               companies=self.server.companies)
+        self.server.write_failures.check(eset, self.server.store.key_of(eset, row))
         try:
             stored, etag = self.server.store.insert(eset, row)
         except DuplicateKeyError:
@@ -322,6 +348,7 @@ class CommerceRequestHandler(EmulatorRequestHandler):
     def _patch(self, eset: EntitySet, key: Key, prop: str | None) -> None:
         current, _ = self._find(eset, key)
         changes = validate_update(eset, self.read_json(), current)
+        self.server.write_failures.check(eset, key)
         try:
             stored, etag = self.server.store.update(eset, key, changes, self.header("If-Match"))
         except NotFoundError:
@@ -351,6 +378,7 @@ def _handler(method: Callable[[CommerceRequestHandler, re.Match[str]], None]) ->
 
 CommerceRequestHandler.routes = [
     *admin.routes(),
+    *throttling.admin_routes(),
     Route.make("GET", r"/data/?", "odata.service", _handler(CommerceRequestHandler.handle_service_document)),
     Route.make("GET", r"/data/\$metadata", "odata.metadata", _handler(CommerceRequestHandler.handle_metadata)),
     Route.make(("GET", "POST", "PATCH", "DELETE", "PUT"), r"/data/.+", "odata.resource",

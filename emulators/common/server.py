@@ -9,16 +9,24 @@
   ``POST /_emulator/stats/reset``).
 * :func:`run_cli`: start a server from the command line, print its URL, wait for
   Ctrl-C/SIGTERM.
+* Fault injection (:mod:`emulators.common.faults`): every server has ``server.faults``; the
+  dispatch applies them to every non-admin route (:meth:`EmulatorRequestHandler.run_route`);
+  admin routes ``GET|POST|DELETE /_emulator/faults``.
+* :meth:`EmulatorRequestHandler.dispatch_virtual`: run an in-memory request (a ``$batch``
+  part) through the same routing and handlers, capturing the raw response.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import io
 import json
 import re
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +36,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from .faults import FaultRule, FaultRuleError, FaultSet
+
 __all__ = [
+    "DropConnection",
     "EmulatorHTTPError",
     "EmulatorRequestHandler",
     "EmulatorServer",
@@ -62,6 +73,10 @@ class EmulatorHTTPError(Exception):
         self.message = message
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
+
+
+class DropConnection(Exception):
+    """Raise from request handling to close the connection without sending a response."""
 
 
 class RequestStats:
@@ -122,6 +137,7 @@ class EmulatorServer(ThreadingHTTPServer):
         self.name = name
         self.verbose = verbose
         self.stats = RequestStats()
+        self.faults = FaultSet()
         self._thread: threading.Thread | None = None
 
     @property
@@ -221,6 +237,14 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
     query_items: list[tuple[str, str]]
     body: bytes
     route_name: str
+    #: Status of the last response started by this handler (0 before any).
+    response_status: int = 0
+    #: Rows written while handling the request, for service-protection accounting (routes that
+    #: write several rows set it; see :mod:`emulators.common.throttling`).
+    records_written: int = 0
+    #: Headers added to every response of the current request by wrappers (e.g. the
+    #: service-protection rate-limit headers); reset for each request.
+    extra_response_headers: dict[str, str] = {}
 
     # -- HTTP verbs ------------------------------------------------------------------------
     def do_GET(self) -> None:
@@ -239,20 +263,20 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
     # -- dispatch --------------------------------------------------------------------------
+    def _begin_request(self) -> None:
+        """Forget per-request state: one handler serves every request of a keep-alive connection."""
+        self.response_status = 0
+        self.records_written = 0
+        self.extra_response_headers = {}
+
     def _dispatch(self, method: str) -> None:
+        self._begin_request()
         self.method = method
         self.route_name = "unmatched"
         counted = True
         try:
             self.body = self._read_body()
-            split = urlsplit(self.path)
-            self.raw_path = split.path
-            self.path_only = unquote(split.path)
-            self.raw_query = split.query
-            self.query_items = parse_qsl(split.query, keep_blank_values=True)
-            self.query = {}
-            for name, value in self.query_items:
-                self.query.setdefault(name, value)
+            self._parse_target()
             route, match = self._find_route(method)
             if route is None or match is None:
                 counted = not self.path_only.startswith("/_emulator/")
@@ -260,9 +284,14 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                 return
             counted = not route.admin
             self.route_name = route.name
-            if not route.admin:
-                self.before_route(route, match)
-            route.handler(self, match)
+            if route.admin:
+                route.handler(self, match)
+            else:
+                self.run_route(route, match)
+        except DropConnection:
+            self.close_connection = True  # no response at all: the client sees a reset/EOF
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away (e.g. it timed out on a delay fault)
         except EmulatorHTTPError as err:
             self.send_error_response(err)
         except Exception as exc:  # pragma: no cover - a bug in the emulator itself
@@ -271,6 +300,117 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         finally:
             if counted:
                 self.server.stats.record(method, self.route_name)
+
+    def _parse_target(self) -> None:
+        split = urlsplit(self.path)
+        self.raw_path = split.path
+        self.path_only = unquote(split.path)
+        self.raw_query = split.query
+        self.query_items = parse_qsl(split.query, keep_blank_values=True)
+        self.query = {}
+        for name, value in self.query_items:
+            self.query.setdefault(name, value)
+
+    def run_route(self, route: Route, match: re.Match[str]) -> None:
+        """A non-admin route: fault rules first, then :meth:`before_route` and
+        :meth:`invoke_route` (see :mod:`emulators.common.faults` for the kinds)."""
+        rule = self.server.faults.pick(route.name, self.path_only, self.method)
+
+        def call() -> None:
+            self.before_route(route, match)
+            self.invoke_route(route, match)
+
+        if rule is None:
+            call()
+            return
+        if rule.kind == "status":
+            raise self.fault_error(rule)
+        if rule.after:
+            output = self.call_captured(call)
+            if rule.kind == "drop":
+                raise DropConnection
+            time.sleep(rule.delay_s)
+            self.wfile.write(output)
+            return
+        if rule.kind == "drop":
+            raise DropConnection
+        time.sleep(rule.delay_s)
+        call()
+
+    def invoke_route(self, route: Route, match: re.Match[str]) -> None:
+        """Call the route's handler (subclasses wrap it, e.g. for service protection)."""
+        route.handler(self, match)
+
+    def call_captured(self, call: Callable[[], None]) -> bytes:
+        """Run ``call`` with the response (errors included) written to a buffer; return it."""
+        real = self.wfile
+        buffer = io.BytesIO()
+        self.wfile = buffer
+        try:
+            try:
+                call()
+            except EmulatorHTTPError as err:
+                self.send_error_response(err)
+        finally:
+            self.wfile = real
+        return buffer.getvalue()
+
+    @classmethod
+    def virtual(
+        cls,
+        server: EmulatorServer,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+        client_address: Any = ("127.0.0.1", 0),
+    ) -> Self:
+        """A handler for an in-memory request (no socket): use :meth:`dispatch_virtual`,
+        then read the raw HTTP response from ``handler.wfile.getvalue()``."""
+        handler = cls.__new__(cls)
+        handler.server = server
+        handler.client_address = client_address
+        handler.command = method
+        handler.path = target
+        handler.request_version = "HTTP/1.1"
+        handler.requestline = f"{method} {target} HTTP/1.1"
+        handler.close_connection = False
+        message = http.client.HTTPMessage()
+        for name, value in headers:
+            if name.lower() not in ("content-length", "transfer-encoding"):
+                message[name] = value
+        message["Content-Length"] = str(len(body))
+        handler.headers = message
+        handler.rfile = io.BytesIO(body)
+        handler.wfile = io.BytesIO()
+        return handler
+
+    def virtual_response(self) -> bytes:
+        """The raw HTTP response written by a :meth:`virtual` handler."""
+        return self.wfile.getvalue() if isinstance(self.wfile, io.BytesIO) else b""
+
+    def dispatch_virtual(self) -> None:
+        """Handle a :meth:`virtual` request like a real one (same parsing, routing,
+        :meth:`before_route` and handlers) but without statistics, fault rules or
+        :meth:`invoke_route` wrapping; admin routes are not reachable."""
+        self._begin_request()
+        self.method = self.command
+        self.route_name = "unmatched"
+        try:
+            self.body = self._read_body()
+            self._parse_target()
+            route, match = self._find_route(self.method)
+            if route is None or match is None or route.admin:
+                self.handle_unmatched(self.method)
+                return
+            self.route_name = route.name
+            self.before_route(route, match)
+            route.handler(self, match)
+        except EmulatorHTTPError as err:
+            self.send_error_response(err)
+        except Exception as exc:  # pragma: no cover - a bug in the emulator itself
+            traceback.print_exc(file=sys.stderr)
+            self.send_error_response(EmulatorHTTPError(500, "", f"Emulator internal error: {exc!r}"))
 
     def _find_route(self, method: str) -> tuple[Route | None, re.Match[str] | None]:
         path_matched = False
@@ -290,6 +430,9 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         return [
             Route.make("GET", r"/_emulator/stats", "admin.stats", _stats_get, admin=True),
             Route.make("POST", r"/_emulator/stats/reset", "admin.stats.reset", _stats_reset, admin=True),
+            Route.make("GET", r"/_emulator/faults", "admin.faults", _faults_get, admin=True),
+            Route.make("POST", r"/_emulator/faults", "admin.faults.add", _faults_post, admin=True),
+            Route.make("DELETE", r"/_emulator/faults", "admin.faults.clear", _faults_delete, admin=True),
         ]
 
     # -- hooks -----------------------------------------------------------------------------
@@ -302,6 +445,14 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
     def default_headers(self, *, has_body: bool) -> dict[str, str]:
         """Headers added to every response (subclasses add e.g. ``OData-Version``)."""
         return {}
+
+    def fault_error(self, rule: FaultRule) -> EmulatorHTTPError:
+        """The error answered by a ``status`` fault rule (subclasses use their own codes
+        and texts); ``Retry-After`` is added when the rule sets ``retry_after``."""
+        headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after is not None else {}
+        status = rule.status or 503
+        message = rule.message or f"Fault injected by the emulator: HTTP {status}."
+        return EmulatorHTTPError(status, rule.code or "", message, headers=headers)
 
     def send_error_response(self, err: EmulatorHTTPError) -> None:
         """Render an :class:`EmulatorHTTPError`; default ``{"error":{"code","message"}}``."""
@@ -346,10 +497,13 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         *,
         headers: Mapping[str, str] | None = None,
         content_type: str | None = None,
+        reason: str | None = None,
     ) -> None:
         """Send ``body`` as compact JSON with ``status`` (Content-Length always set)."""
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        self.send_bytes(status, payload, content_type=content_type or self.json_content_type, headers=headers)
+        self.send_bytes(
+            status, payload, content_type=content_type or self.json_content_type, headers=headers, reason=reason
+        )
 
     def send_bytes(
         self,
@@ -358,9 +512,11 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         *,
         content_type: str,
         headers: Mapping[str, str] | None = None,
+        reason: str | None = None,
     ) -> None:
-        self.send_response(status)
-        merged = {**self.default_headers(has_body=True), "Content-Type": content_type}
+        """Send raw bytes; ``reason`` overrides the status line's reason phrase."""
+        self.send_response(status, reason)
+        merged = {**self.default_headers(has_body=True), **self.extra_response_headers, "Content-Type": content_type}
         merged.update(headers or {})
         for name, value in merged.items():
             self.send_header(name, value)
@@ -369,10 +525,12 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         if self.method != "HEAD":
             self.wfile.write(payload)
 
-    def send_empty(self, status: int = 204, *, headers: Mapping[str, str] | None = None) -> None:
+    def send_empty(
+        self, status: int = 204, *, headers: Mapping[str, str] | None = None, reason: str | None = None
+    ) -> None:
         """A response without a body (204, 304, ...)."""
-        self.send_response(status)
-        merged = self.default_headers(has_body=False)
+        self.send_response(status, reason)
+        merged = {**self.default_headers(has_body=False), **self.extra_response_headers}
         merged.update(headers or {})
         for name, value in merged.items():
             self.send_header(name, value)
@@ -381,6 +539,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def send_response(self, code: int, message: str | None = None) -> None:
+        self.response_status = code
         if message is None:
             try:
                 message = HTTPStatus(code).phrase
@@ -402,6 +561,33 @@ def _stats_get(handler: EmulatorRequestHandler, match: re.Match[str]) -> None:
 
 def _stats_reset(handler: EmulatorRequestHandler, match: re.Match[str]) -> None:
     handler.server.stats.reset()
+    handler.send_empty(204)
+
+
+def _faults_get(handler: EmulatorRequestHandler, match: re.Match[str]) -> None:
+    """``GET /_emulator/faults``: ``{"rules": [...with matched/fired...], "fired": {kind: n}}``."""
+    handler.send_json(200, handler.server.faults.snapshot(), content_type=JSON_CONTENT_TYPE)
+
+
+def _faults_post(handler: EmulatorRequestHandler, match: re.Match[str]) -> None:
+    """``POST /_emulator/faults`` with ``{"rules": [...]}`` (or one rule object): append."""
+    try:
+        body = json.loads(handler.body.decode("utf-8") or "null")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise EmulatorHTTPError(400, "", f"The request body is not valid JSON: {exc}") from None
+    rules = body.get("rules") if isinstance(body, dict) and "rules" in body else [body]
+    if not isinstance(rules, list):
+        raise EmulatorHTTPError(400, "", "'rules' must be a JSON array of fault rules.")
+    try:
+        added = handler.server.faults.extend(rules)
+    except FaultRuleError as exc:
+        raise EmulatorHTTPError(400, "", str(exc)) from None
+    handler.send_json(201, {"rules": [rule.as_json() for rule in added]}, content_type=JSON_CONTENT_TYPE)
+
+
+def _faults_delete(handler: EmulatorRequestHandler, match: re.Match[str]) -> None:
+    """``DELETE /_emulator/faults``: remove every rule and zero the counters."""
+    handler.server.faults.clear()
     handler.send_empty(204)
 
 

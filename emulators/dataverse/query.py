@@ -2,8 +2,10 @@
 
 * Supported: ``$select $filter $orderby $top $count`` (+ the server's own ``$skiptoken``).
   ``$skip``, ``$search`` and ``$format`` are rejected with 400; other unknown ``$`` options
-  (names are case-sensitive) too. ``$expand``, ``$apply`` and ``$deltatoken`` are real but
-  not emulated yet (501).
+  (names are case-sensitive) too. ``$expand`` and ``$apply`` are real but not emulated yet
+  (501). Change tracking (``Prefer: odata.track-changes``, ``$deltatoken``, tracking
+  ``$skiptoken`` cookies) is answered by :mod:`emulators.dataverse.changetracking` before
+  this module sees the query; a ``$deltatoken`` anywhere else is an unsupported option (400).
 * Paging: rows are ordered by ``$orderby`` then the primary id; a page ends with an
   ``@odata.nextLink`` whose ``$skiptoken`` mimics the documented cookie
   ``<cookie pagenumber="2" pagingcookie="..." istracking="False" />`` (inner cookie double
@@ -39,7 +41,7 @@ COUNT_LIMIT = 5000
 MAX_PAGE_SIZE = 5000
 
 _REJECTED_OPTIONS = ("$skip", "$search", "$format")
-_NOT_EMULATED = {"$expand": "$expand", "$apply": "$apply", "$deltatoken": "Change tracking ($deltatoken)"}
+_NOT_EMULATED = {"$expand": "$expand", "$apply": "$apply"}
 COLLECTION_OPTIONS = frozenset({"$select", "$filter", "$orderby", "$top", "$count", "$skiptoken"})
 ENTITY_OPTIONS = frozenset({"$select"})
 

@@ -96,7 +96,7 @@ class Table:
     columns: Mapping[str, Column]
     lookups: Mapping[str, Lookup] = field(default_factory=dict)  # by navigation property
     alternate_keys: tuple[tuple[str, ...], ...] = ()
-    change_tracking: bool = True  # inferred; used by the change-tracking issue
+    change_tracking: bool = True  # ChangeTrackingEnabled (§2.11); inferred for the msdyn_ tables
     bulk_messages: bool = True  # Create/Update/UpsertMultiple available (inferred)
     seeded: bool = False  # reference table whose seed rows survive /_emulator/reset
 
@@ -206,6 +206,7 @@ TRANSACTION_CURRENCIES = Table(
     ),
     alternate_keys=(("isocurrencycode",),),
     seeded=True,
+    change_tracking=False,  # the emulator's choice: only the msdyn_ loyalty tables track changes
 )
 
 COMPANIES = Table(
@@ -218,6 +219,7 @@ COMPANIES = Table(
     ),
     alternate_keys=(("cdm_companycode",),),
     seeded=True,
+    change_tracking=False,  # the emulator's choice: only the msdyn_ loyalty tables track changes
 )
 
 #: All tables by entity-set name.

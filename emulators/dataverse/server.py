@@ -9,11 +9,20 @@ tracking and service protection as new routes / hooks):
 ``GET|POST /api/data/v9.2/<set>``          §2.8 query + paging / §2.3 create
 ``GET|PATCH|DELETE /api/data/v9.2/<set>(<key>)``  §2.5/§2.7 retrieve, upsert, delete
 ``POST /_emulator/reset``                  admin: empty the msdyn_ tables (seeds kept)
+``POST /_emulator/change-tracking/expire``  admin: expire every delta token issued so far
 ``GET  /_emulator/rows/<set>``             admin: dump a table (no auth)
 ``GET  /_emulator/stats``, ``POST /_emulator/stats/reset``  request counters (common)
 =========================================  ==============================================
 
 Every ``/api/`` request needs ``Authorization: Bearer <non-empty>`` (§1.3, §5.1).
+Change tracking (§2.11: ``Prefer: odata.track-changes``, deltaLinks) lives in
+:mod:`emulators.dataverse.changetracking`.
+
+Also: ``POST /api/data/v9.2/$batch`` (§2.9, :mod:`.batch`); ``POST <set>/Microsoft.Dynamics.CRM.
+{Create,Update,Upsert}Multiple`` (§2.10, :mod:`.bulk`); service protection (§2.12,
+:mod:`.protection`; off unless ``service_protection=ServiceProtection(...)``) with admin routes
+``GET|POST|DELETE /_emulator/service-protection`` and ``POST /_emulator/service-protection/reset``;
+fault injection ``GET|POST|DELETE /_emulator/faults`` (common, :mod:`emulators.common.faults`).
 """
 
 from __future__ import annotations
@@ -23,9 +32,11 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from emulators.common.faults import FaultRule
 from emulators.common.server import EmulatorHTTPError, EmulatorRequestHandler, EmulatorServer, Route
+from emulators.common.throttling import ServiceProtection, ServiceProtectionTracker
 
-from . import errors, operations
+from . import batch, bulk, changetracking, errors, operations, protection
 from .errors import error_annotations
 from .query import (
     COUNT_LIMIT,
@@ -60,10 +71,18 @@ class DataverseServer(EmulatorServer):
         companies: SeedRows | None = None,
         currencies: SeedRows | None = None,
         dop_hint: int = 4,
+        expire_after_s: float | None = None,
+        service_protection: ServiceProtection | None = None,
+        bulk_max_payload_bytes: int | None = None,
         verbose: bool = False,
     ) -> None:
         super().__init__(DataverseRequestHandler, port, name="dataverse", verbose=verbose)
+        #: §2.12 limits (None = off); replace at run time via /_emulator/service-protection.
+        self.service_protection: ServiceProtectionTracker | None = protection.make_tracker(service_protection)
+        #: §2.10 payload ceiling of the bulk actions (None = unlimited) → 413.
+        self.bulk_max_payload_bytes = bulk_max_payload_bytes
         self.store = Store(TABLES)
+        self.change_tracker = changetracking.ChangeTracker(self.store, expire_after_s=expire_after_s)
         self.page_size_cap = max(1, page_size_cap)
         self.dop_hint = dop_hint
         self.tenant_id = str(uuid.uuid4())
@@ -84,8 +103,13 @@ class DataverseServer(EmulatorServer):
             self.store.seed(entity_set, {code_column: code, name_column: name})
 
     def reset(self) -> None:
-        """Empty the msdyn_ tables; seeded reference rows are kept."""
+        """Empty the msdyn_ tables; seeded reference rows are kept (their delta tokens expire)."""
         self.store.reset()
+
+    def expire_delta_tokens(self) -> None:
+        """Invalidate every change-tracking delta token issued so far (§2.11): following an
+        older deltaLink then fails with the expired-token error and the client must re-baseline."""
+        self.change_tracker.expire_all()
 
 
 def start_dataverse(
@@ -95,16 +119,23 @@ def start_dataverse(
     companies: SeedRows | None = None,
     currencies: SeedRows | None = None,
     dop_hint: int = 4,
+    expire_after_s: float | None = None,
+    service_protection: ServiceProtection | None = None,
+    bulk_max_payload_bytes: int | None = None,
     verbose: bool = False,
 ) -> DataverseServer:
     """Build and start a Dataverse emulator; ``companies``/``currencies`` override the seeds
-    (codes, or ``(code, name)`` pairs). Call ``.stop()`` when done."""
+    (codes, or ``(code, name)`` pairs); ``expire_after_s`` expires change-tracking delta
+    tokens that many seconds after they were issued (default: never). Call ``.stop()`` when done."""
     server = DataverseServer(
         port,
         page_size_cap=page_size_cap,
         companies=companies,
         currencies=currencies,
         dop_hint=dop_hint,
+        expire_after_s=expire_after_s,
+        service_protection=service_protection,
+        bulk_max_payload_bytes=bulk_max_payload_bytes,
         verbose=verbose,
     )
     return server.start()
@@ -131,6 +162,14 @@ class DataverseRequestHandler(EmulatorRequestHandler):
     # -- cross-cutting -------------------------------------------------------------------
     def default_headers(self, *, has_body: bool) -> dict[str, str]:
         return {"OData-Version": "4.0", "REQ_ID": str(uuid.uuid4())}
+
+    def invoke_route(self, route: Route, match: re.Match[str]) -> None:
+        """Service protection (§2.12) around every non-admin route when it is on."""
+        protection.invoke_protected(self, route, match)
+
+    def fault_error(self, rule: FaultRule) -> EmulatorHTTPError:
+        """Injected faults in the Dataverse error shape (429 → 0x80072322, ...)."""
+        return protection.fault_error(rule)
 
     def before_route(self, route: Route, match: re.Match[str]) -> None:
         self._authenticate()
@@ -244,6 +283,8 @@ class DataverseRequestHandler(EmulatorRequestHandler):
 
     def get_collection(self, table: Table) -> None:
         """§2.8: filter, order (+ primary id), count, keyset paging with nextLink last."""
+        if changetracking.is_tracking_request(self):
+            return changetracking.get_tracked_collection(self, table)
         query = parse_collection_query(table, self.query_items)
         prefs = self.prefer()
         rows = self.server.store.rows(table.entity_set)
@@ -333,6 +374,10 @@ class DataverseRequestHandler(EmulatorRequestHandler):
         self.server.reset()
         self.send_empty(204)
 
+    def admin_expire_delta_tokens(self, match: re.Match[str]) -> None:
+        self.server.expire_delta_tokens()
+        self.send_empty(204)
+
     def admin_rows(self, match: re.Match[str]) -> None:
         entity_set = match.group("set")
         if self.server.store.table(entity_set) is None:
@@ -342,9 +387,15 @@ class DataverseRequestHandler(EmulatorRequestHandler):
     routes = [
         Route.make("GET", r"/api/data/v9\.2/WhoAmI(?:\(\))?", "WhoAmI", whoami),
         Route.make("GET", r"/api/data/v9\.2/\$metadata", "$metadata", metadata),
+        Route.make("POST", batch.BATCH_PATTERN, "$batch", batch.handle_batch),
+        Route.make("POST", bulk.BULK_PATTERN, "bulk", bulk.handle_bulk),
         Route.make(("GET", "POST", "PATCH", "PUT", "DELETE"), r"/api/data/v9\.2/(?P<rest>.+)", "resource", resource),
         Route.make("POST", r"/_emulator/reset", "admin.reset", admin_reset, admin=True),
+        Route.make(
+            "POST", r"/_emulator/change-tracking/expire", "admin.change-tracking.expire", admin_expire_delta_tokens, admin=True
+        ),
         Route.make("GET", r"/_emulator/rows/(?P<set>[A-Za-z0-9_]+)", "admin.rows", admin_rows, admin=True),
+        *protection.admin_routes(),
     ]
 
 
