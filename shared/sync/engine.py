@@ -113,8 +113,12 @@ class OutboundSync:
 
     # -- one key (callbacks, replays, the other direction) -----------------------------------------
 
-    def sync_key(self, fo_key: Mapping[str, Any], *, source: str = "callback", control_number: int = 0) -> str:
-        """Re-read one record from Commerce and bring Dataverse in line; returns the outcome."""
+    def sync_key(self, fo_key: Mapping[str, Any], *, source: str = "callback", control_number: int = 0,
+                 decided: bool = False) -> str:
+        """Re-read one record from Commerce and bring Dataverse in line; returns the outcome.
+
+        ``decided``: a conflict on this key was already recorded and resolved for Commerce.
+        """
         key = self.plan.key_of(fo_key)
         partition = self.partition(self.plan.company_of(key))
         row_key = encode_key(key)
@@ -126,12 +130,12 @@ class OutboundSync:
             return self._delete(key, previous, partition, source=source)
         known = {row_key: previous} if previous else {}
         return self._sync_row(current, partition, known, self.state.parked_keys(self.name), source=source,
-                              control_number=control_number)
+                              control_number=control_number, decided=decided)
 
     # -- one record --------------------------------------------------------------------------------
 
     def _sync_row(self, row: Mapping[str, Any], partition: str, known: dict[str, SyncedState], parked: set[str],
-                  *, source: str, control_number: int = 0) -> str:
+                  *, source: str, control_number: int = 0, decided: bool = False) -> str:
         try:
             record = self.plan.to_dataverse(row)
         except MappingError as exc:
@@ -143,7 +147,7 @@ class OutboundSync:
                 self.state.unpark(self.name, row_key)
             return "unchanged"
         try:
-            outcome = self._write(record, row, previous, partition, control_number, source)
+            outcome = self._write(record, row, previous, partition, control_number, source, decided)
         except AuthError:
             raise  # every record would fail: abort the run instead of parking them all
         except (ApiError, MappingError, ConcurrencyConflict) as exc:
@@ -154,11 +158,11 @@ class OutboundSync:
         return outcome
 
     def _write(self, record: DataverseRecord, row: Mapping[str, Any], previous: SyncedState | None, partition: str,
-               control_number: int, source: str) -> str:
+               control_number: int, source: str, decided: bool = False) -> str:
         row_key = encode_key(record.key)
         for _ in range(MAX_CONFLICT_ROUNDS):
             _, shared = self.images.from_commerce(row)
-            if self.two_way and previous is not None and previous.shared:
+            if self.two_way and not decided and previous is not None and previous.shared:
                 verdict = self._check_conflict(record, row, previous, shared, source)
                 if verdict is not None:
                     return verdict

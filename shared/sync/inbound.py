@@ -159,7 +159,7 @@ class InboundSync:
                 log(logger, logging.WARNING, "conflict: both sides changed since the last sync", template=self.name,
                     key=row_key, winner=winner)
                 if winner == "commerce":
-                    self.outbound.sync_key(key, source="conflict")  # Commerce's content goes to Dataverse
+                    self.outbound.sync_key(key, source="conflict", decided=True)  # Commerce's content to Dataverse
                     return "conflict"
             changes = {p: image[p] for p in self.writable if image.get(p) != commerce_image.get(p)}
             try:
@@ -188,7 +188,8 @@ class InboundSync:
             self.outbound.record_synced(fo_row, previous=state)
             return
         # Write what Commerce now holds to Dataverse too (also records the hashes), so both sides are equal.
-        self.outbound._sync_row(fo_row, partition, {row_key: state} if state else {}, set(), source="inbound")
+        self.outbound._sync_row(fo_row, partition, {row_key: state} if state else {}, set(), source="inbound",
+                                decided=True)
 
     def _removed(self, dataverse_id: str) -> str:
         if self.delete_policy == "ignore":

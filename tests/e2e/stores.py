@@ -44,6 +44,32 @@ class Stores:
     def dataverse_rows(self, entity_set: str) -> list[dict[str, Any]]:
         return list(self.runtime.dataverse.iter_rows(entity_set))
 
+    def commerce_row(self, path: str) -> dict[str, Any]:
+        response = requests.get(f"{self.commerce_url}/data/{path}?cross-company=true", headers=self.headers, timeout=10)
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def commerce_writes(self) -> int:
+        stats = requests.get(f"{self.commerce_url}/_emulator/stats", timeout=10).json()
+        return sum(n for method, n in stats["by_method"].items() if method in ("POST", "PATCH", "PUT", "DELETE"))
+
+    def change_in_dataverse(self, path: str, body: dict[str, Any]) -> None:
+        """An agent's edit in Dataverse (update only)."""
+        requests.patch(f"{self.dataverse_url}/api/data/v9.2/{path}", json=body,
+                       headers={**self.headers, "If-Match": "*"}, timeout=10).raise_for_status()
+
+    def create_in_dataverse(self, entity_set: str, body: dict[str, Any]) -> None:
+        requests.post(f"{self.dataverse_url}/api/data/v9.2/{entity_set}", json=body, headers=self.headers,
+                      timeout=10).raise_for_status()
+
+    def delete_in_dataverse(self, path: str) -> None:
+        requests.delete(f"{self.dataverse_url}/api/data/v9.2/{path}", headers=self.headers, timeout=10).raise_for_status()
+
+    def company_id(self, code: str) -> str:
+        return next(guid for guid, c in self.codes("cdm_companies", "cdm_companyid", "cdm_companycode").items()
+                    if c.upper() == code.upper())
+
     def dataverse_writes(self) -> int:
         stats = requests.get(f"{self.dataverse_url}/_emulator/stats", timeout=10).json()
         return sum(n for method, n in stats["by_method"].items() if method in ("POST", "PATCH", "PUT", "DELETE"))
