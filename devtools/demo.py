@@ -5,7 +5,8 @@
 3. registers the callback trigger as a business-event endpoint in the Commerce emulator, changes a
    loyalty card in Commerce, and lets the event travel over HTTP to the callback trigger, through
    the storage queue to the worker trigger;
-4. prints what landed in Dataverse, and stops everything.
+4. edits a card in Dataverse as an agent would and lets the inbound timer bring it to Commerce;
+5. prints what landed in Dataverse, and stops everything.
 
     ./dev demo [--cards N] [--reward-points N] [--levels-per-company N]
 """
@@ -143,7 +144,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"   card {card}: CardTenderType set to {new_type} in Commerce")
         print(f"   msdyn_cardtendertype in Dataverse: {before} -> {after}")
 
-        print("\n3. What landed in Dataverse")
+        print("\n3. An agent's edit in Dataverse reaches Commerce (change tracking, inbound timer trigger)")
+        for template in runtime.catalog:  # the baseline: every row the initial sync wrote comes back as an echo
+            invoke_timer(function_app.app, f"timer_inbound_{template.name}")
+        agent_party = "AGENT-EDIT-1"
+        requests.patch(f"{dataverse.url}/api/data/v9.2/msdyn_loyaltycards(msdyn_cardnumber='{card}')",
+                       json={"msdyn_partynumber": agent_party}, headers={**bearer(), "If-Match": "*"},
+                       timeout=10).raise_for_status()
+        invoke_timer(function_app.app, "timer_inbound_loyalty_cards")
+        in_commerce = requests.get(f"{commerce.url}/data/RetailLoyaltyCards('{card}')", headers=bearer(),
+                                   timeout=10).json()["PartyNumber"]
+        print(f"   card {card}: msdyn_partynumber set to {agent_party} in Dataverse")
+        print(f"   PartyNumber in Commerce: {in_commerce}")
+        invoke_timer(function_app.app, "timer_loyalty_cards")  # the next Commerce scan: no echo back
+        marks = {m.direction: m for m in runtime.state.list_watermarks() if m.template == "loyalty_cards"}
+        print(f"   next Commerce -> Dataverse run: {marks['fo_to_dataverse'].last_counts}")
+
+        print("\n4. What landed in Dataverse")
         rows = [{"entity set": t.dataverse.entity_set, "rows": str(count_rows(dataverse.url, t.dataverse.entity_set))}
                 for t in runtime.catalog]
         print_table(rows)
@@ -153,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"   - {entry['PartitionKey']} {entry['key']}: {entry['error_class']}: {entry['error'][:100]}")
         expected_after = next(e.dataverse for e in runtime.catalog.templates["loyalty_cards"]
                               .value_maps["RetailLoyaltyTenderTypeBase"].entries if e.member == new_type)
-        ok = after == expected_after
+        ok = after == expected_after and in_commerce == agent_party
         print("\nDemo " + ("succeeded." if ok else "FAILED: the callback change did not land."))
         return 0 if ok else 1
 
