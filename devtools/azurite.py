@@ -51,7 +51,12 @@ class Azurite:
             f"TableEndpoint={host}:{self.table_port}/{ACCOUNT};"
         )
 
-    def stop(self) -> None:
+    def restart(self) -> Azurite:
+        """Stop and start again on the same ports with the same workspace (data persists)."""
+        self.stop(keep_workspace=True)
+        return start_azurite(self.workspace, ports=(self.blob_port, self.queue_port, self.table_port))
+
+    def stop(self, *, keep_workspace: bool = False) -> None:
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -59,7 +64,7 @@ class Azurite:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self._own_workspace:
+        if self._own_workspace and not keep_workspace:
             shutil.rmtree(self.workspace, ignore_errors=True)
 
     def __enter__(self) -> Azurite:
@@ -69,24 +74,29 @@ class Azurite:
         self.stop()
 
 
-def start_azurite(workspace: Path | None = None, *, timeout_s: float = 30.0) -> Azurite:
-    """Start Azurite with persistence in ``workspace`` (a new temporary folder by default)."""
+def start_azurite(workspace: Path | None = None, *, timeout_s: float = 30.0,
+                  ports: tuple[int, int, int] | None = None) -> Azurite:
+    """Start Azurite with persistence in ``workspace`` (a new temporary folder by default).
+
+    ``ports`` (blob, queue, table) restarts an Azurite where a stopped one listened, so clients keep
+    their endpoints; otherwise free ports are picked.
+    """
     if not AZURITE_BIN.exists():
         raise RuntimeError(f"{AZURITE_BIN} is missing: run ./dev setup (npm ci installs azurite 3.35.0)")
     own = workspace is None
     workspace = workspace or Path(tempfile.mkdtemp(prefix="azurite-"))
     for _ in range(3):  # a port picked free can be taken before Azurite binds it: try again
-        ports = [free_port() for _ in range(3)]
+        chosen = list(ports) if ports else [free_port() for _ in range(3)]
         process = subprocess.Popen(
             [str(AZURITE_BIN), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose",
              "--location", str(workspace), "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1",
-             "--tableHost", "127.0.0.1", "--blobPort", str(ports[0]), "--queuePort", str(ports[1]),
-             "--tablePort", str(ports[2])],
+             "--tableHost", "127.0.0.1", "--blobPort", str(chosen[0]), "--queuePort", str(chosen[1]),
+             "--tablePort", str(chosen[2])],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + timeout_s
-        if all(_wait_listening(port, deadline) for port in ports):
-            return Azurite(process, ports[0], ports[1], ports[2], workspace=workspace, _own_workspace=own)
+        if all(_wait_listening(port, deadline) for port in chosen):
+            return Azurite(process, chosen[0], chosen[1], chosen[2], workspace=workspace, _own_workspace=own)
         process.kill()
         process.wait()
     raise RuntimeError("Azurite did not start listening on its ports")

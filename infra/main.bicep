@@ -15,6 +15,8 @@ param commerceUrl string
 param legalEntities string = ''
 @allowed(['delete', 'ignore'])
 param deletePolicy string = 'delete'
+@allowed(['commerce_wins', 'dataverse_wins'])
+param conflictPolicy string = 'commerce_wins'
 
 var suffix = uniqueString(resourceGroup().id, name)
 var storageName = toLower(take('${name}${suffix}', 24))
@@ -112,6 +114,9 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'DATAVERSE_URL', value: dataverseUrl }
         { name: 'COMMERCE_URL', value: commerceUrl }
         { name: 'SYNC_STORAGE_TABLE_ENDPOINT', value: storage.properties.primaryEndpoints.table }
+        { name: 'SYNC_STORAGE_QUEUE_ENDPOINT', value: storage.properties.primaryEndpoints.queue }
+        { name: 'SYNC_QUEUE_PREFIX', value: 'loyaltysync' }
+        { name: 'SYNC_CONFLICT_POLICY', value: conflictPolicy }
         { name: 'SYNC_LEGAL_ENTITIES', value: legalEntities }
         { name: 'SYNC_DELETE_POLICY', value: deletePolicy }
       ]

@@ -56,7 +56,8 @@ class Runtime:
 def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime:
     credential = build_credential(settings)
     timeouts = Timeouts(settings.http_connect_timeout_s, settings.http_read_timeout_s)
-    retry = RetryPolicy(max_attempts=settings.http_max_attempts, budget_s=settings.http_retry_budget_s)
+    retry = RetryPolicy(max_attempts=settings.http_max_attempts, budget_s=settings.http_retry_budget_s,
+                        backoff_base_s=settings.http_backoff_base_s)
     dataverse_core = HttpCore(f"{settings.dataverse_url}/api/data/v9.2/", credential, settings.dataverse_token_scope,
                               service="dataverse", timeouts=timeouts, retry=retry)
     commerce_core = HttpCore(settings.commerce_url, credential, settings.commerce_token_scope,

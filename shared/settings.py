@@ -49,10 +49,11 @@ class Settings(BaseSettings):
     http_connect_timeout_s: float = Field(default=5.0, gt=0, validation_alias="SYNC_HTTP_CONNECT_TIMEOUT_S")
     http_read_timeout_s: float = Field(default=30.0, gt=0, validation_alias="SYNC_HTTP_READ_TIMEOUT_S")
     http_max_attempts: int = Field(default=5, ge=1, le=20, validation_alias="SYNC_HTTP_MAX_ATTEMPTS")
+    http_backoff_base_s: float = Field(default=0.5, gt=0, le=30, validation_alias="SYNC_HTTP_BACKOFF_BASE_S")
     http_retry_budget_s: float = Field(default=120.0, gt=0, validation_alias="SYNC_HTTP_RETRY_BUDGET_S")
     callback_budget_s: float = Field(default=8.0, gt=0, lt=10, validation_alias="SYNC_CALLBACK_BUDGET_S")
     dataverse_page_size: int = Field(default=5000, ge=1, le=5000, validation_alias="SYNC_DATAVERSE_PAGE_SIZE")
-    run_lease_s: int = Field(default=900, ge=30, validation_alias="SYNC_RUN_LEASE_S")
+    run_lease_s: int = Field(default=900, ge=5, validation_alias="SYNC_RUN_LEASE_S")
 
     @field_validator("legal_entities", "paused_templates", mode="before")
     @classmethod

@@ -65,6 +65,36 @@ class Store:
         self.change_log: list[ChangeRecord] = []
         #: Per table: change history at or below this version is gone (see :meth:`reset`).
         self.change_log_floor: dict[str, int] = {}
+        #: Per table and alternate key: normalised key values -> row id, so key lookups stay O(1)
+        #: at 10,000+ rows (the chaos suite and the benchmark write that many).
+        self._key_index: dict[str, dict[tuple[str, ...], dict[tuple[Any, ...], str]]] = {
+            name: {tuple(key): {} for key in table.alternate_keys} for name, table in self.tables.items()
+        }
+
+    # -- alternate-key index ---------------------------------------------------------------
+    def _index_entries(self, entity_set: str, row: Mapping[str, Any]) -> list[tuple[tuple[str, ...], tuple[Any, ...]]]:
+        entries = []
+        for names in self._key_index[entity_set]:
+            values = tuple(_normalise_key_value(row.get(n)) for n in names)
+            if all(v is not None for v in values):
+                entries.append((names, values))
+        return entries
+
+    def _index_add(self, entity_set: str, row: Mapping[str, Any], row_id: str) -> None:
+        for names, values in self._index_entries(entity_set, row):
+            self._key_index[entity_set][names].setdefault(values, row_id)
+
+    def _index_remove(self, entity_set: str, row: Mapping[str, Any], row_id: str) -> None:
+        for names, values in self._index_entries(entity_set, row):
+            if self._key_index[entity_set][names].get(values) == row_id:
+                del self._key_index[entity_set][names][values]
+
+    def _index_rebuild(self, entity_set: str) -> None:
+        primary_id = self.tables[entity_set].primary_id
+        for index in self._key_index[entity_set].values():
+            index.clear()
+        for row in self._rows[entity_set].values():
+            self._index_add(entity_set, row, row[primary_id])
 
     # -- reads -----------------------------------------------------------------------------
     def table(self, entity_set: str) -> Table | None:
@@ -84,6 +114,15 @@ class Store:
         """The row whose properties equal ``key`` (strings case-insensitively), if any."""
         wanted = {name: _normalise_key_value(value) for name, value in key.items()}
         with self.lock:
+            for names, index in self._key_index[entity_set].items():
+                if set(names) == set(wanted):
+                    row_id = index.get(tuple(wanted[n] for n in names))
+                    found = self._rows[entity_set].get(row_id) if row_id is not None else None
+                    if found is not None and all(_normalise_key_value(found.get(n)) == v for n, v in wanted.items()):
+                        return dict(found)
+                    if found is None and row_id is None:
+                        return None
+                    break  # a stale entry (should not happen): fall back to the scan
             for row in self._rows[entity_set].values():
                 if all(_normalise_key_value(row.get(n)) == v for n, v in wanted.items()):
                     return dict(row)
@@ -134,6 +173,7 @@ class Store:
             row[table.primary_id] = new_id
             row.update(createdon=now, modifiedon=now, versionnumber=self.next_version())
             self._rows[entity_set][new_id] = row
+            self._index_add(entity_set, row, new_id)
             self._log(entity_set, new_id, "created", row["versionnumber"])
             return dict(row)
 
@@ -142,11 +182,13 @@ class Store:
         table = self.tables[entity_set]
         with self.lock:
             row = self._rows[entity_set][row_id.lower()]
+            self._index_remove(entity_set, row, row[table.primary_id])
             for name, value in changes.items():
                 if name == table.primary_id or name in SYSTEM_COLUMNS:
                     continue
                 row[name] = value
             row.update(modifiedon=utc_now_iso(), versionnumber=self.next_version())
+            self._index_add(entity_set, row, row[table.primary_id])
             self._log(entity_set, row[table.primary_id], "updated", row["versionnumber"])
             return dict(row)
 
@@ -155,6 +197,7 @@ class Store:
             row = self._rows[entity_set].pop(row_id.lower(), None)
             if row is None:
                 return False
+            self._index_remove(entity_set, row, row_id.lower())
             self._seed_ids[entity_set].discard(row_id.lower())
             self._log(entity_set, row_id.lower(), "deleted", self.next_version())
             return True
@@ -173,6 +216,7 @@ class Store:
             for name in names:
                 seeds = self._seed_ids[name]
                 self._rows[name] = {k: v for k, v in self._rows[name].items() if k in seeds}
+                self._index_rebuild(name)
                 self.change_log_floor[name] = self._version
             self.change_log = [c for c in self.change_log if c.entity_set not in names]
 

@@ -87,7 +87,7 @@ class OutboundSync:
         if isinstance(run, RunSummary):
             return run
         try:
-            self._compare_and_write(company, run.summary)
+            self._compare_and_write(company, run)
         except Exception as exc:
             run.summary.status = "failed"
             run.summary.detail = f"{type(exc).__name__}: {exc}"
@@ -95,15 +95,18 @@ class OutboundSync:
             raise
         return run.finish(advance=True)
 
-    def _compare_and_write(self, company: str | None, summary: RunSummary) -> None:
+    def _compare_and_write(self, company: str | None, run: Run) -> None:
+        summary = run.summary
         partition = self.partition(company)
         known = self.state.load_synced(partition)
         parked = self.state.parked_keys(self.name)
         for row in self.commerce.iter_rows(self.entity_set, select=list(self.plan.select_properties), company=company):
             summary.seen += 1
             summary.count(self._sync_row(row, partition, known, parked, source="timer"))
+            run.heartbeat()
         # The scan finished, so keys it did not return are candidates for deletion.
         for row_key, previous in list(known.items()):
+            run.heartbeat()
             key = decode_key(row_key)
             current = self.commerce.get(self.entity_set, self.plan.key_as_dict(key), select=list(self.plan.select_properties))
             if current is not None:  # it exists after all (changed key casing, a race): sync it

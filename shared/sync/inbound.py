@@ -73,7 +73,7 @@ class InboundSync:
         delta_link = run.lease.delta_link or None
         try:
             try:
-                new_link = self._consume(delta_link, run.summary)
+                new_link = self._consume(delta_link, run)
             except (BadRequestError, NotFoundError) as exc:
                 if delta_link is None:
                     raise
@@ -81,7 +81,7 @@ class InboundSync:
                 log(logger, logging.WARNING, "change-tracking token rejected; re-baselining with a full compare",
                     template=self.name, status=exc.status, code=exc.code, error=exc.reason)
                 run.summary.mode = "rebaseline"
-                new_link = self._consume(None, run.summary)
+                new_link = self._consume(None, run)
         except Exception as exc:
             run.summary.status = "failed"
             run.summary.detail = f"{type(exc).__name__}: {exc}"
@@ -91,7 +91,8 @@ class InboundSync:
             run.summary.mode = "baseline"
         return run.finish(advance=True, delta_link=new_link)
 
-    def _consume(self, delta_link: str | None, summary: RunSummary) -> str:
+    def _consume(self, delta_link: str | None, run: Run) -> str:
+        summary = run.summary
         feed = self.dataverse.changes(self.dv_entity_set, select=self.images.select, delta_link=delta_link)
         for entry in feed:
             summary.seen += 1
@@ -99,6 +100,7 @@ class InboundSync:
                 summary.count(self._removed(str(entry.get("id"))))
             else:
                 summary.count(self.apply(entry, source="change_feed"))
+            run.heartbeat()
         assert feed.delta_link is not None
         return feed.delta_link
 

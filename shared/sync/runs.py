@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from shared.observability import log
@@ -15,6 +16,10 @@ from shared.state.store import ConcurrencyConflict, StateStore, Watermark, now
 
 logger = logging.getLogger("loyaltysync.sync")
 MAX_CONFLICT_ROUNDS = 3
+
+
+class LeaseLost(RuntimeError):
+    """The run's lease expired and another run took it: stop without touching the watermark."""
 
 
 @dataclass
@@ -54,8 +59,10 @@ class Run:
     state: StateStore
     lease: Watermark
     summary: RunSummary
+    lease_s: int = 900
     started_at: str = field(default_factory=lambda: now().isoformat())
     started: float = field(default_factory=time.monotonic)
+    renewed: float = field(default_factory=time.monotonic)
 
     @classmethod
     def begin(cls, state: StateStore, template: str, direction: str, scope: str, lease_s: int) -> Run | RunSummary:
@@ -72,7 +79,18 @@ class Run:
         summary.mode = "incremental" if lease.initial_completed_at else "initial"
         log(logger, logging.INFO, "run started", template=template, direction=direction, scope=scope, run_id=run_id,
             mode=summary.mode)
-        return cls(state, lease, summary)
+        return cls(state, lease, summary, lease_s=lease_s)
+
+    def heartbeat(self) -> None:
+        """Extend the lease while the run is alive (every third of its length); raise if it was lost."""
+        if time.monotonic() - self.renewed < self.lease_s / 3:
+            return
+        self.lease.lease_until = (now() + timedelta(seconds=self.lease_s)).isoformat()
+        try:
+            self.lease = self.state.save_watermark(self.lease)
+        except ConcurrencyConflict:
+            raise LeaseLost(f"{self.summary.template}/{self.summary.scope}: another run took the lease") from None
+        self.renewed = time.monotonic()
 
     def finish(self, *, advance: bool, **fields: Any) -> RunSummary:
         """Release the lease; on success advance the watermark (and set ``fields`` such as a delta link)."""

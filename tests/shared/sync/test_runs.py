@@ -1,0 +1,54 @@
+"""Run bookkeeping against Azurite: leases renewed while alive, lost leases stop a run, watermarks."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.state.store import StateStore
+from shared.sync.runs import LeaseLost, Run, RunSummary
+
+
+def begin(state: StateStore, lease_s: int = 60) -> Run:
+    run = Run.begin(state, "loyalty_cards", "fo_to_dataverse", "all", lease_s)
+    assert isinstance(run, Run)
+    return run
+
+
+def test_a_heartbeat_extends_a_long_runs_lease(state: StateStore) -> None:
+    run = begin(state, lease_s=30)
+    before = run.lease.lease_until
+    run.renewed -= 20  # more than a third of the lease has passed
+    run.heartbeat()
+    assert state.get_watermark("loyalty_cards", "fo_to_dataverse", "all").lease_until > before
+
+
+def test_a_run_whose_lease_was_taken_over_stops_at_its_next_heartbeat(state: StateStore) -> None:
+    run = begin(state, lease_s=30)
+    mark = state.get_watermark("loyalty_cards", "fo_to_dataverse", "all")
+    mark.lease_until = "2000-01-01T00:00:00+00:00"  # it expired while the run was stuck
+    state.save_watermark(mark)
+    assert state.acquire_lease("loyalty_cards", "fo_to_dataverse", "all", "newer-run", 30) is not None
+    run.renewed -= 20
+    with pytest.raises(LeaseLost):
+        run.heartbeat()
+
+
+def test_a_run_that_lost_its_lease_leaves_the_watermark_to_the_newer_run(state: StateStore) -> None:
+    run = begin(state, lease_s=30)
+    mark = state.get_watermark("loyalty_cards", "fo_to_dataverse", "all")
+    mark.lease_until = "2000-01-01T00:00:00+00:00"
+    state.save_watermark(mark)
+    state.acquire_lease("loyalty_cards", "fo_to_dataverse", "all", "newer-run", 30)
+    run.finish(advance=True)
+    after = state.get_watermark("loyalty_cards", "fo_to_dataverse", "all")
+    assert (after.lease_owner, after.run_seq) == ("newer-run", 0)
+
+
+def test_finishing_records_counts_and_releases_the_lease(state: StateStore) -> None:
+    run = begin(state)
+    run.summary.seen, run.summary.written = 3, 2
+    summary = run.finish(advance=True)
+    mark = state.get_watermark("loyalty_cards", "fo_to_dataverse", "all")
+    assert isinstance(summary, RunSummary)
+    assert (mark.run_seq, mark.lease_owner, mark.last_status) == (1, "", "completed")
+    assert '"written": 2' in mark.last_counts
