@@ -43,7 +43,8 @@ class Runtime:
                 s = self.settings
                 plan = self.catalog.plan(template)
                 outbound = OutboundSync(plan, self.commerce, self.dataverse, self.state, delete_policy=s.delete_policy,
-                                        lease_s=s.run_lease_s, two_way=s.two_way, conflict_policy=s.conflict_policy)
+                                        lease_s=s.run_lease_s, two_way=s.two_way, conflict_policy=s.conflict_policy,
+                                        bulk_size=s.bulk_size)
                 inbound = InboundSync(plan, self.commerce, self.dataverse, self.state, outbound,
                                       conflict_policy=s.conflict_policy, delete_policy=s.reverse_delete_policy,
                                       lease_s=s.run_lease_s)

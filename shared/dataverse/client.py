@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
+from shared.dataverse import batch
 from shared.http.core import HttpCore
 from shared.http.errors import ApiError, NotFoundError
 from shared.http.urls import key_segment, literal
@@ -86,6 +88,34 @@ class DataverseClient:
         """``PATCH set(key)`` without ``If-Match``: creates or updates; 204 either way (§2.5)."""
         path = key_segment(entity_set, key, guid_columns=guid_columns)
         self.core.request("PATCH", path, json=dict(body), headers={**ODATA_HEADERS, "If-None-Match": "null"})
+
+    def upsert_multiple(self, entity_set: str, logical_name: str,
+                        targets: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+                        *, guid_columns: frozenset[str] = frozenset()) -> None:
+        """``UpsertMultiple`` by alternate key (§2.10): ``@odata.type`` + ``@odata.id`` per target, key
+        columns never in the body (the create path would fail with 0x80040216). All-or-nothing."""
+        payload = {"Targets": [
+            {"@odata.type": f"Microsoft.Dynamics.CRM.{logical_name}",
+             "@odata.id": key_segment(entity_set, key, guid_columns=guid_columns), **body}
+            for key, body in targets
+        ]}
+        self.core.request("POST", f"{entity_set}/Microsoft.Dynamics.CRM.UpsertMultiple", json=payload,
+                          headers={**ODATA_HEADERS, "If-None-Match": "null"}, read_timeout_s=240)
+
+    def batch_upserts(self, entity_set: str, targets: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+                      *, guid_columns: frozenset[str] = frozenset()) -> list[ApiError | None]:
+        """One ``PATCH`` upsert per target in a ``$batch`` with ``continue-on-error``: per-target errors."""
+        parts = [batch.BatchPart("PATCH", key_segment(entity_set, key, guid_columns=guid_columns), dict(body))
+                 for key, body in targets]
+        boundary, data = batch.build(urlsplit(self.core.base_url).path, parts)
+        response = self.core.request("POST", "$batch", data=data, headers={
+            **ODATA_HEADERS, "Content-Type": f'multipart/mixed; boundary="{boundary}"',
+            "Prefer": "odata.continue-on-error"}, read_timeout_s=240)
+        results = batch.parse(response)
+        if len(results) != len(parts):
+            raise ApiError(f"$batch answered {len(results)} parts for {len(parts)} operations", method="POST",
+                           url=self.core.url("$batch"))
+        return [r.error for r in results]
 
     def delete(self, entity_set: str, key: Mapping[str, Any], *, guid_columns: frozenset[str] = frozenset()) -> bool:
         """``DELETE set(key)``; False when the row was already gone (404)."""

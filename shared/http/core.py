@@ -116,6 +116,7 @@ class HttpCore:
         *,
         params: Mapping[str, str] | None = None,
         json: Any = None,
+        data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         read_timeout_s: float | None = None,
     ) -> requests.Response:
@@ -143,6 +144,7 @@ class HttpCore:
                     method,
                     url,
                     json=json,
+                    data=data,
                     headers=all_headers,
                     timeout=(self.timeouts.connect_s, read_timeout_s or self.timeouts.read_s),
                 )

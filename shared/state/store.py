@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote
 from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 # RowKey may not hold / \ # ? or control characters; '|' separates key parts and '%' escapes.
 _ROWKEY_SAFE = " !\"$&'()*+,-.:;<=>@[]^_`{}~"
@@ -192,6 +192,34 @@ class StateStore:
                                           match_condition=MatchConditions.IfNotModified)
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
             raise ConcurrencyConflict(f"synced state {partition}/{row_key} changed meanwhile") from exc
+
+    def put_synced_many(self, partition: str, entries: list[tuple[str, str, SyncedState | None, str]]) -> list[str]:
+        """Record many writes of one partition in entity-group transactions of up to 100; each entry is
+        (row key, content hash, previous state, shared hash). Returns the row keys that hit a concurrent
+        writer (their ETag or existence changed): the caller re-reads and writes those again."""
+        conflicted: list[str] = []
+        for start in range(0, len(entries), 100):
+            chunk = entries[start:start + 100]
+            operations: list[Any] = []
+            for row_key, content_hash, previous, shared in chunk:
+                entity = {"PartitionKey": partition, "RowKey": row_key, "hash": content_hash,
+                          "synced_at": now().isoformat(),
+                          "control_number": _int64(previous.control_number if previous else 0), "shared": shared}
+                if previous is None or previous.etag is None:
+                    operations.append(("create", entity))
+                else:
+                    operations.append(("update", entity, {"mode": UpdateMode.REPLACE, "etag": previous.etag,
+                                                          "match_condition": MatchConditions.IfNotModified}))
+            try:
+                self.synced.submit_transaction(operations)
+            except (TableTransactionError, ResourceExistsError, ResourceModifiedError):
+                # One entity changed meanwhile and the whole group was refused: write one by one to find it.
+                for row_key, content_hash, previous, shared in chunk:
+                    try:
+                        self.put_synced(partition, row_key, content_hash, previous, shared=shared)
+                    except ConcurrencyConflict:
+                        conflicted.append(row_key)
+        return conflicted
 
     def delete_synced(self, partition: str, previous: SyncedState) -> None:
         try:

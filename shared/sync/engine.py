@@ -51,7 +51,7 @@ class OutboundSync:
 
     def __init__(self, plan: Plan, commerce: CommerceClient, dataverse: DataverseClient, state: StateStore,
                  *, delete_policy: str = "delete", lease_s: int = 900, two_way: bool = False,
-                 conflict_policy: str = "commerce_wins") -> None:
+                 conflict_policy: str = "commerce_wins", bulk_size: int = 200) -> None:
         self.plan = plan
         self.name = plan.name
         self.entity_set = plan.template.commerce.entity_set
@@ -64,6 +64,7 @@ class OutboundSync:
         self.lease_s = lease_s
         self.two_way = two_way
         self.conflict_policy = conflict_policy
+        self.bulk_size = bulk_size
         self.dataverse_wins: DataverseWins | None = None  # set by the runtime when two-way is on
 
     # -- scopes ------------------------------------------------------------------------------------
@@ -100,10 +101,29 @@ class OutboundSync:
         partition = self.partition(company)
         known = self.state.load_synced(partition)
         parked = self.state.parked_keys(self.name)
+        pending: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None]] = []
         for row in self.commerce.iter_rows(self.entity_set, select=list(self.plan.select_properties), company=company):
             summary.seen += 1
-            summary.count(self._sync_row(row, partition, known, parked, source="timer"))
+            try:
+                record = self.plan.to_dataverse(row)
+            except MappingError as exc:
+                summary.count(self._park_unmappable(row, exc, "timer"))
+                continue
+            row_key = encode_key(record.key)
+            previous = known.pop(row_key, None)
+            if previous is not None and previous.content_hash == record.content_hash:
+                if row_key in parked:
+                    self.state.unpark(self.name, row_key)
+                summary.count("unchanged")
+                continue
+            pending.append((record, row, previous))
+            if len(pending) >= self.bulk_size:
+                for outcome in self._flush(pending, partition, parked):
+                    summary.count(outcome)
+                pending = []
             run.heartbeat()
+        for outcome in self._flush(pending, partition, parked):
+            summary.count(outcome)
         # The scan finished, so keys it did not return are candidates for deletion.
         for row_key, previous in list(known.items()):
             run.heartbeat()
@@ -114,10 +134,48 @@ class OutboundSync:
             else:
                 summary.count(self._delete(key, previous, partition, source="timer"))
 
+    def _flush(self, pending: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None]], partition: str,
+               parked: set[str]) -> list[str]:
+        """Write a chunk of changed records in bulk, record their state in batches; one outcome each."""
+        outcomes: list[str] = []
+        writes: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None, str]] = []
+        for record, row, previous in pending:
+            _, shared = self.images.from_commerce(row)
+            if self.two_way and previous is not None and previous.shared:
+                try:
+                    verdict = self._check_conflict(record, row, previous, shared, "timer")
+                except AuthError:
+                    raise
+                except ApiError as exc:
+                    outcomes.append(self._park(encode_key(record.key), exc, "timer", row))
+                    continue
+                if verdict is not None:
+                    outcomes.append(verdict)
+                    continue
+            writes.append((record, row, previous, shared))
+        errors = self.writer.upsert_many([record for record, _, _, _ in writes]) if writes else []
+        done: list[tuple[str, str, SyncedState | None, str]] = []
+        for (record, row, previous, shared), error in zip(writes, errors, strict=True):
+            row_key = encode_key(record.key)
+            if error is not None:
+                outcomes.append(self._park(row_key, error, "timer", row))
+                continue
+            done.append((row_key, record.content_hash, previous, shared))
+        conflicted = set(self.state.put_synced_many(partition, done))
+        for row_key, _, _, _ in done:
+            if row_key in conflicted:
+                # Another writer synced this key while the chunk was in flight: re-read and write again.
+                outcomes.append(self.sync_key(self.plan.key_as_dict(decode_key(row_key)), source="timer", force=True))
+                continue
+            if row_key in parked:
+                self.state.unpark(self.name, row_key)
+            outcomes.append("written")
+        return outcomes
+
     # -- one key (callbacks, replays, the other direction) -----------------------------------------
 
     def sync_key(self, fo_key: Mapping[str, Any], *, source: str = "callback", control_number: int = 0,
-                 decided: bool = False) -> str:
+                 decided: bool = False, force: bool = False) -> str:
         """Re-read one record from Commerce and bring Dataverse in line; returns the outcome.
 
         ``decided``: a conflict on this key was already recorded and resolved for Commerce.
@@ -133,19 +191,19 @@ class OutboundSync:
             return self._delete(key, previous, partition, source=source)
         known = {row_key: previous} if previous else {}
         return self._sync_row(current, partition, known, self.state.parked_keys(self.name), source=source,
-                              control_number=control_number, decided=decided)
+                              control_number=control_number, decided=decided, force=force)
 
     # -- one record --------------------------------------------------------------------------------
 
     def _sync_row(self, row: Mapping[str, Any], partition: str, known: dict[str, SyncedState], parked: set[str],
-                  *, source: str, control_number: int = 0, decided: bool = False) -> str:
+                  *, source: str, control_number: int = 0, decided: bool = False, force: bool = False) -> str:
         try:
             record = self.plan.to_dataverse(row)
         except MappingError as exc:
             return self._park_unmappable(row, exc, source)
         row_key = encode_key(record.key)
         previous = known.pop(row_key, None)
-        if previous is not None and previous.content_hash == record.content_hash:
+        if not force and previous is not None and previous.content_hash == record.content_hash:
             if row_key in parked:
                 self.state.unpark(self.name, row_key)
             return "unchanged"

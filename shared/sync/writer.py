@@ -5,8 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from shared.dataverse.client import RECORD_NOT_FOUND_BY_KEY, DataverseClient, LookupMissingError
-from shared.http.errors import NotFoundError
+from shared.http.errors import ApiError, AuthError, NotFoundError
 from shared.mapping.plan import DataverseRecord, LookupValue, Plan
+
+
+def _classify(error: ApiError | None) -> ApiError | None:
+    """A 404 0x80060891 on a write means a lookup's parent row is missing."""
+    if isinstance(error, NotFoundError) and error.code == RECORD_NOT_FOUND_BY_KEY:
+        return LookupMissingError(error.reason, status=404, code=error.code, method=error.method, url=error.url)
+    return error
 
 
 class DataverseWriter:
@@ -21,6 +28,9 @@ class DataverseWriter:
         # A key part that is a lookup is addressed as _<nav>_value=<guid> (protocols.md §2.5).
         self.company_key = f"_{self.company.navigation_property}_value" if self.company else None
         self.guid_columns = frozenset({self.company_key} if self.company_key else set())
+        self.logical_name = dv.logical_name
+        self.bulk_enabled = True
+        self._bulk_refusals = 0
 
     def company_guid(self, company: str) -> str:
         assert self.company is not None
@@ -77,6 +87,56 @@ class DataverseWriter:
                 self.client.forget_lookups()
                 raise LookupMissingError(exc.reason, status=404, code=exc.code, method=exc.method, url=exc.url) from exc
             raise
+
+    def upsert_many(self, records: list[DataverseRecord]) -> list[ApiError | None]:
+        """Write many records; one error (or None) per record, in order.
+
+        First ``UpsertMultiple`` (one request, all-or-nothing on standard tables); when it fails, the same
+        records as independent parts of one ``$batch`` with ``continue-on-error`` (so only the bad ones
+        fail); when that fails as a whole, one request per record. Three refusals of a bulk request whose
+        records then all succeed one by one mean the table does not take bulk messages: bulk is switched
+        off for it (protocols.md §2.10, "Availability").
+        """
+        errors: list[ApiError | None] = [None] * len(records)
+        prepared: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+        for index, record in enumerate(records):
+            try:
+                prepared.append((index, self.dataverse_key(record.columns, record.company), self.body(record)))
+            except ApiError as exc:
+                errors[index] = exc
+        if not prepared:
+            return errors
+        targets = [(key, body) for _, key, body in prepared]
+        bulk_failed = False
+        if self.bulk_enabled:
+            try:
+                self.client.upsert_multiple(self.entity_set, self.logical_name, targets, guid_columns=self.guid_columns)
+                return errors
+            except AuthError:
+                raise
+            except ApiError:
+                bulk_failed = True
+        try:
+            results = self.client.batch_upserts(self.entity_set, targets, guid_columns=self.guid_columns)
+        except AuthError:
+            raise
+        except ApiError:
+            results = []
+            for key, body in targets:
+                try:
+                    self.client.upsert(self.entity_set, key, body, guid_columns=self.guid_columns)
+                    results.append(None)
+                except AuthError:
+                    raise
+                except ApiError as exc:
+                    results.append(exc)
+        if bulk_failed and all(r is None for r in results):
+            self._bulk_refusals += 1
+            if self._bulk_refusals >= 3:
+                self.bulk_enabled = False
+        for (index, _, _), error in zip(prepared, results, strict=True):
+            errors[index] = _classify(error)
+        return errors
 
     def delete(self, key: tuple[str, ...]) -> bool:
         return self.client.delete(self.entity_set, self.key_for(key), guid_columns=self.guid_columns)

@@ -32,10 +32,20 @@ from tests.e2e.stores import Stores
 pytestmark = pytest.mark.chaos
 
 REPO = Path(__file__).resolve().parents[2]
-CARDS = 10_000
+CARDS = 10_000  # plus 200 reward points and 60 levels
 TEMPLATES = ["loyalty_cards", "loyalty_levels", "loyalty_reward_points"]
 
 DATAVERSE_FAULTS = [
+    # Bulk requests (UpsertMultiple): throttled, failing (-> $batch fallback), slow, dropped.
+    {"route": "bulk", "kind": "status", "status": 429, "retry_after": 1, "probability": 0.05, "times": 3, "seed": 11},
+    {"route": "bulk", "kind": "status", "status": 500, "probability": 0.1, "times": 6, "seed": 12},
+    {"route": "bulk", "kind": "status", "status": 503, "probability": 0.1, "times": 6, "seed": 13},
+    {"route": "bulk", "kind": "drop", "probability": 0.05, "times": 3, "seed": 14},
+    {"route": "bulk", "kind": "delay", "delay_s": 2.5, "probability": 0.03, "times": 2, "seed": 15},
+    # $batch fallbacks with a failing inner operation (only that record is parked, then retried).
+    {"route": "$batch", "kind": "batch_partial", "status": 500, "operation": 7, "probability": 0.5, "times": 4,
+     "seed": 16},
+    # Single requests (callbacks, replays, per-record isolation).
     {"route": "resource", "method": "PATCH", "kind": "status", "status": 429, "retry_after": 1, "probability": 0.002,
      "times": 6, "seed": 1},
     {"route": "resource", "method": "PATCH", "kind": "status", "status": 503, "probability": 0.01, "times": 80, "seed": 2},
