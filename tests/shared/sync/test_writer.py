@@ -1,0 +1,83 @@
+"""Bulk writes against the Dataverse emulator: exact requests, fallbacks, isolation of a bad record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from shared.runtime import Runtime
+from tests.e2e.stores import Stores
+
+
+def dataverse_routes(stores: Stores) -> dict[str, int]:
+    """Write requests by kind: ``POST bulk`` (UpsertMultiple), ``POST $batch``, ``PATCH resource`` (one record)."""
+    stats = requests.get(f"{stores.dataverse_url}/_emulator/stats", timeout=10).json()
+    counts: dict[str, int] = {}
+    for route, n in stats["by_method_route"].items():
+        method, _, name = route.partition(" ")
+        if method == "GET":
+            continue
+        # The outbound side never POSTs a create: any other POST is UpsertMultiple (a request failed by an
+        # injected fault is counted under the emulator's generic route name).
+        kind = "$batch" if name == "$batch" else "bulk" if method == "POST" else "resource"
+        counts[f"{method} {kind}"] = counts.get(f"{method} {kind}", 0) + n
+    return counts
+
+
+def test_an_initial_sync_writes_each_chunk_with_one_upsert_multiple(runtime: Runtime, stores: Stores) -> None:
+    [summary] = runtime.outbound("loyalty_cards").run()  # 60 cards, chunks of 200
+    assert summary.written == 60
+    assert dataverse_routes(stores) == {"POST bulk": 1}
+
+
+def test_chunks_follow_the_bulk_size_setting(runtime: Runtime, stores: Stores, monkeypatch: Any) -> None:
+    monkeypatch.setattr(runtime.outbound("loyalty_cards"), "bulk_size", 25)
+    runtime.outbound("loyalty_cards").run()
+    assert dataverse_routes(stores) == {"POST bulk": 3}
+
+
+def test_a_bad_record_fails_only_itself_through_the_batch_fallback(runtime: Runtime, stores: Stores) -> None:
+    card = stores.commerce_rows("loyalty_cards")[10]["CardNumber"]
+    stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "9" * 41})
+    [summary] = runtime.outbound("loyalty_cards").run()
+    assert (summary.written, summary.failed) == (59, 1)
+    assert dataverse_routes(stores) == {"POST bulk": 1, "POST $batch": 1}
+    assert len(stores.actual("loyalty_cards")) == 59
+
+
+def test_a_failing_bulk_request_falls_back_to_batch(runtime: Runtime, stores: Stores, dataverse_emulator: Any) -> None:
+    dataverse_emulator.faults.add(route="bulk", kind="status", status=500, times=1)
+    [summary] = runtime.outbound("loyalty_cards").run()
+    assert summary.written == 60 and stores.differences("loyalty_cards") == []
+    assert dataverse_routes(stores) == {"POST bulk": 1, "POST $batch": 1}
+
+
+def test_when_batch_fails_too_each_record_is_written_alone(runtime: Runtime, stores: Stores,
+                                                           dataverse_emulator: Any) -> None:
+    dataverse_emulator.faults.add(route="bulk", kind="status", status=500, times=1)
+    dataverse_emulator.faults.add(route="$batch", kind="status", status=500, times=1)
+    [summary] = runtime.outbound("loyalty_cards").run()
+    assert summary.written == 60 and stores.differences("loyalty_cards") == []
+    assert dataverse_routes(stores)["PATCH resource"] == 60
+
+
+def test_a_failing_batch_part_parks_only_that_record(runtime: Runtime, stores: Stores, dataverse_emulator: Any) -> None:
+    dataverse_emulator.faults.add(route="bulk", kind="status", status=500, times=1)
+    dataverse_emulator.faults.add(route="$batch", kind="batch_partial", status=500, operation=5, times=1)
+    [summary] = runtime.outbound("loyalty_cards").run()
+    assert (summary.written, summary.failed) == (59, 1)
+    [parked] = list(runtime.state.list_parked("loyalty_cards"))
+    assert parked["error_class"] == "server"
+    [again] = runtime.outbound("loyalty_cards").run()
+    assert again.written == 1 and stores.differences("loyalty_cards") == []
+
+
+def test_a_table_that_keeps_refusing_bulk_messages_stops_getting_them(runtime: Runtime, stores: Stores,
+                                                                     dataverse_emulator: Any, monkeypatch: Any) -> None:
+    engine = runtime.outbound("loyalty_cards")
+    monkeypatch.setattr(engine, "bulk_size", 10)
+    dataverse_emulator.faults.add(route="bulk", kind="status", status=400, times=3)
+    engine.run()
+    assert engine.writer.bulk_enabled is False
+    assert dataverse_routes(stores) == {"POST bulk": 3, "POST $batch": 6}
