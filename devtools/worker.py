@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         return 1
                     time.sleep(1.0)  # a killed run's lease: wait until it expires, then take over
         app = importlib.import_module("function_app").app
-        connection = os.environ["AzureWebJobsStorage"]
+        connection = os.environ["AzureWebJobsStorage"]  # noqa: SIM112 - the Functions setting name
         pump = QueuePump(app, connection, visibility_timeout_s=5)
         idle_since = time.monotonic()
         while time.monotonic() - idle_since < args.idle_s:

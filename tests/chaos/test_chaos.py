@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from devtools.azurite import Azurite, start_azurite
+from devtools.azurite import start_azurite
 from devtools.demo import STATIC_TOKEN, emulator_settings
 from devtools.functions_host import LocalFunctionsHost
 from emulators.commerce.server import start_commerce
