@@ -23,13 +23,18 @@ class CommerceClient:
     def iter_rows(self, entity_set: str, *, select: list[str], company: str | None = None,
                   order_by: list[str] | None = None) -> Iterator[dict[str, Any]]:
         """Every row of the set: all companies, or one company of a company-specific set."""
+        for page in self.iter_pages(entity_set, select=select, company=company, order_by=order_by):
+            yield from page
+
+    def iter_pages(self, entity_set: str, *, select: list[str], company: str | None = None,
+                   order_by: list[str] | None = None) -> Iterator[list[dict[str, Any]]]:
+        """The same rows, one server page at a time (≤ 10,000; protocols.md §3.2)."""
         params = {"cross-company": "true", "$select": ",".join(select)}
         if company is not None:
             params["$filter"] = f"dataAreaId eq {literal(company)}"
         if order_by:
             params["$orderby"] = ",".join(order_by)
-        for page in self.core.iter_pages(f"data/{entity_set}", params=params, headers=ODATA_HEADERS):
-            yield from page
+        yield from self.core.iter_pages(f"data/{entity_set}", params=params, headers=ODATA_HEADERS)
 
     def get(self, entity_set: str, key: Mapping[str, str], *, select: list[str] | None = None) -> dict[str, Any] | None:
         """One row by its full key; None when F&O answers 404."""

@@ -171,6 +171,21 @@ class StateStore:
                                            select=["RowKey", "hash", "control_number", "shared"])
         return {e["RowKey"]: _synced(e) for e in query}
 
+    def synced_between(self, partition: str, low: str, high: str) -> dict[str, SyncedState]:
+        """The states whose row keys sort between ``low`` and ``high`` (inclusive): one page's worth."""
+        query = self.synced.query_entities(
+            "PartitionKey eq @pk and RowKey ge @low and RowKey le @high",
+            parameters={"pk": partition, "low": low, "high": high},
+            select=["RowKey", "hash", "control_number", "shared"])
+        return {e["RowKey"]: _synced(e) for e in query}
+
+    def iter_synced(self, partition: str) -> Iterator[SyncedState]:
+        """Every state of a partition, streamed page by page (never all in memory)."""
+        query = self.synced.query_entities("PartitionKey eq @pk", parameters={"pk": partition},
+                                           select=["RowKey", "hash", "control_number", "shared"])
+        for entity in query:
+            yield _synced(entity)
+
     def get_synced(self, partition: str, row_key: str) -> SyncedState | None:
         try:
             return _synced(self.synced.get_entity(partition, row_key))

@@ -81,6 +81,9 @@ class Run:
             mode=summary.mode)
         return cls(state, lease, summary, lease_s=lease_s)
 
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
     def heartbeat(self) -> None:
         """Extend the lease while the run is alive (every third of its length); raise if it was lost."""
         if time.monotonic() - self.renewed < self.lease_s / 3:
