@@ -10,6 +10,7 @@ from shared.commerce.client import CommerceClient
 from shared.credentials import build_credential
 from shared.dataverse.client import DataverseClient
 from shared.http.core import HttpCore, RetryPolicy, Timeouts
+from shared.http.limiter import AdaptiveLimiter
 from shared.mapping.catalog import Catalog, load_catalog
 from shared.settings import Settings, get_settings
 from shared.state.queues import CallbackQueues
@@ -80,7 +81,8 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime
         settings=settings,
         catalog=catalog,
         commerce=CommerceClient(commerce_core),
-        dataverse=DataverseClient(dataverse_core, page_size=settings.dataverse_page_size),
+        dataverse=DataverseClient(dataverse_core, page_size=settings.dataverse_page_size,
+                                  limiter=AdaptiveLimiter(settings.concurrency_start, settings.max_concurrency)),
         state=state,
         queues=queues,
     )

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from shared.dataverse import batch
 from shared.http.core import HttpCore
 from shared.http.errors import ApiError, NotFoundError
+from shared.http.limiter import AdaptiveLimiter
 from shared.http.urls import key_segment, literal
 from shared.observability import log
 
@@ -77,8 +78,11 @@ class ChangeFeed:
 
 
 class DataverseClient:
-    def __init__(self, core: HttpCore, *, page_size: int = 5000) -> None:
+    def __init__(self, core: HttpCore, *, page_size: int = 5000, limiter: AdaptiveLimiter | None = None) -> None:
         self.core = core
+        self.limiter = limiter
+        if limiter is not None:
+            core.observers.append(limiter.observe)
         self.page_size = page_size
         self._lookup_cache: dict[tuple[str, str, str], str] = {}
         self._lock = threading.Lock()

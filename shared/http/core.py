@@ -97,6 +97,7 @@ class HttpCore:
         self.session.headers.update({"User-Agent": USER_AGENT, **(default_headers or {})})
         self._sleep = sleep
         self.requests_sent = 0
+        self.observers: list[Callable[[requests.Response], None]] = []
 
     def url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
@@ -155,6 +156,8 @@ class HttpCore:
                 # A read timeout on a POST may have been applied: never resend a non-idempotent call.
                 retryable = method in IDEMPOTENT or isinstance(exc, requests.ConnectTimeout)
             else:
+                for observe in self.observers:
+                    observe(response)
                 if response.status_code < 400 or response.status_code == 304:
                     log(logger, logging.DEBUG, "http ok", service=self.service, method=method, url=response.url,
                         status=response.status_code, request_id=request_id, attempt=attempt)

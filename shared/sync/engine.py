@@ -26,11 +26,13 @@ import logging
 import uuid
 from array import array
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from shared.commerce.client import CommerceClient
 from shared.dataverse.client import DataverseClient
 from shared.http.errors import ApiError, AuthError
+from shared.http.limiter import SERVICE_MAX_CONCURRENCY
 from shared.mapping.model import Direction
 from shared.mapping.plan import DataverseRecord, MappingError, Plan
 from shared.observability import correlation_id, log
@@ -75,6 +77,54 @@ class KeyDigests:
         digest = self._digest(str(row_key))
         index = bisect.bisect_left(self._digests, digest)
         return index < len(self._digests) and self._digests[index] == digest
+
+
+class ChunkWriters:
+    """Writes chunks concurrently, as many at once as the identity's adaptive limiter allows (none: one
+    at a time). Outcomes are counted on the scanning thread; the first error stops the run."""
+
+    def __init__(self, engine: OutboundSync, partition: str, parked: set[str], summary: RunSummary) -> None:
+        self.engine = engine
+        self.partition = partition
+        self.parked = parked
+        self.summary = summary
+        self.limiter = engine.dataverse.limiter
+        self.pool = ThreadPoolExecutor(max_workers=SERVICE_MAX_CONCURRENCY, thread_name_prefix="chunk") \
+            if self.limiter else None
+        self.futures: list[Future[list[str]]] = []
+
+    def submit(self, chunk: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None]]) -> None:
+        if self.pool is None or self.limiter is None:
+            for outcome in self.engine._flush(chunk, self.partition, self.parked):
+                self.summary.count(outcome)
+            return
+        self._collect(block=False)
+        self.limiter.acquire()
+        self.futures.append(self.pool.submit(self._write, chunk))
+
+    def _write(self, chunk: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None]]) -> list[str]:
+        assert self.limiter is not None
+        try:
+            return self.engine._flush(chunk, self.partition, self.parked)
+        finally:
+            self.limiter.release()
+
+    def _collect(self, *, block: bool) -> None:
+        still: list[Future[list[str]]] = []
+        for future in self.futures:
+            if block or future.done():
+                for outcome in future.result():
+                    self.summary.count(outcome)
+            else:
+                still.append(future)
+        self.futures = still
+
+    def finish(self) -> None:
+        try:
+            self._collect(block=True)
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
 
 
 class OutboundSync:
@@ -136,6 +186,7 @@ class OutboundSync:
         seen = KeyDigests()
         pending: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None]] = []
         order = [p for p in self.plan.key_properties if p != "dataAreaId"]
+        writers = ChunkWriters(self, partition, parked, summary)
         for page in self.commerce.iter_pages(self.entity_set, select=list(self.plan.select_properties),
                                              company=company, order_by=order):
             mapped: list[tuple[str, DataverseRecord, Mapping[str, Any]]] = []
@@ -161,14 +212,14 @@ class OutboundSync:
                     continue
                 pending.append((record, fo_row, previous))
                 if len(pending) >= self.bulk_size:
-                    for outcome in self._flush(pending, partition, parked):
-                        summary.count(outcome)
+                    writers.submit(pending)
                     pending = []
             run.heartbeat()
             log(logger, logging.INFO, "page done", template=self.name, scope=company or ALL, seen=summary.seen,
                 written=summary.written, rate_per_s=round(summary.seen / max(run.elapsed(), 1e-6)))
-        for outcome in self._flush(pending, partition, parked):
-            summary.count(outcome)
+        if pending:
+            writers.submit(pending)
+        writers.finish()
         # The scan finished, so keys it did not return are candidates for deletion (streamed, not loaded).
         seen.freeze()
         for previous in self.state.iter_synced(partition):

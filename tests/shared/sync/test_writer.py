@@ -77,6 +77,7 @@ def test_a_table_that_keeps_refusing_bulk_messages_stops_getting_them(runtime: R
                                                                      dataverse_emulator: Any, monkeypatch: Any) -> None:
     engine = runtime.outbound("loyalty_cards")
     monkeypatch.setattr(engine, "bulk_size", 10)
+    monkeypatch.setattr(runtime.dataverse, "limiter", None)  # one chunk at a time: an exact request count
     dataverse_emulator.faults.add(route="bulk", kind="status", status=400, times=3)
     engine.run()
     assert engine.writer.bulk_enabled is False

@@ -1,0 +1,60 @@
+"""The adaptive concurrency limiter: starts low, grows on success, halves on 429, follows x-ms-dop-hint."""
+
+from __future__ import annotations
+
+import threading
+
+import requests
+
+from shared.http.limiter import AdaptiveLimiter
+
+
+def response(status: int = 204, **headers: str) -> requests.Response:
+    r = requests.Response()
+    r.status_code = status
+    r.headers.update(headers)
+    return r
+
+
+def test_it_starts_low() -> None:
+    assert AdaptiveLimiter(start=2).limit == 2
+
+
+def test_successes_add_one_slot_at_a_time() -> None:
+    limiter = AdaptiveLimiter(start=2, successes_per_step=3)
+    for _ in range(6):
+        limiter.observe(response())
+    assert limiter.limit == 4
+
+
+def test_a_429_halves_the_limit() -> None:
+    limiter = AdaptiveLimiter(start=8)
+    limiter.observe(response(429, **{"Retry-After": "2"}))
+    assert (limiter.limit, limiter.throttled) == (4, 1)
+
+
+def test_the_limit_never_drops_below_one() -> None:
+    limiter = AdaptiveLimiter(start=1)
+    limiter.observe(response(429))
+    assert limiter.limit == 1
+
+
+def test_the_dop_hint_caps_the_limit() -> None:
+    limiter = AdaptiveLimiter(start=10)
+    limiter.observe(response(**{"x-ms-dop-hint": "4"}))
+    assert (limiter.ceiling, limiter.limit) == (4, 4)
+
+
+def test_it_never_exceeds_52_in_flight() -> None:
+    limiter = AdaptiveLimiter(start=100, ceiling=500)
+    assert limiter.limit == 52
+
+
+def test_acquire_blocks_at_the_limit_until_a_release() -> None:
+    limiter = AdaptiveLimiter(start=1)
+    limiter.acquire()
+    got = threading.Event()
+    threading.Thread(target=lambda: (limiter.acquire(), got.set()), daemon=True).start()
+    assert not got.wait(0.2)
+    limiter.release()
+    assert got.wait(2)
