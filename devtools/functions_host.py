@@ -217,6 +217,7 @@ class LocalFunctionsHost:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body leave in separate writes: no 40 ms stalls
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

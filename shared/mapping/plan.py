@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -92,10 +93,15 @@ def _decimal(row: FieldRow) -> Converter:
     return convert
 
 
+_CANONICAL_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
 def _datetime(row: FieldRow) -> Converter:
     def convert(value: Any) -> Any:
         if value is None:
             return None
+        if isinstance(value, str) and len(value) == 20 and value[:4] >= "1753" and _CANONICAL_DATETIME.match(value):
+            return value  # already UTC, whole seconds, in range: the common case, without parsing
         if not isinstance(value, str):
             raise MappingError(row.fo_property, f"expected an ISO 8601 date-time string, got {value!r}")
         try:
@@ -211,13 +217,12 @@ def image_hash(image: Mapping[str, Any]) -> str:
 
 
 def content_hash(columns: Mapping[str, Any], company: str | None) -> str:
-    """A stable hash of mapped content: lookups hash by their code, so GUIDs never matter."""
-    canonical = {
-        name: (f"@lookup:{value.match_value}" if isinstance(value, LookupValue) else value)
-        for name, value in columns.items()
-    }
-    blob = json.dumps([company, sorted(canonical.items())], separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+    """A stable hash of mapped content (columns in the plan's order): lookups hash by their code, so
+    GUIDs never matter. ``repr`` keeps types apart (1 vs "1" vs True)."""
+    parts = [company or ""]
+    for name, value in columns.items():
+        parts.append(f"{name}=@lookup:{value.match_value!r}" if isinstance(value, LookupValue) else f"{name}={value!r}")
+    return hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=16).hexdigest()
 
 
 class Plan:

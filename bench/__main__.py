@@ -1,0 +1,246 @@
+"""Throughput benchmark: the real sync against the emulators and Azurite, beside a naive per-row client.
+
+    .venv/bin/python -m bench [--records 100000] [--bulk-size 1000]
+
+The emulators run as separate processes (so this process's peak RSS is the sync's own), Dataverse with
+service protection on and scaled down so its ceiling is known. Prints a table, then as its very last
+line one JSON object with the figures. Not a test: nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from devtools.azurite import free_port, start_azurite  # noqa: E402
+from devtools.demo import STATIC_TOKEN, emulator_settings, environment  # noqa: E402
+
+# Dataverse service protection, scaled down (protocols.md §2.12 has 6,000 requests and 1,200 s per 300 s).
+PROTECTION = {"window_s": 10, "max_requests": 60, "max_execution_s": 3.0, "max_concurrent": 8,
+              "server_ms_per_request": 2.0, "server_ms_per_record": 0.05, "dop_hint": 8}
+HEADERS = {"Authorization": f"Bearer {STATIC_TOKEN}", "Accept": "application/json", "OData-Version": "4.0"}
+
+
+def ceiling_records_per_s(bulk_size: int) -> float:
+    """Records per second the emulated budgets allow at this chunk size (the tighter of the two limits)."""
+    p = PROTECTION
+    by_requests = p["max_requests"] / p["window_s"] * bulk_size
+    seconds_per_record = p["server_ms_per_record"] / 1000 + p["server_ms_per_request"] / 1000 / bulk_size
+    by_time = p["max_execution_s"] / p["window_s"] / seconds_per_record
+    return min(by_requests, by_time)
+
+
+def start_process(module: str, *args: str) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", module, "--port", str(port), *args], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if "http://" not in line:
+        raise RuntimeError(f"{module} did not start: {line!r}")
+    return process, f"http://127.0.0.1:{port}"
+
+
+def card_rows(n: int, seed: int = 7) -> Iterator[dict[str, Any]]:
+    rng = random.Random(seed)
+    types = ["AsCardTender", "AsContactTender", "NoTender", "Blocked"]
+    for i in range(n):
+        yield {"CardNumber": f"BENCH-{i:08d}", "CardTenderType": types[rng.randrange(4)],
+               "PartyNumber": f"{rng.randrange(10**6):06d}", "ReplacementCardNumber": "",
+               "OmOperatingUnitNumber": "052", "LoyaltyEnrollmentDate": "2024-03-01T00:00:00Z",
+               "LoyaltyEnrollmentDateLocal": "2024-03-01T00:00:00Z", "LoyaltyEnrollmentTime": 3600,
+               "LoyaltyEnrollmentTimeLocal": 3600}
+
+
+def mapping_rates(n: int = 200_000) -> tuple[float, float]:
+    """Records/s on one core: the template's plan + JSON serialisation, and a plain dict-to-JSON loop."""
+    from shared.mapping.catalog import load_catalog
+
+    plan = load_catalog().plan("loyalty_cards")
+    rows = list(card_rows(min(n, 50_000)))
+    started = time.perf_counter()
+    done = 0
+    while done < n:
+        for row in rows:
+            json.dumps(plan.to_dataverse(row).columns)
+        done += len(rows)
+    mapped = done / (time.perf_counter() - started)
+    started = time.perf_counter()
+    done = 0
+    while done < n:
+        for row in rows:
+            json.dumps(row)
+        done += len(rows)
+    plain = done / (time.perf_counter() - started)
+    return mapped, plain
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Throughput benchmark against the emulators and Azurite.")
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--bulk-size", type=int, default=1000)
+    parser.add_argument("--naive-sample", type=int, default=2000)
+    parser.add_argument("--callbacks-per-s", type=int, default=200)
+    parser.add_argument("--callback-seconds", type=float, default=5.0)
+    args = parser.parse_args(argv)
+
+    azurite = start_azurite()
+    fo_process, fo_url = start_process("emulators.commerce", "--cards", str(args.records), "--reward-points", "0",
+                                       "--levels-per-company", "0", "--page-size", "10000")
+    dv_process, dv_url = start_process("emulators.dataverse")
+    try:
+        requests.post(f"{dv_url}/_emulator/service-protection", json=PROTECTION, timeout=10).raise_for_status()
+        settings = {**emulator_settings(dv_url, fo_url, azurite.connection_string, "bench"),
+                    "SYNC_BULK_SIZE": str(args.bulk_size), "SYNC_HTTP_RETRY_BUDGET_S": "600",
+                    "SYNC_HTTP_MAX_ATTEMPTS": "20", "SYNC_TWO_WAY": "false"}
+        with environment(settings):
+            return run(args, dv_url, fo_url)
+    finally:
+        for process in (fo_process, dv_process):
+            process.terminate()
+            process.wait(timeout=10)
+        azurite.stop()
+
+
+def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
+    from shared.runtime import get_runtime
+
+    print(f"Benchmark: {args.records:,} loyalty cards, chunks of {args.bulk_size}, Dataverse budget {PROTECTION}")
+    mapped_rate, plain_rate = mapping_rates()
+    print(f"mapping + serialisation: {mapped_rate:,.0f} records/s/core (plain dict-to-JSON: {plain_rate:,.0f})")
+
+    runtime = get_runtime()
+    requests.post(f"{dv_url}/_emulator/stats/reset", timeout=10)
+    started = time.perf_counter()
+    [summary] = runtime.outbound("loyalty_cards").run()
+    sync_s = time.perf_counter() - started
+    stats = requests.get(f"{dv_url}/_emulator/stats", timeout=10).json()
+    protection = requests.get(f"{dv_url}/_emulator/service-protection", timeout=10).json()
+    dv_requests = int(stats["total"])
+    throttled = int(protection.get("throttled", 0))
+    rate = summary.written / sync_s
+    ceiling = ceiling_records_per_s(args.bulk_size)
+    print(f"sync: {summary.written:,} written in {sync_s:.1f} s = {rate:,.0f} records/s; {dv_requests} Dataverse "
+          f"requests, {throttled} throttled; peak concurrency {runtime.dataverse.limiter.peak if runtime.dataverse.limiter else 1}")
+
+    # Service protection off from here: the remaining figures are about this app's own latency.
+    requests.delete(f"{dv_url}/_emulator/service-protection", timeout=10)
+    # The naive client: one PATCH per record, as a per-row flow does (unthrottled: an upper bound for it).
+    naive_started = time.perf_counter()
+    for i in range(args.naive_sample):
+        runtime.dataverse.upsert("msdyn_loyaltycards", {"msdyn_cardnumber": f"NAIVE-{i:06d}"},
+                                 {"msdyn_partynumber": "naive"})
+    naive_rate = args.naive_sample / (time.perf_counter() - naive_started)
+    print(f"naive client: {naive_rate:,.0f} records/s unthrottled, 1,000 requests per 1,000 records")
+
+    acks, e2e = callbacks(args, runtime, dv_url, fo_url)
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures = {
+        "records": summary.written,
+        "seconds": round(sync_s, 2),
+        "records_per_s": round(rate, 1),
+        "requests_per_1000": round(dv_requests / max(summary.written, 1) * 1000, 3),
+        "naive_requests_per_1000": 1000.0,
+        "naive_records_per_s": round(naive_rate, 1),
+        "ceiling_records_per_s": round(ceiling, 1),
+        "ceiling_fraction": round(rate / ceiling, 3),
+        "throttled_fraction": round(throttled / max(dv_requests, 1), 4),
+        "map_records_per_s_per_core": round(mapped_rate),
+        "plain_json_records_per_s": round(plain_rate),
+        "map_vs_plain": round(mapped_rate / plain_rate, 3),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "ack_p50_ms": round(percentile(acks, 0.5), 2),
+        "ack_p99_ms": round(percentile(acks, 0.99), 2),
+        "e2e_p50_ms": round(statistics.median(e2e), 1) if e2e else None,
+    }
+    print()
+    width = max(len(k) for k in figures)
+    for key, value in figures.items():
+        print(f"{key.ljust(width)}  {value}")
+    print(json.dumps(figures))
+    return 0
+
+
+def callbacks(args: argparse.Namespace, runtime: Any, dv_url: str, fo_url: str) -> tuple[list[float], list[float]]:
+    """Callback acknowledgement at a steady rate, then change -> callback -> visible in Dataverse."""
+    from devtools.functions_host import LocalFunctionsHost, QueuePump
+
+    app = importlib.import_module("function_app").app
+    host = LocalFunctionsHost(app).start()
+    session = requests.Session()
+    acks: list[float] = []
+    lock = threading.Lock()
+
+    def post(card: str) -> None:
+        body = {"BusinessEventId": "RetailLoyaltyCardChangedBusinessEvent", "EventId": str(uuid.uuid4()).upper(),
+                "ControlNumber": 1, "CardNumber": card}
+        t0 = time.perf_counter()
+        session.post(f"{host.url}/api/callbacks/loyalty_cards", json=body, timeout=10)
+        with lock:
+            acks.append((time.perf_counter() - t0) * 1000)
+
+    total = int(args.callbacks_per_s * args.callback_seconds)
+    interval = 1.0 / args.callbacks_per_s
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        start = time.perf_counter()
+        for i in range(total):
+            delay = start + i * interval - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(post, f"BENCH-{i:08d}")
+    print(f"callbacks: {len(acks)} acknowledged at {args.callbacks_per_s}/s, p50 {percentile(acks, 0.5):.1f} ms, "
+          f"p99 {percentile(acks, 0.99):.1f} ms")
+
+    pump = QueuePump(app, os.environ["AzureWebJobsStorage"], visibility_timeout_s=10)  # noqa: SIM112
+    pump.drain(120)  # the backlog the ack test queued
+    pump.start(poll_s=0.02)
+    e2e: list[float] = []
+    try:
+        cards = [c["CardNumber"] for c in session.get(f"{fo_url}/data/RetailLoyaltyCards?$top=20&$select=CardNumber",
+                                                      headers=HEADERS, timeout=30).json()["value"]]
+        for n, card in enumerate(cards):
+            value = f"E2E-{n:03d}"
+            session.patch(f"{fo_url}/data/RetailLoyaltyCards('{card}')", json={"PartyNumber": value}, headers=HEADERS,
+                          timeout=10).raise_for_status()
+            t0 = time.perf_counter()
+            post(card)
+            url = f"{dv_url}/api/data/v9.2/msdyn_loyaltycards(msdyn_cardnumber='{card}')?$select=msdyn_partynumber"
+            while time.perf_counter() - t0 < 30:
+                if session.get(url, headers=HEADERS, timeout=10).json().get("msdyn_partynumber") == value:
+                    e2e.append((time.perf_counter() - t0) * 1000)
+                    break
+                time.sleep(0.005)
+    finally:
+        pump.stop()
+        host.stop()
+    print(f"callback -> visible in Dataverse: p50 {statistics.median(e2e) if e2e else float('nan'):.0f} ms "
+          f"over {len(e2e)} changes")
+    return acks, e2e
+
+
+if __name__ == "__main__":
+    sys.exit(main())
