@@ -144,8 +144,9 @@ def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
     throttled = int(protection.get("throttled", 0))
     rate = summary.written / sync_s
     ceiling = ceiling_records_per_s(args.bulk_size)
+    peak = runtime.dataverse.limiter.peak if runtime.dataverse.limiter else 1
     print(f"sync: {summary.written:,} written in {sync_s:.1f} s = {rate:,.0f} records/s; {dv_requests} Dataverse "
-          f"requests, {throttled} throttled; peak concurrency {runtime.dataverse.limiter.peak if runtime.dataverse.limiter else 1}")
+          f"requests, {throttled} throttled; peak concurrency {peak}")
 
     # Service protection off from here: the remaining figures are about this app's own latency.
     requests.delete(f"{dv_url}/_emulator/service-protection", timeout=10)

@@ -250,7 +250,11 @@ class LocalFunctionsHost:
             if match and handler.command in methods:
                 req = func.HttpRequest(handler.command, self.url + handler.path, headers=dict(handler.headers),
                                        params=dict(parse_qsl(parts.query)), route_params=match.groupdict(), body=body)
-                response = invoke_http(self.app, name, req)
+                try:
+                    response = invoke_http(self.app, name, req)
+                except Exception:  # the host answers 500 when a function raises
+                    logger.exception("function %s failed", name)
+                    response = func.HttpResponse("", status_code=500)
                 payload = response.get_body()
                 handler.send_response(response.status_code)
                 handler.send_header("Content-Type", response.mimetype or "application/json")
