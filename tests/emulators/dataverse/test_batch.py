@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 import requests
 
-from emulators.dataverse.server import DataverseServer, start_dataverse
+from emulators.dataverse.server import DataverseServer
 from tests.emulators.dataverse.support import Api, batch_body, card, changeset, http_part, read_batch
 
 CARDS = "/api/data/v9.2/msdyn_loyaltycards"
@@ -16,20 +15,6 @@ ODATA_JSON = "application/json; odata.metadata=minimal"
 TOO_LONG = "X" * 31  # msdyn_cardnumber holds 30 characters
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[DataverseServer]:
-    emu = start_dataverse(port=0)
-    yield emu
-    emu.stop()
-
-
-@pytest.fixture()
-def api(emulator: DataverseServer) -> Iterator[Api]:
-    requests.post(f"{emulator.url}/_emulator/reset", timeout=5).raise_for_status()
-    emulator.faults.clear()
-    client = Api(emulator)
-    yield client
-    client.session.close()
 
 
 def documented_example() -> str:

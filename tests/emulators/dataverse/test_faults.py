@@ -3,29 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import requests
 
-from emulators.dataverse.server import DataverseServer, start_dataverse
+from emulators.dataverse.server import DataverseServer
 from tests.emulators.dataverse.support import CARD_TYPE, Api, card
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[DataverseServer]:
-    emu = start_dataverse(port=0)
-    yield emu
-    emu.stop()
-
-
-@pytest.fixture()
-def api(emulator: DataverseServer) -> Iterator[Api]:
-    requests.post(f"{emulator.url}/_emulator/reset", timeout=5).raise_for_status()
-    emulator.faults.clear()
-    client = Api(emulator)
-    yield client
-    client.session.close()
 
 
 def test_injected_429_uses_the_dataverse_throttling_body_and_retry_after(api: Api, emulator: DataverseServer) -> None:
