@@ -40,12 +40,14 @@ PROTECTION = {"window_s": 10, "max_requests": 60, "max_execution_s": 3.0, "max_c
 HEADERS = {"Authorization": f"Bearer {STATIC_TOKEN}", "Accept": "application/json", "OData-Version": "4.0"}
 
 
-def ceiling_records_per_s(bulk_size: int) -> float:
-    """Records per second the emulated budgets allow at this chunk size (the tighter of the two limits)."""
+def ceiling_records_per_s(bulk_size: int, execution_s: float, records: int) -> float:
+    """Records per second the emulated budgets allow at this chunk size: the tighter of the request-count
+    limit and the execution-time limit, the latter at the server time per record the emulator actually
+    spent (its own processing plus the simulated time), as Dataverse counts it."""
     p = PROTECTION
     by_requests = p["max_requests"] / p["window_s"] * bulk_size
-    seconds_per_record = p["server_ms_per_record"] / 1000 + p["server_ms_per_request"] / 1000 / bulk_size
-    by_time = p["max_execution_s"] / p["window_s"] / seconds_per_record
+    seconds_per_record = execution_s / max(records, 1)
+    by_time = p["max_execution_s"] / p["window_s"] / seconds_per_record if seconds_per_record else float("inf")
     return min(by_requests, by_time)
 
 
@@ -143,7 +145,8 @@ def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
     dv_requests = int(stats["total"])
     throttled = int(protection.get("throttled", 0))
     rate = summary.written / sync_s
-    ceiling = ceiling_records_per_s(args.bulk_size)
+    ceiling = ceiling_records_per_s(args.bulk_size, float(protection.get("execution_s", 0.0)),
+                                    int(protection.get("records_written", 0)))
     peak = runtime.dataverse.limiter.peak if runtime.dataverse.limiter else 1
     print(f"sync: {summary.written:,} written in {sync_s:.1f} s = {rate:,.0f} records/s; {dv_requests} Dataverse "
           f"requests, {throttled} throttled; peak concurrency {peak}")

@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from azure.core.exceptions import AzureError
+
 from shared.commerce.client import CommerceClient
 from shared.dataverse.client import DataverseClient
 from shared.http.errors import ApiError, AuthError
@@ -126,6 +128,11 @@ class ChunkWriters:
             if self.pool is not None:
                 self.pool.shutdown(wait=True)
 
+    def abandon(self) -> None:
+        """The scan failed: let the chunks already in flight end, start no more."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
 
 class OutboundSync:
     """Moves one template's records from Commerce to Dataverse."""
@@ -184,9 +191,30 @@ class OutboundSync:
         partition = self.partition(company)
         parked = self.state.parked_keys(self.name)
         seen = KeyDigests()
+        writers = ChunkWriters(self, partition, parked, summary)
+        try:
+            self._scan(company, run, partition, parked, seen, writers)
+        except BaseException:
+            writers.abandon()
+            raise
+        # The scan finished, so keys it did not return are candidates for deletion (streamed, not loaded).
+        seen.freeze()
+        for previous in self.state.iter_synced(partition):
+            if previous.row_key in seen:
+                continue
+            run.heartbeat()
+            key = decode_key(previous.row_key)
+            current = self.commerce.get(self.entity_set, self.plan.key_as_dict(key), select=list(self.plan.select_properties))
+            if current is not None:  # it exists after all (changed key casing, a race): sync it
+                summary.count(self._sync_row(current, partition, {previous.row_key: previous}, parked, source="timer"))
+            else:
+                summary.count(self._delete(key, previous, partition, source="timer"))
+
+    def _scan(self, company: str | None, run: Run, partition: str, parked: set[str], seen: KeyDigests,
+              writers: ChunkWriters) -> None:
+        summary = run.summary
         pending: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None]] = []
         order = [p for p in self.plan.key_properties if p != "dataAreaId"]
-        writers = ChunkWriters(self, partition, parked, summary)
         for page in self.commerce.iter_pages(self.entity_set, select=list(self.plan.select_properties),
                                              company=company, order_by=order):
             mapped: list[tuple[str, DataverseRecord, Mapping[str, Any]]] = []
@@ -220,18 +248,6 @@ class OutboundSync:
         if pending:
             writers.submit(pending)
         writers.finish()
-        # The scan finished, so keys it did not return are candidates for deletion (streamed, not loaded).
-        seen.freeze()
-        for previous in self.state.iter_synced(partition):
-            if previous.row_key in seen:
-                continue
-            run.heartbeat()
-            key = decode_key(previous.row_key)
-            current = self.commerce.get(self.entity_set, self.plan.key_as_dict(key), select=list(self.plan.select_properties))
-            if current is not None:  # it exists after all (changed key casing, a race): sync it
-                summary.count(self._sync_row(current, partition, {previous.row_key: previous}, parked, source="timer"))
-            else:
-                summary.count(self._delete(key, previous, partition, source="timer"))
 
     def _flush(self, pending: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None]], partition: str,
                parked: set[str]) -> list[str]:
@@ -260,7 +276,14 @@ class OutboundSync:
                 outcomes.append(self._park(row_key, error, "timer", row))
                 continue
             done.append((row_key, record.content_hash, previous, shared))
-        conflicted = set(self.state.put_synced_many(partition, done))
+        try:
+            conflicted = set(self.state.put_synced_many(partition, done))
+        except AzureError as exc:
+            # Dataverse has the records; only their state is missing, so the next run writes them again
+            # (upserts are idempotent). Not worth failing the run over.
+            log(logger, logging.WARNING, "could not record the state of written records; they are rewritten next run",
+                template=self.name, records=len(done), error=f"{type(exc).__name__}: {exc}")
+            return [*outcomes, *(["written"] * len(done))]
         for row_key, _, _, _ in done:
             if row_key in conflicted:
                 # Another writer synced this key while the chunk was in flight: re-read and write again.
