@@ -259,7 +259,7 @@ class Plan:
         ]
         key_columns = {row.fo_property: row.dataverse_column for row in template.fields}
         self.alternate_key_columns: tuple[str, ...] = tuple(template.dataverse.alternate_key)
-        self._dataverse_key_from_fo = {key_columns[p]: p for p in self.key_properties if p in key_columns}
+        self.dataverse_key_properties = {key_columns[p]: p for p in self.key_properties if p in key_columns}
 
     def key_of(self, fo_row: Mapping[str, Any]) -> tuple[str, ...]:
         """The F&O key in ``commerce.key`` order; ``dataAreaId`` lower-cased (F&O stores it so, inferred)."""

@@ -390,6 +390,13 @@ class OutboundSync:
         self.dataverse_wins(dv_row)
         return "conflict"
 
+    def write_row(self, fo_row: Mapping[str, Any], previous: SyncedState | None, *, source: str) -> str:
+        """Write a Commerce row just read (by the other direction) to Dataverse; no conflict check."""
+        record = self.plan.to_dataverse(fo_row)
+        partition = self.partition(record.company)
+        known = {encode_key(record.key): previous} if previous else {}
+        return self._sync_row(fo_row, partition, known, set(), source=source, decided=True)
+
     def record_synced(self, fo_row: Mapping[str, Any], *, previous: SyncedState | None = None) -> None:
         """Record that both sides now hold ``fo_row`` (after the other direction wrote Commerce)."""
         record = self.plan.to_dataverse(fo_row)

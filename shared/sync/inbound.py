@@ -190,8 +190,7 @@ class InboundSync:
             self.outbound.record_synced(fo_row, previous=state)
             return
         # Write what Commerce now holds to Dataverse too (also records the hashes), so both sides are equal.
-        self.outbound._sync_row(fo_row, partition, {row_key: state} if state else {}, set(), source="inbound",
-                                decided=True)
+        self.outbound.write_row(fo_row, state, source="inbound")
 
     def _removed(self, dataverse_id: str) -> str:
         if self.delete_policy == "ignore":

@@ -27,7 +27,7 @@ class SharedImage:
         self.dataverse = dataverse
         dv = plan.template.dataverse
         self.company = dv.company
-        self.key_columns = {dv_col: prop for dv_col, prop in plan._dataverse_key_from_fo.items()}
+        self.key_columns = {dv_col: prop for dv_col, prop in plan.dataverse_key_properties.items()}
         lookups = [row.lookup.navigation_property for row in plan.template.fields if row.lookup is not None]
         self.select = sorted({dv.primary_id, *self.key_columns, *(
             row.dataverse_column for row in plan.template.fields if row.lookup is None

@@ -50,7 +50,7 @@ class DataverseWriter:
     def key_for(self, key: tuple[str, ...]) -> dict[str, Any]:
         """The Dataverse alternate key for an F&O key (for deletes, where no row is at hand)."""
         fo = self.plan.key_as_dict(key)
-        columns = {dv: fo[prop] for dv, prop in self.plan._dataverse_key_from_fo.items()}
+        columns = {dv: fo[prop] for dv, prop in self.plan.dataverse_key_properties.items()}
         return self.dataverse_key(columns, self.plan.company_of(key))
 
     def body(self, record: DataverseRecord) -> dict[str, Any]:

@@ -105,7 +105,7 @@ class Stores:
                     columns[column] = codes[column].get(guid) if guid else None
                 else:
                     columns[column] = row.get(column)
-            fo: dict[str, Any] = {p: columns[c] for c, p in plan._dataverse_key_from_fo.items()}
+            fo: dict[str, Any] = {p: columns[c] for c, p in plan.dataverse_key_properties.items()}
             if dv.company:
                 fo["dataAreaId"] = companies[row[f"_{dv.company.navigation_property}_value"]].lower()
             key = tuple(fo[p] for p in plan.key_properties)
