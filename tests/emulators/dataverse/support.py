@@ -28,11 +28,20 @@ class Api:
             {"Authorization": f"Bearer {token}", "Accept": "application/json", "OData-MaxVersion": "4.0", "OData-Version": "4.0"}
         )
 
+    def url(self, path: str) -> str:
+        return path if path.startswith("http") else self.root + path
+
     def get(self, path: str, **headers: str) -> requests.Response:
-        return self.session.get(self.root + path, headers=headers, timeout=10)
+        return self.session.get(self.url(path), headers=headers, timeout=10)
 
     def post(self, path: str, body: Any, **headers: str) -> requests.Response:
-        return self.session.post(self.root + path, json=body, headers=headers, timeout=10)
+        return self.session.post(self.url(path), json=body, headers=headers, timeout=10)
+
+    def patch(self, path: str, body: Any, **headers: str) -> requests.Response:
+        return self.session.patch(self.url(path), json=body, headers=headers, timeout=10)
+
+    def delete(self, path: str, **headers: str) -> requests.Response:
+        return self.session.delete(self.url(path), headers=headers, timeout=10)
 
     def bulk(self, action: str, targets: list[dict[str, Any]], entity_set: str = "msdyn_loyaltycards") -> requests.Response:
         return self.post(f"{entity_set}/Microsoft.Dynamics.CRM.{action}", {"Targets": targets})
@@ -48,6 +57,9 @@ class Api:
 
     def rows(self, entity_set: str = "msdyn_loyaltycards") -> list[dict[str, Any]]:
         return list(requests.get(f"{self.emulator.url}/_emulator/rows/{entity_set}", timeout=5).json()["value"])
+
+    def lookup_id(self, entity_set: str, key: str, id_column: str) -> str:
+        return str(self.get(f"{entity_set}({key})?$select={id_column}").json()[id_column])
 
     def company_id(self, code: str = "USMF") -> str:
         return str(self.get(f"cdm_companies(cdm_companycode='{code}')?$select=cdm_companyid").json()["cdm_companyid"])

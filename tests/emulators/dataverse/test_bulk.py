@@ -3,10 +3,8 @@ replaying protocols.md §2.10."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import requests
 
 from emulators.dataverse.server import DataverseServer, start_dataverse
@@ -15,19 +13,8 @@ from tests.emulators.dataverse.support import CARD_TYPE, LEVEL_TYPE, Api, card
 ODATA_JSON = "application/json; odata.metadata=minimal"
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[DataverseServer]:
-    emu = start_dataverse(port=0)
-    yield emu
-    emu.stop()
 
 
-@pytest.fixture()
-def api(emulator: DataverseServer) -> Iterator[Api]:
-    requests.post(f"{emulator.url}/_emulator/reset", timeout=5).raise_for_status()
-    client = Api(emulator)
-    yield client
-    client.session.close()
 
 
 def typed(number: str, **columns: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -12,6 +11,7 @@ import pytest
 import requests
 
 from emulators.dataverse.server import DataverseServer, start_dataverse
+from tests.emulators.dataverse.support import Api
 
 CASH = 806380000
 TRACK = {"Prefer": "odata.track-changes"}
@@ -20,45 +20,9 @@ CARDS = "msdyn_loyaltycards"
 EXPIRED = ("0x80044352", "Version stamp associated with the client has expired. Please perform a full sync.")
 
 
-class Api:
-    """Web API client with the §2.1 headers and a bearer token; paths relative to the API root."""
-
-    def __init__(self, emulator: DataverseServer) -> None:
-        self.root = emulator.api_url
-        self.session = requests.Session()
-        self.session.headers.update(
-            {"Authorization": "Bearer test-token", "Accept": "application/json", "OData-Version": "4.0"}
-        )
-
-    def url(self, path: str) -> str:
-        return path if path.startswith("http") else self.root + path
-
-    def get(self, path: str, **headers: str) -> requests.Response:
-        return self.session.get(self.url(path), headers=headers, timeout=10)
-
-    def post(self, path: str, body: Any, **headers: str) -> requests.Response:
-        return self.session.post(self.url(path), json=body, headers=headers, timeout=10)
-
-    def patch(self, path: str, body: Any, **headers: str) -> requests.Response:
-        return self.session.patch(self.url(path), json=body, headers=headers, timeout=10)
-
-    def delete(self, path: str, **headers: str) -> requests.Response:
-        return self.session.delete(self.url(path), headers=headers, timeout=10)
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[DataverseServer]:
-    emu = start_dataverse(port=0)
-    yield emu
-    emu.stop()
 
-
-@pytest.fixture()
-def api(emulator: DataverseServer) -> Iterator[Api]:
-    requests.post(f"{emulator.url}/_emulator/reset", timeout=5).raise_for_status()
-    client = Api(emulator)
-    yield client
-    client.session.close()
 
 
 def create_card(api: Api, number: str, party: str = "P-1") -> str:

@@ -3,69 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote
 
-import pytest
 import requests
 
 from emulators.dataverse.server import DataverseServer, start_dataverse
+from tests.emulators.dataverse.support import Api
 
 ODATA_JSON = "application/json; odata.metadata=minimal"
 CASH, CONTACT_TENDER = 806380000, 806380001
 DAY = 806380000
 
 
-class Api:
-    """A tiny Web API client: the §2.1 headers, a bearer token, relative paths."""
-
-    def __init__(self, emulator: DataverseServer) -> None:
-        self.emulator = emulator
-        self.root = emulator.api_url
-        self.session = requests.Session()
-        self.session.headers.update(
-            {
-                "Authorization": "Bearer test-token",
-                "Accept": "application/json",
-                "OData-MaxVersion": "4.0",
-                "OData-Version": "4.0",
-            }
-        )
-
-    def url(self, path: str) -> str:
-        return path if path.startswith("http") else self.root + path
-
-    def get(self, path: str, **headers: str) -> requests.Response:
-        return self.session.get(self.url(path), headers=headers, timeout=10)
-
-    def post(self, path: str, body: Any, **headers: str) -> requests.Response:
-        return self.session.post(self.url(path), json=body, headers=headers, timeout=10)
-
-    def patch(self, path: str, body: Any, **headers: str) -> requests.Response:
-        return self.session.patch(self.url(path), json=body, headers=headers, timeout=10)
-
-    def delete(self, path: str, **headers: str) -> requests.Response:
-        return self.session.delete(self.url(path), headers=headers, timeout=10)
-
-    def lookup_id(self, entity_set: str, key: str, id_column: str) -> str:
-        return str(self.get(f"{entity_set}({key})?$select={id_column}").json()[id_column])
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[DataverseServer]:
-    emu = start_dataverse(port=0, page_size_cap=5000)
-    yield emu
-    emu.stop()
 
-
-@pytest.fixture()
-def api(emulator: DataverseServer) -> Iterator[Api]:
-    requests.post(f"{emulator.url}/_emulator/reset", timeout=5).raise_for_status()
-    client = Api(emulator)
-    yield client
-    client.session.close()
 
 
 # -- builders ---------------------------------------------------------------------------
