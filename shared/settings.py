@@ -51,7 +51,6 @@ class Settings(BaseSettings):
     http_max_attempts: int = Field(default=5, ge=1, le=20, validation_alias="SYNC_HTTP_MAX_ATTEMPTS")
     http_backoff_base_s: float = Field(default=0.5, gt=0, le=30, validation_alias="SYNC_HTTP_BACKOFF_BASE_S")
     http_retry_budget_s: float = Field(default=120.0, gt=0, validation_alias="SYNC_HTTP_RETRY_BUDGET_S")
-    callback_budget_s: float = Field(default=8.0, gt=0, lt=10, validation_alias="SYNC_CALLBACK_BUDGET_S")
     concurrency_start: int = Field(default=2, ge=1, le=52, validation_alias="SYNC_CONCURRENCY_START")
     max_concurrency: int = Field(default=52, ge=1, le=52, validation_alias="SYNC_MAX_CONCURRENCY")
     bulk_size: int = Field(default=200, ge=1, le=1000, validation_alias="SYNC_BULK_SIZE")
