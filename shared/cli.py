@@ -19,6 +19,9 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+from tqdm import tqdm
 
 from shared.observability import correlation_scope
 from shared.runtime import Runtime, get_runtime
@@ -59,12 +62,41 @@ def summary_row(s: RunSummary) -> dict[str, str]:
             "parked": str(s.failed), "conflicts": str(s.conflicts), "seconds": f"{s.duration_s:.2f}"}
 
 
+class ProgressBar:
+    """A tqdm bar per scope on an interactive terminal; nothing otherwise (logs carry rate and ETA)."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.bar: tqdm[Any] | None = None
+        self.scope = ""
+
+    def __call__(self, summary: RunSummary, total: int | None) -> None:
+        if not self.enabled:
+            return
+        scope = f"{summary.template} {summary.scope}"
+        if self.bar is None or scope != self.scope:
+            self.close()
+            self.bar = tqdm(total=total, desc=scope, unit="rec", leave=True)
+            self.scope = scope
+        self.bar.update(summary.seen - self.bar.n)
+        self.bar.set_postfix(written=summary.written, parked=summary.failed, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str],
          direction: str = "outbound") -> list[RunSummary]:
     summaries: list[RunSummary] = []
+    bar = ProgressBar()
     for name in templates:
         if direction in ("outbound", "both"):
-            summaries.extend(runtime.outbound(name).run(companies or runtime.settings.legal_entities))
+            try:
+                summaries.extend(runtime.outbound(name).run(companies or runtime.settings.legal_entities, progress=bar))
+            finally:
+                bar.close()
         if direction in ("inbound", "both"):
             summaries.append(runtime.inbound(name).run())
     return summaries

@@ -6,7 +6,7 @@ Wire facts follow protocols.md §3: entity keys include ``dataAreaId`` for compa
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from shared.http.core import HttpCore
@@ -27,14 +27,22 @@ class CommerceClient:
             yield from page
 
     def iter_pages(self, entity_set: str, *, select: list[str], company: str | None = None,
-                   order_by: list[str] | None = None) -> Iterator[list[dict[str, Any]]]:
-        """The same rows, one server page at a time (≤ 10,000; protocols.md §3.2)."""
+                   order_by: list[str] | None = None,
+                   on_total: Callable[[int], None] | None = None) -> Iterator[list[dict[str, Any]]]:
+        """The same rows, one server page at a time (≤ 10,000; protocols.md §3.2). With ``on_total``,
+        ``$count=true`` is asked for and the total is reported once."""
         params = {"cross-company": "true", "$select": ",".join(select)}
+        if on_total is not None:
+            params["$count"] = "true"
         if company is not None:
             params["$filter"] = f"dataAreaId eq {literal(company)}"
         if order_by:
             params["$orderby"] = ",".join(order_by)
-        yield from self.core.iter_pages(f"data/{entity_set}", params=params, headers=ODATA_HEADERS)
+        def first(body: dict[str, Any]) -> None:
+            if on_total is not None and isinstance(body.get("@odata.count"), int):
+                on_total(body["@odata.count"])
+
+        yield from self.core.iter_pages(f"data/{entity_set}", params=params, headers=ODATA_HEADERS, on_first=first)
 
     def get(self, entity_set: str, key: Mapping[str, str], *, select: list[str] | None = None) -> dict[str, Any] | None:
         """One row by its full key; None when F&O answers 404."""

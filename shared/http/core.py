@@ -186,9 +186,13 @@ class HttpCore:
         return body
 
     def iter_pages(self, path: str, *, params: Mapping[str, str] | None = None,
-                   headers: Mapping[str, str] | None = None) -> Iterator[list[dict[str, Any]]]:
-        """Yield each page's ``value``; follow ``@odata.nextLink`` verbatim with the same headers."""
+                   headers: Mapping[str, str] | None = None,
+                   on_first: Callable[[dict[str, Any]], None] | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Yield each page's ``value``; follow ``@odata.nextLink`` verbatim with the same headers.
+        ``on_first`` sees the first response body (for ``@odata.count``)."""
         body = self.get_json(path, params=params, headers=headers)
+        if on_first is not None:
+            on_first(body)
         seen: set[str] = set()
         while True:
             value = body.get("value")

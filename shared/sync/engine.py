@@ -49,6 +49,8 @@ DIRECTION = Direction.TO_DATAVERSE.value
 ALL = "all"
 __all__ = ["ALL", "DIRECTION", "OutboundSync", "RunSummary"]
 
+# Called after each page of a scan with the counts so far and the total (None when unknown).
+Progress = Callable[[RunSummary, int | None], None]
 # Called when Dataverse wins a conflict: write the Dataverse row to Commerce instead.
 DataverseWins = Callable[[Mapping[str, Any]], str]
 
@@ -168,15 +170,15 @@ class OutboundSync:
 
     # -- timer path --------------------------------------------------------------------------------
 
-    def run(self, legal_entities: Iterable[str] = ()) -> list[RunSummary]:
-        return [self.run_scope(company) for company in self.scopes(legal_entities)]
+    def run(self, legal_entities: Iterable[str] = (), *, progress: Progress | None = None) -> list[RunSummary]:
+        return [self.run_scope(company, progress=progress) for company in self.scopes(legal_entities)]
 
-    def run_scope(self, company: str | None) -> RunSummary:
+    def run_scope(self, company: str | None, *, progress: Progress | None = None) -> RunSummary:
         run = Run.begin(self.state, self.name, DIRECTION, company or ALL, self.lease_s)
         if isinstance(run, RunSummary):
             return run
         try:
-            self._compare_and_write(company, run)
+            self._compare_and_write(company, run, progress)
         except Exception as exc:
             run.summary.status = "failed"
             run.summary.detail = f"{type(exc).__name__}: {exc}"
@@ -184,7 +186,7 @@ class OutboundSync:
             raise
         return run.finish(advance=True)
 
-    def _compare_and_write(self, company: str | None, run: Run) -> None:
+    def _compare_and_write(self, company: str | None, run: Run, progress: Progress | None = None) -> None:
         """Page by page: each Commerce page is compared with the states in its key range only, and the
         keys seen are kept as 8-byte digests, so memory stays flat however large the entity set."""
         summary = run.summary
@@ -193,7 +195,7 @@ class OutboundSync:
         seen = KeyDigests()
         writers = ChunkWriters(self, partition, parked, summary)
         try:
-            self._scan(company, run, partition, parked, seen, writers)
+            self._scan(company, run, partition, parked, seen, writers, progress)
         except BaseException:
             writers.abandon()
             raise
@@ -211,12 +213,13 @@ class OutboundSync:
                 summary.count(self._delete(key, previous, partition, source="timer"))
 
     def _scan(self, company: str | None, run: Run, partition: str, parked: set[str], seen: KeyDigests,
-              writers: ChunkWriters) -> None:
+              writers: ChunkWriters, progress: Progress | None) -> None:
         summary = run.summary
+        total: list[int] = []
         pending: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None]] = []
         order = [p for p in self.plan.key_properties if p != "dataAreaId"]
         for page in self.commerce.iter_pages(self.entity_set, select=list(self.plan.select_properties),
-                                             company=company, order_by=order):
+                                             company=company, order_by=order, on_total=total.append):
             mapped: list[tuple[str, DataverseRecord, Mapping[str, Any]]] = []
             for row in page:
                 summary.seen += 1
@@ -243,8 +246,14 @@ class OutboundSync:
                     writers.submit(pending)
                     pending = []
             run.heartbeat()
+            rate = summary.seen / max(run.elapsed(), 1e-6)
+            expected = total[0] if total else None
+            eta_s = round(max(expected - summary.seen, 0) / rate) if expected is not None and rate else None
             log(logger, logging.INFO, "page done", template=self.name, scope=company or ALL, seen=summary.seen,
-                written=summary.written, rate_per_s=round(summary.seen / max(run.elapsed(), 1e-6)))
+                total=expected if expected is not None else "?", written=summary.written, rate_per_s=round(rate),
+                eta_s=eta_s if eta_s is not None else "?")
+            if progress is not None:
+                progress(summary, expected)
         if pending:
             writers.submit(pending)
         writers.finish()

@@ -199,3 +199,9 @@ def test_a_row_outside_the_value_map_is_parked_with_its_key_while_the_rest_syncs
     [parked] = list(runtime.state.list_parked("loyalty_cards"))
     assert (json.loads(parked["key"]), parked["error_class"]) == ([card], "validation")
     assert "'Suspended' is not in value map RetailLoyaltyTenderTypeBase" in parked["error"]
+
+
+def test_progress_is_reported_per_page_with_the_total(runtime: Runtime) -> None:
+    seen: list[tuple[int, int | None]] = []
+    runtime.outbound("loyalty_cards").run(progress=lambda summary, total: seen.append((summary.seen, total)))
+    assert seen == [(25, 60), (50, 60), (60, 60)]  # pages of 25 (the emulator's page size here)
