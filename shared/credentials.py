@@ -24,12 +24,18 @@ class StaticTokenCredential:
         return AccessToken(self._token, int(time.time()) + 3600)
 
 
-def build_credential(settings: Settings) -> TokenCredential:
+def build_credential(settings: Settings, client_id: str | None = None) -> TokenCredential:
+    """The app's credential, or with ``client_id`` one more identity's (``SYNC_DATAVERSE_CLIENT_IDS``)."""
     if settings.credential == "static":
         assert settings.static_token is not None  # checked by Settings
-        return StaticTokenCredential(settings.static_token.get_secret_value())
+        token = settings.static_token.get_secret_value()
+        # The emulators tell users apart by their bearer token, as Dataverse does by identity.
+        return StaticTokenCredential(f"{token}.{client_id}" if client_id else token)
     # Imported here so the emulator path does not pay for azure-identity's import.
     from azure.identity import DefaultAzureCredential
 
-    # Managed identity in Azure (AZURE_CLIENT_ID selects a user-assigned one), developer logins locally.
+    # Managed identity in Azure (AZURE_CLIENT_ID selects a user-assigned one), developer logins locally;
+    # an extra identity is another user-assigned managed identity of the Function App.
+    if client_id:
+        return DefaultAzureCredential(managed_identity_client_id=client_id)
     return DefaultAzureCredential()

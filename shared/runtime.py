@@ -6,6 +6,8 @@ import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from azure.core.credentials import TokenCredential
+
 from shared.commerce.client import CommerceClient
 from shared.credentials import build_credential
 from shared.dataverse.client import DataverseClient
@@ -27,6 +29,7 @@ class Runtime:
     dataverse: DataverseClient
     state: StateStore
     queues: CallbackQueues
+    writers: list[DataverseClient] = field(default_factory=list)  # identities that share bulk writes
     _engines: dict[str, OutboundSync] = field(default_factory=dict)
     _inbound: dict[str, InboundSync] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -45,7 +48,7 @@ class Runtime:
                 plan = self.catalog.plan(template)
                 outbound = OutboundSync(plan, self.commerce, self.dataverse, self.state, delete_policy=s.delete_policy,
                                         lease_s=s.run_lease_s, two_way=s.two_way, conflict_policy=s.conflict_policy,
-                                        bulk_size=s.bulk_size)
+                                        bulk_size=s.bulk_size, writers=self.writers or [self.dataverse])
                 inbound = InboundSync(plan, self.commerce, self.dataverse, self.state, outbound,
                                       conflict_policy=s.conflict_policy, delete_policy=s.reverse_delete_policy,
                                       lease_s=s.run_lease_s)
@@ -55,13 +58,20 @@ class Runtime:
             return self._engines[template], self._inbound[template]
 
 
+def dataverse_client(settings: Settings, credential: TokenCredential, timeouts: Timeouts,
+                     retry: RetryPolicy) -> DataverseClient:
+    """One identity's Dataverse client: its own session, token and adaptive limiter."""
+    core = HttpCore(f"{settings.dataverse_url}/api/data/v9.2/", credential, settings.dataverse_token_scope,
+                    service="dataverse", timeouts=timeouts, retry=retry)
+    return DataverseClient(core, page_size=settings.dataverse_page_size,
+                           limiter=AdaptiveLimiter(settings.concurrency_start, settings.max_concurrency))
+
+
 def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime:
     credential = build_credential(settings)
     timeouts = Timeouts(settings.http_connect_timeout_s, settings.http_read_timeout_s)
     retry = RetryPolicy(max_attempts=settings.http_max_attempts, budget_s=settings.http_retry_budget_s,
                         backoff_base_s=settings.http_backoff_base_s)
-    dataverse_core = HttpCore(f"{settings.dataverse_url}/api/data/v9.2/", credential, settings.dataverse_token_scope,
-                              service="dataverse", timeouts=timeouts, retry=retry)
     commerce_core = HttpCore(settings.commerce_url, credential, settings.commerce_token_scope,
                              service="commerce", timeouts=timeouts, retry=retry)
     state = StateStore.from_settings(
@@ -77,12 +87,16 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime
         credential=None if settings.storage_connection else credential,
     )
     queues.ensure([t.name for t in catalog])
+    dataverse = dataverse_client(settings, credential, timeouts, retry)
+    # More application users multiply the per-user service-protection limits (protocols.md §2.12).
+    extra = [dataverse_client(settings, build_credential(settings, client_id), timeouts, retry)
+             for client_id in settings.dataverse_client_ids]
     return Runtime(
         settings=settings,
         catalog=catalog,
         commerce=CommerceClient(commerce_core),
-        dataverse=DataverseClient(dataverse_core, page_size=settings.dataverse_page_size,
-                                  limiter=AdaptiveLimiter(settings.concurrency_start, settings.max_concurrency)),
+        dataverse=dataverse,
+        writers=[dataverse, *extra],
         state=state,
         queues=queues,
     )

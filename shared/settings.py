@@ -51,11 +51,20 @@ class Settings(BaseSettings):
     http_max_attempts: int = Field(default=5, ge=1, le=20, validation_alias="SYNC_HTTP_MAX_ATTEMPTS")
     http_backoff_base_s: float = Field(default=0.5, gt=0, le=30, validation_alias="SYNC_HTTP_BACKOFF_BASE_S")
     http_retry_budget_s: float = Field(default=120.0, gt=0, validation_alias="SYNC_HTTP_RETRY_BUDGET_S")
+    dataverse_client_ids: Annotated[list[str], NoDecode] = Field(default_factory=list,
+                                                                 validation_alias="SYNC_DATAVERSE_CLIENT_IDS")
     concurrency_start: int = Field(default=2, ge=1, le=52, validation_alias="SYNC_CONCURRENCY_START")
     max_concurrency: int = Field(default=52, ge=1, le=52, validation_alias="SYNC_MAX_CONCURRENCY")
     bulk_size: int = Field(default=200, ge=1, le=1000, validation_alias="SYNC_BULK_SIZE")
     dataverse_page_size: int = Field(default=5000, ge=1, le=5000, validation_alias="SYNC_DATAVERSE_PAGE_SIZE")
     run_lease_s: int = Field(default=900, ge=5, validation_alias="SYNC_RUN_LEASE_S")
+
+    @field_validator("dataverse_client_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("legal_entities", "paused_templates", mode="before")
     @classmethod

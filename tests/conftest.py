@@ -69,6 +69,7 @@ def runtime(azurite: Azurite, dataverse_emulator: object, commerce_emulator: obj
     requests.post(f"{fo_url}/_emulator/config", json={"validation_failures": {}}, timeout=10).raise_for_status()
     requests.delete(f"{dv_url}/_emulator/faults", timeout=10)
     requests.delete(f"{fo_url}/_emulator/faults", timeout=10)
+    requests.delete(f"{dv_url}/_emulator/service-protection", timeout=10)
     requests.post(f"{fo_url}/_emulator/reset", json=SEED, timeout=10).raise_for_status()
     requests.delete(f"{fo_url}/_emulator/business-events/endpoints", timeout=10).raise_for_status()
     for name, value in emulator_settings(dv_url, fo_url, azurite.connection_string, table_prefix).items():

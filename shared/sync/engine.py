@@ -92,26 +92,33 @@ class ChunkWriters:
         self.partition = partition
         self.parked = parked
         self.summary = summary
-        self.limiter = engine.dataverse.limiter
-        self.pool = ThreadPoolExecutor(max_workers=SERVICE_MAX_CONCURRENCY, thread_name_prefix="chunk") \
-            if self.limiter else None
+        self.clients = [c for c in engine.writers if c.limiter is not None]
+        self.pool = ThreadPoolExecutor(max_workers=SERVICE_MAX_CONCURRENCY * len(self.clients),
+                                       thread_name_prefix="chunk") if self.clients else None
         self.futures: list[Future[list[str]]] = []
 
+    def _pick(self) -> DataverseClient:
+        """The identity with the most free slots (each has its own limits and limiter)."""
+        return max(self.clients, key=lambda c: c.limiter.limit - c.limiter.in_flight if c.limiter else 0)
+
     def submit(self, chunk: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None]]) -> None:
-        if self.pool is None or self.limiter is None:
+        if self.pool is None:
             for outcome in self.engine._flush(chunk, self.partition, self.parked):
                 self.summary.count(outcome)
             return
         self._collect(block=False)
-        self.limiter.acquire()
-        self.futures.append(self.pool.submit(self._write, chunk))
+        client = self._pick()
+        assert client.limiter is not None
+        client.limiter.acquire()
+        self.futures.append(self.pool.submit(self._write, chunk, client))
 
-    def _write(self, chunk: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None]]) -> list[str]:
-        assert self.limiter is not None
+    def _write(self, chunk: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None]],
+               client: DataverseClient) -> list[str]:
+        assert client.limiter is not None
         try:
-            return self.engine._flush(chunk, self.partition, self.parked)
+            return self.engine._flush(chunk, self.partition, self.parked, client)
         finally:
-            self.limiter.release()
+            client.limiter.release()
 
     def _collect(self, *, block: bool) -> None:
         still: list[Future[list[str]]] = []
@@ -141,7 +148,8 @@ class OutboundSync:
 
     def __init__(self, plan: Plan, commerce: CommerceClient, dataverse: DataverseClient, state: StateStore,
                  *, delete_policy: str = "delete", lease_s: int = 900, two_way: bool = False,
-                 conflict_policy: str = "commerce_wins", bulk_size: int = 200) -> None:
+                 conflict_policy: str = "commerce_wins", bulk_size: int = 200,
+                 writers: list[DataverseClient] | None = None) -> None:
         self.plan = plan
         self.name = plan.name
         self.entity_set = plan.template.commerce.entity_set
@@ -155,6 +163,7 @@ class OutboundSync:
         self.two_way = two_way
         self.conflict_policy = conflict_policy
         self.bulk_size = bulk_size
+        self.writers = writers or [dataverse]  # identities the bulk chunks are spread over
         self.dataverse_wins: DataverseWins | None = None  # set by the runtime when two-way is on
 
     # -- scopes ------------------------------------------------------------------------------------
@@ -259,7 +268,7 @@ class OutboundSync:
         writers.finish()
 
     def _flush(self, pending: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None]], partition: str,
-               parked: set[str]) -> list[str]:
+               parked: set[str], client: DataverseClient | None = None) -> list[str]:
         """Write a chunk of changed records in bulk, record their state in batches; one outcome each."""
         outcomes: list[str] = []
         writes: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None, str]] = []
@@ -277,7 +286,7 @@ class OutboundSync:
                     outcomes.append(verdict)
                     continue
             writes.append((record, row, previous, shared))
-        errors = self.writer.upsert_many([record for record, _, _, _ in writes]) if writes else []
+        errors = self.writer.upsert_many([record for record, _, _, _ in writes], client=client) if writes else []
         done: list[tuple[str, str, SyncedState | None, str]] = []
         for (record, row, previous, shared), error in zip(writes, errors, strict=True):
             row_key = encode_key(record.key)

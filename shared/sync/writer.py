@@ -88,7 +88,7 @@ class DataverseWriter:
                 raise LookupMissingError(exc.reason, status=404, code=exc.code, method=exc.method, url=exc.url) from exc
             raise
 
-    def upsert_many(self, records: list[DataverseRecord]) -> list[ApiError | None]:
+    def upsert_many(self, records: list[DataverseRecord], *, client: DataverseClient | None = None) -> list[ApiError | None]:
         """Write many records; one error (or None) per record, in order.
 
         First ``UpsertMultiple`` (one request, all-or-nothing on standard tables); when it fails, the same
@@ -97,6 +97,7 @@ class DataverseWriter:
         records then all succeed one by one mean the table does not take bulk messages: bulk is switched
         off for it (protocols.md §2.10, "Availability").
         """
+        writer = client or self.client  # the identity this chunk goes out as; lookups resolve through the main one
         errors: list[ApiError | None] = [None] * len(records)
         prepared: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
         for index, record in enumerate(records):
@@ -110,21 +111,21 @@ class DataverseWriter:
         bulk_failed = False
         if self.bulk_enabled:
             try:
-                self.client.upsert_multiple(self.entity_set, self.logical_name, targets, guid_columns=self.guid_columns)
+                writer.upsert_multiple(self.entity_set, self.logical_name, targets, guid_columns=self.guid_columns)
                 return errors
             except AuthError:
                 raise
             except ApiError:
                 bulk_failed = True
         try:
-            results = self.client.batch_upserts(self.entity_set, targets, guid_columns=self.guid_columns)
+            results = writer.batch_upserts(self.entity_set, targets, guid_columns=self.guid_columns)
         except AuthError:
             raise
         except ApiError:
             results = []
             for key, body in targets:
                 try:
-                    self.client.upsert(self.entity_set, key, body, guid_columns=self.guid_columns)
+                    writer.upsert(self.entity_set, key, body, guid_columns=self.guid_columns)
                     results.append(None)
                 except AuthError:
                     raise

@@ -82,3 +82,21 @@ def test_a_table_that_keeps_refusing_bulk_messages_stops_getting_them(runtime: R
     engine.run()
     assert engine.writer.bulk_enabled is False
     assert dataverse_routes(stores) == {"POST bulk": 3, "POST $batch": 6}
+
+
+def test_bulk_chunks_are_spread_over_several_application_users(runtime: Runtime, stores: Stores, monkeypatch: Any) -> None:
+    from shared.runtime import get_runtime
+    from shared.settings import get_settings
+
+    requests.post(f"{stores.dataverse_url}/_emulator/service-protection", timeout=10,
+                  json={"window_s": 300, "max_requests": 100000, "max_execution_s": 100000.0}).raise_for_status()
+    monkeypatch.setenv("SYNC_DATAVERSE_CLIENT_IDS", "writer-a,writer-b")
+    monkeypatch.setenv("SYNC_BULK_SIZE", "5")
+    get_settings.cache_clear()
+    get_runtime.cache_clear()
+    several = get_runtime()
+    assert len(several.writers) == 3
+    [summary] = several.outbound("loyalty_cards").run()
+    users = requests.get(f"{stores.dataverse_url}/_emulator/service-protection", timeout=10).json()["users"]
+    assert summary.written == 60 and stores.differences("loyalty_cards") == []
+    assert len(users) == 3  # the app's identity (reads, lookups) and both extra ones wrote chunks
