@@ -48,6 +48,22 @@ def _synced(entity: Any) -> SyncedState:
                        _plain(entity.get("control_number")), entity.get("shared", ""))
 
 
+# Parked records of the Dataverse -> F&O direction get this prefix: '%' is always escaped by encode_key,
+# so no Commerce key can collide with it, and each direction's failure stays its own record.
+INBOUND_PARKED_PREFIX = "%in%"
+
+
+def parked_key(row_key: str, direction: str) -> str:
+    return f"{INBOUND_PARKED_PREFIX}{row_key}" if direction == "dataverse_to_fo" else row_key
+
+
+def split_parked_key(parked: str) -> tuple[str, str]:
+    """(direction, row key) of a parked record's RowKey."""
+    if parked.startswith(INBOUND_PARKED_PREFIX):
+        return "dataverse_to_fo", parked[len(INBOUND_PARKED_PREFIX):]
+    return "fo_to_dataverse", parked
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -359,7 +375,7 @@ class StateStore:
         entity = {
             "PartitionKey": template,
             "RowKey": row_key,
-            "key": json.dumps(list(decode_key(row_key))),
+            "key": json.dumps(list(decode_key(split_parked_key(row_key)[1]))),
             "direction": direction,
             "error_class": error_class,
             "error": error[:MAX_TEXT],

@@ -34,7 +34,7 @@ from shared.http.errors import ApiError, AuthError, BadRequestError, NotFoundErr
 from shared.mapping.model import Direction
 from shared.mapping.plan import MappingError, Plan
 from shared.observability import correlation_id, log
-from shared.state.store import StateStore, SyncedState, decode_key, encode_key
+from shared.state.store import StateStore, SyncedState, decode_key, encode_key, parked_key
 from shared.sync.engine import OutboundSync
 from shared.sync.runs import MAX_CONFLICT_ROUNDS, Run, RunSummary
 from shared.sync.twoway import SharedImage
@@ -130,11 +130,13 @@ class InboundSync:
         if previous is not None and previous.shared == dv_hash:
             return "unchanged"  # our own write coming back, or nothing that flows to Commerce changed
         try:
-            return self._write(key, image, dv_hash, previous, source, decided)
+            outcome = self._write(key, image, dv_hash, previous, source, decided)
         except AuthError:
             raise
         except (ApiError, MappingError) as exc:
             return self._park(row_key, exc, source, dv_row)
+        self.state.unpark(self.name, parked_key(row_key, DIRECTION))  # an earlier failure of this key has landed
+        return outcome
 
     def _write(self, key: dict[str, str], image: dict[str, Any], dv_hash: str, previous: SyncedState | None,
                source: str, decided: bool) -> str:
@@ -192,6 +194,21 @@ class InboundSync:
         # Write what Commerce now holds to Dataverse too (also records the hashes), so both sides are equal.
         self.outbound.write_row(fo_row, state, source="inbound")
 
+    def replay(self, row_key: str) -> str:
+        """Apply a parked Dataverse edit again, from the row as Dataverse holds it now."""
+        dv = self.plan.template.dataverse
+        if row_key.startswith("dataverse-id:"):
+            guid = row_key.removeprefix("dataverse-id:")
+            dv_row = self.dataverse.get(self.dv_entity_set, {dv.primary_id: guid}, select=self.images.select,
+                                        guid_columns=frozenset({dv.primary_id}))
+        else:
+            writer = self.outbound.writer
+            dv_row = self.dataverse.get(self.dv_entity_set, writer.key_for(decode_key(row_key)),
+                                        select=self.images.select, guid_columns=writer.guid_columns)
+        if dv_row is None:
+            return "not_found"  # deleted in Dataverse since: nothing left to bring to Commerce
+        return self.apply(dv_row, source="replay")
+
     def _removed(self, dataverse_id: str) -> str:
         if self.delete_policy == "ignore":
             log(logger, logging.INFO, "row deleted in Dataverse; Commerce keeps it (SYNC_REVERSE_DELETE_POLICY=ignore)",
@@ -221,8 +238,9 @@ class InboundSync:
     def _park(self, row_key: str, exc: Exception, source: str, dv_row: Mapping[str, Any]) -> str:
         error_class = getattr(exc, "error_class", "validation")
         reason = exc.reason if isinstance(exc, ApiError) else str(exc)
-        attempts = self.state.park(self.name, row_key, direction=DIRECTION, error_class=error_class, error=reason,
-                                   source=source, correlation_id=correlation_id(), payload=dict(dv_row))
+        attempts = self.state.park(self.name, parked_key(row_key, DIRECTION), direction=DIRECTION,
+                                   error_class=error_class, error=reason, source=source,
+                                   correlation_id=correlation_id(), payload=dict(dv_row))
         log(logger, logging.WARNING, "Dataverse edit parked for retry", template=self.name, key=row_key,
             error_class=error_class, attempts=attempts, error=reason)
         return "parked"

@@ -12,7 +12,7 @@ from typing import Any
 
 from shared.observability import log
 from shared.runtime import Runtime
-from shared.state.store import decode_key
+from shared.state.store import decode_key, split_parked_key
 from shared.sync.events import WorkItem
 
 logger = logging.getLogger("loyaltysync.operations")
@@ -55,9 +55,16 @@ def replay(runtime: Runtime, template: str | None = None, row_keys: list[str] | 
         if row_key.startswith("invalid-key:"):
             results.append(ReplayResult(name, row_key, "skipped", "the record had no usable key; fix it in Commerce"))
             continue
-        engine = runtime.outbound(name)
-        fo_key = engine.plan.key_as_dict(decode_key(row_key))
-        outcome = engine.sync_key(fo_key, source="replay")
+        direction, key = split_parked_key(row_key)
+        if direction == "dataverse_to_fo":
+            # The failed write was a Dataverse edit on its way to Commerce: replay it from Dataverse, never
+            # by syncing Commerce over it.
+            outcome = runtime.inbound(name).replay(key)
+            if outcome == "not_found":
+                runtime.state.unpark(name, row_key)
+        else:
+            engine = runtime.outbound(name)
+            outcome = engine.sync_key(engine.plan.key_as_dict(decode_key(key)), source="replay")
         results.append(ReplayResult(name, row_key, outcome))
     if row_keys is not None:
         found = {r.key for r in results}

@@ -194,3 +194,24 @@ def test_a_row_deleted_in_dataverse_is_deleted_in_commerce_with_the_delete_polic
     runtime.inbound("loyalty_cards").run()
     assert (card,) not in {tuple(r.values()) for r in [{"c": r["CardNumber"]} for r in stores.commerce_rows("loyalty_cards")]}
     assert runtime.outbound("loyalty_cards").run()[0].written == 0
+
+
+def test_a_parked_dataverse_edit_outlives_commerce_runs_and_replays_into_commerce(runtime: Runtime,
+                                                                                   stores: Stores) -> None:
+    from shared.sync import operations
+
+    synced(runtime)
+    card = str(stores.commerce_rows("loyalty_cards")[7]["CardNumber"])
+    requests.post(f"{stores.commerce_url}/_emulator/config", timeout=10,
+                  json={"validation_failures": {"RetailLoyaltyCards": [card]}}).raise_for_status()
+    stores.change_in_dataverse(card_path(card), {"msdyn_partynumber": "AGENT-9"})
+    runtime.inbound("loyalty_cards").run()
+    runtime.outbound("loyalty_cards").run()  # Commerce unchanged: must not clear the other direction's failure
+    [parked] = list(runtime.state.list_parked("loyalty_cards"))
+    assert parked["direction"] == "dataverse_to_fo" and json.loads(parked["key"]) == [card]
+    requests.post(f"{stores.commerce_url}/_emulator/config", json={"validation_failures": {}},
+                  timeout=10).raise_for_status()
+    [result] = operations.replay(runtime, "loyalty_cards", [parked["RowKey"]])
+    assert result.outcome == "written"
+    assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["PartyNumber"] == "AGENT-9"
+    assert list(runtime.state.list_parked("loyalty_cards")) == []
