@@ -37,18 +37,15 @@ RESOURCE_MESSAGE = "This request could not be processed at this time due to syst
 _DEFAULTS = ServiceProtection()
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
 def message(reason: Reason, config: ServiceProtection) -> str:
     """The exact §3.5 user-based messages, with the configured limits."""
-    window = _number(config.window_s)
+    window = throttling.format_limit(config.window_s)
     if reason is Reason.REQUESTS:
         return f"Number of requests exeeded the limit of {config.max_requests} over the time window of {window} seconds."
     if reason is Reason.EXECUTION_TIME:
+        limit = throttling.format_limit(config.max_execution_s or 0)
         return (
-            f"Combined execution time of incoming requests exceeded limit of {_number(config.max_execution_s or 0)} "
+            f"Combined execution time of incoming requests exceeded limit of {limit} "
             f"seconds over time window of {window} seconds. Decrease number of concurrent requests or reduce the "
             f"duration of requests and try again later."
         )

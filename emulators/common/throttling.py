@@ -54,6 +54,11 @@ __all__ = [
 ]
 
 
+def format_limit(value: float) -> str:
+    """A limit as the services print it: 300, not 300.0."""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
 class Reason(StrEnum):
     """Which limit refused a request."""
 

@@ -30,7 +30,7 @@ from emulators.common.server import EmulatorHTTPError
 
 from . import errors, operations
 from .payload import parse_payload
-from .references import API_PREFIX, EntityRef, find_row, resolve_key, split_resource_path
+from .references import EntityRef, find_row, relative_entity_path, resolve_key, split_resource_path
 from .schema import Table
 from .store import Store
 from .transactions import Transaction
@@ -73,15 +73,8 @@ def _target_error(index: int, text: str, code: str = errors.PAYLOAD_ERROR) -> Em
 def parse_entity_url(store: Store, table: Table, url: str) -> EntityRef:
     """``set(key)``, ``/set(key)``, ``/api/data/v9.2/set(key)`` or an absolute URL → a ref
     into ``table`` (another table → 400, inferred wording)."""
-    path = url.strip()
-    if "://" in path:
-        index = path.find(API_PREFIX)
-        path = path[index + len(API_PREFIX) :] if index >= 0 else path
-    else:
-        path = path.lstrip("/")
-        if path.startswith(API_PREFIX.lstrip("/")):
-            path = path[len(API_PREFIX) - 1 :]
-    entity_set, key_text, rest = split_resource_path(unquote(path))
+    path = relative_entity_path(url)
+    entity_set, key_text, rest = split_resource_path(path if path is not None else unquote(url.strip()))
     if key_text is None or rest:
         raise errors.bad_request(f"The @odata.id value '{url}' is not a valid entity URL.", code=errors.PAYLOAD_ERROR)
     if entity_set != table.entity_set:

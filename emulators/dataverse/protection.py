@@ -60,13 +60,9 @@ UNEXPECTED_ERROR = "0x80040216"
 _WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
 def message(reason: Reason, config: ServiceProtection) -> str:
     """The §2.12 message for ``reason`` with the configured limits."""
-    window = _number(config.window_s)
+    window = throttling.format_limit(config.window_s)
     if reason is Reason.REQUESTS:
         return f"Number of requests exceeded the limit of {config.max_requests} over time window of {window} seconds."
     if reason is Reason.EXECUTION_TIME:

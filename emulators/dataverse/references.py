@@ -44,6 +44,22 @@ class EntityRef:
         return f"{self.table.entity_set}({inner})"
 
 
+def relative_entity_path(url: str) -> str | None:
+    """``set(key)``, ``/set(key)``, ``/api/data/v9.2/set(key)`` or an absolute URL → the path after
+    the Web API root, percent-decoded; None for an absolute URL outside the Web API."""
+    path = url.strip()
+    if "://" in path:
+        index = path.find(API_PREFIX)
+        if index < 0:
+            return None
+        path = path[index + len(API_PREFIX) :]
+    else:
+        path = path.lstrip("/")
+        if path.startswith(API_PREFIX.lstrip("/")):
+            path = path[len(API_PREFIX) - 1 :]
+    return unquote(path)
+
+
 def split_resource_path(path: str) -> tuple[str, str | None, str]:
     """Split ``set(key)/rest`` (percent-decoded) into ``(set, key or None, rest)``.
 
@@ -126,17 +142,10 @@ def resolve_bind(store: Store, lookup: Lookup, reference: str) -> str:
     Accepts ``/set(<guid>)``, ``set(key='v')`` and absolute ``https://host/api/data/v9.2/set(...)``.
     Unknown target rows: 404 (0x80040217 by id, 0x80060891 by key).
     """
-    path = reference.strip()
-    if "://" in path:
-        index = path.find(API_PREFIX)
-        if index < 0:
-            raise errors.bad_request(f"The @odata.bind value '{reference}' is not a valid entity URL.")
-        path = path[index + len(API_PREFIX) :]
-    else:
-        path = path.lstrip("/")
-        if path.startswith(API_PREFIX.lstrip("/")):
-            path = path[len(API_PREFIX) - 1 :]
-    entity_set, key_text, rest = split_resource_path(unquote(path))
+    path = relative_entity_path(reference)
+    if path is None:
+        raise errors.bad_request(f"The @odata.bind value '{reference}' is not a valid entity URL.")
+    entity_set, key_text, rest = split_resource_path(path)
     if key_text is None or rest:
         raise errors.bad_request(f"The @odata.bind value '{reference}' is not a valid entity URL.")
     target = store.table(entity_set)
