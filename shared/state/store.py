@@ -19,7 +19,9 @@ from urllib.parse import quote, unquote
 from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, TableTransactionError, UpdateMode
+from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
+
+from shared.state.transactions import MAX_OPERATIONS, Operation, TransactionRefused, submit
 
 # RowKey may not hold / \ # ? or control characters; '|' separates key parts and '%' escapes.
 _ROWKEY_SAFE = " !\"$&'()*+,-.:;<=>@[]^_`{}~"
@@ -229,21 +231,20 @@ class StateStore:
         (row key, content hash, previous state, shared hash). Returns the row keys that hit a concurrent
         writer (their ETag or existence changed): the caller re-reads and writes those again."""
         conflicted: list[str] = []
-        for start in range(0, len(entries), 100):
-            chunk = entries[start:start + 100]
-            operations: list[Any] = []
+        for start in range(0, len(entries), MAX_OPERATIONS):
+            chunk = entries[start:start + MAX_OPERATIONS]
+            operations: list[Operation] = []
             for row_key, content_hash, previous, shared in chunk:
                 entity = {"PartitionKey": partition, "RowKey": row_key, "hash": content_hash,
                           "synced_at": now().isoformat(),
                           "control_number": _int64(previous.control_number if previous else 0), "shared": shared}
                 if previous is None or previous.etag is None:
-                    operations.append(("create", entity))
+                    operations.append(Operation("create", entity))
                 else:
-                    operations.append(("update", entity, {"mode": UpdateMode.REPLACE, "etag": previous.etag,
-                                                          "match_condition": MatchConditions.IfNotModified}))
+                    operations.append(Operation("replace", entity, etag=previous.etag))
             try:
-                self.synced.submit_transaction(operations)
-            except (TableTransactionError, ResourceExistsError, ResourceModifiedError):
+                submit(self.synced, operations)
+            except TransactionRefused:
                 # One entity changed meanwhile and the whole group was refused: write one by one to find it.
                 for row_key, content_hash, previous, shared in chunk:
                     try:
