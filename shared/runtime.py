@@ -77,7 +77,7 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime
     state = StateStore.from_settings(
         settings.storage_connection.get_secret_value() if settings.storage_connection else None,
         settings.storage_table_endpoint, settings.table_prefix,
-        credential=None if settings.storage_connection else credential,
+        credential=None if settings.storage_connection else credential, buckets=settings.state_buckets,
     )
     state.ensure_tables()
     catalog = catalog or load_catalog(settings.mappings_dir)

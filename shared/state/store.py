@@ -1,14 +1,21 @@
 """Sync state in Azure Table Storage: watermarks, last-synced hashes, parked records.
 
-Three tables (``<prefix>watermarks``, ``<prefix>synced``, ``<prefix>parked``), partitioned by template
-(and legal entity where the template is company-specific). Every write that could race carries the
-entity's ETag (``If-Match``), so two overlapping runs can never move a watermark backwards or let a
+Tables ``<prefix>watermarks``, ``<prefix>synced``, ``<prefix>parked`` and a few more, partitioned by
+template (and legal entity where the template is company-specific). Every write that could race carries
+the entity's ETag (``If-Match``), so two overlapping runs can never move a watermark backwards or let a
 stale write win silently.
+
+Synced states are spread over hash buckets: a scope's states live in partitions ``<scope>~00`` to
+``<scope>~NN`` (``SYNC_STATE_BUCKETS``), chosen by a hash of the row key. One Table Storage partition
+serves about 2,000 entities/s; buckets multiply that, and Azurite, which scans a partition on every
+insert, stays fast (measured: 1,000 inserts into a 35,000-entity partition take 9.5 s, into 16
+partitions of 2,500 about 0.25 s). Callers still name the scope only; the buckets are this module's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +50,9 @@ def _int64(value: int) -> EntityProperty:
 
 def _plain(value: Any) -> int:
     return int(value.value if isinstance(value, EntityProperty) else value or 0)
+
+
+_SYNCED_COLUMNS = ["RowKey", "hash", "control_number", "shared"]
 
 
 def _synced(entity: Any) -> SyncedState:
@@ -116,9 +126,19 @@ class Watermark:
         return cls(**known, etag=entity.metadata.get("etag"))
 
 
+DEFAULT_BUCKETS = 16
+
+
+def bucket_of(row_key: str, buckets: int) -> int:
+    return hashlib.blake2b(row_key.encode("utf-8"), digest_size=2).digest()[0] % buckets if buckets > 1 else 0
+
+
 class StateStore:
-    def __init__(self, service: TableServiceClient, prefix: str) -> None:
+    def __init__(self, service: TableServiceClient, prefix: str, *, buckets: int = DEFAULT_BUCKETS) -> None:
+        if not 1 <= buckets <= 256:
+            raise ValueError("state buckets must be between 1 and 256")
         self.service = service
+        self.buckets = buckets
         self.watermarks = service.get_table_client(f"{prefix}watermarks")
         self.synced = service.get_table_client(f"{prefix}synced")
         self.parked = service.get_table_client(f"{prefix}parked")
@@ -130,13 +150,13 @@ class StateStore:
 
     @classmethod
     def from_settings(cls, connection_string: str | None, endpoint: str | None, prefix: str,
-                      credential: TokenCredential | None = None) -> StateStore:
+                      credential: TokenCredential | None = None, *, buckets: int = DEFAULT_BUCKETS) -> StateStore:
         if connection_string:
             service = TableServiceClient.from_connection_string(connection_string)
         else:
             assert endpoint is not None and credential is not None
             service = TableServiceClient(endpoint=endpoint, credential=credential)
-        return cls(service, prefix)
+        return cls(service, prefix, buckets=buckets)
 
     def ensure_tables(self) -> None:
         for table in (self.watermarks, self.synced, self.parked, self.events, self.control, self.held,
@@ -182,31 +202,38 @@ class StateStore:
         except ConcurrencyConflict:
             return None
 
-    # -- last-synced content hashes ----------------------------------------------------------------
+    # -- last-synced content hashes (bucketed partitions) ----------------------------------------------
+
+    def _pk(self, partition: str, row_key: str) -> str:
+        return f"{partition}~{bucket_of(row_key, self.buckets):02x}"
+
+    def _bucket_partitions(self, partition: str) -> list[str]:
+        return [f"{partition}~{b:02x}" for b in range(self.buckets)]
 
     def load_synced(self, partition: str) -> dict[str, SyncedState]:
-        query = self.synced.query_entities("PartitionKey eq @pk", parameters={"pk": partition},
-                                           select=["RowKey", "hash", "control_number", "shared"])
-        return {e["RowKey"]: _synced(e) for e in query}
+        return {state.row_key: state for state in self.iter_synced(partition)}
 
     def synced_between(self, partition: str, low: str, high: str) -> dict[str, SyncedState]:
-        """The states whose row keys sort between ``low`` and ``high`` (inclusive): one page's worth."""
-        query = self.synced.query_entities(
-            "PartitionKey eq @pk and RowKey ge @low and RowKey le @high",
-            parameters={"pk": partition, "low": low, "high": high},
-            select=["RowKey", "hash", "control_number", "shared"])
-        return {e["RowKey"]: _synced(e) for e in query}
+        """The states whose row keys sort between ``low`` and ``high`` (inclusive): one page's worth,
+        a range query per bucket."""
+        found: dict[str, SyncedState] = {}
+        for pk in self._bucket_partitions(partition):
+            query = self.synced.query_entities(
+                "PartitionKey eq @pk and RowKey ge @low and RowKey le @high",
+                parameters={"pk": pk, "low": low, "high": high}, select=_SYNCED_COLUMNS)
+            found.update((e["RowKey"], _synced(e)) for e in query)
+        return found
 
     def iter_synced(self, partition: str) -> Iterator[SyncedState]:
-        """Every state of a partition, streamed page by page (never all in memory)."""
-        query = self.synced.query_entities("PartitionKey eq @pk", parameters={"pk": partition},
-                                           select=["RowKey", "hash", "control_number", "shared"])
-        for entity in query:
-            yield _synced(entity)
+        """Every state of a scope, streamed bucket by bucket, page by page (never all in memory)."""
+        for pk in self._bucket_partitions(partition):
+            for entity in self.synced.query_entities("PartitionKey eq @pk", parameters={"pk": pk},
+                                                     select=_SYNCED_COLUMNS):
+                yield _synced(entity)
 
     def get_synced(self, partition: str, row_key: str) -> SyncedState | None:
         try:
-            return _synced(self.synced.get_entity(partition, row_key))
+            return _synced(self.synced.get_entity(self._pk(partition, row_key), row_key))
         except ResourceNotFoundError:
             return None
 
@@ -214,8 +241,8 @@ class StateStore:
                    *, control_number: int = 0, shared: str | None = None) -> None:
         """Record what was written; the ETag of ``previous`` guards against a concurrent writer."""
         applied = max(control_number, previous.control_number if previous else 0)
-        entity = {"PartitionKey": partition, "RowKey": row_key, "hash": content_hash, "synced_at": now().isoformat(),
-                  "control_number": _int64(applied),
+        entity = {"PartitionKey": self._pk(partition, row_key), "RowKey": row_key, "hash": content_hash,
+                  "synced_at": now().isoformat(), "control_number": _int64(applied),
                   "shared": shared if shared is not None else (previous.shared if previous else "")}
         try:
             if previous is None or previous.etag is None:
@@ -227,35 +254,39 @@ class StateStore:
             raise ConcurrencyConflict(f"synced state {partition}/{row_key} changed meanwhile") from exc
 
     def put_synced_many(self, partition: str, entries: list[tuple[str, str, SyncedState | None, str]]) -> list[str]:
-        """Record many writes of one partition in entity-group transactions of up to 100; each entry is
-        (row key, content hash, previous state, shared hash). Returns the row keys that hit a concurrent
-        writer (their ETag or existence changed): the caller re-reads and writes those again."""
+        """Record many writes of one scope in entity-group transactions (per bucket, up to 100 each); each
+        entry is (row key, content hash, previous state, shared hash). Returns the row keys that hit a
+        concurrent writer (their ETag or existence changed): the caller re-reads and writes those again."""
+        by_bucket: dict[str, list[tuple[str, str, SyncedState | None, str]]] = {}
+        for entry in entries:
+            by_bucket.setdefault(self._pk(partition, entry[0]), []).append(entry)
         conflicted: list[str] = []
-        for start in range(0, len(entries), MAX_OPERATIONS):
-            chunk = entries[start:start + MAX_OPERATIONS]
-            operations: list[Operation] = []
-            for row_key, content_hash, previous, shared in chunk:
-                entity = {"PartitionKey": partition, "RowKey": row_key, "hash": content_hash,
-                          "synced_at": now().isoformat(),
-                          "control_number": _int64(previous.control_number if previous else 0), "shared": shared}
-                if previous is None or previous.etag is None:
-                    operations.append(Operation("create", entity))
-                else:
-                    operations.append(Operation("replace", entity, etag=previous.etag))
-            try:
-                submit(self.synced, operations)
-            except TransactionRefused:
-                # One entity changed meanwhile and the whole group was refused: write one by one to find it.
+        synced_at = now().isoformat()
+        for pk, group in by_bucket.items():
+            for start in range(0, len(group), MAX_OPERATIONS):
+                chunk = group[start:start + MAX_OPERATIONS]
+                operations: list[Operation] = []
                 for row_key, content_hash, previous, shared in chunk:
-                    try:
-                        self.put_synced(partition, row_key, content_hash, previous, shared=shared)
-                    except ConcurrencyConflict:
-                        conflicted.append(row_key)
+                    entity = {"PartitionKey": pk, "RowKey": row_key, "hash": content_hash, "synced_at": synced_at,
+                              "control_number": _int64(previous.control_number if previous else 0), "shared": shared}
+                    if previous is None or previous.etag is None:
+                        operations.append(Operation("create", entity))
+                    else:
+                        operations.append(Operation("replace", entity, etag=previous.etag))
+                try:
+                    submit(self.synced, operations)
+                except TransactionRefused:
+                    # One entity changed meanwhile and the whole group was refused: write one by one to find it.
+                    for row_key, content_hash, previous, shared in chunk:
+                        try:
+                            self.put_synced(partition, row_key, content_hash, previous, shared=shared)
+                        except ConcurrencyConflict:
+                            conflicted.append(row_key)
         return conflicted
 
     def delete_synced(self, partition: str, previous: SyncedState) -> None:
         try:
-            self.synced.delete_entity(partition, previous.row_key, etag=previous.etag,
+            self.synced.delete_entity(self._pk(partition, previous.row_key), previous.row_key, etag=previous.etag,
                                       match_condition=MatchConditions.IfNotModified)
         except ResourceModifiedError as exc:
             raise ConcurrencyConflict(f"synced state {partition}/{previous.row_key} changed meanwhile") from exc

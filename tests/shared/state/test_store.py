@@ -87,3 +87,15 @@ def test_keys_with_forbidden_row_key_characters_round_trip(state: StateStore, ke
     assert not set(row_key) & set("/\\#?")
     state.put_synced("loyalty_cards", row_key, "h", None)
     assert decode_key(next(iter(state.load_synced("loyalty_cards")))) == key
+
+
+def test_synced_states_spread_over_bucket_partitions_but_read_as_one_scope(state: StateStore) -> None:
+    keys = [f"CARD-{i:04d}" for i in range(200)]
+    state.put_synced_many("loyalty_cards", [(key, "h", None, "s") for key in keys])
+
+    partitions = {e["PartitionKey"] for e in state.synced.list_entities(select=["PartitionKey"])}
+    assert len(partitions) == state.buckets
+    assert all(p.startswith("loyalty_cards~") for p in partitions)
+    assert sorted(s.row_key for s in state.iter_synced("loyalty_cards")) == keys
+    assert set(state.synced_between("loyalty_cards", "CARD-0010", "CARD-0019")) == set(keys[10:20])
+    assert state.get_synced("loyalty_cards", "CARD-0150") is not None
