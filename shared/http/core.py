@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -98,6 +99,25 @@ class HttpCore:
         self._sleep = sleep
         self.requests_sent = 0
         self.observers: list[Callable[[requests.Response], None]] = []
+        # Retry-After holds every request of this identity, not only the one that was refused: Dataverse
+        # lengthens the delay for a user who keeps sending while throttled (protocols.md §2.12).
+        self._blocked_until = 0.0
+        self._gate = threading.Lock()
+
+    def _wait_for_gate(self) -> None:
+        waited_for: float | None = None
+        while True:
+            with self._gate:
+                until = self._blocked_until
+            remaining = until - time.monotonic()
+            if remaining <= 0 or until == waited_for:  # done, or the same deadline already slept out
+                return
+            self._sleep(remaining)
+            waited_for = until
+
+    def _block_for(self, seconds: float) -> None:
+        with self._gate:
+            self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
 
     def url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
@@ -129,6 +149,7 @@ class HttpCore:
         attempt = 0
         while True:
             attempt += 1
+            self._wait_for_gate()
             request_id = str(uuid.uuid4())
             all_headers = {
                 "Authorization": f"Bearer {self._token()}",
@@ -169,14 +190,17 @@ class HttpCore:
             elapsed = time.monotonic() - started
             if not retryable or attempt >= self.retry.max_attempts:
                 raise failure
-            wait = failure.retry_after if isinstance(failure, ThrottledError) and failure.retry_after is not None else None
-            wait = self.retry.backoff(attempt) if wait is None else wait
+            retry_after = failure.retry_after if isinstance(failure, ThrottledError) else None
+            wait = self.retry.backoff(attempt) if retry_after is None else retry_after
             if elapsed + wait > self.retry.budget_s:
                 raise failure
             log(logger, logging.WARNING, "http retry", service=self.service, method=method, url=url,
                 status=failure.status, code=failure.code, wait_s=round(wait, 2), attempt=attempt,
                 request_id=request_id)
-            self._sleep(wait)
+            if retry_after is not None:
+                self._block_for(retry_after)  # the next attempt waits at the gate, with every other request
+            else:
+                self._sleep(wait)
 
     def get_json(self, path: str, *, params: Mapping[str, str] | None = None,
                  headers: Mapping[str, str] | None = None) -> dict[str, Any]:

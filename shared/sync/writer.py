@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.dataverse.client import RECORD_NOT_FOUND_BY_KEY, DataverseClient, LookupMissingError
-from shared.http.errors import ApiError, AuthError, NotFoundError
+from shared.http.errors import ApiError, AuthError, NotFoundError, ThrottledError, TransportError
 from shared.mapping.plan import DataverseRecord, LookupValue, Plan
 
 
@@ -115,6 +115,10 @@ class DataverseWriter:
                 return errors
             except AuthError:
                 raise
+            except (ThrottledError, TransportError) as exc:
+                # The retries (Retry-After, backoff) are spent: a fallback to more, smaller requests would only
+                # deepen the throttling. Every record of the chunk is parked with this error and replayed later.
+                return [exc if error is None else error for error in errors]
             except ApiError:
                 bulk_failed = True
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import requests
@@ -100,3 +101,15 @@ def test_bulk_chunks_are_spread_over_several_application_users(runtime: Runtime,
     users = requests.get(f"{stores.dataverse_url}/_emulator/service-protection", timeout=10).json()["users"]
     assert summary.written == 60 and stores.differences("loyalty_cards") == []
     assert len(users) == 3  # the app's identity (reads, lookups) and both extra ones wrote chunks
+
+
+def test_a_chunk_throttled_past_its_retries_is_parked_whole_without_splitting(
+        runtime: Runtime, stores: Stores, dataverse_emulator: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(runtime.dataverse.core, "retry", dataclasses.replace(runtime.dataverse.core.retry, max_attempts=2))
+    dataverse_emulator.faults.add(route="bulk", kind="status", status=429, retry_after=1, times=2)
+
+    [summary] = runtime.outbound("loyalty_cards").run()
+
+    assert (summary.written, summary.failed) == (0, 60)
+    assert dataverse_routes(stores) == {"POST bulk": 2}  # no $batch, no 60 single PATCHes into the throttle
+    assert {p["error_class"] for p in runtime.state.list_parked("loyalty_cards")} == {"throttled"}
