@@ -27,15 +27,21 @@ class CommerceClient:
             yield from page
 
     def iter_pages(self, entity_set: str, *, select: list[str], company: str | None = None,
-                   order_by: list[str] | None = None,
+                   order_by: list[str] | None = None, where: str | None = None, top: int | None = None,
                    on_total: Callable[[int], None] | None = None) -> Iterator[list[dict[str, Any]]]:
         """The same rows, one server page at a time (≤ 10,000; protocols.md §3.2). With ``on_total``,
-        ``$count=true`` is asked for and the total is reported once."""
+        ``$count=true`` is asked for and the total is reported once. ``where`` is an extra ``$filter``
+        clause (a key range); ``top`` caps the rows."""
         params = {"cross-company": "true", "$select": ",".join(select)}
         if on_total is not None:
             params["$count"] = "true"
-        if company is not None:
-            params["$filter"] = f"dataAreaId eq {literal(company)}"
+        clauses = [f"dataAreaId eq {literal(company)}"] if company is not None else []
+        if where:
+            clauses.append(f"({where})")
+        if clauses:
+            params["$filter"] = " and ".join(clauses)
+        if top is not None:
+            params["$top"] = str(top)
         if order_by:
             params["$orderby"] = ",".join(order_by)
         def first(body: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
 
+from shared.state.checkpoints import PageCheckpoints
 from shared.state.transactions import MAX_OPERATIONS, Operation, TransactionRefused, submit
 
 # RowKey may not hold / \ # ? or control characters; '|' separates key parts and '%' escapes.
@@ -110,6 +111,7 @@ class Watermark:
     lease_owner: str = ""
     lease_until: str = ""
     delta_link: str = ""  # Dataverse -> F&O: where the change feed resumes
+    open_run: str = ""  # F&O -> Dataverse: a paged scan not yet finalised (its checkpoints let it resume)
     etag: str | None = None
 
     @property
@@ -147,6 +149,8 @@ class StateStore:
         self.held = service.get_table_client(f"{prefix}held")
         self.conflicts = service.get_table_client(f"{prefix}conflicts")
         self.dataverse_ids = service.get_table_client(f"{prefix}dvids")
+        self.pages = service.get_table_client(f"{prefix}pages")
+        self.checkpoints = PageCheckpoints(self.pages)
 
     @classmethod
     def from_settings(cls, connection_string: str | None, endpoint: str | None, prefix: str,
@@ -160,7 +164,7 @@ class StateStore:
 
     def ensure_tables(self) -> None:
         for table in (self.watermarks, self.synced, self.parked, self.events, self.control, self.held,
-                      self.conflicts, self.dataverse_ids):
+                      self.conflicts, self.dataverse_ids, self.pages):
             with contextlib.suppress(ResourceExistsError):
                 table.create_table()
 
@@ -190,9 +194,10 @@ class StateStore:
         mark.etag = meta.get("etag")
         return mark
 
-    def acquire_lease(self, template: str, direction: str, scope: str, owner: str, lease_s: int) -> Watermark | None:
+    def acquire_lease(self, template: str, direction: str, scope: str, owner: str, lease_s: int,
+                      *, mark: Watermark | None = None) -> Watermark | None:
         """Take the run lease for one scope; None while another run holds an unexpired lease."""
-        mark = self.get_watermark(template, direction, scope)
+        mark = mark or self.get_watermark(template, direction, scope)
         if mark.lease_owner and mark.lease_until and datetime.fromisoformat(mark.lease_until) > now():
             return None
         mark.lease_owner = owner
@@ -201,6 +206,23 @@ class StateStore:
             return self.save_watermark(mark)
         except ConcurrencyConflict:
             return None
+
+    def renew_lease(self, template: str, direction: str, scope: str, owner: str, lease_s: int) -> bool:
+        """Extend ``owner``'s lease when less than half of it is left (several workers of one fanned-out run
+        may call this at once); False when another run holds the lease now."""
+        for _ in range(3):
+            mark = self.get_watermark(template, direction, scope)
+            if mark.lease_owner != owner:
+                return False
+            if mark.lease_until and datetime.fromisoformat(mark.lease_until) > now() + timedelta(seconds=lease_s / 2):
+                return True
+            mark.lease_until = (now() + timedelta(seconds=lease_s)).isoformat()
+            try:
+                self.save_watermark(mark)
+                return True
+            except ConcurrencyConflict:
+                continue  # another worker renewed it meanwhile: read again
+        return True
 
     # -- last-synced content hashes (bucketed partitions) ----------------------------------------------
 

@@ -35,7 +35,8 @@ _STATUS_LINE = re.compile(rb"^HTTP/1\.1 (\d{3})", re.MULTILINE)
 @dataclass(frozen=True)
 class Operation:
     """``create`` (insert; fails if the entity exists), ``replace`` (update; ``etag`` guards it, fails if
-    missing) or ``upsert`` (insert or replace, unconditional)."""
+    missing), ``upsert`` (insert or replace, unconditional) or ``delete`` (``etag`` or any; fails if
+    missing)."""
 
     kind: str
     entity: Mapping[str, Any]
@@ -81,19 +82,20 @@ def _part(base: str, table: str, operation: Operation, content_id: int) -> str:
     entity = operation.entity
     if operation.kind == "create":
         method, url, match = "POST", f"{base}/{table}", None
-    elif operation.kind in ("replace", "upsert"):
-        method = "PUT"
+    elif operation.kind in ("replace", "upsert", "delete"):
+        method = "DELETE" if operation.kind == "delete" else "PUT"
         url = (f"{base}/{table}(PartitionKey='{_key_literal(entity['PartitionKey'])}',"
                f"RowKey='{_key_literal(entity['RowKey'])}')")
-        match = (operation.etag or "*") if operation.kind == "replace" else None
+        match = (operation.etag or "*") if operation.kind != "upsert" else None
     else:
         raise ValueError(f"unknown operation {operation.kind!r}")
     headers = [f"{method} {url} HTTP/1.1", "Content-Type: application/json", "Accept: application/json;odata=nometadata",
                "Prefer: return-no-content", "DataServiceVersion: 3.0", f"Content-ID: {content_id}"]
     if match is not None:
         headers.append(f"If-Match: {match}")
+    body = "" if method == "DELETE" else _json_entity(entity)
     return ("Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
-            + "\r\n".join(headers) + "\r\n\r\n" + _json_entity(entity) + "\r\n")
+            + "\r\n".join(headers) + "\r\n\r\n" + body + "\r\n")
 
 
 def submit(client: TableClient, operations: Sequence[Operation]) -> None:

@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import sys
 import uuid
 from array import array
 from collections.abc import Callable, Iterable, Mapping
@@ -39,7 +40,7 @@ from shared.mapping.model import Direction
 from shared.mapping.plan import DataverseRecord, MappingError, Plan
 from shared.observability import correlation_id, log
 from shared.state.store import ConcurrencyConflict, StateStore, SyncedState, decode_key, encode_key
-from shared.sync.runs import MAX_CONFLICT_ROUNDS, Run, RunSummary
+from shared.sync.runs import MAX_CONFLICT_ROUNDS, RunSummary
 from shared.sync.twoway import SharedImage
 from shared.sync.writer import DataverseWriter
 
@@ -51,6 +52,8 @@ __all__ = ["ALL", "DIRECTION", "OutboundSync", "RunSummary"]
 
 # Called after each page of a scan with the counts so far and the total (None when unknown).
 Progress = Callable[[RunSummary, int | None], None]
+# A changed record waiting for its chunk: the mapped record, the Commerce row, the state last written.
+Pending = tuple[DataverseRecord, Mapping[str, Any], SyncedState | None]
 # Called when Dataverse wins a conflict: write the Dataverse row to Commerce instead.
 DataverseWins = Callable[[Mapping[str, Any]], str]
 
@@ -72,6 +75,23 @@ class KeyDigests:
     def add(self, row_key: str) -> None:
         self._digests.append(self._digest(row_key))
 
+    def to_bytes(self) -> bytes:
+        """The digests as 8-byte little-endian integers (a page checkpoint stores them)."""
+        digests = array("Q", self._digests)
+        if sys.byteorder != "little":
+            digests.byteswap()
+        return digests.tobytes()
+
+    def add_bytes(self, data: bytes) -> None:
+        digests = array("Q")
+        digests.frombytes(data)
+        if sys.byteorder != "little":
+            digests.byteswap()
+        self._digests.extend(digests)
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
     def freeze(self) -> None:
         self._digests = array("Q", sorted(self._digests))
         self._frozen = True
@@ -85,35 +105,34 @@ class KeyDigests:
 
 class ChunkWriters:
     """Writes chunks concurrently, as many at once as the identity's adaptive limiter allows (none: one
-    at a time). Outcomes are counted on the scanning thread; the first error stops the run."""
+    at a time). Outcomes are counted on the calling thread into the summary each chunk was submitted
+    with; the first error stops the run."""
 
-    def __init__(self, engine: OutboundSync, partition: str, parked: set[str], summary: RunSummary) -> None:
+    def __init__(self, engine: OutboundSync, partition: str, parked: set[str]) -> None:
         self.engine = engine
         self.partition = partition
         self.parked = parked
-        self.summary = summary
         self.clients = [c for c in engine.writers if c.limiter is not None]
         self.pool = ThreadPoolExecutor(max_workers=SERVICE_MAX_CONCURRENCY * len(self.clients),
                                        thread_name_prefix="chunk") if self.clients else None
-        self.futures: list[Future[list[str]]] = []
+        self.futures: list[tuple[Future[list[str]], RunSummary]] = []
 
     def _pick(self) -> DataverseClient:
         """The identity with the most free slots (each has its own limits and limiter)."""
         return max(self.clients, key=lambda c: c.limiter.limit - c.limiter.in_flight if c.limiter else 0)
 
-    def submit(self, chunk: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None]]) -> None:
+    def submit(self, chunk: list[Pending], summary: RunSummary) -> None:
         if self.pool is None:
             for outcome in self.engine._flush(chunk, self.partition, self.parked):
-                self.summary.count(outcome)
+                summary.count(outcome)
             return
         self._collect(block=False)
         client = self._pick()
         assert client.limiter is not None
         client.limiter.acquire()
-        self.futures.append(self.pool.submit(self._write, chunk, client))
+        self.futures.append((self.pool.submit(self._write, chunk, client), summary))
 
-    def _write(self, chunk: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None]],
-               client: DataverseClient) -> list[str]:
+    def _write(self, chunk: list[Pending], client: DataverseClient) -> list[str]:
         assert client.limiter is not None
         try:
             return self.engine._flush(chunk, self.partition, self.parked, client)
@@ -121,14 +140,18 @@ class ChunkWriters:
             client.limiter.release()
 
     def _collect(self, *, block: bool) -> None:
-        still: list[Future[list[str]]] = []
-        for future in self.futures:
+        still: list[tuple[Future[list[str]], RunSummary]] = []
+        for future, summary in self.futures:
             if block or future.done():
                 for outcome in future.result():
-                    self.summary.count(outcome)
+                    summary.count(outcome)
             else:
-                still.append(future)
+                still.append((future, summary))
         self.futures = still
+
+    def wait(self) -> None:
+        """Every chunk submitted so far is written and counted."""
+        self._collect(block=True)
 
     def finish(self) -> None:
         try:
@@ -148,7 +171,7 @@ class OutboundSync:
 
     def __init__(self, plan: Plan, commerce: CommerceClient, dataverse: DataverseClient, state: StateStore,
                  *, delete_policy: str = "delete", lease_s: int = 900, two_way: bool = False,
-                 conflict_policy: str = "commerce_wins", bulk_size: int = 200,
+                 conflict_policy: str = "commerce_wins", bulk_size: int = 200, page_size: int = 5000,
                  writers: list[DataverseClient] | None = None) -> None:
         self.plan = plan
         self.name = plan.name
@@ -163,6 +186,7 @@ class OutboundSync:
         self.two_way = two_way
         self.conflict_policy = conflict_policy
         self.bulk_size = bulk_size
+        self.page_size = page_size  # keys per checkpointed range of a full scan
         self.writers = writers or [dataverse]  # identities the bulk chunks are spread over
         self.dataverse_wins: DataverseWins | None = None  # set by the runtime when two-way is on
 
@@ -183,91 +207,61 @@ class OutboundSync:
         return [self.run_scope(company, progress=progress) for company in self.scopes(legal_entities)]
 
     def run_scope(self, company: str | None, *, progress: Progress | None = None) -> RunSummary:
-        run = Run.begin(self.state, self.name, DIRECTION, company or ALL, self.lease_s)
-        if isinstance(run, RunSummary):
-            return run
-        try:
-            self._compare_and_write(company, run, progress)
-        except Exception as exc:
-            run.summary.status = "failed"
-            run.summary.detail = f"{type(exc).__name__}: {exc}"
-            run.finish(advance=False)
-            raise
-        return run.finish(advance=True)
+        """A full scan of one scope in this process, key range by key range, each checkpointed (paged.py)."""
+        from shared.sync.paged import PagedScan
 
-    def _compare_and_write(self, company: str | None, run: Run, progress: Progress | None = None) -> None:
-        """Page by page: each Commerce page is compared with the states in its key range only, and the
-        keys seen are kept as 8-byte digests, so memory stays flat however large the entity set."""
-        summary = run.summary
-        partition = self.partition(company)
-        parked = self.state.parked_keys(self.name)
-        seen = KeyDigests()
-        writers = ChunkWriters(self, partition, parked, summary)
-        try:
-            self._scan(company, run, partition, parked, seen, writers, progress)
-        except BaseException:
-            writers.abandon()
-            raise
-        # The scan finished, so keys it did not return are candidates for deletion (streamed, not loaded).
+        return PagedScan(self).run(company, progress=progress)
+
+    def compare_rows(self, rows: list[dict[str, Any]], partition: str, parked: set[str], summary: RunSummary,
+                     writers: ChunkWriters, seen: Callable[[str], None]) -> None:
+        """Map one page of Commerce rows, compare each with the state in the page's key range, and submit the
+        changed ones in chunks; every key seen (mappable or not) is reported to ``seen``."""
+        mapped: list[tuple[str, DataverseRecord, Mapping[str, Any]]] = []
+        for row in rows:
+            summary.seen += 1
+            try:
+                record = self.plan.to_dataverse(row)
+            except MappingError as exc:
+                summary.count(self._park_unmappable(row, exc, "timer"))
+                with contextlib.suppress(MappingError):
+                    seen(encode_key(self.plan.key_of(row)))
+                continue
+            mapped.append((encode_key(record.key), record, row))
+        keys = [row_key for row_key, _, _ in mapped]
+        known = self.state.synced_between(partition, min(keys), max(keys)) if keys else {}
+        pending: list[Pending] = []
+        for row_key, record, fo_row in mapped:
+            seen(row_key)
+            previous = known.get(row_key)
+            if previous is not None and previous.content_hash == record.content_hash:
+                if row_key in parked:
+                    self.state.unpark(self.name, row_key)
+                summary.count("unchanged")
+                continue
+            pending.append((record, fo_row, previous))
+            if len(pending) >= self.bulk_size:
+                writers.submit(pending, summary)
+                pending = []
+        if pending:
+            writers.submit(pending, summary)
+
+    def find_deletes(self, partition: str, seen: KeyDigests, summary: RunSummary, heartbeat: Callable[[], None]) -> None:
+        """After a complete scan: every state whose key the scan did not see is a delete candidate, confirmed
+        by a read by key first (streamed, never all loaded)."""
         seen.freeze()
         for previous in self.state.iter_synced(partition):
             if previous.row_key in seen:
                 continue
-            run.heartbeat()
+            heartbeat()
             key = decode_key(previous.row_key)
             current = self.commerce.get(self.entity_set, self.plan.key_as_dict(key), select=list(self.plan.select_properties))
             if current is not None:  # it exists after all (changed key casing, a race): sync it
-                summary.count(self._sync_row(current, partition, {previous.row_key: previous}, parked, source="timer"))
+                summary.count(self._sync_row(current, partition, {previous.row_key: previous}, parked=set(),
+                                             source="timer"))
             else:
                 summary.count(self._delete(key, previous, partition, source="timer"))
 
-    def _scan(self, company: str | None, run: Run, partition: str, parked: set[str], seen: KeyDigests,
-              writers: ChunkWriters, progress: Progress | None) -> None:
-        summary = run.summary
-        total: list[int] = []
-        pending: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None]] = []
-        order = [p for p in self.plan.key_properties if p != "dataAreaId"]
-        for page in self.commerce.iter_pages(self.entity_set, select=list(self.plan.select_properties),
-                                             company=company, order_by=order, on_total=total.append):
-            mapped: list[tuple[str, DataverseRecord, Mapping[str, Any]]] = []
-            for row in page:
-                summary.seen += 1
-                try:
-                    record = self.plan.to_dataverse(row)
-                except MappingError as exc:
-                    summary.count(self._park_unmappable(row, exc, "timer"))
-                    with contextlib.suppress(MappingError):
-                        seen.add(encode_key(self.plan.key_of(row)))
-                    continue
-                mapped.append((encode_key(record.key), record, row))
-            keys = [row_key for row_key, _, _ in mapped]
-            known = self.state.synced_between(partition, min(keys), max(keys)) if keys else {}
-            for row_key, record, fo_row in mapped:
-                seen.add(row_key)
-                previous = known.get(row_key)
-                if previous is not None and previous.content_hash == record.content_hash:
-                    if row_key in parked:
-                        self.state.unpark(self.name, row_key)
-                    summary.count("unchanged")
-                    continue
-                pending.append((record, fo_row, previous))
-                if len(pending) >= self.bulk_size:
-                    writers.submit(pending)
-                    pending = []
-            run.heartbeat()
-            rate = summary.seen / max(run.elapsed(), 1e-6)
-            expected = total[0] if total else None
-            eta_s = round(max(expected - summary.seen, 0) / rate) if expected is not None and rate else None
-            log(logger, logging.INFO, "page done", template=self.name, scope=company or ALL, seen=summary.seen,
-                total=expected if expected is not None else "?", written=summary.written, rate_per_s=round(rate),
-                eta_s=eta_s if eta_s is not None else "?")
-            if progress is not None:
-                progress(summary, expected)
-        if pending:
-            writers.submit(pending)
-        writers.finish()
-
-    def _flush(self, pending: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None]], partition: str,
+    def _flush(self, pending: list[Pending], partition: str,
                parked: set[str], client: DataverseClient | None = None) -> list[str]:
         """Write a chunk of changed records in bulk, record their state in batches; one outcome each."""
         outcomes: list[str] = []

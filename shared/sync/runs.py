@@ -7,6 +7,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -45,6 +46,12 @@ class RunSummary:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def add(self, counts: dict[str, int]) -> None:
+        """Add another summary's counts (a checkpointed key range's) to these."""
+        for name, value in counts.items():
+            if name in ("seen", "written", "unchanged", "deleted", "failed", "conflicts"):
+                setattr(self, name, getattr(self, name) + int(value))
+
     def count(self, outcome: str) -> None:
         name = {"written": "written", "created": "written", "unchanged": "unchanged", "deleted": "deleted",
                 "parked": "failed", "conflict": "conflicts"}.get(outcome)
@@ -65,11 +72,15 @@ class Run:
     renewed: float = field(default_factory=time.monotonic)
 
     @classmethod
-    def begin(cls, state: StateStore, template: str, direction: str, scope: str, lease_s: int) -> Run | RunSummary:
-        """Take the scope's lease; a ``RunSummary`` with status skipped when another run holds it."""
-        run_id = str(uuid.uuid4())
+    def begin(cls, state: StateStore, template: str, direction: str, scope: str, lease_s: int, *,
+              resume: Callable[[Watermark], str | None] | None = None) -> Run | RunSummary:
+        """Take the scope's lease; a ``RunSummary`` with status skipped when another run holds it.
+        ``resume`` may name an unfinished run (from the watermark) whose id this run takes over."""
+        mark = state.get_watermark(template, direction, scope)
+        resumed = resume(mark) if resume is not None else None
+        run_id = resumed or str(uuid.uuid4())
         summary = RunSummary(template=template, scope=scope, run_id=run_id, direction=direction)
-        lease = state.acquire_lease(template, direction, scope, run_id, lease_s)
+        lease = state.acquire_lease(template, direction, scope, run_id, lease_s, mark=mark)
         if lease is None:
             summary.status = "skipped"
             summary.detail = "another run holds the lease for this scope"
@@ -77,8 +88,8 @@ class Run:
                 reason=summary.detail)
             return summary
         summary.mode = "incremental" if lease.initial_completed_at else "initial"
-        log(logger, logging.INFO, "run started", template=template, direction=direction, scope=scope, run_id=run_id,
-            mode=summary.mode)
+        log(logger, logging.INFO, "run resumed" if resumed else "run started", template=template, direction=direction,
+            scope=scope, run_id=run_id, mode=summary.mode)
         return cls(state, lease, summary, lease_s=lease_s)
 
     def elapsed(self) -> float:

@@ -81,3 +81,11 @@ def test_an_upsert_inserts_then_replaces_without_a_condition(table: TableClient)
 def test_more_than_one_hundred_operations_are_rejected_before_sending(table: TableClient) -> None:
     with pytest.raises(ValueError, match="at most 100"):
         submit(table, [Operation("create", entity(f"k{i}")) for i in range(MAX_OPERATIONS + 1)])
+
+
+def test_a_group_of_deletes_removes_every_entity(table: TableClient) -> None:
+    submit(table, [Operation("create", entity(f"k{i}")) for i in range(5)])
+
+    submit(table, [Operation("delete", entity(f"k{i}")) for i in range(5)])
+
+    assert list(table.list_entities()) == []
