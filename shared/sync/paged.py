@@ -221,6 +221,8 @@ class PagedScan:
                 queued += 1
         while not plan.planning_done:
             page, _ = self._next_range(company, plan, keys_only=True, on_total=total.append if not total else None)
+            if total and plan.total < 0:
+                plan.total = total[0]
             plan = self.checkpoints.add_page(plan, page)
             self.enqueue(PageTask(template=plan.template, scope=plan.scope, run_id=plan.run_id, index=page.index))
             queued += 1
@@ -268,7 +270,7 @@ class PagedScan:
         done = [p for p in self.checkpoints.pages(plan) if p.status == "done"]
         log(logger, logging.INFO, "key range done", template=task.template, scope=task.scope, run_id=task.run_id,
             index=task.index, ranges_done=len(done), ranges=plan.planned if plan.planning_done else "?",
-            seen=sum(p.counts.get("seen", 0) for p in done), total=plan.total if plan.total >= 0 else "?",
+            run_seen=sum(p.counts.get("seen", 0) for p in done), total=plan.total if plan.total >= 0 else "?",
             **summary.counts())
         self._maybe_finalize(task.scope, task.run_id)
         return "done"
