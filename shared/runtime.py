@@ -19,6 +19,7 @@ from shared.state.queues import CallbackQueues
 from shared.state.store import StateStore
 from shared.sync.engine import OutboundSync
 from shared.sync.inbound import InboundSync
+from shared.sync.paged import PagedScan
 
 
 @dataclass
@@ -40,6 +41,10 @@ class Runtime:
     def inbound(self, template: str) -> InboundSync:
         return self._pair(template)[1]
 
+    def paged(self, template: str) -> PagedScan:
+        """Checkpointed full scans of a template, fanned out through its pages queue."""
+        return PagedScan(self.outbound(template), enqueue=self.queues.send_page)
+
     def _pair(self, template: str) -> tuple[OutboundSync, InboundSync]:
         """Both directions of a template, built together: each calls the other after it writes."""
         with self._lock:
@@ -48,7 +53,8 @@ class Runtime:
                 plan = self.catalog.plan(template)
                 outbound = OutboundSync(plan, self.commerce, self.dataverse, self.state, delete_policy=s.delete_policy,
                                         lease_s=s.run_lease_s, two_way=s.two_way, conflict_policy=s.conflict_policy,
-                                        bulk_size=s.bulk_size, writers=self.writers or [self.dataverse])
+                                        bulk_size=s.bulk_size, page_size=s.page_size,
+                                        writers=self.writers or [self.dataverse])
                 inbound = InboundSync(plan, self.commerce, self.dataverse, self.state, outbound,
                                       conflict_policy=s.conflict_policy, delete_policy=s.reverse_delete_policy,
                                       lease_s=s.run_lease_s)

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     bulk_size: int = Field(default=200, ge=1, le=1000, validation_alias="SYNC_BULK_SIZE")
     dataverse_page_size: int = Field(default=5000, ge=1, le=5000, validation_alias="SYNC_DATAVERSE_PAGE_SIZE")
     run_lease_s: int = Field(default=900, ge=5, validation_alias="SYNC_RUN_LEASE_S")
+    # Keys per checkpointed range of a full scan, and whether the timer fans ranges out through the pages queue.
+    page_size: int = Field(default=5000, ge=10, le=10_000, validation_alias="SYNC_PAGE_SIZE")
+    fan_out: bool = Field(default=True, validation_alias="SYNC_FAN_OUT")
     # Hash buckets per scope for synced states; fix it before the first run (a change re-syncs once).
     state_buckets: int = Field(default=16, ge=1, le=256, validation_alias="SYNC_STATE_BUCKETS")
 

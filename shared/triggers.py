@@ -18,11 +18,12 @@ import azure.functions as func
 from shared.mapping.model import Template
 from shared.observability import correlation_scope, log
 from shared.runtime import Runtime, get_runtime
-from shared.state.queues import binding_queue_name
+from shared.state.queues import binding_queue_name, pages_binding_queue_name
 from shared.state.store import encode_key
 from shared.sync import operations, worker
 from shared.sync.callbacks import SECRET_HEADER, CallbackAnswer, handle_callback, secret_matches
 from shared.sync.events import WorkItem
+from shared.sync.paged import PageTask
 
 logger = logging.getLogger("loyaltysync.triggers")
 CALLBACK_ROUTE = "callbacks/{template}"
@@ -46,7 +47,20 @@ def run_timer(template: str, timer: func.TimerRequest, invocation_id: str) -> No
         if worker.is_paused(runtime, template):
             log(logger, logging.INFO, "template paused; timer run skipped", template=template)
             return
-        runtime.outbound(template).run(runtime.settings.legal_entities)
+        engine = runtime.outbound(template)
+        if not runtime.settings.fan_out:
+            engine.run(runtime.settings.legal_entities)
+            return
+        paged = runtime.paged(template)
+        for company in engine.scopes(runtime.settings.legal_entities):
+            paged.start(company)
+
+
+def run_page(msg: func.QueueMessage, invocation_id: str) -> None:
+    """One key range of a fanned-out full scan (a bad message fails here: the host retries, then poisons it)."""
+    with correlation_scope(invocation_id):
+        task = PageTask.model_validate_json(msg.get_body())
+        get_runtime().paged(task.template).run_page(task)
 
 
 def run_inbound(template: str, timer: func.TimerRequest, invocation_id: str) -> None:
@@ -172,6 +186,11 @@ def register_template(app: func.FunctionApp, template: Template) -> None:
     @app.route(route=f"callbacks/{name}", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.FUNCTION)
     def callback_trigger(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
         return callback(name, req, context.invocation_id)
+
+    @app.function_name(f"pages_{name}")
+    @app.queue_trigger(arg_name="msg", queue_name=pages_binding_queue_name(name), connection=STORAGE_CONNECTION)
+    def pages_trigger(msg: func.QueueMessage, context: func.Context) -> None:
+        run_page(msg, context.invocation_id)
 
     @app.function_name(f"worker_{name}")
     @app.queue_trigger(arg_name="msg", queue_name=binding_queue_name(name), connection=STORAGE_CONNECTION)

@@ -17,7 +17,7 @@ from tests.e2e.stores import Stores
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = ["loyalty_cards", "loyalty_levels", "loyalty_reward_points"]
-PER_TEMPLATE = ["timer", "timer_inbound", "callback", "worker"]
+PER_TEMPLATE = ["timer", "timer_inbound", "callback", "worker", "pages"]
 OPS = ["ops_status", "ops_parked", "ops_conflicts", "ops_parked_one", "ops_replay", "ops_pause", "ops_resume"]
 EXPECTED = sorted([f"{kind}_{t}" for t in TEMPLATES for kind in PER_TEMPLATE]
                   + ["callback_unknown_template", "timer_retry_parked", *OPS])
@@ -53,11 +53,23 @@ def test_each_template_has_a_timer_on_its_schedule_and_a_post_route() -> None:
 
 
 @pytest.mark.parametrize("template", TEMPLATES)
-def test_every_timer_runs_its_template(runtime: Runtime, stores: Stores, template: str) -> None:
+def test_every_timer_fans_its_template_out_and_the_page_workers_finish_it(runtime: Runtime, stores: Stores,
+                                                                         pump: QueuePump, template: str) -> None:
     invoke_timer(app(), f"timer_{template}")
+    assert stores.differences(template) != []  # the timer only planned and queued key ranges
+
+    assert pump.drain() >= 1
+
     marks = [m for m in runtime.state.list_watermarks() if m.template == template]
-    assert marks and all(m.run_seq == 1 and m.last_status == "completed" for m in marks)
+    assert marks and all(m.run_seq == 1 and m.last_status == "completed" and not m.open_run for m in marks)
     assert stores.differences(template) == []
+
+
+def test_without_fan_out_the_timer_runs_the_scan_in_place(runtime: Runtime, stores: Stores,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime.settings, "fan_out", False)
+    invoke_timer(app(), "timer_loyalty_cards")
+    assert stores.differences("loyalty_cards") == []
 
 
 @pytest.mark.parametrize(("template", "key"), [

@@ -14,6 +14,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from shared.sync.events import WorkItem
+from shared.sync.paged import PageTask
 
 QUEUE_PREFIX_SETTING = "SYNC_QUEUE_PREFIX"
 
@@ -29,6 +30,15 @@ def queue_name(prefix: str, template: str) -> str:
 def binding_queue_name(template: str) -> str:
     """The same name as an app-setting binding expression, for the queue trigger's decorator."""
     return f"%{QUEUE_PREFIX_SETTING}%-{template.replace('_', '-')}"
+
+
+def pages_queue_name(prefix: str, template: str) -> str:
+    """``loyaltysync-pages-loyalty-cards``: the key ranges of fanned-out full scans."""
+    return queue_name(f"{prefix}-pages", template)
+
+
+def pages_binding_queue_name(template: str) -> str:
+    return f"%{QUEUE_PREFIX_SETTING}%-pages-{template.replace('_', '-')}"
 
 
 class CallbackQueues:
@@ -48,22 +58,27 @@ class CallbackQueues:
             service = QueueServiceClient(account_url=endpoint, credential=credential)
         return cls(service, prefix)
 
-    def client(self, template: str) -> QueueClient:
+    def client(self, template: str, *, pages: bool = False) -> QueueClient:
+        name = pages_queue_name(self.prefix, template) if pages else queue_name(self.prefix, template)
         with self._lock:
-            client = self._clients.get(template)
+            client = self._clients.get(name)
             if client is None:
                 client = self.service.get_queue_client(
-                    queue_name(self.prefix, template),
+                    name,
                     message_encode_policy=TextBase64EncodePolicy(),
                     message_decode_policy=TextBase64DecodePolicy(),
                 )
-                self._clients[template] = client
+                self._clients[name] = client
             return client
 
     def ensure(self, templates: list[str]) -> None:
         for template in templates:
-            with contextlib.suppress(ResourceExistsError):
-                self.client(template).create_queue()
+            for pages in (False, True):
+                with contextlib.suppress(ResourceExistsError):
+                    self.client(template, pages=pages).create_queue()
 
     def send(self, item: WorkItem) -> None:
         self.client(item.template).send_message(item.model_dump_json(), time_to_live=-1)
+
+    def send_page(self, task: PageTask) -> None:
+        self.client(task.template, pages=True).send_message(task.model_dump_json(), time_to_live=-1)
