@@ -116,17 +116,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from shared.runtime import get_runtime
 
         runtime = get_runtime()
-        print("\n1. Initial sync, each template through its timer trigger")
+        print("\n1. Initial sync: each template's timer plans key ranges and queues them; the page workers write them")
         started = time.monotonic()
         for template in runtime.catalog:
             invoke_timer(function_app.app, f"timer_{template.name}")
-        print(f"   done in {time.monotonic() - started:.1f} s")
+        pump = QueuePump(function_app.app, azurite.connection_string)
+        ranges = pump.drain(300)
+        print(f"   {ranges} key ranges done in {time.monotonic() - started:.1f} s")
         print_table(status_rows(runtime))
 
         print("\n2. A Commerce change reaches Dataverse: business event -> callback trigger -> queue -> worker")
         host = LocalFunctionsHost(function_app.app).start()
         stack.callback(host.stop)
-        pump = QueuePump(function_app.app, azurite.connection_string)
         endpoint = f"{host.url}/api/callbacks/loyalty_cards"
         requests.post(f"{commerce.url}/_emulator/business-events/endpoints",
                       json={"url": endpoint, "entity_sets": ["RetailLoyaltyCards"]}, timeout=10).raise_for_status()
@@ -157,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"   card {card}: msdyn_partynumber set to {agent_party} in Dataverse")
         print(f"   PartyNumber in Commerce: {in_commerce}")
         invoke_timer(function_app.app, "timer_loyalty_cards")  # the next Commerce scan: no echo back
+        pump.drain(60)
         marks = {m.direction: m for m in runtime.state.list_watermarks() if m.template == "loyalty_cards"}
         print(f"   next Commerce -> Dataverse run: {marks['fo_to_dataverse'].last_counts}")
 

@@ -58,3 +58,21 @@ def test_acquire_blocks_at_the_limit_until_a_release() -> None:
     assert not got.wait(0.2)
     limiter.release()
     assert got.wait(2)
+
+
+def test_a_request_waits_while_the_reported_budget_cannot_pay_for_it_and_the_ones_in_flight() -> None:
+    import datetime
+
+    limiter = AdaptiveLimiter(start=4)
+    slow = response(**{"x-ms-ratelimit-time-remaining-xrm-requests": "1.00"})
+    slow.elapsed = datetime.timedelta(seconds=0.6)
+    limiter.observe(slow)  # 1.0 s left; a request costs about 0.6 s
+    limiter.acquire()  # nothing in flight: goes
+    second = threading.Thread(target=limiter.acquire)
+    second.start()
+    second.join(timeout=0.3)
+    assert second.is_alive()  # 1.0 - 0.6 in flight leaves 0.4 s: not enough for another
+
+    limiter.observe(response(**{"x-ms-ratelimit-time-remaining-xrm-requests": "3.00"}))
+    second.join(timeout=2)
+    assert not second.is_alive() and limiter.in_flight == 2
