@@ -26,6 +26,7 @@ class BatchPart:
     method: str
     path: str  # relative to the service root, e.g. msdyn_loyaltycards(msdyn_cardnumber='X')
     body: Any = None
+    headers: tuple[tuple[str, str], ...] = ()  # e.g. (("If-Match", "*"),): update only, 404 when missing
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ def build(base_path: str, parts: Sequence[BatchPart]) -> tuple[str, bytes]:
     for index, part in enumerate(parts, start=1):
         lines += [f"--{boundary}", "Content-Type: application/http", "Content-Transfer-Encoding: binary",
                   f"Content-ID: {index}", "", f"{part.method} {base_path}{part.path} HTTP/1.1"]
+        lines += [f"{name}: {value}" for name, value in part.headers]
         if part.body is not None:
             lines += ["Content-Type: application/json; type=entry", "", json.dumps(part.body)]
         else:

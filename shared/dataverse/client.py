@@ -107,9 +107,12 @@ class DataverseClient:
                           headers={**ODATA_HEADERS, "If-None-Match": "null"}, read_timeout_s=240)
 
     def batch_upserts(self, entity_set: str, targets: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
-                      *, guid_columns: frozenset[str] = frozenset()) -> list[ApiError | None]:
-        """One ``PATCH`` upsert per target in a ``$batch`` with ``continue-on-error``: per-target errors."""
-        parts = [batch.BatchPart("PATCH", key_segment(entity_set, key, guid_columns=guid_columns), dict(body))
+                      *, guid_columns: frozenset[str] = frozenset(), update_only: bool = False) -> list[ApiError | None]:
+        """One ``PATCH`` upsert per target in a ``$batch`` with ``continue-on-error``: per-target errors.
+        ``update_only``: each part carries ``If-Match: *``, so a row that does not exist answers 404 instead
+        of being created (protocols.md §2.5) - what a write of only some columns needs."""
+        headers = (("If-Match", "*"),) if update_only else ()
+        parts = [batch.BatchPart("PATCH", key_segment(entity_set, key, guid_columns=guid_columns), dict(body), headers)
                  for key, body in targets]
         boundary, data = batch.build(urlsplit(self.core.base_url).path, parts)
         response = self.core.request("POST", "$batch", data=data, headers={

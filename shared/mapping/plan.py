@@ -224,6 +224,26 @@ def content_hash(columns: Mapping[str, Any], company: str | None) -> str:
     return hashlib.blake2b(repr((company, values)).encode("utf-8"), digest_size=16).hexdigest()
 
 
+COMPANY_COLUMN = "@company"  # the company binding, as a pseudo-column of the column digests
+
+
+def column_digests(columns: Mapping[str, Any], company: str | None) -> str:
+    """A 48-bit digest per column (plan order) and one for the company: which columns a later write must
+    send. A column whose value changed but whose digest did not (odds 1 in 2^48) would not be sent."""
+    values = [("@lookup", v.match_value) if isinstance(v, LookupValue) else v for v in columns.values()]
+    return "".join(hashlib.blake2b(repr(v).encode("utf-8"), digest_size=6).hexdigest() for v in [*values, company])
+
+
+def changed_columns(columns: Mapping[str, Any], company: str | None, previous: str) -> frozenset[str] | None:
+    """The columns (and ``COMPANY_COLUMN``) whose digest differs from ``previous``; None when ``previous``
+    cannot tell (none kept, or the template's columns changed): then every column is sent."""
+    current = column_digests(columns, company)
+    if len(previous) != len(current):
+        return None
+    names = [*columns, COMPANY_COLUMN]
+    return frozenset(name for n, name in enumerate(names) if current[12 * n:12 * n + 12] != previous[12 * n:12 * n + 12])
+
+
 class Plan:
     """The compiled form of one template."""
 

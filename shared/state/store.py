@@ -53,12 +53,12 @@ def _plain(value: Any) -> int:
     return int(value.value if isinstance(value, EntityProperty) else value or 0)
 
 
-_SYNCED_COLUMNS = ["RowKey", "hash", "control_number", "shared"]
+_SYNCED_COLUMNS = ["RowKey", "hash", "control_number", "shared", "columns"]
 
 
 def _synced(entity: Any) -> SyncedState:
     return SyncedState(entity["RowKey"], entity.get("hash", ""), entity.metadata.get("etag"),
-                       _plain(entity.get("control_number")), entity.get("shared", ""))
+                       _plain(entity.get("control_number")), entity.get("shared", ""), entity.get("columns", ""))
 
 
 # Parked records of the Dataverse -> F&O direction get this prefix: '%' is always escaped by encode_key,
@@ -92,6 +92,7 @@ class SyncedState:
     etag: str | None
     control_number: int = 0  # the newest business event applied for this key (0: none)
     shared: str = ""  # hash of the image both sides held at the last sync (two-way echo and conflict detection)
+    columns: str = ""  # per-column digests of what was written (plan.column_digests): which columns changed
 
 
 @dataclass
@@ -133,6 +134,10 @@ DEFAULT_BUCKETS = 16
 
 def bucket_of(row_key: str, buckets: int) -> int:
     return hashlib.blake2b(row_key.encode("utf-8"), digest_size=2).digest()[0] % buckets if buckets > 1 else 0
+
+
+# (row key, content hash, previous state, shared hash, column digests): one write to record.
+SyncedEntry = tuple[str, str, "SyncedState | None", str, str]
 
 
 class StateStore:
@@ -260,12 +265,14 @@ class StateStore:
             return None
 
     def put_synced(self, partition: str, row_key: str, content_hash: str, previous: SyncedState | None,
-                   *, control_number: int = 0, shared: str | None = None) -> None:
-        """Record what was written; the ETag of ``previous`` guards against a concurrent writer."""
+                   *, control_number: int = 0, shared: str | None = None, columns: str = "") -> None:
+        """Record what was written; the ETag of ``previous`` guards against a concurrent writer. Without
+        ``columns`` no per-column digests are kept, so the next write of the key sends every column."""
         applied = max(control_number, previous.control_number if previous else 0)
         entity = {"PartitionKey": self._pk(partition, row_key), "RowKey": row_key, "hash": content_hash,
                   "synced_at": now().isoformat(), "control_number": _int64(applied),
-                  "shared": shared if shared is not None else (previous.shared if previous else "")}
+                  "shared": shared if shared is not None else (previous.shared if previous else ""),
+                  "columns": columns}
         try:
             if previous is None or previous.etag is None:
                 self.synced.create_entity(entity)
@@ -275,11 +282,12 @@ class StateStore:
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
             raise ConcurrencyConflict(f"synced state {partition}/{row_key} changed meanwhile") from exc
 
-    def put_synced_many(self, partition: str, entries: list[tuple[str, str, SyncedState | None, str]]) -> list[str]:
+    def put_synced_many(self, partition: str, entries: list[SyncedEntry]) -> list[str]:
         """Record many writes of one scope in entity-group transactions (per bucket, up to 100 each); each
-        entry is (row key, content hash, previous state, shared hash). Returns the row keys that hit a
-        concurrent writer (their ETag or existence changed): the caller re-reads and writes those again."""
-        by_bucket: dict[str, list[tuple[str, str, SyncedState | None, str]]] = {}
+        entry is (row key, content hash, previous state, shared hash, column digests). Returns the row keys
+        that hit a concurrent writer (their ETag or existence changed): the caller re-reads and writes
+        those again."""
+        by_bucket: dict[str, list[SyncedEntry]] = {}
         for entry in entries:
             by_bucket.setdefault(self._pk(partition, entry[0]), []).append(entry)
         conflicted: list[str] = []
@@ -288,9 +296,10 @@ class StateStore:
             for start in range(0, len(group), MAX_OPERATIONS):
                 chunk = group[start:start + MAX_OPERATIONS]
                 operations: list[Operation] = []
-                for row_key, content_hash, previous, shared in chunk:
+                for row_key, content_hash, previous, shared, columns in chunk:
                     entity = {"PartitionKey": pk, "RowKey": row_key, "hash": content_hash, "synced_at": synced_at,
-                              "control_number": _int64(previous.control_number if previous else 0), "shared": shared}
+                              "control_number": _int64(previous.control_number if previous else 0), "shared": shared,
+                              "columns": columns}
                     if previous is None or previous.etag is None:
                         operations.append(Operation("create", entity))
                     else:
@@ -299,9 +308,9 @@ class StateStore:
                     submit(self.synced, operations)
                 except TransactionRefused:
                     # One entity changed meanwhile and the whole group was refused: write one by one to find it.
-                    for row_key, content_hash, previous, shared in chunk:
+                    for row_key, content_hash, previous, shared, columns in chunk:
                         try:
-                            self.put_synced(partition, row_key, content_hash, previous, shared=shared)
+                            self.put_synced(partition, row_key, content_hash, previous, shared=shared, columns=columns)
                         except ConcurrencyConflict:
                             conflicted.append(row_key)
         return conflicted

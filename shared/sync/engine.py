@@ -37,9 +37,9 @@ from shared.dataverse.client import DataverseClient
 from shared.http.errors import ApiError, AuthError
 from shared.http.limiter import SERVICE_MAX_CONCURRENCY
 from shared.mapping.model import Direction
-from shared.mapping.plan import DataverseRecord, MappingError, Plan
+from shared.mapping.plan import DataverseRecord, MappingError, Plan, changed_columns, column_digests
 from shared.observability import correlation_id, log
-from shared.state.store import ConcurrencyConflict, StateStore, SyncedState, decode_key, encode_key
+from shared.state.store import ConcurrencyConflict, StateStore, SyncedEntry, SyncedState, decode_key, encode_key
 from shared.sync.runs import MAX_CONFLICT_ROUNDS, RunSummary
 from shared.sync.twoway import SharedImage
 from shared.sync.writer import DataverseWriter
@@ -47,6 +47,7 @@ from shared.sync.writer import DataverseWriter
 logger = logging.getLogger("loyaltysync.sync")
 
 DIRECTION = Direction.TO_DATAVERSE.value
+OVERWRITE = "overwrite"  # a conflict Commerce won: every column goes out, not only the ones it changed
 ALL = "all"
 __all__ = ["ALL", "DIRECTION", "OutboundSync", "RunSummary"]
 
@@ -266,6 +267,7 @@ class OutboundSync:
         """Write a chunk of changed records in bulk, record their state in batches; one outcome each."""
         outcomes: list[str] = []
         writes: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None, str]] = []
+        whole: set[int] = set()  # Commerce won a conflict: its whole record goes out, not only what it changed
         for record, row, previous in pending:
             _, shared = self.images.from_commerce(row)
             if self.two_way and previous is not None and previous.shared:
@@ -276,18 +278,25 @@ class OutboundSync:
                 except ApiError as exc:
                     outcomes.append(self._park(encode_key(record.key), exc, "timer", row))
                     continue
-                if verdict is not None:
+                if verdict == OVERWRITE:
+                    whole.add(len(writes))
+                elif verdict is not None:
                     outcomes.append(verdict)
                     continue
             writes.append((record, row, previous, shared))
-        errors = self.writer.upsert_many([record for record, _, _, _ in writes], client=client) if writes else []
-        done: list[tuple[str, str, SyncedState | None, str]] = []
-        for (record, row, previous, shared), error in zip(writes, errors, strict=True):
+        digests = [column_digests(record.columns, record.company) for record, _, _, _ in writes]
+        changed = [changed_columns(record.columns, record.company, previous.columns)
+                   if previous is not None and previous.columns and n not in whole else None
+                   for n, (record, _, previous, _) in enumerate(writes)]
+        errors = self.writer.upsert_many([record for record, _, _, _ in writes], client=client,
+                                         changed=changed) if writes else []
+        done: list[SyncedEntry] = []
+        for (record, row, previous, shared), error, columns in zip(writes, errors, digests, strict=True):
             row_key = encode_key(record.key)
             if error is not None:
                 outcomes.append(self._park(row_key, error, "timer", row))
                 continue
-            done.append((row_key, record.content_hash, previous, shared))
+            done.append((row_key, record.content_hash, previous, shared, columns))
         try:
             conflicted = set(self.state.put_synced_many(partition, done))
         except AzureError as exc:
@@ -296,7 +305,7 @@ class OutboundSync:
             log(logger, logging.WARNING, "could not record the state of written records; they are rewritten next run",
                 template=self.name, records=len(done), error=f"{type(exc).__name__}: {exc}")
             return [*outcomes, *(["written"] * len(done))]
-        for row_key, _, _, _ in done:
+        for row_key, _, _, _, _ in done:
             if row_key in conflicted:
                 # Another writer synced this key while the chunk was in flight: re-read and write again.
                 outcomes.append(self.sync_key(self.plan.key_as_dict(decode_key(row_key)), source="timer", force=True))
@@ -359,12 +368,13 @@ class OutboundSync:
             _, shared = self.images.from_commerce(row)
             if self.two_way and not decided and previous is not None and previous.shared:
                 verdict = self._check_conflict(record, row, previous, shared, source)
-                if verdict is not None:
+                if verdict is not None and verdict != OVERWRITE:
                     return verdict
             self.writer.upsert(record)
             try:
                 self.state.put_synced(partition, row_key, record.content_hash, previous,
-                                      control_number=control_number, shared=shared)
+                                      control_number=control_number, shared=shared,
+                                      columns=column_digests(record.columns, record.company))
                 return "written"
             except ConcurrencyConflict:
                 # Someone synced this key meanwhile: our write may be older than theirs. Re-read
@@ -382,7 +392,8 @@ class OutboundSync:
 
     def _check_conflict(self, record: DataverseRecord, row: Mapping[str, Any], previous: SyncedState,
                         commerce_hash: str, source: str) -> str | None:
-        """Commerce changed; did Dataverse change too since the last sync? None: go ahead and write."""
+        """Commerce changed; did Dataverse change too since the last sync? None: go ahead and write;
+        ``OVERWRITE``: both changed and Commerce wins, so write the whole record."""
         dv_row = self.dataverse.get(self.writer.entity_set, self.writer.dataverse_key(record.columns, record.company),
                                     select=self.images.select, guid_columns=self.writer.guid_columns)
         if dv_row is None:
@@ -397,7 +408,7 @@ class OutboundSync:
         log(logger, logging.WARNING, "conflict: both sides changed since the last sync", template=self.name,
             key=encode_key(record.key), winner=winner)
         if winner == "commerce":
-            return None
+            return OVERWRITE
         assert self.dataverse_wins is not None
         self.dataverse_wins(dv_row)
         return "conflict"

@@ -6,7 +6,7 @@ from typing import Any
 
 from shared.dataverse.client import RECORD_NOT_FOUND_BY_KEY, DataverseClient, LookupMissingError
 from shared.http.errors import ApiError, AuthError, NotFoundError, ThrottledError, TransportError
-from shared.mapping.plan import DataverseRecord, LookupValue, Plan
+from shared.mapping.plan import COMPANY_COLUMN, DataverseRecord, LookupValue, Plan
 
 
 def _classify(error: ApiError | None) -> ApiError | None:
@@ -53,11 +53,13 @@ class DataverseWriter:
         columns = {dv: fo[prop] for dv, prop in self.plan.dataverse_key_properties.items()}
         return self.dataverse_key(columns, self.plan.company_of(key))
 
-    def body(self, record: DataverseRecord) -> dict[str, Any]:
+    def body(self, record: DataverseRecord, only: frozenset[str] | None = None) -> dict[str, Any]:
+        """The request body: every mapped column, or ``only`` these (and the company binding only when
+        ``COMPANY_COLUMN`` is among them)."""
         body: dict[str, Any] = {}
         key_columns = set(self.plan.alternate_key_columns)
         for column, value in record.columns.items():
-            if column in key_columns:
+            if column in key_columns or (only is not None and column not in only):
                 continue  # key columns never go in the body (protocols.md §2.5, §2.10)
             if isinstance(value, LookupValue):
                 spec = value.spec
@@ -67,7 +69,7 @@ class DataverseWriter:
                 body[f"{column}@odata.bind"] = None  # clears the lookup (inferred)
             else:
                 body[column] = value
-        if self.company is not None and record.company is not None:
+        if self.company is not None and record.company is not None and (only is None or COMPANY_COLUMN in only):
             body[f"{self.company.navigation_property}@odata.bind"] = (
                 f"/{self.company.entity_set}({self.company_guid(record.company)})"
             )
@@ -88,16 +90,71 @@ class DataverseWriter:
                 raise LookupMissingError(exc.reason, status=404, code=exc.code, method=exc.method, url=exc.url) from exc
             raise
 
-    def upsert_many(self, records: list[DataverseRecord], *, client: DataverseClient | None = None) -> list[ApiError | None]:
+    def upsert_many(self, records: list[DataverseRecord], *, client: DataverseClient | None = None,
+                    changed: list[frozenset[str] | None] | None = None) -> list[ApiError | None]:
         """Write many records; one error (or None) per record, in order.
 
-        First ``UpsertMultiple`` (one request, all-or-nothing on standard tables); when it fails, the same
-        records as independent parts of one ``$batch`` with ``continue-on-error`` (so only the bad ones
-        fail); when that fails as a whole, one request per record. Three refusals of a bulk request whose
-        records then all succeed one by one mean the table does not take bulk messages: bulk is switched
-        off for it (protocols.md §2.10, "Availability").
+        ``changed`` names, per record, the columns that changed since the last write (None: send every
+        column). Records with some columns changed go as updates of those columns only: one ``$batch`` of
+        ``PATCH`` with ``If-Match: *`` and ``continue-on-error``. ``If-Match`` makes a row deleted in
+        Dataverse answer 404 instead of coming back half-empty (which the two-way side would read as an
+        edit); such records, like new ones, are then written whole.
+
+        Whole records: first ``UpsertMultiple`` (one request, all-or-nothing on standard tables); when it
+        fails, the same records as independent parts of one ``$batch`` with ``continue-on-error`` (so only
+        the bad ones fail); when that fails as a whole, one request per record. Throttling or transport
+        failures that outlast the HTTP core's retries are not fallen back from: the whole chunk gets that
+        error (and is parked). Three refusals of a bulk request whose records then all succeed one by one
+        mean the table does not take bulk messages: bulk is switched off for it (protocols.md §2.10).
         """
         writer = client or self.client  # the identity this chunk goes out as; lookups resolve through the main one
+        errors: list[ApiError | None] = [None] * len(records)
+        changed = changed or [None] * len(records)
+        every = len(records[0].columns) + 1 if records else 0
+        partial = [i for i, c in enumerate(changed) if c and len(c) < every]
+        whole = [i for i, c in enumerate(changed) if not (c and len(c) < every)]
+        if partial:
+            whole += self._update_columns(writer, records, changed, partial, errors)
+        if whole:
+            whole.sort()
+            for i, error in zip(whole, self._write_whole(writer, [records[i] for i in whole]), strict=True):
+                errors[i] = error
+        return errors
+
+    def _update_columns(self, writer: DataverseClient, records: list[DataverseRecord],
+                        changed: list[frozenset[str] | None], indexes: list[int],
+                        errors: list[ApiError | None]) -> list[int]:
+        """Send only the changed columns of ``indexes``; returns the ones to write whole after all."""
+        targets: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        sent: list[int] = []
+        for i in indexes:
+            try:
+                targets.append((self.dataverse_key(records[i].columns, records[i].company),
+                                self.body(records[i], changed[i])))
+                sent.append(i)
+            except ApiError as exc:
+                errors[i] = exc
+        if not targets:
+            return []
+        try:
+            results = writer.batch_upserts(self.entity_set, targets, guid_columns=self.guid_columns, update_only=True)
+        except AuthError:
+            raise
+        except (ThrottledError, TransportError) as exc:
+            for i in sent:
+                errors[i] = exc
+            return []
+        except ApiError:
+            return sent  # the $batch itself was refused: write these whole
+        again: list[int] = []
+        for i, error in zip(sent, results, strict=True):
+            if isinstance(error, NotFoundError):
+                again.append(i)  # deleted in Dataverse (or a lookup's parent is missing): write it whole
+            else:
+                errors[i] = _classify(error)
+        return again
+
+    def _write_whole(self, writer: DataverseClient, records: list[DataverseRecord]) -> list[ApiError | None]:
         errors: list[ApiError | None] = [None] * len(records)
         prepared: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
         for index, record in enumerate(records):

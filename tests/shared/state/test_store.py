@@ -91,7 +91,7 @@ def test_keys_with_forbidden_row_key_characters_round_trip(state: StateStore, ke
 
 def test_synced_states_spread_over_bucket_partitions_but_read_as_one_scope(state: StateStore) -> None:
     keys = [f"CARD-{i:04d}" for i in range(200)]
-    state.put_synced_many("loyalty_cards", [(key, "h", None, "s") for key in keys])
+    state.put_synced_many("loyalty_cards", [(key, "h", None, "s", "") for key in keys])
 
     partitions = {e["PartitionKey"] for e in state.synced.list_entities(select=["PartitionKey"])}
     assert len(partitions) == state.buckets

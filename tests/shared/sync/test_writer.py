@@ -113,3 +113,53 @@ def test_a_chunk_throttled_past_its_retries_is_parked_whole_without_splitting(
     assert (summary.written, summary.failed) == (0, 60)
     assert dataverse_routes(stores) == {"POST bulk": 2}  # no $batch, no 60 single PATCHes into the throttle
     assert {p["error_class"] for p in runtime.state.list_parked("loyalty_cards")} == {"throttled"}
+
+
+def dataverse_card(stores: Stores, card: str) -> dict[str, Any]:
+    url = f"{stores.dataverse_url}/api/data/v9.2/msdyn_loyaltycards(msdyn_cardnumber='{card}')"
+    row: dict[str, Any] = requests.get(url, headers=stores.headers, timeout=10).json()
+    return row
+
+
+def test_a_changed_record_sends_only_its_changed_columns_as_an_update(runtime: Runtime, stores: Stores,
+                                                                      monkeypatch: Any) -> None:
+    monkeypatch.setattr(runtime.outbound("loyalty_cards"), "two_way", False)
+    runtime.outbound("loyalty_cards").run()
+    card = stores.commerce_rows("loyalty_cards")[3]["CardNumber"]
+    stores.change_in_dataverse(f"msdyn_loyaltycards(msdyn_cardnumber='{card}')", {"msdyn_operatingunitnumber": "DV-ONLY"})
+    stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "NEW-PARTY"})
+
+    [summary] = runtime.outbound("loyalty_cards").run()
+
+    assert summary.written == 1
+    row = dataverse_card(stores, card)
+    assert row["msdyn_partynumber"] == "NEW-PARTY"
+    assert row["msdyn_operatingunitnumber"] == "DV-ONLY"  # not sent: it did not change in Commerce
+    assert dataverse_routes(stores) == {"POST bulk": 1, "PATCH resource": 1, "POST $batch": 1}
+
+
+def test_a_partial_update_of_a_row_deleted_in_dataverse_writes_it_whole(runtime: Runtime, stores: Stores,
+                                                                        monkeypatch: Any) -> None:
+    monkeypatch.setattr(runtime.outbound("loyalty_cards"), "two_way", False)
+    runtime.outbound("loyalty_cards").run()
+    card = stores.commerce_rows("loyalty_cards")[3]["CardNumber"]
+    stores.delete_in_dataverse(f"msdyn_loyaltycards(msdyn_cardnumber='{card}')")
+    stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "NEW-PARTY"})
+
+    [summary] = runtime.outbound("loyalty_cards").run()
+
+    assert summary.written == 1
+    assert stores.differences("loyalty_cards") == []  # back with every column, not half-empty
+    assert dataverse_routes(stores)["POST $batch"] == 1 and dataverse_routes(stores)["POST bulk"] == 2
+
+
+def test_a_conflict_commerce_wins_sends_the_whole_record(runtime: Runtime, stores: Stores) -> None:
+    runtime.outbound("loyalty_cards").run()
+    card = stores.commerce_rows("loyalty_cards")[3]["CardNumber"]
+    stores.change_in_dataverse(f"msdyn_loyaltycards(msdyn_cardnumber='{card}')", {"msdyn_operatingunitnumber": "DV-EDIT"})
+    stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "NEW-PARTY"})
+
+    runtime.outbound("loyalty_cards").run()
+
+    assert len(list(runtime.state.list_conflicts("loyalty_cards"))) == 1
+    assert stores.differences("loyalty_cards") == []  # Dataverse's edit overwritten: Commerce won
