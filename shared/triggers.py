@@ -22,7 +22,7 @@ from shared.state.queues import binding_queue_name, pages_binding_queue_name
 from shared.state.store import encode_key
 from shared.sync import operations, worker
 from shared.sync.callbacks import SECRET_HEADER, CallbackAnswer, handle_callback, secret_matches
-from shared.sync.events import WorkItem
+from shared.sync.events import work_items
 from shared.sync.paged import PageTask
 
 logger = logging.getLogger("loyaltysync.triggers")
@@ -87,8 +87,9 @@ def callback(template: str, req: func.HttpRequest, invocation_id: str) -> func.H
 
 def work(msg: func.QueueMessage, invocation_id: str) -> None:
     with correlation_scope(invocation_id):
-        item = WorkItem.model_validate_json(msg.get_body())
-        worker.process(get_runtime(), item)
+        runtime = get_runtime()
+        for item in work_items(msg.get_body()):  # one item, or a group of callbacks that arrived together
+            worker.process(runtime, item)
 
 
 def unknown_template(req: func.HttpRequest, invocation_id: str) -> func.HttpResponse:

@@ -150,3 +150,22 @@ def test_a_callback_whose_record_cannot_be_written_is_parked_with_its_correlatio
     pump.drain()
     [parked] = list(runtime.state.list_parked("loyalty_cards"))
     assert parked["source"] == "callback" and parked["correlation_id"] == body["correlation_id"]
+
+
+def test_concurrent_callbacks_are_all_acknowledged_queued_and_written(runtime: Runtime, stores: Stores,
+                                                                       pump: QueuePump) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    cards = [row["CardNumber"] for row in stores.commerce_rows("loyalty_cards")[:30]]
+
+    def call(card: str) -> int:
+        request = post("callbacks/loyalty_cards", as_body(business_event(CardNumber=card)))
+        return answer(invoke_http(app(), "callback_loyalty_cards", request))[0]
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        statuses = list(pool.map(call, cards))
+
+    assert statuses == [202] * 30
+    pump.drain()
+    assert set(stores.actual("loyalty_cards")) == {(card,) for card in cards}
+    assert runtime.state.counters("loyalty_cards") == {"callbacks_written": 30}

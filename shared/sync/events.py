@@ -8,6 +8,7 @@ any event whose payload names the template's F&O key properties will do.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -62,3 +63,19 @@ class WorkItem(BaseModel):
     def order_key(self) -> str:
         """Sortable arrival order: receive time, then the event id for ties."""
         return f"{self.received_at}|{self.event_id or self.correlation_id}"
+
+
+class WorkBatch(BaseModel):
+    """Several work items in one queue message: callbacks that arrived together (group commit)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[WorkItem] = Field(min_length=1)
+
+
+def work_items(message: str | bytes) -> list[WorkItem]:
+    """The work items of a queue message: one ``WorkItem``, or a ``WorkBatch`` of them."""
+    data = json.loads(message)
+    if isinstance(data, dict) and "items" in data:
+        return WorkBatch.model_validate(data).items
+    return [WorkItem.model_validate(data)]
