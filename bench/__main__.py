@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         requests.post(f"{dv_url}/_emulator/service-protection", json=PROTECTION, timeout=10).raise_for_status()
         settings = {**emulator_settings(dv_url, fo_url, azurite.connection_string, "bench"),
                     "SYNC_BULK_SIZE": str(args.bulk_size), "SYNC_HTTP_RETRY_BUDGET_S": "600",
-                    "SYNC_HTTP_MAX_ATTEMPTS": "20", "SYNC_TWO_WAY": "false"}
+                    "SYNC_HTTP_MAX_ATTEMPTS": "20", "SYNC_TWO_WAY": "false",
+                    "SYNC_DATAVERSE_WINDOW_S": str(PROTECTION["window_s"])}
         with environment(settings):
             return run(args, dv_url, fo_url)
     finally:

@@ -70,7 +70,8 @@ def dataverse_client(settings: Settings, credential: TokenCredential, timeouts: 
     core = HttpCore(f"{settings.dataverse_url}/api/data/v9.2/", credential, settings.dataverse_token_scope,
                     service="dataverse", timeouts=timeouts, retry=retry)
     return DataverseClient(core, page_size=settings.dataverse_page_size,
-                           limiter=AdaptiveLimiter(settings.concurrency_start, settings.max_concurrency))
+                           limiter=AdaptiveLimiter(settings.concurrency_start, settings.max_concurrency,
+                                                   window_s=settings.dataverse_window_s))
 
 
 def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime:

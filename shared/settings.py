@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     http_retry_budget_s: float = Field(default=120.0, gt=0, validation_alias="SYNC_HTTP_RETRY_BUDGET_S")
     dataverse_client_ids: Annotated[list[str], NoDecode] = Field(default_factory=list,
                                                                  validation_alias="SYNC_DATAVERSE_CLIENT_IDS")
+    dataverse_window_s: float = Field(default=300.0, gt=0, le=3600, validation_alias="SYNC_DATAVERSE_WINDOW_S")
     concurrency_start: int = Field(default=2, ge=1, le=52, validation_alias="SYNC_CONCURRENCY_START")
     max_concurrency: int = Field(default=52, ge=1, le=52, validation_alias="SYNC_MAX_CONCURRENCY")
     bulk_size: int = Field(default=200, ge=1, le=1000, validation_alias="SYNC_BULK_SIZE")

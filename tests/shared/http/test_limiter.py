@@ -76,3 +76,19 @@ def test_a_request_waits_while_the_reported_budget_cannot_pay_for_it_and_the_one
     limiter.observe(response(**{"x-ms-ratelimit-time-remaining-xrm-requests": "3.00"}))
     second.join(timeout=2)
     assert not second.is_alive() and limiter.in_flight == 2
+
+
+def test_with_nothing_in_flight_and_the_budget_spent_it_waits_for_the_window_to_free_enough() -> None:
+    import datetime
+    import time
+
+    limiter = AdaptiveLimiter(start=4, window_s=0.9)
+    limiter.observe(response(**{"x-ms-ratelimit-time-remaining-xrm-requests": "3.00"}))  # the whole budget
+    spent = response(**{"x-ms-ratelimit-time-remaining-xrm-requests": "0.00"})
+    spent.elapsed = datetime.timedelta(seconds=1.0)
+    limiter.observe(spent)  # a request costs ~1 s; the window frees 3 s per 0.9 s, so ~0.3 s to wait
+
+    started = time.monotonic()
+    limiter.acquire()
+
+    assert 0.2 <= time.monotonic() - started < 2.0
