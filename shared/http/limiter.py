@@ -3,20 +3,23 @@
 Additive increase, multiplicative decrease: start low, add one slot after a run of successes, halve on
 a 429, follow ``x-ms-dop-hint`` as the ceiling, and never exceed 52 (the per-user concurrency limit).
 
-Pacing by the budget Dataverse reports: every response carries the execution time left in the window
-(``x-ms-ratelimit-time-remaining-xrm-requests``). While requests are in flight, a new one waits unless
-what is left, less what the requests in flight are expected to use (the average duration of recent
-responses), still pays for it; the service only refuses once the budget is spent (limits are enforced
-after the fact), so this keeps the last requests of a window from running into a 429. With nothing in
-flight and the budget spent, it waits about as long as the window takes to free what one request
-needs (``SYNC_DATAVERSE_WINDOW_S``, 300 s in Dataverse, which the service does not report).
-Hand-written: it is 40 lines and must see the service's own headers, which no pool library does.
+Pacing by the execution-time budget. Dataverse admits a request while the execution time of the user's
+requests that finished in the last window (300 s) is under the budget (1,200 s), and refuses with a 429
+after that (limits are enforced after the fact). The budget is read from the first responses
+(``x-ms-ratelimit-time-remaining-xrm-requests``, the most ever reported); the limiter keeps its own
+identity's history (finish time, duration) for one window (``SYNC_DATAVERSE_WINDOW_S``; the service does
+not report it) and holds a new request while that history plus the requests in flight would reach the
+budget, until enough of the history leaves the window. The durations are measured by the client, a
+little longer than the server's own count, so it errs on the side of waiting.
+Hand-written: it is 60 lines and must see the service's own headers, which no pool library does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections import deque
 
 import requests
 
@@ -34,25 +37,26 @@ class AdaptiveLimiter:
         self.peak = 0
         self._successes = 0
         self._cond = threading.Condition()
-        self.time_remaining_s: float | None = None  # execution time left in the window, as last reported
-        self.reported_at = 0.0  # when (monotonic)
         self.budget_s = 0.0  # the most execution time ever reported left: the window's whole budget
         self.window_s = window_s  # the service-protection window (300 s in Dataverse; not reported by it)
         self.cost_s = 0.0  # average duration of a recent successful request
+        self._spent: deque[tuple[float, float]] = deque()  # (finished at, seconds) of this window's requests
 
     def _wait_s(self) -> float | None:
-        """0: go; None: wait for a response; > 0: wait that long (nothing in flight, budget spent)."""
-        if self.time_remaining_s is None or self.cost_s == 0:
+        """0: go; > 0: wait about that long (then look again); None: wait for a response or a release."""
+        if self.budget_s <= 0 or self.cost_s <= 0:
+            return 0.0  # nothing known yet
+        now = time.monotonic()
+        while self._spent and self._spent[0][0] <= now - self.window_s:
+            self._spent.popleft()
+        excess = sum(seconds for _, seconds in self._spent) + self.cost_s * self.in_flight - self.budget_s
+        if excess < 0:
             return 0.0
-        short = self.cost_s * (self.in_flight + 1) - self.time_remaining_s
-        if short <= 0:
-            return 0.0
-        if self.in_flight:
-            return None
-        # Nothing in flight, so no fresher figure is coming: wait until the window has freed about enough
-        # (the budget frees at roughly budget/window per second), then go.
-        ready = self.reported_at + short * self.window_s / max(self.budget_s, 1e-6)
-        return max(0.0, ready - time.monotonic())
+        for finished, seconds in self._spent:  # oldest first: when will enough of it have left the window?
+            excess -= seconds
+            if excess < 0:
+                return max(0.001, finished + self.window_s - now)
+        return None  # only the requests in flight hold the budget: wait for them
 
     def acquire(self) -> None:
         with self._cond:
@@ -74,14 +78,11 @@ class AdaptiveLimiter:
         with self._cond:
             remaining = response.headers.get("x-ms-ratelimit-time-remaining-xrm-requests")
             if remaining:
-                try:
-                    self.time_remaining_s = float(remaining)
-                    self.reported_at = time.monotonic()
-                    self.budget_s = max(self.budget_s, self.time_remaining_s)
-                except ValueError:
-                    self.time_remaining_s = None
+                with contextlib.suppress(ValueError):
+                    self.budget_s = max(self.budget_s, float(remaining))
             if response.status_code < 400:
                 elapsed = response.elapsed.total_seconds()
+                self._spent.append((time.monotonic(), elapsed))
                 self.cost_s = elapsed if self.cost_s == 0 else 0.7 * self.cost_s + 0.3 * elapsed
             hint = response.headers.get("x-ms-dop-hint")
             if hint and hint.isdigit():

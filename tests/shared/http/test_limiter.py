@@ -60,35 +60,43 @@ def test_acquire_blocks_at_the_limit_until_a_release() -> None:
     assert got.wait(2)
 
 
-def test_a_request_waits_while_the_reported_budget_cannot_pay_for_it_and_the_ones_in_flight() -> None:
+def spent(seconds: float, remaining: str | None = None) -> requests.Response:
     import datetime
 
-    limiter = AdaptiveLimiter(start=4)
-    slow = response(**{"x-ms-ratelimit-time-remaining-xrm-requests": "1.00"})
-    slow.elapsed = datetime.timedelta(seconds=0.6)
-    limiter.observe(slow)  # 1.0 s left; a request costs about 0.6 s
-    limiter.acquire()  # nothing in flight: goes
+    r = response(**({"x-ms-ratelimit-time-remaining-xrm-requests": remaining} if remaining else {}))
+    r.elapsed = datetime.timedelta(seconds=seconds)
+    return r
+
+
+def test_a_request_waits_while_the_window_and_the_requests_in_flight_would_spend_the_budget() -> None:
+    limiter = AdaptiveLimiter(start=4, window_s=0.6)
+    limiter.observe(spent(0.6, remaining="1.00"))  # a budget of 1 s; 0.6 s of it spent; a request costs ~0.6 s
+    limiter.acquire()  # 0.6 spent + nothing in flight: under the budget, goes
     second = threading.Thread(target=limiter.acquire)
     second.start()
     second.join(timeout=0.3)
-    assert second.is_alive()  # 1.0 - 0.6 in flight leaves 0.4 s: not enough for another
+    assert second.is_alive()  # 0.6 spent + 0.6 in flight would reach it
 
-    limiter.observe(response(**{"x-ms-ratelimit-time-remaining-xrm-requests": "3.00"}))
-    second.join(timeout=2)
+    second.join(timeout=2)  # the spent 0.6 s leaves the window after 0.6 s
     assert not second.is_alive() and limiter.in_flight == 2
 
 
-def test_with_nothing_in_flight_and_the_budget_spent_it_waits_for_the_window_to_free_enough() -> None:
-    import datetime
+def test_with_nothing_in_flight_it_waits_until_enough_has_left_the_window() -> None:
     import time
 
-    limiter = AdaptiveLimiter(start=4, window_s=0.9)
-    limiter.observe(response(**{"x-ms-ratelimit-time-remaining-xrm-requests": "3.00"}))  # the whole budget
-    spent = response(**{"x-ms-ratelimit-time-remaining-xrm-requests": "0.00"})
-    spent.elapsed = datetime.timedelta(seconds=1.0)
-    limiter.observe(spent)  # a request costs ~1 s; the window frees 3 s per 0.9 s, so ~0.3 s to wait
-
+    limiter = AdaptiveLimiter(start=4, window_s=0.5)
+    limiter.observe(spent(0.4, remaining="1.00"))
+    limiter.observe(spent(0.7))  # 1.1 s spent of 1.0: the next request would be refused
     started = time.monotonic()
+
     limiter.acquire()
 
-    assert 0.2 <= time.monotonic() - started < 2.0
+    assert 0.3 <= time.monotonic() - started < 2.0
+
+
+def test_without_a_reported_budget_nothing_is_held() -> None:
+    limiter = AdaptiveLimiter(start=4, window_s=300)
+    limiter.observe(spent(5.0))
+    limiter.acquire()
+    limiter.acquire()
+    assert limiter.in_flight == 2
