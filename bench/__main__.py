@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-sample", type=int, default=2000)
     parser.add_argument("--callbacks-per-s", type=int, default=200)
     parser.add_argument("--callback-seconds", type=float, default=5.0)
+    parser.add_argument("--state-buckets", type=int, default=16, help="SYNC_STATE_BUCKETS (Azurite slows with partition size)")
     args = parser.parse_args(argv)
 
     azurite = start_azurite()
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = {**emulator_settings(dv_url, fo_url, azurite.connection_string, "bench"),
                     "SYNC_BULK_SIZE": str(args.bulk_size), "SYNC_HTTP_RETRY_BUDGET_S": "600",
                     "SYNC_HTTP_MAX_ATTEMPTS": "20", "SYNC_TWO_WAY": "false",
-                    "SYNC_DATAVERSE_WINDOW_S": str(PROTECTION["window_s"])}
+                    "SYNC_DATAVERSE_WINDOW_S": str(PROTECTION["window_s"]), "SYNC_STATE_BUCKETS": str(args.state_buckets)}
         with environment(settings):
             return run(args, dv_url, fo_url)
     finally:
@@ -140,7 +141,16 @@ def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
     runtime = get_runtime()
     requests.post(f"{dv_url}/_emulator/stats/reset", timeout=10)
     started = time.perf_counter()
-    [summary] = runtime.outbound("loyalty_cards").run()
+    last = [0]
+
+    def progress(done: Any, total: int | None) -> None:
+        if done.seen - last[0] >= 50_000 or (total is not None and done.seen >= total):
+            last[0] = done.seen
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"  {done.seen:,}/{total or '?'} seen, {done.written:,} written, "
+                  f"{done.seen / (time.perf_counter() - started):,.0f} records/s, peak RSS {rss:.0f} MB", flush=True)
+
+    [summary] = runtime.outbound("loyalty_cards").run(progress=progress)
     sync_s = time.perf_counter() - started
     stats = requests.get(f"{dv_url}/_emulator/stats", timeout=10).json()
     protection = requests.get(f"{dv_url}/_emulator/service-protection", timeout=10).json()
