@@ -83,14 +83,27 @@ class RequestStats:
     """Thread-safe request counters: total, by method, by route name, by "METHOD route"."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._by_method: Counter[str] = Counter()
         self._by_route: Counter[str] = Counter()
         self._by_method_route: Counter[str] = Counter()
         self._total = 0
+        self._open = 0  # requests being handled: counted once their handler ends, after the response
+
+    def begin(self) -> None:
+        with self._lock:
+            self._open += 1
+
+    def end(self) -> None:
+        """A request that began and will not be recorded (an admin route)."""
+        with self._lock:
+            self._open -= 1
+            self._lock.notify_all()
 
     def record(self, method: str, route: str) -> None:
         with self._lock:
+            self._open -= 1
+            self._lock.notify_all()
             self._total += 1
             self._by_method[method] += 1
             self._by_route[route] += 1
@@ -103,8 +116,12 @@ class RequestStats:
             self._by_route.clear()
             self._by_method_route.clear()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, *, settle_s: float = 1.0) -> dict[str, Any]:
+        """The counters, once the requests still being handled are recorded (a client may read the stats
+        right after its last response, before that request's handler has counted it); at most
+        ``settle_s`` of waiting, for servers that never go quiet."""
         with self._lock:
+            self._lock.wait_for(lambda: self._open <= 0, timeout=settle_s)
             return {
                 "total": self._total,
                 "by_method": dict(self._by_method),
@@ -275,16 +292,19 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         self._begin_request()
         self.method = method
         self.route_name = "unmatched"
-        counted = True
+        counted = not urlsplit(self.path).path.startswith("/_emulator/")
+        if counted:
+            self.server.stats.begin()
         try:
             self.body = self._read_body()
             self._parse_target()
             route, match = self._find_route(method)
             if route is None or match is None:
-                counted = not self.path_only.startswith("/_emulator/")
                 self.handle_unmatched(method)
                 return
-            counted = not route.admin
+            if counted and route.admin:  # an admin route outside /_emulator/: not counted after all
+                counted = False
+                self.server.stats.end()
             self.route_name = route.name
             if route.admin:
                 route.handler(self, match)
