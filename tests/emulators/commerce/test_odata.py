@@ -181,6 +181,18 @@ def test_client_top_limits_the_result_across_pages(emu: CommerceEmulator) -> Non
     assert count == 15
 
 
+def test_a_keyset_page_is_the_same_with_and_without_count(emu: CommerceEmulator) -> None:
+    cards = [row["CardNumber"] for row in values(get(emu, "RetailLoyaltyCards", **{"$top": "40"}))]
+    query = {"$filter": f"CardNumber gt '{cards[4]}'", "$orderby": "CardNumber", "$top": str(PAGE_SIZE + 3),
+             "$select": "CardNumber"}
+    counted = get(emu, "RetailLoyaltyCards", **query, **{"$count": "true"}).json()
+    keyset = get(emu, "RetailLoyaltyCards", **query).json()  # the emulator's early-stopping path
+
+    assert keyset["value"] == counted["value"] and keyset["value"][0]["CardNumber"] == cards[5]
+    assert keyset["@odata.nextLink"] == counted["@odata.nextLink"].replace("&%24count=true", "").replace(
+        "&$count=true", "")
+
+
 def test_rows_come_in_key_order_without_orderby(emu: CommerceEmulator) -> None:
     numbers = [row["CardNumber"] for row in values(get(emu, "RetailLoyaltyCards"))]
     assert numbers == sorted(numbers)
