@@ -15,11 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.state.transactions import MAX_OPERATIONS, Operation, submit
+from shared.state.transactions import MAX_OPERATIONS, Operation, create_or_replace, submit
 
 DIGEST_BYTES = 8
 _DIGESTS_PER_PROPERTY = 8000  # a binary property holds 64 KiB
@@ -88,14 +87,9 @@ class PageCheckpoints:
                   "finalizing": plan.finalizing, "last_through": plan.last_through, "started_at": plan.started_at,
                   "mode": plan.mode}
         try:
-            if plan.etag is None:
-                meta = self.table.create_entity(entity)
-            else:
-                meta = self.table.update_entity(entity, mode=UpdateMode.REPLACE, etag=plan.etag,
-                                                match_condition=MatchConditions.IfNotModified)
+            plan.etag = create_or_replace(self.table, entity, plan.etag)
         except (ResourceExistsError, ResourceModifiedError) as exc:
             raise CheckpointConflict(f"plan of run {plan.run_id} changed meanwhile") from exc
-        plan.etag = meta.get("etag")
         return plan
 
     # -- key ranges --------------------------------------------------------------------------------------

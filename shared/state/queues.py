@@ -59,7 +59,6 @@ class GroupCommit:
         self._cond = threading.Condition()
         self._pending: list[_Waiter] = []
         self._flushing = False
-        self.messages = 0
 
     def send(self, item: WorkItem) -> None:
         waiter = _Waiter(item.model_dump_json())
@@ -84,7 +83,6 @@ class GroupCommit:
             except BaseException as exc:  # handed to every sender of the batch
                 error = exc
             with self._cond:
-                self.messages += 1
                 for w in batch:
                     w.done, w.error = True, error
                 self._flushing = False

@@ -29,7 +29,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
 
 from shared.state.checkpoints import PageCheckpoints
-from shared.state.transactions import MAX_OPERATIONS, Operation, TransactionRefused, submit
+from shared.state.transactions import MAX_OPERATIONS, Operation, TransactionRefused, create_or_replace, submit
 
 # RowKey may not hold / \ # ? or control characters; '|' separates key parts and '%' escapes.
 _ROWKEY_SAFE = " !\"$&'()*+,-.:;<=>@[]^_`{}~"
@@ -189,14 +189,9 @@ class StateStore:
         """Write ``mark`` if nobody changed it since it was read; raise ``ConcurrencyConflict`` otherwise."""
         entity = mark.to_entity()
         try:
-            if mark.etag is None:
-                meta = self.watermarks.create_entity(entity)
-            else:
-                meta = self.watermarks.update_entity(entity, mode=UpdateMode.REPLACE, etag=mark.etag,
-                                                     match_condition=MatchConditions.IfNotModified)
+            mark.etag = create_or_replace(self.watermarks, entity, mark.etag)
         except (ResourceExistsError, ResourceModifiedError) as exc:
             raise ConcurrencyConflict(f"watermark {mark.template}/{mark.row_key} changed meanwhile") from exc
-        mark.etag = meta.get("etag")
         return mark
 
     def acquire_lease(self, template: str, direction: str, scope: str, owner: str, lease_s: int,
@@ -274,11 +269,7 @@ class StateStore:
                   "shared": shared if shared is not None else (previous.shared if previous else ""),
                   "columns": columns}
         try:
-            if previous is None or previous.etag is None:
-                self.synced.create_entity(entity)
-            else:
-                self.synced.update_entity(entity, mode=UpdateMode.REPLACE, etag=previous.etag,
-                                          match_condition=MatchConditions.IfNotModified)
+            create_or_replace(self.synced, entity, previous.etag if previous else None)
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
             raise ConcurrencyConflict(f"synced state {partition}/{row_key} changed meanwhile") from exc
 

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from azure.core import MatchConditions
 from azure.core.rest import HttpRequest
-from azure.data.tables import EdmType, EntityProperty, TableClient
+from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
 
 MAX_OPERATIONS = 100  # per entity-group transaction, one partition
 _STATUS_LINE = re.compile(rb"^HTTP/1\.1 (\d{3})", re.MULTILINE)
@@ -96,6 +97,17 @@ def _part(base: str, table: str, operation: Operation, content_id: int) -> str:
     body = "" if method == "DELETE" else _json_entity(entity)
     return ("Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
             + "\r\n".join(headers) + "\r\n\r\n" + body + "\r\n")
+
+
+def create_or_replace(table: TableClient, entity: Mapping[str, Any], etag: str | None) -> str | None:
+    """Create ``entity`` (no ``etag``: it must not exist yet) or replace it if it still has ``etag``;
+    returns the new ETag. A lost race raises the SDK's ``ResourceExistsError`` / ``ResourceModifiedError``."""
+    if etag is None:
+        meta = table.create_entity(entity)
+    else:
+        meta = table.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+                                   match_condition=MatchConditions.IfNotModified)
+    return meta.get("etag")
 
 
 def submit(client: TableClient, operations: Sequence[Operation]) -> None:

@@ -267,24 +267,27 @@ class PagedScan:
         except BaseException:
             writers.abandon()
             raise
-        done = [p for p in self.checkpoints.pages(plan) if p.status == "done"]
+        pages = self.checkpoints.pages(plan)
+        done = [p for p in pages if p.status == "done"]
         log(logger, logging.INFO, "key range done", template=task.template, scope=task.scope, run_id=task.run_id,
             index=task.index, ranges_done=len(done), ranges=plan.planned if plan.planning_done else "?",
             run_seen=sum(p.counts.get("seen", 0) for p in done), total=plan.total if plan.total >= 0 else "?",
             **summary.counts())
-        self._maybe_finalize(task.scope, task.run_id)
+        self._maybe_finalize(task.scope, task.run_id, pages=pages)
         return "done"
 
     # -- finalising --------------------------------------------------------------------------------------
 
-    def _maybe_finalize(self, scope: str, run_id: str | None = None) -> RunSummary | None:
+    def _maybe_finalize(self, scope: str, run_id: str | None = None, *,
+                        pages: list[PageCheckpoint] | None = None) -> RunSummary | None:
+        """Finalise the run if planning is done and every range is; ``pages``: the ranges, if just read."""
         engine = self.engine
         if run_id is None:
             run_id = engine.state.get_watermark(engine.name, "fo_to_dataverse", scope).open_run
         plan = self.checkpoints.get_plan(engine.name, scope, run_id) if run_id else None
         if plan is None or plan.finalizing or not plan.planning_done:
             return None
-        if any(p.status != "done" for p in self.checkpoints.pages(plan)):
+        if any(p.status != "done" for p in (pages if pages is not None else self.checkpoints.pages(plan))):
             return None
         plan.finalizing = str(uuid.uuid4())
         try:
