@@ -57,10 +57,11 @@ def run_timer(template: str, timer: func.TimerRequest, invocation_id: str) -> No
 
 
 def run_page(msg: func.QueueMessage, invocation_id: str) -> None:
-    """One key range of a fanned-out full scan (a bad message fails here: the host retries, then poisons it)."""
+    """One key range, or one delete check, of a fanned-out full scan (a bad message fails here: the host
+    retries, then poisons it)."""
     with correlation_scope(invocation_id):
         task = PageTask.model_validate_json(msg.get_body())
-        get_runtime().paged(task.template).run_page(task)
+        get_runtime().paged(task.template).run_task(task)
 
 
 def run_inbound(template: str, timer: func.TimerRequest, invocation_id: str) -> None:

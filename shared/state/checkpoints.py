@@ -1,10 +1,15 @@
 """Page checkpoints of a full outbound scan, in Table Storage (``<prefix>pages``).
 
-One partition per run (``<template>.<scope>.<run id>``): a ``plan`` row (how many key ranges were planned,
-whether planning finished, the total from ``$count``, who finalises), and one row per key range with its
-bounds, its status (``planned`` or ``done``), its counts and, once done, the 8-byte digests of the keys it
-saw, which the finaliser needs to find deletes. A crashed run resumes from these rows: ranges marked done
-are not read again. The rows of a run are removed once it is finalised.
+One partition per run (``<template>.<scope>.<run id>``):
+
+* a ``plan`` row: how many key ranges were planned, whether planning finished, the total from ``$count``,
+  who finalises, how many delete checks the finaliser split the delete search into, who closes the run;
+* one row per key range (``000000``, ``000001``, ...): its bounds, its status (``planned`` or ``done``), its
+  counts and, once done, the 8-byte digests of the keys it saw, which the delete search needs;
+* one row per delete check (``x0000``, ...): the state buckets it searches, its status and counts.
+
+A crashed run resumes from these rows: ranges and checks marked done are not done again. The rows of a run
+are removed once it is closed.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from shared.state.transactions import MAX_OPERATIONS, Operation, create_or_repla
 DIGEST_BYTES = 8
 _DIGESTS_PER_PROPERTY = 8000  # a binary property holds 64 KiB
 PLAN_ROW = "plan"
+_PAGE_ROWS = "RowKey lt 'a'"  # key ranges' row keys are digits: below "plan" and the delete checks' "x..."
+_CHECK_ROWS = "RowKey ge 'x' and RowKey lt 'y'"
 
 
 class CheckpointConflict(Exception):
@@ -41,6 +48,8 @@ class RunPlan:
     last_through: str = ""  # JSON key of the last planned range's upper bound ("" before the first)
     started_at: str = ""
     mode: str = "incremental"
+    delete_checks: int = 0  # > 0: the delete search was split into this many checks, run as tasks
+    closing: str = ""  # who closes the run once every delete check is done
     etag: str | None = None
 
 
@@ -51,6 +60,21 @@ class PageCheckpoint:
     through: tuple[Any, ...] | None
     status: str = "planned"
     counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class DeleteCheck:
+    """One part of a fanned-out run's delete search: the synced states in buckets ``[first, stop)``."""
+
+    index: int
+    first: int
+    stop: int
+    status: str = "planned"
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def buckets(self) -> range:
+        return range(self.first, self.stop)
 
 
 def _key_json(key: tuple[Any, ...] | None) -> str:
@@ -79,13 +103,15 @@ class PageCheckpoints:
         return RunPlan(template, scope, run_id, planned=int(e.get("planned", 0)),
                        planning_done=bool(e.get("planning_done", False)), total=int(e.get("total", -1)),
                        finalizing=e.get("finalizing", ""), last_through=e.get("last_through", ""),
-                       started_at=e.get("started_at", ""), mode=e.get("mode", "incremental"), etag=e.metadata.get("etag"))
+                       started_at=e.get("started_at", ""), mode=e.get("mode", "incremental"),
+                       delete_checks=int(e.get("delete_checks", 0)), closing=e.get("closing", ""),
+                       etag=e.metadata.get("etag"))
 
     def save_plan(self, plan: RunPlan) -> RunPlan:
         entity = {"PartitionKey": self.partition(plan.template, plan.scope, plan.run_id), "RowKey": PLAN_ROW,
                   "planned": plan.planned, "planning_done": plan.planning_done, "total": plan.total,
                   "finalizing": plan.finalizing, "last_through": plan.last_through, "started_at": plan.started_at,
-                  "mode": plan.mode}
+                  "mode": plan.mode, "delete_checks": plan.delete_checks, "closing": plan.closing}
         try:
             plan.etag = create_or_replace(self.table, entity, plan.etag)
         except (ResourceExistsError, ResourceModifiedError) as exc:
@@ -118,8 +144,8 @@ class PageCheckpoints:
 
     def pages(self, plan: RunPlan) -> list[PageCheckpoint]:
         query = self.table.query_entities(
-            "PartitionKey eq @pk and RowKey ne @plan",
-            parameters={"pk": self.partition(plan.template, plan.scope, plan.run_id), "plan": PLAN_ROW},
+            f"PartitionKey eq @pk and {_PAGE_ROWS}",
+            parameters={"pk": self.partition(plan.template, plan.scope, plan.run_id)},
             select=["RowKey", "status", "after", "through", "counts"])
         return [PageCheckpoint(int(e["RowKey"]), key_from_json(e.get("after", "")), key_from_json(e.get("through", "")),
                                e.get("status", "planned"), json.loads(e.get("counts") or "{}")) for e in query]
@@ -136,11 +162,45 @@ class PageCheckpoints:
     def iter_digests(self, plan: RunPlan) -> Iterator[bytes]:
         """The key digests of every done range, a range at a time."""
         query = self.table.query_entities(
-            "PartitionKey eq @pk and status eq 'done'",
+            f"PartitionKey eq @pk and {_PAGE_ROWS} and status eq 'done'",
             parameters={"pk": self.partition(plan.template, plan.scope, plan.run_id)})
         for e in query:
             for n in range(int(e.get("digest_parts", 0))):
                 yield bytes(e[f"d{n}"])
+
+    # -- delete checks -----------------------------------------------------------------------------------
+
+    def add_delete_checks(self, plan: RunPlan, checks: list[DeleteCheck]) -> RunPlan:
+        """Record the delete checks (idempotent: a retried split writes the same rows) and move the plan on."""
+        pk = self.partition(plan.template, plan.scope, plan.run_id)
+        rows = [Operation("upsert", {"PartitionKey": pk, "RowKey": f"x{c.index:04d}", "status": "planned",
+                                     "first": c.first, "stop": c.stop, "counts": "{}"}) for c in checks]
+        for start in range(0, len(rows), MAX_OPERATIONS):
+            submit(self.table, rows[start:start + MAX_OPERATIONS])
+        plan.delete_checks = len(checks)
+        return self.save_plan(plan)
+
+    @staticmethod
+    def _check(e: Any) -> DeleteCheck:
+        return DeleteCheck(int(e["RowKey"][1:]), int(e["first"]), int(e["stop"]), e.get("status", "planned"),
+                           json.loads(e.get("counts") or "{}"))
+
+    def delete_checks(self, plan: RunPlan) -> list[DeleteCheck]:
+        query = self.table.query_entities(f"PartitionKey eq @pk and {_CHECK_ROWS}",
+                                          parameters={"pk": self.partition(plan.template, plan.scope, plan.run_id)})
+        return [self._check(e) for e in query]
+
+    def delete_check(self, plan: RunPlan, index: int) -> DeleteCheck | None:
+        try:
+            return self._check(self.table.get_entity(self.partition(plan.template, plan.scope, plan.run_id),
+                                                     f"x{index:04d}"))
+        except ResourceNotFoundError:
+            return None
+
+    def complete_delete_check(self, plan: RunPlan, check: DeleteCheck) -> None:
+        self.table.upsert_entity({"PartitionKey": self.partition(plan.template, plan.scope, plan.run_id),
+                                  "RowKey": f"x{check.index:04d}", "status": "done", "first": check.first,
+                                  "stop": check.stop, "counts": json.dumps(check.counts)}, mode=UpdateMode.REPLACE)
 
     def drop(self, plan: RunPlan) -> None:
         """Remove a finalised run's rows (entity-group deletes, 100 at a time)."""

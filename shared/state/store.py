@@ -229,8 +229,8 @@ class StateStore:
     def _pk(self, partition: str, row_key: str) -> str:
         return f"{partition}~{bucket_of(row_key, self.buckets):02x}"
 
-    def _bucket_partitions(self, partition: str) -> list[str]:
-        return [f"{partition}~{b:02x}" for b in range(self.buckets)]
+    def _bucket_partitions(self, partition: str, buckets: range | None = None) -> list[str]:
+        return [f"{partition}~{b:02x}" for b in (buckets if buckets is not None else range(self.buckets))]
 
     def load_synced(self, partition: str) -> dict[str, SyncedState]:
         return {state.row_key: state for state in self.iter_synced(partition)}
@@ -246,9 +246,10 @@ class StateStore:
             found.update((e["RowKey"], _synced(e)) for e in query)
         return found
 
-    def iter_synced(self, partition: str) -> Iterator[SyncedState]:
-        """Every state of a scope, streamed bucket by bucket, page by page (never all in memory)."""
-        for pk in self._bucket_partitions(partition):
+    def iter_synced(self, partition: str, buckets: range | None = None) -> Iterator[SyncedState]:
+        """Every state of a scope (or of some of its ``buckets``), streamed bucket by bucket, page by page
+        (never all in memory)."""
+        for pk in self._bucket_partitions(partition, buckets):
             for entity in self.synced.query_entities("PartitionKey eq @pk", parameters={"pk": pk},
                                                      select=_SYNCED_COLUMNS):
                 yield _synced(entity)

@@ -246,11 +246,12 @@ class OutboundSync:
         if pending:
             writers.submit(pending, summary)
 
-    def find_deletes(self, partition: str, seen: KeyDigests, summary: RunSummary, heartbeat: Callable[[], None]) -> None:
-        """After a complete scan: every state whose key the scan did not see is a delete candidate, confirmed
-        by a read by key first (streamed, never all loaded)."""
+    def find_deletes(self, partition: str, seen: KeyDigests, summary: RunSummary, heartbeat: Callable[[], None],
+                     buckets: range | None = None) -> None:
+        """After a complete scan: every state (of the scope, or of its state ``buckets``) whose key the scan
+        did not see is a delete candidate, confirmed by a read by key first (streamed, never all loaded)."""
         seen.freeze()
-        for previous in self.state.iter_synced(partition):
+        for previous in self.state.iter_synced(partition, buckets):
             if previous.row_key in seen:
                 continue
             heartbeat()

@@ -15,13 +15,17 @@ and the digests of the keys it saw after every changed record in it is written a
   takes that id over: ranges already done are not read again, planned ones are redone, planning
   continues after the last planned range.
 * **Finalise**: when planning is done and every range is done, exactly one party (an ETag claim on the
-  plan row) looks for deletes (states whose key no range saw), sums the counts, advances the watermark
-  and removes the run's checkpoints.
+  plan row) looks for deletes: states whose key no range saw. In place it searches every state bucket
+  itself. Fanned out it splits the search into delete checks of whole state buckets (about
+  ``DELETE_CHECK_STATES`` states each) queued as tasks on the same queue, so no invocation reads every
+  state of a large scope; the worker that finishes the last check closes the run (another ETag claim).
+* **Close**: sum the counts of the ranges and checks, advance the watermark, remove the checkpoints.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,22 +33,24 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from shared.observability import log
-from shared.state.checkpoints import CheckpointConflict, PageCheckpoint, RunPlan, key_from_json
+from shared.state.checkpoints import CheckpointConflict, DeleteCheck, PageCheckpoint, RunPlan, key_from_json
 from shared.state.store import Watermark
-from shared.sync.runs import Run, RunSummary
+from shared.sync.runs import LeaseLost, Run, RunSummary
 
 if TYPE_CHECKING:
-    from shared.sync.engine import OutboundSync, Progress
+    from shared.sync.engine import KeyDigests, OutboundSync, Progress
 
 logger = logging.getLogger("loyaltysync.sync")
 DEFAULT_PAGE_SIZE = 5000
 MAX_PAGE_SIZE = 10_000  # F&O's server page (protocols.md §3.2), and what a checkpoint's digests hold
+# States one delete check reads: tens of seconds against Table Storage, well inside a function's timeout.
+DELETE_CHECK_STATES = 100_000
 
 
 class PageTask(BaseModel):
     """A queue message: process one planned key range of a run."""
 
-    kind: Literal["page"] = "page"
+    kind: Literal["page", "deletes"] = "page"  # a key range, or a delete check (``index``: its number)
     template: str = Field(min_length=1, max_length=100)
     scope: str = Field(min_length=1, max_length=100)
     run_id: str = Field(min_length=1, max_length=64)
@@ -80,8 +86,10 @@ def range_filter(properties: list[str], after: tuple[Any, ...] | None, through: 
 class PagedScan:
     """One outbound engine's paged, checkpointed scans."""
 
-    def __init__(self, engine: OutboundSync, *, page_size: int | None = None, enqueue: Enqueue | None = None) -> None:
+    def __init__(self, engine: OutboundSync, *, page_size: int | None = None, enqueue: Enqueue | None = None,
+                 delete_check_states: int = DELETE_CHECK_STATES) -> None:
         self.engine = engine
+        self.delete_check_states = delete_check_states
         self.page_size = min(page_size or engine.page_size, MAX_PAGE_SIZE)
         self.enqueue = enqueue
         self.checkpoints = engine.state.checkpoints
@@ -121,7 +129,7 @@ class PagedScan:
             if not mark.open_run:
                 return None
             plan = self.checkpoints.get_plan(engine.name, scope, mark.open_run)
-            return mark.open_run if plan is not None and not plan.finalizing else None
+            return mark.open_run if plan is not None else None
 
         run = Run.begin(engine.state, engine.name, "fo_to_dataverse", scope, engine.lease_s, resume=resume)
         if isinstance(run, RunSummary):
@@ -135,6 +143,12 @@ class PagedScan:
         else:
             run.started_at = plan.started_at or run.started_at
             run.summary.mode = plan.mode
+            if plan.closing or (plan.finalizing and not plan.delete_checks):
+                # Whoever claimed finalising (or closing) held the lease, which has expired since: it died
+                # before it split the delete search, or before it closed the run. Do that again.
+                plan.closing = ""
+                plan.finalizing = plan.finalizing if plan.delete_checks else ""
+                plan = self.checkpoints.save_plan(plan)
         return run, plan
 
     # -- in place ----------------------------------------------------------------------------------------
@@ -213,6 +227,15 @@ class PagedScan:
         if isinstance(begun, RunSummary):
             return begun
         run, plan = begun
+        if plan.delete_checks:  # a resumed run that was searching for deletes: queue the checks not done
+            checks = [c for c in self.checkpoints.delete_checks(plan) if c.status != "done"]
+            for check in checks:
+                self.enqueue(PageTask(kind="deletes", template=plan.template, scope=plan.scope, run_id=plan.run_id,
+                                      index=check.index))
+            run.summary.status = "fanned_out"
+            run.summary.detail = f"{len(checks)} of {plan.delete_checks} delete checks queued again"
+            self._maybe_close(plan)
+            return run.summary
         total: list[int] = []
         queued = 0
         for page in self.checkpoints.pages(plan):
@@ -236,6 +259,10 @@ class PagedScan:
             ranges=plan.planned, queued=queued, total=total[0] if total else "?")
         self._maybe_finalize(plan.scope)  # every range may already be done (a resumed run)
         return run.summary
+
+    def run_task(self, task: PageTask) -> str:
+        """One queued task: a key range or a delete check. Returns what happened."""
+        return self.run_delete_check(task) if task.kind == "deletes" else self.run_page(task)
 
     def run_page(self, task: PageTask) -> str:
         """Process one queued key range; the last one done finalises the run. Returns what happened."""
@@ -276,48 +303,44 @@ class PagedScan:
         self._maybe_finalize(task.scope, task.run_id, pages=pages)
         return "done"
 
-    # -- finalising --------------------------------------------------------------------------------------
+    # -- finalising ----------------------------------------------------------------------------------------
 
     def _maybe_finalize(self, scope: str, run_id: str | None = None, *,
                         pages: list[PageCheckpoint] | None = None) -> RunSummary | None:
-        """Finalise the run if planning is done and every range is; ``pages``: the ranges, if just read."""
+        """Finalise the run if planning is done and every range is; ``pages``: the ranges, if just read.
+        Fanned out, finalising splits the delete search into checks queued as tasks; without a queue it runs here."""
         engine = self.engine
         if run_id is None:
             run_id = engine.state.get_watermark(engine.name, "fo_to_dataverse", scope).open_run
         plan = self.checkpoints.get_plan(engine.name, scope, run_id) if run_id else None
         if plan is None or plan.finalizing or not plan.planning_done:
             return None
-        if any(p.status != "done" for p in (pages if pages is not None else self.checkpoints.pages(plan))):
+        pages = pages if pages is not None else self.checkpoints.pages(plan)
+        if any(p.status != "done" for p in pages):
             return None
         plan.finalizing = str(uuid.uuid4())
         try:
             plan = self.checkpoints.save_plan(plan)
         except CheckpointConflict:
             return None  # another worker claimed it
+        if self.enqueue is not None:
+            self._queue_delete_checks(plan, states=sum(p.counts.get("seen", 0) for p in pages))
+            return None
         mark = engine.state.get_watermark(engine.name, "fo_to_dataverse", scope)
         summary = RunSummary(template=engine.name, scope=scope, run_id=plan.run_id, mode=plan.mode)
         run = Run(engine.state, mark, summary, lease_s=engine.lease_s, started_at=plan.started_at or mark.last_run_started)
         return self._finalize(run, plan, None if scope == "all" else scope, claimed=True)
 
     def _finalize(self, run: Run, plan: RunPlan, company: str | None, *, claimed: bool = False) -> RunSummary:
-        from shared.sync.engine import KeyDigests
-
+        """Finalise here: search every state bucket for deletes, then close the run."""
         engine = self.engine
         if not claimed:
             plan.finalizing = str(uuid.uuid4())
             plan = self.checkpoints.save_plan(plan)
         summary = run.summary
-        pages = self.checkpoints.pages(plan)
-        totals = RunSummary(template=summary.template, scope=summary.scope, run_id=summary.run_id)
-        for page in pages:
-            totals.add(page.counts)
-        for name, value in totals.counts().items():
-            setattr(summary, name, value)
-        seen = KeyDigests()
-        for digests in self.checkpoints.iter_digests(plan):
-            seen.add_bytes(digests)
+        found = RunSummary(template=summary.template, scope=summary.scope, run_id=summary.run_id)
         try:
-            engine.find_deletes(engine.partition(company), seen, summary, run.heartbeat)
+            engine.find_deletes(engine.partition(company), self._seen(plan), found, run.heartbeat)
         except BaseException as exc:
             plan.finalizing = ""
             self.checkpoints.save_plan(plan)  # let the next run finalise again
@@ -325,6 +348,110 @@ class PagedScan:
             summary.detail = f"{type(exc).__name__}: {exc}"
             run.finish(advance=False)
             raise
+        return self._close(run, plan, found=found.counts())
+
+    def _seen(self, plan: RunPlan) -> KeyDigests:
+        """The digests of every key the run's ranges saw (8 bytes a key: 8 MB for a million)."""
+        from shared.sync.engine import KeyDigests
+
+        seen = KeyDigests()
+        for digests in self.checkpoints.iter_digests(plan):
+            seen.add_bytes(digests)
+        return seen
+
+    def _close(self, run: Run, plan: RunPlan, checks: list[DeleteCheck] | None = None, *,
+               found: dict[str, int] | None = None) -> RunSummary:
+        """Add up the counts of every range and delete check (and of deletes ``found`` here), advance the
+        watermark, drop the checkpoints."""
+        summary = run.summary
+        totals = RunSummary(template=summary.template, scope=summary.scope, run_id=summary.run_id)
+        for page in self.checkpoints.pages(plan):
+            totals.add(page.counts)
+        for check in checks if checks is not None else self.checkpoints.delete_checks(plan):
+            totals.add(check.counts)
+        totals.add(found or {})
+        for name, value in totals.counts().items():
+            setattr(summary, name, value)
         result = run.finish(advance=True, open_run="")
         self.checkpoints.drop(plan)
         return result
+
+    # -- the delete search, fanned out ------------------------------------------------------------------
+
+    def _queue_delete_checks(self, plan: RunPlan, states: int) -> None:
+        """Split the delete search into checks of about ``delete_check_states`` states each (whole state
+        buckets), record them and queue one task each, so no single invocation reads every state of a scope
+        (a million states take minutes to read; Consumption stops a function after five by default)."""
+        assert self.enqueue is not None
+        buckets = self.engine.state.buckets
+        count = min(buckets, max(1, -(-states // self.delete_check_states)))
+        bounds = [buckets * n // count for n in range(count + 1)]
+        checks = [DeleteCheck(n, bounds[n], bounds[n + 1]) for n in range(count)]
+        try:
+            plan = self.checkpoints.add_delete_checks(plan, checks)
+        except BaseException:
+            plan.finalizing = ""
+            self.checkpoints.save_plan(plan)  # let the next worker or run finalise again
+            raise
+        for check in checks:
+            self.enqueue(PageTask(kind="deletes", template=plan.template, scope=plan.scope, run_id=plan.run_id,
+                                  index=check.index))
+        log(logger, logging.INFO, "delete search fanned out", template=plan.template, scope=plan.scope,
+            run_id=plan.run_id, checks=count, states=states, buckets=buckets)
+
+    def run_delete_check(self, task: PageTask) -> str:
+        """Search one delete check's state buckets for deletes; the last check done closes the run."""
+        engine = self.engine
+        plan = self.checkpoints.get_plan(task.template, task.scope, task.run_id)
+        if plan is None or plan.closing:
+            return "stale"
+        check = self.checkpoints.delete_check(plan, task.index)
+        if check is None:
+            return "stale"
+        if check.status == "done":
+            self._maybe_close(plan)
+            return "duplicate"
+        renewed = [0.0]
+
+        def heartbeat() -> None:  # at most every third of the lease: renewing reads the watermark
+            if time.monotonic() - renewed[0] < engine.lease_s / 3:
+                return
+            if not engine.state.renew_lease(task.template, "fo_to_dataverse", task.scope, task.run_id, engine.lease_s):
+                raise LeaseLost(f"{task.template}/{task.scope}: another run took the lease")
+            renewed[0] = time.monotonic()
+
+        try:
+            heartbeat()
+        except LeaseLost:
+            log(logger, logging.WARNING, "delete check of a run that lost its lease; left to the run that holds it",
+                template=task.template, scope=task.scope, run_id=task.run_id, index=task.index)
+            return "stale"
+        company = None if task.scope == "all" else task.scope
+        summary = RunSummary(template=task.template, scope=task.scope, run_id=task.run_id)
+        engine.find_deletes(engine.partition(company), self._seen(plan), summary, heartbeat, buckets=check.buckets)
+        check.counts = summary.counts()
+        check.status = "done"
+        self.checkpoints.complete_delete_check(plan, check)
+        log(logger, logging.INFO, "delete check done", template=task.template, scope=task.scope, run_id=task.run_id,
+            index=task.index, checks=plan.delete_checks, buckets=f"{check.first}-{check.stop - 1}", **summary.counts())
+        self._maybe_close(plan)
+        return "done"
+
+    def _maybe_close(self, plan: RunPlan) -> RunSummary | None:
+        """Close the run if every delete check is done; an ETag claim on the plan row makes it exactly once."""
+        checks = self.checkpoints.delete_checks(plan)
+        if len(checks) < plan.delete_checks or any(c.status != "done" for c in checks):
+            return None
+        plan = self.checkpoints.get_plan(plan.template, plan.scope, plan.run_id) or plan
+        if plan.closing:
+            return None
+        plan.closing = str(uuid.uuid4())
+        try:
+            plan = self.checkpoints.save_plan(plan)
+        except CheckpointConflict:
+            return None  # another worker closes it
+        engine = self.engine
+        mark = engine.state.get_watermark(engine.name, "fo_to_dataverse", plan.scope)
+        summary = RunSummary(template=engine.name, scope=plan.scope, run_id=plan.run_id, mode=plan.mode)
+        run = Run(engine.state, mark, summary, lease_s=engine.lease_s, started_at=plan.started_at or mark.last_run_started)
+        return self._close(run, plan, checks)

@@ -13,9 +13,11 @@ from tests.e2e.stores import Stores
 CARDS = "loyalty_cards"  # 60 cards in the emulator's seed
 
 
-def paged(runtime: Runtime, page_size: int = 25, tasks: list[PageTask] | None = None) -> PagedScan:
-    return PagedScan(runtime.outbound(CARDS), page_size=page_size,
-                     enqueue=tasks.append if tasks is not None else None)
+def paged(runtime: Runtime, page_size: int = 25, tasks: list[PageTask] | None = None,
+          delete_check_states: int = 100_000) -> PagedScan:
+    """A scan of the cards in ranges of ``page_size``; with ``tasks`` it queues there (else it finalises in place)."""
+    return PagedScan(runtime.outbound(CARDS), page_size=page_size, enqueue=tasks.append if tasks is not None else None,
+                     delete_check_states=delete_check_states)
 
 
 def test_a_single_key_range_is_an_open_or_closed_interval() -> None:
@@ -118,3 +120,98 @@ def test_a_second_start_while_the_run_is_open_is_skipped(runtime: Runtime) -> No
     again = paged(runtime, tasks=tasks).start(None)
 
     assert again.status == "skipped" and len(tasks) == 3
+
+
+def drain(runtime: Runtime, tasks: list[PageTask], **options: Any) -> list[str]:
+    """Run queued tasks, and the tasks they queue, in order, as the pages queue's workers would."""
+    outcomes: list[str] = []
+    while tasks:
+        task = tasks.pop(0)
+        outcomes.append(f"{task.kind}:{paged(runtime, tasks=tasks, **options).run_task(task)}")
+    return outcomes
+
+
+def expire_lease(runtime: Runtime) -> None:
+    mark = runtime.state.get_watermark(CARDS, "fo_to_dataverse", "all")
+    mark.lease_until = "2000-01-01T00:00:00+00:00"  # the workers stopped and the lease ran out
+    runtime.state.save_watermark(mark)
+
+
+def test_a_fanned_out_delete_search_is_split_into_checks_of_whole_state_buckets(runtime: Runtime,
+                                                                                stores: Stores) -> None:
+    paged(runtime).run(None)
+    gone = stores.commerce_rows(CARDS)[30]["CardNumber"]
+    stores.delete_in_commerce(f"RetailLoyaltyCards('{gone}')")
+    tasks: list[PageTask] = []
+    paged(runtime, tasks=tasks, delete_check_states=20).start(None)
+
+    outcomes = drain(runtime, tasks, delete_check_states=20)
+
+    assert outcomes == ["page:done"] * 3 + ["deletes:done"] * 3  # 59 states seen, 20 a check
+    mark = runtime.state.get_watermark(CARDS, "fo_to_dataverse", "all")
+    assert mark.last_status == "completed" and mark.open_run == "" and mark.lease_owner == ""
+    assert '"deleted": 1' in mark.last_counts and '"seen": 59' in mark.last_counts
+    assert stores.differences(CARDS) == []
+    assert list(runtime.state.pages.list_entities()) == []
+
+
+def test_the_delete_checks_cover_every_state_bucket_once(runtime: Runtime) -> None:
+    paged(runtime).run(None)
+    tasks: list[PageTask] = []
+    paged(runtime, tasks=tasks, delete_check_states=7).start(None)
+    drain(runtime, [t for t in tasks if t.kind == "page"][:-1], delete_check_states=7)
+    last: list[PageTask] = []
+    paged(runtime, tasks=last, delete_check_states=7).run_task(tasks[-1])
+    plan = runtime.state.checkpoints.get_plan(CARDS, "all", last[0].run_id)
+    assert plan is not None
+
+    checks = runtime.state.checkpoints.delete_checks(plan)
+
+    assert len(checks) == min(runtime.state.buckets, 9)  # 60 states, 7 a check, at most one check a bucket
+    assert [b for c in checks for b in c.buckets] == list(range(runtime.state.buckets))
+
+
+def test_a_delete_check_delivered_twice_is_not_counted_twice(runtime: Runtime, stores: Stores) -> None:
+    paged(runtime).run(None)
+    gone = stores.commerce_rows(CARDS)[10]["CardNumber"]
+    stores.delete_in_commerce(f"RetailLoyaltyCards('{gone}')")
+    tasks: list[PageTask] = []
+    paged(runtime, tasks=tasks, delete_check_states=20).start(None)
+    drain(runtime, [t for t in tasks if t.kind == "page"][:-1])
+    checks: list[PageTask] = []
+    paged(runtime, tasks=checks, delete_check_states=20).run_task(tasks[-1])
+
+    outcomes = drain(runtime, [checks[0], *checks], delete_check_states=20)
+
+    assert outcomes == ["deletes:done", "deletes:duplicate", "deletes:done", "deletes:done"]
+    assert '"deleted": 1' in runtime.state.get_watermark(CARDS, "fo_to_dataverse", "all").last_counts
+
+
+def test_a_run_stopped_during_its_delete_search_resumes_only_the_checks_not_done(runtime: Runtime) -> None:
+    paged(runtime).run(None)
+    tasks: list[PageTask] = []
+    run_id = paged(runtime, tasks=tasks, delete_check_states=20).start(None).run_id
+    drain(runtime, [t for t in tasks if t.kind == "page"][:-1])
+    checks: list[PageTask] = []
+    paged(runtime, tasks=checks, delete_check_states=20).run_task(tasks[-1])
+    assert paged(runtime).run_task(checks[0]) == "done"  # then the host stopped; the other two messages are lost
+    expire_lease(runtime)
+
+    again: list[PageTask] = []
+    resumed = paged(runtime, tasks=again, delete_check_states=20).start(None)
+
+    assert resumed.run_id == run_id and resumed.status == "fanned_out"
+    assert [(t.kind, t.index) for t in again] == [("deletes", 1), ("deletes", 2)]
+    assert drain(runtime, again) == ["deletes:done", "deletes:done"]
+    mark = runtime.state.get_watermark(CARDS, "fo_to_dataverse", "all")
+    assert mark.last_run_id == run_id and mark.open_run == "" and mark.last_status == "completed"
+
+
+def test_a_delete_check_of_a_closed_run_is_stale(runtime: Runtime) -> None:
+    paged(runtime).run(None)
+    tasks: list[PageTask] = []
+    run_id = paged(runtime, tasks=tasks).start(None).run_id
+    assert drain(runtime, tasks)[-1] == "deletes:done"
+
+    late = PageTask(kind="deletes", template=CARDS, scope="all", run_id=run_id, index=0)
+    assert paged(runtime).run_task(late) == "stale"
