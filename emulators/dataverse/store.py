@@ -15,6 +15,10 @@ increasing, under the lock). Any new write path (``$batch``, bulk actions, ...) 
 three methods, or call :meth:`Store.record_change` itself, so that delta queries see it.
 :meth:`Store.reset` empties tables without logging deletions; it raises
 :attr:`Store.change_log_floor` for those tables instead, so older delta tokens expire.
+
+Undo journal (for :mod:`emulators.dataverse.transactions`): while a transaction is open, each of
+those writes also records how to undo itself, so a rollback costs what the transaction wrote,
+not the size of the store (a full copy per ``$batch`` made a million-row benchmark quadratic).
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from __future__ import annotations
 import bisect
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from .schema import SYSTEM_COLUMNS, Table
@@ -70,6 +75,28 @@ class Store:
         self._key_index: dict[str, dict[tuple[str, ...], dict[tuple[Any, ...], str]]] = {
             name: {tuple(key): {} for key in table.alternate_keys} for name, table in self.tables.items()
         }
+        #: One frame of undo steps per open transaction (innermost last); empty: no transaction.
+        self._undo: list[list[Callable[[], None]]] = []
+
+    # -- undo journal (call with the lock held) ---------------------------------------------
+    def begin_journal(self) -> None:
+        self._undo.append([])
+
+    def commit_journal(self) -> None:
+        """Keep the innermost frame's writes; an enclosing transaction can still undo them."""
+        frame = self._undo.pop()
+        if self._undo:
+            self._undo[-1].extend(frame)
+
+    def rollback_journal(self) -> None:
+        """Undo the innermost frame's writes, newest first. The version counter is not wound back:
+        versions are never handed out twice (like SQL ``rowversion``; inferred)."""
+        for undo in reversed(self._undo.pop()):
+            undo()
+
+    def _remember(self, undo: Callable[[], None]) -> None:
+        if self._undo:
+            self._undo[-1].append(undo)
 
     # -- alternate-key index ---------------------------------------------------------------
     def _index_entries(self, entity_set: str, row: Mapping[str, Any]) -> list[tuple[tuple[str, ...], tuple[Any, ...]]]:
@@ -174,14 +201,22 @@ class Store:
             row.update(createdon=now, modifiedon=now, versionnumber=self.next_version())
             self._rows[entity_set][new_id] = row
             self._index_add(entity_set, row, new_id)
+            self._remember(partial(self._unset, entity_set, new_id))
             self._log(entity_set, new_id, "created", row["versionnumber"])
             return dict(row)
+
+    def _unset(self, entity_set: str, row_id: str) -> None:
+        row = self._rows[entity_set].pop(row_id)
+        self._index_remove(entity_set, row, row_id)
+        self._seed_ids[entity_set].discard(row_id)
 
     def update(self, entity_set: str, row_id: str, changes: Mapping[str, Any]) -> Row:
         """Apply validated ``changes`` to an existing row; bumps version and modifiedon."""
         table = self.tables[entity_set]
         with self.lock:
             row = self._rows[entity_set][row_id.lower()]
+            if self._undo:
+                self._remember(partial(self._put_back, entity_set, row, dict(row)))
             self._index_remove(entity_set, row, row[table.primary_id])
             for name, value in changes.items():
                 if name == table.primary_id or name in SYSTEM_COLUMNS:
@@ -192,15 +227,39 @@ class Store:
             self._log(entity_set, row[table.primary_id], "updated", row["versionnumber"])
             return dict(row)
 
+    def _put_back(self, entity_set: str, row: Row, before: Row) -> None:
+        """Undo an update: the row object keeps its identity and its place in the table."""
+        primary_id = self.tables[entity_set].primary_id
+        self._index_remove(entity_set, row, row[primary_id])
+        row.clear()
+        row.update(before)
+        self._index_add(entity_set, row, row[primary_id])
+
     def delete(self, entity_set: str, row_id: str) -> bool:
         with self.lock:
-            row = self._rows[entity_set].pop(row_id.lower(), None)
+            rows = self._rows[entity_set]
+            if self._undo and row_id.lower() in rows:
+                position = list(rows).index(row_id.lower())  # rows keep insertion order, also after an undo
+                seeded = row_id.lower() in self._seed_ids[entity_set]
+                self._remember(partial(self._reinsert, entity_set, rows[row_id.lower()], position, seeded))
+            row = rows.pop(row_id.lower(), None)
             if row is None:
                 return False
             self._index_remove(entity_set, row, row_id.lower())
             self._seed_ids[entity_set].discard(row_id.lower())
             self._log(entity_set, row_id.lower(), "deleted", self.next_version())
             return True
+
+    def _reinsert(self, entity_set: str, row: Row, position: int, seeded: bool) -> None:
+        row_id = row[self.tables[entity_set].primary_id]
+        rows = self._rows[entity_set]
+        items = list(rows.items())
+        items.insert(position, (row_id, row))
+        rows.clear()
+        rows.update(items)
+        self._index_add(entity_set, row, row_id)
+        if seeded:
+            self._seed_ids[entity_set].add(row_id)
 
     def seed(self, entity_set: str, values: Mapping[str, Any]) -> Row:
         """Insert a reference row that survives :meth:`reset`."""
@@ -213,6 +272,9 @@ class Store:
         """Empty the given tables (default: every table); seed rows are kept, rows added later go."""
         with self.lock:
             names = list(entity_sets) if entity_sets is not None else list(self.tables)
+            if self._undo:
+                self._remember(partial(self._unreset, {n: self._rows[n] for n in names}, self.change_log,
+                                       dict(self.change_log_floor)))
             for name in names:
                 seeds = self._seed_ids[name]
                 self._rows[name] = {k: v for k, v in self._rows[name].items() if k in seeds}
@@ -220,10 +282,22 @@ class Store:
                 self.change_log_floor[name] = self._version
             self.change_log = [c for c in self.change_log if c.entity_set not in names]
 
+    def _unreset(self, rows: dict[str, dict[str, Row]], log: list[ChangeRecord], floor: dict[str, int]) -> None:
+        for name, table_rows in rows.items():
+            self._rows[name] = table_rows
+            self._index_rebuild(name)
+        self.change_log = log
+        self.change_log_floor = floor
+
+    @staticmethod
+    def _unlog(log: list[ChangeRecord]) -> None:
+        log.pop()
+
     def record_change(self, entity_set: str, row_id: str, operation: str, version: int) -> None:
         """Append to the change log (``operation``: ``created``/``updated``/``deleted``);
         ``version`` must be above every logged one (take it from :meth:`next_version`)."""
         with self.lock:
             self.change_log.append(ChangeRecord(version, entity_set, row_id, operation))
+            self._remember(partial(self._unlog, self.change_log))
 
     _log = record_change
