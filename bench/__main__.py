@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-buckets", type=int, default=16, help="SYNC_STATE_BUCKETS (Azurite slows with partition size)")
     args = parser.parse_args(argv)
 
-    azurite = start_azurite()
+    # One process per storage service, as in Azure: the million-entity state table must not stall the queue.
+    azurite = start_azurite(separate_services=True)
     fo_process, fo_url = start_process("emulators.commerce", "--cards", str(args.records), "--reward-points", "0",
                                        "--levels-per-company", "0", "--page-size", "10000")
     dv_process, dv_url = start_process("emulators.dataverse")
