@@ -85,8 +85,9 @@ class Azurite:
         self.stop()
 
 
-def _commands(workspace: Path, ports: list[int], separate_services: bool) -> list[list[str]]:
-    common = ["--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose", "--location", str(workspace)]
+def _commands(workspace: Path, ports: list[int], separate_services: bool, in_memory: bool) -> list[list[str]]:
+    common = ["--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose",
+              *(["--inMemoryPersistence"] if in_memory else ["--location", str(workspace)])]
     services = list(zip(("blob", "queue", "table"), ports, strict=True))
     if separate_services:
         return [[str(BIN / f"azurite-{name}"), *common, f"--{name}Host", "127.0.0.1", f"--{name}Port", str(port)]
@@ -96,7 +97,8 @@ def _commands(workspace: Path, ports: list[int], separate_services: bool) -> lis
 
 
 def start_azurite(workspace: Path | None = None, *, timeout_s: float = 30.0,
-                  ports: tuple[int, int, int] | None = None, separate_services: bool = False) -> Azurite:
+                  ports: tuple[int, int, int] | None = None, separate_services: bool = False,
+                  in_memory: bool = False) -> Azurite:
     """Start Azurite with persistence in ``workspace`` (a new temporary folder by default).
 
     ``ports`` (blob, queue, table) restarts an Azurite where a stopped one listened, so clients keep
@@ -109,7 +111,7 @@ def start_azurite(workspace: Path | None = None, *, timeout_s: float = 30.0,
     for _ in range(3):  # a port picked free can be taken before Azurite binds it: try again
         chosen = list(ports) if ports else [free_port() for _ in range(3)]
         processes = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                     for command in _commands(workspace, chosen, separate_services)]
+                     for command in _commands(workspace, chosen, separate_services, in_memory)]
         deadline = time.monotonic() + timeout_s
         if all(_wait_listening(port, deadline) for port in chosen):
             return Azurite(processes, chosen[0], chosen[1], chosen[2], workspace=workspace, _own_workspace=own,

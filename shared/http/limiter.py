@@ -35,6 +35,7 @@ class AdaptiveLimiter:
         self.in_flight = 0
         self.throttled = 0
         self.peak = 0
+        self.measured_s = 0.0  # the durations of every successful request, as the client measured them
         self._successes = 0
         self._cond = threading.Condition()
         self.budget_s = 0.0  # the most execution time ever reported left: the window's whole budget
@@ -83,6 +84,7 @@ class AdaptiveLimiter:
             if response.status_code < 400:
                 elapsed = response.elapsed.total_seconds()
                 self._spent.append((time.monotonic(), elapsed))
+                self.measured_s += elapsed
                 self.cost_s = elapsed if self.cost_s == 0 else 0.7 * self.cost_s + 0.3 * elapsed
             hint = response.headers.get("x-ms-dop-hint")
             if hint and hint.isdigit():
