@@ -67,6 +67,7 @@ class KeyDigests:
 
     def __init__(self) -> None:
         self._digests = array("Q")
+        self._parts: list[array[int]] = []
         self._frozen = False
 
     @staticmethod
@@ -91,17 +92,26 @@ class KeyDigests:
         self._digests.extend(digests)
 
     def __len__(self) -> int:
-        return len(self._digests)
+        return sum(len(part) for part in self._parts) if self._frozen else len(self._digests)
 
     def freeze(self) -> None:
-        self._digests = array("Q", sorted(self._digests))
+        """Sort for lookups: in 256 parts by the digest's top byte, each sorted on its own, so sorting never
+        holds more than a part's digests as Python integers (a million at once would add about 40 MB)."""
+        if self._frozen:
+            return
+        parts = [array("Q") for _ in range(256)]
+        for digest in self._digests:
+            parts[digest >> 56].append(digest)
+        self._parts = [array("Q", sorted(part)) for part in parts]
+        self._digests = array("Q")
         self._frozen = True
 
     def __contains__(self, row_key: object) -> bool:
         assert self._frozen, "freeze() before lookups"
         digest = self._digest(str(row_key))
-        index = bisect.bisect_left(self._digests, digest)
-        return index < len(self._digests) and self._digests[index] == digest
+        part = self._parts[digest >> 56]
+        index = bisect.bisect_left(part, digest)
+        return index < len(part) and part[index] == digest
 
 
 class ChunkWriters:
