@@ -326,10 +326,7 @@ class PagedScan:
         if self.enqueue is not None:
             self._queue_delete_checks(plan, states=sum(p.counts.get("seen", 0) for p in pages))
             return None
-        mark = engine.state.get_watermark(engine.name, "fo_to_dataverse", scope)
-        summary = RunSummary(template=engine.name, scope=scope, run_id=plan.run_id, mode=plan.mode)
-        run = Run(engine.state, mark, summary, lease_s=engine.lease_s, started_at=plan.started_at or mark.last_run_started)
-        return self._finalize(run, plan, None if scope == "all" else scope, claimed=True)
+        return self._finalize(self._run_of(plan), plan, None if scope == "all" else scope, claimed=True)
 
     def _finalize(self, run: Run, plan: RunPlan, company: str | None, *, claimed: bool = False) -> RunSummary:
         """Finalise here: search every state bucket for deletes, then close the run."""
@@ -450,8 +447,11 @@ class PagedScan:
             plan = self.checkpoints.save_plan(plan)
         except CheckpointConflict:
             return None  # another worker closes it
+        return self._close(self._run_of(plan), plan, checks)
+
+    def _run_of(self, plan: RunPlan) -> Run:
+        """The run a worker finalises or closes: the lease as the watermark has it now (workers renew it)."""
         engine = self.engine
         mark = engine.state.get_watermark(engine.name, "fo_to_dataverse", plan.scope)
         summary = RunSummary(template=engine.name, scope=plan.scope, run_id=plan.run_id, mode=plan.mode)
-        run = Run(engine.state, mark, summary, lease_s=engine.lease_s, started_at=plan.started_at or mark.last_run_started)
-        return self._close(run, plan, checks)
+        return Run(engine.state, mark, summary, lease_s=engine.lease_s, started_at=plan.started_at or mark.last_run_started)
