@@ -230,8 +230,7 @@ class PagedScan:
         if plan.delete_checks:  # a resumed run that was searching for deletes: queue the checks not done
             checks = [c for c in self.checkpoints.delete_checks(plan) if c.status != "done"]
             for check in checks:
-                self.enqueue(PageTask(kind="deletes", template=plan.template, scope=plan.scope, run_id=plan.run_id,
-                                      index=check.index))
+                self._queue(plan, check.index, "deletes")
             run.summary.status = "fanned_out"
             run.summary.detail = f"{len(checks)} of {plan.delete_checks} delete checks queued again"
             self._maybe_close(plan)
@@ -240,14 +239,14 @@ class PagedScan:
         queued = 0
         for page in self.checkpoints.pages(plan):
             if page.status != "done":
-                self.enqueue(PageTask(template=plan.template, scope=plan.scope, run_id=plan.run_id, index=page.index))
+                self._queue(plan, page.index, "page")
                 queued += 1
         while not plan.planning_done:
             page, _ = self._next_range(company, plan, keys_only=True, on_total=total.append if not total else None)
             if total and plan.total < 0:
                 plan.total = total[0]
             plan = self.checkpoints.add_page(plan, page)
-            self.enqueue(PageTask(template=plan.template, scope=plan.scope, run_id=plan.run_id, index=page.index))
+            self._queue(plan, page.index, "page")
             queued += 1
             if page.through is None:
                 plan.planning_done = True
@@ -259,6 +258,10 @@ class PagedScan:
             ranges=plan.planned, queued=queued, total=total[0] if total else "?")
         self._maybe_finalize(plan.scope)  # every range may already be done (a resumed run)
         return run.summary
+
+    def _queue(self, plan: RunPlan, index: int, kind: Literal["page", "deletes"]) -> None:
+        assert self.enqueue is not None, "fan-out needs a pages queue"
+        self.enqueue(PageTask(kind=kind, template=plan.template, scope=plan.scope, run_id=plan.run_id, index=index))
 
     def run_task(self, task: PageTask) -> str:
         """One queued task: a key range or a delete check. Returns what happened."""
@@ -379,7 +382,6 @@ class PagedScan:
         """Split the delete search into checks of about ``delete_check_states`` states each (whole state
         buckets), record them and queue one task each, so no single invocation reads every state of a scope
         (a million states take minutes to read; Consumption stops a function after five by default)."""
-        assert self.enqueue is not None
         buckets = self.engine.state.buckets
         count = min(buckets, max(1, -(-states // self.delete_check_states)))
         bounds = [buckets * n // count for n in range(count + 1)]
@@ -391,8 +393,7 @@ class PagedScan:
             self.checkpoints.save_plan(plan)  # let the next worker or run finalise again
             raise
         for check in checks:
-            self.enqueue(PageTask(kind="deletes", template=plan.template, scope=plan.scope, run_id=plan.run_id,
-                                  index=check.index))
+            self._queue(plan, check.index, "deletes")
         log(logger, logging.INFO, "delete search fanned out", template=plan.template, scope=plan.scope,
             run_id=plan.run_id, checks=count, states=states, buckets=buckets)
 
