@@ -11,19 +11,35 @@ identity's history (finish time, duration) for one window (``SYNC_DATAVERSE_WIND
 not report it) and holds a new request while that history plus the requests in flight would reach the
 budget, until enough of the history leaves the window. The durations are measured by the client, a
 little longer than the server's own count, so it errs on the side of waiting.
+The header's live format is ``1,200.00`` (seconds, a grouping separator, two decimals; §2.12): the
+separator is removed before parsing. A value that still does not parse is counted
+(``unparsed_time_headers``) and logged once at WARNING: without the budget the limiter does not pace.
 Hand-written: it is 60 lines and must see the service's own headers, which no pool library does.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
+import math
 import threading
 import time
 from collections import deque
 
 import requests
 
+logger = logging.getLogger("loyaltysync.http")
+
 SERVICE_MAX_CONCURRENCY = 52
+TIME_REMAINING_HEADER = "x-ms-ratelimit-time-remaining-xrm-requests"
+
+
+def parse_time_remaining(value: str) -> float | None:
+    """Seconds from the header's live format (``1,200.00``, ``1,199.46``) or a plain number; None if neither."""
+    try:
+        seconds = float(value.strip().replace(",", ""))
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 class AdaptiveLimiter:
@@ -42,6 +58,7 @@ class AdaptiveLimiter:
         self.window_s = window_s  # the service-protection window (300 s in Dataverse; not reported by it)
         self.cost_s = 0.0  # average duration of a recent successful request
         self._spent: deque[tuple[float, float]] = deque()  # (finished at, seconds) of this window's requests
+        self.unparsed_time_headers = 0  # time-remaining headers that could not be read (logged once)
 
     def _wait_s(self) -> float | None:
         """0: go; > 0: wait about that long (then look again); None: wait for a response or a release."""
@@ -77,10 +94,16 @@ class AdaptiveLimiter:
     def observe(self, response: requests.Response) -> None:
         """Called with every response of the identity (retried ones included)."""
         with self._cond:
-            remaining = response.headers.get("x-ms-ratelimit-time-remaining-xrm-requests")
+            remaining = response.headers.get(TIME_REMAINING_HEADER)
             if remaining:
-                with contextlib.suppress(ValueError):
-                    self.budget_s = max(self.budget_s, float(remaining))
+                seconds = parse_time_remaining(remaining)
+                if seconds is not None:
+                    self.budget_s = max(self.budget_s, seconds)
+                else:
+                    self.unparsed_time_headers += 1
+                    if self.unparsed_time_headers == 1:
+                        logger.warning("Unreadable %s header %r (further ones are only counted): the execution-time "
+                                       "budget is read from readable ones only", TIME_REMAINING_HEADER, remaining)
             if response.status_code < 400:
                 elapsed = response.elapsed.total_seconds()
                 self._spent.append((time.monotonic(), elapsed))

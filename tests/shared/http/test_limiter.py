@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
+import pytest
 import requests
 
 from shared.http.limiter import AdaptiveLimiter
@@ -100,3 +102,43 @@ def test_without_a_reported_budget_nothing_is_held() -> None:
     limiter.acquire()
     limiter.acquire()
     assert limiter.in_flight == 2
+
+
+def test_the_live_time_header_format_with_a_grouping_separator_sets_the_budget() -> None:
+    limiter = AdaptiveLimiter(start=4)
+    limiter.observe(spent(0.1, remaining="1,200.00"))  # as live Dataverse sends it (protocols.md §2.12)
+    assert (limiter.budget_s, limiter.unparsed_time_headers) == (1200.0, 0)
+
+
+def test_a_budget_read_from_the_live_format_paces_requests() -> None:
+    import time
+
+    limiter = AdaptiveLimiter(start=4, window_s=0.5)
+    limiter.observe(spent(1200.5, remaining="1,200.00"))  # more than the budget spent in this window
+    started = time.monotonic()
+
+    limiter.acquire()
+
+    assert 0.3 <= time.monotonic() - started < 2.0
+
+
+def test_an_unreadable_time_header_is_counted_and_logged_once_at_warning(caplog: pytest.LogCaptureFixture) -> None:
+    limiter = AdaptiveLimiter(start=4)
+    with caplog.at_level(logging.WARNING, logger="loyaltysync.http"):
+        for _ in range(3):
+            limiter.observe(spent(0.1, remaining="twenty minutes"))
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "twenty minutes" in r.getMessage()]
+    assert (limiter.unparsed_time_headers, len(warnings), limiter.budget_s) == (3, 1, 0.0)
+
+
+def test_the_budget_is_read_from_the_dataverse_emulators_headers() -> None:
+    from emulators.common.throttling import ServiceProtection
+    from emulators.dataverse.server import start_dataverse
+
+    emulator = start_dataverse(port=0, service_protection=ServiceProtection())
+    try:
+        limiter = AdaptiveLimiter(start=4)
+        limiter.observe(requests.get(f"{emulator.api_url}WhoAmI", headers={"Authorization": "Bearer t"}, timeout=10))
+        assert (limiter.budget_s, limiter.unparsed_time_headers) == (1200.0, 0)
+    finally:
+        emulator.stop()
