@@ -8,8 +8,9 @@ route ``POST /_emulator/service-protection``) turns it on. Then, per bearer toke
   ``0x80072322`` / ``0x80072321`` (enforced after the fact), over the concurrency limit →
   ``0x80072326`` (immediate); messages as documented, with the configured numbers;
 * every response carries ``x-ms-ratelimit-burst-remaining-xrm-requests`` (requests left in
-  the window), ``x-ms-ratelimit-time-remaining-xrm-requests`` (execution seconds left,
-  two decimals; the unit and format are inferred) and ``x-ms-dop-hint``;
+  the window), ``x-ms-ratelimit-time-remaining-xrm-requests`` (execution seconds left in the
+  live format of §2.12, ``1,200.00``: a grouping separator and two decimals, falling as the
+  user's requests spend execution time) and ``x-ms-dop-hint``;
 * a ``$batch`` or a bulk action is one request; its whole execution time counts, and each
   record it writes adds ``server_ms_per_record`` of simulated (slept) server time.
 
@@ -121,7 +122,7 @@ def _headers(handler: DataverseRequestHandler, config: ServiceProtection, admiss
     if admission is not None and admission.burst_remaining is not None:
         headers["x-ms-ratelimit-burst-remaining-xrm-requests"] = str(admission.burst_remaining)
     if admission is not None and admission.time_remaining_s is not None:
-        headers["x-ms-ratelimit-time-remaining-xrm-requests"] = f"{admission.time_remaining_s:.2f}"
+        headers["x-ms-ratelimit-time-remaining-xrm-requests"] = f"{admission.time_remaining_s:,.2f}"
     return headers
 
 

@@ -3,6 +3,7 @@ windows scaled down for tests."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,8 +55,16 @@ def test_responses_carry_rate_limit_and_dop_hint_headers(start: Start) -> None:
     first, second = api.get("msdyn_loyaltycards"), api.get("msdyn_loyaltycards")
     assert first.headers["x-ms-ratelimit-burst-remaining-xrm-requests"] == "4"
     assert second.headers["x-ms-ratelimit-burst-remaining-xrm-requests"] == "3"
-    assert float(first.headers["x-ms-ratelimit-time-remaining-xrm-requests"]) == pytest.approx(1200.0)
+    assert first.headers["x-ms-ratelimit-time-remaining-xrm-requests"] == "1,200.00"
     assert first.headers["x-ms-dop-hint"] == "4"
+
+
+def test_time_remaining_is_sent_in_the_live_format_and_falls_as_execution_time_is_spent(start: Start) -> None:
+    api = Api(start(max_requests=None, max_execution_s=1200.0, server_ms_per_request=30))
+    values = [whoami(api).headers["x-ms-ratelimit-time-remaining-xrm-requests"] for _ in range(3)]
+    assert all(re.fullmatch(r"\d{1,3}(,\d{3})*\.\d{2}", value) for value in values)  # e.g. 1,199.97 (§2.12)
+    seconds = [float(value.replace(",", "")) for value in values]
+    assert seconds[0] == 1200.0 and seconds[0] > seconds[1] > seconds[2] >= 1200.0 - 0.5
 
 
 def test_request_limit_answers_429_0x80072322_with_integer_retry_after(start: Start) -> None:
