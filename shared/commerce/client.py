@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from shared.http.core import HttpCore
-from shared.http.errors import NotFoundError
-from shared.http.urls import key_segment, literal
+from shared.http.errors import NotFoundError, UnaddressableKeyError
+from shared.http.urls import FO_KEY_UNSAFE, addressable, key_segment, literal
 
 ODATA_HEADERS = {"Accept": "application/json;odata.metadata=minimal", "OData-MaxVersion": "4.0", "OData-Version": "4.0"}
 
@@ -51,15 +51,33 @@ class CommerceClient:
         yield from self.core.iter_pages(f"data/{entity_set}", params=params, headers=ODATA_HEADERS, on_first=first)
 
     def get(self, entity_set: str, key: Mapping[str, str], *, select: list[str] | None = None) -> dict[str, Any] | None:
-        """One row by its full key; None when F&O answers 404."""
+        """One row by its full key; None when F&O answers 404. A key holding ``/`` or ``\\`` cannot be put in a
+        path (F&O answers 404 "No route data was found", protocols.md §3.1): it is read with ``$filter`` on
+        every key field and matched exactly here, since ``eq '…*…'`` is a wildcard match in F&O."""
         params = {"cross-company": "true"}
         if select:
             params["$select"] = ",".join(select)
+        if not addressable(key, FO_KEY_UNSAFE):
+            if select:
+                params["$select"] = ",".join([*select, *(name for name in key if name not in select)])
+            params["$filter"] = " and ".join(f"{name} eq {literal(value)}" for name, value in key.items())
+            for page in self.core.iter_pages(f"data/{entity_set}", params=params, headers=ODATA_HEADERS):
+                for row in page:
+                    if all(_same_key_value(name, row.get(name), value) for name, value in key.items()):
+                        return row
+            return None
         try:
-            path = f"data/{key_segment(entity_set, key, named=len(key) > 1)}"
-            return self.core.get_json(path, params=params, headers=ODATA_HEADERS)
+            return self.core.get_json(self._path(entity_set, key), params=params, headers=ODATA_HEADERS)
         except NotFoundError:
             return None
+
+    def _path(self, entity_set: str, key: Mapping[str, str], *, method: str = "GET") -> str:
+        if not addressable(key, FO_KEY_UNSAFE):
+            raise UnaddressableKeyError(
+                f"the key {dict(key)} holds '/' or '\\', which F&O cannot route in a URL path (404 'No route data "
+                "was found'); the record is kept here instead of being written to another row",
+                method=method, url=self.core.url(f"data/{entity_set}"))
+        return f"data/{key_segment(entity_set, key, named=len(key) > 1)}"
 
     def create(self, entity_set: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /data/Set``: F&O answers 201 with the created entity (protocols.md §3.3)."""
@@ -70,15 +88,17 @@ class CommerceClient:
     def update(self, entity_set: str, key: Mapping[str, str], changes: Mapping[str, Any], *,
                etag: str | None = None) -> None:
         """``PATCH /data/Set(key)`` with only the changed fields; ``If-Match`` guards concurrent edits."""
-        path = f"data/{key_segment(entity_set, key, named=len(key) > 1)}"
+        path = self._path(entity_set, key, method="PATCH")
         headers = {**ODATA_HEADERS, "If-Match": etag or "*"}
         self.core.request("PATCH", path, params={"cross-company": "true"}, json=dict(changes), headers=headers)
 
-    def delete(self, entity_set: str, key: Mapping[str, str]) -> bool:
-        """``DELETE /data/Set(key)``; False when it was already gone."""
-        path = f"data/{key_segment(entity_set, key, named=len(key) > 1)}"
+    def delete(self, entity_set: str, key: Mapping[str, str], *, etag: str | None = None) -> bool:
+        """``DELETE /data/Set(key)``; False when it was already gone. ``etag``: only while the row is still
+        the one last seen (412 otherwise)."""
+        path = self._path(entity_set, key, method="DELETE")
         try:
-            self.core.request("DELETE", path, params={"cross-company": "true"}, headers={**ODATA_HEADERS, "If-Match": "*"})
+            self.core.request("DELETE", path, params={"cross-company": "true"},
+                              headers={**ODATA_HEADERS, "If-Match": etag or "*"})
         except NotFoundError:
             return False
         return True
@@ -89,3 +109,10 @@ class CommerceClient:
         for page in self.core.iter_pages("data/LegalEntities", params={"$select": "LegalEntityId"}, headers=ODATA_HEADERS):
             ids.extend(str(row["LegalEntityId"]).lower() for row in page)
         return sorted(set(ids))
+
+
+def _same_key_value(name: str, actual: Any, wanted: str) -> bool:
+    """Exact key match; ``dataAreaId`` compares case-insensitively (F&O stores it in lower case)."""
+    if not isinstance(actual, str):
+        return False
+    return actual.lower() == wanted.lower() if name == "dataAreaId" else actual == wanted

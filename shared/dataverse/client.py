@@ -17,7 +17,7 @@ from shared.dataverse import batch
 from shared.http.core import HttpCore
 from shared.http.errors import ApiError, NotFoundError
 from shared.http.limiter import AdaptiveLimiter
-from shared.http.urls import key_segment, literal
+from shared.http.urls import filter_equal, key_segment, literal, odata_id
 from shared.observability import log
 
 logger = logging.getLogger("loyaltysync.dataverse")
@@ -97,10 +97,12 @@ class DataverseClient:
                         targets: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
                         *, guid_columns: frozenset[str] = frozenset()) -> None:
         """``UpsertMultiple`` by alternate key (§2.10): ``@odata.type`` + ``@odata.id`` per target, key
-        columns never in the body (the create path would fail with 0x80040216). All-or-nothing."""
+        columns (lookups included) never in the body (the create path would fail with 0x80040216).
+        All-or-nothing. ``@odata.id`` is a JSON value, not a path: the raw literal, never percent-encoded
+        (§2.5); keys holding a character a key URL cannot carry must not come here (see ``find``)."""
         payload = {"Targets": [
             {"@odata.type": f"Microsoft.Dynamics.CRM.{logical_name}",
-             "@odata.id": key_segment(entity_set, key, guid_columns=guid_columns), **body}
+             "@odata.id": odata_id(entity_set, key, guid_columns=guid_columns), **body}
             for key, body in targets
         ]}
         self.core.request("POST", f"{entity_set}/Microsoft.Dynamics.CRM.UpsertMultiple", json=payload,
@@ -123,6 +125,37 @@ class DataverseClient:
             raise ApiError(f"$batch answered {len(results)} parts for {len(parts)} operations", method="POST",
                            url=self.core.url("$batch"))
         return [r.error for r in results]
+
+    def find(self, entity_set: str, key: Mapping[str, Any], *, select: list[str],
+             guid_columns: frozenset[str] = frozenset()) -> dict[str, Any] | None:
+        """The row whose key columns equal ``key``, found with ``$filter`` rather than a key URL: the way to
+        reach a row whose key holds ``/ < > * % & : \\ ? +`` (protocols.md §2.5). None when there is none."""
+        body = self.core.get_json(entity_set, params={
+            "$select": ",".join(select), "$filter": filter_equal(key, guid_columns=guid_columns), "$top": "2"},
+            headers=ODATA_HEADERS)
+        rows = body.get("value") or []
+        if len(rows) > 1:
+            raise ApiError(f"{len(rows)} rows of {entity_set} match the key {dict(key)}: an alternate key is unique",
+                           method="GET", url=self.core.url(entity_set))
+        return rows[0] if rows else None
+
+    def create(self, entity_set: str, body: Mapping[str, Any]) -> None:
+        """``POST set``: 204 with ``OData-EntityId`` (§2.3). Not resent after a lost answer (HTTP core)."""
+        self.core.request("POST", entity_set, json=dict(body), headers=ODATA_HEADERS)
+
+    def update_by_id(self, entity_set: str, row_id: str, body: Mapping[str, Any]) -> None:
+        """``PATCH set(<guid>)`` with ``If-Match: *``: an update only; a row gone meanwhile answers 404 (§2.5)."""
+        path = key_segment(entity_set, {"id": row_id}, guid_columns=frozenset({"id"}), named=False)
+        self.core.request("PATCH", path, json=dict(body), headers={**ODATA_HEADERS, "If-Match": "*"})
+
+    def delete_by_id(self, entity_set: str, row_id: str) -> bool:
+        """``DELETE set(<guid>)``; False when the row was already gone."""
+        try:
+            self.core.request("DELETE", key_segment(entity_set, {"id": row_id}, guid_columns=frozenset({"id"}),
+                                                    named=False), headers=ODATA_HEADERS)
+        except NotFoundError:
+            return False
+        return True
 
     def delete(self, entity_set: str, key: Mapping[str, Any], *, guid_columns: frozenset[str] = frozenset()) -> bool:
         """``DELETE set(key)``; False when the row was already gone (404)."""

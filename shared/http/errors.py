@@ -16,6 +16,7 @@ THROTTLED = "throttled"
 SERVER = "server"
 AUTH = "auth"
 TRANSPORT = "transport"
+UNADDRESSABLE = "unaddressable_key"
 
 
 class ApiError(Exception):
@@ -54,6 +55,13 @@ class ApiError(Exception):
     def reason(self) -> str:
         """The readable reason: F&O puts the Infolog in innererror, Dataverse in message."""
         return self.inner_message or self.server_message
+
+
+class UnaddressableKeyError(ApiError):
+    """A write that names its row by a key the service cannot route (F&O: ``/`` or ``\\`` in a key,
+    protocols.md §3.1). Never sent, so never applied to another row; the record is parked with this reason."""
+
+    error_class = UNADDRESSABLE
 
 
 class BadRequestError(ApiError):

@@ -32,7 +32,34 @@ def key_segment(entity_set: str, key: Mapping[str, Any], *, guid_columns: frozen
                 named: bool = True) -> str:
     """``set(a='x',b=2)``, or ``set('x')`` for a single key with ``named=False``; percent-encoded for a path."""
     if not named and len(key) == 1:
-        inner = literal(next(iter(key.values())))
+        [(name, value)] = key.items()
+        inner = literal(value, guid=name in guid_columns)
     else:
         inner = ",".join(f"{name}={literal(value, guid=name in guid_columns)}" for name, value in key.items())
     return f"{entity_set}({quote(inner, safe=_PATH_SAFE)})"
+
+
+# Characters that make alternate-key data unusable in a Dataverse key URL: "retrieve (GET), update, or upsert
+# (PATCH) actions don't work" (protocols.md §2.5, define-alternate-keys-entity.md). The same characters inside
+# @odata.id or @odata.bind are treated as equally unsafe (inferred: those are key URLs too).
+DATAVERSE_KEY_UNSAFE = frozenset("/<>*%&:\\?+")
+# F&O routes the decoded path before it reads the key: '/' (and '\', which IIS turns into '/') in a key
+# answers 404 "No route data was found for this request." (protocols.md §3.1; third-party report, not documented).
+FO_KEY_UNSAFE = frozenset("/\\")
+
+
+def addressable(key: Mapping[str, Any], unsafe: frozenset[str]) -> bool:
+    """True when no string value of ``key`` holds a character of ``unsafe``."""
+    return not any(isinstance(value, str) and not unsafe.isdisjoint(value) for value in key.values())
+
+
+def odata_id(entity_set: str, key: Mapping[str, Any], *, guid_columns: frozenset[str] = frozenset()) -> str:
+    """``set(a='x',b=<guid>)`` as a JSON value (``@odata.id``): the raw OData literal, quotes doubled and
+    nothing percent-encoded, as Microsoft's Python SDK builds it (protocols.md §2.5, DVPY ``_odata.py``)."""
+    inner = ",".join(f"{name}={literal(value, guid=name in guid_columns)}" for name, value in key.items())
+    return f"{entity_set}({inner})"
+
+
+def filter_equal(key: Mapping[str, Any], *, guid_columns: frozenset[str] = frozenset()) -> str:
+    """``a eq 'x' and b eq <guid>``: a ``$filter`` that finds the row a key names."""
+    return " and ".join(f"{name} eq {literal(value, guid=name in guid_columns)}" for name, value in key.items())

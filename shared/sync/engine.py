@@ -405,8 +405,7 @@ class OutboundSync:
                         commerce_hash: str, source: str) -> str | None:
         """Commerce changed; did Dataverse change too since the last sync? None: go ahead and write;
         ``OVERWRITE``: both changed and Commerce wins, so write the whole record."""
-        dv_row = self.dataverse.get(self.writer.entity_set, self.writer.dataverse_key(record.columns, record.company),
-                                    select=self.images.select, guid_columns=self.writer.guid_columns)
+        dv_row = self.writer.read(self.writer.dataverse_key(record.columns, record.company), self.images.select)
         if dv_row is None:
             return None
         dv_image, dv_hash = self.images.from_dataverse(dv_row)

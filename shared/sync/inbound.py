@@ -24,6 +24,7 @@ Dataverse stays in Commerce, and comes back to Dataverse on the next Commerce ch
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -34,7 +35,7 @@ from shared.http.errors import ApiError, AuthError, BadRequestError, NotFoundErr
 from shared.mapping.model import Direction
 from shared.mapping.plan import MappingError, Plan
 from shared.observability import correlation_id, log
-from shared.state.store import StateStore, SyncedState, decode_key, encode_key, parked_key
+from shared.state.store import ConcurrencyConflict, StateStore, SyncedState, decode_key, encode_key, parked_key
 from shared.sync.engine import OutboundSync
 from shared.sync.runs import MAX_CONFLICT_ROUNDS, Run, RunSummary
 from shared.sync.twoway import SharedImage
@@ -203,8 +204,7 @@ class InboundSync:
                                         guid_columns=frozenset({dv.primary_id}))
         else:
             writer = self.outbound.writer
-            dv_row = self.dataverse.get(self.dv_entity_set, writer.key_for(decode_key(row_key)),
-                                        select=self.images.select, guid_columns=writer.guid_columns)
+            dv_row = writer.read(writer.key_for(decode_key(row_key)), self.images.select)
         if dv_row is None:
             return "not_found"  # deleted in Dataverse since: nothing left to bring to Commerce
         return self.apply(dv_row, source="replay")
@@ -221,17 +221,51 @@ class InboundSync:
                 template=self.name, dataverse_id=dataverse_id)
             return "ignored"
         key = decode_key(row_key)
+        partition = self.outbound.partition(self.plan.company_of(key))
+        previous = self.state.get_synced(partition, row_key)
+        if previous is None:
+            # No synced state: the outbound side deleted this row itself (it drops the state when it deletes,
+            # SYNC_DELETE_POLICY=delete), or the key was never synced. Either way not an agent's delete.
+            self.state.forget_dataverse_id(self.name, dataverse_id)
+            log(logger, logging.INFO, "row deleted in Dataverse by this app (or never synced); Commerce untouched",
+                template=self.name, key=row_key, dataverse_id=dataverse_id)
+            return "unchanged"
         try:
-            self.commerce.delete(self.entity_set, self.plan.key_as_dict(key))
+            outcome = self._delete_in_commerce(key, row_key, previous, dataverse_id)
         except AuthError:
             raise
         except ApiError as exc:
             return self._park(row_key, exc, "change_feed", {"id": dataverse_id, "reason": "deleted"})
-        partition = self.outbound.partition(self.plan.company_of(key))
-        previous = self.state.get_synced(partition, row_key)
-        if previous is not None:
-            self.state.delete_synced(partition, previous)
         self.state.forget_dataverse_id(self.name, dataverse_id)
+        return outcome
+
+    def _delete_in_commerce(self, key: tuple[str, ...], row_key: str, previous: SyncedState, dataverse_id: str) -> str:
+        """An agent deleted a synced row in Dataverse: delete the Commerce row, but only while it is still the
+        one last synced (its content unchanged, and the DELETE conditional on the ETag just read), and only
+        while Dataverse has no other row for the key (the removed id can be an older row of a key re-created
+        and synced since). Otherwise Commerce keeps it and its content goes back to Dataverse."""
+        partition = self.outbound.partition(self.plan.company_of(key))
+        writer = self.outbound.writer
+        if writer.read(writer.key_for(key), [self.plan.template.dataverse.primary_id]) is not None:
+            log(logger, logging.INFO, "an older Dataverse row of this key was deleted; the key has a row again",
+                template=self.name, key=row_key, dataverse_id=dataverse_id)
+            return "unchanged"
+        fo_key = self.plan.key_as_dict(key)
+        current = self.commerce.get(self.entity_set, fo_key, select=list(self.plan.select_properties))
+        if current is not None and self.plan.to_dataverse(current).content_hash != previous.content_hash:
+            log(logger, logging.WARNING, "row deleted in Dataverse but changed in Commerce since the last sync; "
+                "Commerce keeps it and it is written to Dataverse again", template=self.name, key=row_key)
+            self.outbound.sync_key(fo_key, source="conflict", decided=True)
+            return "conflict"
+        if current is not None:
+            try:
+                self.commerce.delete(self.entity_set, fo_key, etag=current.get("@odata.etag"))
+            except PreconditionFailedError:
+                log(logger, logging.INFO, "Commerce row changed while deleting; kept", template=self.name, key=row_key)
+                self.outbound.sync_key(fo_key, source="conflict", decided=True)
+                return "conflict"
+        with contextlib.suppress(ConcurrencyConflict):  # re-synced meanwhile: that state is newer than ours
+            self.state.delete_synced(partition, previous)
         log(logger, logging.INFO, "row deleted in Dataverse; deleted in Commerce", template=self.name, key=row_key)
         return "deleted"
 

@@ -1,4 +1,10 @@
-"""Writes mapped records into Dataverse: alternate-key upserts with lookups bound by ``@odata.bind``."""
+"""Writes mapped records into Dataverse: alternate-key upserts with lookups bound by ``@odata.bind``.
+
+A key whose data holds ``/ < > * % & : \\ ? +`` cannot be used in a key URL, ``@odata.id`` or ``@odata.bind``
+(protocols.md §2.5): such a record is found with ``$filter`` on its key columns, then updated by its primary
+key (``PATCH set(<guid>)`` with ``If-Match: *``), or created with ``POST`` and the key columns in the body,
+and deleted by its primary key. Every other record goes by alternate key, in bulk where it can.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from typing import Any
 
 from shared.dataverse.client import RECORD_NOT_FOUND_BY_KEY, DataverseClient, LookupMissingError
 from shared.http.errors import ApiError, AuthError, NotFoundError, ThrottledError, TransportError
+from shared.http.urls import DATAVERSE_KEY_UNSAFE, addressable
 from shared.mapping.plan import COMPANY_COLUMN, DataverseRecord, LookupValue, Plan
 
 
@@ -29,6 +36,7 @@ class DataverseWriter:
         self.company_key = f"_{self.company.navigation_property}_value" if self.company else None
         self.guid_columns = frozenset({self.company_key} if self.company_key else set())
         self.logical_name = dv.logical_name
+        self.primary_id = dv.primary_id
         self.bulk_enabled = True
         self._bulk_refusals = 0
 
@@ -53,14 +61,16 @@ class DataverseWriter:
         columns = {dv: fo[prop] for dv, prop in self.plan.dataverse_key_properties.items()}
         return self.dataverse_key(columns, self.plan.company_of(key))
 
-    def body(self, record: DataverseRecord, only: frozenset[str] | None = None) -> dict[str, Any]:
+    def body(self, record: DataverseRecord, only: frozenset[str] | None = None, *, with_key: bool = False) -> dict[str, Any]:
         """The request body: every mapped column, or ``only`` these (and the company binding only when
-        ``COMPANY_COLUMN`` is among them)."""
+        ``COMPANY_COLUMN`` is among them). Key columns, a company lookup that is part of the key included,
+        go only in the key URL (protocols.md §2.5, §2.10: in the body too, UpsertMultiple's create path
+        fails with 0x80040216); ``with_key`` puts them in the body, for a ``POST`` create."""
         body: dict[str, Any] = {}
         key_columns = set(self.plan.alternate_key_columns)
         for column, value in record.columns.items():
-            if column in key_columns or (only is not None and column not in only):
-                continue  # key columns never go in the body (protocols.md §2.5, §2.10)
+            if (column in key_columns and not with_key) or (only is not None and column not in only):
+                continue
             if isinstance(value, LookupValue):
                 spec = value.spec
                 guid = self.client.resolve(spec.entity_set, spec.primary_id, spec.match_column, value.match_value)
@@ -69,7 +79,9 @@ class DataverseWriter:
                 body[f"{column}@odata.bind"] = None  # clears the lookup (inferred)
             else:
                 body[column] = value
-        if self.company is not None and record.company is not None and (only is None or COMPANY_COLUMN in only):
+        company_in_key = self.company is not None and self.company.navigation_property in key_columns
+        if (self.company is not None and record.company is not None and (with_key or not company_in_key)
+                and (only is None or COMPANY_COLUMN in only)):
             body[f"{self.company.navigation_property}@odata.bind"] = (
                 f"/{self.company.entity_set}({self.company_guid(record.company)})"
             )
@@ -79,16 +91,53 @@ class DataverseWriter:
         return any(row.lookup is not None and row.lookup.navigation_property == column for row in self.plan.template.fields)
 
     def upsert(self, record: DataverseRecord) -> None:
-        body = self.body(record)
         key = self.dataverse_key(record.columns, record.company)
         try:
-            self.client.upsert(self.entity_set, key, body, guid_columns=self.guid_columns)
+            if not addressable(key, DATAVERSE_KEY_UNSAFE):
+                self._write_by_id(self.client, record, key, None)
+                return
+            self.client.upsert(self.entity_set, key, self.body(record), guid_columns=self.guid_columns)
         except NotFoundError as exc:
             if exc.code == RECORD_NOT_FOUND_BY_KEY:
                 # A cached lookup GUID whose row was deleted: forget the cache so the next try re-resolves.
                 self.client.forget_lookups()
                 raise LookupMissingError(exc.reason, status=404, code=exc.code, method=exc.method, url=exc.url) from exc
             raise
+
+    def read(self, key: dict[str, Any], select: list[str]) -> dict[str, Any] | None:
+        """The Dataverse row with this alternate key (None when there is none): by key URL, or by ``$filter``
+        when the key holds a character a key URL cannot carry."""
+        if addressable(key, DATAVERSE_KEY_UNSAFE):
+            return self.client.get(self.entity_set, key, select=select, guid_columns=self.guid_columns)
+        return self.client.find(self.entity_set, key, select=select, guid_columns=self.guid_columns)
+
+    def _write_by_id(self, writer: DataverseClient, record: DataverseRecord, key: dict[str, Any],
+                     only: frozenset[str] | None) -> None:
+        """A record whose key cannot be addressed: ``$filter`` for its row, then ``PATCH set(<guid>)`` with
+        ``If-Match: *`` (only the ``only`` columns, when given), or ``POST`` with the key columns when there
+        is no row (or it was deleted between the read and the write)."""
+        row = writer.find(self.entity_set, key, select=[self.primary_id], guid_columns=self.guid_columns)
+        if row is not None:
+            try:
+                writer.update_by_id(self.entity_set, str(row[self.primary_id]), self.body(record, only))
+                return
+            except NotFoundError as exc:
+                if exc.code == RECORD_NOT_FOUND_BY_KEY:
+                    raise  # a lookup's parent is missing (classified by the caller)
+        writer.create(self.entity_set, self.body(record, with_key=True))
+
+    def _write_each_by_id(self, writer: DataverseClient, records: list[DataverseRecord],
+                          changed: list[frozenset[str] | None], indexes: list[int],
+                          errors: list[ApiError | None]) -> None:
+        for i in indexes:
+            every = len(records[i].columns) + 1
+            only = changed[i] if changed[i] and len(changed[i] or ()) < every else None
+            try:
+                self._write_by_id(writer, records[i], self.dataverse_key(records[i].columns, records[i].company), only)
+            except AuthError:
+                raise
+            except ApiError as exc:
+                errors[i] = _classify(exc)
 
     def upsert_many(self, records: list[DataverseRecord], *, client: DataverseClient | None = None,
                     changed: list[frozenset[str] | None] | None = None) -> list[ApiError | None]:
@@ -111,8 +160,13 @@ class DataverseWriter:
         errors: list[ApiError | None] = [None] * len(records)
         changed = changed or [None] * len(records)
         every = len(records[0].columns) + 1 if records else 0
-        partial = [i for i, c in enumerate(changed) if c and len(c) < every]
-        whole = [i for i, c in enumerate(changed) if not (c and len(c) < every)]
+        by_id = [i for i, r in enumerate(records) if not self._key_addressable(r)]
+        if by_id:
+            self._write_each_by_id(writer, records, changed, by_id, errors)
+        skip = set(by_id)
+        by_key = [i for i in range(len(records)) if i not in skip]
+        partial = [i for i in by_key if changed[i] and len(changed[i] or ()) < every]
+        whole = [i for i in by_key if not (changed[i] and len(changed[i] or ()) < every)]
         if partial:
             whole += self._update_columns(writer, records, changed, partial, errors)
         if whole:
@@ -200,5 +254,13 @@ class DataverseWriter:
             errors[index] = _classify(error)
         return errors
 
+    def _key_addressable(self, record: DataverseRecord) -> bool:
+        key_columns = self.plan.alternate_key_columns
+        return addressable({c: record.columns[c] for c in key_columns if c in record.columns}, DATAVERSE_KEY_UNSAFE)
+
     def delete(self, key: tuple[str, ...]) -> bool:
-        return self.client.delete(self.entity_set, self.key_for(key), guid_columns=self.guid_columns)
+        dv_key = self.key_for(key)
+        if addressable(dv_key, DATAVERSE_KEY_UNSAFE):
+            return self.client.delete(self.entity_set, dv_key, guid_columns=self.guid_columns)
+        row = self.client.find(self.entity_set, dv_key, select=[self.primary_id], guid_columns=self.guid_columns)
+        return row is not None and self.client.delete_by_id(self.entity_set, str(row[self.primary_id]))
