@@ -23,10 +23,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from shared.commerce.client import LegalEntitiesError
 from shared.observability import correlation_scope
 from shared.runtime import Runtime, get_runtime
 from shared.sync import operations
-from shared.sync.engine import RunSummary
+from shared.sync.engine import ALL, DIRECTION, RunSummary
 
 
 def status_rows(runtime: Runtime) -> list[dict[str, str]]:
@@ -36,11 +37,12 @@ def status_rows(runtime: Runtime) -> list[dict[str, str]]:
         found = [m for (name, _, _), m in marks.items() if name == template.name]
         if not found:
             rows.append({"template": template.name, "direction": "-", "scope": "-", "status": "never run", "runs": "0",
-                         "last_run_finished": "", "counts": ""})
+                         "last_run_finished": "", "counts": "", "reason": ""})
         for mark in sorted(found, key=lambda m: m.row_key):
             rows.append({"template": template.name, "direction": mark.direction, "scope": mark.scope,
                          "status": mark.last_status or "running", "runs": str(mark.run_seq),
-                         "last_run_finished": mark.last_run_finished, "counts": mark.last_counts})
+                         "last_run_finished": mark.last_run_finished, "counts": mark.last_counts,
+                         "reason": mark.last_error})
     return rows
 
 
@@ -89,12 +91,18 @@ class ProgressBar:
 
 def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str],
          direction: str = "outbound") -> list[RunSummary]:
+    """Each template in turn; one whose legal entities cannot be listed is one error line on stderr and a
+    failed summary (``status`` shows it with its reason), and the next template still runs."""
     summaries: list[RunSummary] = []
     bar = ProgressBar()
     for name in templates:
         if direction in ("outbound", "both"):
             try:
                 summaries.extend(runtime.outbound(name).run(companies or runtime.settings.legal_entities, progress=bar))
+            except LegalEntitiesError as exc:
+                print(f"error: {name}: {exc}", file=sys.stderr)
+                summaries.append(RunSummary(template=name, scope=ALL, run_id="", direction=DIRECTION, mode="-",
+                                            status="failed", detail=str(exc)))
             finally:
                 bar.close()
         if direction in ("inbound", "both"):
@@ -130,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     runtime = get_runtime()
+    exit_code = 0
     with correlation_scope():
         if args.command == "status":
             rows = status_rows(runtime)
@@ -138,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             unknown = [n for n in names if n is None or runtime.catalog.get(n) is None]
             if unknown:
                 parser.error(f"unknown template {unknown[0]!r}; known: {', '.join(t.name for t in runtime.catalog)}")
-            rows = [summary_row(s) for s in sync(runtime, names, args.company, args.direction)]
+            summaries = sync(runtime, names, args.company, args.direction)
+            rows = [summary_row(s) for s in summaries]
+            exit_code = 1 if any(s.status == "failed" for s in summaries) else 0
         elif args.command == "conflicts":
             rows = [{"template": e["PartitionKey"], "key": e["key"], "winner": e["winner"],
                      "detected_at": e["detected_at"], "commerce": e["commerce"][:80], "dataverse": e["dataverse"][:80]}
@@ -176,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(rows, indent=2))
     else:
         print_table(rows)
-    return 0
+    return exit_code
 
 
 if __name__ == "__main__":

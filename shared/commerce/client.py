@@ -10,10 +10,19 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from shared.http.core import HttpCore
-from shared.http.errors import NotFoundError, UnaddressableKeyError
+from shared.http.errors import ApiError, NotFoundError, UnaddressableKeyError
 from shared.http.urls import FO_KEY_UNSAFE, addressable, key_segment, literal
 
 ODATA_HEADERS = {"Accept": "application/json;odata.metadata=minimal", "OData-MaxVersion": "4.0", "OData-Version": "4.0"}
+
+
+class LegalEntitiesError(RuntimeError):
+    """The companies to sync could not be listed from F&O (``legal_entities``); one line, for an operator."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(f"cannot list the legal entities to sync: reading the F&O entity set LegalEntities failed "
+                         f"({cause}); set SYNC_LEGAL_ENTITIES to the company ids (comma-separated, e.g. usmf,usrt) "
+                         f"or let the app's F&O user read LegalEntities")
 
 
 class CommerceClient:
@@ -104,10 +113,17 @@ class CommerceClient:
         return True
 
     def legal_entities(self) -> list[str]:
-        """Company ids (lower case) from the ``LegalEntities`` entity."""
+        """Company ids (lower case) from the ``LegalEntities`` entity. A failed read, or none listed, is a
+        ``LegalEntitiesError`` that names the entity set and the setting that replaces the read."""
         ids: list[str] = []
-        for page in self.core.iter_pages("data/LegalEntities", params={"$select": "LegalEntityId"}, headers=ODATA_HEADERS):
-            ids.extend(str(row["LegalEntityId"]).lower() for row in page)
+        try:
+            for page in self.core.iter_pages("data/LegalEntities", params={"$select": "LegalEntityId"},
+                                             headers=ODATA_HEADERS):
+                ids.extend(str(row["LegalEntityId"]).lower() for row in page)
+        except ApiError as exc:
+            raise LegalEntitiesError(" ".join(str(exc).split())) from exc
+        if not ids:
+            raise LegalEntitiesError("it listed no companies")
         return sorted(set(ids))
 
 

@@ -109,6 +109,7 @@ class Watermark:
     last_run_finished: str = ""
     last_status: str = ""
     last_counts: str = "{}"
+    last_error: str = ""  # why the last run failed (empty once one succeeds)
     lease_owner: str = ""
     lease_until: str = ""
     delta_link: str = ""  # Dataverse -> F&O: where the change feed resumes
@@ -193,6 +194,14 @@ class StateStore:
         except (ResourceExistsError, ResourceModifiedError) as exc:
             raise ConcurrencyConflict(f"watermark {mark.template}/{mark.row_key} changed meanwhile") from exc
         return mark
+
+    def delete_watermark(self, mark: Watermark) -> None:
+        """Remove ``mark`` if nobody changed it since it was read; raise ``ConcurrencyConflict`` otherwise."""
+        try:
+            self.watermarks.delete_entity(mark.template, mark.row_key, etag=mark.etag,
+                                          match_condition=MatchConditions.IfNotModified)
+        except ResourceModifiedError as exc:
+            raise ConcurrencyConflict(f"watermark {mark.template}/{mark.row_key} changed meanwhile") from exc
 
     def acquire_lease(self, template: str, direction: str, scope: str, owner: str, lease_s: int,
                       *, mark: Watermark | None = None) -> Watermark | None:

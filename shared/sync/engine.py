@@ -32,7 +32,7 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from shared.commerce.client import CommerceClient
+from shared.commerce.client import CommerceClient, LegalEntitiesError
 from shared.dataverse.client import DataverseClient
 from shared.http.errors import ApiError, AuthError
 from shared.http.limiter import SERVICE_MAX_CONCURRENCY
@@ -40,7 +40,7 @@ from shared.mapping.model import Direction
 from shared.mapping.plan import DataverseRecord, MappingError, Plan, changed_columns, column_digests
 from shared.observability import correlation_id, log
 from shared.state.store import ConcurrencyConflict, StateStore, SyncedEntry, SyncedState, decode_key, encode_key
-from shared.sync.runs import MAX_CONFLICT_ROUNDS, RunSummary
+from shared.sync.runs import MAX_CONFLICT_ROUNDS, RunSummary, clear_unscoped_failure, record_unscoped_failure
 from shared.sync.twoway import SharedImage
 from shared.sync.writer import DataverseWriter
 
@@ -207,9 +207,17 @@ class OutboundSync:
         return f"{self.name}.{company}" if company else self.name
 
     def scopes(self, legal_entities: Iterable[str] = ()) -> list[str | None]:
+        """The companies to run (``legal_entities``, else F&O's ``LegalEntities``), or one scope-less run. When
+        they cannot be listed the run is recorded as failed under scope ``all`` with the reason (``status``
+        shows it) and ``LegalEntitiesError`` is raised; that record goes once they are known again."""
         if not self.plan.company_specific:
             return [None]
-        companies = [c.lower() for c in legal_entities] or self.commerce.legal_entities()
+        try:
+            companies = [c.lower() for c in legal_entities] or self.commerce.legal_entities()
+        except LegalEntitiesError as exc:
+            record_unscoped_failure(self.state, self.name, DIRECTION, ALL, str(exc))
+            raise
+        clear_unscoped_failure(self.state, self.name, DIRECTION, ALL)  # ``all`` is no scope of this template
         return list(companies)
 
     # -- timer path --------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ watermark that advances only after every record below it was written (or parked)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -11,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
 
 from shared.observability import log
 from shared.state.store import ConcurrencyConflict, StateStore, Watermark, now
@@ -125,11 +128,13 @@ class Run:
                 mark.last_run_finished = now().isoformat()
                 mark.last_status = "completed_with_parked" if summary.failed else "completed"
                 mark.last_counts = json.dumps(summary.counts())
+                mark.last_error = ""
                 mark.initial_completed_at = mark.initial_completed_at or mark.last_run_finished
                 for name, value in fields.items():
                     setattr(mark, name, value)
             else:
                 mark.last_status = "failed"
+                mark.last_error = summary.detail
             try:
                 self.state.save_watermark(mark)
                 break
@@ -140,3 +145,27 @@ class Run:
             template=summary.template, direction=summary.direction, scope=summary.scope, run_id=summary.run_id,
             mode=summary.mode, duration_s=summary.duration_s, detail=summary.detail, **summary.counts())
         return summary
+
+
+def record_unscoped_failure(state: StateStore, template: str, direction: str, scope: str, reason: str) -> None:
+    """A run that failed before it knew its scopes (the legal entities could not be listed): its row under
+    ``scope`` says failed, with ``reason``, so ``status`` shows it. Nothing is logged here: the caller raises."""
+    for _ in range(MAX_CONFLICT_ROUNDS):
+        mark = state.get_watermark(template, direction, scope)
+        mark.last_status = "failed"
+        mark.last_error = reason
+        try:
+            state.save_watermark(mark)
+            return
+        except ConcurrencyConflict:
+            continue  # another run recorded the same failure meanwhile: read again
+
+
+def clear_unscoped_failure(state: StateStore, template: str, direction: str, scope: str) -> None:
+    """The scopes are known again: drop the failure ``record_unscoped_failure`` left under ``scope`` (only a
+    failed row that no run holds; the caller makes sure ``scope`` is not a scope the template really runs)."""
+    mark = state.get_watermark(template, direction, scope)
+    if mark.etag is None or mark.last_status != "failed" or mark.lease_owner:
+        return
+    with contextlib.suppress(ConcurrencyConflict, ResourceNotFoundError):
+        state.delete_watermark(mark)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import requests
 
 from shared.cli import main
 from shared.runtime import Runtime
@@ -57,3 +58,51 @@ def test_pause_and_resume(runtime: Runtime, capsys: pytest.CaptureFixture[str]) 
     assert runtime.state.is_paused("loyalty_cards")
     [row] = run(capsys, "resume", "loyalty_cards")
     assert (row["paused"], row["requeued"]) == ("no", "0")
+
+
+def fail_legal_entities_read(stores: Stores) -> None:
+    """The app's F&O user may not read LegalEntities (403), and SYNC_LEGAL_ENTITIES is not set."""
+    rule = {"route": "LegalEntities", "kind": "status", "status": 403}
+    requests.post(f"{stores.commerce_url}/_emulator/faults", json={"rules": [rule]}, timeout=10).raise_for_status()
+
+
+def sync_all(capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict[str, str]], str]:
+    code = main(["--json", "sync", "--all"])
+    out, err = capsys.readouterr()
+    return code, json.loads(out), err
+
+
+def test_sync_all_carries_on_past_a_template_whose_legal_entities_cannot_be_read(
+        runtime: Runtime, stores: Stores, capsys: pytest.CaptureFixture[str]) -> None:
+    assert runtime.settings.legal_entities == []
+    fail_legal_entities_read(stores)
+    code, summaries, _ = sync_all(capsys)
+    assert code == 1
+    assert [(s["template"], s["status"]) for s in summaries] == [
+        ("loyalty_cards", "completed"), ("loyalty_levels", "failed"), ("loyalty_reward_points", "completed")]
+
+
+def test_an_unreadable_legal_entities_is_one_error_line_naming_the_entity_set_and_the_setting(
+        runtime: Runtime, stores: Stores, capsys: pytest.CaptureFixture[str]) -> None:
+    fail_legal_entities_read(stores)
+    _, _, err = sync_all(capsys)
+    [line] = err.splitlines()
+    assert line.startswith("error: loyalty_levels: ") and "LegalEntities" in line and "SYNC_LEGAL_ENTITIES" in line
+
+
+def test_status_shows_the_legal_entities_failure_with_its_reason(runtime: Runtime, stores: Stores,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    fail_legal_entities_read(stores)
+    sync_all(capsys)
+    [levels] = [r for r in run(capsys, "status") if r["template"] == "loyalty_levels"]
+    assert (levels["scope"], levels["status"]) == ("all", "failed")
+    assert "LegalEntities" in levels["reason"] and "SYNC_LEGAL_ENTITIES" in levels["reason"]
+
+
+def test_the_legal_entities_failure_leaves_status_once_the_companies_are_known(
+        runtime: Runtime, stores: Stores, capsys: pytest.CaptureFixture[str]) -> None:
+    fail_legal_entities_read(stores)
+    sync_all(capsys)
+    run(capsys, "sync", "loyalty_levels", "--company", "usmf")
+    levels = [r for r in run(capsys, "status") if r["template"] == "loyalty_levels"]
+    assert [(r["scope"], r["status"], r["reason"]) for r in levels] == [("usmf", "completed", "")]
