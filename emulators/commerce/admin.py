@@ -8,6 +8,9 @@
   ``endpoints`` (GET, POST = register + activate, DELETE = remove all),
   ``endpoints/<id>`` (DELETE), ``catalog``, ``config`` (GET/POST knobs), ``publish``,
   ``flush``, ``deliveries``, ``published``, ``errors``, ``errors/resend``, ``reset``.
+* ``POST /_emulator/rows/<Set>`` with ``{"key": {...}, "changes": {...}}`` or ``{"key": {...}, "delete": true}``:
+  a user's edit in the HQ client, which no OData routing rule limits (a key holding ``/`` has no OData
+  route, protocols.md §3.1); the business event is raised as for an OData write.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from emulators.common.server import EmulatorHTTPError, Route
 
+from .entities import entity_set
 from .publisher import ActivationError
+from .store import NotFoundError
 
 if TYPE_CHECKING:
     from .server import CommerceRequestHandler
@@ -165,6 +170,23 @@ def _be_reset(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
     handler.send_empty(204)
 
 
+def _hq_edit(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
+    eset = entity_set(match.group("set"))
+    body = _optional_json(handler)
+    if eset is None or not isinstance(body.get("key"), dict):
+        raise EmulatorHTTPError(400, "", "Name an entity set in the path and its key as {'key': {...}}.")
+    key = handler.server.store.key_of(eset, body["key"])
+    try:
+        if body.get("delete"):
+            handler._publish(eset, handler.server.store.delete(eset, key), "Deleted")
+        else:
+            stored, _ = handler.server.store.update(eset, key, dict(body.get("changes") or {}))
+            handler._publish(eset, stored, "Updated")
+    except NotFoundError:
+        raise EmulatorHTTPError(404, "", f"No {eset.name} row has the key {body['key']}.") from None
+    handler.send_json(200, {"ok": True})
+
+
 def routes() -> list[Route]:
     def admin(methods: str | tuple[str, ...], pattern: str, name: str, fn: Any) -> Route:
         return Route.make(methods, pattern, f"admin.{name}", fn, admin=True)
@@ -173,6 +195,7 @@ def routes() -> list[Route]:
         admin("GET", r"/_emulator/info", "info", _info),
         admin("POST", r"/_emulator/reset", "reset", _reset),
         admin("POST", r"/_emulator/config", "config", _config),
+        admin("POST", r"/_emulator/rows/(?P<set>[A-Za-z]+)", "hq_edit", _hq_edit),
         admin("GET", BE + r"/endpoints", "be.endpoints", _endpoints_get),
         admin("POST", BE + r"/endpoints", "be.endpoints.add", _endpoints_post),
         admin("DELETE", BE + r"/endpoints", "be.endpoints.clear", _endpoints_delete),

@@ -277,6 +277,10 @@ class CommerceRequestHandler(EmulatorRequestHandler):
     def handle_resource(self, match: re.Match[str]) -> None:
         raw = self.raw_path[len("/data/"):]
         name, key_text, prop = _split_resource(unquote(raw))
+        if key_text is not None and ("/" in key_text or "\\" in key_text):
+            # F&O decodes the path before routing (IIS turns a backslash into '/'): a key holding either is no route
+            # (protocols.md §3.1; a third-party report, not in Microsoft's docs). Read such keys with $filter.
+            raise EmulatorHTTPError(404, "", "No route data was found for this request.")
         eset = self._entity_set(name)
         unsupported = EmulatorHTTPError(
             405, "", f"The requested resource does not support http method '{self.method}'.")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 from emulators.common.server import EmulatorHTTPError
 
@@ -74,7 +73,7 @@ def parse_entity_url(store: Store, table: Table, url: str) -> EntityRef:
     """``set(key)``, ``/set(key)``, ``/api/data/v9.2/set(key)`` or an absolute URL → a ref
     into ``table`` (another table → 400, inferred wording)."""
     path = relative_entity_path(url)
-    entity_set, key_text, rest = split_resource_path(path if path is not None else unquote(url.strip()))
+    entity_set, key_text, rest = split_resource_path(path if path is not None else url.strip())
     if key_text is None or rest:
         raise errors.bad_request(f"The @odata.id value '{url}' is not a valid entity URL.", code=errors.PAYLOAD_ERROR)
     if entity_set != table.entity_set:

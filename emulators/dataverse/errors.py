@@ -102,6 +102,16 @@ def invalid_key(table: Table) -> EmulatorHTTPError:
     )
 
 
+def unaddressable_key(table: Table, value: str) -> EmulatorHTTPError:
+    """Alternate-key data holding ``/ < > * % & : \\ ? +`` cannot be used to retrieve, update or upsert by key
+    (protocols.md §2.5, define-alternate-keys-entity.md). The status, code and text of the failure are not
+    documented: this 400 is inferred; what matters is that such a key URL never reaches a row."""
+    return dataverse_error(
+        400, RESOURCE_NOT_FOUND,
+        f"The key value '{value}' of '{table.logical_name}' contains a character that cannot be used in a key URL "
+        "(/ < > * % & : \\ ? +). Find the row with $filter and address it by its primary key.")
+
+
 def invalid_property(table: Table, name: str) -> EmulatorHTTPError:
     """Unknown column in a payload (code seen in public code, §2.2)."""
     return dataverse_error(400, PAYLOAD_ERROR, f"Invalid property '{name}' was found in entity '{table.qualified_name}'.")

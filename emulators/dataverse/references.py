@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 from emulators.common.odata import ODataQueryError, format_key, parse_key_segment
 
@@ -46,7 +45,12 @@ class EntityRef:
 
 def relative_entity_path(url: str) -> str | None:
     """``set(key)``, ``/set(key)``, ``/api/data/v9.2/set(key)`` or an absolute URL → the path after
-    the Web API root, percent-decoded; None for an absolute URL outside the Web API."""
+    the Web API root; None for an absolute URL outside the Web API.
+
+    ``@odata.id`` and ``@odata.bind`` are JSON values, not request paths: they are taken as they are, never
+    percent-decoded (protocols.md §2.5: Microsoft's Python SDK sends the raw literal; whether Dataverse decodes
+    them is not documented). A client that percent-encodes a key there gets ``%`` in its key, which no key
+    URL can carry: refused below instead of creating a row whose key is literally ``LC%207``."""
     path = url.strip()
     if "://" in path:
         index = path.find(API_PREFIX)
@@ -57,7 +61,7 @@ def relative_entity_path(url: str) -> str | None:
         path = path.lstrip("/")
         if path.startswith(API_PREFIX.lstrip("/")):
             path = path[len(API_PREFIX) - 1 :]
-    return unquote(path)
+    return path
 
 
 def split_resource_path(path: str) -> tuple[str, str | None, str]:
@@ -83,13 +87,27 @@ def split_resource_path(path: str) -> tuple[str, str | None, str]:
     raise errors.bad_request(f"Bad Request - Error in query syntax: '{path}'.")
 
 
-def _check_key_value(table: Table, name: str, value: Any) -> Any:
+# protocols.md §2.5: alternate-key data holding one of these cannot be used in a key URL.
+KEY_UNSAFE = frozenset("/<>*%&:\\?+")
+
+
+def _quoted(key_text: str, name: str | None) -> bool:
+    """Whether the value of ``name`` (None: the single unnamed value) is a quoted string literal."""
+    if name is None:
+        return key_text.lstrip().startswith("'")
+    return re.search(rf"(?:^|,)\s*{re.escape(name)}\s*=\s*'", key_text) is not None
+
+
+def _check_key_value(table: Table, name: str, value: Any, key_text: str) -> Any:
     column_type = table.property_type(name)
     if column_type is ColumnType.GUID:
-        if not isinstance(value, str) or not _GUID_RE.fullmatch(value):
+        # A GUID is a bare literal: quoted, it is an Edm.String that does not convert (inferred wording).
+        if not isinstance(value, str) or not _GUID_RE.fullmatch(value) or _quoted(key_text, name):
             raise errors.conversion_error(value, "Edm.Guid")
     elif column_type is ColumnType.STRING and not isinstance(value, str):
         raise errors.conversion_error(value, "Edm.String")
+    if isinstance(value, str) and not KEY_UNSAFE.isdisjoint(value):
+        raise errors.unaddressable_key(table, value)
     return value
 
 
@@ -107,11 +125,13 @@ def resolve_key(table: Table, key_text: str) -> EntityRef:
         value = pairs[0][1]
         if not isinstance(value, str) or not _GUID_RE.fullmatch(value):
             raise errors.invalid_key(table)
+        if _quoted(key_text, pairs[0][0]):
+            raise errors.conversion_error(value, "Edm.Guid")  # set('<guid>'): a string, not a GUID (inferred)
         return EntityRef(table, row_id=value)
     names = {name for name, _ in pairs}
     for key in table.alternate_keys:
         if names == set(key):
-            checked = tuple((str(n), _check_key_value(table, str(n), v)) for n, v in pairs)
+            checked = tuple((str(n), _check_key_value(table, str(n), v, key_text)) for n, v in pairs)
             return EntityRef(table, key_pairs=checked)
     raise errors.invalid_key(table)
 

@@ -36,6 +36,12 @@ class Stores:
         requests.post(f"{self.commerce_url}/data/{entity_set}", json=body, headers=self.headers,
                       timeout=10).raise_for_status()
 
+    def edit_in_hq(self, entity_set: str, key: dict[str, str], changes: dict[str, Any] | None = None, *,
+                   delete: bool = False) -> None:
+        """A user's edit in the HQ client (no OData route needed: works for keys holding '/')."""
+        requests.post(f"{self.commerce_url}/_emulator/rows/{entity_set}", timeout=10,
+                      json={"key": key, "changes": changes or {}, "delete": delete}).raise_for_status()
+
     def delete_in_commerce(self, path: str) -> None:
         requests.delete(f"{self.commerce_url}/data/{path}", headers=self.headers, timeout=10).raise_for_status()
 

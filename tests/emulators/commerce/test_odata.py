@@ -271,10 +271,30 @@ def test_get_by_composite_key_with_other_company_and_other_case(emu: CommerceEmu
 
 
 def test_get_by_percent_encoded_key_with_a_doubled_quote(emu: CommerceEmulator) -> None:
-    assert post(emu, "RetailLoyaltyCards", new_card("O'NEIL 7/8")).status_code == 201
-    response = requests.get(f"{emu.url}/data/RetailLoyaltyCards(%27O%27%27NEIL%207%2F8%27)", headers=AUTH, timeout=10)
+    assert post(emu, "RetailLoyaltyCards", new_card("O'NEIL 7&8")).status_code == 201
+    response = requests.get(f"{emu.url}/data/RetailLoyaltyCards(%27O%27%27NEIL%207%268%27)", headers=AUTH, timeout=10)
     assert response.status_code == 200
-    assert response.json()["CardNumber"] == "O'NEIL 7/8"
+    assert response.json()["CardNumber"] == "O'NEIL 7&8"
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
+@pytest.mark.parametrize(("card", "encoded"), [("LC/9", "LC%2F9"), ("LC\\9", "LC%5C9")])
+def test_a_key_holding_a_slash_or_backslash_is_no_route(emu: CommerceEmulator, method: str, card: str,
+                                                         encoded: str) -> None:
+    card, encoded = f"{card}{method}", f"{encoded}{method}"
+    assert post(emu, "RetailLoyaltyCards", new_card(card)).status_code == 201
+    response = requests.request(method, f"{emu.url}/data/RetailLoyaltyCards(%27{encoded}%27)", timeout=10,
+                                headers={**AUTH, "If-Match": "*"}, json={"PartyNumber": "X"} if method == "PATCH" else None)
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == "No route data was found for this request."
+    assert values(get(emu, f"RetailLoyaltyCards?$filter=CardNumber eq '{encoded}'"))[0]["PartyNumber"] != "X"
+
+
+def test_a_key_holding_a_slash_is_read_with_filter_where_eq_with_a_star_is_a_wildcard(emu: CommerceEmulator) -> None:
+    for card in ("LC/1*", "LC/10", "LC/1x"):
+        assert post(emu, "RetailLoyaltyCards", new_card(card)).status_code == 201
+    found = {row["CardNumber"] for row in values(get(emu, "RetailLoyaltyCards?$filter=CardNumber eq 'LC%2F1*'"))}
+    assert found == {"LC/1*", "LC/10", "LC/1x"}
 
 
 def test_composite_key_without_data_area_id_is_400(emu: CommerceEmulator) -> None:
