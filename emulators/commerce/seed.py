@@ -112,8 +112,8 @@ def build_cards(config: SeedConfig, rng: random.Random) -> list[Row]:
         rows.append({
             "CardNumber": card_number(index),
             "CardTenderType": rng.choice(_WEIGHTED_TENDER_TYPES),
-            "PartyNumber": None if anonymous else f"{rng.randint(1, party_pool) + 1000:09d}",
-            "ReplacementCardNumber": None,
+            "PartyNumber": "" if anonymous else f"{rng.randint(1, party_pool) + 1000:09d}",
+            "ReplacementCardNumber": "",
             "OmOperatingUnitNumber": unit,
             "LoyaltyEnrollmentDate": iso_midnight(moment.date()),
             "LoyaltyEnrollmentDateLocal": iso_midnight(local.date()),

@@ -3,6 +3,14 @@
 ETag format ``W/"<base64 of 'RecVersion,RecId'>"``: protocols.md §3.3 (one data source per
 entity here). Keys compare case-insensitively like SQL Server's default collation and
 ``dataAreaId`` is stored in lower case (protocols.md §5.2; inferred).
+
+F&O has no null strings (protocols.md §3.3): an X++ string field is ``""`` when empty, so every
+string property of a stored row is a string, and reads and the POST response carry ``""``, never
+null. The store is where every write lands (OData POST/PATCH, the seed, admin edits), so it turns a
+null or missing string into ``""`` there. A write that sends null for a nullable string property is
+therefore accepted and stored as ``""`` (inferred: the reference documents no F&O answer to such a
+write; X++ cannot hold null in a string field, and the OData layer writes the field's empty value).
+A null for a non-nullable string (keys, ``dataAreaId``) is still refused by validation, per $metadata.
 """
 
 from __future__ import annotations
@@ -35,6 +43,14 @@ class NotFoundError(StoreError):
 
 class ETagMismatchError(StoreError):
     pass
+
+
+def no_null_strings(entity_set: EntitySet, row: Mapping[str, Any], *, fill_missing: bool = True) -> Mapping[str, Any]:
+    """``row`` with each null string property as ``""`` (and, with ``fill_missing``, each absent one); ``row``
+    itself when there is none (the store copies what it keeps)."""
+    empty = [p.name for p in entity_set.properties if p.edm_type == "Edm.String" and row.get(p.name) is None
+             and (fill_missing or p.name in row)]
+    return {**row, **dict.fromkeys(empty, "")} if empty else row
 
 
 def normalize_key_value(value: Any) -> Any:
@@ -102,7 +118,8 @@ class EntityStore:
                 self._order[name] = None
             for name, rows in rows_by_set.items():
                 entity_set = self._sets[name]
-                for row in rows:
+                for given in rows:
+                    row = no_null_strings(entity_set, given)
                     self._rows[name][self.key_of(entity_set, row)] = self._new_row(row)
 
     def count(self, entity_set: EntitySet) -> int:
@@ -128,7 +145,8 @@ class EntityStore:
             stored = self._rows[entity_set.name].get(key)
             return stored.snapshot() if stored else None
 
-    def insert(self, entity_set: EntitySet, row: Row) -> tuple[Row, str]:
+    def insert(self, entity_set: EntitySet, given: Row) -> tuple[Row, str]:
+        row = no_null_strings(entity_set, given)
         with self._lock:
             key = self.key_of(entity_set, row)
             table = self._rows[entity_set.name]
@@ -147,7 +165,7 @@ class EntityStore:
                 raise NotFoundError(key)
             if if_match is not None and not etag_matches(if_match, stored.etag):
                 raise ETagMismatchError(key)
-            stored.replace(changes)
+            stored.replace(no_null_strings(entity_set, changes, fill_missing=False))
             return stored.snapshot()
 
     def delete(self, entity_set: EntitySet, key: Key, if_match: str | None = None) -> Row:

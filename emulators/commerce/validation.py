@@ -58,7 +58,7 @@ def _coerce(entity_set: EntitySet, prop: Property, value: Any, enum_errors: list
     if value is None:
         if not prop.nullable:
             raise _null_error(prop)
-        return None
+        return None  # a string's null is stored as "" (F&O has no null strings; store.py, inferred)
     if prop.enum is not None:
         if not isinstance(value, str):
             raise _type_error(prop, value)

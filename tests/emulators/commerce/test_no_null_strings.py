@@ -1,0 +1,82 @@
+"""F&O has no null strings (protocols.md §3.3): the Commerce emulator answers "" for an empty string property, in
+reads and in the POST response, and stores "" when a write sends null for a nullable string property (inferred)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from emulators.commerce.entities import ENTITY_SETS
+from emulators.commerce.server import CommerceEmulator, start_commerce
+
+AUTH = {"Authorization": "Bearer test-token"}
+
+
+@pytest.fixture()
+def emu() -> Iterator[CommerceEmulator]:
+    server = start_commerce(cards=30, reward_points=20, levels_per_company=2, seed=7)
+    yield server
+    server.stop()
+
+
+def read(emu: CommerceEmulator, path: str) -> Any:
+    response = requests.get(f"{emu.url}/data/{path}", params={"cross-company": "true"}, headers=AUTH, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def string_properties(entity_set: str) -> list[str]:
+    [eset] = [s for s in ENTITY_SETS if s.name == entity_set]
+    return [p.name for p in eset.properties if p.edm_type == "Edm.String"]
+
+
+@pytest.mark.parametrize("entity_set", [s.name for s in ENTITY_SETS])
+def test_no_string_property_reads_as_null(emu: CommerceEmulator, entity_set: str) -> None:
+    rows = read(emu, entity_set)["value"]
+    nulls = [(name, row) for row in rows for name in string_properties(entity_set) if row.get(name) is None]
+    assert rows and nulls == []
+
+
+def test_an_unset_optional_string_reads_as_empty_string(emu: CommerceEmulator) -> None:
+    cards = read(emu, "RetailLoyaltyCards")["value"]
+    assert "" in {card["ReplacementCardNumber"] for card in cards}  # the seed links only a few replacements
+
+
+def test_the_post_response_carries_empty_strings_for_omitted_string_properties(emu: CommerceEmulator) -> None:
+    response = requests.post(f"{emu.url}/data/RetailLoyaltyCards", json={"CardNumber": "NULL-1"}, headers=AUTH,
+                             timeout=10)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert [body[name] for name in ("PartyNumber", "ReplacementCardNumber", "OmOperatingUnitNumber")] == ["", "", ""]
+
+
+def test_a_null_sent_on_create_is_stored_as_empty_string(emu: CommerceEmulator) -> None:
+    created = requests.post(f"{emu.url}/data/RetailLoyaltyCards", json={"CardNumber": "NULL-2", "PartyNumber": None},
+                            headers=AUTH, timeout=10)
+    assert created.status_code == 201 and created.json()["PartyNumber"] == ""
+    assert read(emu, "RetailLoyaltyCards('NULL-2')")["PartyNumber"] == ""
+
+
+def test_a_null_sent_on_update_is_stored_as_empty_string(emu: CommerceEmulator) -> None:
+    card = next(c for c in read(emu, "RetailLoyaltyCards")["value"] if c["PartyNumber"])
+    path = f"RetailLoyaltyCards('{card['CardNumber']}')"
+    response = requests.patch(f"{emu.url}/data/{path}", json={"PartyNumber": None},
+                              headers={**AUTH, "If-Match": "*"}, timeout=10)
+    assert response.status_code == 204, response.text
+    assert read(emu, path)["PartyNumber"] == ""
+
+
+def test_a_null_for_a_key_string_is_still_refused(emu: CommerceEmulator) -> None:
+    response = requests.post(f"{emu.url}/data/RetailLoyaltyCards", json={"CardNumber": None}, headers=AUTH, timeout=10)
+    assert response.status_code == 400
+    assert "CardNumber" in response.text
+
+
+def test_legal_entities_are_served_as_the_client_reads_them(emu: CommerceEmulator) -> None:
+    response = requests.get(f"{emu.url}/data/LegalEntities", params={"$select": "LegalEntityId"}, headers=AUTH,
+                            timeout=10)
+    assert response.status_code == 200
+    assert sorted(row["LegalEntityId"] for row in response.json()["value"]) == ["demf", "usmf", "usrt"]
