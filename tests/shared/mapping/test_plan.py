@@ -86,6 +86,23 @@ def test_quantity_points_without_currency_map_to_an_empty_lookup() -> None:
     assert record.columns["msdyn_rewardpointcurrency"] is None
 
 
+# Optional string and lookup fields F&O returns as "" when empty (F&O has no null strings, protocols.md §3.3).
+EMPTY_STRINGS = [
+    (CARDS, card_row, "PartyNumber", "msdyn_partynumber"),
+    (CARDS, card_row, "ReplacementCardNumber", "msdyn_replacementcardnumber"),
+    (CARDS, card_row, "OmOperatingUnitNumber", "msdyn_operatingunitnumber"),
+    (LEVELS, level_row, "LevelDescription", "msdyn_description"),
+    (POINTS, reward_point_row, "RewardPointCurrency", "msdyn_rewardpointcurrency"),
+]
+
+
+@pytest.mark.parametrize(("plan", "build", "prop", "column"), EMPTY_STRINGS, ids=[c[2] for c in EMPTY_STRINGS])
+def test_an_empty_string_from_commerce_is_null_in_dataverse_and_hashes_as_null(plan: Any, build: Any, prop: str,
+                                                                              column: str) -> None:
+    empty, null = plan.to_dataverse(build(**{prop: ""})), plan.to_dataverse(build(**{prop: None}))
+    assert empty.columns[column] is None and empty.content_hash == null.content_hash
+
+
 def test_the_currency_lookup_reads_back_as_its_code() -> None:
     row = {"_msdyn_rewardpointcurrency_value": "6f1c0000-0000-0000-0000-000000000001"}
     assert POINTS.from_dataverse(row, lambda spec, guid: "GBP")["RewardPointCurrency"] == "GBP"
