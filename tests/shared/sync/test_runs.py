@@ -52,3 +52,13 @@ def test_finishing_records_counts_and_releases_the_lease(state: StateStore) -> N
     assert isinstance(summary, RunSummary)
     assert (mark.run_seq, mark.lease_owner, mark.last_status) == (1, "", "completed")
     assert '"written": 2' in mark.last_counts
+
+
+def test_a_failed_run_records_its_reason_and_the_next_completed_run_clears_it(state: StateStore) -> None:
+    run = begin(state)
+    run.summary.detail = "ServerError: HTTP 500"
+    run.finish(advance=False)
+    failed = state.get_watermark("loyalty_cards", "fo_to_dataverse", "all")
+    assert (failed.last_status, failed.last_error) == ("failed", "ServerError: HTTP 500")
+    begin(state).finish(advance=True)
+    assert state.get_watermark("loyalty_cards", "fo_to_dataverse", "all").last_error == ""
