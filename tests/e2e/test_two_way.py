@@ -215,3 +215,45 @@ def test_a_parked_dataverse_edit_outlives_commerce_runs_and_replays_into_commerc
     assert result.outcome == "written"
     assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["PartyNumber"] == "AGENT-9"
     assert list(runtime.state.list_parked("loyalty_cards")) == []
+
+
+def test_this_apps_own_delete_does_not_come_back_to_delete_a_card_re_created_in_commerce(
+        runtime: Runtime, stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime.inbound("loyalty_cards"), "delete_policy", "delete")
+    synced(runtime)
+    card = str(stores.commerce_rows("loyalty_cards")[8]["CardNumber"])
+    row = stores.commerce_row(f"RetailLoyaltyCards('{card}')")
+    stores.delete_in_commerce(f"RetailLoyaltyCards('{card}')")
+    assert runtime.outbound("loyalty_cards").run()[0].deleted == 1  # this app deletes the Dataverse row
+    stores.create_in_commerce("RetailLoyaltyCards", {k: v for k, v in row.items() if not k.startswith("@")})
+    summary = runtime.inbound("loyalty_cards").run()  # the change feed returns that delete
+    assert summary.deleted == 0
+    assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["CardNumber"] == card
+
+
+def test_the_delete_of_an_older_dataverse_row_leaves_a_key_synced_again_since(
+        runtime: Runtime, stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime.inbound("loyalty_cards"), "delete_policy", "delete")
+    synced(runtime)
+    card = str(stores.commerce_rows("loyalty_cards")[8]["CardNumber"])
+    row = stores.commerce_row(f"RetailLoyaltyCards('{card}')")
+    stores.delete_in_commerce(f"RetailLoyaltyCards('{card}')")
+    runtime.outbound("loyalty_cards").run()
+    stores.create_in_commerce("RetailLoyaltyCards", {k: v for k, v in row.items() if not k.startswith("@")})
+    runtime.outbound("loyalty_cards").run()  # re-created and synced: a new Dataverse row
+    runtime.inbound("loyalty_cards").run()
+    assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["CardNumber"] == card
+    assert stores.differences("loyalty_cards") == []
+
+
+def test_an_agents_delete_keeps_a_commerce_card_changed_since_the_last_sync_and_writes_it_back(
+        runtime: Runtime, stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime.inbound("loyalty_cards"), "delete_policy", "delete")
+    synced(runtime)
+    card = str(stores.commerce_rows("loyalty_cards")[8]["CardNumber"])
+    stores.delete_in_dataverse(card_path(card))
+    stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "CHANGED-IN-HQ"})
+    summary = runtime.inbound("loyalty_cards").run()
+    assert summary.deleted == 0
+    assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["PartyNumber"] == "CHANGED-IN-HQ"
+    assert stores.actual("loyalty_cards")[(card,)]["msdyn_partynumber"] == "CHANGED-IN-HQ"

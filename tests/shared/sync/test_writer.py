@@ -163,3 +163,11 @@ def test_a_conflict_commerce_wins_sends_the_whole_record(runtime: Runtime, store
 
     assert len(list(runtime.state.list_conflicts("loyalty_cards"))) == 1
     assert stores.differences("loyalty_cards") == []  # Dataverse's edit overwritten: Commerce won
+
+
+def test_new_levels_go_out_in_upsert_multiple_with_the_company_only_in_odata_id(runtime: Runtime, stores: Stores) -> None:
+    summaries = runtime.outbound("loyalty_levels").run()  # every level is new: UpsertMultiple's create path
+    assert sum(s.written for s in summaries) > 0 and sum(s.failed for s in summaries) == 0
+    assert set(dataverse_routes(stores)) == {"POST bulk"}  # no fallback to $batch: Dataverse took each request
+    assert runtime.outbound("loyalty_levels").writer.bulk_enabled
+    assert stores.differences("loyalty_levels") == []
