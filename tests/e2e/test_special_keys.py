@@ -86,6 +86,25 @@ def test_a_callback_syncs_exactly_the_special_character_key_it_names(runtime: Ru
     assert list(runtime.state.list_parked("loyalty_cards")) == []
 
 
+def test_a_callback_for_a_special_character_key_deleted_in_commerce_deletes_its_dataverse_row(
+        runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
+    import azure.functions as func
+
+    import function_app
+
+    create_cards(stores)
+    runtime.outbound("loyalty_cards").run()
+    assert {(card,) for card in CARDS} <= set(stores.actual("loyalty_cards"))
+    for card in CARDS:
+        stores.edit_in_hq("RetailLoyaltyCards", {"CardNumber": card}, delete=True)
+        req = func.HttpRequest("POST", "http://localhost/api/callbacks/loyalty_cards",
+                               body=as_body(business_event(CardNumber=card)))
+        assert invoke_http(function_app.app, "callback_loyalty_cards", req).status_code == 202
+    assert pump.drain() >= 1
+    assert not set(stores.actual("loyalty_cards")) & {(card,) for card in CARDS}
+    assert stores.differences("loyalty_cards") == []
+
+
 def test_a_level_phrase_with_special_characters_is_created_with_its_company_in_the_body(
         runtime: Runtime, stores: Stores) -> None:
     for i, char in enumerate(SPECIAL):
