@@ -223,8 +223,9 @@ def callbacks(args: argparse.Namespace, runtime: Any, dv_url: str, fo_url: str) 
     lock = threading.Lock()
 
     def post(card: str) -> None:
-        body = {"BusinessEventId": "RetailLoyaltyCardChangedBusinessEvent", "EventId": str(uuid.uuid4()).upper(),
-                "ControlNumber": 1, "CardNumber": card}
+        body = {"BusinessEventId": "RetailLoyaltyCardChangedBusinessEvent", "BusinessEventLegalEntity": "USMF",
+                "EventId": str(uuid.uuid4()).upper(), "ControlNumber": 1, "EventTime": f"/Date({int(time.time() * 1000)})/",
+                "MajorVersion": 0, "MinorVersion": 0, "CardNumber": card}
         t0 = time.perf_counter()
         session.post(f"{host.url}/api/callbacks/loyalty_cards", json=body, timeout=10)
         with lock:

@@ -31,8 +31,9 @@ def main() -> None:
     def post(n: int) -> None:
         session = getattr(local, "session", None) or requests.Session()
         local.session = session
-        body = {"BusinessEventId": "RetailLoyaltyCardChangedBusinessEvent", "EventId": str(uuid.uuid4()).upper(),
-                "ControlNumber": 1, "CardNumber": f"BENCH-{n:08d}"}
+        body = {"BusinessEventId": "RetailLoyaltyCardChangedBusinessEvent", "BusinessEventLegalEntity": "USMF",
+                "EventId": str(uuid.uuid4()).upper(), "ControlNumber": 1, "EventTime": f"/Date({int(time.time() * 1000)})/",
+                "MajorVersion": 0, "MinorVersion": 0, "CardNumber": f"BENCH-{n:08d}"}
         t0 = time.perf_counter()
         session.post(args.url, json=body, timeout=10).raise_for_status()
         with lock:

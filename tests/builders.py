@@ -64,6 +64,14 @@ def business_event(**overrides: Any) -> dict[str, Any]:
     return event
 
 
+def business_event_without(*fields: str, **overrides: Any) -> dict[str, Any]:
+    """A business event lacking ``fields`` (base contract fields or key fields)."""
+    event = business_event(**overrides)
+    for name in fields:
+        event.pop(name, None)
+    return event
+
+
 def activation_test_event(**overrides: Any) -> dict[str, Any]:
     return business_event(BusinessEventId="BusinessEventsTestEndpointContract", **overrides)
 

@@ -6,9 +6,11 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import azure.functions as func
 import pytest
+from azure.core.exceptions import ServiceRequestError
 
 from devtools.functions_host import QueuePump, functions, invoke_http, invoke_timer
 from shared.runtime import Runtime
@@ -36,6 +38,13 @@ def post(route: str, body: bytes, **route_params: str) -> func.HttpRequest:
 
 def answer(response: func.HttpResponse) -> tuple[int, dict[str, object]]:
     return response.status_code, json.loads(response.get_body())
+
+
+def raising(error: Exception) -> Any:
+    def fail(*_args: Any, **_kwargs: Any) -> None:
+        raise error
+
+    return fail
 
 
 def test_a_fresh_interpreter_registers_exactly_the_expected_functions() -> None:
@@ -117,7 +126,8 @@ def test_a_callback_for_a_record_gone_from_commerce_and_never_synced_changes_not
     (as_body({"EventId": "x"}), "BusinessEventId: Field required"),
     (as_body(business_event(CardNumber="LC-1", ControlNumber="many")), "ControlNumber"),
     (as_body(business_event(CardNumber="LC-1", EventTime="2024-01-01")), "EventTime must be a WCF date"),
-    (as_body(business_event()), "missing key field(s) CardNumber"),
+    (as_body(business_event(CardNumber="LC-1", ControlNumber=2**63)), "ControlNumber"),
+    (as_body(business_event(CardNumber="A\ud800")), "key field CardNumber holds a lone surrogate"),
     (as_body(business_event(CardNumber=42)), "key field CardNumber must be a string"),
     (b"\xff\xfe", "body is not valid JSON"),
 ])
@@ -125,6 +135,29 @@ def test_a_malformed_callback_gets_400_naming_the_problem(runtime: Runtime, body
     status, answer_body = answer(invoke_http(app(), "callback_loyalty_cards", post("callbacks/loyalty_cards", body)))
     assert status == 400
     assert problem in str(answer_body["error"])
+
+
+def test_an_event_naming_no_record_of_the_template_is_acknowledged_200_ignored(runtime: Runtime,
+                                                                              stores: Stores) -> None:
+    event = business_event(BusinessEventId="SalesInvoicePostedBusinessEvent", InvoiceId="INV-1")
+    status, body = answer(invoke_http(app(), "callback_loyalty_cards", post("callbacks/loyalty_cards", as_body(event))))
+    assert (status, body["status"]) == (200, "ignored")
+    assert runtime.state.counters("loyalty_cards") == {"callbacks_ignored": 1}
+
+
+def test_a_callback_that_cannot_reach_the_queue_gets_503(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime.queues, "send", raising(ServiceRequestError("connection refused")))
+    request = post("callbacks/loyalty_cards", as_body(business_event(CardNumber="LC-1")))
+    status, _ = answer(invoke_http(app(), "callback_loyalty_cards", request))
+    assert status == 503
+
+
+def test_a_failure_that_is_not_storage_is_not_reported_as_an_unreachable_queue(runtime: Runtime,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime.queues, "send", raising(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogate")))
+    request = post("callbacks/loyalty_cards", as_body(business_event(CardNumber="LC-1")))
+    status, body = answer(invoke_http(app(), "callback_loyalty_cards", request))
+    assert status == 500 and "queue" not in str(body["error"])
 
 
 def test_an_oversized_callback_gets_413(runtime: Runtime) -> None:

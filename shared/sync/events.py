@@ -1,63 +1,161 @@
 """The F&O business-event payload a Commerce callback carries (protocols.md §4.2).
 
-Only the base contract fields are modelled strictly; event-specific fields (the entity's key
-properties, for the loyalty change events a partner adds) ride along as extras. Which event a
-tenant sends for loyalty changes is a partner choice (no standard loyalty event exists; inferred):
-any event whose payload names the template's F&O key properties will do.
+The base contract fields are modelled strictly: present, of their exact JSON type, never coerced (a
+``ControlNumber`` of ``true``, ``1.0`` or ``"1"`` is refused, not read as 1). Event-specific fields (the
+entity's key properties, for the loyalty change events a partner adds) ride along as extras, and only
+the template's key fields among them are ever read. Which event a tenant sends for loyalty changes is a
+partner choice (no standard loyalty event exists; inferred): any event whose payload names the template's
+F&O key properties will do.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 TEST_EVENT_MARKER = "BusinessEventsTestEndpointContract"
-_WCF_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{4})?\)/$")
+MAX_CONTROL_NUMBER = 2**63 - 1  # int64, as F&O and Table Storage hold it
+MAX_VERSION = 2**31 - 1
+MAX_KEY_LENGTH = 255
+# ASCII digits only (``\d`` would also take other scripts' digits) and no trailing newline (fullmatch).
+_WCF_DATE = re.compile(r"/Date\((-?[0-9]{1,15})(?:([+-])([0-9]{2})([0-9]{2}))?\)/")
+_GUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+_DATA_AREA_ID = re.compile(r"[A-Za-z0-9]{1,4}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot name anything: empty or only whitespace, a control character (Unicode category
+    Cc: C0, DEL and C1) or a lone surrogate (not Unicode text; no UTF-8 encoder, JSON writer or storage
+    service takes it). None when it is usable."""
+    if not value.strip():
+        return "is empty or only whitespace"
+    for ch in value:
+        category = unicodedata.category(ch)
+        if category == "Cc":
+            return f"holds a control character (U+{ord(ch):04X})"
+        if category == "Cs":
+            return f"holds a lone surrogate (U+{ord(ch):04X}), which is not Unicode text"
+    return None
+
+
+def is_data_area_id(value: str) -> bool:
+    """A legal entity's id: 1 to 4 letters or digits (``USMF`` or ``usmf``; case varies)."""
+    return _DATA_AREA_ID.fullmatch(value) is not None
+
+
+def wcf_date(value: str) -> datetime:
+    """The instant of a WCF date ``/Date(<ms since the epoch>[+-hhmm])/`` (the milliseconds are UTC; the
+    offset only says where it was recorded); ValueError when it is not one or not representable."""
+    match = _WCF_DATE.fullmatch(value)
+    if match is None:
+        raise ValueError("must be a WCF date like /Date(1672408275000)/")
+    if match.group(2) and (int(match.group(3)) > 14 or int(match.group(4)) > 59):
+        raise ValueError("has a UTC offset beyond +-14:00")
+    try:
+        return _EPOCH + timedelta(milliseconds=int(match.group(1)))
+    except OverflowError:
+        raise ValueError("is outside the years 1 to 9999") from None
+
+
+def _usable_text(name: str, value: str) -> str:
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(f"{name} {problem}")
+    return value
 
 
 class BusinessEvent(BaseModel):
-    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="allow", strict=True)
 
     BusinessEventId: str = Field(min_length=1, max_length=200)
-    EventId: str = Field(default="", max_length=100)
-    ControlNumber: int = Field(default=0, ge=0)
-    BusinessEventLegalEntity: str = Field(default="", max_length=10)
-    EventTime: str | None = None
-    EventTimeIso8601: str | None = None
-    MajorVersion: int = 0
-    MinorVersion: int = 0
+    EventId: str  # a GUID; kept in upper case, the form F&O sends, so duplicates compare case-insensitively
+    ControlNumber: int = Field(ge=0, le=MAX_CONTROL_NUMBER)
+    BusinessEventLegalEntity: str
+    EventTime: str
+    MajorVersion: int = Field(ge=0, le=MAX_VERSION)
+    MinorVersion: int = Field(ge=0, le=MAX_VERSION)
+
+    @field_validator("BusinessEventId")
+    @classmethod
+    def _business_event_id(cls, value: str) -> str:
+        return _usable_text("BusinessEventId", value)
+
+    @field_validator("EventId")
+    @classmethod
+    def _guid(cls, value: str) -> str:
+        if _GUID.fullmatch(value) is None:
+            raise ValueError("EventId must be a GUID like 3C47A4CD-6EDC-4319-B893-3F862EED65FD")
+        return value.upper()
+
+    @field_validator("BusinessEventLegalEntity")
+    @classmethod
+    def _legal_entity(cls, value: str) -> str:
+        if not is_data_area_id(value):
+            raise ValueError("BusinessEventLegalEntity must be a dataAreaId: 1 to 4 letters or digits")
+        return value
 
     @field_validator("EventTime")
     @classmethod
-    def _wcf_date(cls, value: str | None) -> str | None:
-        if value is not None and value != "" and not _WCF_DATE.match(value):
-            raise ValueError("EventTime must be a WCF date like /Date(1672408275000)/")
+    def _wcf_date(cls, value: str) -> str:
+        try:
+            wcf_date(value)
+        except ValueError as exc:
+            raise ValueError(f"EventTime {exc}") from None
         return value
 
     @property
+    def event_time(self) -> datetime:
+        return wcf_date(self.EventTime)
+
+    @property
     def is_test_event(self) -> bool:
-        return TEST_EVENT_MARKER in self.BusinessEventId
+        return is_test_event(self.BusinessEventId)
 
     def extras(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
 
+def is_test_event(business_event_id: object) -> bool:
+    """The activation test event (``BusinessEventsTestEndpointContract``), accepted and ignored (§4.1)."""
+    return isinstance(business_event_id, str) and TEST_EVENT_MARKER in business_event_id
+
+
 class WorkItem(BaseModel):
-    """What a callback puts on its template's queue: enough to find the record, never its content."""
+    """What a callback puts on its template's queue: enough to find the record, never its content.
+
+    Validated again when a worker reads it, with the callback's own rules, so no value that a state write
+    could refuse (a ControlNumber beyond int64, a key no storage service can encode) reaches the work."""
 
     model_config = ConfigDict(extra="forbid")
 
     template: str
-    key: dict[str, str]
-    event_id: str = ""
-    business_event_id: str = ""
-    control_number: int = 0
+    key: dict[str, str] = Field(min_length=1)
+    event_id: str = Field(default="", max_length=100)
+    business_event_id: str = Field(default="", max_length=200)
+    control_number: int = Field(default=0, ge=0, le=MAX_CONTROL_NUMBER, strict=True)
     event_time: str | None = None
     received_at: str
     correlation_id: str = ""
+
+    @field_validator("key")
+    @classmethod
+    def _usable_key(cls, key: dict[str, str]) -> dict[str, str]:
+        for prop, value in key.items():
+            _usable_text(f"key field {prop}", value)
+            if len(value) > MAX_KEY_LENGTH:
+                raise ValueError(f"key field {prop} is longer than {MAX_KEY_LENGTH} characters")
+        return key
+
+    @field_validator("event_id", "business_event_id")
+    @classmethod
+    def _usable_id(cls, value: str) -> str:
+        return value if value == "" else _usable_text("the id", value)
 
     @property
     def order_key(self) -> str:

@@ -1,5 +1,6 @@
-"""Hostile input: every case gets a clear 4xx or a parked record with its reason; no crash, no partial
-write, and no injection into OData URLs or filters (keys escaped by OData rules, proven end to end)."""
+"""Hostile input: every case gets a clear 4xx (or, for a well-formed event this template does not handle,
+200 ``ignored``) or a parked record with its reason; never a 5xx, no crash, no partial write, and no injection
+into OData URLs or filters (keys escaped by OData rules, proven end to end)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from devtools.functions_host import QueuePump, invoke_http
 from shared.runtime import Runtime
-from tests.builders import as_body, business_event, card_row
+from tests.builders import as_body, business_event, business_event_without, card_row
 from tests.e2e.stores import Stores
 
 
@@ -54,22 +55,196 @@ MALFORMED: list[tuple[str, bytes, int, str]] = [
     ("MajorVersion text", as_body(business_event(MajorVersion="one", CardNumber="A")), 400, "MajorVersion"),
     ("legal entity too long", as_body(business_event(BusinessEventLegalEntity="X" * 11, CardNumber="A")), 400,
      "BusinessEventLegalEntity"),
-    ("key missing", as_body(business_event()), 400, "missing key field(s) CardNumber"),
-    ("key empty", as_body(business_event(CardNumber="")), 400, "missing key field(s) CardNumber"),
-    ("key null", as_body(business_event(CardNumber=None)), 400, "missing key field(s) CardNumber"),
+    ("key empty", as_body(business_event(CardNumber="")), 400, "key field CardNumber is empty"),
+    ("key null", as_body(business_event(CardNumber=None)), 400, "key field CardNumber must be a string, got null"),
     ("key number", as_body(business_event(CardNumber=12345)), 400, "must be a string"),
     ("key array", as_body(business_event(CardNumber=["A"])), 400, "must be a string"),
     ("key object", as_body(business_event(CardNumber={"$ne": ""})), 400, "must be a string"),
     ("key bool", as_body(business_event(CardNumber=True)), 400, "must be a string"),
-    ("key with newline", as_body(business_event(CardNumber="A\nB")), 400, "control characters"),
-    ("key with carriage return", as_body(business_event(CardNumber="A\rB")), 400, "control characters"),
-    ("key with NUL", as_body(business_event(CardNumber="A\u0000B")), 400, "control characters"),
-    ("key with tab", as_body(business_event(CardNumber="A\tB")), 400, "control characters"),
+    ("key with newline", as_body(business_event(CardNumber="A\nB")), 400, "control character"),
+    ("key with carriage return", as_body(business_event(CardNumber="A\rB")), 400, "control character"),
+    ("key with NUL", as_body(business_event(CardNumber="A\u0000B")), 400, "control character"),
+    ("key with tab", as_body(business_event(CardNumber="A\tB")), 400, "control character"),
     ("key too long", as_body(business_event(CardNumber="A" * 256)), 400, "longer than 255"),
     ("body over 64 KiB", as_body(business_event(CardNumber="A", Filler="x" * 70_000)), 413, "limit"),
     ("deeply nested", b'{"BusinessEventId": "X", "CardNumber": "A", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400,
      "nested too deeply"),
+    ("number of 5,000 digits", b'{"BusinessEventId": "X", "CardNumber": "A", "x": ' + b"9" * 5000 + b"}", 400,
+     "too many digits"),
+    ("repeated member name", b'{"CardNumber": "A", "CardNumber": "B", ' + as_body(business_event())[1:], 400,
+     "repeats the member name"),
 ]
+
+# -- the base contract fields (protocols.md section 4.2): present, exact JSON types, no coercion -----
+
+CONTRACT_VIOLATIONS: list[tuple[str, dict[str, Any], str]] = [
+    ("EventId missing", business_event_without("EventId", CardNumber="A"), "EventId"),
+    ("EventId empty", business_event(EventId="", CardNumber="A"), "EventId"),
+    ("EventId not a GUID", business_event(EventId="1", CardNumber="A"), "EventId"),
+    ("EventId with a newline after the GUID",
+     business_event(EventId="3C47A4CD-6EDC-4319-B893-3F862EED65FD\n", CardNumber="A"), "EventId"),
+    ("ControlNumber missing", business_event_without("ControlNumber", CardNumber="A"), "ControlNumber"),
+    ("ControlNumber 2^63", business_event(ControlNumber=2**63, CardNumber="A"), "ControlNumber"),
+    ("ControlNumber 2^64", business_event(ControlNumber=2**64, CardNumber="A"), "ControlNumber"),
+    ("ControlNumber Infinity", business_event(ControlNumber=float("inf"), CardNumber="A"), "ControlNumber"),
+    ("legal entity missing", business_event_without("BusinessEventLegalEntity", CardNumber="A"),
+     "BusinessEventLegalEntity"),
+    ("legal entity empty", business_event(BusinessEventLegalEntity="", CardNumber="A"), "BusinessEventLegalEntity"),
+    ("legal entity of 5 characters", business_event(BusinessEventLegalEntity="USMF1", CardNumber="A"),
+     "BusinessEventLegalEntity"),
+    ("legal entity with punctuation", business_event(BusinessEventLegalEntity="U'1", CardNumber="A"),
+     "BusinessEventLegalEntity"),
+    ("EventTime missing", business_event_without("EventTime", CardNumber="A"), "EventTime"),
+    ("EventTime after year 9999", business_event(EventTime="/Date(253402300800000)/", CardNumber="A"), "EventTime"),
+    ("EventTime of 20 digits", business_event(EventTime="/Date(99999999999999999999)/", CardNumber="A"), "EventTime"),
+    ("EventTime with a newline after it", business_event(EventTime="/Date(1672408275000)/\n", CardNumber="A"),
+     "EventTime"),
+    ("EventTime in Arabic-Indic digits", business_event(EventTime="/Date(\u0661\u0666\u0667\u0662)/", CardNumber="A"),
+     "EventTime"),
+    ("MajorVersion missing", business_event_without("MajorVersion", CardNumber="A"), "MajorVersion"),
+    ("MinorVersion missing", business_event_without("MinorVersion", CardNumber="A"), "MinorVersion"),
+    ("MinorVersion negative", business_event(MinorVersion=-1, CardNumber="A"), "MinorVersion"),
+    ("BusinessEventId only whitespace", business_event(BusinessEventId="   ", CardNumber="A"), "BusinessEventId"),
+    ("BusinessEventId with a control character", business_event(BusinessEventId="X\u0085Y", CardNumber="A"),
+     "BusinessEventId"),
+    ("BusinessEventId with a lone surrogate", business_event(BusinessEventId="X\ud800", CardNumber="A"),
+     "BusinessEventId"),
+]
+
+
+@pytest.mark.parametrize(("event", "field"), [c[1:] for c in CONTRACT_VIOLATIONS],
+                         ids=[c[0] for c in CONTRACT_VIOLATIONS])
+def test_an_event_breaking_the_base_contract_gets_400_naming_the_field(runtime: Runtime, event: dict[str, Any],
+                                                                       field: str) -> None:
+    got, answer = post_callback(as_body(event))
+    assert got == 400
+    assert field in str(answer["error"])
+    assert runtime.queues.client("loyalty_cards").get_queue_properties().approximate_message_count == 0
+
+
+WITHIN_THE_CONTRACT: list[tuple[str, dict[str, Any]]] = [
+    ("ControlNumber 0", business_event(ControlNumber=0, CardNumber="A")),
+    ("ControlNumber 2^63-1", business_event(ControlNumber=2**63 - 1, CardNumber="A")),
+    ("EventId in lower case", business_event(EventId="3c47a4cd-6edc-4319-b893-3f862eed65fd", CardNumber="A")),
+    ("legal entity in lower case", business_event(BusinessEventLegalEntity="usmf", CardNumber="A")),
+    ("legal entity of one digit", business_event(BusinessEventLegalEntity="1", CardNumber="A")),
+    ("EventTime the empty date", business_event(EventTime="/Date(-2208988800000)/", CardNumber="A")),
+    ("EventTime with a UTC offset", business_event(EventTime="/Date(1672408275000+0100)/", CardNumber="A")),
+    ("no EventTimeIso8601", business_event_without("EventTimeIso8601", CardNumber="A")),
+    ("key with spaces around it", business_event(CardNumber="  LC 01  ")),
+    ("key of 255 characters", business_event(CardNumber="A" * 255)),
+    ("key an emoji (a surrogate pair in JSON)", business_event(CardNumber="LC-\U0001f39f")),
+    ("key Dataverse cannot address", business_event(CardNumber="LC/2024:01*%&<>?+\\")),
+    ("key field in another case", business_event(cardNUMBER="A")),
+]
+
+
+@pytest.mark.parametrize("event", [c[1] for c in WITHIN_THE_CONTRACT], ids=[c[0] for c in WITHIN_THE_CONTRACT])
+def test_an_event_at_the_edges_of_the_contract_is_queued(runtime: Runtime, event: dict[str, Any]) -> None:
+    got, answer = post_callback(as_body(event))
+    assert (got, answer["status"]) == (202, "queued")
+
+
+WRONG_JSON_TYPES: dict[str, list[Any]] = {
+    "text": [None, True, 7, 7.5, [], {}],
+    "integer": [None, True, False, 7.0, "7", [], {}],
+}
+BASE_FIELDS = {"BusinessEventId": "text", "EventId": "text", "BusinessEventLegalEntity": "text", "EventTime": "text",
+               "ControlNumber": "integer", "MajorVersion": "integer", "MinorVersion": "integer"}
+
+
+@pytest.mark.parametrize(("field", "value"), [(f, v) for f, kind in BASE_FIELDS.items() for v in WRONG_JSON_TYPES[kind]],
+                         ids=[f"{f}={json.dumps(v)}" for f, kind in BASE_FIELDS.items() for v in WRONG_JSON_TYPES[kind]])
+def test_a_base_field_of_another_json_type_gets_400_and_is_never_coerced(runtime: Runtime, field: str,
+                                                                         value: Any) -> None:
+    got, answer = post_callback(as_body(business_event(CardNumber="A", **{field: value})))
+    assert (got, field in str(answer["error"])) == (400, True)
+
+
+# -- key values: never blank, no control character (C0, DEL, C1), no lone surrogate -----------------
+
+UNUSABLE_KEYS: list[tuple[str, Any, str]] = [
+    ("only spaces", "   ", "empty or only whitespace"),
+    ("only a no-break space", "\u00a0", "empty or only whitespace"),
+    ("only a line separator", "\u2028", "empty or only whitespace"),
+    ("DEL", "A\u007fB", "control character"),
+    ("C1 next line", "A\u0085B", "control character"),
+    ("C1 control sequence introducer", "A\u009bB", "control character"),
+    ("escape", "A\u001b[31mB", "control character"),
+    ("lone high surrogate", "A\ud800", "lone surrogate"),
+    ("lone low surrogate", "\udc00B", "lone surrogate"),
+    ("reversed surrogate pair", "\udf9f\ud83c", "lone surrogate"),
+]
+
+
+@pytest.mark.parametrize(("card", "problem"), [c[1:] for c in UNUSABLE_KEYS], ids=[c[0] for c in UNUSABLE_KEYS])
+def test_a_key_value_that_cannot_name_a_record_gets_400(runtime: Runtime, card: str, problem: str) -> None:
+    got, answer = post_callback(as_body(business_event(CardNumber=card)))
+    assert (got, problem in str(answer["error"])) == (400, True)
+    assert runtime.queues.client("loyalty_cards").get_queue_properties().approximate_message_count == 0
+
+
+def test_a_lone_surrogate_in_a_key_is_reported_as_bad_input_not_as_an_outage(runtime: Runtime,
+                                                                              caplog: pytest.LogCaptureFixture) -> None:
+    got, _ = post_callback(as_body(business_event(CardNumber="A\ud800")))
+    assert got == 400
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+def test_two_fields_naming_the_key_in_different_case_get_400(runtime: Runtime) -> None:
+    got, answer = post_callback(as_body(business_event(CardNumber="A", cardnumber="B")))
+    assert got == 400 and "more than one field" in str(answer["error"])
+
+
+def test_a_level_company_that_is_not_a_data_area_id_gets_400(runtime: Runtime) -> None:
+    got, answer = post_callback(as_body(business_event(LevelPhrase="Gold", dataAreaId="usmf-1")), "loyalty_levels")
+    assert got == 400 and "dataAreaId" in str(answer["error"])
+
+
+# -- events this template does not handle: 200 ignored and counted, so F&O does not retry them ------
+
+NOT_FOR_THIS_TEMPLATE: list[tuple[str, dict[str, Any]]] = [
+    ("another business event", business_event(BusinessEventId="SalesInvoicePostedBusinessEvent", InvoiceId="INV-1")),
+    ("the card event without a card number", business_event()),
+    ("a key field of another template", business_event(RewardPointId="USD-AMOUNT")),
+]
+
+
+@pytest.mark.parametrize("event", [c[1] for c in NOT_FOR_THIS_TEMPLATE], ids=[c[0] for c in NOT_FOR_THIS_TEMPLATE])
+def test_a_well_formed_event_naming_no_record_of_the_template_is_acknowledged_and_ignored(
+        runtime: Runtime, event: dict[str, Any]) -> None:
+    got, answer = post_callback(as_body(event))
+    assert (got, answer["status"]) == (200, "ignored")
+    assert runtime.queues.client("loyalty_cards").get_queue_properties().approximate_message_count == 0
+
+
+def test_an_ignored_event_is_counted(runtime: Runtime) -> None:
+    post_callback(as_body(business_event(BusinessEventId="SalesInvoicePostedBusinessEvent", InvoiceId="INV-1")))
+    assert runtime.state.counters("loyalty_cards") == {"callbacks_ignored": 1}
+
+
+def test_a_level_event_with_a_company_but_no_level_phrase_is_ignored(runtime: Runtime) -> None:
+    got, answer = post_callback(as_body(business_event(dataAreaId="usmf")), "loyalty_levels")
+    assert (got, answer["status"]) == (200, "ignored")
+
+
+def test_a_malformed_event_naming_no_record_still_gets_400(runtime: Runtime) -> None:
+    got, _ = post_callback(as_body(business_event_without("EventId")))
+    assert got == 400
+
+
+# -- ControlNumber: no event can silence a key -----------------------------------------------------
+
+
+def test_an_event_with_the_largest_control_number_does_not_silence_its_card(runtime: Runtime, stores: Stores,
+                                                                           pump: QueuePump) -> None:
+    card = str(stores.commerce_rows("loyalty_cards")[0]["CardNumber"])
+    assert post_callback(as_body(business_event(CardNumber=card, ControlNumber=2**63 - 1)))[0] == 202
+    pump.drain()
+    stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "000777"})
+    assert post_callback(as_body(business_event(CardNumber=card, ControlNumber=5637611090)))[0] == 202
+    pump.drain()
+    assert stores.actual("loyalty_cards")[(card,)]["msdyn_partynumber"] == "000777"
 
 
 @pytest.mark.parametrize(("body", "status", "problem"), [c[1:] for c in MALFORMED], ids=[c[0] for c in MALFORMED])
@@ -147,7 +322,7 @@ def test_a_hostile_key_can_be_deleted(runtime: Runtime, stores: Stores) -> None:
     stores.create_in_commerce("RetailLoyaltyCards", {k: v for k, v in card_row(CardNumber=card).items()
                                                      if k != "ReplacementCardNumber"})
     runtime.outbound("loyalty_cards").run()
-    stores.delete_in_commerce("RetailLoyaltyCards('O''Brien%2F100%25%231')")
+    stores.edit_in_hq("RetailLoyaltyCards", {"CardNumber": card}, delete=True)  # '/' has no OData route
     [summary] = runtime.outbound("loyalty_cards").run()
     assert summary.deleted == 1 and (card,) not in stores.actual("loyalty_cards")
 
