@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,10 @@ class Answer:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     raw: bytes | None = None
+    #: The answer is lost after the request was received: the connection is closed without a response...
+    drop: bool = False
+    #: ...or the answer comes only after this many seconds (beyond the client's read timeout).
+    delay_s: float = 0.0
 
 
 @dataclass
@@ -47,6 +52,10 @@ class ScriptedServer:
                 body = self.rfile.read(length) if length else b""
                 outer.requests.append(Recorded(self.command, self.path, dict(self.headers), body))
                 answer = outer.answers.popleft() if outer.answers else Answer(500, {"error": {"message": "script ended"}})
+                if answer.drop:
+                    self.close_connection = True
+                    return
+                time.sleep(answer.delay_s)
                 payload = answer.raw if answer.raw is not None else (
                     json.dumps(answer.body).encode() if answer.body is not None else b"")
                 self.send_response(answer.status)

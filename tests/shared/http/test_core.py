@@ -124,6 +124,26 @@ def test_a_post_is_not_retried_after_a_gateway_error(server: ScriptedServer, sle
     assert len(server.requests) == 1
 
 
+LOST_ANSWERS = [Answer(204, drop=True), Answer(204, delay_s=1.0)]
+
+
+@pytest.mark.parametrize("lost", LOST_ANSWERS, ids=["connection dropped after the request", "read timeout"])
+def test_a_post_whose_answer_was_lost_is_not_sent_again(server: ScriptedServer, sleeps: list[float],
+                                                        lost: Answer) -> None:
+    server.script(lost, Answer(201))
+    with pytest.raises(TransportError):
+        core_for(server, sleeps).request("POST", "x", json={}, read_timeout_s=0.3)
+    assert len(server.requests) == 1  # it may have been applied: a second POST could create a second row
+
+
+@pytest.mark.parametrize("lost", LOST_ANSWERS, ids=["connection dropped after the request", "read timeout"])
+def test_a_patch_whose_answer_was_lost_is_sent_again(server: ScriptedServer, sleeps: list[float],
+                                                     lost: Answer) -> None:
+    server.script(lost, Answer(204))
+    core_for(server, sleeps).request("PATCH", "x", json={}, read_timeout_s=0.3)
+    assert len(server.requests) == 2
+
+
 @pytest.mark.parametrize(("status", "error_type"), [(400, BadRequestError), (401, AuthError), (403, AuthError),
                                                      (404, NotFoundError)])
 def test_client_errors_are_typed_and_not_retried(server: ScriptedServer, sleeps: list[float], status: int,
