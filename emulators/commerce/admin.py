@@ -8,6 +8,8 @@
   ``endpoints`` (GET, POST = register + activate, DELETE = remove all),
   ``endpoints/<id>`` (DELETE), ``catalog``, ``config`` (GET/POST knobs), ``publish``,
   ``flush``, ``deliveries``, ``published``, ``errors``, ``errors/resend``, ``reset``.
+* ``GET /_emulator/writes``: the ``/data`` write requests received (method, path, ``If-Match``, body), oldest
+  first; ``DELETE /_emulator/writes`` clears the log (a reset does too).
 * ``POST /_emulator/rows/<Set>`` with ``{"key": {...}, "changes": {...}}`` or ``{"key": {...}, "delete": true}``:
   a user's edit in the HQ client, which no OData routing rule limits (a key holding ``/`` has no OData
   route, protocols.md §3.1); the business event is raised as for an OData write.
@@ -170,6 +172,15 @@ def _be_reset(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
     handler.send_empty(204)
 
 
+def _writes_get(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
+    handler.send_json(200, {"value": handler.server.write_log()})
+
+
+def _writes_delete(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
+    handler.server.clear_writes()
+    handler.send_empty(204)
+
+
 def _hq_edit(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
     eset = entity_set(match.group("set"))
     body = _optional_json(handler)
@@ -196,6 +207,8 @@ def routes() -> list[Route]:
         admin("POST", r"/_emulator/reset", "reset", _reset),
         admin("POST", r"/_emulator/config", "config", _config),
         admin("POST", r"/_emulator/rows/(?P<set>[A-Za-z]+)", "hq_edit", _hq_edit),
+        admin("GET", r"/_emulator/writes", "writes", _writes_get),
+        admin("DELETE", r"/_emulator/writes", "writes.clear", _writes_delete),
         admin("GET", BE + r"/endpoints", "be.endpoints", _endpoints_get),
         admin("POST", BE + r"/endpoints", "be.endpoints.add", _endpoints_post),
         admin("DELETE", BE + r"/endpoints", "be.endpoints.clear", _endpoints_delete),

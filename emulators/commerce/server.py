@@ -4,6 +4,9 @@ Routes (all ``/data`` routes need ``Authorization: Bearer <token>``, any non-emp
 
 * ``GET /data/`` service document, ``GET /data/$metadata`` CSDL.
 * ``GET|POST /data/<Set>``, ``GET|PATCH|DELETE /data/<Set>(<key>)``, ``GET /data/<Set>(<key>)/<Property>``.
+* Every ``/data`` write request the OData routes receive (method, path, ``If-Match``, JSON body; an injected
+  fault answers before them) is kept in a log that tests read at ``GET /_emulator/writes`` (cleared by
+  ``DELETE /_emulator/writes`` and by a reset).
 * Admin routes (no auth) live in :mod:`emulators.commerce.admin`; fault injection
   (``/_emulator/faults``, common) and user-based throttling (``/_emulator/service-protection``,
   :mod:`emulators.commerce.throttling`, off by default) apply to every ``/data`` route.
@@ -13,7 +16,10 @@ Use :func:`start_commerce` from tests and the demo.
 
 from __future__ import annotations
 
+import json
 import re
+import threading
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, cast
 from urllib.parse import quote, unquote
@@ -70,6 +76,9 @@ class CommerceEmulator(EmulatorServer):
         self.publisher = BusinessEventPublisher(
             default_company=self.default_company, seed=seed, **dict(publisher_options or {})
         )
+        #: The write requests received on ``/data``, oldest first (``GET /_emulator/writes``).
+        self.writes: deque[dict[str, Any]] = deque(maxlen=10_000)
+        self._writes_lock = threading.Lock()
         self.reseed()
 
     @property
@@ -83,7 +92,24 @@ class CommerceEmulator(EmulatorServer):
             fields["companies"] = tuple(c.lower() for c in fields["companies"])
             self.seed_config = SeedConfig(**fields)
         self.store.load(build_seed(self.seed_config))
+        self.clear_writes()
         return self.counts()
+
+    def log_write(self, method: str, path: str, if_match: str | None, body: bytes) -> None:
+        try:
+            parsed: Any = json.loads(body) if body else None
+        except ValueError:
+            parsed = body.decode("utf-8", errors="replace")
+        with self._writes_lock:
+            self.writes.append({"method": method, "path": path, "if_match": if_match, "body": parsed})
+
+    def write_log(self) -> list[dict[str, Any]]:
+        with self._writes_lock:
+            return list(self.writes)
+
+    def clear_writes(self) -> None:
+        with self._writes_lock:
+            self.writes.clear()
 
     def counts(self) -> dict[str, int]:
         return {s.name: self.store.count(s) for s in ENTITY_SETS}
@@ -275,6 +301,8 @@ class CommerceRequestHandler(EmulatorRequestHandler):
         self.send_bytes(200, build_metadata().encode("utf-8"), content_type=XML)
 
     def handle_resource(self, match: re.Match[str]) -> None:
+        if self.method != "GET":
+            self.server.log_write(self.method, self.raw_path, self.header("If-Match"), self.body)
         raw = self.raw_path[len("/data/"):]
         name, key_text, prop = _split_resource(unquote(raw))
         if key_text is not None and ("/" in key_text or "\\" in key_text):

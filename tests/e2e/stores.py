@@ -60,6 +60,14 @@ class Stores:
         stats = requests.get(f"{self.commerce_url}/_emulator/stats", timeout=10).json()
         return sum(n for method, n in stats["by_method"].items() if method in ("POST", "PATCH", "PUT", "DELETE"))
 
+    def commerce_write_log(self) -> list[dict[str, Any]]:
+        """The write requests Commerce received (method, path as sent, If-Match, JSON body), oldest first."""
+        log: list[dict[str, Any]] = requests.get(f"{self.commerce_url}/_emulator/writes", timeout=10).json()["value"]
+        return log
+
+    def clear_commerce_write_log(self) -> None:
+        requests.delete(f"{self.commerce_url}/_emulator/writes", timeout=10).raise_for_status()
+
     def change_in_dataverse(self, path: str, body: dict[str, Any]) -> None:
         """An agent's edit in Dataverse (update only)."""
         requests.patch(f"{self.dataverse_url}/api/data/v9.2/{path}", json=body,

@@ -185,3 +185,17 @@ def test_config_route_echoes_and_clears_validation_failures(emu: CommerceEmulato
 )
 def test_invalid_validation_failures_config_is_400(emu: CommerceEmulator, failures: Any) -> None:
     assert configure(emu, failures).status_code == 400
+
+
+def test_the_write_log_holds_each_write_request_as_received_and_no_reads(emu: CommerceEmulator) -> None:
+    path = GOLD.format(company="usmf")
+    patch(emu, path, {"LevelDescription": "Logged"}, **{"If-Match": "*"})
+    get(emu, path)
+    delete(emu, path)
+    log = requests.get(f"{emu.url}/_emulator/writes", timeout=10).json()["value"]
+    assert log == [
+        {"method": "PATCH", "path": f"/data/{path}", "if_match": "*", "body": {"LevelDescription": "Logged"}},
+        {"method": "DELETE", "path": f"/data/{path}", "if_match": None, "body": None},
+    ]
+    requests.delete(f"{emu.url}/_emulator/writes", timeout=10).raise_for_status()
+    assert requests.get(f"{emu.url}/_emulator/writes", timeout=10).json()["value"] == []
