@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import requests
@@ -20,9 +21,14 @@ UNADDRESSABLE = "unaddressable_key"
 
 
 class ApiError(Exception):
-    """A failed call to Dataverse or F&O, with what the server said."""
+    """A failed call to Dataverse or F&O, with what the server said.
+
+    ``error_class`` is what an operator sees on a parked record. ``fatal``: the failure would hit every
+    record alike (the credential, the app user's rights), so a run aborts instead of parking each record;
+    read it with ``is_fatal``."""
 
     error_class = SERVER
+    fatal = False
 
     def __init__(
         self,
@@ -69,7 +75,10 @@ class BadRequestError(ApiError):
 
 
 class AuthError(ApiError):
+    """401 or 403: the token or the app user's rights are refused."""
+
     error_class = AUTH
+    fatal = True
 
 
 class NotFoundError(ApiError):
@@ -98,6 +107,13 @@ class CredentialError(ApiError):
     """The credential could not produce a token: a configuration problem, never retried."""
 
     error_class = AUTH
+    fatal = True
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """True for a failure that would hit every record (``AuthError``, ``CredentialError``): the run must
+    abort rather than park record after record. False for anything else, ``ApiError`` or not."""
+    return isinstance(exc, ApiError) and exc.fatal
 
 
 def _class_for(status: int) -> type[ApiError]:
@@ -124,33 +140,59 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
-def error_from_response(response: requests.Response) -> ApiError:
-    """Build the typed exception for a non-2xx response; tolerant of HTML and empty bodies."""
+def error_from_bytes(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    reason: str = "",
+    method: str = "",
+    url: str = "",
+    request_id: str = "",
+) -> ApiError:
+    """The typed exception for one HTTP answer: the only place a status becomes an error class and an
+    OData error body (``error.code``, ``error.message``, ``error.innererror.message``; protocols.md §2.2,
+    §3.4) becomes its fields. Used for whole responses and for the parts of a ``$batch`` answer.
+    ``headers`` must look names up case-insensitively. Tolerant of HTML, other JSON and empty bodies:
+    the message is then the body's text (300 characters, whitespace collapsed), else ``reason``."""
     code, message, inner = "", "", ""
-    text = response.text or ""
     try:
-        body: Any = json.loads(text) if text else None
+        parsed: Any = json.loads(body) if body else None
     except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        error = body["error"]
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        error = parsed["error"]
         code = str(error.get("code") or "")
         message = str(error.get("message") or "")
         innererror = error.get("innererror")
         if isinstance(innererror, dict):
             inner = str(innererror.get("message") or "")
     else:
-        message = " ".join(text.split())[:300] or response.reason or "no response body"
-    request = response.request
-    cls = _class_for(response.status_code)
+        text = body.decode("utf-8", "replace")
+        message = " ".join(text.split())[:300] or reason or "no response body"
+    cls = _class_for(status)
     return cls(
         message,
-        status=response.status_code,
+        status=status,
         code=code,
         inner_message=inner,
-        method=request.method or "" if request is not None else "",
-        url=request.url or "" if request is not None else "",
-        request_id=(request.headers.get("x-ms-client-request-id", "") if request is not None else ""),
-        service_request_id=response.headers.get("x-ms-service-request-id") or response.headers.get("REQ_ID", ""),
-        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        method=method,
+        url=url,
+        request_id=request_id,
+        service_request_id=headers.get("x-ms-service-request-id") or headers.get("REQ_ID") or "",
+        retry_after=parse_retry_after(headers.get("Retry-After")),
+    )
+
+
+def error_from_response(response: requests.Response) -> ApiError:
+    """Build the typed exception for a non-2xx response (``error_from_bytes`` with the request's details)."""
+    request = response.request
+    return error_from_bytes(
+        response.status_code,
+        response.headers,
+        response.content or b"",
+        reason=response.reason or "",
+        method=(request.method or "") if request is not None else "",
+        url=(request.url or "") if request is not None else "",
+        request_id=request.headers.get("x-ms-client-request-id", "") if request is not None else "",
     )
