@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from requests.structures import CaseInsensitiveDict
 
-from shared.http.errors import ApiError, _class_for
+from shared.http.errors import ApiError, error_from_bytes
 
 MAX_PARTS = 1000
 
@@ -53,36 +54,41 @@ def build(base_path: str, parts: Sequence[BatchPart]) -> tuple[str, bytes]:
     return boundary, "\r\n".join(lines).encode("utf-8")
 
 
-_STATUS = re.compile(rb"^HTTP/1\.[01] (\d{3})")
+_STATUS = re.compile(rb"^HTTP/1\.[01] (\d{3})[ \t]*([^\r\n]*)")
 
 
 def parse(response: requests.Response) -> list[PartResult]:
     """Each part's status (and typed error) in request order."""
-    match = re.search(r'boundary="?([^";]+)"?', response.headers.get("Content-Type", ""))
+    return parse_parts(response.headers.get("Content-Type", ""), response.content, outer_status=response.status_code)
+
+
+def parse_parts(content_type: str, content: bytes, *, outer_status: int = 200) -> list[PartResult]:
+    """``parse`` on the raw answer: its ``Content-Type`` (for the boundary) and its body. A failed part
+    becomes the same typed error a whole response with that status, headers and body would."""
+    match = re.search(r'boundary="?([^";]+)"?', content_type)
     if not match:
-        raise ApiError("the $batch answer is not multipart", status=response.status_code)
+        raise ApiError("the $batch answer is not multipart", status=outer_status)
     delimiter = b"--" + match.group(1).encode()
     results: list[PartResult] = []
-    for chunk in response.content.split(delimiter)[1:]:
+    for chunk in content.split(delimiter)[1:]:
         if chunk.startswith(b"--"):
             break
         http = chunk.split(b"\r\n\r\n", 1)[-1] if b"\r\n\r\n" in chunk else chunk.split(b"\n\n", 1)[-1]
         http = http.lstrip(b"\r\n")
         status_match = _STATUS.match(http)
         if not status_match:
-            raise ApiError("a $batch part has no status line", status=response.status_code)
+            raise ApiError("a $batch part has no status line", status=outer_status)
         status = int(status_match.group(1))
         error = None
         if status >= 400:
             sep = b"\r\n\r\n" if b"\r\n\r\n" in http else b"\n\n"
-            body = http.split(sep, 1)[1].strip() if sep in http else b""
-            code = message = ""
-            try:
-                parsed = json.loads(body) if body else {}
-                code = str(parsed.get("error", {}).get("code") or "")
-                message = str(parsed.get("error", {}).get("message") or "")
-            except ValueError:
-                message = body.decode("utf-8", "replace")[:300]
-            error = _class_for(status)(message or f"HTTP {status}", status=status, code=code, method="$batch part")
+            head, _, body = http.partition(sep)
+            headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+            for line in head.decode("utf-8", "replace").splitlines()[1:]:
+                name, colon, value = line.partition(":")
+                if colon:
+                    headers[name.strip()] = value.strip()
+            error = error_from_bytes(status, headers, body.strip(), reason=status_match.group(2).decode("latin-1"),
+                                     method="$batch part")
         results.append(PartResult(status, error))
     return results
