@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from shared.dataverse import batch
 from shared.http.core import HttpCore
-from shared.http.errors import ApiError, NotFoundError
+from shared.http.errors import LOOKUP_MISSING, ApiError, NotFoundError
 from shared.http.limiter import AdaptiveLimiter
 from shared.http.urls import filter_equal, key_segment, literal, odata_id
 from shared.observability import log
@@ -29,7 +29,7 @@ RECORD_NOT_FOUND_BY_KEY = "0x80060891"
 class LookupMissingError(ApiError):
     """The referenced row (a currency, a company) does not exist in Dataverse yet."""
 
-    error_class = "lookup_missing"
+    error_class = LOOKUP_MISSING
 
 
 DELETED_ENTITY = "$deletedEntity"
@@ -54,27 +54,21 @@ class ChangeFeed:
         core = self.client.core
         headers = {**ODATA_HEADERS, "Prefer": f"odata.track-changes,odata.maxpagesize={self.client.page_size}"}
         if self.start:
-            body = core.get_json(self.start, headers=headers)
+            bodies = core.iter_bodies(self.start, headers=headers)
         else:
-            body = core.get_json(self.entity_set, params={"$select": ",".join(self.select)}, headers=headers)
-        seen: set[str] = set()
-        while True:
+            bodies = core.iter_bodies(self.entity_set, params={"$select": ",".join(self.select)}, headers=headers)
+        last: dict[str, Any] = {}
+        for body in bodies:
+            last = body
             for row in body.get("value") or []:
                 if str(row.get("@odata.context", "")).endswith(DELETED_ENTITY) or row.get("reason") == "deleted":
                     yield {"@removed": True, "id": row.get("id")}
                 else:
                     yield row
-            next_link = body.get("@odata.nextLink")
-            if not next_link:
-                self.delta_link = body.get("@odata.deltaLink")
-                if not self.delta_link:
-                    raise ApiError("change tracking answered without an @odata.deltaLink", method="GET",
-                                   url=core.url(self.entity_set))
-                return
-            if next_link in seen:
-                raise ApiError(f"the server repeated a nextLink: {next_link}", method="GET", url=next_link)
-            seen.add(next_link)
-            body = core.get_json(next_link, headers=headers)
+        self.delta_link = last.get("@odata.deltaLink")
+        if not self.delta_link:
+            raise ApiError("change tracking answered without an @odata.deltaLink", method="GET",
+                           url=core.url(self.entity_set))
 
 
 class DataverseClient:

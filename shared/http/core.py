@@ -212,20 +212,17 @@ class HttpCore:
             raise ApiError(f"expected a JSON object from {path}", method="GET", url=self.url(path))
         return body
 
-    def iter_pages(self, path: str, *, params: Mapping[str, str] | None = None,
-                   headers: Mapping[str, str] | None = None,
-                   on_first: Callable[[dict[str, Any]], None] | None = None) -> Iterator[list[dict[str, Any]]]:
-        """Yield each page's ``value``; follow ``@odata.nextLink`` verbatim with the same headers.
-        ``on_first`` sees the first response body (for ``@odata.count``)."""
+    def iter_bodies(self, path: str, *, params: Mapping[str, str] | None = None,
+                    headers: Mapping[str, str] | None = None) -> Iterator[dict[str, Any]]:
+        """Yield each page's whole response body: ``path`` (with ``params``), then every
+        ``@odata.nextLink`` followed verbatim with the same headers (protocols.md §2.8). The last body
+        yielded is the one without a nextLink (where change tracking puts ``@odata.deltaLink``). A
+        nextLink the server already gave is an ``ApiError``, not an endless loop. The one paging loop:
+        ``iter_pages`` and the Dataverse change feed are built on it."""
         body = self.get_json(path, params=params, headers=headers)
-        if on_first is not None:
-            on_first(body)
         seen: set[str] = set()
         while True:
-            value = body.get("value")
-            if not isinstance(value, list):
-                raise ApiError(f"expected a 'value' array from {path}", method="GET", url=self.url(path))
-            yield value
+            yield body
             next_link = body.get("@odata.nextLink")
             if not next_link:
                 return
@@ -233,3 +230,16 @@ class HttpCore:
                 raise ApiError(f"the server repeated a nextLink: {next_link}", method="GET", url=next_link)
             seen.add(next_link)
             body = self.get_json(next_link, headers=headers)
+
+    def iter_pages(self, path: str, *, params: Mapping[str, str] | None = None,
+                   headers: Mapping[str, str] | None = None,
+                   on_first: Callable[[dict[str, Any]], None] | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Yield each page's ``value`` (``iter_bodies``). ``on_first`` sees the first response body
+        (for ``@odata.count``)."""
+        for index, body in enumerate(self.iter_bodies(path, params=params, headers=headers)):
+            if index == 0 and on_first is not None:
+                on_first(body)
+            value = body.get("value")
+            if not isinstance(value, list):
+                raise ApiError(f"expected a 'value' array from {path}", method="GET", url=self.url(path))
+            yield value

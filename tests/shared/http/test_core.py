@@ -198,3 +198,30 @@ def test_query_values_are_percent_encoded_for_odata() -> None:
 
 def test_key_segments_double_quotes_and_encode_slashes() -> None:
     assert key_segment("RetailLoyaltyCards", {"CardNumber": "O'Brien/1#"}, named=False) == "RetailLoyaltyCards('O''Brien%2F1%23')"
+
+
+def test_iter_bodies_yields_whole_bodies_up_to_the_one_without_a_next_link(server: ScriptedServer,
+                                                                          sleeps: list[float]) -> None:
+    server.script(Answer(200, {"value": [1], "@odata.count": 2, "@odata.nextLink": f"{server.url}/set?$skiptoken=1"}),
+                  Answer(200, {"value": [2], "@odata.deltaLink": "delta"}))
+    bodies = list(core_for(server, sleeps).iter_bodies("set", params={"$select": "a"}, headers={"Prefer": "p"}))
+    assert [(b["value"], b.get("@odata.deltaLink")) for b in bodies] == [([1], None), ([2], "delta")]
+    assert [r.path for r in server.requests] == ["/set?$select=a", "/set?$skiptoken=1"]
+    assert [r.headers["Prefer"] for r in server.requests] == ["p", "p"]
+
+
+def test_on_first_sees_only_the_first_body(server: ScriptedServer, sleeps: list[float]) -> None:
+    server.script(Answer(200, {"value": [1], "@odata.count": 2, "@odata.nextLink": f"{server.url}/set?$skiptoken=1"}),
+                  Answer(200, {"value": [2], "@odata.count": 99}))
+    seen: list[int] = []
+    pages = list(core_for(server, sleeps).iter_pages("set", on_first=lambda body: seen.append(body["@odata.count"])))
+    assert (pages, seen) == ([[1], [2]], [2])
+
+
+def test_a_page_without_a_value_array_is_an_error(server: ScriptedServer, sleeps: list[float]) -> None:
+    server.script(Answer(200, {"value": [1], "@odata.nextLink": f"{server.url}/set?$skiptoken=1"}),
+                  Answer(200, {"value": {"a": 1}}))
+    pages = core_for(server, sleeps).iter_pages("set")
+    assert next(pages) == [1]
+    with pytest.raises(Exception, match="expected a 'value' array"):
+        next(pages)
