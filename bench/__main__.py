@@ -157,7 +157,7 @@ def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
             print(f"  {done.seen:,}/{total or '?'} seen, {done.written:,} written, "
                   f"{done.seen / (time.perf_counter() - started):,.0f} records/s, peak RSS {rss:.0f} MB", flush=True)
 
-    [summary] = runtime.outbound("loyalty_cards").run(progress=progress)
+    [summary] = runtime.scan("loyalty_cards").run(progress=progress)
     sync_s = time.perf_counter() - started
     stats = requests.get(f"{dv_url}/_emulator/stats", timeout=10).json()
     protection = requests.get(f"{dv_url}/_emulator/service-protection", timeout=10).json()

@@ -32,9 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     deadline = time.monotonic() + args.max_wait_s
     with correlation_scope():
         for template in runtime.catalog:
-            pending = runtime.outbound(template.name).scopes(runtime.settings.legal_entities)
+            pending = runtime.scan(template.name).scopes(runtime.settings.legal_entities)
             while pending:
-                summaries = [runtime.outbound(template.name).run_scope(scope) for scope in pending]
+                summaries = [runtime.scan(template.name).run_scope(scope) for scope in pending]
                 pending = [s for s, summary in zip(pending, summaries, strict=True) if summary.status == "skipped"]
                 if pending:
                     if time.monotonic() > deadline:

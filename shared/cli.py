@@ -27,7 +27,8 @@ from shared.commerce.client import LegalEntitiesError
 from shared.observability import correlation_scope
 from shared.runtime import Runtime, get_runtime
 from shared.sync import operations
-from shared.sync.engine import ALL, DIRECTION, RunSummary
+from shared.sync.runs import ALL, RunStatus, RunSummary
+from shared.sync.runs import DIRECTION_OUT as DIRECTION
 
 
 def status_rows(runtime: Runtime) -> list[dict[str, str]]:
@@ -98,11 +99,11 @@ def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str],
     for name in templates:
         if direction in ("outbound", "both"):
             try:
-                summaries.extend(runtime.outbound(name).run(companies or runtime.settings.legal_entities, progress=bar))
+                summaries.extend(runtime.scan(name).run(companies or runtime.settings.legal_entities, progress=bar))
             except LegalEntitiesError as exc:
                 print(f"error: {name}: {exc}", file=sys.stderr)
                 summaries.append(RunSummary(template=name, scope=ALL, run_id="", direction=DIRECTION, mode="-",
-                                            status="failed", detail=str(exc)))
+                                            status=RunStatus.FAILED, detail=str(exc)))
             finally:
                 bar.close()
         if direction in ("inbound", "both"):

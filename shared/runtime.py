@@ -19,7 +19,7 @@ from shared.state.queues import CallbackQueues
 from shared.state.store import StateStore
 from shared.sync.engine import OutboundSync
 from shared.sync.inbound import InboundSync
-from shared.sync.paged import PagedScan
+from shared.sync.scan import Scan
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Runtime:
     dataverse: DataverseClient
     state: StateStore
     queues: CallbackQueues
-    writers: list[DataverseClient] = field(default_factory=list)  # identities that share bulk writes
+    identities: list[DataverseClient] = field(default_factory=list)  # application users that share bulk writes
     _engines: dict[str, OutboundSync] = field(default_factory=dict)
     _inbound: dict[str, InboundSync] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -41,9 +41,9 @@ class Runtime:
     def inbound(self, template: str) -> InboundSync:
         return self._pair(template)[1]
 
-    def paged(self, template: str) -> PagedScan:
-        """Checkpointed full scans of a template, fanned out through its pages queue."""
-        return PagedScan(self.outbound(template), enqueue=self.queues.send_page)
+    def scan(self, template: str) -> Scan:
+        """Checkpointed full scans of a template: in place (``run``), or fanned out through its pages queue."""
+        return Scan(self.outbound(template), enqueue=self.queues.send_page)
 
     def _pair(self, template: str) -> tuple[OutboundSync, InboundSync]:
         """Both directions of a template, built together: each calls the other after it writes."""
@@ -54,7 +54,7 @@ class Runtime:
                 outbound = OutboundSync(plan, self.commerce, self.dataverse, self.state, delete_policy=s.delete_policy,
                                         lease_s=s.run_lease_s, two_way=s.two_way, conflict_policy=s.conflict_policy,
                                         bulk_size=s.bulk_size, page_size=s.page_size,
-                                        writers=self.writers or [self.dataverse])
+                                        identities=self.identities or [self.dataverse])
                 inbound = InboundSync(plan, self.commerce, self.dataverse, self.state, outbound,
                                       conflict_policy=s.conflict_policy, delete_policy=s.reverse_delete_policy,
                                       lease_s=s.run_lease_s)
@@ -103,7 +103,7 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime
         catalog=catalog,
         commerce=CommerceClient(commerce_core),
         dataverse=dataverse,
-        writers=[dataverse, *extra],
+        identities=[dataverse, *extra],
         state=state,
         queues=queues,
     )

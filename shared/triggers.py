@@ -16,6 +16,7 @@ from typing import Any
 import azure.functions as func
 
 from shared.mapping.model import Template
+from shared.messages import PageTask
 from shared.observability import correlation_scope, log
 from shared.runtime import Runtime, get_runtime
 from shared.state.queues import binding_queue_name, pages_binding_queue_name
@@ -23,7 +24,6 @@ from shared.state.store import encode_key
 from shared.sync import operations, worker
 from shared.sync.callbacks import SECRET_HEADER, CallbackAnswer, handle_callback, secret_matches
 from shared.sync.events import work_items
-from shared.sync.paged import PageTask
 
 logger = logging.getLogger("loyaltysync.triggers")
 CALLBACK_ROUTE = "callbacks/{template}"
@@ -47,13 +47,12 @@ def run_timer(template: str, timer: func.TimerRequest, invocation_id: str) -> No
         if worker.is_paused(runtime, template):
             log(logger, logging.INFO, "template paused; timer run skipped", template=template)
             return
-        engine = runtime.outbound(template)
+        scan = runtime.scan(template)
         if not runtime.settings.fan_out:
-            engine.run(runtime.settings.legal_entities)
+            scan.run(runtime.settings.legal_entities)
             return
-        paged = runtime.paged(template)
-        for company in engine.scopes(runtime.settings.legal_entities):
-            paged.start(company)
+        for company in scan.scopes(runtime.settings.legal_entities):
+            scan.start(company)
 
 
 def run_page(msg: func.QueueMessage, invocation_id: str) -> None:
@@ -61,7 +60,7 @@ def run_page(msg: func.QueueMessage, invocation_id: str) -> None:
     retries, then poisons it)."""
     with correlation_scope(invocation_id):
         task = PageTask.model_validate_json(msg.get_body())
-        get_runtime().paged(task.template).run_task(task)
+        get_runtime().scan(task.template).run_task(task)
 
 
 def run_inbound(template: str, timer: func.TimerRequest, invocation_id: str) -> None:

@@ -100,7 +100,7 @@ def test_the_payload_is_not_trusted_for_content(runtime: Runtime, stores: Stores
     card = stores.commerce_rows("loyalty_cards")[0]
     event = business_event(CardNumber=card["CardNumber"], PartyNumber="FORGED", CardTenderType="Blocked")
     invoke_http(app(), "callback_loyalty_cards", post("callbacks/loyalty_cards", as_body(event)))
-    pump.drain()
+    assert pump.drain() == 1
     assert stores.actual("loyalty_cards")[(card["CardNumber"],)]["msdyn_partynumber"] == (card["PartyNumber"] or None)
 
 
@@ -115,7 +115,7 @@ def test_a_callback_for_a_record_gone_from_commerce_and_never_synced_changes_not
                                                                                      stores: Stores, pump: QueuePump) -> None:
     event = business_event(CardNumber="NO-SUCH-CARD")
     invoke_http(app(), "callback_loyalty_cards", post("callbacks/loyalty_cards", as_body(event)))
-    pump.drain()
+    assert pump.drain() == 1
     assert runtime.state.counters("loyalty_cards") == {"callbacks_unchanged": 1}
     assert stores.dataverse_writes() == 0
 
@@ -180,7 +180,7 @@ def test_a_callback_whose_record_cannot_be_written_is_parked_with_its_correlatio
     stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "9" * 41})
     _, body = answer(invoke_http(app(), "callback_loyalty_cards",
                                       post("callbacks/loyalty_cards", as_body(business_event(CardNumber=card)))))
-    pump.drain()
+    assert pump.drain() == 1
     [parked] = list(runtime.state.list_parked("loyalty_cards"))
     assert parked["source"] == "callback" and parked["correlation_id"] == body["correlation_id"]
 
@@ -199,6 +199,6 @@ def test_concurrent_callbacks_are_all_acknowledged_queued_and_written(runtime: R
         statuses = list(pool.map(call, cards))
 
     assert statuses == [202] * 30
-    pump.drain()
+    assert 1 <= pump.drain() <= 30  # callbacks that arrive together share a message
     assert set(stores.actual("loyalty_cards")) == {(card,) for card in cards}
     assert runtime.state.counters("loyalty_cards") == {"callbacks_written": 30}

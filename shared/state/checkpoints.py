@@ -18,6 +18,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -36,20 +37,29 @@ class CheckpointConflict(Exception):
     """Another worker changed the plan row since it was read."""
 
 
+class PageStatus(StrEnum):
+    """A key range's or a delete check's state."""
+
+    PLANNED = "planned"
+    DONE = "done"
+
+
 @dataclass
-class RunPlan:
+class RunCheckpoint:
+    """The plan row of one run of a full scan (not the template's compiled ``Plan``)."""
+
     template: str
     scope: str
     run_id: str
     planned: int = 0
     planning_done: bool = False
     total: int = -1  # from $count; -1: unknown
-    finalizing: str = ""
-    last_through: str = ""  # JSON key of the last planned range's upper bound ("" before the first)
+    finalizing: bool = False  # claimed (by an ETag-guarded write) by the party that searches for deletes
+    last_through: tuple[Any, ...] | None = None  # the last planned range's upper bound (None before the first)
     started_at: str = ""
     mode: str = "incremental"
     delete_checks: int = 0  # > 0: the delete search was split into this many checks, run as tasks
-    closing: str = ""  # who closes the run once every delete check is done
+    closing: bool = False  # claimed by the party that closes the run once every delete check is done
     etag: str | None = None
 
 
@@ -58,7 +68,7 @@ class PageCheckpoint:
     index: int
     after: tuple[Any, ...] | None
     through: tuple[Any, ...] | None
-    status: str = "planned"
+    status: PageStatus = PageStatus.PLANNED
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -69,7 +79,7 @@ class DeleteCheck:
     index: int
     first: int
     stop: int
-    status: str = "planned"
+    status: PageStatus = PageStatus.PLANNED
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -95,22 +105,23 @@ class PageCheckpoints:
 
     # -- the plan row ------------------------------------------------------------------------------------
 
-    def get_plan(self, template: str, scope: str, run_id: str) -> RunPlan | None:
+    def get_plan(self, template: str, scope: str, run_id: str) -> RunCheckpoint | None:
         try:
             e = self.table.get_entity(self.partition(template, scope, run_id), PLAN_ROW)
         except ResourceNotFoundError:
             return None
-        return RunPlan(template, scope, run_id, planned=int(e.get("planned", 0)),
+        return RunCheckpoint(template, scope, run_id, planned=int(e.get("planned", 0)),
                        planning_done=bool(e.get("planning_done", False)), total=int(e.get("total", -1)),
-                       finalizing=e.get("finalizing", ""), last_through=e.get("last_through", ""),
+                       finalizing=bool(e.get("finalizing")), last_through=key_from_json(e.get("last_through", "")),
                        started_at=e.get("started_at", ""), mode=e.get("mode", "incremental"),
-                       delete_checks=int(e.get("delete_checks", 0)), closing=e.get("closing", ""),
+                       delete_checks=int(e.get("delete_checks", 0)), closing=bool(e.get("closing")),
                        etag=e.metadata.get("etag"))
 
-    def save_plan(self, plan: RunPlan) -> RunPlan:
+    def save_plan(self, plan: RunCheckpoint) -> RunCheckpoint:
         entity = {"PartitionKey": self.partition(plan.template, plan.scope, plan.run_id), "RowKey": PLAN_ROW,
                   "planned": plan.planned, "planning_done": plan.planning_done, "total": plan.total,
-                  "finalizing": plan.finalizing, "last_through": plan.last_through, "started_at": plan.started_at,
+                  "finalizing": plan.finalizing, "last_through": _key_json(plan.last_through),
+                  "started_at": plan.started_at,
                   "mode": plan.mode, "delete_checks": plan.delete_checks, "closing": plan.closing}
         try:
             plan.etag = create_or_replace(self.table, entity, plan.etag)
@@ -120,20 +131,20 @@ class PageCheckpoints:
 
     # -- key ranges --------------------------------------------------------------------------------------
 
-    def add_page(self, plan: RunPlan, page: PageCheckpoint) -> RunPlan:
+    def add_page(self, plan: RunCheckpoint, page: PageCheckpoint) -> RunCheckpoint:
         """Record a planned range and move the plan on (both ETag-guarded: one planner at a time)."""
         entity = {"PartitionKey": self.partition(plan.template, plan.scope, plan.run_id), "RowKey": f"{page.index:06d}",
-                  "status": "planned", "after": _key_json(page.after), "through": _key_json(page.through)}
+                  "status": PageStatus.PLANNED.value, "after": _key_json(page.after), "through": _key_json(page.through)}
         with contextlib.suppress(ResourceExistsError):  # a resumed planner re-adding its last range
             self.table.create_entity(entity)
         plan.planned = max(plan.planned, page.index + 1)
-        plan.last_through = _key_json(page.through)
+        plan.last_through = page.through
         return self.save_plan(plan)
 
-    def complete_page(self, plan: RunPlan, page: PageCheckpoint, digests: bytes) -> None:
+    def complete_page(self, plan: RunCheckpoint, page: PageCheckpoint, digests: bytes) -> None:
         entity: dict[str, Any] = {
             "PartitionKey": self.partition(plan.template, plan.scope, plan.run_id), "RowKey": f"{page.index:06d}",
-            "status": "done", "after": _key_json(page.after), "through": _key_json(page.through),
+            "status": PageStatus.DONE.value, "after": _key_json(page.after), "through": _key_json(page.through),
             "counts": json.dumps(page.counts), "digest_parts": 0}
         step = _DIGESTS_PER_PROPERTY * DIGEST_BYTES
         parts = [digests[i:i + step] for i in range(0, len(digests), step)]
@@ -142,24 +153,24 @@ class PageCheckpoints:
         entity["digest_parts"] = len(parts)
         self.table.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
-    def pages(self, plan: RunPlan) -> list[PageCheckpoint]:
+    def pages(self, plan: RunCheckpoint) -> list[PageCheckpoint]:
         query = self.table.query_entities(
             f"PartitionKey eq @pk and {_PAGE_ROWS}",
             parameters={"pk": self.partition(plan.template, plan.scope, plan.run_id)},
             select=["RowKey", "status", "after", "through", "counts"])
         return [PageCheckpoint(int(e["RowKey"]), key_from_json(e.get("after", "")), key_from_json(e.get("through", "")),
-                               e.get("status", "planned"), json.loads(e.get("counts") or "{}")) for e in query]
+                               PageStatus(e.get("status", "planned")), json.loads(e.get("counts") or "{}")) for e in query]
 
-    def page(self, plan: RunPlan, index: int) -> PageCheckpoint | None:
+    def page(self, plan: RunCheckpoint, index: int) -> PageCheckpoint | None:
         try:
             e = self.table.get_entity(self.partition(plan.template, plan.scope, plan.run_id), f"{index:06d}",
                                       select=["RowKey", "status", "after", "through", "counts"])
         except ResourceNotFoundError:
             return None
         return PageCheckpoint(index, key_from_json(e.get("after", "")), key_from_json(e.get("through", "")),
-                              e.get("status", "planned"), json.loads(e.get("counts") or "{}"))
+                              PageStatus(e.get("status", "planned")), json.loads(e.get("counts") or "{}"))
 
-    def iter_digests(self, plan: RunPlan) -> Iterator[bytes]:
+    def iter_digests(self, plan: RunCheckpoint) -> Iterator[bytes]:
         """The key digests of every done range, a range at a time."""
         query = self.table.query_entities(
             f"PartitionKey eq @pk and {_PAGE_ROWS} and status eq 'done'",
@@ -170,10 +181,10 @@ class PageCheckpoints:
 
     # -- delete checks -----------------------------------------------------------------------------------
 
-    def add_delete_checks(self, plan: RunPlan, checks: list[DeleteCheck]) -> RunPlan:
+    def add_delete_checks(self, plan: RunCheckpoint, checks: list[DeleteCheck]) -> RunCheckpoint:
         """Record the delete checks (idempotent: a retried split writes the same rows) and move the plan on."""
         pk = self.partition(plan.template, plan.scope, plan.run_id)
-        rows = [Operation("upsert", {"PartitionKey": pk, "RowKey": f"x{c.index:04d}", "status": "planned",
+        rows = [Operation("upsert", {"PartitionKey": pk, "RowKey": f"x{c.index:04d}", "status": PageStatus.PLANNED.value,
                                      "first": c.first, "stop": c.stop, "counts": "{}"}) for c in checks]
         for start in range(0, len(rows), MAX_OPERATIONS):
             submit(self.table, rows[start:start + MAX_OPERATIONS])
@@ -182,27 +193,27 @@ class PageCheckpoints:
 
     @staticmethod
     def _check(e: Any) -> DeleteCheck:
-        return DeleteCheck(int(e["RowKey"][1:]), int(e["first"]), int(e["stop"]), e.get("status", "planned"),
+        return DeleteCheck(int(e["RowKey"][1:]), int(e["first"]), int(e["stop"]), PageStatus(e.get("status", "planned")),
                            json.loads(e.get("counts") or "{}"))
 
-    def delete_checks(self, plan: RunPlan) -> list[DeleteCheck]:
+    def delete_checks(self, plan: RunCheckpoint) -> list[DeleteCheck]:
         query = self.table.query_entities(f"PartitionKey eq @pk and {_CHECK_ROWS}",
                                           parameters={"pk": self.partition(plan.template, plan.scope, plan.run_id)})
         return [self._check(e) for e in query]
 
-    def delete_check(self, plan: RunPlan, index: int) -> DeleteCheck | None:
+    def delete_check(self, plan: RunCheckpoint, index: int) -> DeleteCheck | None:
         try:
             return self._check(self.table.get_entity(self.partition(plan.template, plan.scope, plan.run_id),
                                                      f"x{index:04d}"))
         except ResourceNotFoundError:
             return None
 
-    def complete_delete_check(self, plan: RunPlan, check: DeleteCheck) -> None:
+    def complete_delete_check(self, plan: RunCheckpoint, check: DeleteCheck) -> None:
         self.table.upsert_entity({"PartitionKey": self.partition(plan.template, plan.scope, plan.run_id),
-                                  "RowKey": f"x{check.index:04d}", "status": "done", "first": check.first,
+                                  "RowKey": f"x{check.index:04d}", "status": PageStatus.DONE.value, "first": check.first,
                                   "stop": check.stop, "counts": json.dumps(check.counts)}, mode=UpdateMode.REPLACE)
 
-    def drop(self, plan: RunPlan) -> None:
+    def drop(self, plan: RunCheckpoint) -> None:
         """Remove a finalised run's rows (entity-group deletes, 100 at a time)."""
         pk = self.partition(plan.template, plan.scope, plan.run_id)
         keys = [e["RowKey"] for e in self.table.query_entities("PartitionKey eq @pk", parameters={"pk": pk},

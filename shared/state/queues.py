@@ -14,8 +14,8 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from shared.messages import PageTask
 from shared.sync.events import WorkItem
-from shared.sync.paged import PageTask
 
 QUEUE_PREFIX_SETTING = "SYNC_QUEUE_PREFIX"
 

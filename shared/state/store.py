@@ -28,6 +28,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
 
+from shared.clock import SYSTEM_CLOCK, Clock
 from shared.state.checkpoints import PageCheckpoints
 from shared.state.transactions import MAX_OPERATIONS, Operation, TransactionRefused, create_or_replace, submit
 
@@ -142,10 +143,12 @@ SyncedEntry = tuple[str, str, "SyncedState | None", str, str]
 
 
 class StateStore:
-    def __init__(self, service: TableServiceClient, prefix: str, *, buckets: int = DEFAULT_BUCKETS) -> None:
+    def __init__(self, service: TableServiceClient, prefix: str, *, buckets: int = DEFAULT_BUCKETS,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         if not 1 <= buckets <= 256:
             raise ValueError("state buckets must be between 1 and 256")
         self.service = service
+        self.clock = clock  # leases expire by it; tests move it instead of editing lease times
         self.buckets = buckets
         self.watermarks = service.get_table_client(f"{prefix}watermarks")
         self.synced = service.get_table_client(f"{prefix}synced")
@@ -207,10 +210,10 @@ class StateStore:
                       *, mark: Watermark | None = None) -> Watermark | None:
         """Take the run lease for one scope; None while another run holds an unexpired lease."""
         mark = mark or self.get_watermark(template, direction, scope)
-        if mark.lease_owner and mark.lease_until and datetime.fromisoformat(mark.lease_until) > now():
+        if mark.lease_owner and mark.lease_until and datetime.fromisoformat(mark.lease_until) > self.clock.now():
             return None
         mark.lease_owner = owner
-        mark.lease_until = (now() + timedelta(seconds=lease_s)).isoformat()
+        mark.lease_until = (self.clock.now() + timedelta(seconds=lease_s)).isoformat()
         try:
             return self.save_watermark(mark)
         except ConcurrencyConflict:
@@ -223,9 +226,9 @@ class StateStore:
             mark = self.get_watermark(template, direction, scope)
             if mark.lease_owner != owner:
                 return False
-            if mark.lease_until and datetime.fromisoformat(mark.lease_until) > now() + timedelta(seconds=lease_s / 2):
+            if mark.lease_until and datetime.fromisoformat(mark.lease_until) > self.clock.now() + timedelta(seconds=lease_s / 2):
                 return True
-            mark.lease_until = (now() + timedelta(seconds=lease_s)).isoformat()
+            mark.lease_until = (self.clock.now() + timedelta(seconds=lease_s)).isoformat()
             try:
                 self.save_watermark(mark)
                 return True
@@ -275,7 +278,7 @@ class StateStore:
         ``columns`` no per-column digests are kept, so the next write of the key sends every column."""
         applied = max(control_number, previous.control_number if previous else 0)
         entity = {"PartitionKey": self._pk(partition, row_key), "RowKey": row_key, "hash": content_hash,
-                  "synced_at": now().isoformat(), "control_number": _int64(applied),
+                  "synced_at": self.clock.now().isoformat(), "control_number": _int64(applied),
                   "shared": shared if shared is not None else (previous.shared if previous else ""),
                   "columns": columns}
         try:
@@ -292,7 +295,7 @@ class StateStore:
         for entry in entries:
             by_bucket.setdefault(self._pk(partition, entry[0]), []).append(entry)
         conflicted: list[str] = []
-        synced_at = now().isoformat()
+        synced_at = self.clock.now().isoformat()
         for pk, group in by_bucket.items():
             for start in range(0, len(group), MAX_OPERATIONS):
                 chunk = group[start:start + MAX_OPERATIONS]
@@ -336,11 +339,11 @@ class StateStore:
     def remember_event(self, template: str, event_id: str, outcome: str) -> None:
         """Record a processed event id, after the work is done (a crash before this replays the event)."""
         self.events.upsert_entity({"PartitionKey": template, "RowKey": encode_key((event_id,)),
-                                   "processed_at": now().isoformat(), "outcome": outcome}, mode=UpdateMode.REPLACE)
+                                   "processed_at": self.clock.now().isoformat(), "outcome": outcome}, mode=UpdateMode.REPLACE)
 
     def set_paused(self, template: str, paused: bool, *, by: str) -> None:
         self.control.upsert_entity({"PartitionKey": "pause", "RowKey": template, "paused": paused,
-                                    "changed_at": now().isoformat(), "changed_by": by}, mode=UpdateMode.REPLACE)
+                                    "changed_at": self.clock.now().isoformat(), "changed_by": by}, mode=UpdateMode.REPLACE)
 
     def is_paused(self, template: str) -> bool:
         try:
@@ -411,7 +414,7 @@ class StateStore:
     def record_conflict(self, template: str, row_key: str, *, commerce: Any, dataverse: Any, winner: str,
                         detected_by: str, correlation_id: str) -> None:
         """Both sides changed a record since the last sync; kept for operators, with no time limit."""
-        at = now().isoformat()
+        at = self.clock.now().isoformat()
         self.conflicts.create_entity({
             "PartitionKey": template, "RowKey": f"{at}|{row_key}", "key": json.dumps(list(decode_key(row_key))),
             "commerce": json.dumps(commerce, default=str)[:MAX_TEXT],
@@ -433,9 +436,9 @@ class StateStore:
         try:
             existing = table.get_entity(template, row_key)
             attempts = int(existing.get("attempts", 0)) + 1
-            first = existing.get("first_failed", now().isoformat())
+            first = existing.get("first_failed", self.clock.now().isoformat())
         except ResourceNotFoundError:
-            attempts, first = 1, now().isoformat()
+            attempts, first = 1, self.clock.now().isoformat()
         entity = {
             "PartitionKey": template,
             "RowKey": row_key,
@@ -445,7 +448,7 @@ class StateStore:
             "error": error[:MAX_TEXT],
             "attempts": attempts,
             "first_failed": first,
-            "last_failed": now().isoformat(),
+            "last_failed": self.clock.now().isoformat(),
             "source": source,
             "correlation_id": correlation_id,
             "payload": json.dumps(payload, default=str)[:MAX_TEXT] if payload is not None else "",

@@ -18,29 +18,25 @@ that is a conflict, recorded and resolved by ``SYNC_CONFLICT_POLICY``.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import hashlib
 import json
 import logging
-import sys
 import uuid
-from array import array
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from shared.commerce.client import CommerceClient, LegalEntitiesError
+from shared.commerce.client import CommerceClient
 from shared.dataverse.client import DataverseClient
 from shared.http.errors import ApiError, AuthError
-from shared.http.limiter import SERVICE_MAX_CONCURRENCY
 from shared.mapping.model import Direction
 from shared.mapping.plan import DataverseRecord, MappingError, Plan, changed_columns, column_digests
 from shared.observability import correlation_id, log
 from shared.state.store import ConcurrencyConflict, StateStore, SyncedEntry, SyncedState, decode_key, encode_key
-from shared.sync.runs import MAX_CONFLICT_ROUNDS, RunSummary, clear_unscoped_failure, record_unscoped_failure
+from shared.sync.chunks import ChunkPool, Pending
+from shared.sync.digests import KeyDigests
+from shared.sync.runs import MAX_CONFLICT_ROUNDS, RunSummary
 from shared.sync.twoway import SharedImage
 from shared.sync.writer import DataverseWriter
 
@@ -48,133 +44,9 @@ logger = logging.getLogger("loyaltysync.sync")
 
 DIRECTION = Direction.TO_DATAVERSE.value
 OVERWRITE = "overwrite"  # a conflict Commerce won: every column goes out, not only the ones it changed
-ALL = "all"
-__all__ = ["ALL", "DIRECTION", "OutboundSync", "RunSummary"]
 
-# Called after each page of a scan with the counts so far and the total (None when unknown).
-Progress = Callable[[RunSummary, int | None], None]
-# A changed record waiting for its chunk: the mapped record, the Commerce row, the state last written.
-Pending = tuple[DataverseRecord, Mapping[str, Any], SyncedState | None]
 # Called when Dataverse wins a conflict: write the Dataverse row to Commerce instead.
 DataverseWins = Callable[[Mapping[str, Any]], str]
-
-
-class KeyDigests:
-    """The row keys a scan has seen, as sorted 64-bit digests: 8 bytes a key instead of a Python string.
-
-    A digest collision (about 3 in 100 million at a million keys) would only postpone one delete to
-    the next run."""
-
-    def __init__(self) -> None:
-        self._digests = array("Q")
-        self._parts: list[array[int]] = []
-        self._frozen = False
-
-    @staticmethod
-    def _digest(row_key: str) -> int:
-        return int.from_bytes(hashlib.blake2b(row_key.encode("utf-8"), digest_size=8).digest(), "big")
-
-    def add(self, row_key: str) -> None:
-        self._digests.append(self._digest(row_key))
-
-    def to_bytes(self) -> bytes:
-        """The digests as 8-byte little-endian integers (a page checkpoint stores them)."""
-        digests = array("Q", self._digests)
-        if sys.byteorder != "little":
-            digests.byteswap()
-        return digests.tobytes()
-
-    def add_bytes(self, data: bytes) -> None:
-        digests = array("Q")
-        digests.frombytes(data)
-        if sys.byteorder != "little":
-            digests.byteswap()
-        self._digests.extend(digests)
-
-    def __len__(self) -> int:
-        return sum(len(part) for part in self._parts) if self._frozen else len(self._digests)
-
-    def freeze(self) -> None:
-        """Sort for lookups: in 256 parts by the digest's top byte, each sorted on its own, so sorting never
-        holds more than a part's digests as Python integers (a million at once would add about 40 MB)."""
-        if self._frozen:
-            return
-        parts = [array("Q") for _ in range(256)]
-        for digest in self._digests:
-            parts[digest >> 56].append(digest)
-        self._parts = [array("Q", sorted(part)) for part in parts]
-        self._digests = array("Q")
-        self._frozen = True
-
-    def __contains__(self, row_key: object) -> bool:
-        assert self._frozen, "freeze() before lookups"
-        digest = self._digest(str(row_key))
-        part = self._parts[digest >> 56]
-        index = bisect.bisect_left(part, digest)
-        return index < len(part) and part[index] == digest
-
-
-class ChunkWriters:
-    """Writes chunks concurrently, as many at once as the identity's adaptive limiter allows (none: one
-    at a time). Outcomes are counted on the calling thread into the summary each chunk was submitted
-    with; the first error stops the run."""
-
-    def __init__(self, engine: OutboundSync, partition: str, parked: set[str]) -> None:
-        self.engine = engine
-        self.partition = partition
-        self.parked = parked
-        self.clients = [c for c in engine.writers if c.limiter is not None]
-        self.pool = ThreadPoolExecutor(max_workers=SERVICE_MAX_CONCURRENCY * len(self.clients),
-                                       thread_name_prefix="chunk") if self.clients else None
-        self.futures: list[tuple[Future[list[str]], RunSummary]] = []
-
-    def _pick(self) -> DataverseClient:
-        """The identity with the most free slots (each has its own limits and limiter)."""
-        return max(self.clients, key=lambda c: c.limiter.limit - c.limiter.in_flight if c.limiter else 0)
-
-    def submit(self, chunk: list[Pending], summary: RunSummary) -> None:
-        if self.pool is None:
-            for outcome in self.engine._flush(chunk, self.partition, self.parked):
-                summary.count(outcome)
-            return
-        self._collect(block=False)
-        client = self._pick()
-        assert client.limiter is not None
-        client.limiter.acquire()
-        self.futures.append((self.pool.submit(self._write, chunk, client), summary))
-
-    def _write(self, chunk: list[Pending], client: DataverseClient) -> list[str]:
-        assert client.limiter is not None
-        try:
-            return self.engine._flush(chunk, self.partition, self.parked, client)
-        finally:
-            client.limiter.release()
-
-    def _collect(self, *, block: bool) -> None:
-        still: list[tuple[Future[list[str]], RunSummary]] = []
-        for future, summary in self.futures:
-            if block or future.done():
-                for outcome in future.result():
-                    summary.count(outcome)
-            else:
-                still.append((future, summary))
-        self.futures = still
-
-    def wait(self) -> None:
-        """Every chunk submitted so far is written and counted."""
-        self._collect(block=True)
-
-    def finish(self) -> None:
-        try:
-            self._collect(block=True)
-        finally:
-            if self.pool is not None:
-                self.pool.shutdown(wait=True)
-
-    def abandon(self) -> None:
-        """The scan failed: let the chunks already in flight end, start no more."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class OutboundSync:
@@ -183,7 +55,7 @@ class OutboundSync:
     def __init__(self, plan: Plan, commerce: CommerceClient, dataverse: DataverseClient, state: StateStore,
                  *, delete_policy: str = "delete", lease_s: int = 900, two_way: bool = False,
                  conflict_policy: str = "commerce_wins", bulk_size: int = 200, page_size: int = 5000,
-                 writers: list[DataverseClient] | None = None) -> None:
+                 identities: list[DataverseClient] | None = None) -> None:
         self.plan = plan
         self.name = plan.name
         self.entity_set = plan.template.commerce.entity_set
@@ -198,7 +70,7 @@ class OutboundSync:
         self.conflict_policy = conflict_policy
         self.bulk_size = bulk_size
         self.page_size = page_size  # keys per checkpointed range of a full scan
-        self.writers = writers or [dataverse]  # identities the bulk chunks are spread over
+        self.identities = identities or [dataverse]  # application users the bulk chunks are spread over
         self.dataverse_wins: DataverseWins | None = None  # set by the runtime when two-way is on
 
     # -- scopes ------------------------------------------------------------------------------------
@@ -206,33 +78,14 @@ class OutboundSync:
     def partition(self, company: str | None) -> str:
         return f"{self.name}.{company}" if company else self.name
 
-    def scopes(self, legal_entities: Iterable[str] = ()) -> list[str | None]:
-        """The companies to run (``legal_entities``, else F&O's ``LegalEntities``), or one scope-less run. When
-        they cannot be listed the run is recorded as failed under scope ``all`` with the reason (``status``
-        shows it) and ``LegalEntitiesError`` is raised; that record goes once they are known again."""
-        if not self.plan.company_specific:
-            return [None]
-        try:
-            companies = [c.lower() for c in legal_entities] or self.commerce.legal_entities()
-        except LegalEntitiesError as exc:
-            record_unscoped_failure(self.state, self.name, DIRECTION, ALL, str(exc))
-            raise
-        clear_unscoped_failure(self.state, self.name, DIRECTION, ALL)  # ``all`` is no scope of this template
-        return list(companies)
+    # -- full scans (driven page by page by ``shared.sync.scan``) --------------------------------------
 
-    # -- timer path --------------------------------------------------------------------------------
-
-    def run(self, legal_entities: Iterable[str] = (), *, progress: Progress | None = None) -> list[RunSummary]:
-        return [self.run_scope(company, progress=progress) for company in self.scopes(legal_entities)]
-
-    def run_scope(self, company: str | None, *, progress: Progress | None = None) -> RunSummary:
-        """A full scan of one scope in this process, key range by key range, each checkpointed (paged.py)."""
-        from shared.sync.paged import PagedScan
-
-        return PagedScan(self).run(company, progress=progress)
+    def chunk_pool(self, partition: str, parked: set[str]) -> ChunkPool:
+        """Writes this scope's changed records in chunks, spread over the identities."""
+        return ChunkPool(lambda chunk, client: self._flush(chunk, partition, parked, client), self.identities)
 
     def compare_rows(self, rows: list[dict[str, Any]], partition: str, parked: set[str], summary: RunSummary,
-                     writers: ChunkWriters, seen: Callable[[str], None]) -> None:
+                     pool: ChunkPool, seen: Callable[[str], None]) -> None:
         """Map one page of Commerce rows, compare each with the state in the page's key range, and submit the
         changed ones in chunks; every key seen (mappable or not) is reported to ``seen``."""
         mapped: list[tuple[str, DataverseRecord, Mapping[str, Any]]] = []
@@ -259,10 +112,10 @@ class OutboundSync:
                 continue
             pending.append((record, fo_row, previous))
             if len(pending) >= self.bulk_size:
-                writers.submit(pending, summary)
+                pool.submit(pending, summary)
                 pending = []
         if pending:
-            writers.submit(pending, summary)
+            pool.submit(pending, summary)
 
     def find_deletes(self, partition: str, seen: KeyDigests, summary: RunSummary, heartbeat: Callable[[], None],
                      buckets: range | None = None) -> None:

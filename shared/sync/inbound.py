@@ -84,9 +84,7 @@ class InboundSync:
                 run.summary.mode = "rebaseline"
                 new_link = self._consume(None, run)
         except Exception as exc:
-            run.summary.status = "failed"
-            run.summary.detail = f"{type(exc).__name__}: {exc}"
-            run.finish(advance=False)
+            run.fail(exc)
             raise
         if delta_link is None and run.summary.mode != "rebaseline":
             run.summary.mode = "baseline"

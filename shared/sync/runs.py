@@ -6,24 +6,85 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
+from shared.mapping.model import Direction
 from shared.observability import log
-from shared.state.store import ConcurrencyConflict, StateStore, Watermark, now
+from shared.state.store import ConcurrencyConflict, StateStore, Watermark
 
 logger = logging.getLogger("loyaltysync.sync")
 MAX_CONFLICT_ROUNDS = 3
+ALL = "all"  # the scope of a template that is not company-specific
+DIRECTION_OUT = Direction.TO_DATAVERSE.value
+DIRECTION_IN = Direction.TO_COMMERCE.value
+
+
+def scope_company(scope: str) -> str | None:
+    """The legal entity a scope names (None for ``all``)."""
+    return None if scope == ALL else scope
+
+
+def scope_of(company: str | None) -> str:
+    """The scope of a run over one legal entity (``all`` for a template that is not company-specific)."""
+    return company or ALL
+
+
+class RunStatus(StrEnum):
+    COMPLETED = "completed"
+    COMPLETED_WITH_PARKED = "completed_with_parked"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    FANNED_OUT = "fanned_out"  # planned and queued; the page workers finish it
+
+
+class Outcome(StrEnum):
+    """What happened to one record (counted into a ``RunSummary``)."""
+
+    WRITTEN = "written"
+    CREATED = "created"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+    PARKED = "parked"
+    CONFLICT = "conflict"
+    IGNORED = "ignored"
+    NOT_FOUND = "not_found"
+
+
+_COUNTERS = ("seen", "written", "unchanged", "deleted", "failed", "conflicts")
+_COUNTED_AS = {Outcome.WRITTEN: "written", Outcome.CREATED: "written", Outcome.UNCHANGED: "unchanged",
+               Outcome.DELETED: "deleted", Outcome.PARKED: "failed", Outcome.CONFLICT: "conflicts"}
 
 
 class LeaseLost(RuntimeError):
     """The run's lease expired and another run took it: stop without touching the watermark."""
+
+
+class LeaseKeeper:
+    """Keeps one run's lease on a scope alive, the one way every party of a run does it (the run itself, a
+    fanned-out key range, a delete check): ``renew`` extends it (``LeaseLost`` when another run holds it
+    now); ``heartbeat`` renews at most every third of the lease, since renewing reads the watermark."""
+
+    def __init__(self, state: StateStore, template: str, direction: str, scope: str, owner: str, lease_s: int) -> None:
+        self.state = state
+        self.key = (template, direction, scope)
+        self.owner = owner
+        self.lease_s = lease_s
+        self.renewed = state.clock.monotonic()
+
+    def renew(self) -> None:
+        if not self.state.renew_lease(*self.key, self.owner, self.lease_s):
+            raise LeaseLost(f"{self.key[0]}/{self.key[2]}: another run took the lease")
+        self.renewed = self.state.clock.monotonic()
+
+    def heartbeat(self) -> None:
+        if self.state.clock.monotonic() - self.renewed >= self.lease_s / 3:
+            self.renew()
 
 
 @dataclass
@@ -31,9 +92,9 @@ class RunSummary:
     template: str
     scope: str
     run_id: str
-    direction: str = "fo_to_dataverse"
+    direction: str = DIRECTION_OUT
     mode: str = "incremental"
-    status: str = "completed"
+    status: RunStatus = RunStatus.COMPLETED
     seen: int = 0
     written: int = 0
     unchanged: int = 0
@@ -44,7 +105,11 @@ class RunSummary:
     detail: str = ""
 
     def counts(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in ("seen", "written", "unchanged", "deleted", "failed", "conflicts")}
+        return {k: getattr(self, k) for k in _COUNTERS}
+
+    def set_counts(self, counts: dict[str, int]) -> None:
+        for name in _COUNTERS:
+            setattr(self, name, int(counts.get(name, 0)))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,12 +117,11 @@ class RunSummary:
     def add(self, counts: dict[str, int]) -> None:
         """Add another summary's counts (a checkpointed key range's) to these."""
         for name, value in counts.items():
-            if name in ("seen", "written", "unchanged", "deleted", "failed", "conflicts"):
+            if name in _COUNTERS:
                 setattr(self, name, getattr(self, name) + int(value))
 
     def count(self, outcome: str) -> None:
-        name = {"written": "written", "created": "written", "unchanged": "unchanged", "deleted": "deleted",
-                "parked": "failed", "conflict": "conflicts"}.get(outcome)
+        name = _COUNTED_AS.get(outcome)  # type: ignore[call-overload]  # a StrEnum key matches its string
         if name:
             setattr(self, name, getattr(self, name) + 1)
 
@@ -70,9 +134,15 @@ class Run:
     lease: Watermark
     summary: RunSummary
     lease_s: int = 900
-    started_at: str = field(default_factory=lambda: now().isoformat())
-    started: float = field(default_factory=time.monotonic)
-    renewed: float = field(default_factory=time.monotonic)
+    started_at: str = ""
+    started: float = 0.0
+    keeper: LeaseKeeper = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.started_at = self.started_at or self.state.clock.now().isoformat()
+        self.started = self.started or self.state.clock.monotonic()
+        self.keeper = LeaseKeeper(self.state, self.summary.template, self.summary.direction, self.summary.scope,
+                                  self.summary.run_id, self.lease_s)
 
     @classmethod
     def begin(cls, state: StateStore, template: str, direction: str, scope: str, lease_s: int, *,
@@ -85,7 +155,7 @@ class Run:
         summary = RunSummary(template=template, scope=scope, run_id=run_id, direction=direction)
         lease = state.acquire_lease(template, direction, scope, run_id, lease_s, mark=mark)
         if lease is None:
-            summary.status = "skipped"
+            summary.status = RunStatus.SKIPPED
             summary.detail = "another run holds the lease for this scope"
             log(logger, logging.INFO, "run skipped", template=template, direction=direction, scope=scope,
                 reason=summary.detail)
@@ -96,23 +166,22 @@ class Run:
         return cls(state, lease, summary, lease_s=lease_s)
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.started
+        return self.state.clock.monotonic() - self.started
 
     def heartbeat(self) -> None:
         """Extend the lease while the run is alive (every third of its length); raise if it was lost."""
-        if time.monotonic() - self.renewed < self.lease_s / 3:
-            return
-        self.lease.lease_until = (now() + timedelta(seconds=self.lease_s)).isoformat()
-        try:
-            self.lease = self.state.save_watermark(self.lease)
-        except ConcurrencyConflict:
-            raise LeaseLost(f"{self.summary.template}/{self.summary.scope}: another run took the lease") from None
-        self.renewed = time.monotonic()
+        self.keeper.heartbeat()
+
+    def fail(self, exc: BaseException) -> RunSummary:
+        """Record the run as failed with the reason; the watermark does not move."""
+        self.summary.status = RunStatus.FAILED
+        self.summary.detail = f"{type(exc).__name__}: {exc}"
+        return self.finish(advance=False)
 
     def finish(self, *, advance: bool, **fields: Any) -> RunSummary:
         """Release the lease; on success advance the watermark (and set ``fields`` such as a delta link)."""
         summary = self.summary
-        summary.duration_s = round(time.monotonic() - self.started, 3)
+        summary.duration_s = round(self.elapsed(), 3)
         mark = self.lease
         for _ in range(MAX_CONFLICT_ROUNDS):
             if mark.lease_owner != summary.run_id:
@@ -125,15 +194,15 @@ class Run:
                 mark.run_seq += 1
                 mark.last_run_id = summary.run_id
                 mark.last_run_started = self.started_at
-                mark.last_run_finished = now().isoformat()
-                mark.last_status = "completed_with_parked" if summary.failed else "completed"
+                mark.last_run_finished = self.state.clock.now().isoformat()
+                mark.last_status = RunStatus.COMPLETED_WITH_PARKED if summary.failed else RunStatus.COMPLETED
                 mark.last_counts = json.dumps(summary.counts())
                 mark.last_error = ""
                 mark.initial_completed_at = mark.initial_completed_at or mark.last_run_finished
                 for name, value in fields.items():
                     setattr(mark, name, value)
             else:
-                mark.last_status = "failed"
+                mark.last_status = RunStatus.FAILED
                 mark.last_error = summary.detail
             try:
                 self.state.save_watermark(mark)
@@ -152,7 +221,7 @@ def record_unscoped_failure(state: StateStore, template: str, direction: str, sc
     ``scope`` says failed, with ``reason``, so ``status`` shows it. Nothing is logged here: the caller raises."""
     for _ in range(MAX_CONFLICT_ROUNDS):
         mark = state.get_watermark(template, direction, scope)
-        mark.last_status = "failed"
+        mark.last_status = RunStatus.FAILED
         mark.last_error = reason
         try:
             state.save_watermark(mark)
@@ -165,7 +234,7 @@ def clear_unscoped_failure(state: StateStore, template: str, direction: str, sco
     """The scopes are known again: drop the failure ``record_unscoped_failure`` left under ``scope`` (only a
     failed row that no run holds; the caller makes sure ``scope`` is not a scope the template really runs)."""
     mark = state.get_watermark(template, direction, scope)
-    if mark.etag is None or mark.last_status != "failed" or mark.lease_owner:
+    if mark.etag is None or mark.last_status != RunStatus.FAILED or mark.lease_owner:
         return
     with contextlib.suppress(ConcurrencyConflict, ResourceNotFoundError):
         state.delete_watermark(mark)

@@ -10,14 +10,14 @@ import requests
 from devtools.functions_host import LocalFunctionsHost, QueuePump
 from shared.runtime import Runtime
 from shared.state.store import encode_key
-from shared.sync.engine import RunSummary
+from shared.sync.runs import RunSummary
 from tests.e2e.stores import Stores
 
 TEMPLATES = ["loyalty_cards", "loyalty_levels", "loyalty_reward_points"]
 
 
 def sync_all(runtime: Runtime) -> list[RunSummary]:
-    return [s for name in TEMPLATES for s in runtime.outbound(name).run()]
+    return [s for name in TEMPLATES for s in runtime.scan(name).run()]
 
 
 def total(summaries: list[RunSummary], field: str) -> int:
@@ -26,7 +26,7 @@ def total(summaries: list[RunSummary], field: str) -> int:
 
 @pytest.mark.parametrize("template", TEMPLATES)
 def test_initial_sync_lands_every_record_exactly(runtime: Runtime, stores: Stores, template: str) -> None:
-    summaries = runtime.outbound(template).run()
+    summaries = runtime.scan(template).run()
     assert {s.mode for s in summaries} == {"initial"}
     assert stores.differences(template) == []
     assert len(stores.actual(template)) == total(summaries, "written") > 0
@@ -44,10 +44,10 @@ def test_a_rerun_writes_nothing_and_duplicates_nothing(runtime: Runtime, stores:
 
 
 def test_a_changed_record_arrives_via_the_timer(runtime: Runtime, stores: Stores) -> None:
-    runtime.outbound("loyalty_reward_points").run()
+    runtime.scan("loyalty_reward_points").run()
     point = stores.commerce_rows("loyalty_reward_points")[0]["RewardPointId"]
     stores.change_in_commerce(f"RetailLoyaltyRewardPoints('{point}')", {"RedeemRanking": 9, "VestingTimeUnit": "Year"})
-    [summary] = runtime.outbound("loyalty_reward_points").run()
+    [summary] = runtime.scan("loyalty_reward_points").run()
     assert (summary.written, summary.unchanged + summary.written) == (1, summary.seen)
     assert stores.actual("loyalty_reward_points")[(point,)]["msdyn_redeemranking"] == 9
     assert stores.actual("loyalty_reward_points")[(point,)]["msdyn_vestingtimeunit"] == 806380002
@@ -57,7 +57,7 @@ def test_a_changed_record_arrives_via_a_business_event_and_the_callback(runtime:
                                                                         commerce_emulator: object, pump: QueuePump) -> None:
     import function_app
 
-    runtime.outbound("loyalty_cards").run()
+    runtime.scan("loyalty_cards").run()
     host = LocalFunctionsHost(function_app.app).start()
     try:
         requests.post(f"{stores.commerce_url}/_emulator/business-events/endpoints", timeout=10, json={
@@ -76,17 +76,17 @@ def test_a_changed_record_arrives_via_a_business_event_and_the_callback(runtime:
 
 
 def test_a_deleted_record_is_deleted_in_dataverse_by_the_timer(runtime: Runtime, stores: Stores) -> None:
-    runtime.outbound("loyalty_cards").run()
+    runtime.scan("loyalty_cards").run()
     card = stores.commerce_rows("loyalty_cards")[0]["CardNumber"]
     stores.delete_in_commerce(f"RetailLoyaltyCards('{card}')")
-    [summary] = runtime.outbound("loyalty_cards").run()
+    [summary] = runtime.scan("loyalty_cards").run()
     assert summary.deleted == 1
     assert (card,) not in stores.actual("loyalty_cards")
     assert stores.differences("loyalty_cards") == []
 
 
 def test_a_deleted_record_is_deleted_via_the_callback_path(runtime: Runtime, stores: Stores) -> None:
-    runtime.outbound("loyalty_cards").run()
+    runtime.scan("loyalty_cards").run()
     card = stores.commerce_rows("loyalty_cards")[1]["CardNumber"]
     stores.delete_in_commerce(f"RetailLoyaltyCards('{card}')")
     assert runtime.outbound("loyalty_cards").sync_key({"CardNumber": card}) == "deleted"
@@ -96,11 +96,11 @@ def test_a_deleted_record_is_deleted_via_the_callback_path(runtime: Runtime, sto
 def test_delete_policy_ignore_keeps_the_dataverse_row(runtime: Runtime, stores: Stores,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     engine = runtime.outbound("loyalty_cards")
-    engine.run()
+    runtime.scan("loyalty_cards").run()
     monkeypatch.setattr(engine, "delete_policy", "ignore")
     card = stores.commerce_rows("loyalty_cards")[2]["CardNumber"]
     stores.delete_in_commerce(f"RetailLoyaltyCards('{card}')")
-    [summary] = engine.run()
+    [summary] = runtime.scan("loyalty_cards").run()
     assert summary.deleted == 1 and (card,) in stores.actual("loyalty_cards")
 
 
@@ -109,7 +109,7 @@ def test_a_record_whose_currency_is_missing_is_parked_while_the_rest_syncs(runti
         "RewardPointId": "XTS-AMOUNT", "RewardPointType": "Amount", "RewardPointCurrency": "XTS", "Redeemable": "Yes",
         "RedeemRanking": 1, "ExpirationTimeValue": 0, "ExpirationTimeUnit": "Day", "VestingTimeValue": 0,
         "VestingTimeUnit": "Day", "MaximumLoyaltyRewardPoints": 0})
-    [summary] = runtime.outbound("loyalty_reward_points").run()
+    [summary] = runtime.scan("loyalty_reward_points").run()
     assert summary.failed == 1 and summary.written == summary.seen - 1
     [parked] = list(runtime.state.list_parked("loyalty_reward_points"))
     assert (json.loads(parked["key"]), parked["error_class"]) == (["XTS-AMOUNT"], "lookup_missing")
@@ -121,7 +121,7 @@ def test_a_parked_record_syncs_once_its_currency_exists(runtime: Runtime, stores
     test_a_record_whose_currency_is_missing_is_parked_while_the_rest_syncs(runtime, stores)
     requests.post(f"{stores.dataverse_url}/api/data/v9.2/transactioncurrencies", headers=stores.headers, timeout=10,
                   json={"isocurrencycode": "XTS", "currencyname": "Testing currency"}).raise_for_status()
-    [summary] = runtime.outbound("loyalty_reward_points").run()
+    [summary] = runtime.scan("loyalty_reward_points").run()
     assert summary.written == 1
     assert list(runtime.state.list_parked("loyalty_reward_points")) == []
     assert stores.differences("loyalty_reward_points") == []
@@ -130,14 +130,14 @@ def test_a_parked_record_syncs_once_its_currency_exists(runtime: Runtime, stores
 def test_a_record_dataverse_rejects_is_parked_with_the_server_reason(runtime: Runtime, stores: Stores) -> None:
     card = stores.commerce_rows("loyalty_cards")[0]["CardNumber"]
     stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "9" * 41})
-    [summary] = runtime.outbound("loyalty_cards").run()
+    [summary] = runtime.scan("loyalty_cards").run()
     assert summary.failed == 1 and summary.written == summary.seen - 1
     [parked] = list(runtime.state.list_parked("loyalty_cards"))
     assert parked["error_class"] == "validation" and "msdyn_partynumber" in parked["error"]
 
 
 def test_levels_sync_per_legal_entity_each_with_its_own_watermark(runtime: Runtime, stores: Stores) -> None:
-    summaries = runtime.outbound("loyalty_levels").run()
+    summaries = runtime.scan("loyalty_levels").run()
     assert sorted(s.scope for s in summaries) == ["demf", "usmf", "usrt"]
     marks = {m.scope: m for m in runtime.state.list_watermarks() if m.template == "loyalty_levels"}
     assert sorted(marks) == ["demf", "usmf", "usrt"] and all(m.run_seq == 1 for m in marks.values())
@@ -148,21 +148,20 @@ def test_levels_sync_per_legal_entity_each_with_its_own_watermark(runtime: Runti
 def test_a_level_lands_in_its_own_legal_entity(runtime: Runtime, stores: Stores) -> None:
     stores.create_in_commerce("LoyaltyLevels", {"dataAreaId": "usrt", "LevelPhrase": "Diamond",
                                                 "LevelDescription": "Invitation only"})
-    runtime.outbound("loyalty_levels").run(["usrt"])
+    runtime.scan("loyalty_levels").run(["usrt"])
     assert stores.actual("loyalty_levels")[("usrt", "Diamond")]["msdyn_description"] == "Invitation only"
     assert not any(key == ("usmf", "Diamond") for key in stores.actual("loyalty_levels"))
 
 
 def test_an_overlapping_run_of_the_same_scope_is_skipped(runtime: Runtime) -> None:
     assert runtime.state.acquire_lease("loyalty_cards", "fo_to_dataverse", "all", "another-run", 600) is not None
-    [summary] = runtime.outbound("loyalty_cards").run()
+    [summary] = runtime.scan("loyalty_cards").run()
     assert (summary.status, summary.written) == ("skipped", 0)
 
 
 def test_the_watermark_advances_once_per_completed_run(runtime: Runtime) -> None:
-    engine = runtime.outbound("loyalty_cards")
-    engine.run()
-    engine.run()
+    runtime.scan("loyalty_cards").run()
+    runtime.scan("loyalty_cards").run()
     mark = runtime.state.get_watermark("loyalty_cards", "fo_to_dataverse", "all")
     assert (mark.run_seq, mark.last_status, mark.lease_owner) == (2, "completed", "")
     assert json.loads(mark.last_counts)["unchanged"] == json.loads(mark.last_counts)["seen"]
@@ -170,7 +169,7 @@ def test_the_watermark_advances_once_per_completed_run(runtime: Runtime) -> None
 
 def test_a_stale_concurrent_write_is_corrected_by_a_re_read(runtime: Runtime, stores: Stores) -> None:
     engine = runtime.outbound("loyalty_cards")
-    engine.run()
+    runtime.scan("loyalty_cards").run()
     card = stores.commerce_rows("loyalty_cards")[5]["CardNumber"]
     partition, row_key = engine.partition(None), encode_key((card,))
     stale_state = runtime.state.get_synced(partition, row_key)
@@ -194,7 +193,7 @@ def test_a_row_outside_the_value_map_is_parked_with_its_key_while_the_rest_syncs
     store = commerce_emulator.store  # type: ignore[attr-defined]
     card = stores.commerce_rows("loyalty_cards")[7]["CardNumber"]
     store.update(cards, store.key_of(cards, {"CardNumber": card}), {"CardTenderType": "Suspended"})
-    [summary] = runtime.outbound("loyalty_cards").run()
+    [summary] = runtime.scan("loyalty_cards").run()
     assert (summary.failed, summary.written) == (1, summary.seen - 1)
     [parked] = list(runtime.state.list_parked("loyalty_cards"))
     assert (json.loads(parked["key"]), parked["error_class"]) == ([card], "validation")
@@ -204,5 +203,5 @@ def test_a_row_outside_the_value_map_is_parked_with_its_key_while_the_rest_syncs
 def test_progress_is_reported_per_key_range_with_the_total(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime.outbound("loyalty_cards"), "page_size", 25)
     seen: list[tuple[int, int | None]] = []
-    runtime.outbound("loyalty_cards").run(progress=lambda summary, total: seen.append((summary.seen, total)))
+    runtime.scan("loyalty_cards").run(progress=lambda summary, total: seen.append((summary.seen, total)))
     assert seen == [(25, 60), (50, 60), (60, 60)]  # key ranges of 25

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.two_way
 
 def synced(runtime: Runtime, template: str = "loyalty_cards") -> None:
     """Outbound first (initial sync), then the inbound baseline that sees only echoes."""
-    runtime.outbound(template).run()
+    runtime.scan(template).run()
     runtime.inbound(template).run()
 
 
@@ -38,16 +38,18 @@ def test_only_the_changed_fields_are_patched_into_commerce(runtime: Runtime, sto
     synced(runtime)
     card = str(stores.commerce_rows("loyalty_cards")[0]["CardNumber"])
     stores.change_in_dataverse(card_path(card), {"msdyn_operatingunitnumber": "077"})
-    requests.post(f"{stores.commerce_url}/_emulator/stats/reset", timeout=10)
+    stores.clear_commerce_write_log()
     runtime.inbound("loyalty_cards").run()
-    assert stores.commerce_writes() == 1  # one PATCH; no POST, no second write
+    [write] = stores.commerce_write_log()  # one PATCH; no POST, no second write
+    assert (write["method"], write["path"]) == ("PATCH", f"/data/RetailLoyaltyCards('{card}')")
+    assert write["body"] == {"OmOperatingUnitNumber": "077"}
 
 
 def test_a_commerce_edit_lands_in_dataverse_and_does_not_echo_back(runtime: Runtime, stores: Stores) -> None:
     synced(runtime)
     card = str(stores.commerce_rows("loyalty_cards")[1]["CardNumber"])
     stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "FROM-HQ"})
-    runtime.outbound("loyalty_cards").run()
+    runtime.scan("loyalty_cards").run()
     requests.post(f"{stores.commerce_url}/_emulator/stats/reset", timeout=10)
     summary = runtime.inbound("loyalty_cards").run()
     assert summary.seen >= 1 and summary.written == 0  # the change feed returned our own write: dropped
@@ -82,7 +84,7 @@ def test_both_sides_edited_with_dataverse_wins_policy(runtime: Runtime, stores: 
     [conflict] = list(runtime.state.list_conflicts("loyalty_cards"))
     assert conflict["winner"] == "dataverse"
     assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["PartyNumber"] == "AGENT-EDIT"
-    runtime.outbound("loyalty_cards").run()
+    runtime.scan("loyalty_cards").run()
     assert stores.differences("loyalty_cards") == []
 
 
@@ -91,7 +93,7 @@ def test_the_outbound_side_detects_a_conflict_too(runtime: Runtime, stores: Stor
     card = str(stores.commerce_rows("loyalty_cards")[3]["CardNumber"])
     stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "HQ-EDIT"})
     stores.change_in_dataverse(card_path(card), {"msdyn_partynumber": "AGENT-EDIT"})
-    runtime.outbound("loyalty_cards").run()  # the timer of this direction happens to run first
+    runtime.scan("loyalty_cards").run()  # the timer of this direction happens to run first
     [conflict] = list(runtime.state.list_conflicts("loyalty_cards"))
     assert conflict["winner"] == "commerce" and conflict["detected_by"].startswith("fo_to_dataverse")
     assert stores.actual("loyalty_cards")[(card,)]["msdyn_partynumber"] == "HQ-EDIT"
@@ -105,12 +107,12 @@ def test_repeated_runs_in_both_directions_converge_with_zero_writes(runtime: Run
                               {"OmOperatingUnitNumber": "088"})
     for _ in range(2):
         runtime.inbound("loyalty_cards").run()
-        runtime.outbound("loyalty_cards").run()
+        runtime.scan("loyalty_cards").run()
     requests.post(f"{stores.commerce_url}/_emulator/stats/reset", timeout=10)
     requests.post(f"{stores.dataverse_url}/_emulator/stats/reset", timeout=10)
     for _ in range(2):
         runtime.inbound("loyalty_cards").run()
-        runtime.outbound("loyalty_cards").run()
+        runtime.scan("loyalty_cards").run()
     assert (stores.commerce_writes(), stores.dataverse_writes()) == (0, 0)
     assert stores.differences("loyalty_cards") == []
 
@@ -159,7 +161,7 @@ def test_a_card_created_in_dataverse_is_created_in_commerce(runtime: Runtime, st
     summary = runtime.inbound("loyalty_cards").run()
     assert summary.written == 1
     assert stores.commerce_row("RetailLoyaltyCards('DV-NEW-1')")["CardTenderType"] == "NoTender"
-    runtime.outbound("loyalty_cards").run()
+    runtime.scan("loyalty_cards").run()
     assert stores.differences("loyalty_cards") == []
 
 
@@ -193,7 +195,7 @@ def test_a_row_deleted_in_dataverse_is_deleted_in_commerce_with_the_delete_polic
     stores.delete_in_dataverse(card_path(card))
     runtime.inbound("loyalty_cards").run()
     assert (card,) not in {tuple(r.values()) for r in [{"c": r["CardNumber"]} for r in stores.commerce_rows("loyalty_cards")]}
-    assert runtime.outbound("loyalty_cards").run()[0].written == 0
+    assert runtime.scan("loyalty_cards").run()[0].written == 0
 
 
 def test_a_parked_dataverse_edit_outlives_commerce_runs_and_replays_into_commerce(runtime: Runtime,
@@ -206,7 +208,7 @@ def test_a_parked_dataverse_edit_outlives_commerce_runs_and_replays_into_commerc
                   json={"validation_failures": {"RetailLoyaltyCards": [card]}}).raise_for_status()
     stores.change_in_dataverse(card_path(card), {"msdyn_partynumber": "AGENT-9"})
     runtime.inbound("loyalty_cards").run()
-    runtime.outbound("loyalty_cards").run()  # Commerce unchanged: must not clear the other direction's failure
+    runtime.scan("loyalty_cards").run()  # Commerce unchanged: must not clear the other direction's failure
     [parked] = list(runtime.state.list_parked("loyalty_cards"))
     assert parked["direction"] == "dataverse_to_fo" and json.loads(parked["key"]) == [card]
     requests.post(f"{stores.commerce_url}/_emulator/config", json={"validation_failures": {}},
@@ -224,7 +226,7 @@ def test_this_apps_own_delete_does_not_come_back_to_delete_a_card_re_created_in_
     card = str(stores.commerce_rows("loyalty_cards")[8]["CardNumber"])
     row = stores.commerce_row(f"RetailLoyaltyCards('{card}')")
     stores.delete_in_commerce(f"RetailLoyaltyCards('{card}')")
-    assert runtime.outbound("loyalty_cards").run()[0].deleted == 1  # this app deletes the Dataverse row
+    assert runtime.scan("loyalty_cards").run()[0].deleted == 1  # this app deletes the Dataverse row
     stores.create_in_commerce("RetailLoyaltyCards", {k: v for k, v in row.items() if not k.startswith("@")})
     summary = runtime.inbound("loyalty_cards").run()  # the change feed returns that delete
     assert summary.deleted == 0
@@ -238,9 +240,9 @@ def test_the_delete_of_an_older_dataverse_row_leaves_a_key_synced_again_since(
     card = str(stores.commerce_rows("loyalty_cards")[8]["CardNumber"])
     row = stores.commerce_row(f"RetailLoyaltyCards('{card}')")
     stores.delete_in_commerce(f"RetailLoyaltyCards('{card}')")
-    runtime.outbound("loyalty_cards").run()
+    runtime.scan("loyalty_cards").run()
     stores.create_in_commerce("RetailLoyaltyCards", {k: v for k, v in row.items() if not k.startswith("@")})
-    runtime.outbound("loyalty_cards").run()  # re-created and synced: a new Dataverse row
+    runtime.scan("loyalty_cards").run()  # re-created and synced: a new Dataverse row
     runtime.inbound("loyalty_cards").run()
     assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["CardNumber"] == card
     assert stores.differences("loyalty_cards") == []

@@ -49,7 +49,7 @@ def test_the_timer_fails_with_the_clear_error_and_records_the_failed_run(runtime
 
 def test_a_template_that_is_not_company_specific_never_reads_legal_entities(runtime: Runtime, stores: Stores) -> None:
     fail_legal_entities_read(stores)
-    [summary] = runtime.outbound("loyalty_cards").run()
+    [summary] = runtime.scan("loyalty_cards").run()
     assert summary.status == "completed"
 
 

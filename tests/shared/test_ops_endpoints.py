@@ -30,7 +30,7 @@ def test_operator_endpoints_need_the_admin_key() -> None:
 
 
 def test_status_shows_watermarks_pause_state_and_counters(runtime: Runtime) -> None:
-    runtime.outbound("loyalty_cards").run()
+    runtime.scan("loyalty_cards").run()
     status, body = call("ops_status")
     assert status == 200 and body["paused"] == {"loyalty_cards": False, "loyalty_levels": False,
                                                 "loyalty_reward_points": False}

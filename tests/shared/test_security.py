@@ -60,11 +60,11 @@ def test_no_secret_or_token_appears_in_the_logs(secured: Runtime, stores: Stores
         "RewardPointId": "XTS-AMOUNT", "RewardPointType": "Amount", "RewardPointCurrency": "XTS", "Redeemable": "Yes",
         "RedeemRanking": 1, "ExpirationTimeValue": 0, "ExpirationTimeUnit": "Day", "VestingTimeValue": 0,
         "VestingTimeUnit": "Day", "MaximumLoyaltyRewardPoints": 0})
-    secured.outbound("loyalty_reward_points").run()  # includes a parked failure
+    secured.scan("loyalty_reward_points").run()  # includes a parked failure
     card = str(stores.commerce_rows("loyalty_cards")[0]["CardNumber"])
     callback(card, headers={"x-loyaltysync-secret": CALLBACK_SECRET})
     callback(card, headers={"x-loyaltysync-secret": "wrong"})
-    pump.drain()
+    assert pump.drain() == 1  # the refused callback queued nothing
     text = caplog.text + "".join(str(getattr(r, "sync", "")) for r in caplog.records)
     assert len(caplog.records) > 20  # the scan saw a real run's worth of logging
     for secret in (TOKEN, CALLBACK_SECRET, ACCOUNT_KEY):

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from shared.state.store import ConcurrencyConflict, StateStore, decode_key, encode_key
+from tests.clock import ManualClock
 
 
 def test_a_missing_watermark_reads_as_never_run(state: StateStore) -> None:
@@ -41,10 +42,9 @@ def test_a_held_lease_blocks_a_second_run(state: StateStore) -> None:
 
 
 def test_an_expired_lease_can_be_taken_over(state: StateStore) -> None:
-    mark = state.acquire_lease("loyalty_cards", "fo_to_dataverse", "all", "run-1", 60)
-    assert mark is not None
-    mark.lease_until = "2000-01-01T00:00:00+00:00"
-    state.save_watermark(mark)
+    state.clock = clock = ManualClock()
+    assert state.acquire_lease("loyalty_cards", "fo_to_dataverse", "all", "run-1", 60) is not None
+    clock.advance(61)
     taken = state.acquire_lease("loyalty_cards", "fo_to_dataverse", "all", "run-2", 60)
     assert taken is not None and taken.lease_owner == "run-2"
 

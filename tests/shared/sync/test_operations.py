@@ -15,7 +15,7 @@ def park_an_amount_point_in_unknown_currency(runtime: Runtime, stores: Stores, p
         "RewardPointId": point_id, "RewardPointType": "Amount", "RewardPointCurrency": "XTS", "Redeemable": "Yes",
         "RedeemRanking": 1, "ExpirationTimeValue": 0, "ExpirationTimeUnit": "Day", "VestingTimeValue": 0,
         "VestingTimeUnit": "Day", "MaximumLoyaltyRewardPoints": 0})
-    runtime.outbound("loyalty_reward_points").run()
+    runtime.scan("loyalty_reward_points").run()
 
 
 def add_currency(stores: Stores, code: str) -> None:
@@ -30,6 +30,26 @@ def test_replaying_before_the_cause_is_fixed_keeps_the_record_and_counts_the_att
     assert result.outcome == "parked"
     [entry] = list(runtime.state.list_parked("loyalty_reward_points"))
     assert entry["attempts"] == 2
+
+
+def test_a_dataverse_edit_whose_commerce_write_still_fails_stays_parked_after_a_replay(runtime: Runtime,
+                                                                                      stores: Stores) -> None:
+    runtime.scan("loyalty_cards").run()
+    runtime.inbound("loyalty_cards").run()  # the change-tracking baseline
+    card = str(stores.commerce_rows("loyalty_cards")[3]["CardNumber"])
+    requests.post(f"{stores.commerce_url}/_emulator/config", timeout=10,
+                  json={"validation_failures": {"RetailLoyaltyCards": [card]}}).raise_for_status()
+    stores.change_in_dataverse(f"msdyn_loyaltycards(msdyn_cardnumber='{card}')", {"msdyn_partynumber": "AGENT-7"})
+    runtime.inbound("loyalty_cards").run()
+    [parked] = list(runtime.state.list_parked("loyalty_cards"))
+
+    [result] = operations.replay(runtime, "loyalty_cards", [parked["RowKey"]])
+
+    assert result.outcome == "parked"
+    [entry] = list(runtime.state.list_parked("loyalty_cards"))
+    assert (entry["RowKey"], entry["direction"], entry["source"]) == (parked["RowKey"], "dataverse_to_fo", "replay")
+    assert "Infolog" in entry["error"] and entry["attempts"] == parked["attempts"] + 1 == 2
+    assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["PartyNumber"] != "AGENT-7"
 
 
 def test_replaying_one_record_after_the_fix_lands_it_and_clears_it(runtime: Runtime, stores: Stores) -> None:

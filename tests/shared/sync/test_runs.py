@@ -6,6 +6,13 @@ import pytest
 
 from shared.state.store import StateStore
 from shared.sync.runs import LeaseLost, Run, RunSummary
+from tests.clock import ManualClock
+
+
+@pytest.fixture()
+def clock(state: StateStore) -> ManualClock:
+    state.clock = ManualClock()
+    return state.clock
 
 
 def begin(state: StateStore, lease_s: int = 60) -> Run:
@@ -14,30 +21,25 @@ def begin(state: StateStore, lease_s: int = 60) -> Run:
     return run
 
 
-def test_a_heartbeat_extends_a_long_runs_lease(state: StateStore) -> None:
+def test_a_heartbeat_extends_a_long_runs_lease(state: StateStore, clock: ManualClock) -> None:
     run = begin(state, lease_s=30)
     before = run.lease.lease_until
-    run.renewed -= 20  # more than a third of the lease has passed
+    clock.advance(20)  # more than a third of the lease has passed
     run.heartbeat()
     assert state.get_watermark("loyalty_cards", "fo_to_dataverse", "all").lease_until > before
 
 
-def test_a_run_whose_lease_was_taken_over_stops_at_its_next_heartbeat(state: StateStore) -> None:
+def test_a_run_whose_lease_was_taken_over_stops_at_its_next_heartbeat(state: StateStore, clock: ManualClock) -> None:
     run = begin(state, lease_s=30)
-    mark = state.get_watermark("loyalty_cards", "fo_to_dataverse", "all")
-    mark.lease_until = "2000-01-01T00:00:00+00:00"  # it expired while the run was stuck
-    state.save_watermark(mark)
+    clock.advance(31)  # it expired while the run was stuck
     assert state.acquire_lease("loyalty_cards", "fo_to_dataverse", "all", "newer-run", 30) is not None
-    run.renewed -= 20
     with pytest.raises(LeaseLost):
         run.heartbeat()
 
 
-def test_a_run_that_lost_its_lease_leaves_the_watermark_to_the_newer_run(state: StateStore) -> None:
+def test_a_run_that_lost_its_lease_leaves_the_watermark_to_the_newer_run(state: StateStore, clock: ManualClock) -> None:
     run = begin(state, lease_s=30)
-    mark = state.get_watermark("loyalty_cards", "fo_to_dataverse", "all")
-    mark.lease_until = "2000-01-01T00:00:00+00:00"
-    state.save_watermark(mark)
+    clock.advance(31)
     state.acquire_lease("loyalty_cards", "fo_to_dataverse", "all", "newer-run", 30)
     run.finish(advance=True)
     after = state.get_watermark("loyalty_cards", "fo_to_dataverse", "all")

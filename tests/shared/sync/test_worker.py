@@ -156,7 +156,7 @@ def test_an_unexpected_error_after_the_write_parks_the_record_instead_of_writing
     card = first_card(stores)
     monkeypatch.setattr(runtime.state, "put_synced", fail_with(TypeError("value too large for Int64")))
     runtime.queues.send(item(card))
-    redelivering_pump.drain()
+    assert redelivering_pump.drain() == 1
     assert stores.dataverse_writes() == 1 and poisoned(runtime) == 0
     [parked] = list(runtime.state.list_parked("loyalty_cards"))
     assert (parked["error_class"], parked["source"], parked["correlation_id"]) == ("unexpected", "callback", "c-1")

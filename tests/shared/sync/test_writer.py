@@ -27,21 +27,21 @@ def dataverse_routes(stores: Stores) -> dict[str, int]:
 
 
 def test_an_initial_sync_writes_each_chunk_with_one_upsert_multiple(runtime: Runtime, stores: Stores) -> None:
-    [summary] = runtime.outbound("loyalty_cards").run()  # 60 cards, chunks of 200
+    [summary] = runtime.scan("loyalty_cards").run()  # 60 cards, chunks of 200
     assert summary.written == 60
     assert dataverse_routes(stores) == {"POST bulk": 1}
 
 
 def test_chunks_follow_the_bulk_size_setting(runtime: Runtime, stores: Stores, monkeypatch: Any) -> None:
     monkeypatch.setattr(runtime.outbound("loyalty_cards"), "bulk_size", 25)
-    runtime.outbound("loyalty_cards").run()
+    runtime.scan("loyalty_cards").run()
     assert dataverse_routes(stores) == {"POST bulk": 3}
 
 
 def test_a_bad_record_fails_only_itself_through_the_batch_fallback(runtime: Runtime, stores: Stores) -> None:
     card = stores.commerce_rows("loyalty_cards")[10]["CardNumber"]
     stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "9" * 41})
-    [summary] = runtime.outbound("loyalty_cards").run()
+    [summary] = runtime.scan("loyalty_cards").run()
     assert (summary.written, summary.failed) == (59, 1)
     assert dataverse_routes(stores) == {"POST bulk": 1, "POST $batch": 1}
     assert len(stores.actual("loyalty_cards")) == 59
@@ -49,7 +49,7 @@ def test_a_bad_record_fails_only_itself_through_the_batch_fallback(runtime: Runt
 
 def test_a_failing_bulk_request_falls_back_to_batch(runtime: Runtime, stores: Stores, dataverse_emulator: Any) -> None:
     dataverse_emulator.faults.add(route="bulk", kind="status", status=500, times=1)
-    [summary] = runtime.outbound("loyalty_cards").run()
+    [summary] = runtime.scan("loyalty_cards").run()
     assert summary.written == 60 and stores.differences("loyalty_cards") == []
     assert dataverse_routes(stores) == {"POST bulk": 1, "POST $batch": 1}
 
@@ -58,7 +58,7 @@ def test_when_batch_fails_too_each_record_is_written_alone(runtime: Runtime, sto
                                                            dataverse_emulator: Any) -> None:
     dataverse_emulator.faults.add(route="bulk", kind="status", status=500, times=1)
     dataverse_emulator.faults.add(route="$batch", kind="status", status=500, times=1)
-    [summary] = runtime.outbound("loyalty_cards").run()
+    [summary] = runtime.scan("loyalty_cards").run()
     assert summary.written == 60 and stores.differences("loyalty_cards") == []
     assert dataverse_routes(stores)["PATCH resource"] == 60
 
@@ -66,11 +66,11 @@ def test_when_batch_fails_too_each_record_is_written_alone(runtime: Runtime, sto
 def test_a_failing_batch_part_parks_only_that_record(runtime: Runtime, stores: Stores, dataverse_emulator: Any) -> None:
     dataverse_emulator.faults.add(route="bulk", kind="status", status=500, times=1)
     dataverse_emulator.faults.add(route="$batch", kind="batch_partial", status=500, operation=5, times=1)
-    [summary] = runtime.outbound("loyalty_cards").run()
+    [summary] = runtime.scan("loyalty_cards").run()
     assert (summary.written, summary.failed) == (59, 1)
     [parked] = list(runtime.state.list_parked("loyalty_cards"))
     assert parked["error_class"] == "server"
-    [again] = runtime.outbound("loyalty_cards").run()
+    [again] = runtime.scan("loyalty_cards").run()
     assert again.written == 1 and stores.differences("loyalty_cards") == []
 
 
@@ -80,7 +80,7 @@ def test_a_table_that_keeps_refusing_bulk_messages_stops_getting_them(runtime: R
     monkeypatch.setattr(engine, "bulk_size", 10)
     monkeypatch.setattr(runtime.dataverse, "limiter", None)  # one chunk at a time: an exact request count
     dataverse_emulator.faults.add(route="bulk", kind="status", status=400, times=3)
-    engine.run()
+    runtime.scan("loyalty_cards").run()
     assert engine.writer.bulk_enabled is False
     assert dataverse_routes(stores) == {"POST bulk": 3, "POST $batch": 6}
 
@@ -96,8 +96,8 @@ def test_bulk_chunks_are_spread_over_several_application_users(runtime: Runtime,
     get_settings.cache_clear()
     get_runtime.cache_clear()
     several = get_runtime()
-    assert len(several.writers) == 3
-    [summary] = several.outbound("loyalty_cards").run()
+    assert len(several.identities) == 3
+    [summary] = several.scan("loyalty_cards").run()
     users = requests.get(f"{stores.dataverse_url}/_emulator/service-protection", timeout=10).json()["users"]
     assert summary.written == 60 and stores.differences("loyalty_cards") == []
     assert len(users) == 3  # the app's identity (reads, lookups) and both extra ones wrote chunks
@@ -108,7 +108,7 @@ def test_a_chunk_throttled_past_its_retries_is_parked_whole_without_splitting(
     monkeypatch.setattr(runtime.dataverse.core, "retry", dataclasses.replace(runtime.dataverse.core.retry, max_attempts=2))
     dataverse_emulator.faults.add(route="bulk", kind="status", status=429, retry_after=1, times=2)
 
-    [summary] = runtime.outbound("loyalty_cards").run()
+    [summary] = runtime.scan("loyalty_cards").run()
 
     assert (summary.written, summary.failed) == (0, 60)
     assert dataverse_routes(stores) == {"POST bulk": 2}  # no $batch, no 60 single PATCHes into the throttle
@@ -124,12 +124,12 @@ def dataverse_card(stores: Stores, card: str) -> dict[str, Any]:
 def test_a_changed_record_sends_only_its_changed_columns_as_an_update(runtime: Runtime, stores: Stores,
                                                                       monkeypatch: Any) -> None:
     monkeypatch.setattr(runtime.outbound("loyalty_cards"), "two_way", False)
-    runtime.outbound("loyalty_cards").run()
+    runtime.scan("loyalty_cards").run()
     card = stores.commerce_rows("loyalty_cards")[3]["CardNumber"]
     stores.change_in_dataverse(f"msdyn_loyaltycards(msdyn_cardnumber='{card}')", {"msdyn_operatingunitnumber": "DV-ONLY"})
     stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "NEW-PARTY"})
 
-    [summary] = runtime.outbound("loyalty_cards").run()
+    [summary] = runtime.scan("loyalty_cards").run()
 
     assert summary.written == 1
     row = dataverse_card(stores, card)
@@ -141,12 +141,12 @@ def test_a_changed_record_sends_only_its_changed_columns_as_an_update(runtime: R
 def test_a_partial_update_of_a_row_deleted_in_dataverse_writes_it_whole(runtime: Runtime, stores: Stores,
                                                                         monkeypatch: Any) -> None:
     monkeypatch.setattr(runtime.outbound("loyalty_cards"), "two_way", False)
-    runtime.outbound("loyalty_cards").run()
+    runtime.scan("loyalty_cards").run()
     card = stores.commerce_rows("loyalty_cards")[3]["CardNumber"]
     stores.delete_in_dataverse(f"msdyn_loyaltycards(msdyn_cardnumber='{card}')")
     stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "NEW-PARTY"})
 
-    [summary] = runtime.outbound("loyalty_cards").run()
+    [summary] = runtime.scan("loyalty_cards").run()
 
     assert summary.written == 1
     assert stores.differences("loyalty_cards") == []  # back with every column, not half-empty
@@ -154,19 +154,19 @@ def test_a_partial_update_of_a_row_deleted_in_dataverse_writes_it_whole(runtime:
 
 
 def test_a_conflict_commerce_wins_sends_the_whole_record(runtime: Runtime, stores: Stores) -> None:
-    runtime.outbound("loyalty_cards").run()
+    runtime.scan("loyalty_cards").run()
     card = stores.commerce_rows("loyalty_cards")[3]["CardNumber"]
     stores.change_in_dataverse(f"msdyn_loyaltycards(msdyn_cardnumber='{card}')", {"msdyn_operatingunitnumber": "DV-EDIT"})
     stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "NEW-PARTY"})
 
-    runtime.outbound("loyalty_cards").run()
+    runtime.scan("loyalty_cards").run()
 
     assert len(list(runtime.state.list_conflicts("loyalty_cards"))) == 1
     assert stores.differences("loyalty_cards") == []  # Dataverse's edit overwritten: Commerce won
 
 
 def test_new_levels_go_out_in_upsert_multiple_with_the_company_only_in_odata_id(runtime: Runtime, stores: Stores) -> None:
-    summaries = runtime.outbound("loyalty_levels").run()  # every level is new: UpsertMultiple's create path
+    summaries = runtime.scan("loyalty_levels").run()  # every level is new: UpsertMultiple's create path
     assert sum(s.written for s in summaries) > 0 and sum(s.failed for s in summaries) == 0
     assert set(dataverse_routes(stores)) == {"POST bulk"}  # no fallback to $batch: Dataverse took each request
     assert runtime.outbound("loyalty_levels").writer.bulk_enabled

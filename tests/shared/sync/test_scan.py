@@ -6,17 +6,19 @@ from typing import Any
 
 import pytest
 
+from shared.messages import PageTask
 from shared.runtime import Runtime
-from shared.sync.paged import PagedScan, PageTask, range_filter
+from shared.sync.scan import Scan, range_filter
+from tests.clock import ManualClock
 from tests.e2e.stores import Stores
 
 CARDS = "loyalty_cards"  # 60 cards in the emulator's seed
 
 
-def paged(runtime: Runtime, page_size: int = 25, tasks: list[PageTask] | None = None,
-          delete_check_states: int = 100_000) -> PagedScan:
+def scan(runtime: Runtime, page_size: int = 25, tasks: list[PageTask] | None = None,
+          delete_check_states: int = 100_000) -> Scan:
     """A scan of the cards in ranges of ``page_size``; with ``tasks`` it queues there (else it finalises in place)."""
-    return PagedScan(runtime.outbound(CARDS), page_size=page_size, enqueue=tasks.append if tasks is not None else None,
+    return Scan(runtime.outbound(CARDS), page_size=page_size, enqueue=tasks.append if tasks is not None else None,
                      delete_check_states=delete_check_states)
 
 
@@ -33,7 +35,7 @@ def test_a_composite_key_range_compares_as_a_tuple() -> None:
 
 def test_an_in_place_scan_checkpoints_each_range_and_removes_the_checkpoints_when_done(runtime: Runtime,
                                                                                         stores: Stores) -> None:
-    summary = paged(runtime).run(None)
+    summary = scan(runtime).run_scope(None)
 
     assert (summary.seen, summary.written, summary.status) == (60, 60, "completed")
     assert stores.differences(CARDS) == []
@@ -46,13 +48,13 @@ def test_a_failed_scan_resumes_from_its_last_checkpoint(runtime: Runtime, stores
     # The third read of the card set fails for good (past the client's retries): ranges 1 and 2 are done.
     commerce_emulator.faults.add(route="RetailLoyaltyCards", method="GET", kind="status", status=400, nth=3)
     with pytest.raises(Exception, match="400|Bad"):
-        paged(runtime).run(None)
+        scan(runtime).run_scope(None)
     mark = runtime.state.get_watermark(CARDS, "fo_to_dataverse", "all")
     assert mark.open_run and mark.last_status == "failed" and not mark.initial_completed_at
     commerce_emulator.faults.clear()
     before = stores.dataverse_writes()
 
-    summary = paged(runtime).run(None)
+    summary = scan(runtime).run_scope(None)
 
     assert summary.run_id == mark.open_run  # the same run, taken over
     assert (summary.seen, summary.written) == (60, 60)  # counts of the earlier ranges carried over
@@ -64,12 +66,12 @@ def test_a_failed_scan_resumes_from_its_last_checkpoint(runtime: Runtime, stores
 def test_a_fanned_out_scan_queues_one_task_per_range_and_the_last_worker_finalises(runtime: Runtime,
                                                                                   stores: Stores) -> None:
     tasks: list[PageTask] = []
-    started = paged(runtime, tasks=tasks).start(None)
+    started = scan(runtime, tasks=tasks).start(None)
     assert started.status == "fanned_out"
     assert [t.index for t in tasks] == [0, 1, 2]
     assert stores.differences(CARDS) != []  # nothing written by the planner
 
-    outcomes = [paged(runtime).run_page(task) for task in reversed(tasks)]  # any order
+    outcomes = [scan(runtime).run_page(task) for task in reversed(tasks)]  # any order
 
     assert outcomes == ["done", "done", "done"]
     assert stores.differences(CARDS) == []
@@ -81,32 +83,32 @@ def test_a_fanned_out_scan_queues_one_task_per_range_and_the_last_worker_finalis
 
 def test_a_task_delivered_twice_is_not_processed_twice(runtime: Runtime, stores: Stores) -> None:
     tasks: list[PageTask] = []
-    paged(runtime, tasks=tasks).start(None)
-    assert paged(runtime).run_page(tasks[0]) == "done"
+    scan(runtime, tasks=tasks).start(None)
+    assert scan(runtime).run_page(tasks[0]) == "done"
     writes = stores.dataverse_writes()
 
-    assert paged(runtime).run_page(tasks[0]) == "duplicate"
+    assert scan(runtime).run_page(tasks[0]) == "duplicate"
     assert stores.dataverse_writes() == writes
 
 
 def test_a_task_of_a_finalised_run_is_stale(runtime: Runtime) -> None:
     tasks: list[PageTask] = []
-    paged(runtime, tasks=tasks).start(None)
+    scan(runtime, tasks=tasks).start(None)
     for task in tasks:
-        paged(runtime).run_page(task)
+        scan(runtime).run_page(task)
 
-    assert paged(runtime).run_page(tasks[1]) == "stale"
+    assert scan(runtime).run_page(tasks[1]) == "stale"
 
 
 def test_a_fanned_out_scan_finds_deletes_across_ranges(runtime: Runtime, stores: Stores) -> None:
-    paged(runtime).run(None)
+    scan(runtime).run_scope(None)
     gone = stores.commerce_rows(CARDS)[30]["CardNumber"]
     stores.delete_in_commerce(f"RetailLoyaltyCards('{gone}')")
     tasks: list[PageTask] = []
-    paged(runtime, tasks=tasks).start(None)
+    scan(runtime, tasks=tasks).start(None)
 
     for task in tasks:
-        paged(runtime).run_page(task)
+        scan(runtime).run_page(task)
 
     mark = runtime.state.get_watermark(CARDS, "fo_to_dataverse", "all")
     assert '"deleted": 1' in mark.last_counts and '"written": 0' in mark.last_counts
@@ -115,9 +117,9 @@ def test_a_fanned_out_scan_finds_deletes_across_ranges(runtime: Runtime, stores:
 
 def test_a_second_start_while_the_run_is_open_is_skipped(runtime: Runtime) -> None:
     tasks: list[PageTask] = []
-    paged(runtime, tasks=tasks).start(None)
+    scan(runtime, tasks=tasks).start(None)
 
-    again = paged(runtime, tasks=tasks).start(None)
+    again = scan(runtime, tasks=tasks).start(None)
 
     assert again.status == "skipped" and len(tasks) == 3
 
@@ -127,23 +129,24 @@ def drain(runtime: Runtime, tasks: list[PageTask], **options: Any) -> list[str]:
     outcomes: list[str] = []
     while tasks:
         task = tasks.pop(0)
-        outcomes.append(f"{task.kind}:{paged(runtime, tasks=tasks, **options).run_task(task)}")
+        outcomes.append(f"{task.kind}:{scan(runtime, tasks=tasks, **options).run_task(task)}")
     return outcomes
 
 
 def expire_lease(runtime: Runtime) -> None:
-    mark = runtime.state.get_watermark(CARDS, "fo_to_dataverse", "all")
-    mark.lease_until = "2000-01-01T00:00:00+00:00"  # the workers stopped and the lease ran out
-    runtime.state.save_watermark(mark)
+    """The workers stopped and the lease ran out: time moves past it."""
+    clock = ManualClock()
+    clock.advance(runtime.outbound(CARDS).lease_s + 1)
+    runtime.state.clock = clock
 
 
 def test_a_fanned_out_delete_search_is_split_into_checks_of_whole_state_buckets(runtime: Runtime,
                                                                                 stores: Stores) -> None:
-    paged(runtime).run(None)
+    scan(runtime).run_scope(None)
     gone = stores.commerce_rows(CARDS)[30]["CardNumber"]
     stores.delete_in_commerce(f"RetailLoyaltyCards('{gone}')")
     tasks: list[PageTask] = []
-    paged(runtime, tasks=tasks, delete_check_states=20).start(None)
+    scan(runtime, tasks=tasks, delete_check_states=20).start(None)
 
     outcomes = drain(runtime, tasks, delete_check_states=20)
 
@@ -156,12 +159,12 @@ def test_a_fanned_out_delete_search_is_split_into_checks_of_whole_state_buckets(
 
 
 def test_the_delete_checks_cover_every_state_bucket_once(runtime: Runtime) -> None:
-    paged(runtime).run(None)
+    scan(runtime).run_scope(None)
     tasks: list[PageTask] = []
-    paged(runtime, tasks=tasks, delete_check_states=7).start(None)
+    scan(runtime, tasks=tasks, delete_check_states=7).start(None)
     drain(runtime, [t for t in tasks if t.kind == "page"][:-1], delete_check_states=7)
     last: list[PageTask] = []
-    paged(runtime, tasks=last, delete_check_states=7).run_task(tasks[-1])
+    scan(runtime, tasks=last, delete_check_states=7).run_task(tasks[-1])
     plan = runtime.state.checkpoints.get_plan(CARDS, "all", last[0].run_id)
     assert plan is not None
 
@@ -172,14 +175,14 @@ def test_the_delete_checks_cover_every_state_bucket_once(runtime: Runtime) -> No
 
 
 def test_a_delete_check_delivered_twice_is_not_counted_twice(runtime: Runtime, stores: Stores) -> None:
-    paged(runtime).run(None)
+    scan(runtime).run_scope(None)
     gone = stores.commerce_rows(CARDS)[10]["CardNumber"]
     stores.delete_in_commerce(f"RetailLoyaltyCards('{gone}')")
     tasks: list[PageTask] = []
-    paged(runtime, tasks=tasks, delete_check_states=20).start(None)
+    scan(runtime, tasks=tasks, delete_check_states=20).start(None)
     drain(runtime, [t for t in tasks if t.kind == "page"][:-1])
     checks: list[PageTask] = []
-    paged(runtime, tasks=checks, delete_check_states=20).run_task(tasks[-1])
+    scan(runtime, tasks=checks, delete_check_states=20).run_task(tasks[-1])
 
     outcomes = drain(runtime, [checks[0], *checks], delete_check_states=20)
 
@@ -188,17 +191,17 @@ def test_a_delete_check_delivered_twice_is_not_counted_twice(runtime: Runtime, s
 
 
 def test_a_run_stopped_during_its_delete_search_resumes_only_the_checks_not_done(runtime: Runtime) -> None:
-    paged(runtime).run(None)
+    scan(runtime).run_scope(None)
     tasks: list[PageTask] = []
-    run_id = paged(runtime, tasks=tasks, delete_check_states=20).start(None).run_id
+    run_id = scan(runtime, tasks=tasks, delete_check_states=20).start(None).run_id
     drain(runtime, [t for t in tasks if t.kind == "page"][:-1])
     checks: list[PageTask] = []
-    paged(runtime, tasks=checks, delete_check_states=20).run_task(tasks[-1])
-    assert paged(runtime).run_task(checks[0]) == "done"  # then the host stopped; the other two messages are lost
+    scan(runtime, tasks=checks, delete_check_states=20).run_task(tasks[-1])
+    assert scan(runtime).run_task(checks[0]) == "done"  # then the host stopped; the other two messages are lost
     expire_lease(runtime)
 
     again: list[PageTask] = []
-    resumed = paged(runtime, tasks=again, delete_check_states=20).start(None)
+    resumed = scan(runtime, tasks=again, delete_check_states=20).start(None)
 
     assert resumed.run_id == run_id and resumed.status == "fanned_out"
     assert [(t.kind, t.index) for t in again] == [("deletes", 1), ("deletes", 2)]
@@ -208,10 +211,10 @@ def test_a_run_stopped_during_its_delete_search_resumes_only_the_checks_not_done
 
 
 def test_a_delete_check_of_a_closed_run_is_stale(runtime: Runtime) -> None:
-    paged(runtime).run(None)
+    scan(runtime).run_scope(None)
     tasks: list[PageTask] = []
-    run_id = paged(runtime, tasks=tasks).start(None).run_id
+    run_id = scan(runtime, tasks=tasks).start(None).run_id
     assert drain(runtime, tasks)[-1] == "deletes:done"
 
     late = PageTask(kind="deletes", template=CARDS, scope="all", run_id=run_id, index=0)
-    assert paged(runtime).run_task(late) == "stale"
+    assert scan(runtime).run_task(late) == "stale"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tracemalloc
 
-from shared.sync.engine import KeyDigests
+from shared.sync.digests import KeyDigests
 
 
 def digests_of(keys: list[str]) -> KeyDigests:
