@@ -86,6 +86,9 @@ class ConcurrencyConflict(Exception):
     """Someone else changed the state entity since it was read."""
 
 
+TOMBSTONE = ""  # the content hash of a key whose Dataverse row is being deleted (no real hash is empty)
+
+
 @dataclass(frozen=True)
 class SyncedState:
     row_key: str
@@ -94,6 +97,11 @@ class SyncedState:
     control_number: int = 0  # the newest business event applied for this key (0: none)
     shared: str = ""  # hash of the image both sides held at the last sync (two-way echo and conflict detection)
     columns: str = ""  # per-column digests of what was written (plan.column_digests): which columns changed
+
+    @property
+    def deleting(self) -> bool:
+        """A tombstone: the outbound side is deleting this key's Dataverse row (``StateStore.tombstone``)."""
+        return self.content_hash == TOMBSTONE
 
 
 @dataclass
@@ -273,18 +281,26 @@ class StateStore:
             return None
 
     def put_synced(self, partition: str, row_key: str, content_hash: str, previous: SyncedState | None,
-                   *, control_number: int = 0, shared: str | None = None, columns: str = "") -> None:
+                   *, control_number: int = 0, shared: str | None = None, columns: str = "") -> str | None:
         """Record what was written; the ETag of ``previous`` guards against a concurrent writer. Without
-        ``columns`` no per-column digests are kept, so the next write of the key sends every column."""
+        ``columns`` no per-column digests are kept, so the next write of the key sends every column.
+        Returns the new ETag."""
         applied = max(control_number, previous.control_number if previous else 0)
         entity = {"PartitionKey": self._pk(partition, row_key), "RowKey": row_key, "hash": content_hash,
                   "synced_at": self.clock.now().isoformat(), "control_number": _int64(applied),
                   "shared": shared if shared is not None else (previous.shared if previous else ""),
                   "columns": columns}
         try:
-            create_or_replace(self.synced, entity, previous.etag if previous else None)
+            return create_or_replace(self.synced, entity, previous.etag if previous else None)
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
             raise ConcurrencyConflict(f"synced state {partition}/{row_key} changed meanwhile") from exc
+
+    def tombstone(self, partition: str, previous: SyncedState) -> SyncedState:
+        """Mark ``previous`` as being deleted (ETag-guarded: ``ConcurrencyConflict`` when the key was synced
+        since it was read). A sync of the key meanwhile replaces the tombstone, which the deleting party then
+        sees when it removes the tombstone with this ETag, so neither write is lost."""
+        etag = self.put_synced(partition, previous.row_key, TOMBSTONE, previous, shared=previous.shared)
+        return SyncedState(previous.row_key, TOMBSTONE, etag, previous.control_number, previous.shared)
 
     def put_synced_many(self, partition: str, entries: list[SyncedEntry]) -> list[str]:
         """Record many writes of one scope in entity-group transactions (per bucket, up to 100 each); each

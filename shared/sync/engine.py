@@ -29,14 +29,14 @@ from azure.core.exceptions import AzureError
 
 from shared.commerce.client import CommerceClient
 from shared.dataverse.client import DataverseClient
-from shared.http.errors import ApiError, AuthError
+from shared.http.errors import ApiError, AuthError, is_fatal
 from shared.mapping.model import Direction
 from shared.mapping.plan import DataverseRecord, MappingError, Plan, changed_columns, column_digests
 from shared.observability import correlation_id, log
 from shared.state.store import ConcurrencyConflict, StateStore, SyncedEntry, SyncedState, decode_key, encode_key
 from shared.sync.chunks import ChunkPool, Pending
 from shared.sync.digests import KeyDigests
-from shared.sync.runs import MAX_CONFLICT_ROUNDS, RunSummary
+from shared.sync.runs import MAX_CONFLICT_ROUNDS, Outcome, RunSummary
 from shared.sync.twoway import SharedImage
 from shared.sync.writer import DataverseWriter
 
@@ -301,23 +301,39 @@ class OutboundSync:
         self.state.put_synced(partition, row_key, record.content_hash, previous, shared=shared)
 
     def _delete(self, key: tuple[str, ...], previous: SyncedState, partition: str, *, source: str) -> str:
+        """Commerce no longer has ``key`` (confirmed by a read): delete its Dataverse row and its state.
+
+        The key may be re-created in Commerce and synced (by a callback) at any moment in between, so the
+        state is first replaced by a tombstone (ETag-guarded: a sync since ``previous`` was read cancels the
+        delete), then the row is deleted, then the tombstone is removed with its own ETag. If that is refused,
+        the key was synced while its row was being deleted: it is synced again, so the new row is not lost."""
         row_key = encode_key(key)
+        try:
+            tombstone = self.state.tombstone(partition, previous)
+        except ConcurrencyConflict:
+            log(logger, logging.INFO, "key synced again since it was found deleted; nothing deleted",
+                template=self.name, key=row_key, source=source)
+            return Outcome.UNCHANGED
         if self.delete_policy == "delete":
             try:
                 existed = self.writer.delete(key)
-            except AuthError:
-                raise
             except ApiError as exc:
+                if is_fatal(exc):
+                    raise
                 return self._park(row_key, exc, source, None)
             log(logger, logging.INFO, "record deleted in Dataverse" if existed else "record already absent in Dataverse",
                 template=self.name, key=row_key, source=source)
         else:
             log(logger, logging.INFO, "record deleted in Commerce; kept in Dataverse (SYNC_DELETE_POLICY=ignore)",
                 template=self.name, key=row_key, source=source)
-        with contextlib.suppress(ConcurrencyConflict):  # re-synced meanwhile: that state is newer than ours
-            self.state.delete_synced(partition, previous)
+        try:
+            self.state.delete_synced(partition, tombstone)
+        except ConcurrencyConflict:
+            log(logger, logging.WARNING, "key synced again while its Dataverse row was deleted; syncing it again",
+                template=self.name, key=row_key, source=source)
+            return self.sync_key(self.plan.key_as_dict(key), source=source, force=True)
         self.state.unpark(self.name, row_key)
-        return "deleted"
+        return Outcome.DELETED
 
     def _park(self, row_key: str, exc: Exception, source: str, row: Mapping[str, Any] | None) -> str:
         error_class = getattr(exc, "error_class", "validation" if isinstance(exc, MappingError) else "conflict")

@@ -221,9 +221,9 @@ class InboundSync:
         key = decode_key(row_key)
         partition = self.outbound.partition(self.plan.company_of(key))
         previous = self.state.get_synced(partition, row_key)
-        if previous is None:
-            # No synced state: the outbound side deleted this row itself (it drops the state when it deletes,
-            # SYNC_DELETE_POLICY=delete), or the key was never synced. Either way not an agent's delete.
+        if previous is None or previous.deleting:
+            # No synced state (or a tombstone): the outbound side deleted this row itself (it drops the state
+            # when it deletes, SYNC_DELETE_POLICY=delete), or the key was never synced. Not an agent's delete.
             self.state.forget_dataverse_id(self.name, dataverse_id)
             log(logger, logging.INFO, "row deleted in Dataverse by this app (or never synced); Commerce untouched",
                 template=self.name, key=row_key, dataverse_id=dataverse_id)
