@@ -17,13 +17,13 @@ import azure.functions as func
 
 from shared.mapping.model import Template
 from shared.messages import PageTask
+from shared.messages.events import work_items
 from shared.observability import correlation_scope, log
 from shared.runtime import Runtime, get_runtime
 from shared.state.queues import binding_queue_name, pages_binding_queue_name
 from shared.state.store import encode_key
 from shared.sync import operations, worker
 from shared.sync.callbacks import SECRET_HEADER, CallbackAnswer, handle_callback, secret_matches
-from shared.sync.events import work_items
 
 logger = logging.getLogger("loyaltysync.triggers")
 CALLBACK_ROUTE = "callbacks/{template}"

@@ -15,7 +15,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, QueueServiceClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from shared.messages import PageTask
-from shared.sync.events import WorkItem
+from shared.messages.events import WorkItem
 
 QUEUE_PREFIX_SETTING = "SYNC_QUEUE_PREFIX"
 

@@ -23,10 +23,10 @@ from azure.core.exceptions import AzureError
 from pydantic import ValidationError
 
 from shared.mapping.plan import Plan
+from shared.messages.events import MAX_KEY_LENGTH, BusinessEvent, WorkItem, is_data_area_id, is_test_event, text_problem
 from shared.observability import correlation_id, log
 from shared.state.queues import CallbackQueues
 from shared.state.store import StateStore, now
-from shared.sync.events import MAX_KEY_LENGTH, BusinessEvent, WorkItem, is_data_area_id, is_test_event, text_problem
 
 logger = logging.getLogger("loyaltysync.callbacks")
 

@@ -10,10 +10,10 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from shared.messages.events import WorkItem
 from shared.observability import log
 from shared.runtime import Runtime
 from shared.state.store import decode_key, split_parked_key
-from shared.sync.events import WorkItem
 
 logger = logging.getLogger("loyaltysync.operations")
 

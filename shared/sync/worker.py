@@ -22,10 +22,10 @@ from azure.core.exceptions import AzureError
 
 from shared.http.errors import ApiError
 from shared.mapping.model import Direction
+from shared.messages.events import WorkItem
 from shared.observability import correlation_id, correlation_scope, log
 from shared.runtime import Runtime
 from shared.state.store import ConcurrencyConflict, encode_key
-from shared.sync.events import WorkItem
 
 logger = logging.getLogger("loyaltysync.worker")
 

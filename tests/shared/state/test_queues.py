@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from shared.messages.events import WorkItem, work_items
 from shared.state.queues import GroupCommit
-from shared.sync.events import WorkItem, work_items
 
 
 def item(n: int) -> WorkItem:

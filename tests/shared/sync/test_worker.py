@@ -12,10 +12,10 @@ from pydantic import ValidationError
 
 from devtools.azurite import Azurite
 from devtools.functions_host import QueuePump
+from shared.messages.events import MAX_CONTROL_NUMBER, WorkItem, work_items
 from shared.runtime import Runtime
 from shared.state.store import now
 from shared.sync import operations, worker
-from shared.sync.events import MAX_CONTROL_NUMBER, WorkItem, work_items
 from tests.e2e.stores import Stores
 
 

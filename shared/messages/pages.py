@@ -1,5 +1,4 @@
-"""Queue message models: the lowest layer, imported by the state layer (queues) and by the sync layer.
-Depends on pydantic only."""
+"""Scan task messages: one planned key range, or one delete check, of a fanned-out full scan."""
 
 from __future__ import annotations
 
