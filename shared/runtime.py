@@ -17,6 +17,7 @@ from shared.mapping.catalog import Catalog, load_catalog
 from shared.settings import Settings, get_settings
 from shared.state.queues import CallbackQueues
 from shared.state.store import StateStore
+from shared.sync.conflicts import ConflictResolver
 from shared.sync.engine import OutboundSync
 from shared.sync.inbound import InboundSync
 from shared.sync.scan import Scan
@@ -51,14 +52,14 @@ class Runtime:
             if template not in self._engines:
                 s = self.settings
                 plan = self.catalog.plan(template)
+                resolver = ConflictResolver(self.state, template, s.conflict_policy)
                 outbound = OutboundSync(plan, self.commerce, self.dataverse, self.state, delete_policy=s.delete_policy,
-                                        lease_s=s.run_lease_s, two_way=s.two_way, conflict_policy=s.conflict_policy,
+                                        lease_s=s.run_lease_s, two_way=s.two_way, resolver=resolver,
                                         bulk_size=s.bulk_size, page_size=s.page_size,
                                         identities=self.identities or [self.dataverse])
                 inbound = InboundSync(plan, self.commerce, self.dataverse, self.state, outbound,
-                                      conflict_policy=s.conflict_policy, delete_policy=s.reverse_delete_policy,
+                                      delete_policy=s.reverse_delete_policy,
                                       lease_s=s.run_lease_s)
-                outbound.dataverse_wins = lambda dv_row: inbound.apply(dv_row, source="conflict", decided=True)
                 self._engines[template] = outbound
                 self._inbound[template] = inbound
             return self._engines[template], self._inbound[template]

@@ -32,10 +32,12 @@ from shared.dataverse.client import DataverseClient
 from shared.http.errors import ApiError, AuthError, is_fatal
 from shared.mapping.model import Direction
 from shared.mapping.plan import DataverseRecord, MappingError, Plan, changed_columns, column_digests
-from shared.observability import correlation_id, log
+from shared.observability import log
 from shared.state.store import ConcurrencyConflict, StateStore, SyncedEntry, SyncedState, decode_key, encode_key
 from shared.sync.chunks import ChunkPool, Pending
+from shared.sync.conflicts import ConflictResolver, Verdict
 from shared.sync.digests import KeyDigests
+from shared.sync.parking import Parking
 from shared.sync.runs import MAX_CONFLICT_ROUNDS, Outcome, RunSummary
 from shared.sync.twoway import SharedImage
 from shared.sync.writer import DataverseWriter
@@ -54,7 +56,7 @@ class OutboundSync:
 
     def __init__(self, plan: Plan, commerce: CommerceClient, dataverse: DataverseClient, state: StateStore,
                  *, delete_policy: str = "delete", lease_s: int = 900, two_way: bool = False,
-                 conflict_policy: str = "commerce_wins", bulk_size: int = 200, page_size: int = 5000,
+                 resolver: ConflictResolver | None = None, bulk_size: int = 200, page_size: int = 5000,
                  identities: list[DataverseClient] | None = None) -> None:
         self.plan = plan
         self.name = plan.name
@@ -67,11 +69,11 @@ class OutboundSync:
         self.delete_policy = delete_policy
         self.lease_s = lease_s
         self.two_way = two_way
-        self.conflict_policy = conflict_policy
+        self.resolver = resolver or ConflictResolver(state, plan.name)
+        self.parking = Parking(state, plan.name, Direction.TO_DATAVERSE)
         self.bulk_size = bulk_size
         self.page_size = page_size  # keys per checkpointed range of a full scan
         self.identities = identities or [dataverse]  # application users the bulk chunks are spread over
-        self.dataverse_wins: DataverseWins | None = None  # set by the runtime when two-way is on
 
     # -- scopes ------------------------------------------------------------------------------------
 
@@ -267,22 +269,18 @@ class OutboundSync:
         """Commerce changed; did Dataverse change too since the last sync? None: go ahead and write;
         ``OVERWRITE``: both changed and Commerce wins, so write the whole record."""
         dv_row = self.writer.read(self.writer.dataverse_key(record.columns, record.company), self.images.select)
-        if dv_row is None:
+        dv_image, dv_hash = self.images.from_dataverse(dv_row) if dv_row is not None else ({}, None)
+        verdict = self.resolver.outbound(dv_hash, commerce_hash, previous.shared)
+        if verdict is Verdict.NO_CONFLICT:
             return None
-        dv_image, dv_hash = self.images.from_dataverse(dv_row)
-        if dv_hash in (previous.shared, commerce_hash):
-            return None  # Dataverse unchanged since the last sync, or already equal
         commerce_image, _ = self.images.from_commerce(row)
-        winner = "commerce" if self.conflict_policy == "commerce_wins" or self.dataverse_wins is None else "dataverse"
-        self.state.record_conflict(self.name, encode_key(record.key), commerce=commerce_image, dataverse=dv_image,
-                                   winner=winner, detected_by=f"{DIRECTION}/{source}", correlation_id=correlation_id())
-        log(logger, logging.WARNING, "conflict: both sides changed since the last sync", template=self.name,
-            key=encode_key(record.key), winner=winner)
-        if winner == "commerce":
+        self.resolver.record(encode_key(record.key), verdict, commerce=commerce_image, dataverse=dv_image,
+                             detected_by=f"{DIRECTION}/{source}")
+        if verdict is Verdict.COMMERCE_WINS:
             return OVERWRITE
-        assert self.dataverse_wins is not None
-        self.dataverse_wins(dv_row)
-        return "conflict"
+        assert dv_row is not None
+        self.resolver.dataverse_wins(dv_row)
+        return Outcome.CONFLICT
 
     def write_row(self, fo_row: Mapping[str, Any], previous: SyncedState | None, *, source: str) -> str:
         """Write a Commerce row just read (by the other direction) to Dataverse; no conflict check."""
@@ -336,13 +334,7 @@ class OutboundSync:
         return Outcome.DELETED
 
     def _park(self, row_key: str, exc: Exception, source: str, row: Mapping[str, Any] | None) -> str:
-        error_class = getattr(exc, "error_class", "validation" if isinstance(exc, MappingError) else "conflict")
-        reason = exc.reason if isinstance(exc, ApiError) else str(exc)
-        attempts = self.state.park(self.name, row_key, direction=DIRECTION, error_class=error_class, error=reason,
-                                   source=source, correlation_id=correlation_id(), payload=row)
-        log(logger, logging.WARNING, "record parked for retry", template=self.name, key=row_key,
-            error_class=error_class, attempts=attempts, source=source, error=reason)
-        return "parked"
+        return self.parking.park(row_key, exc, source, row)
 
     def _park_unmappable(self, row: Mapping[str, Any], exc: MappingError, source: str) -> str:
         try:

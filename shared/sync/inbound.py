@@ -34,10 +34,12 @@ from shared.dataverse.client import DataverseClient
 from shared.http.errors import ApiError, AuthError, BadRequestError, NotFoundError, PreconditionFailedError
 from shared.mapping.model import Direction
 from shared.mapping.plan import MappingError, Plan
-from shared.observability import correlation_id, log
+from shared.observability import log
 from shared.state.store import ConcurrencyConflict, StateStore, SyncedState, decode_key, encode_key, parked_key
+from shared.sync.conflicts import Verdict
 from shared.sync.engine import OutboundSync
-from shared.sync.runs import MAX_CONFLICT_ROUNDS, Run, RunSummary
+from shared.sync.parking import Parking
+from shared.sync.runs import MAX_CONFLICT_ROUNDS, Outcome, Run, RunSummary
 from shared.sync.twoway import SharedImage
 
 logger = logging.getLogger("loyaltysync.inbound")
@@ -50,8 +52,7 @@ class InboundSync:
     """Moves one template's Dataverse edits to Commerce."""
 
     def __init__(self, plan: Plan, commerce: CommerceClient, dataverse: DataverseClient, state: StateStore,
-                 outbound: OutboundSync, *, conflict_policy: str = "commerce_wins", delete_policy: str = "ignore",
-                 lease_s: int = 900) -> None:
+                 outbound: OutboundSync, *, delete_policy: str = "ignore", lease_s: int = 900) -> None:
         self.plan = plan
         self.name = plan.name
         self.entity_set = plan.template.commerce.entity_set
@@ -61,7 +62,9 @@ class InboundSync:
         self.state = state
         self.outbound = outbound
         self.images = SharedImage(plan, dataverse)
-        self.conflict_policy = conflict_policy
+        self.resolver = outbound.resolver  # one resolver per template, shared by both directions
+        self.resolver.register_commerce_side(lambda dv_row: self.apply(dv_row, source="conflict", decided=True))
+        self.parking = Parking(state, plan.name, Direction.TO_COMMERCE)
         self.delete_policy = delete_policy
         self.lease_s = lease_s
         self.writable = [row.fo_property for row in plan.template.rows_for(Direction.TO_COMMERCE)
@@ -154,16 +157,14 @@ class InboundSync:
             if commerce_hash == dv_hash:
                 self.outbound.record_synced(current, previous=previous)  # already equal: just remember it
                 return "unchanged"
-            commerce_changed = previous is None or not previous.shared or commerce_hash != previous.shared
-            if commerce_changed and not decided:
-                winner = "commerce" if self.conflict_policy == "commerce_wins" else "dataverse"
-                self.state.record_conflict(self.name, row_key, commerce=commerce_image, dataverse=image, winner=winner,
-                                           detected_by=f"{DIRECTION}/{source}", correlation_id=correlation_id())
-                log(logger, logging.WARNING, "conflict: both sides changed since the last sync", template=self.name,
-                    key=row_key, winner=winner)
-                if winner == "commerce":
+            verdict = Verdict.NO_CONFLICT if decided else self.resolver.inbound(
+                commerce_hash, dv_hash, previous.shared if previous is not None else None)
+            if verdict is not Verdict.NO_CONFLICT:
+                self.resolver.record(row_key, verdict, commerce=commerce_image, dataverse=image,
+                                     detected_by=f"{DIRECTION}/{source}")
+                if verdict is Verdict.COMMERCE_WINS:
                     self.outbound.sync_key(key, source="conflict", decided=True)  # Commerce's content to Dataverse
-                    return "conflict"
+                    return Outcome.CONFLICT
             changes = {p: image[p] for p in self.writable if image.get(p) != commerce_image.get(p)}
             try:
                 self.commerce.update(self.entity_set, self.plan.key_as_dict(self.plan.key_of(key)), changes,
@@ -178,7 +179,7 @@ class InboundSync:
             self._after_write(written or {**current, **changes}, previous)
             log(logger, logging.INFO, "Dataverse edit written to Commerce", template=self.name, key=row_key,
                 fields=",".join(sorted(changes)))
-            return "conflict" if commerce_changed and not decided else "written"
+            return Outcome.CONFLICT if verdict is not Verdict.NO_CONFLICT else Outcome.WRITTEN
         raise PreconditionFailedError(f"{row_key}: Commerce kept changing; gave up after {MAX_CONFLICT_ROUNDS} tries")
 
     def _after_write(self, fo_row: Mapping[str, Any], previous: SyncedState | None) -> None:
@@ -268,11 +269,4 @@ class InboundSync:
         return "deleted"
 
     def _park(self, row_key: str, exc: Exception, source: str, dv_row: Mapping[str, Any]) -> str:
-        error_class = getattr(exc, "error_class", "validation")
-        reason = exc.reason if isinstance(exc, ApiError) else str(exc)
-        attempts = self.state.park(self.name, parked_key(row_key, DIRECTION), direction=DIRECTION,
-                                   error_class=error_class, error=reason, source=source,
-                                   correlation_id=correlation_id(), payload=dict(dv_row))
-        log(logger, logging.WARNING, "Dataverse edit parked for retry", template=self.name, key=row_key,
-            error_class=error_class, attempts=attempts, error=reason)
-        return "parked"
+        return self.parking.park(row_key, exc, source, dv_row)

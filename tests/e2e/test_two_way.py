@@ -7,7 +7,8 @@ import json
 import pytest
 import requests
 
-from shared.runtime import Runtime
+from shared.runtime import Runtime, get_runtime
+from shared.settings import get_settings
 from tests.e2e.stores import Stores
 
 pytestmark = pytest.mark.two_way
@@ -75,8 +76,12 @@ def test_both_sides_edited_commerce_wins_and_the_conflict_is_recorded(runtime: R
 
 def test_both_sides_edited_with_dataverse_wins_policy(runtime: Runtime, stores: Stores,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNC_CONFLICT_POLICY", "dataverse_wins")
+    get_settings.cache_clear()
+    get_runtime.cache_clear()
+    runtime = get_runtime()
+    stores = Stores(runtime, stores.dataverse_url, stores.commerce_url, stores.token)
     synced(runtime)
-    monkeypatch.setattr(runtime.inbound("loyalty_cards"), "conflict_policy", "dataverse_wins")
     card = str(stores.commerce_rows("loyalty_cards")[2]["CardNumber"])
     stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "HQ-EDIT"})
     stores.change_in_dataverse(card_path(card), {"msdyn_partynumber": "AGENT-EDIT"})

@@ -1,0 +1,59 @@
+"""Records that could not be synced are parked: kept in Table Storage with their key, direction, payload,
+error class and the server's reason, until they land. One place for both directions and the worker."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from shared.http.errors import ApiError
+from shared.mapping.model import Direction
+from shared.mapping.plan import MappingError
+from shared.observability import correlation_id, log
+from shared.state.store import ConcurrencyConflict, StateStore, parked_key
+from shared.sync.runs import Outcome
+
+logger = logging.getLogger("loyaltysync.sync")
+UNEXPECTED = "unexpected"  # a fault of this code, not of the data or the services: not retried by the timer
+
+
+def error_class_of(exc: BaseException) -> str:
+    """The class an operator sees on a parked record (README: Failed records)."""
+    if isinstance(exc, ApiError):
+        return exc.error_class
+    if isinstance(exc, MappingError):
+        return "validation"
+    if isinstance(exc, ConcurrencyConflict):
+        return "conflict"
+    return UNEXPECTED
+
+
+def reason_of(exc: BaseException) -> str:
+    """The readable reason: the server's own message (F&O's Infolog) for an API error."""
+    return exc.reason if isinstance(exc, ApiError) else str(exc) or type(exc).__name__
+
+
+class Parking:
+    """Parks and unparks one template's records in one direction."""
+
+    def __init__(self, state: StateStore, template: str, direction: Direction) -> None:
+        self.state = state
+        self.template = template
+        self.direction = direction
+
+    def row_key(self, key: str) -> str:
+        """The parked row's key: Dataverse -> Commerce records carry a direction prefix (``%in%``)."""
+        return key if self.direction is Direction.TO_DATAVERSE else parked_key(key, self.direction.value)
+
+    def park(self, key: str, exc: BaseException, source: str, payload: Mapping[str, Any] | None) -> Outcome:
+        error_class, reason = error_class_of(exc), reason_of(exc)
+        attempts = self.state.park(self.template, self.row_key(key), direction=self.direction.value,
+                                   error_class=error_class, error=reason, source=source,
+                                   correlation_id=correlation_id(), payload=dict(payload) if payload is not None else None)
+        log(logger, logging.WARNING, "record parked for retry", template=self.template, key=key,
+            direction=self.direction.value, error_class=error_class, attempts=attempts, source=source, error=reason)
+        return Outcome.PARKED
+
+    def unpark(self, key: str) -> None:
+        self.state.unpark(self.template, self.row_key(key))
