@@ -5,12 +5,14 @@ For each template: ``timer_<template>`` (Commerce -> Dataverse scan, on the file
 ``callback_<template>`` (POST /api/callbacks/<template>: validate a business event and queue it) and
 ``worker_<template>`` (queue trigger: re-read the record from Commerce and write it). Once:
 ``callback_unknown_template`` (404 for any other name), ``timer_retry_parked`` (retries parked records)
-and ``ops_*`` (operator endpoints under /api/ops, admin key). Logic lives in ``shared/``.
+and ``ops_*`` (operator endpoints under /api/ops, admin key: the Blueprint in ``shared/ops/endpoints.py``).
+Logic lives in ``shared/``.
 """
 
 import azure.functions as func
 
 from shared.mapping.catalog import load_catalog
+from shared.ops.endpoints import bp as ops_endpoints
 from shared.triggers import register_shared, register_template
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -18,3 +20,4 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 for template in load_catalog():
     register_template(app, template)
 register_shared(app)
+app.register_functions(ops_endpoints)

@@ -2,8 +2,8 @@
 
 Per template file: a timer (Commerce -> Dataverse scan), a timer for the other direction (Dataverse
 change tracking -> Commerce), a callback route (validate + enqueue) and a queue-triggered worker.
-Once: a 404 for unknown templates, a timer that retries parked records, and the operator endpoints
-under ``/api/ops`` (admin key). The bodies turn a trigger's input into one
+Once: a 404 for unknown templates and a timer that retries parked records (the operator endpoints under
+``/api/ops`` are a Blueprint in ``shared.ops.endpoints``). The bodies turn a trigger's input into one
 call into ``shared.sync`` and its result into a response. No sync logic here.
 """
 
@@ -19,9 +19,8 @@ from shared.mapping.model import Template
 from shared.messages import PageTask
 from shared.messages.events import work_items
 from shared.observability import correlation_scope, log
-from shared.runtime import Runtime, get_runtime
+from shared.runtime import get_runtime
 from shared.state.queues import binding_queue_name, pages_binding_queue_name
-from shared.state.store import encode_key
 from shared.sync import operations, worker
 from shared.sync.callbacks import SECRET_HEADER, CallbackAnswer, handle_callback, secret_matches
 
@@ -104,69 +103,6 @@ def retry_parked(invocation_id: str) -> None:
         operations.retry_parked(get_runtime())
 
 
-# -- operator endpoints (admin key) ---------------------------------------------------------------
-
-
-def _template_or_404(runtime: Runtime, name: str | None) -> func.HttpResponse | None:
-    if name is not None and runtime.catalog.get(name) is None:
-        return _json(404, {"error": f"unknown template {name!r}", "templates": sorted(t.name for t in runtime.catalog)})
-    return None
-
-
-def ops(action: str, req: func.HttpRequest, invocation_id: str) -> func.HttpResponse:
-    with correlation_scope(invocation_id) as cid:
-        runtime = get_runtime()
-        template = req.route_params.get("template") or req.params.get("template")
-        missing = _template_or_404(runtime, template)
-        if missing is not None:
-            return missing
-        if action == "status":
-            from shared.cli import status_rows
-
-            return _json(200, {"watermarks": status_rows(runtime), "paused": {
-                t.name: worker.is_paused(runtime, t.name) for t in runtime.catalog},
-                "counters": {t.name: runtime.state.counters(t.name) for t in runtime.catalog}})
-        if action == "conflicts":
-            return _json(200, {"value": [dict(e) for e in runtime.state.list_conflicts(template)]})
-        if action == "parked":
-            return _json(200, {"value": [operations.parked_entry(e) for e in runtime.state.list_parked(template)]})
-        if action == "parked_one":
-            assert template is not None
-            entity = runtime.state.get_parked(template, req.route_params.get("key", ""))
-            if entity is None:
-                return _json(404, {"error": "no parked record with that key", "correlation_id": cid})
-            return _json(200, operations.parked_entry(entity))
-        if action == "replay":
-            try:
-                body = req.get_json() if req.get_body() else {}
-            except ValueError:
-                return _json(400, {"error": "body is not valid JSON", "correlation_id": cid})
-            if not isinstance(body, dict):
-                return _json(400, {"error": "body must be a JSON object", "correlation_id": cid})
-            template = body.get("template", template)
-            missing = _template_or_404(runtime, template)
-            if missing is not None:
-                return missing
-            keys = body.get("keys")
-            if keys is not None and not (isinstance(keys, list) and all(isinstance(k, (str, list)) for k in keys)):
-                return _json(400, {"error": "keys must be a list of row keys or of key-part lists", "correlation_id": cid})
-            if keys is None and not body.get("all"):
-                return _json(400, {"error": "name the records with 'keys', or replay everything with 'all': true",
-                                   "correlation_id": cid})
-            row_keys = None if keys is None else [k if isinstance(k, str) else encode_key(tuple(k)) for k in keys]
-            results = operations.replay(runtime, template, row_keys)
-            return _json(200, {"value": [r.as_dict() for r in results], "correlation_id": cid})
-        if action in ("pause", "resume"):
-            assert template is not None
-            by = f"ops endpoint ({cid})"
-            if action == "pause":
-                operations.pause(runtime, template, by=by)
-                return _json(200, {"template": template, "paused": True})
-            requeued = operations.resume(runtime, template, by=by)
-            return _json(200, {"template": template, "paused": False, "requeued": requeued})
-        return _json(404, {"error": f"unknown action {action!r}"})  # pragma: no cover
-
-
 # -- registration ---------------------------------------------------------------------------------
 
 
@@ -209,22 +145,3 @@ def register_shared(app: func.FunctionApp) -> None:
     @app.timer_trigger(arg_name="timer", schedule=RETRY_SCHEDULE, run_on_startup=False, use_monitor=True)
     def retry_trigger(timer: func.TimerRequest, context: func.Context) -> None:
         retry_parked(context.invocation_id)
-
-    # Routes may not start with "admin" (reserved by the Functions host): operator routes live under ops/.
-    for action, route, method in (
-        ("status", "ops/status", func.HttpMethod.GET),
-        ("parked", "ops/parked", func.HttpMethod.GET),
-        ("conflicts", "ops/conflicts", func.HttpMethod.GET),
-        ("parked_one", "ops/parked/{template}/{key}", func.HttpMethod.GET),
-        ("replay", "ops/replay", func.HttpMethod.POST),
-        ("pause", "ops/templates/{template}/pause", func.HttpMethod.POST),
-        ("resume", "ops/templates/{template}/resume", func.HttpMethod.POST),
-    ):
-        _register_ops(app, action, route, method)
-
-
-def _register_ops(app: func.FunctionApp, action: str, route: str, method: func.HttpMethod) -> None:
-    @app.function_name(f"ops_{action}")
-    @app.route(route=route, methods=[method], auth_level=func.AuthLevel.ADMIN)
-    def ops_trigger(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-        return ops(action, req, context.invocation_id)

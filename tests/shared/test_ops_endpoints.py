@@ -70,3 +70,54 @@ def test_pause_then_resume_through_the_endpoints(runtime: Runtime) -> None:
     assert call("ops_pause", "POST", template="loyalty_cards") == (200, {"template": "loyalty_cards", "paused": True})
     status, body = call("ops_resume", "POST", template="loyalty_cards")
     assert status == 200 and body["paused"] is False
+
+
+def test_replay_with_malformed_keys_is_a_400_naming_them(runtime: Runtime) -> None:
+    for keys in ("XTS-AMOUNT", [1], [{"a": 1}], [[1]]):
+        status, body = call("ops_replay", "POST", {"template": "loyalty_cards", "keys": keys})
+        assert status == 400 and body["error"] == "keys must be a list of row keys or of key-part lists"
+
+
+def test_replay_of_a_body_that_is_not_an_object_is_a_400(runtime: Runtime) -> None:
+    status, body = call("ops_replay", "POST", [1, 2])
+    assert status == 400 and body["error"] == "body must be a JSON object"
+
+
+def test_replay_of_an_unknown_template_is_a_404_whether_named_in_the_body_or_the_query(runtime: Runtime) -> None:
+    assert call("ops_replay", "POST", {"template": "loyalty_vouchers", "all": True})[0] == 404
+    import function_app
+
+    req = func.HttpRequest("POST", "http://localhost/api/ops/replay", body=b'{"all": true}',
+                           params={"template": "loyalty_vouchers"})
+    assert invoke_http(function_app.app, "ops_replay", req).status_code == 404
+
+
+def test_replay_all_and_a_missing_key(runtime: Runtime, stores: Stores) -> None:
+    park_an_amount_point_in_unknown_currency(runtime, stores)
+    status, body = call("ops_replay", "POST", {"template": "loyalty_reward_points", "keys": ["NOPE"]})
+    assert status == 200 and [(r["key"], r["outcome"]) for r in body["value"]] == [("NOPE", "not_found")]
+    add_currency(stores, "XTS")
+    status, body = call("ops_replay", "POST", {"all": True})
+    assert status == 200 and [(r["key"], r["outcome"]) for r in body["value"]] == [("XTS-AMOUNT", "written")]
+    assert call("ops_parked")[1] == {"value": []}
+
+
+def test_conflicts_and_status_of_an_unknown_template_query_are_404(runtime: Runtime) -> None:
+    import function_app
+
+    assert call("ops_conflicts") == (200, {"value": []})
+    for name in ("ops_conflicts", "ops_parked", "ops_status"):
+        req = func.HttpRequest("GET", "http://localhost/api/ops", body=b"", params={"template": "loyalty_vouchers"})
+        assert invoke_http(function_app.app, name, req).status_code == 404
+
+
+def test_the_routes_and_methods_are_unchanged() -> None:
+    import function_app
+
+    routes = {name: (fn.get_trigger().route, fn.get_trigger().methods) for name, fn in functions(function_app.app).items()
+              if name.startswith("ops_")}
+    get, post = [func.HttpMethod.GET], [func.HttpMethod.POST]
+    assert routes == {"ops_status": ("ops/status", get), "ops_parked": ("ops/parked", get),
+                      "ops_conflicts": ("ops/conflicts", get), "ops_parked_one": ("ops/parked/{template}/{key}", get),
+                      "ops_replay": ("ops/replay", post), "ops_pause": ("ops/templates/{template}/pause", post),
+                      "ops_resume": ("ops/templates/{template}/resume", post)}

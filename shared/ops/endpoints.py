@@ -1,0 +1,148 @@
+"""The operator endpoints under ``/api/ops`` (admin key): an Azure Functions Blueprint, one handler per action.
+
+``function_app.py`` registers ``bp``. Each handler parses its request, makes one call into
+``shared.ops.queries`` or ``shared.sync.operations`` and answers JSON. A template named in the route or in
+the ``template`` query parameter must exist (404 listing the known ones otherwise). Routes may not start
+with ``admin`` (reserved by the Functions host), hence ``ops/``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import azure.functions as func
+from pydantic import BaseModel, ValidationError
+
+from shared.observability import correlation_scope
+from shared.ops import queries
+from shared.runtime import Runtime, get_runtime
+from shared.state.store import encode_key
+from shared.sync import operations
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves its __init__ untyped
+
+KEYS_ERROR = "keys must be a list of row keys or of key-part lists"
+NOTHING_NAMED = "name the records with 'keys', or replay everything with 'all': true"
+
+
+def _json(status: int, body: Any) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json")
+
+
+def _unknown_template(runtime: Runtime, name: str | None) -> func.HttpResponse:
+    return _json(404, {"error": f"unknown template {name!r}", "templates": sorted(queries.known_templates(runtime))})
+
+
+@dataclass(frozen=True)
+class OpsCall:
+    """One request to an operator endpoint, its template (route or query, already checked) and correlation id."""
+
+    runtime: Runtime
+    req: func.HttpRequest
+    template: str | None
+    correlation_id: str
+
+    @property
+    def route_template(self) -> str:
+        """The ``{template}`` of a route that has one."""
+        assert self.template is not None
+        return self.template
+
+
+Handler = Callable[[OpsCall], func.HttpResponse]
+
+
+def operator_endpoint(name: str, route: str, method: func.HttpMethod) -> Callable[[Handler], Handler]:
+    """Register ``handler`` on the blueprint as function ``name`` (admin key), inside a correlation scope."""
+    def register(handler: Handler) -> Handler:
+        @bp.function_name(name)
+        @bp.route(route=route, methods=[method], auth_level=func.AuthLevel.ADMIN)
+        def trigger(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+            with correlation_scope(context.invocation_id) as cid:
+                runtime = get_runtime()
+                template = req.route_params.get("template") or req.params.get("template")
+                if template is not None and not queries.is_known(runtime, template):
+                    return _unknown_template(runtime, template)
+                return handler(OpsCall(runtime, req, template, cid))
+
+        return handler
+
+    return register
+
+
+class ReplayRequest(BaseModel):
+    """The body of ``POST /api/ops/replay``: a template (else the ``template`` query parameter, else all
+    templates), and the records: ``keys`` (row keys as ``parked`` lists them, or key-part lists) or ``all``."""
+
+    template: str | None = None
+    keys: list[str | list[str]] | None = None
+    all: bool = False
+
+    def row_keys(self) -> list[str] | None:
+        """None: every parked record."""
+        if self.keys is None:
+            return None
+        return [k if isinstance(k, str) else encode_key(tuple(k)) for k in self.keys]
+
+
+@operator_endpoint("ops_status", "ops/status", func.HttpMethod.GET)
+def status(call: OpsCall) -> func.HttpResponse:
+    return _json(200, queries.status(call.runtime))
+
+
+@operator_endpoint("ops_parked", "ops/parked", func.HttpMethod.GET)
+def parked(call: OpsCall) -> func.HttpResponse:
+    return _json(200, {"value": queries.parked(call.runtime, call.template)})
+
+
+@operator_endpoint("ops_conflicts", "ops/conflicts", func.HttpMethod.GET)
+def conflicts(call: OpsCall) -> func.HttpResponse:
+    return _json(200, {"value": queries.conflicts(call.runtime, call.template)})
+
+
+@operator_endpoint("ops_parked_one", "ops/parked/{template}/{key}", func.HttpMethod.GET)
+def parked_one(call: OpsCall) -> func.HttpResponse:
+    entry = queries.parked_one(call.runtime, call.route_template, call.req.route_params.get("key", ""))
+    if entry is None:
+        return _json(404, {"error": "no parked record with that key", "correlation_id": call.correlation_id})
+    return _json(200, entry)
+
+
+@operator_endpoint("ops_replay", "ops/replay", func.HttpMethod.POST)
+def replay(call: OpsCall) -> func.HttpResponse:
+    cid = call.correlation_id
+    try:
+        raw = call.req.get_json() if call.req.get_body() else {}
+    except ValueError:
+        return _json(400, {"error": "body is not valid JSON", "correlation_id": cid})
+    if not isinstance(raw, dict):
+        return _json(400, {"error": "body must be a JSON object", "correlation_id": cid})
+    try:
+        body = ReplayRequest.model_validate(raw)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = problem["loc"][0] if problem["loc"] else ""
+        error = KEYS_ERROR if field == "keys" else f"{field}: {problem['msg']}"
+        return _json(400, {"error": error, "correlation_id": cid})
+    template = body.template if "template" in body.model_fields_set else call.template
+    if template is not None and not queries.is_known(call.runtime, template):
+        return _unknown_template(call.runtime, template)
+    if body.keys is None and not body.all:
+        return _json(400, {"error": NOTHING_NAMED, "correlation_id": cid})
+    results = operations.replay(call.runtime, template, body.row_keys())
+    return _json(200, {"value": [r.as_dict() for r in results], "correlation_id": cid})
+
+
+@operator_endpoint("ops_pause", "ops/templates/{template}/pause", func.HttpMethod.POST)
+def pause(call: OpsCall) -> func.HttpResponse:
+    operations.pause(call.runtime, call.route_template, by=f"ops endpoint ({call.correlation_id})")
+    return _json(200, {"template": call.route_template, "paused": True})
+
+
+@operator_endpoint("ops_resume", "ops/templates/{template}/resume", func.HttpMethod.POST)
+def resume(call: OpsCall) -> func.HttpResponse:
+    requeued = operations.resume(call.runtime, call.route_template, by=f"ops endpoint ({call.correlation_id})")
+    return _json(200, {"template": call.route_template, "paused": False, "requeued": requeued})
