@@ -112,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.enter_context(environment(emulator_settings(dataverse.url, commerce.url, azurite.connection_string)))
 
         function_app = importlib.import_module("function_app")
-        from shared.cli import print_table, status_rows
+        from shared.cli import print_table
+        from shared.ops.queries import status_rows
         from shared.runtime import get_runtime
 
         runtime = get_runtime()

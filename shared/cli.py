@@ -18,33 +18,20 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from tqdm import tqdm
 
 from shared.commerce.client import LegalEntitiesError
 from shared.observability import correlation_scope
+from shared.ops import queries
 from shared.runtime import Runtime, get_runtime
 from shared.sync import operations
 from shared.sync.runs import ALL, RunStatus, RunSummary
 from shared.sync.runs import DIRECTION_OUT as DIRECTION
-
-
-def status_rows(runtime: Runtime) -> list[dict[str, str]]:
-    marks = {(m.template, m.direction, m.scope): m for m in runtime.state.list_watermarks()}
-    rows: list[dict[str, str]] = []
-    for template in runtime.catalog:
-        found = [m for (name, _, _), m in marks.items() if name == template.name]
-        if not found:
-            rows.append({"template": template.name, "direction": "-", "scope": "-", "status": "never run", "runs": "0",
-                         "last_run_finished": "", "counts": "", "reason": ""})
-        for mark in sorted(found, key=lambda m: m.row_key):
-            rows.append({"template": template.name, "direction": mark.direction, "scope": mark.scope,
-                         "status": mark.last_status or "running", "runs": str(mark.run_seq),
-                         "last_run_finished": mark.last_run_finished, "counts": mark.last_counts,
-                         "reason": mark.last_error})
-    return rows
 
 
 def print_table(rows: Sequence[dict[str, str]]) -> None:
@@ -90,14 +77,22 @@ class ProgressBar:
             self.bar = None
 
 
+class SyncDirection(StrEnum):
+    """``sync --direction``: which way a template's records go."""
+
+    OUTBOUND = "outbound"  # Commerce -> Dataverse
+    INBOUND = "inbound"  # Dataverse edits -> Commerce
+    BOTH = "both"
+
+
 def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str],
-         direction: str = "outbound") -> list[RunSummary]:
+         direction: str = SyncDirection.OUTBOUND) -> list[RunSummary]:
     """Each template in turn; one whose legal entities cannot be listed is one error line on stderr and a
     failed summary (``status`` shows it with its reason), and the next template still runs."""
     summaries: list[RunSummary] = []
     bar = ProgressBar()
     for name in templates:
-        if direction in ("outbound", "both"):
+        if direction in (SyncDirection.OUTBOUND, SyncDirection.BOTH):
             try:
                 summaries.extend(runtime.scan(name).run(companies or runtime.settings.legal_entities, progress=bar))
             except LegalEntitiesError as exc:
@@ -106,89 +101,147 @@ def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str],
                                             status=RunStatus.FAILED, detail=str(exc)))
             finally:
                 bar.close()
-        if direction in ("inbound", "both"):
+        if direction in (SyncDirection.INBOUND, SyncDirection.BOTH):
             summaries.append(runtime.inbound(name).run())
     return summaries
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+# -- subcommands: each one a function of the runtime and the parsed arguments ------------------------
+
+
+class UsageError(Exception):
+    """Bad arguments found once the runtime is known (an unknown template): ``main`` turns it into a usage error."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a subcommand prints (a table, or JSON with ``--json``) and the exit code."""
+
+    rows: list[dict[str, str]] | None  # None: the subcommand printed its own output
+    exit_code: int = 0
+
+
+Command = Callable[[Runtime, argparse.Namespace], Report]
+
+
+def _check_template(runtime: Runtime, name: str | None) -> None:
+    if not queries.is_known(runtime, name):
+        raise UsageError(f"unknown template {name!r}")
+
+
+def cmd_status(runtime: Runtime, args: argparse.Namespace) -> Report:
+    return Report(queries.status_rows(runtime))
+
+
+def cmd_sync(runtime: Runtime, args: argparse.Namespace) -> Report:
+    known = queries.known_templates(runtime)
+    names = known if args.all else [args.template]
+    unknown = [n for n in names if not queries.is_known(runtime, n)]
+    if unknown:
+        raise UsageError(f"unknown template {unknown[0]!r}; known: {', '.join(known)}")
+    summaries = sync(runtime, names, args.company, SyncDirection(args.direction))
+    failed = any(s.status == RunStatus.FAILED for s in summaries)
+    return Report([summary_row(s) for s in summaries], exit_code=1 if failed else 0)
+
+
+def cmd_conflicts(runtime: Runtime, args: argparse.Namespace) -> Report:
+    return Report([{"template": e["PartitionKey"], "key": e["key"], "winner": e["winner"],
+                    "detected_at": e["detected_at"], "commerce": e["commerce"][:80], "dataverse": e["dataverse"][:80]}
+                   for e in queries.conflicts(runtime, args.template)])
+
+
+def cmd_parked(runtime: Runtime, args: argparse.Namespace) -> Report:
+    if args.show:
+        return show_parked(runtime, args)
+    return Report([{"template": e["template"], "row_key": e["row_key"], "error_class": e["error_class"],
+                    "attempts": str(e["attempts"]), "last_failed": e["last_failed"], "error": e["error"][:100]}
+                   for e in queries.parked(runtime, args.template)])
+
+
+def show_parked(runtime: Runtime, args: argparse.Namespace) -> Report:
+    """``parked --show ROW_KEY``: one record in full, as JSON whatever ``--json`` says."""
+    if not args.template:
+        raise UsageError("--show needs --template")
+    entry = queries.parked_one(runtime, args.template, args.show)
+    if entry is None:
+        print(f"no parked record {args.show!r} in {args.template}", file=sys.stderr)
+        return Report(None, exit_code=1)
+    print(json.dumps(entry, indent=2, default=str))
+    return Report(None)
+
+
+def cmd_replay(runtime: Runtime, args: argparse.Namespace) -> Report:
+    if args.template:
+        _check_template(runtime, args.template)
+    if not args.all and not args.row_keys:
+        raise UsageError("name ROW_KEYs (see 'parked') or use --all")
+    results = operations.replay(runtime, args.template, None if args.all else args.row_keys)
+    return Report([r.as_dict() for r in results])
+
+
+def cmd_pause(runtime: Runtime, args: argparse.Namespace) -> Report:
+    _check_template(runtime, args.template)
+    operations.pause(runtime, args.template, by="cli")
+    return Report([{"template": args.template, "paused": "yes"}])
+
+
+def cmd_resume(runtime: Runtime, args: argparse.Namespace) -> Report:
+    _check_template(runtime, args.template)
+    requeued = operations.resume(runtime, args.template, by="cli")
+    return Report([{"template": args.template, "paused": "no", "requeued": str(requeued)}])
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every sync step")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="each template's watermark and last run")
+    sub.add_parser("status", help="each template's watermark and last run").set_defaults(func=cmd_status)
     sync_p = sub.add_parser("sync", help="run the Commerce -> Dataverse sync of a template now")
     sync_p.add_argument("template", nargs="?", help="template name (see 'status')")
     sync_p.add_argument("--all", action="store_true", help="every template, in file order")
     sync_p.add_argument("--company", action="append", default=[], help="legal entity (repeatable)")
-    sync_p.add_argument("--direction", choices=["outbound", "inbound", "both"], default="outbound",
+    sync_p.add_argument("--direction", choices=[d.value for d in SyncDirection], default=SyncDirection.OUTBOUND.value,
                         help="outbound: Commerce -> Dataverse (default); inbound: Dataverse edits -> Commerce")
+    sync_p.set_defaults(func=cmd_sync)
     conflicts_p = sub.add_parser("conflicts", help="records both sides changed, with both values and the winner")
     conflicts_p.add_argument("--template")
+    conflicts_p.set_defaults(func=cmd_conflicts)
     parked_p = sub.add_parser("parked", help="records kept after a failed sync, with their reasons")
     parked_p.add_argument("--template")
     parked_p.add_argument("--show", metavar="ROW_KEY", help="one record in full (needs --template)")
+    parked_p.set_defaults(func=cmd_parked)
     replay_p = sub.add_parser("replay", help="re-sync parked records from Commerce's current state")
     replay_p.add_argument("template", nargs="?")
     replay_p.add_argument("row_keys", nargs="*", metavar="ROW_KEY", help="as 'parked' lists them")
     replay_p.add_argument("--all", action="store_true", help="every parked record (of the template, if given)")
-    for verb in ("pause", "resume"):
+    replay_p.set_defaults(func=cmd_replay)
+    verbs: dict[str, Command] = {"pause": cmd_pause, "resume": cmd_resume}
+    for verb, command in verbs.items():
         p = sub.add_parser(verb, help=f"{verb} a template (callbacks keep being accepted and queued)")
         p.add_argument("template")
+        p.set_defaults(func=command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     runtime = get_runtime()
-    exit_code = 0
+    command: Command = args.func
     with correlation_scope():
-        if args.command == "status":
-            rows = status_rows(runtime)
-        elif args.command == "sync":
-            names = [t.name for t in runtime.catalog] if args.all else [args.template]
-            unknown = [n for n in names if n is None or runtime.catalog.get(n) is None]
-            if unknown:
-                parser.error(f"unknown template {unknown[0]!r}; known: {', '.join(t.name for t in runtime.catalog)}")
-            summaries = sync(runtime, names, args.company, args.direction)
-            rows = [summary_row(s) for s in summaries]
-            exit_code = 1 if any(s.status == "failed" for s in summaries) else 0
-        elif args.command == "conflicts":
-            rows = [{"template": e["PartitionKey"], "key": e["key"], "winner": e["winner"],
-                     "detected_at": e["detected_at"], "commerce": e["commerce"][:80], "dataverse": e["dataverse"][:80]}
-                    for e in runtime.state.list_conflicts(args.template)]
-        elif args.command == "parked" and args.show:
-            if not args.template:
-                parser.error("--show needs --template")
-            entity = runtime.state.get_parked(args.template, args.show)
-            if entity is None:
-                print(f"no parked record {args.show!r} in {args.template}", file=sys.stderr)
-                return 1
-            print(json.dumps(operations.parked_entry(entity), indent=2, default=str))
-            return 0
-        elif args.command == "parked":
-            rows = [{"template": e["PartitionKey"], "row_key": e["RowKey"], "error_class": e["error_class"],
-                     "attempts": str(e["attempts"]), "last_failed": e["last_failed"], "error": e["error"][:100]}
-                    for e in runtime.state.list_parked(args.template)]
-        elif args.command == "replay":
-            if args.template and runtime.catalog.get(args.template) is None:
-                parser.error(f"unknown template {args.template!r}")
-            if not args.all and not args.row_keys:
-                parser.error("name ROW_KEYs (see 'parked') or use --all")
-            results = operations.replay(runtime, args.template, None if args.all else args.row_keys)
-            rows = [r.as_dict() for r in results]
+        try:
+            report = command(runtime, args)
+        except UsageError as exc:
+            parser.error(str(exc))
+    if report.rows is not None:
+        if args.json:
+            print(json.dumps(report.rows, indent=2))
         else:
-            if runtime.catalog.get(args.template) is None:
-                parser.error(f"unknown template {args.template!r}")
-            if args.command == "pause":
-                operations.pause(runtime, args.template, by="cli")
-                rows = [{"template": args.template, "paused": "yes"}]
-            else:
-                requeued = operations.resume(runtime, args.template, by="cli")
-                rows = [{"template": args.template, "paused": "no", "requeued": str(requeued)}]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print_table(rows)
-    return exit_code
+            print_table(report.rows)
+    return report.exit_code
 
 
 if __name__ == "__main__":

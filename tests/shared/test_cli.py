@@ -106,3 +106,37 @@ def test_the_legal_entities_failure_leaves_status_once_the_companies_are_known(
     run(capsys, "sync", "loyalty_levels", "--company", "usmf")
     levels = [r for r in run(capsys, "status") if r["template"] == "loyalty_levels"]
     assert [(r["scope"], r["status"], r["reason"]) for r in levels] == [("usmf", "completed", "")]
+
+
+@pytest.mark.parametrize(("argv", "problem"), [
+    (["pause", "loyalty_vouchers"], "unknown template 'loyalty_vouchers'"),
+    (["resume", "loyalty_vouchers"], "unknown template 'loyalty_vouchers'"),
+    (["replay", "loyalty_vouchers", "K"], "unknown template 'loyalty_vouchers'"),
+    (["replay", "loyalty_cards"], "name ROW_KEYs (see 'parked') or use --all"),
+    (["parked", "--show", "K"], "--show needs --template"),
+    (["sync"], "unknown template None; known: loyalty_cards, loyalty_levels, loyalty_reward_points"),
+])
+def test_usage_errors_name_the_problem(runtime: Runtime, capsys: pytest.CaptureFixture[str], argv: list[str],
+                                       problem: str) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2 and f"python -m shared.cli: error: {problem}" in capsys.readouterr().err
+
+
+def test_parked_show_prints_one_record_in_full_or_fails(runtime: Runtime, stores: Stores,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    park_an_amount_point_in_unknown_currency(runtime, stores)
+    assert main(["parked", "--template", "loyalty_reward_points", "--show", "XTS-AMOUNT"]) == 0
+    entry = json.loads(capsys.readouterr().out)
+    assert (entry["row_key"], entry["error_class"]) == ("XTS-AMOUNT", "lookup_missing") and "XTS" in entry["payload"]
+    assert main(["parked", "--template", "loyalty_reward_points", "--show", "NOPE"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == "no parked record 'NOPE' in loyalty_reward_points\n"
+
+
+def test_without_json_a_table_is_printed(runtime: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["conflicts"]) == 0
+    assert capsys.readouterr().out == "(none)\n"
+    assert main(["pause", "loyalty_cards"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["template       paused", "-------------  ------",
+                                                    "loyalty_cards  yes   "]
