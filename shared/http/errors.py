@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import requests
@@ -114,6 +114,26 @@ def is_fatal(exc: BaseException) -> bool:
     """True for a failure that would hit every record (``AuthError``, ``CredentialError``): the run must
     abort rather than park record after record. False for anything else, ``ApiError`` or not."""
     return isinstance(exc, ApiError) and exc.fatal
+
+
+def record_error(call: Callable[[], object]) -> ApiError | None:
+    """Run one record's call: None when it succeeds, its ``ApiError`` when that failure is the record's own
+    (it is parked), and a fatal one raised (every record would fail the same way: abort instead). The one
+    place that tells the two apart, so callers do not each repeat ``except AuthError: raise``."""
+    try:
+        call()
+    except ApiError as exc:
+        if exc.fatal:
+            raise
+        return exc
+    return None
+
+
+def raise_fatal(errors: Iterable[ApiError | None]) -> None:
+    """A fatal error among per-record results (a ``$batch`` part refused for authentication) aborts too."""
+    for error in errors:
+        if error is not None and error.fatal:
+            raise error
 
 
 def _class_for(status: int) -> type[ApiError]:

@@ -29,7 +29,7 @@ from azure.core.exceptions import AzureError
 
 from shared.commerce.client import CommerceClient
 from shared.dataverse.client import DataverseClient
-from shared.http.errors import ApiError, AuthError, is_fatal
+from shared.http.errors import ApiError
 from shared.mapping.model import Direction
 from shared.mapping.plan import DataverseRecord, MappingError, Plan, changed_columns, column_digests
 from shared.observability import log
@@ -147,8 +147,6 @@ class OutboundSync:
             if self.two_way and previous is not None and previous.shared:
                 try:
                     verdict = self._check_conflict(record, row, previous, shared, "timer")
-                except AuthError:
-                    raise
                 except ApiError as exc:
                     outcomes.append(self._park(encode_key(record.key), exc, "timer", row))
                     continue
@@ -226,8 +224,6 @@ class OutboundSync:
             return "unchanged"
         try:
             outcome = self._write(record, row, previous, partition, control_number, source, decided)
-        except AuthError:
-            raise  # every record would fail: abort the run instead of parking them all
         except (ApiError, MappingError, ConcurrencyConflict) as exc:
             return self._park(row_key, exc, source, row)
         if row_key in parked:
@@ -316,8 +312,6 @@ class OutboundSync:
             try:
                 existed = self.writer.delete(key)
             except ApiError as exc:
-                if is_fatal(exc):
-                    raise
                 return self._park(row_key, exc, source, None)
             log(logger, logging.INFO, "record deleted in Dataverse" if existed else "record already absent in Dataverse",
                 template=self.name, key=row_key, source=source)

@@ -31,7 +31,7 @@ from typing import Any
 
 from shared.commerce.client import CommerceClient
 from shared.dataverse.client import DataverseClient
-from shared.http.errors import ApiError, AuthError, BadRequestError, NotFoundError, PreconditionFailedError
+from shared.http.errors import ApiError, BadRequestError, NotFoundError, PreconditionFailedError
 from shared.mapping.model import Direction
 from shared.mapping.plan import MappingError, Plan
 from shared.observability import log
@@ -133,8 +133,6 @@ class InboundSync:
             return "unchanged"  # our own write coming back, or nothing that flows to Commerce changed
         try:
             outcome = self._write(key, image, dv_hash, previous, source, decided)
-        except AuthError:
-            raise
         except (ApiError, MappingError) as exc:
             return self._park(row_key, exc, source, dv_row)
         self.state.unpark(self.name, parked_key(row_key, DIRECTION))  # an earlier failure of this key has landed
@@ -231,8 +229,6 @@ class InboundSync:
             return "unchanged"
         try:
             outcome = self._delete_in_commerce(key, row_key, previous, dataverse_id)
-        except AuthError:
-            raise
         except ApiError as exc:
             return self._park(row_key, exc, "change_feed", {"id": dataverse_id, "reason": "deleted"})
         self.state.forget_dataverse_id(self.name, dataverse_id)

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from shared.http.errors import ApiError
+from shared.http.errors import ApiError, is_fatal
 from shared.mapping.model import Direction
 from shared.mapping.plan import MappingError
 from shared.observability import correlation_id, log
@@ -31,7 +31,11 @@ def error_class_of(exc: BaseException) -> str:
 
 def reason_of(exc: BaseException) -> str:
     """The readable reason: the server's own message (F&O's Infolog) for an API error."""
-    return exc.reason if isinstance(exc, ApiError) else str(exc) or type(exc).__name__
+    if isinstance(exc, ApiError):
+        return exc.reason
+    if isinstance(exc, (MappingError, ConcurrencyConflict)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"  # a fault of this code: the exception's type says most
 
 
 class Parking:
@@ -46,11 +50,17 @@ class Parking:
         """The parked row's key: Dataverse -> Commerce records carry a direction prefix (``%in%``)."""
         return key if self.direction is Direction.TO_DATAVERSE else parked_key(key, self.direction.value)
 
-    def park(self, key: str, exc: BaseException, source: str, payload: Mapping[str, Any] | None) -> Outcome:
+    def park(self, key: str, exc: BaseException, source: str, payload: Mapping[str, Any] | None, *,
+             correlation: str | None = None) -> Outcome:
+        """Keep the record with its reason. A fatal error (authentication: every record would fail the same
+        way) is not parked but raised, so the run aborts: the one place that decides it."""
+        if is_fatal(exc):
+            raise exc
         error_class, reason = error_class_of(exc), reason_of(exc)
         attempts = self.state.park(self.template, self.row_key(key), direction=self.direction.value,
                                    error_class=error_class, error=reason, source=source,
-                                   correlation_id=correlation_id(), payload=dict(payload) if payload is not None else None)
+                                   correlation_id=correlation or correlation_id(),
+                                   payload=dict(payload) if payload is not None else None)
         log(logger, logging.WARNING, "record parked for retry", template=self.template, key=key,
             direction=self.direction.value, error_class=error_class, attempts=attempts, source=source, error=reason)
         return Outcome.PARKED

@@ -23,15 +23,15 @@ from azure.core.exceptions import AzureError
 from shared.http.errors import ApiError
 from shared.mapping.model import Direction
 from shared.messages.events import WorkItem
-from shared.observability import correlation_id, correlation_scope, log
+from shared.observability import correlation_scope, log
 from shared.runtime import Runtime
 from shared.state.store import ConcurrencyConflict, encode_key
+from shared.sync.parking import Parking
 
 logger = logging.getLogger("loyaltysync.worker")
 
 # Worth the host's retries: the service may be back by the next delivery.
 OUTAGES = (ApiError, AzureError, ConcurrencyConflict, OSError)
-UNEXPECTED = "unexpected"  # the error class of a record parked by a fault of this code
 
 
 def is_paused(runtime: Runtime, template: str) -> bool:
@@ -83,8 +83,8 @@ def _unexpected(runtime: Runtime, item: WorkItem, row_key: str, exc: Exception) 
         template=item.template, key=item.key, event_id=item.event_id, error=error)
     logger.debug("traceback of the unexpected failure", exc_info=exc)
     try:
-        runtime.state.park(item.template, row_key, direction=Direction.TO_DATAVERSE.value, error_class=UNEXPECTED, error=error,
-                           source="callback", correlation_id=item.correlation_id or correlation_id())
+        Parking(runtime.state, item.template, Direction.TO_DATAVERSE).park(row_key, exc, "callback", None,
+                                                                          correlation=item.correlation_id)
     except Exception as park_exc:
         log(logger, logging.ERROR, "record could not be parked", template=item.template, key=item.key,
             error=f"{type(park_exc).__name__}: {park_exc}")

@@ -8,12 +8,14 @@ and deleted by its primary key. Every other record goes by alternate key, in bul
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from shared.dataverse.client import RECORD_NOT_FOUND_BY_KEY, DataverseClient, LookupMissingError
-from shared.http.errors import ApiError, AuthError, NotFoundError, ThrottledError, TransportError
+from shared.http.errors import ApiError, NotFoundError, raise_fatal, record_error
 from shared.http.urls import DATAVERSE_KEY_UNSAFE, addressable
 from shared.mapping.plan import COMPANY_COLUMN, DataverseRecord, LookupValue, Plan
+from shared.sync.fallback import Step, bulk_refused_by_table, next_step
 
 
 def _classify(error: ApiError | None) -> ApiError | None:
@@ -132,12 +134,8 @@ class DataverseWriter:
         for i in indexes:
             every = len(records[i].columns) + 1
             only = changed[i] if changed[i] and len(changed[i] or ()) < every else None
-            try:
-                self._write_by_id(writer, records[i], self.dataverse_key(records[i].columns, records[i].company), only)
-            except AuthError:
-                raise
-            except ApiError as exc:
-                errors[i] = _classify(exc)
+            key = self.dataverse_key(records[i].columns, records[i].company)
+            errors[i] = _classify(record_error(partial(self._write_by_id, writer, records[i], key, only)))
 
     def upsert_many(self, records: list[DataverseRecord], *, client: DataverseClient | None = None,
                     changed: list[frozenset[str] | None] | None = None) -> list[ApiError | None]:
@@ -192,14 +190,13 @@ class DataverseWriter:
             return []
         try:
             results = writer.batch_upserts(self.entity_set, targets, guid_columns=self.guid_columns, update_only=True)
-        except AuthError:
-            raise
-        except (ThrottledError, TransportError) as exc:
-            for i in sent:
-                errors[i] = exc
-            return []
-        except ApiError:
+        except ApiError as exc:
+            if next_step(Step.BATCH, exc) is None:
+                for i in sent:
+                    errors[i] = exc
+                return []
             return sent  # the $batch itself was refused: write these whole
+        raise_fatal(results)
         again: list[int] = []
         for i, error in zip(sent, results, strict=True):
             if isinstance(error, NotFoundError):
@@ -207,6 +204,19 @@ class DataverseWriter:
             else:
                 errors[i] = _classify(error)
         return again
+
+    def _attempt(self, step: Step, writer: DataverseClient,
+                 targets: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[ApiError | None]:
+        """Write ``targets`` whole in one ``step``; per-record errors, or raise when the step failed as a whole."""
+        if step is Step.BULK:
+            writer.upsert_multiple(self.entity_set, self.logical_name, targets, guid_columns=self.guid_columns)
+            return [None] * len(targets)
+        if step is Step.BATCH:
+            results = writer.batch_upserts(self.entity_set, targets, guid_columns=self.guid_columns)
+            raise_fatal(results)
+            return results
+        return [record_error(partial(writer.upsert, self.entity_set, key, body, guid_columns=self.guid_columns))
+                for key, body in targets]
 
     def _write_whole(self, writer: DataverseClient, records: list[DataverseRecord]) -> list[ApiError | None]:
         errors: list[ApiError | None] = [None] * len(records)
@@ -219,34 +229,18 @@ class DataverseWriter:
         if not prepared:
             return errors
         targets = [(key, body) for _, key, body in prepared]
-        bulk_failed = False
-        if self.bulk_enabled:
+        step: Step | None = Step.BULK if self.bulk_enabled else Step.BATCH
+        failed: Step | None = None
+        results: list[ApiError | None] = []
+        while step is not None:
             try:
-                writer.upsert_multiple(self.entity_set, self.logical_name, targets, guid_columns=self.guid_columns)
-                return errors
-            except AuthError:
-                raise
-            except (ThrottledError, TransportError) as exc:
-                # The retries (Retry-After, backoff) are spent: a fallback to more, smaller requests would only
-                # deepen the throttling. Every record of the chunk is parked with this error and replayed later.
-                return [exc if error is None else error for error in errors]
-            except ApiError:
-                bulk_failed = True
-        try:
-            results = writer.batch_upserts(self.entity_set, targets, guid_columns=self.guid_columns)
-        except AuthError:
-            raise
-        except ApiError:
-            results = []
-            for key, body in targets:
-                try:
-                    writer.upsert(self.entity_set, key, body, guid_columns=self.guid_columns)
-                    results.append(None)
-                except AuthError:
-                    raise
-                except ApiError as exc:
-                    results.append(exc)
-        if bulk_failed and all(r is None for r in results):
+                results = self._attempt(step, writer, targets)
+                break
+            except ApiError as exc:
+                failed = failed or step
+                step = next_step(step, exc)
+                results = [exc] * len(targets)  # kept when there is no finer step: the whole chunk is parked
+        if bulk_refused_by_table(failed, results):
             self._bulk_refusals += 1
             if self._bulk_refusals >= 3:
                 self.bulk_enabled = False
