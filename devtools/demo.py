@@ -160,14 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"   PartyNumber in Commerce: {in_commerce}")
         invoke_timer(function_app.app, "timer_loyalty_cards")  # the next Commerce scan: no echo back
         pump.drain(60)
-        marks = {m.direction: m for m in runtime.state.list_watermarks() if m.template == "loyalty_cards"}
+        marks = {m.direction: m for m in runtime.state.watermarks.all() if m.template == "loyalty_cards"}
         print(f"   next Commerce -> Dataverse run: {marks['fo_to_dataverse'].last_counts}")
 
         print("\n4. What landed in Dataverse")
         rows = [{"entity set": t.dataverse.entity_set, "rows": str(count_rows(dataverse.url, t.dataverse.entity_set))}
                 for t in runtime.catalog]
         print_table(rows)
-        parked = list(runtime.state.list_parked())
+        parked = list(runtime.state.parked.all())
         print(f"   parked records (kept for retry, with reasons): {len(parked)}")
         for entry in parked[:5]:
             print(f"   - {entry['PartitionKey']} {entry['key']}: {entry['error_class']}: {entry['error'][:100]}")

@@ -69,7 +69,7 @@ def test_every_timer_fans_its_template_out_and_the_page_workers_finish_it(runtim
 
     assert pump.drain() >= 1
 
-    marks = [m for m in runtime.state.list_watermarks() if m.template == template]
+    marks = [m for m in runtime.state.watermarks.all() if m.template == template]
     assert marks and all(m.run_seq == 1 and m.last_status == "completed" and not m.open_run for m in marks)
     assert stores.differences(template) == []
 
@@ -93,7 +93,7 @@ def test_every_callback_queues_and_its_worker_writes_the_record(runtime: Runtime
     assert stores.actual(template) == {}
     assert pump.drain() == 1
     assert len(stores.actual(template)) == 1
-    assert runtime.state.counters(template) == {"callbacks_written": 1}
+    assert runtime.state.callbacks.counters(template) == {"callbacks_written": 1}
 
 
 def test_the_payload_is_not_trusted_for_content(runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
@@ -116,7 +116,7 @@ def test_a_callback_for_a_record_gone_from_commerce_and_never_synced_changes_not
     event = business_event(CardNumber="NO-SUCH-CARD")
     invoke_http(app(), "callback_loyalty_cards", post("callbacks/loyalty_cards", as_body(event)))
     assert pump.drain() == 1
-    assert runtime.state.counters("loyalty_cards") == {"callbacks_unchanged": 1}
+    assert runtime.state.callbacks.counters("loyalty_cards") == {"callbacks_unchanged": 1}
     assert stores.dataverse_writes() == 0
 
 
@@ -142,7 +142,7 @@ def test_an_event_naming_no_record_of_the_template_is_acknowledged_200_ignored(r
     event = business_event(BusinessEventId="SalesInvoicePostedBusinessEvent", InvoiceId="INV-1")
     status, body = answer(invoke_http(app(), "callback_loyalty_cards", post("callbacks/loyalty_cards", as_body(event))))
     assert (status, body["status"]) == (200, "ignored")
-    assert runtime.state.counters("loyalty_cards") == {"callbacks_ignored": 1}
+    assert runtime.state.callbacks.counters("loyalty_cards") == {"callbacks_ignored": 1}
 
 
 def test_a_callback_that_cannot_reach_the_queue_gets_503(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,7 +181,7 @@ def test_a_callback_whose_record_cannot_be_written_is_parked_with_its_correlatio
     _, body = answer(invoke_http(app(), "callback_loyalty_cards",
                                       post("callbacks/loyalty_cards", as_body(business_event(CardNumber=card)))))
     assert pump.drain() == 1
-    [parked] = list(runtime.state.list_parked("loyalty_cards"))
+    [parked] = list(runtime.state.parked.all("loyalty_cards"))
     assert parked["source"] == "callback" and parked["correlation_id"] == body["correlation_id"]
 
 
@@ -201,4 +201,4 @@ def test_concurrent_callbacks_are_all_acknowledged_queued_and_written(runtime: R
     assert statuses == [202] * 30
     assert 1 <= pump.drain() <= 30  # callbacks that arrive together share a message
     assert set(stores.actual("loyalty_cards")) == {(card,) for card in cards}
-    assert runtime.state.counters("loyalty_cards") == {"callbacks_written": 30}
+    assert runtime.state.callbacks.counters("loyalty_cards") == {"callbacks_written": 30}

@@ -23,7 +23,7 @@ def is_known(runtime: Runtime, name: str | None) -> bool:
 
 def status_rows(runtime: Runtime) -> list[dict[str, str]]:
     """One row per watermark (template, direction, scope), and one ``never run`` row per template without one."""
-    marks = {(m.template, m.direction, m.scope): m for m in runtime.state.list_watermarks()}
+    marks = {(m.template, m.direction, m.scope): m for m in runtime.state.watermarks.all()}
     rows: list[dict[str, str]] = []
     for template in runtime.catalog:
         found = [m for (name, _, _), m in marks.items() if name == template.name]
@@ -44,7 +44,7 @@ def paused(runtime: Runtime) -> dict[str, bool]:
 
 
 def counters(runtime: Runtime) -> dict[str, dict[str, int]]:
-    return {t.name: runtime.state.counters(t.name) for t in runtime.catalog}
+    return {t.name: runtime.state.callbacks.counters(t.name) for t in runtime.catalog}
 
 
 def status(runtime: Runtime) -> dict[str, Any]:
@@ -53,14 +53,14 @@ def status(runtime: Runtime) -> dict[str, Any]:
 
 def conflicts(runtime: Runtime, template: str | None = None) -> list[dict[str, Any]]:
     """Recorded conflicts (both values and the winner), of one template or all."""
-    return [dict(e) for e in runtime.state.list_conflicts(template)]
+    return [dict(e) for e in runtime.state.conflicts.all(template)]
 
 
 def parked(runtime: Runtime, template: str | None = None) -> list[dict[str, Any]]:
     """Parked records as operators see them, of one template or all."""
-    return [operations.parked_entry(e) for e in runtime.state.list_parked(template)]
+    return [operations.parked_entry(e) for e in runtime.state.parked.all(template)]
 
 
 def parked_one(runtime: Runtime, template: str, row_key: str) -> dict[str, Any] | None:
-    entity = runtime.state.get_parked(template, row_key)
+    entity = runtime.state.parked.get(template, row_key)
     return None if entity is None else operations.parked_entry(entity)

@@ -22,11 +22,12 @@ from typing import Any
 from azure.core.exceptions import AzureError
 from pydantic import ValidationError
 
+from shared.clock import SYSTEM_CLOCK
 from shared.mapping.plan import Plan
 from shared.messages.events import MAX_KEY_LENGTH, BusinessEvent, WorkItem, is_data_area_id, is_test_event, text_problem
 from shared.observability import correlation_id, log
 from shared.state.queues import CallbackQueues
-from shared.state.store import StateStore, now
+from shared.state.store import StateStore
 
 logger = logging.getLogger("loyaltysync.callbacks")
 
@@ -146,7 +147,7 @@ def key_from_event(plan: Plan, event: BusinessEvent) -> dict[str, str] | Callbac
 def _ignored(plan: Plan, state: StateStore | None, reason: str, **fields: Any) -> CallbackAnswer:
     if state is not None:
         try:
-            state.bump(plan.name, callbacks_ignored=1)
+            state.callbacks.bump(plan.name, callbacks_ignored=1)
         except Exception as exc:  # only a counter: the answer stands
             log(logger, logging.WARNING, "ignored callback not counted", template=plan.name,
                 error=f"{type(exc).__name__}: {exc}")
@@ -182,7 +183,7 @@ def handle_callback(plan: Plan, queues: CallbackQueues, body: bytes, state: Stat
         return _rejected(plan, key)
     item = WorkItem(template=plan.name, key=key, event_id=event.EventId, business_event_id=event.BusinessEventId,
                     control_number=event.ControlNumber, event_time=event.event_time.isoformat(),
-                    received_at=now().isoformat(), correlation_id=correlation_id())
+                    received_at=SYSTEM_CLOCK.now().isoformat(), correlation_id=correlation_id())
     try:
         queues.send(item)
     except (AzureError, OSError) as exc:  # storage is unreachable: make F&O retry; nothing was accepted

@@ -77,7 +77,7 @@ class ConflictResolver:
     def record(self, row_key: str, verdict: Verdict, *, commerce: Mapping[str, Any], dataverse: Mapping[str, Any],
                detected_by: str) -> None:
         winner = "commerce" if verdict is Verdict.COMMERCE_WINS else "dataverse"
-        self.state.record_conflict(self.template, row_key, commerce=dict(commerce), dataverse=dict(dataverse),
+        self.state.conflicts.record(self.template, row_key, commerce=dict(commerce), dataverse=dict(dataverse),
                                    winner=winner, detected_by=detected_by, correlation_id=correlation_id())
         log(logger, logging.WARNING, "conflict: both sides changed since the last sync", template=self.template,
             key=row_key, winner=winner, detected_by=detected_by)

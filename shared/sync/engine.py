@@ -102,14 +102,14 @@ class OutboundSync:
                 continue
             mapped.append((encode_key(record.key), record, row))
         keys = [row_key for row_key, _, _ in mapped]
-        known = self.state.synced_between(partition, min(keys), max(keys)) if keys else {}
+        known = self.state.synced.between(partition, min(keys), max(keys)) if keys else {}
         pending: list[Pending] = []
         for row_key, record, fo_row in mapped:
             seen(row_key)
             previous = known.get(row_key)
             if previous is not None and previous.content_hash == record.content_hash:
                 if row_key in parked:
-                    self.state.unpark(self.name, row_key)
+                    self.state.parked.unpark(self.name, row_key)
                 summary.count("unchanged")
                 continue
             pending.append((record, fo_row, previous))
@@ -124,7 +124,7 @@ class OutboundSync:
         """After a complete scan: every state (of the scope, or of its state ``buckets``) whose key the scan
         did not see is a delete candidate, confirmed by a read by key first (streamed, never all loaded)."""
         seen.freeze()
-        for previous in self.state.iter_synced(partition, buckets):
+        for previous in self.state.synced.iter(partition, buckets):
             if previous.row_key in seen:
                 continue
             heartbeat()
@@ -170,7 +170,7 @@ class OutboundSync:
                 continue
             done.append((row_key, record.content_hash, previous, shared, columns))
         try:
-            conflicted = set(self.state.put_synced_many(partition, done))
+            conflicted = set(self.state.synced.put_many(partition, done))
         except AzureError as exc:
             # Dataverse has the records; only their state is missing, so the next run writes them again
             # (upserts are idempotent). Not worth failing the run over.
@@ -183,7 +183,7 @@ class OutboundSync:
                 outcomes.append(self.sync_key(self.plan.key_as_dict(decode_key(row_key)), source="timer", force=True))
                 continue
             if row_key in parked:
-                self.state.unpark(self.name, row_key)
+                self.state.parked.unpark(self.name, row_key)
             outcomes.append("written")
         return outcomes
 
@@ -198,14 +198,14 @@ class OutboundSync:
         key = self.plan.key_of(fo_key)
         partition = self.partition(self.plan.company_of(key))
         row_key = encode_key(key)
-        previous = self.state.get_synced(partition, row_key)
+        previous = self.state.synced.get(partition, row_key)
         current = self.commerce.get(self.entity_set, self.plan.key_as_dict(key), select=list(self.plan.select_properties))
         if current is None:
             if previous is None:
                 return "unchanged"
             return self._delete(key, previous, partition, source=source)
         known = {row_key: previous} if previous else {}
-        return self._sync_row(current, partition, known, self.state.parked_keys(self.name), source=source,
+        return self._sync_row(current, partition, known, self.state.parked.keys(self.name), source=source,
                               control_number=control_number, decided=decided, force=force)
 
     # -- one record --------------------------------------------------------------------------------
@@ -220,14 +220,14 @@ class OutboundSync:
         previous = known.pop(row_key, None)
         if not force and previous is not None and previous.content_hash == record.content_hash:
             if row_key in parked:
-                self.state.unpark(self.name, row_key)
+                self.state.parked.unpark(self.name, row_key)
             return "unchanged"
         try:
             outcome = self._write(record, row, previous, partition, control_number, source, decided)
         except (ApiError, MappingError, ConcurrencyConflict) as exc:
             return self._park(row_key, exc, source, row)
         if row_key in parked:
-            self.state.unpark(self.name, row_key)
+            self.state.parked.unpark(self.name, row_key)
         log(logger, logging.DEBUG, "record synced", template=self.name, key=row_key, source=source, outcome=outcome)
         return outcome
 
@@ -242,7 +242,7 @@ class OutboundSync:
                     return verdict
             self.writer.upsert(record)
             try:
-                self.state.put_synced(partition, row_key, record.content_hash, previous,
+                self.state.synced.put(partition, row_key, record.content_hash, previous,
                                       control_number=control_number, shared=shared,
                                       columns=column_digests(record.columns, record.company))
                 return "written"
@@ -251,7 +251,7 @@ class OutboundSync:
                 # Commerce and write again so the last write carries the current content.
                 log(logger, logging.INFO, "concurrent sync of the same key; re-reading", template=self.name,
                     key=row_key)
-                previous = self.state.get_synced(partition, row_key)
+                previous = self.state.synced.get(partition, row_key)
                 fresh = self.commerce.get(self.entity_set, self.plan.key_as_dict(record.key),
                                           select=list(self.plan.select_properties))
                 if fresh is None:
@@ -290,9 +290,9 @@ class OutboundSync:
         record = self.plan.to_dataverse(fo_row)
         partition = self.partition(record.company)
         row_key = encode_key(record.key)
-        previous = previous or self.state.get_synced(partition, row_key)
+        previous = previous or self.state.synced.get(partition, row_key)
         _, shared = self.images.from_commerce(fo_row)
-        self.state.put_synced(partition, row_key, record.content_hash, previous, shared=shared)
+        self.state.synced.put(partition, row_key, record.content_hash, previous, shared=shared)
 
     def _delete(self, key: tuple[str, ...], previous: SyncedState, partition: str, *, source: str) -> str:
         """Commerce no longer has ``key`` (confirmed by a read): delete its Dataverse row and its state.
@@ -303,7 +303,7 @@ class OutboundSync:
         the key was synced while its row was being deleted: it is synced again, so the new row is not lost."""
         row_key = encode_key(key)
         try:
-            tombstone = self.state.tombstone(partition, previous)
+            tombstone = self.state.synced.tombstone(partition, previous)
         except ConcurrencyConflict:
             log(logger, logging.INFO, "key synced again since it was found deleted; nothing deleted",
                 template=self.name, key=row_key, source=source)
@@ -319,12 +319,12 @@ class OutboundSync:
             log(logger, logging.INFO, "record deleted in Commerce; kept in Dataverse (SYNC_DELETE_POLICY=ignore)",
                 template=self.name, key=row_key, source=source)
         try:
-            self.state.delete_synced(partition, tombstone)
+            self.state.synced.delete(partition, tombstone)
         except ConcurrencyConflict:
             log(logger, logging.WARNING, "key synced again while its Dataverse row was deleted; syncing it again",
                 template=self.name, key=row_key, source=source)
             return self.sync_key(self.plan.key_as_dict(key), source=source, force=True)
-        self.state.unpark(self.name, row_key)
+        self.state.parked.unpark(self.name, row_key)
         return Outcome.DELETED
 
     def _park(self, row_key: str, exc: Exception, source: str, row: Mapping[str, Any] | None) -> str:

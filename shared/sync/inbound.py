@@ -123,19 +123,19 @@ class InboundSync:
         partition = self.outbound.partition(self.plan.company_of(fo_key))
         dataverse_id = dv_row.get(self.plan.template.dataverse.primary_id)
         if self.delete_policy == "delete" and dataverse_id:
-            self.state.remember_dataverse_id(self.name, str(dataverse_id), row_key)
+            self.state.dataverse_ids.remember(self.name, str(dataverse_id), row_key)
         try:
             image, dv_hash = self.images.from_dataverse(dv_row)
         except MappingError as exc:
             return self._park(row_key, exc, source, dv_row)
-        previous = self.state.get_synced(partition, row_key)
+        previous = self.state.synced.get(partition, row_key)
         if previous is not None and previous.shared == dv_hash:
             return "unchanged"  # our own write coming back, or nothing that flows to Commerce changed
         try:
             outcome = self._write(key, image, dv_hash, previous, source, decided)
         except (ApiError, MappingError) as exc:
             return self._park(row_key, exc, source, dv_row)
-        self.state.unpark(self.name, parked_key(row_key, DIRECTION))  # an earlier failure of this key has landed
+        self.state.parked.unpark(self.name, parked_key(row_key, DIRECTION))  # an earlier failure of this key has landed
         return outcome
 
     def _write(self, key: dict[str, str], image: dict[str, Any], dv_hash: str, previous: SyncedState | None,
@@ -170,7 +170,7 @@ class InboundSync:
             except PreconditionFailedError:
                 log(logger, logging.INFO, "Commerce row changed while writing; re-reading", template=self.name,
                     key=row_key)
-                previous = self.state.get_synced(self.outbound.partition(self.plan.company_of(self.plan.key_of(key))),
+                previous = self.state.synced.get(self.outbound.partition(self.plan.company_of(self.plan.key_of(key))),
                                                  row_key)
                 continue
             written = self.commerce.get(self.entity_set, self.plan.key_as_dict(self.plan.key_of(key)))
@@ -185,7 +185,7 @@ class InboundSync:
         record = self.plan.to_dataverse(fo_row)
         partition = self.outbound.partition(record.company)
         row_key = encode_key(record.key)
-        state = self.state.get_synced(partition, row_key) or previous
+        state = self.state.synced.get(partition, row_key) or previous
         if state is not None and state.content_hash == record.content_hash:
             self.outbound.record_synced(fo_row, previous=state)
             return
@@ -211,7 +211,7 @@ class InboundSync:
             log(logger, logging.INFO, "row deleted in Dataverse; Commerce keeps it (SYNC_REVERSE_DELETE_POLICY=ignore)",
                 template=self.name, dataverse_id=dataverse_id)
             return "ignored"
-        row_key = self.state.key_of_dataverse_id(self.name, dataverse_id)
+        row_key = self.state.dataverse_ids.key_of(self.name, dataverse_id)
         if row_key is None:
             # Never seen by this direction (deleted before its first change-feed read): nothing to map it to.
             log(logger, logging.WARNING, "row deleted in Dataverse with no known key; nothing deleted in Commerce",
@@ -219,11 +219,11 @@ class InboundSync:
             return "ignored"
         key = decode_key(row_key)
         partition = self.outbound.partition(self.plan.company_of(key))
-        previous = self.state.get_synced(partition, row_key)
+        previous = self.state.synced.get(partition, row_key)
         if previous is None or previous.deleting:
             # No synced state (or a tombstone): the outbound side deleted this row itself (it drops the state
             # when it deletes, SYNC_DELETE_POLICY=delete), or the key was never synced. Not an agent's delete.
-            self.state.forget_dataverse_id(self.name, dataverse_id)
+            self.state.dataverse_ids.forget(self.name, dataverse_id)
             log(logger, logging.INFO, "row deleted in Dataverse by this app (or never synced); Commerce untouched",
                 template=self.name, key=row_key, dataverse_id=dataverse_id)
             return "unchanged"
@@ -231,7 +231,7 @@ class InboundSync:
             outcome = self._delete_in_commerce(key, row_key, previous, dataverse_id)
         except ApiError as exc:
             return self._park(row_key, exc, "change_feed", {"id": dataverse_id, "reason": "deleted"})
-        self.state.forget_dataverse_id(self.name, dataverse_id)
+        self.state.dataverse_ids.forget(self.name, dataverse_id)
         return outcome
 
     def _delete_in_commerce(self, key: tuple[str, ...], row_key: str, previous: SyncedState, dataverse_id: str) -> str:
@@ -260,7 +260,7 @@ class InboundSync:
                 self.outbound.sync_key(fo_key, source="conflict", decided=True)
                 return "conflict"
         with contextlib.suppress(ConcurrencyConflict):  # re-synced meanwhile: that state is newer than ours
-            self.state.delete_synced(partition, previous)
+            self.state.synced.delete(partition, previous)
         log(logger, logging.INFO, "row deleted in Dataverse; deleted in Commerce", template=self.name, key=row_key)
         return "deleted"
 

@@ -43,7 +43,7 @@ def replay(runtime: Runtime, template: str | None = None, row_keys: list[str] | 
            error_classes: frozenset[str] | None = None) -> list[ReplayResult]:
     """Re-sync parked records from Commerce's current state; each one leaves the table when it lands."""
     results: list[ReplayResult] = []
-    for entity in list(runtime.state.list_parked(template)):
+    for entity in list(runtime.state.parked.all(template)):
         name, row_key = entity["PartitionKey"], entity["RowKey"]
         if row_keys is not None and row_key not in row_keys:
             continue
@@ -61,7 +61,7 @@ def replay(runtime: Runtime, template: str | None = None, row_keys: list[str] | 
             # by syncing Commerce over it.
             outcome = runtime.inbound(name).replay(key)
             if outcome == "not_found":
-                runtime.state.unpark(name, row_key)
+                runtime.state.parked.unpark(name, row_key)
         else:
             engine = runtime.outbound(name)
             outcome = engine.sync_key(engine.plan.key_as_dict(decode_key(key)), source="replay")
@@ -80,17 +80,17 @@ def retry_parked(runtime: Runtime) -> list[ReplayResult]:
 
 
 def pause(runtime: Runtime, template: str, *, by: str) -> None:
-    runtime.state.set_paused(template, True, by=by)
+    runtime.state.callbacks.set_paused(template, True, by=by)
     log(logger, logging.WARNING, "template paused; callbacks are queued and held", template=template, by=by)
 
 
 def resume(runtime: Runtime, template: str, *, by: str) -> int:
     """Unpause, then put the held backlog back on the queue in arrival order; returns how many."""
-    runtime.state.set_paused(template, False, by=by)
+    runtime.state.callbacks.set_paused(template, False, by=by)
     count = 0
-    for order_key, message in list(runtime.state.held_items(template)):
+    for order_key, message in list(runtime.state.callbacks.held_items(template)):
         runtime.queues.send(WorkItem.model_validate_json(message))
-        runtime.state.release_held(template, order_key)
+        runtime.state.callbacks.release_held(template, order_key)
         count += 1
     log(logger, logging.WARNING, "template resumed; backlog re-queued in order", template=template, by=by, items=count)
     return count

@@ -57,7 +57,7 @@ class Parking:
         if is_fatal(exc):
             raise exc
         error_class, reason = error_class_of(exc), reason_of(exc)
-        attempts = self.state.park(self.template, self.row_key(key), direction=self.direction.value,
+        attempts = self.state.parked.park(self.template, self.row_key(key), direction=self.direction.value,
                                    error_class=error_class, error=reason, source=source,
                                    correlation_id=correlation or correlation_id(),
                                    payload=dict(payload) if payload is not None else None)
@@ -66,4 +66,4 @@ class Parking:
         return Outcome.PARKED
 
     def unpark(self, key: str) -> None:
-        self.state.unpark(self.template, self.row_key(key))
+        self.state.parked.unpark(self.template, self.row_key(key))

@@ -78,7 +78,7 @@ class LeaseKeeper:
         self.renewed = state.clock.monotonic()
 
     def renew(self) -> None:
-        if not self.state.renew_lease(*self.key, self.owner, self.lease_s):
+        if not self.state.watermarks.renew_lease(*self.key, self.owner, self.lease_s):
             raise LeaseLost(f"{self.key[0]}/{self.key[2]}: another run took the lease")
         self.renewed = self.state.clock.monotonic()
 
@@ -149,11 +149,11 @@ class Run:
               resume: Callable[[Watermark], str | None] | None = None) -> Run | RunSummary:
         """Take the scope's lease; a ``RunSummary`` with status skipped when another run holds it.
         ``resume`` may name an unfinished run (from the watermark) whose id this run takes over."""
-        mark = state.get_watermark(template, direction, scope)
+        mark = state.watermarks.get(template, direction, scope)
         resumed = resume(mark) if resume is not None else None
         run_id = resumed or str(uuid.uuid4())
         summary = RunSummary(template=template, scope=scope, run_id=run_id, direction=direction)
-        lease = state.acquire_lease(template, direction, scope, run_id, lease_s, mark=mark)
+        lease = state.watermarks.acquire_lease(template, direction, scope, run_id, lease_s, mark=mark)
         if lease is None:
             summary.status = RunStatus.SKIPPED
             summary.detail = "another run holds the lease for this scope"
@@ -205,10 +205,10 @@ class Run:
                 mark.last_status = RunStatus.FAILED
                 mark.last_error = summary.detail
             try:
-                self.state.save_watermark(mark)
+                self.state.watermarks.save(mark)
                 break
             except ConcurrencyConflict:
-                mark = self.state.get_watermark(mark.template, mark.direction, mark.scope)
+                mark = self.state.watermarks.get(mark.template, mark.direction, mark.scope)
         level = logging.INFO if advance else logging.ERROR
         log(logger, level, "run finished" if advance else "run failed; watermark not advanced",
             template=summary.template, direction=summary.direction, scope=summary.scope, run_id=summary.run_id,
@@ -220,11 +220,11 @@ def record_unscoped_failure(state: StateStore, template: str, direction: str, sc
     """A run that failed before it knew its scopes (the legal entities could not be listed): its row under
     ``scope`` says failed, with ``reason``, so ``status`` shows it. Nothing is logged here: the caller raises."""
     for _ in range(MAX_CONFLICT_ROUNDS):
-        mark = state.get_watermark(template, direction, scope)
+        mark = state.watermarks.get(template, direction, scope)
         mark.last_status = RunStatus.FAILED
         mark.last_error = reason
         try:
-            state.save_watermark(mark)
+            state.watermarks.save(mark)
             return
         except ConcurrencyConflict:
             continue  # another run recorded the same failure meanwhile: read again
@@ -233,8 +233,8 @@ def record_unscoped_failure(state: StateStore, template: str, direction: str, sc
 def clear_unscoped_failure(state: StateStore, template: str, direction: str, scope: str) -> None:
     """The scopes are known again: drop the failure ``record_unscoped_failure`` left under ``scope`` (only a
     failed row that no run holds; the caller makes sure ``scope`` is not a scope the template really runs)."""
-    mark = state.get_watermark(template, direction, scope)
+    mark = state.watermarks.get(template, direction, scope)
     if mark.etag is None or mark.last_status != RunStatus.FAILED or mark.lease_owner:
         return
     with contextlib.suppress(ConcurrencyConflict, ResourceNotFoundError):
-        state.delete_watermark(mark)
+        state.watermarks.delete(mark)

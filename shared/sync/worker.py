@@ -35,7 +35,7 @@ OUTAGES = (ApiError, AzureError, ConcurrencyConflict, OSError)
 
 
 def is_paused(runtime: Runtime, template: str) -> bool:
-    return template in runtime.settings.paused_templates or runtime.state.is_paused(template)
+    return template in runtime.settings.paused_templates or runtime.state.callbacks.is_paused(template)
 
 
 def process(runtime: Runtime, item: WorkItem) -> str:
@@ -43,14 +43,14 @@ def process(runtime: Runtime, item: WorkItem) -> str:
     state = runtime.state
     with correlation_scope(item.correlation_id or None):
         if is_paused(runtime, item.template):
-            state.hold(item.template, item.order_key, item.model_dump_json())
-            state.bump(item.template, held=1)
+            state.callbacks.hold(item.template, item.order_key, item.model_dump_json())
+            state.callbacks.bump(item.template, held=1)
             log(logger, logging.INFO, "template paused; work item held", template=item.template, key=item.key,
                 event_id=item.event_id)
             return "held"
         event_id = item.event_id.upper()  # F&O sends upper-case GUIDs; a retry in another case is the same event
-        if event_id and state.event_applied(item.template, event_id):
-            state.bump(item.template, duplicates_dropped=1)
+        if event_id and state.callbacks.event_applied(item.template, event_id):
+            state.callbacks.bump(item.template, duplicates_dropped=1)
             log(logger, logging.INFO, "duplicate event dropped", template=item.template, event_id=item.event_id)
             return "duplicate"
         engine = runtime.outbound(item.template)
@@ -60,9 +60,9 @@ def process(runtime: Runtime, item: WorkItem) -> str:
             # the record is re-read anyway, so skipping older events would only save a read, and trusting
             # "higher is newer" lets one event with a huge ControlNumber (2^63-1 is valid) silence its key
             # for good. Re-reading costs one Commerce GET and writes nothing when nothing changed.
-            applied = state.get_synced(engine.partition(engine.plan.company_of(key)), encode_key(key))
+            applied = state.synced.get(engine.partition(engine.plan.company_of(key)), encode_key(key))
             if applied is not None and applied.control_number == item.control_number:
-                state.bump(item.template, duplicates_dropped=1)
+                state.callbacks.bump(item.template, duplicates_dropped=1)
                 log(logger, logging.INFO, "event already applied to this key; dropped", template=item.template,
                     key=item.key, control_number=item.control_number)
                 return "duplicate"
@@ -95,8 +95,8 @@ def _finish(runtime: Runtime, item: WorkItem, event_id: str, outcome: str) -> No
     """Remember the event and count the outcome; a failure here is logged, not raised: the work is done."""
     try:
         if event_id:
-            runtime.state.remember_event(item.template, event_id, outcome)
-        runtime.state.bump(item.template, **{f"callbacks_{outcome}": 1})
+            runtime.state.callbacks.remember_event(item.template, event_id, outcome)
+        runtime.state.callbacks.bump(item.template, **{f"callbacks_{outcome}": 1})
     except Exception as exc:
         log(logger, logging.ERROR, "work item done but not recorded", template=item.template, key=item.key,
             event_id=item.event_id, outcome=outcome, error=f"{type(exc).__name__}: {exc}")

@@ -111,7 +111,7 @@ def test_a_record_whose_currency_is_missing_is_parked_while_the_rest_syncs(runti
         "VestingTimeUnit": "Day", "MaximumLoyaltyRewardPoints": 0})
     [summary] = runtime.scan("loyalty_reward_points").run()
     assert summary.failed == 1 and summary.written == summary.seen - 1
-    [parked] = list(runtime.state.list_parked("loyalty_reward_points"))
+    [parked] = list(runtime.state.parked.all("loyalty_reward_points"))
     assert (json.loads(parked["key"]), parked["error_class"]) == (["XTS-AMOUNT"], "lookup_missing")
     assert "XTS" in parked["error"] and json.loads(parked["payload"])["RewardPointCurrency"] == "XTS"
     assert stores.differences("loyalty_reward_points") == ["missing in Dataverse: ('XTS-AMOUNT',)"]
@@ -123,7 +123,7 @@ def test_a_parked_record_syncs_once_its_currency_exists(runtime: Runtime, stores
                   json={"isocurrencycode": "XTS", "currencyname": "Testing currency"}).raise_for_status()
     [summary] = runtime.scan("loyalty_reward_points").run()
     assert summary.written == 1
-    assert list(runtime.state.list_parked("loyalty_reward_points")) == []
+    assert list(runtime.state.parked.all("loyalty_reward_points")) == []
     assert stores.differences("loyalty_reward_points") == []
 
 
@@ -132,14 +132,14 @@ def test_a_record_dataverse_rejects_is_parked_with_the_server_reason(runtime: Ru
     stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "9" * 41})
     [summary] = runtime.scan("loyalty_cards").run()
     assert summary.failed == 1 and summary.written == summary.seen - 1
-    [parked] = list(runtime.state.list_parked("loyalty_cards"))
+    [parked] = list(runtime.state.parked.all("loyalty_cards"))
     assert parked["error_class"] == "validation" and "msdyn_partynumber" in parked["error"]
 
 
 def test_levels_sync_per_legal_entity_each_with_its_own_watermark(runtime: Runtime, stores: Stores) -> None:
     summaries = runtime.scan("loyalty_levels").run()
     assert sorted(s.scope for s in summaries) == ["demf", "usmf", "usrt"]
-    marks = {m.scope: m for m in runtime.state.list_watermarks() if m.template == "loyalty_levels"}
+    marks = {m.scope: m for m in runtime.state.watermarks.all() if m.template == "loyalty_levels"}
     assert sorted(marks) == ["demf", "usmf", "usrt"] and all(m.run_seq == 1 for m in marks.values())
     assert {key[0] for key in stores.actual("loyalty_levels")} == {"demf", "usmf", "usrt"}
     assert stores.differences("loyalty_levels") == []
@@ -154,7 +154,7 @@ def test_a_level_lands_in_its_own_legal_entity(runtime: Runtime, stores: Stores)
 
 
 def test_an_overlapping_run_of_the_same_scope_is_skipped(runtime: Runtime) -> None:
-    assert runtime.state.acquire_lease("loyalty_cards", "fo_to_dataverse", "all", "another-run", 600) is not None
+    assert runtime.state.watermarks.acquire_lease("loyalty_cards", "fo_to_dataverse", "all", "another-run", 600) is not None
     [summary] = runtime.scan("loyalty_cards").run()
     assert (summary.status, summary.written) == ("skipped", 0)
 
@@ -162,7 +162,7 @@ def test_an_overlapping_run_of_the_same_scope_is_skipped(runtime: Runtime) -> No
 def test_the_watermark_advances_once_per_completed_run(runtime: Runtime) -> None:
     runtime.scan("loyalty_cards").run()
     runtime.scan("loyalty_cards").run()
-    mark = runtime.state.get_watermark("loyalty_cards", "fo_to_dataverse", "all")
+    mark = runtime.state.watermarks.get("loyalty_cards", "fo_to_dataverse", "all")
     assert (mark.run_seq, mark.last_status, mark.lease_owner) == (2, "completed", "")
     assert json.loads(mark.last_counts)["unchanged"] == json.loads(mark.last_counts)["seen"]
 
@@ -172,7 +172,7 @@ def test_a_stale_concurrent_write_is_corrected_by_a_re_read(runtime: Runtime, st
     runtime.scan("loyalty_cards").run()
     card = stores.commerce_rows("loyalty_cards")[5]["CardNumber"]
     partition, row_key = engine.partition(None), encode_key((card,))
-    stale_state = runtime.state.get_synced(partition, row_key)
+    stale_state = runtime.state.synced.get(partition, row_key)
     stale_row = next(r for r in stores.commerce_rows("loyalty_cards") if r["CardNumber"] == card)
     # A callback syncs a newer version first ...
     stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"OmOperatingUnitNumber": "099"})
@@ -195,7 +195,7 @@ def test_a_row_outside_the_value_map_is_parked_with_its_key_while_the_rest_syncs
     store.update(cards, store.key_of(cards, {"CardNumber": card}), {"CardTenderType": "Suspended"})
     [summary] = runtime.scan("loyalty_cards").run()
     assert (summary.failed, summary.written) == (1, summary.seen - 1)
-    [parked] = list(runtime.state.list_parked("loyalty_cards"))
+    [parked] = list(runtime.state.parked.all("loyalty_cards"))
     assert (json.loads(parked["key"]), parked["error_class"]) == ([card], "validation")
     assert "'Suspended' is not in value map RetailLoyaltyTenderTypeBase" in parked["error"]
 

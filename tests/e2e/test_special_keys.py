@@ -83,7 +83,7 @@ def test_a_callback_syncs_exactly_the_special_character_key_it_names(runtime: Ru
         assert invoke_http(function_app.app, "callback_loyalty_cards", req).status_code == 202
     assert pump.drain() == len(CARDS)  # one message per callback: each was answered before the next
     assert sorted(card for (card,) in stores.actual("loyalty_cards")) == sorted(CARDS)
-    assert list(runtime.state.list_parked("loyalty_cards")) == []
+    assert list(runtime.state.parked.all("loyalty_cards")) == []
 
 
 def test_a_callback_for_a_special_character_key_deleted_in_commerce_deletes_its_dataverse_row(
@@ -127,7 +127,7 @@ def test_a_dataverse_edit_of_a_special_key_reaches_commerce_or_is_parked_when_f_
         row = commerce_card(stores, card)
         assert row is not None
         assert row["PartyNumber"] == ("004512" if card in NO_FO_ROUTE else "AGENT")
-    parked = {json.loads(p["key"])[0]: p for p in runtime.state.list_parked("loyalty_cards")}
+    parked = {json.loads(p["key"])[0]: p for p in runtime.state.parked.all("loyalty_cards")}
     assert set(parked) == NO_FO_ROUTE
     assert all(p["error_class"] == "unaddressable_key" and "cannot route" in p["error"] for p in parked.values())
 
@@ -151,7 +151,7 @@ def test_a_conflict_on_a_special_key_is_won_by_commerce(runtime: Runtime, stores
     assert summary.failed == 0
     actual = stores.actual("loyalty_cards")
     assert all(actual[(card,)]["msdyn_partynumber"] == "HQ" for card in CARDS)
-    assert len(list(runtime.state.list_conflicts("loyalty_cards"))) == len(CARDS)
+    assert len(list(runtime.state.conflicts.all("loyalty_cards"))) == len(CARDS)
 
 
 def test_an_agents_delete_of_a_special_key_deletes_it_in_commerce_or_parks_it_when_f_and_o_has_no_route(

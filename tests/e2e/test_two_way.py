@@ -65,7 +65,7 @@ def test_both_sides_edited_commerce_wins_and_the_conflict_is_recorded(runtime: R
     stores.change_in_dataverse(card_path(card), {"msdyn_partynumber": "AGENT-EDIT"})
     summary = runtime.inbound("loyalty_cards").run()
     assert summary.conflicts == 1
-    [conflict] = list(runtime.state.list_conflicts("loyalty_cards"))
+    [conflict] = list(runtime.state.conflicts.all("loyalty_cards"))
     assert json.loads(conflict["key"]) == [card] and conflict["winner"] == "commerce"
     assert json.loads(conflict["commerce"])["PartyNumber"] == "HQ-EDIT"
     assert json.loads(conflict["dataverse"])["PartyNumber"] == "AGENT-EDIT"
@@ -86,7 +86,7 @@ def test_both_sides_edited_with_dataverse_wins_policy(runtime: Runtime, stores: 
     stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "HQ-EDIT"})
     stores.change_in_dataverse(card_path(card), {"msdyn_partynumber": "AGENT-EDIT"})
     runtime.inbound("loyalty_cards").run()
-    [conflict] = list(runtime.state.list_conflicts("loyalty_cards"))
+    [conflict] = list(runtime.state.conflicts.all("loyalty_cards"))
     assert conflict["winner"] == "dataverse"
     assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["PartyNumber"] == "AGENT-EDIT"
     runtime.scan("loyalty_cards").run()
@@ -99,7 +99,7 @@ def test_the_outbound_side_detects_a_conflict_too(runtime: Runtime, stores: Stor
     stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "HQ-EDIT"})
     stores.change_in_dataverse(card_path(card), {"msdyn_partynumber": "AGENT-EDIT"})
     runtime.scan("loyalty_cards").run()  # the timer of this direction happens to run first
-    [conflict] = list(runtime.state.list_conflicts("loyalty_cards"))
+    [conflict] = list(runtime.state.conflicts.all("loyalty_cards"))
     assert conflict["winner"] == "commerce" and conflict["detected_by"].startswith("fo_to_dataverse")
     assert stores.actual("loyalty_cards")[(card,)]["msdyn_partynumber"] == "HQ-EDIT"
 
@@ -179,7 +179,7 @@ def test_an_infolog_validation_error_is_parked_per_record(runtime: Runtime, stor
     stores.change_in_dataverse(card_path(good), {"msdyn_partynumber": "X2"})
     summary = runtime.inbound("loyalty_cards").run()
     assert (summary.written, summary.failed) == (1, 1)
-    [parked] = list(runtime.state.list_parked("loyalty_cards"))
+    [parked] = list(runtime.state.parked.all("loyalty_cards"))
     assert parked["direction"] == "dataverse_to_fo" and "Infolog" in parked["error"]
     assert stores.commerce_row(f"RetailLoyaltyCards('{good}')")["PartyNumber"] == "X2"
 
@@ -214,14 +214,14 @@ def test_a_parked_dataverse_edit_outlives_commerce_runs_and_replays_into_commerc
     stores.change_in_dataverse(card_path(card), {"msdyn_partynumber": "AGENT-9"})
     runtime.inbound("loyalty_cards").run()
     runtime.scan("loyalty_cards").run()  # Commerce unchanged: must not clear the other direction's failure
-    [parked] = list(runtime.state.list_parked("loyalty_cards"))
+    [parked] = list(runtime.state.parked.all("loyalty_cards"))
     assert parked["direction"] == "dataverse_to_fo" and json.loads(parked["key"]) == [card]
     requests.post(f"{stores.commerce_url}/_emulator/config", json={"validation_failures": {}},
                   timeout=10).raise_for_status()
     [result] = operations.replay(runtime, "loyalty_cards", [parked["RowKey"]])
     assert result.outcome == "written"
     assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["PartyNumber"] == "AGENT-9"
-    assert list(runtime.state.list_parked("loyalty_cards")) == []
+    assert list(runtime.state.parked.all("loyalty_cards")) == []
 
 
 def test_this_apps_own_delete_does_not_come_back_to_delete_a_card_re_created_in_commerce(

@@ -220,7 +220,7 @@ def test_a_well_formed_event_naming_no_record_of_the_template_is_acknowledged_an
 
 def test_an_ignored_event_is_counted(runtime: Runtime) -> None:
     post_callback(as_body(business_event(BusinessEventId="SalesInvoicePostedBusinessEvent", InvoiceId="INV-1")))
-    assert runtime.state.counters("loyalty_cards") == {"callbacks_ignored": 1}
+    assert runtime.state.callbacks.counters("loyalty_cards") == {"callbacks_ignored": 1}
 
 
 def test_a_level_event_with_a_company_but_no_level_phrase_is_ignored(runtime: Runtime) -> None:
@@ -357,6 +357,6 @@ def test_a_hostile_value_is_parked_with_its_reason_while_the_rest_syncs(runtime:
     store.update(entity, store.key_of(entity, key), {prop: value})  # bypasses F&O validation, like bad data would
     [summary] = runtime.scan(template).run()
     assert (summary.failed, summary.written) == (1, summary.seen - 1)
-    [parked] = list(runtime.state.list_parked(template))
+    [parked] = list(runtime.state.parked.all(template))
     assert reason in parked["error"] and tuple(json.loads(parked["key"])) == tuple(key.values())
     assert tuple(key.values()) not in stores.actual(template)  # nothing partial was written

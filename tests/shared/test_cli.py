@@ -55,7 +55,7 @@ def test_parked_replay_round_trip(runtime: Runtime, stores: Stores, capsys: pyte
 
 def test_pause_and_resume(runtime: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
     run(capsys, "pause", "loyalty_cards")
-    assert runtime.state.is_paused("loyalty_cards")
+    assert runtime.state.callbacks.is_paused("loyalty_cards")
     [row] = run(capsys, "resume", "loyalty_cards")
     assert (row["paused"], row["requeued"]) == ("no", "0")
 

@@ -43,7 +43,7 @@ def test_the_timer_fails_with_the_clear_error_and_records_the_failed_run(runtime
     with pytest.raises(LegalEntitiesError) as caught:
         invoke_timer(app(), "timer_loyalty_levels")
     assert_names_the_entity_set_and_the_setting(str(caught.value))
-    mark = runtime.state.get_watermark("loyalty_levels", "fo_to_dataverse", "all")
+    mark = runtime.state.watermarks.get("loyalty_levels", "fo_to_dataverse", "all")
     assert (mark.last_status, mark.last_error, mark.run_seq) == ("failed", str(caught.value), 0)
 
 

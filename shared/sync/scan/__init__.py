@@ -100,7 +100,7 @@ class Scan:
         engine = self.engine
         summary = run.summary
         partition = engine.partition(company)
-        parked = engine.state.parked_keys(engine.name)
+        parked = engine.state.parked.keys(engine.name)
         total: list[int] = []
         pool = engine.chunk_pool(partition, parked)
         try:

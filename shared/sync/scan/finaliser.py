@@ -39,7 +39,7 @@ class Finaliser:
         Fanned out, finalising splits the delete search into checks queued as tasks; without a queue it runs here."""
         engine = self.engine
         if run_id is None:
-            run_id = engine.state.get_watermark(engine.name, DIRECTION_OUT, scope).open_run
+            run_id = engine.state.watermarks.get(engine.name, DIRECTION_OUT, scope).open_run
         plan = self.checkpoints.get_plan(engine.name, scope, run_id) if run_id else None
         if plan is None or plan.finalizing or not plan.planning_done:
             return None
@@ -166,6 +166,6 @@ class Finaliser:
     def run_of(self, plan: RunCheckpoint) -> Run:
         """The run a worker finalises or closes: the lease as the watermark has it now (workers renew it)."""
         engine = self.engine
-        mark = engine.state.get_watermark(engine.name, DIRECTION_OUT, plan.scope)
+        mark = engine.state.watermarks.get(engine.name, DIRECTION_OUT, plan.scope)
         summary = RunSummary(template=engine.name, scope=plan.scope, run_id=plan.run_id, mode=plan.mode)
         return Run(engine.state, mark, summary, lease_s=engine.lease_s, started_at=plan.started_at or mark.last_run_started)

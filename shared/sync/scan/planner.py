@@ -42,7 +42,7 @@ class Planner:
             plan = self.checkpoints.save_plan(RunCheckpoint(engine.name, scope, run.summary.run_id,
                                                             started_at=run.started_at, mode=run.summary.mode))
             run.lease.open_run = run.summary.run_id
-            run.lease = engine.state.save_watermark(run.lease)
+            run.lease = engine.state.watermarks.save(run.lease)
         else:
             run.started_at = plan.started_at or run.started_at
             run.summary.mode = plan.mode

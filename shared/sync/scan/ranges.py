@@ -101,7 +101,7 @@ class RangeWorker:
         engine = self.engine
         company = scope_company(task.scope)
         partition = engine.partition(company)
-        parked = engine.state.parked_keys(engine.name)
+        parked = engine.state.parked.keys(engine.name)
         pool = engine.chunk_pool(partition, parked)
         summary = RunSummary(template=task.template, scope=task.scope, run_id=task.run_id)
         try:

@@ -18,7 +18,7 @@ def entity(row_key: str, **fields: object) -> dict[str, object]:
 
 @pytest.fixture
 def table(state: StateStore) -> TableClient:
-    return state.synced
+    return state.synced.table
 
 
 def test_a_full_group_of_creates_lands_with_its_types(table: TableClient) -> None:

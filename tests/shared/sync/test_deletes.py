@@ -44,14 +44,14 @@ def test_a_key_synced_between_the_confirming_read_and_the_delete_is_not_deleted(
     row = {k: v for k, v in stores.commerce_row(f"RetailLoyaltyCards('{card}')").items() if not k.startswith("@")}
     stores.delete_in_commerce(f"RetailLoyaltyCards('{card}')")
     engine = runtime.outbound(CARDS)
-    tombstone = engine.state.tombstone
+    tombstone = engine.state.synced.tombstone
 
     def re_synced_first(partition: str, previous: Any) -> Any:
         stores.create_in_commerce("RetailLoyaltyCards", {**row, "PartyNumber": "BACK"})
         assert engine.sync_key({"CardNumber": card}) == "written"
         return tombstone(partition, previous)
 
-    monkeypatch.setattr(engine.state, "tombstone", re_synced_first)
+    monkeypatch.setattr(engine.state.synced, "tombstone", re_synced_first)
     [summary] = runtime.scan(CARDS).run()
     monkeypatch.undo()
     assert summary.deleted == 0

@@ -28,7 +28,7 @@ def test_replaying_before_the_cause_is_fixed_keeps_the_record_and_counts_the_att
     park_an_amount_point_in_unknown_currency(runtime, stores)
     [result] = operations.replay(runtime, "loyalty_reward_points", [encode_key(("XTS-AMOUNT",))])
     assert result.outcome == "parked"
-    [entry] = list(runtime.state.list_parked("loyalty_reward_points"))
+    [entry] = list(runtime.state.parked.all("loyalty_reward_points"))
     assert entry["attempts"] == 2
 
 
@@ -41,12 +41,12 @@ def test_a_dataverse_edit_whose_commerce_write_still_fails_stays_parked_after_a_
                   json={"validation_failures": {"RetailLoyaltyCards": [card]}}).raise_for_status()
     stores.change_in_dataverse(f"msdyn_loyaltycards(msdyn_cardnumber='{card}')", {"msdyn_partynumber": "AGENT-7"})
     runtime.inbound("loyalty_cards").run()
-    [parked] = list(runtime.state.list_parked("loyalty_cards"))
+    [parked] = list(runtime.state.parked.all("loyalty_cards"))
 
     [result] = operations.replay(runtime, "loyalty_cards", [parked["RowKey"]])
 
     assert result.outcome == "parked"
-    [entry] = list(runtime.state.list_parked("loyalty_cards"))
+    [entry] = list(runtime.state.parked.all("loyalty_cards"))
     assert (entry["RowKey"], entry["direction"], entry["source"]) == (parked["RowKey"], "dataverse_to_fo", "replay")
     assert "Infolog" in entry["error"] and entry["attempts"] == parked["attempts"] + 1 == 2
     assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["PartyNumber"] != "AGENT-7"
@@ -57,7 +57,7 @@ def test_replaying_one_record_after_the_fix_lands_it_and_clears_it(runtime: Runt
     add_currency(stores, "XTS")
     [result] = operations.replay(runtime, "loyalty_reward_points", [encode_key(("XTS-AMOUNT",))])
     assert result.outcome == "written"
-    assert list(runtime.state.list_parked("loyalty_reward_points")) == []
+    assert list(runtime.state.parked.all("loyalty_reward_points")) == []
     assert stores.differences("loyalty_reward_points") == []
 
 
@@ -66,7 +66,7 @@ def test_replaying_a_selection_leaves_the_others_parked(runtime: Runtime, stores
     park_an_amount_point_in_unknown_currency(runtime, stores, "XTS-2")
     add_currency(stores, "XTS")
     operations.replay(runtime, "loyalty_reward_points", [encode_key(("XTS-1",))])
-    assert [e["RowKey"] for e in runtime.state.list_parked("loyalty_reward_points")] == ["XTS-2"]
+    assert [e["RowKey"] for e in runtime.state.parked.all("loyalty_reward_points")] == ["XTS-2"]
 
 
 def test_replaying_all_lands_every_fixed_record(runtime: Runtime, stores: Stores) -> None:
@@ -90,5 +90,5 @@ def test_the_retry_timer_lands_a_record_once_its_currency_exists(runtime: Runtim
     park_an_amount_point_in_unknown_currency(runtime, stores)
     add_currency(stores, "XTS")
     invoke_timer(function_app.app, "timer_retry_parked")
-    assert list(runtime.state.list_parked("loyalty_reward_points")) == []
+    assert list(runtime.state.parked.all("loyalty_reward_points")) == []
     assert stores.differences("loyalty_reward_points") == []

@@ -26,13 +26,13 @@ def test_a_heartbeat_extends_a_long_runs_lease(state: StateStore, clock: ManualC
     before = run.lease.lease_until
     clock.advance(20)  # more than a third of the lease has passed
     run.heartbeat()
-    assert state.get_watermark("loyalty_cards", "fo_to_dataverse", "all").lease_until > before
+    assert state.watermarks.get("loyalty_cards", "fo_to_dataverse", "all").lease_until > before
 
 
 def test_a_run_whose_lease_was_taken_over_stops_at_its_next_heartbeat(state: StateStore, clock: ManualClock) -> None:
     run = begin(state, lease_s=30)
     clock.advance(31)  # it expired while the run was stuck
-    assert state.acquire_lease("loyalty_cards", "fo_to_dataverse", "all", "newer-run", 30) is not None
+    assert state.watermarks.acquire_lease("loyalty_cards", "fo_to_dataverse", "all", "newer-run", 30) is not None
     with pytest.raises(LeaseLost):
         run.heartbeat()
 
@@ -40,9 +40,9 @@ def test_a_run_whose_lease_was_taken_over_stops_at_its_next_heartbeat(state: Sta
 def test_a_run_that_lost_its_lease_leaves_the_watermark_to_the_newer_run(state: StateStore, clock: ManualClock) -> None:
     run = begin(state, lease_s=30)
     clock.advance(31)
-    state.acquire_lease("loyalty_cards", "fo_to_dataverse", "all", "newer-run", 30)
+    state.watermarks.acquire_lease("loyalty_cards", "fo_to_dataverse", "all", "newer-run", 30)
     run.finish(advance=True)
-    after = state.get_watermark("loyalty_cards", "fo_to_dataverse", "all")
+    after = state.watermarks.get("loyalty_cards", "fo_to_dataverse", "all")
     assert (after.lease_owner, after.run_seq) == ("newer-run", 0)
 
 
@@ -50,7 +50,7 @@ def test_finishing_records_counts_and_releases_the_lease(state: StateStore) -> N
     run = begin(state)
     run.summary.seen, run.summary.written = 3, 2
     summary = run.finish(advance=True)
-    mark = state.get_watermark("loyalty_cards", "fo_to_dataverse", "all")
+    mark = state.watermarks.get("loyalty_cards", "fo_to_dataverse", "all")
     assert isinstance(summary, RunSummary)
     assert (mark.run_seq, mark.lease_owner, mark.last_status) == (1, "", "completed")
     assert '"written": 2' in mark.last_counts
@@ -60,7 +60,7 @@ def test_a_failed_run_records_its_reason_and_the_next_completed_run_clears_it(st
     run = begin(state)
     run.summary.detail = "ServerError: HTTP 500"
     run.finish(advance=False)
-    failed = state.get_watermark("loyalty_cards", "fo_to_dataverse", "all")
+    failed = state.watermarks.get("loyalty_cards", "fo_to_dataverse", "all")
     assert (failed.last_status, failed.last_error) == ("failed", "ServerError: HTTP 500")
     begin(state).finish(advance=True)
-    assert state.get_watermark("loyalty_cards", "fo_to_dataverse", "all").last_error == ""
+    assert state.watermarks.get("loyalty_cards", "fo_to_dataverse", "all").last_error == ""

@@ -39,8 +39,8 @@ def test_an_in_place_scan_checkpoints_each_range_and_removes_the_checkpoints_whe
 
     assert (summary.seen, summary.written, summary.status) == (60, 60, "completed")
     assert stores.differences(CARDS) == []
-    assert list(runtime.state.pages.list_entities()) == []
-    assert runtime.state.get_watermark(CARDS, "fo_to_dataverse", "all").open_run == ""
+    assert list(runtime.state.checkpoints.table.list_entities()) == []
+    assert runtime.state.watermarks.get(CARDS, "fo_to_dataverse", "all").open_run == ""
 
 
 def test_a_failed_scan_resumes_from_its_last_checkpoint(runtime: Runtime, stores: Stores,
@@ -49,7 +49,7 @@ def test_a_failed_scan_resumes_from_its_last_checkpoint(runtime: Runtime, stores
     commerce_emulator.faults.add(route="RetailLoyaltyCards", method="GET", kind="status", status=400, nth=3)
     with pytest.raises(Exception, match="400|Bad"):
         scan(runtime).run_scope(None)
-    mark = runtime.state.get_watermark(CARDS, "fo_to_dataverse", "all")
+    mark = runtime.state.watermarks.get(CARDS, "fo_to_dataverse", "all")
     assert mark.open_run and mark.last_status == "failed" and not mark.initial_completed_at
     commerce_emulator.faults.clear()
     before = stores.dataverse_writes()
@@ -60,7 +60,7 @@ def test_a_failed_scan_resumes_from_its_last_checkpoint(runtime: Runtime, stores
     assert (summary.seen, summary.written) == (60, 60)  # counts of the earlier ranges carried over
     assert stores.dataverse_writes() - before == 1  # only the last range's chunk was written now
     assert stores.differences(CARDS) == []
-    assert runtime.state.get_watermark(CARDS, "fo_to_dataverse", "all").open_run == ""
+    assert runtime.state.watermarks.get(CARDS, "fo_to_dataverse", "all").open_run == ""
 
 
 def test_a_fanned_out_scan_queues_one_task_per_range_and_the_last_worker_finalises(runtime: Runtime,
@@ -75,10 +75,10 @@ def test_a_fanned_out_scan_queues_one_task_per_range_and_the_last_worker_finalis
 
     assert outcomes == ["done", "done", "done"]
     assert stores.differences(CARDS) == []
-    mark = runtime.state.get_watermark(CARDS, "fo_to_dataverse", "all")
+    mark = runtime.state.watermarks.get(CARDS, "fo_to_dataverse", "all")
     assert mark.last_status == "completed" and mark.open_run == "" and mark.lease_owner == ""
     assert '"written": 60' in mark.last_counts
-    assert list(runtime.state.pages.list_entities()) == []
+    assert list(runtime.state.checkpoints.table.list_entities()) == []
 
 
 def test_a_task_delivered_twice_is_not_processed_twice(runtime: Runtime, stores: Stores) -> None:
@@ -110,7 +110,7 @@ def test_a_fanned_out_scan_finds_deletes_across_ranges(runtime: Runtime, stores:
     for task in tasks:
         scan(runtime).run_page(task)
 
-    mark = runtime.state.get_watermark(CARDS, "fo_to_dataverse", "all")
+    mark = runtime.state.watermarks.get(CARDS, "fo_to_dataverse", "all")
     assert '"deleted": 1' in mark.last_counts and '"written": 0' in mark.last_counts
     assert stores.differences(CARDS) == []
 
@@ -151,11 +151,11 @@ def test_a_fanned_out_delete_search_is_split_into_checks_of_whole_state_buckets(
     outcomes = drain(runtime, tasks, delete_check_states=20)
 
     assert outcomes == ["page:done"] * 3 + ["deletes:done"] * 3  # 59 states seen, 20 a check
-    mark = runtime.state.get_watermark(CARDS, "fo_to_dataverse", "all")
+    mark = runtime.state.watermarks.get(CARDS, "fo_to_dataverse", "all")
     assert mark.last_status == "completed" and mark.open_run == "" and mark.lease_owner == ""
     assert '"deleted": 1' in mark.last_counts and '"seen": 59' in mark.last_counts
     assert stores.differences(CARDS) == []
-    assert list(runtime.state.pages.list_entities()) == []
+    assert list(runtime.state.checkpoints.table.list_entities()) == []
 
 
 def test_the_delete_checks_cover_every_state_bucket_once(runtime: Runtime) -> None:
@@ -187,7 +187,7 @@ def test_a_delete_check_delivered_twice_is_not_counted_twice(runtime: Runtime, s
     outcomes = drain(runtime, [checks[0], *checks], delete_check_states=20)
 
     assert outcomes == ["deletes:done", "deletes:duplicate", "deletes:done", "deletes:done"]
-    assert '"deleted": 1' in runtime.state.get_watermark(CARDS, "fo_to_dataverse", "all").last_counts
+    assert '"deleted": 1' in runtime.state.watermarks.get(CARDS, "fo_to_dataverse", "all").last_counts
 
 
 def test_a_run_stopped_during_its_delete_search_resumes_only_the_checks_not_done(runtime: Runtime) -> None:
@@ -206,7 +206,7 @@ def test_a_run_stopped_during_its_delete_search_resumes_only_the_checks_not_done
     assert resumed.run_id == run_id and resumed.status == "fanned_out"
     assert [(t.kind, t.index) for t in again] == [("deletes", 1), ("deletes", 2)]
     assert drain(runtime, again) == ["deletes:done", "deletes:done"]
-    mark = runtime.state.get_watermark(CARDS, "fo_to_dataverse", "all")
+    mark = runtime.state.watermarks.get(CARDS, "fo_to_dataverse", "all")
     assert mark.last_run_id == run_id and mark.open_run == "" and mark.last_status == "completed"
 
 

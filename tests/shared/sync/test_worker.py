@@ -12,9 +12,9 @@ from pydantic import ValidationError
 
 from devtools.azurite import Azurite
 from devtools.functions_host import QueuePump
+from shared.clock import SYSTEM_CLOCK
 from shared.messages.events import MAX_CONTROL_NUMBER, WorkItem, work_items
 from shared.runtime import Runtime
-from shared.state.store import now
 from shared.sync import operations, worker
 from tests.e2e.stores import Stores
 
@@ -22,7 +22,7 @@ from tests.e2e.stores import Stores
 def item(card: str, *, event_id: str = "E-1", control_number: int = 100, received_at: str | None = None) -> WorkItem:
     return WorkItem(template="loyalty_cards", key={"CardNumber": card}, event_id=event_id,
                     business_event_id="RetailLoyaltyCardChangedBusinessEvent", control_number=control_number,
-                    received_at=received_at or now().isoformat(), correlation_id="c-1")
+                    received_at=received_at or SYSTEM_CLOCK.now().isoformat(), correlation_id="c-1")
 
 
 def first_card(stores: Stores) -> str:
@@ -35,7 +35,7 @@ def test_the_same_event_delivered_twice_is_applied_once(runtime: Runtime, stores
     writes = stores.dataverse_writes()
     assert worker.process(runtime, item(card)) == "duplicate"
     assert stores.dataverse_writes() == writes
-    assert runtime.state.counters("loyalty_cards")["duplicates_dropped"] == 1
+    assert runtime.state.callbacks.counters("loyalty_cards")["duplicates_dropped"] == 1
 
 
 def test_an_event_id_differing_only_in_case_is_the_same_event(runtime: Runtime, stores: Stores) -> None:
@@ -51,7 +51,7 @@ def test_an_event_with_the_control_number_already_applied_to_its_key_is_dropped(
     writes = stores.dataverse_writes()
     assert worker.process(runtime, item(card, event_id="E-2", control_number=200)) == "duplicate"
     assert stores.dataverse_writes() == writes
-    assert runtime.state.counters("loyalty_cards")["duplicates_dropped"] == 1
+    assert runtime.state.callbacks.counters("loyalty_cards")["duplicates_dropped"] == 1
 
 
 def test_an_event_older_than_the_applied_one_still_syncs_the_current_record(runtime: Runtime,
@@ -84,7 +84,7 @@ def test_while_paused_work_items_are_held_and_nothing_is_written(runtime: Runtim
     operations.pause(runtime, "loyalty_cards", by="test")
     assert worker.process(runtime, item(first_card(stores))) == "held"
     assert stores.dataverse_writes() == 0
-    assert len(list(runtime.state.held_items("loyalty_cards"))) == 1
+    assert len(list(runtime.state.callbacks.held_items("loyalty_cards"))) == 1
 
 
 def test_a_setting_pauses_a_template_too(runtime: Runtime, stores: Stores) -> None:
@@ -105,7 +105,7 @@ def test_resume_requeues_the_backlog_in_arrival_order(runtime: Runtime, stores: 
     client = runtime.queues.client("loyalty_cards")
     queued = [WorkItem.model_validate_json(m.content).key["CardNumber"] for m in client.receive_messages(max_messages=10)]
     assert queued == [cards[1], cards[2], cards[0]]
-    assert list(runtime.state.held_items("loyalty_cards")) == []
+    assert list(runtime.state.callbacks.held_items("loyalty_cards")) == []
 
 
 # -- work items are validated, and a write is never repeated in a loop -------------------------------
@@ -154,19 +154,19 @@ def fail_with(error: Exception) -> Any:
 def test_an_unexpected_error_after_the_write_parks_the_record_instead_of_writing_it_again(
         runtime: Runtime, stores: Stores, redelivering_pump: QueuePump, monkeypatch: pytest.MonkeyPatch) -> None:
     card = first_card(stores)
-    monkeypatch.setattr(runtime.state, "put_synced", fail_with(TypeError("value too large for Int64")))
+    monkeypatch.setattr(runtime.state.synced, "put", fail_with(TypeError("value too large for Int64")))
     runtime.queues.send(item(card))
     assert redelivering_pump.drain() == 1
     assert stores.dataverse_writes() == 1 and poisoned(runtime) == 0
-    [parked] = list(runtime.state.list_parked("loyalty_cards"))
+    [parked] = list(runtime.state.parked.all("loyalty_cards"))
     assert (parked["error_class"], parked["source"], parked["correlation_id"]) == ("unexpected", "callback", "c-1")
-    assert runtime.state.counters("loyalty_cards")["callbacks_failed"] == 1
+    assert runtime.state.callbacks.counters("loyalty_cards")["callbacks_failed"] == 1
 
 
 def test_an_unexpected_error_is_logged_with_the_key_and_correlation_id(
         runtime: Runtime, stores: Stores, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     card = first_card(stores)
-    monkeypatch.setattr(runtime.state, "put_synced", fail_with(TypeError("value too large for Int64")))
+    monkeypatch.setattr(runtime.state.synced, "put", fail_with(TypeError("value too large for Int64")))
     assert worker.process(runtime, item(card)) == "failed"
     [error] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert card in error and "correlation_id=c-1" in error and "TypeError" in error
@@ -174,7 +174,7 @@ def test_an_unexpected_error_is_logged_with_the_key_and_correlation_id(
 
 def test_a_failure_to_record_a_finished_event_does_not_redeliver_it(
         runtime: Runtime, stores: Stores, redelivering_pump: QueuePump, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runtime.state, "remember_event", fail_with(ServiceRequestError("storage unreachable")))
+    monkeypatch.setattr(runtime.state.callbacks, "remember_event", fail_with(ServiceRequestError("storage unreachable")))
     runtime.queues.send(item(first_card(stores), control_number=0))  # no ControlNumber to catch a redelivery
     assert redelivering_pump.drain() == 1
     assert stores.dataverse_writes() == 1 and poisoned(runtime) == 0
@@ -182,6 +182,6 @@ def test_a_failure_to_record_a_finished_event_does_not_redeliver_it(
 
 def test_an_outage_before_the_write_leaves_the_message_for_the_host_to_retry(
         runtime: Runtime, stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runtime.state, "get_synced", fail_with(ServiceRequestError("storage unreachable")))
+    monkeypatch.setattr(runtime.state.synced, "get", fail_with(ServiceRequestError("storage unreachable")))
     with pytest.raises(ServiceRequestError):
         worker.process(runtime, item(first_card(stores)))

@@ -68,7 +68,7 @@ def test_a_failing_batch_part_parks_only_that_record(runtime: Runtime, stores: S
     dataverse_emulator.faults.add(route="$batch", kind="batch_partial", status=500, operation=5, times=1)
     [summary] = runtime.scan("loyalty_cards").run()
     assert (summary.written, summary.failed) == (59, 1)
-    [parked] = list(runtime.state.list_parked("loyalty_cards"))
+    [parked] = list(runtime.state.parked.all("loyalty_cards"))
     assert parked["error_class"] == "server"
     [again] = runtime.scan("loyalty_cards").run()
     assert again.written == 1 and stores.differences("loyalty_cards") == []
@@ -112,7 +112,7 @@ def test_a_chunk_throttled_past_its_retries_is_parked_whole_without_splitting(
 
     assert (summary.written, summary.failed) == (0, 60)
     assert dataverse_routes(stores) == {"POST bulk": 2}  # no $batch, no 60 single PATCHes into the throttle
-    assert {p["error_class"] for p in runtime.state.list_parked("loyalty_cards")} == {"throttled"}
+    assert {p["error_class"] for p in runtime.state.parked.all("loyalty_cards")} == {"throttled"}
 
 
 def dataverse_card(stores: Stores, card: str) -> dict[str, Any]:
@@ -161,7 +161,7 @@ def test_a_conflict_commerce_wins_sends_the_whole_record(runtime: Runtime, store
 
     runtime.scan("loyalty_cards").run()
 
-    assert len(list(runtime.state.list_conflicts("loyalty_cards"))) == 1
+    assert len(list(runtime.state.conflicts.all("loyalty_cards"))) == 1
     assert stores.differences("loyalty_cards") == []  # Dataverse's edit overwritten: Commerce won
 
 

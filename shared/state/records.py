@@ -1,0 +1,113 @@
+"""Records kept for operators, with no time limit: parked records (``<prefix>parked``), conflicts
+(``<prefix>conflicts``), and the Dataverse-id index that lets a Dataverse delete name its Commerce key
+(``<prefix>dvids``, kept only when Dataverse deletes flow to Commerce)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+from shared.clock import Clock
+from shared.state.keys import MAX_TEXT, decode_key, split_parked_key
+
+
+class ParkedRecords:
+    def __init__(self, table: TableClient, clock: Clock) -> None:
+        self.table = table
+        self.clock = clock
+
+    def park(self, template: str, row_key: str, *, direction: str, error_class: str, error: str,
+             source: str, correlation_id: str, payload: Any = None) -> int:
+        """Keep a record that could not be synced, with its reason; returns the attempt count."""
+        table: TableClient = self.table
+        try:
+            existing = table.get_entity(template, row_key)
+            attempts = int(existing.get("attempts", 0)) + 1
+            first = existing.get("first_failed", self.clock.now().isoformat())
+        except ResourceNotFoundError:
+            attempts, first = 1, self.clock.now().isoformat()
+        entity = {
+            "PartitionKey": template,
+            "RowKey": row_key,
+            "key": json.dumps(list(decode_key(split_parked_key(row_key)[1]))),
+            "direction": direction,
+            "error_class": error_class,
+            "error": error[:MAX_TEXT],
+            "attempts": attempts,
+            "first_failed": first,
+            "last_failed": self.clock.now().isoformat(),
+            "source": source,
+            "correlation_id": correlation_id,
+            "payload": json.dumps(payload, default=str)[:MAX_TEXT] if payload is not None else "",
+        }
+        table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        return attempts
+
+    def unpark(self, template: str, row_key: str) -> bool:
+        try:
+            self.table.delete_entity(template, row_key)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    def all(self, template: str | None = None) -> Iterator[dict[str, Any]]:
+        if template is None:
+            yield from self.table.list_entities()
+        else:
+            yield from self.table.query_entities("PartitionKey eq @pk", parameters={"pk": template})
+
+    def get(self, template: str, row_key: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.table.get_entity(template, row_key))
+        except ResourceNotFoundError:
+            return None
+
+    def keys(self, template: str) -> set[str]:
+        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": template}, select=["RowKey"])
+        return {e["RowKey"] for e in query}
+
+
+class Conflicts:
+    def __init__(self, table: TableClient, clock: Clock) -> None:
+        self.table = table
+        self.clock = clock
+
+    def record(self, template: str, row_key: str, *, commerce: Any, dataverse: Any, winner: str,
+                        detected_by: str, correlation_id: str) -> None:
+        """Both sides changed a record since the last sync; kept for operators, with no time limit."""
+        at = self.clock.now().isoformat()
+        self.table.create_entity({
+            "PartitionKey": template, "RowKey": f"{at}|{row_key}", "key": json.dumps(list(decode_key(row_key))),
+            "commerce": json.dumps(commerce, default=str)[:MAX_TEXT],
+            "dataverse": json.dumps(dataverse, default=str)[:MAX_TEXT], "winner": winner, "detected_at": at,
+            "detected_by": detected_by, "correlation_id": correlation_id})
+
+    def all(self, template: str | None = None) -> Iterator[dict[str, Any]]:
+        if template is None:
+            yield from self.table.list_entities()
+        else:
+            yield from self.table.query_entities("PartitionKey eq @pk", parameters={"pk": template})
+
+
+class DataverseIds:
+    def __init__(self, table: TableClient) -> None:
+        self.table = table
+
+    def remember(self, template: str, dataverse_id: str, row_key: str) -> None:
+        self.table.upsert_entity({"PartitionKey": template, "RowKey": dataverse_id.lower(), "key": row_key},
+                                         mode=UpdateMode.REPLACE)
+
+    def key_of(self, template: str, dataverse_id: str) -> str | None:
+        try:
+            return str(self.table.get_entity(template, dataverse_id.lower())["key"])
+        except ResourceNotFoundError:
+            return None
+
+    def forget(self, template: str, dataverse_id: str) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            self.table.delete_entity(template, dataverse_id.lower())
