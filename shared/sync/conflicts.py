@@ -30,10 +30,12 @@ def _winner(policy: Policy) -> Verdict:
     return Verdict.COMMERCE_WINS if policy is Policy.COMMERCE_WINS else Verdict.DATAVERSE_WINS
 
 
-def outbound_verdict(dataverse_hash: str | None, commerce_hash: str, last_shared: str, policy: Policy) -> Verdict:
+def outbound_verdict(dataverse_hash: str | None, commerce_hash: str, last_shared: str, policy: Policy,
+                     ours: frozenset[str] = frozenset()) -> Verdict:
     """Commerce changed and is about to be written to Dataverse. Did Dataverse change too? Not when it has no
-    row (``None``), still holds the image of the last sync, or already holds Commerce's image (an echo)."""
-    if dataverse_hash is None or dataverse_hash in (last_shared, commerce_hash):
+    row (``None``), still holds the image of the last sync, already holds Commerce's image, or holds an image
+    this app itself just wrote (``ours``: a re-read after losing a race to a concurrent writer)."""
+    if dataverse_hash is None or dataverse_hash in (last_shared, commerce_hash) or dataverse_hash in ours:
         return Verdict.NO_CONFLICT
     return _winner(policy)
 
@@ -65,8 +67,9 @@ class ConflictResolver:
     def register_commerce_side(self, apply: CommerceSide) -> None:
         self.commerce_side = apply
 
-    def outbound(self, dataverse_hash: str | None, commerce_hash: str, last_shared: str) -> Verdict:
-        verdict = outbound_verdict(dataverse_hash, commerce_hash, last_shared, self.policy)
+    def outbound(self, dataverse_hash: str | None, commerce_hash: str, last_shared: str,
+                 ours: frozenset[str] = frozenset()) -> Verdict:
+        verdict = outbound_verdict(dataverse_hash, commerce_hash, last_shared, self.policy, ours)
         if verdict is Verdict.DATAVERSE_WINS and self.commerce_side is None:
             return Verdict.COMMERCE_WINS  # one-way: nothing can write Commerce
         return verdict

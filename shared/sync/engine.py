@@ -177,10 +177,12 @@ class OutboundSync:
             log(logger, logging.WARNING, "could not record the state of written records; they are rewritten next run",
                 template=self.name, records=len(done), error=f"{type(exc).__name__}: {exc}")
             return [*outcomes, *(["written"] * len(done))]
-        for row_key, _, _, _, _ in done:
+        for row_key, _, _, shared, _ in done:
             if row_key in conflicted:
-                # Another writer synced this key while the chunk was in flight: re-read and write again.
-                outcomes.append(self.sync_key(self.plan.key_as_dict(decode_key(row_key)), source="timer", force=True))
+                # Another writer synced this key while the chunk was in flight: re-read and write again. What this
+                # chunk just wrote is no edit in Dataverse: the conflict check must not take it for one.
+                outcomes.append(self.sync_key(self.plan.key_as_dict(decode_key(row_key)), source="timer", force=True,
+                                              ours=frozenset({shared})))
                 continue
             if row_key in parked:
                 self.state.parked.unpark(self.name, row_key)
@@ -190,10 +192,11 @@ class OutboundSync:
     # -- one key (callbacks, replays, the other direction) -----------------------------------------
 
     def sync_key(self, fo_key: Mapping[str, Any], *, source: str = "callback", control_number: int = 0,
-                 decided: bool = False, force: bool = False) -> str:
+                 decided: bool = False, force: bool = False, ours: frozenset[str] = frozenset()) -> str:
         """Re-read one record from Commerce and bring Dataverse in line; returns the outcome.
 
-        ``decided``: a conflict on this key was already recorded and resolved for Commerce.
+        ``decided``: a conflict on this key was already recorded and resolved for Commerce. ``ours``: images
+        this app itself just wrote to Dataverse, which the conflict check must not take for an agent's edit.
         """
         key = self.plan.key_of(fo_key)
         partition = self.partition(self.plan.company_of(key))
@@ -206,12 +209,13 @@ class OutboundSync:
             return self._delete(key, previous, partition, source=source)
         known = {row_key: previous} if previous else {}
         return self._sync_row(current, partition, known, self.state.parked.keys(self.name), source=source,
-                              control_number=control_number, decided=decided, force=force)
+                              control_number=control_number, decided=decided, force=force, ours=ours)
 
     # -- one record --------------------------------------------------------------------------------
 
     def _sync_row(self, row: Mapping[str, Any], partition: str, known: dict[str, SyncedState], parked: set[str],
-                  *, source: str, control_number: int = 0, decided: bool = False, force: bool = False) -> str:
+                  *, source: str, control_number: int = 0, decided: bool = False, force: bool = False,
+                  ours: frozenset[str] = frozenset()) -> str:
         try:
             record = self.plan.to_dataverse(row)
         except MappingError as exc:
@@ -223,7 +227,7 @@ class OutboundSync:
                 self.state.parked.unpark(self.name, row_key)
             return "unchanged"
         try:
-            outcome = self._write(record, row, previous, partition, control_number, source, decided)
+            outcome = self._write(record, row, previous, partition, control_number, source, decided, ours)
         except (ApiError, MappingError, ConcurrencyConflict) as exc:
             return self._park(row_key, exc, source, row)
         if row_key in parked:
@@ -232,15 +236,16 @@ class OutboundSync:
         return outcome
 
     def _write(self, record: DataverseRecord, row: Mapping[str, Any], previous: SyncedState | None, partition: str,
-               control_number: int, source: str, decided: bool = False) -> str:
+               control_number: int, source: str, decided: bool = False, ours: frozenset[str] = frozenset()) -> str:
         row_key = encode_key(record.key)
         for _ in range(MAX_CONFLICT_ROUNDS):
             _, shared = self.images.from_commerce(row)
             if self.two_way and not decided and previous is not None and previous.shared:
-                verdict = self._check_conflict(record, row, previous, shared, source)
+                verdict = self._check_conflict(record, row, previous, shared, source, ours)
                 if verdict is not None and verdict != OVERWRITE:
                     return verdict
             self.writer.upsert(record)
+            ours |= {shared}  # a re-read after a lost race must not take this write for an agent's edit
             try:
                 self.state.synced.put(partition, row_key, record.content_hash, previous,
                                       control_number=control_number, shared=shared,
@@ -261,12 +266,12 @@ class OutboundSync:
         raise ConcurrencyConflict(f"{row_key}: gave up after {MAX_CONFLICT_ROUNDS} concurrent updates")
 
     def _check_conflict(self, record: DataverseRecord, row: Mapping[str, Any], previous: SyncedState,
-                        commerce_hash: str, source: str) -> str | None:
+                        commerce_hash: str, source: str, ours: frozenset[str] = frozenset()) -> str | None:
         """Commerce changed; did Dataverse change too since the last sync? None: go ahead and write;
         ``OVERWRITE``: both changed and Commerce wins, so write the whole record."""
         dv_row = self.writer.read(self.writer.dataverse_key(record.columns, record.company), self.images.select)
         dv_image, dv_hash = self.images.from_dataverse(dv_row) if dv_row is not None else ({}, None)
-        verdict = self.resolver.outbound(dv_hash, commerce_hash, previous.shared)
+        verdict = self.resolver.outbound(dv_hash, commerce_hash, previous.shared, ours)
         if verdict is Verdict.NO_CONFLICT:
             return None
         commerce_image, _ = self.images.from_commerce(row)

@@ -47,3 +47,8 @@ def test_inbound_both_changed_follows_the_policy() -> None:
 @pytest.mark.parametrize("last", [None, ""])
 def test_inbound_a_record_with_no_sync_history_whose_sides_differ_is_a_conflict(last: str | None) -> None:
     assert inbound_verdict(COMMERCE, DATAVERSE, last, Policy.COMMERCE_WINS) is Verdict.COMMERCE_WINS
+
+
+@pytest.mark.parametrize("policy", list(Policy))
+def test_outbound_dataverse_holding_an_image_this_app_just_wrote_is_no_conflict(policy: Policy) -> None:
+    assert outbound_verdict(DATAVERSE, COMMERCE, LAST, policy, ours=frozenset({DATAVERSE})) is Verdict.NO_CONFLICT
