@@ -13,9 +13,13 @@ key fields; counted as ``callbacks_ignored``): a 4xx would make F&O retry it and
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextvars import copy_context
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,13 +148,26 @@ def key_from_event(plan: Plan, event: BusinessEvent) -> dict[str, str] | Callbac
     return key
 
 
+def _count_ignored(state: StateStore, template: str) -> None:
+    try:
+        state.callbacks.bump(template, callbacks_ignored=1)
+    except Exception as exc:  # only a counter: the answer stands
+        log(logger, logging.WARNING, "ignored callback not counted", template=template,
+            error=f"{type(exc).__name__}: {exc}")
+
+
+# Counting an ignored event is a read-modify-write on a table (with the SDK's retries): the answer waits for it
+# at most this long, so slow or unreachable storage cannot hold F&O's callback (10 s, §4.3); the count still
+# lands when storage answers later. Normally it takes milliseconds.
+COUNT_WAIT_S = 1.0
+_COUNTER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="callback-counter")
+
+
 def _ignored(plan: Plan, state: StateStore | None, reason: str, **fields: Any) -> CallbackAnswer:
     if state is not None:
-        try:
-            state.callbacks.bump(plan.name, callbacks_ignored=1)
-        except Exception as exc:  # only a counter: the answer stands
-            log(logger, logging.WARNING, "ignored callback not counted", template=plan.name,
-                error=f"{type(exc).__name__}: {exc}")
+        counting = _COUNTER.submit(copy_context().run, _count_ignored, state, plan.name)
+        with contextlib.suppress(FutureTimeout):
+            counting.result(timeout=COUNT_WAIT_S)
     log(logger, logging.INFO, "callback acknowledged and ignored", template=plan.name, reason=reason, **fields)
     return CallbackAnswer(200, {"template": plan.name, **fields, "correlation_id": correlation_id(),
                                 "status": "ignored", "reason": reason})
