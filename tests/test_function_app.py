@@ -54,6 +54,19 @@ def test_a_fresh_interpreter_registers_exactly_the_expected_functions() -> None:
     assert json.loads(out.stdout) == EXPECTED
 
 
+def test_the_app_indexes_the_templates_of_sync_mappings_dir(tmp_path: Path) -> None:
+    """A fourth template is a file: copied under another name into SYNC_MAPPINGS_DIR, it gets its triggers."""
+    card = json.loads((REPO / "mappings" / "loyalty_cards.json").read_text(encoding="utf-8"))
+    (tmp_path / "gift_cards.json").write_text(json.dumps({**card, "name": "gift_cards"}), encoding="utf-8")
+    code = ("import json, function_app; "
+            "print(json.dumps(sorted(f.get_function_name() for f in function_app.app.get_functions())))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
+                         env={"SYNC_MAPPINGS_DIR": str(tmp_path)})
+    names = set(json.loads(out.stdout))
+    assert {"timer_gift_cards", "callback_gift_cards", "worker_gift_cards"} <= names
+    assert not any(name.endswith("loyalty_cards") for name in names)
+
+
 def test_each_template_has_a_timer_on_its_schedule_and_a_post_route() -> None:
     registered = functions(app())
     assert registered["timer_loyalty_cards"].get_trigger().schedule == "0 */15 * * * *"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,8 +79,14 @@ class Catalog:
         return self.plans[name]
 
 
+MAPPINGS_DIR_SETTING = "SYNC_MAPPINGS_DIR"
+
+
 def load_catalog(directory: Path | None = None) -> Catalog:
-    directory = directory or DEFAULT_MAPPINGS_DIR
+    """Every template file of ``directory``; by default ``SYNC_MAPPINGS_DIR`` (read here too, since
+    ``function_app.py`` indexes the triggers at import, before settings are validated), else ``mappings/``."""
+    configured = os.environ.get(MAPPINGS_DIR_SETTING, "").strip()
+    directory = directory or (Path(configured) if configured else DEFAULT_MAPPINGS_DIR)
     files = sorted(directory.glob("*.json"))
     if not files:
         raise MappingFileError(f"{directory}: no template files (*.json) found")
