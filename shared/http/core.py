@@ -28,6 +28,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 
 from shared.http.errors import ApiError, CredentialError, ThrottledError, TransportError, error_from_response
+from shared.http.pools import pooled_session
 from shared.observability import correlation_id, log
 
 logger = logging.getLogger("loyaltysync.http")
@@ -95,7 +96,7 @@ class HttpCore:
         self.service = service
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
-        self.session = session or requests.Session()
+        self.session = session or pooled_session()
         self.session.headers.update({"User-Agent": USER_AGENT, **(default_headers or {})})
         self._sleep = sleep
         self.requests_sent = 0

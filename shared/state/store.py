@@ -21,9 +21,11 @@ import contextlib
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError
+from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableServiceClient
 
 from shared.clock import SYSTEM_CLOCK, Clock
+from shared.http.pools import POOL_SIZE, pooled_session
 from shared.state.callbacks import CallbackState
 from shared.state.checkpoints import PageCheckpoints
 from shared.state.keys import (
@@ -40,6 +42,11 @@ from shared.state.watermarks import Watermark, Watermarks
 
 __all__ = ["DEFAULT_BUCKETS", "TOMBSTONE", "ConcurrencyConflict", "StateStore", "SyncedEntry", "SyncedState",
            "Watermark", "bucket_of", "decode_key", "encode_key", "parked_key", "split_parked_key"]
+
+
+def storage_transport() -> RequestsTransport:
+    """The Azure SDK's transport over a pool sized to the chunk writers that record state concurrently."""
+    return RequestsTransport(session=pooled_session(2 * POOL_SIZE), session_owner=False)
 
 
 class StateStore:
@@ -77,10 +84,10 @@ class StateStore:
     def from_settings(cls, connection_string: str | None, endpoint: str | None, prefix: str,
                       credential: TokenCredential | None = None, *, buckets: int = DEFAULT_BUCKETS) -> StateStore:
         if connection_string:
-            service = TableServiceClient.from_connection_string(connection_string)
+            service = TableServiceClient.from_connection_string(connection_string, transport=storage_transport())
         else:
             assert endpoint is not None and credential is not None
-            service = TableServiceClient(endpoint=endpoint, credential=credential)
+            service = TableServiceClient(endpoint=endpoint, credential=credential, transport=storage_transport())
         return cls(service, prefix, buckets=buckets)
 
     def ensure_tables(self) -> None:
