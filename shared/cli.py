@@ -229,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # -v is for the sync's own steps: the Azure SDK logs every storage request's headers at INFO.
+    logging.getLogger("azure").setLevel(logging.WARNING)
     runtime = get_runtime()
     command: Command = args.func
     with correlation_scope():

@@ -140,3 +140,12 @@ def test_without_json_a_table_is_printed(runtime: Runtime, capsys: pytest.Captur
     assert main(["pause", "loyalty_cards"]) == 0
     assert capsys.readouterr().out.splitlines() == ["template       paused", "-------------  ------",
                                                     "loyalty_cards  yes   "]
+
+
+def test_verbose_logs_the_syncs_steps_without_the_storage_sdks_request_dumps(
+        runtime: Runtime, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO)
+    assert main(["-v", "status"]) == 0
+    assert [r.name for r in caplog.records if r.name.startswith("azure")] == []
