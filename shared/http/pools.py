@@ -16,12 +16,14 @@ from shared.http.limiter import SERVICE_MAX_CONCURRENCY
 POOL_SIZE = SERVICE_MAX_CONCURRENCY + 12  # the chunk writers, plus the readers and lookups beside them
 
 
-def pooled_session(size: int = POOL_SIZE) -> requests.Session:
+def pooled_session(size: int = POOL_SIZE, *, for_azure_sdk: bool = False) -> requests.Session:
     """A session whose pool per host holds ``size`` connections; no retries at this level (the callers have
-    their own: the HTTP core's policy, or the Azure SDK's)."""
+    their own: the HTTP core's policy, or the Azure SDK's). The adapter's retry setting is each caller's
+    default: requests' own (``0``: connection errors arrive as ``requests.ConnectionError``, which the HTTP
+    core maps to ``TransportError``), or what azure-core mounts on the sessions it makes itself."""
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=size,
-                          max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+    retries: Retry | int = Retry(total=False, redirect=False, raise_on_status=False) if for_azure_sdk else 0
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=size, max_retries=retries)
     for prefix in ("http://", "https://"):
         session.mount(prefix, adapter)
     return session

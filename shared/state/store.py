@@ -46,7 +46,7 @@ __all__ = ["DEFAULT_BUCKETS", "TOMBSTONE", "ConcurrencyConflict", "StateStore", 
 
 def storage_transport() -> RequestsTransport:
     """The Azure SDK's transport over a pool sized to the chunk writers that record state concurrently."""
-    return RequestsTransport(session=pooled_session(2 * POOL_SIZE), session_owner=False)
+    return RequestsTransport(session=pooled_session(2 * POOL_SIZE, for_azure_sdk=True), session_owner=False)
 
 
 class StateStore:
