@@ -20,8 +20,17 @@ from shared.runtime import Runtime, get_runtime
 from shared.settings import get_settings
 from shared.state.store import StateStore
 from tests.e2e.stores import Stores
+from tests.scripted_server import ScriptedServer
 
 SEED = {"cards": 60, "reward_points": 10, "levels_per_company": 3}
+
+
+@pytest.fixture()
+def server() -> Iterator[ScriptedServer]:
+    """A scripted HTTP server on loopback: it answers what a test scripts and records what it received."""
+    srv = ScriptedServer()
+    yield srv
+    srv.stop()
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from azure.core.credentials import AccessToken
+
 
 @dataclass
 class Answer:
@@ -79,3 +81,10 @@ class ScriptedServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class StaticCredential:
+    """A TokenCredential that always hands out the same long-lived token."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken("token", 2**31)

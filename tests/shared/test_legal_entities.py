@@ -3,20 +3,16 @@ clear error naming both, recorded as a failed run that ``status`` shows (the CLI
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import azure.functions as func
 import pytest
 import requests
-from azure.core.credentials import AccessToken
 
 from devtools.functions_host import invoke_timer
 from shared.commerce.client import CommerceClient, LegalEntitiesError
 from shared.http import HttpCore, RetryPolicy
 from shared.runtime import Runtime
 from tests.e2e.stores import Stores
-from tests.scripted_server import Answer, ScriptedServer
+from tests.scripted_server import Answer, ScriptedServer, StaticCredential
 
 
 def app() -> func.FunctionApp:
@@ -53,21 +49,9 @@ def test_a_template_that_is_not_company_specific_never_reads_legal_entities(runt
     assert summary.status == "completed"
 
 
-class Credential:
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken("token", 2**31)
-
-
-@pytest.fixture()
-def server() -> Iterator[ScriptedServer]:
-    srv = ScriptedServer()
-    yield srv
-    srv.stop()
-
-
 def test_legal_entities_that_list_no_company_are_the_same_clear_error(server: ScriptedServer) -> None:
     server.answers.append(Answer(200, {"value": []}))
-    core = HttpCore(server.url, Credential(), "https://fo.example/.default", service="commerce",
+    core = HttpCore(server.url, StaticCredential(), "https://fo.example/.default", service="commerce",
                     retry=RetryPolicy(max_attempts=1, budget_s=1))
     with pytest.raises(LegalEntitiesError) as caught:
         CommerceClient(core).legal_entities()

@@ -3,28 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
-from azure.core.credentials import AccessToken
 
 from shared.dataverse.client import DataverseClient
 from shared.http.core import HttpCore, RetryPolicy, Timeouts
 from shared.http.errors import ApiError, NotFoundError
-from tests.scripted_server import Answer, ScriptedServer
-
-
-class StaticCredential:
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken("token", 2**31)
-
-
-@pytest.fixture()
-def server() -> Iterator[ScriptedServer]:
-    srv = ScriptedServer()
-    yield srv
-    srv.stop()
+from tests.scripted_server import Answer, ScriptedServer, StaticCredential
 
 
 def client_for(server: ScriptedServer) -> DataverseClient:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,13 +36,6 @@ class CountingCredential:
 class FailingCredential:
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         raise ClientAuthenticationError(message="AADSTS700016: application not found")
-
-
-@pytest.fixture()
-def server() -> Iterator[ScriptedServer]:
-    srv = ScriptedServer()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture()
