@@ -6,6 +6,7 @@ tracking and service protection as new routes / hooks):
 
 =========================================  ==============================================
 ``GET  /api/data/v9.2/WhoAmI``             §5.1 WhoAmI (+ ``x-ms-dop-hint``)
+``GET  .../EntityDefinitions(LogicalName='<t>')/Attributes``  §5.1 a table's attributes (shape inferred)
 ``GET|POST /api/data/v9.2/<set>``          §2.8 query + paging / §2.3 create
 ``GET|PATCH|DELETE /api/data/v9.2/<set>(<key>)``  §2.5/§2.7 retrieve, upsert, delete
 ``POST /_emulator/reset``                  admin: empty the msdyn_ tables (seeds kept)
@@ -38,6 +39,7 @@ from emulators.common.throttling import ServiceProtection, ServiceProtectionTrac
 
 from . import batch, bulk, changetracking, errors, operations, protection
 from .errors import error_annotations
+from .metadata import ATTRIBUTES_PATTERN, attributes_body
 from .query import (
     COUNT_LIMIT,
     MAX_PAGE_SIZE,
@@ -255,6 +257,10 @@ class DataverseRequestHandler(EmulatorRequestHandler):
     def metadata(self, match: re.Match[str]) -> None:
         raise errors.not_implemented("$metadata")
 
+    def entity_attributes(self, match: re.Match[str]) -> None:
+        """A table's attributes (:mod:`.metadata`; the response shape is inferred)."""
+        self.send_json(200, attributes_body(self.server.api_url, match.group("logical_name"), self.query_items))
+
     def resource(self, match: re.Match[str]) -> None:
         """``<set>`` or ``<set>(<key>)``: dispatch on method and addressing."""
         entity_set, key_text, rest = split_resource_path(match.group("rest"))
@@ -387,6 +393,7 @@ class DataverseRequestHandler(EmulatorRequestHandler):
     routes = [
         Route.make("GET", r"/api/data/v9\.2/WhoAmI(?:\(\))?", "WhoAmI", whoami),
         Route.make("GET", r"/api/data/v9\.2/\$metadata", "$metadata", metadata),
+        Route.make("GET", ATTRIBUTES_PATTERN, "EntityDefinitions", entity_attributes),
         Route.make("POST", batch.BATCH_PATTERN, "$batch", batch.handle_batch),
         Route.make("POST", bulk.BULK_PATTERN, "bulk", bulk.handle_bulk),
         Route.make(("GET", "POST", "PATCH", "PUT", "DELETE"), r"/api/data/v9\.2/(?P<rest>.+)", "resource", resource),
