@@ -4,6 +4,9 @@
     python -m shared.cli sync loyalty_cards [--company usmf]
     python -m shared.cli sync --all
     python -m shared.cli sync loyalty_cards --direction inbound   # Dataverse edits -> Commerce
+    python -m shared.cli sync loyalty_cards --dry-run             # what a sync would write; writes nothing
+    python -m shared.cli reconcile loyalty_cards [--company usmf] [--repair] [--format json|csv]
+    python -m shared.cli resync loyalty_levels usmf GOLD          # one record, whatever its hash says
     python -m shared.cli conflicts [--template loyalty_cards]
     python -m shared.cli parked [--template loyalty_cards] [--show ROW_KEY]
     python -m shared.cli replay loyalty_cards ROW_KEY [ROW_KEY ...] | --all [--template NAME]
@@ -27,7 +30,7 @@ from tqdm import tqdm
 
 from shared.commerce.client import LegalEntitiesError
 from shared.observability import correlation_scope
-from shared.ops import queries
+from shared.ops import drift, queries
 from shared.runtime import Runtime, get_runtime
 from shared.sync import operations
 from shared.sync.runs import ALL, RunStatus, RunSummary
@@ -63,7 +66,9 @@ class ProgressBar:
     def __call__(self, summary: RunSummary, total: int | None) -> None:
         if not self.enabled:
             return
-        scope = f"{summary.template} {summary.scope}"
+        scope = f"{summary.template} {summary.scope}" + ("" if summary.direction == DIRECTION else " inbound")
+        if summary.mode in (RECONCILE, DRY_RUN):
+            scope += f" ({summary.mode})"
         if self.bar is None or scope != self.scope:
             self.close()
             self.bar = tqdm(total=total, desc=scope, unit="rec", leave=True)
@@ -102,7 +107,10 @@ def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str],
             finally:
                 bar.close()
         if direction in (SyncDirection.INBOUND, SyncDirection.BOTH):
-            summaries.append(runtime.inbound(name).run())
+            try:
+                summaries.append(runtime.inbound(name).run(progress=bar))
+            finally:
+                bar.close()
     return summaries
 
 
@@ -139,6 +147,8 @@ def cmd_sync(runtime: Runtime, args: argparse.Namespace) -> Report:
     unknown = [n for n in names if not queries.is_known(runtime, n)]
     if unknown:
         raise UsageError(f"unknown template {unknown[0]!r}; known: {', '.join(known)}")
+    if args.dry_run:
+        return dry_run(runtime, names, args)
     summaries = sync(runtime, names, args.company, SyncDirection(args.direction))
     failed = any(s.status == RunStatus.FAILED for s in summaries)
     return Report([summary_row(s) for s in summaries], exit_code=1 if failed else 0)
@@ -191,6 +201,75 @@ def cmd_resume(runtime: Runtime, args: argparse.Namespace) -> Report:
     return Report([{"template": args.template, "paused": "no", "requeued": str(requeued)}])
 
 
+# -- drift: dry runs, reconcile, resync (shared/ops/drift.py); findings are printed as they are found -----------
+
+RECONCILE, DRY_RUN = "reconcile", "dry_run"  # the modes their progress bars show
+
+
+def _writer(fmt: str) -> drift.FindingWriter:
+    if fmt == "json":
+        return drift.JsonWriter(sys.stdout)
+    if fmt == "csv":
+        return drift.CsvWriter(sys.stdout)
+    return drift.TextWriter(sys.stdout)
+
+
+def _summaries(fmt: str, writer: drift.FindingWriter, rows: list[dict[str, Any]]) -> None:
+    """The summaries: inside the JSON document, as a table after text lines, on stderr after a CSV."""
+    writer.close(rows)
+    if fmt == "text":
+        print_table([{k: str(v) for k, v in row.items()} for row in rows])
+    elif fmt == "csv":
+        for row in rows:
+            print("summary: " + " ".join(f"{k}={v}" for k, v in row.items()), file=sys.stderr)
+
+
+def dry_run(runtime: Runtime, names: Sequence[str], args: argparse.Namespace) -> Report:
+    """``sync --dry-run``: what each scope's sync would write; nothing is written (no state, no lease either)."""
+    if args.direction != SyncDirection.OUTBOUND:
+        raise UsageError("--dry-run covers the Commerce -> Dataverse direction only (--direction outbound)")
+    fmt = "json" if args.json else "text"
+    writer, bar = _writer(fmt), ProgressBar()
+    rows: list[dict[str, Any]] = []
+    code = 0
+    for name in names:
+        try:
+            rows += [s.as_dict() for s in drift.dry_run(runtime, name, args.company, sink=writer, progress=bar)]
+        except LegalEntitiesError as exc:
+            print(f"error: {name}: {exc}", file=sys.stderr)
+            code = 1
+        finally:
+            bar.close()
+    _summaries(fmt, writer, rows)
+    return Report(None, exit_code=code)
+
+
+def cmd_reconcile(runtime: Runtime, args: argparse.Namespace) -> Report:
+    """Exit 0: no drift (or every drift repaired); 1: drift found (or left after --repair), or a failure."""
+    _check_template(runtime, args.template)
+    fmt = args.format or ("json" if args.json else "text")
+    writer, bar = _writer(fmt), ProgressBar()
+    try:
+        summaries = drift.reconcile(runtime, args.template, args.company, repair=args.repair, sink=writer, progress=bar)
+    except LegalEntitiesError as exc:
+        _summaries(fmt, writer, [])
+        print(f"error: {args.template}: {exc}", file=sys.stderr)
+        return Report(None, exit_code=1)
+    finally:
+        bar.close()
+    _summaries(fmt, writer, [s.as_dict() for s in summaries])
+    return Report(None, exit_code=1 if any(s.left for s in summaries) else 0)
+
+
+def cmd_resync(runtime: Runtime, args: argparse.Namespace) -> Report:
+    _check_template(runtime, args.template)
+    problem = drift.key_parts_problem(runtime, args.template, args.key_parts)
+    if problem:
+        raise UsageError(problem)
+    result = drift.resync(runtime, args.template, args.key_parts)
+    return Report([result.as_dict()], exit_code=1 if result.outcome in ("parked", drift.NOT_FOUND) else 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -203,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     sync_p.add_argument("--company", action="append", default=[], help="legal entity (repeatable)")
     sync_p.add_argument("--direction", choices=[d.value for d in SyncDirection], default=SyncDirection.OUTBOUND.value,
                         help="outbound: Commerce -> Dataverse (default); inbound: Dataverse edits -> Commerce")
+    sync_p.add_argument("--dry-run", action="store_true",
+                        help="list what the sync would write (creates, updates with their columns, deletes); write nothing")
     sync_p.set_defaults(func=cmd_sync)
     conflicts_p = sub.add_parser("conflicts", help="records both sides changed, with both values and the winner")
     conflicts_p.add_argument("--template")
@@ -216,6 +297,18 @@ def build_parser() -> argparse.ArgumentParser:
     replay_p.add_argument("row_keys", nargs="*", metavar="ROW_KEY", help="as 'parked' lists them")
     replay_p.add_argument("--all", action="store_true", help="every parked record (of the template, if given)")
     replay_p.set_defaults(func=cmd_replay)
+    reconcile_p = sub.add_parser("reconcile", help="compare Commerce and Dataverse record by record: missing, extra "
+                                                   "and different records (--repair fixes them)")
+    reconcile_p.add_argument("template")
+    reconcile_p.add_argument("--company", action="append", default=[], help="legal entity (repeatable)")
+    reconcile_p.add_argument("--repair", action="store_true",
+                             help="write missing and different records; delete extra ones under SYNC_DELETE_POLICY=delete")
+    reconcile_p.add_argument("--format", choices=["json", "csv"], help="JSON or CSV instead of text lines")
+    reconcile_p.set_defaults(func=cmd_reconcile)
+    resync_p = sub.add_parser("resync", help="re-sync one record from Commerce, whatever its hash says")
+    resync_p.add_argument("template")
+    resync_p.add_argument("key_parts", nargs="+", metavar="KEY_PART", help="the F&O key, in the template's key order")
+    resync_p.set_defaults(func=cmd_resync)
     verbs: dict[str, Command] = {"pause": cmd_pause, "resume": cmd_resume}
     for verb, command in verbs.items():
         p = sub.add_parser(verb, help=f"{verb} a template (callbacks keep being accepted and queued)")

@@ -16,8 +16,9 @@ from typing import Any
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
+from shared.commerce.client import LegalEntitiesError
 from shared.observability import correlation_scope
-from shared.ops import queries
+from shared.ops import drift, queries
 from shared.runtime import Runtime, get_runtime
 from shared.state.store import encode_key
 from shared.sync import operations
@@ -146,3 +147,142 @@ def pause(call: OpsCall) -> func.HttpResponse:
 def resume(call: OpsCall) -> func.HttpResponse:
     requeued = operations.resume(call.runtime, call.route_template, by=f"ops endpoint ({call.correlation_id})")
     return _json(200, {"template": call.route_template, "paused": False, "requeued": requeued})
+
+
+# -- drift: reconcile, a sync's dry run, resync (shared/ops/drift.py) ----------------------------------------
+
+MAX_FINDINGS = 10_000  # listed in one answer at most; the summaries count every finding
+
+
+class DriftRequest(BaseModel):
+    """The body of ``POST /api/ops/reconcile`` and ``/api/ops/sync``: the template (else the ``template`` query
+    parameter), the companies of a company-specific one (default: every legal entity), and how many findings
+    to list (``limit``, default 1,000; the summaries count them all)."""
+
+    template: str | None = None
+    companies: list[str] = []
+    limit: int = 1000
+
+
+class ReconcileRequest(DriftRequest):
+    repair: bool = False
+
+
+class SyncRequest(DriftRequest):
+    dry_run: bool = False
+
+
+class ResyncRequest(BaseModel):
+    """The body of ``POST /api/ops/resync``: the template and the record's F&O key (its parts in the template's
+    key order, or the one part of a single-part key)."""
+
+    template: str | None = None
+    key: list[Any] | str
+
+
+def _object(call: OpsCall) -> dict[str, Any] | func.HttpResponse:
+    try:
+        raw = call.req.get_json() if call.req.get_body() else {}
+    except ValueError:
+        return _json(400, {"error": "body is not valid JSON", "correlation_id": call.correlation_id})
+    if not isinstance(raw, dict):
+        return _json(400, {"error": "body must be a JSON object", "correlation_id": call.correlation_id})
+    return raw
+
+
+def _invalid(call: OpsCall, exc: ValidationError) -> func.HttpResponse:
+    problem = exc.errors()[0]
+    field = ".".join(str(p) for p in problem["loc"])
+    return _json(400, {"error": f"{field}: {problem['msg']}", "correlation_id": call.correlation_id})
+
+
+def _drift_template(call: OpsCall, named: str | None) -> str | func.HttpResponse:
+    template = named or call.template
+    if template is None:
+        return _json(400, {"error": "name the template", "correlation_id": call.correlation_id})
+    if not queries.is_known(call.runtime, template):
+        return _unknown_template(call.runtime, template)
+    return template
+
+
+def _drift_answer(call: OpsCall, collected: drift.Collected, summaries: list[dict[str, Any]]) -> func.HttpResponse:
+    return _json(200, {"findings": collected.items, "truncated": collected.truncated, "summary": summaries,
+                       "correlation_id": call.correlation_id})
+
+
+def _bad_limit(call: OpsCall, limit: int) -> func.HttpResponse | None:
+    if 0 <= limit <= MAX_FINDINGS:
+        return None
+    return _json(400, {"error": f"limit: between 0 and {MAX_FINDINGS}", "correlation_id": call.correlation_id})
+
+
+@operator_endpoint("ops_reconcile", "ops/reconcile", func.HttpMethod.POST)
+def reconcile(call: OpsCall) -> func.HttpResponse:
+    """Compare Commerce and Dataverse record by record (``repair``: fix what drifted). Runs within the request:
+    for a large template use ``python -m shared.cli reconcile`` (an HTTP call ends after 230 s)."""
+    raw = _object(call)
+    if isinstance(raw, func.HttpResponse):
+        return raw
+    try:
+        body = ReconcileRequest.model_validate(raw)
+    except ValidationError as exc:
+        return _invalid(call, exc)
+    template = _drift_template(call, body.template)
+    if isinstance(template, func.HttpResponse):
+        return template
+    if (bad := _bad_limit(call, body.limit)) is not None:
+        return bad
+    collected = drift.Collected(body.limit)
+    try:
+        summaries = drift.reconcile(call.runtime, template, body.companies, repair=body.repair, sink=collected)
+    except LegalEntitiesError as exc:
+        return _json(502, {"error": str(exc), "correlation_id": call.correlation_id})
+    return _drift_answer(call, collected, [s.as_dict() for s in summaries])
+
+
+@operator_endpoint("ops_sync", "ops/sync", func.HttpMethod.POST)
+def sync(call: OpsCall) -> func.HttpResponse:
+    """A dry run of a template's sync (``?dry_run=true`` or ``{"dry_run": true}``): what it would write, writing
+    nothing. A real sync runs on the template's timer, or with ``python -m shared.cli sync``."""
+    raw = _object(call)
+    if isinstance(raw, func.HttpResponse):
+        return raw
+    try:
+        body = SyncRequest.model_validate(raw)
+    except ValidationError as exc:
+        return _invalid(call, exc)
+    template = _drift_template(call, body.template)
+    if isinstance(template, func.HttpResponse):
+        return template
+    if not (body.dry_run or call.req.params.get("dry_run", "").lower() == "true"):
+        return _json(400, {"error": "only dry runs are served here (dry_run=true); a sync runs on its timer or with "
+                                    "python -m shared.cli sync", "correlation_id": call.correlation_id})
+    if (bad := _bad_limit(call, body.limit)) is not None:
+        return bad
+    collected = drift.Collected(body.limit)
+    try:
+        summaries = drift.dry_run(call.runtime, template, body.companies, sink=collected)
+    except LegalEntitiesError as exc:
+        return _json(502, {"error": str(exc), "correlation_id": call.correlation_id})
+    return _drift_answer(call, collected, [s.as_dict() for s in summaries])
+
+
+@operator_endpoint("ops_resync", "ops/resync", func.HttpMethod.POST)
+def resync(call: OpsCall) -> func.HttpResponse:
+    """Re-sync one record from Commerce whatever its hash says."""
+    raw = _object(call)
+    if isinstance(raw, func.HttpResponse):
+        return raw
+    try:
+        body = ResyncRequest.model_validate(raw)
+    except ValidationError as exc:
+        return _invalid(call, exc)
+    template = _drift_template(call, body.template)
+    if isinstance(template, func.HttpResponse):
+        return template
+    parts = [body.key] if isinstance(body.key, str) else body.key
+    problem = drift.key_parts_problem(call.runtime, template, parts)
+    if problem:
+        return _json(400, {"error": problem, "correlation_id": call.correlation_id})
+    result = drift.resync(call.runtime, template, parts)
+    return _json(200, {**result.as_dict(), "correlation_id": call.correlation_id})

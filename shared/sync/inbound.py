@@ -39,7 +39,7 @@ from shared.state.store import ConcurrencyConflict, StateStore, SyncedState, dec
 from shared.sync.conflicts import Verdict
 from shared.sync.engine import OutboundSync
 from shared.sync.parking import Parking
-from shared.sync.runs import MAX_CONFLICT_ROUNDS, Outcome, Run, RunSummary
+from shared.sync.runs import MAX_CONFLICT_ROUNDS, Outcome, Progress, Run, RunSummary
 from shared.sync.twoway import SharedImage
 
 logger = logging.getLogger("loyaltysync.inbound")
@@ -70,14 +70,15 @@ class InboundSync:
         self.writable = [row.fo_property for row in plan.template.rows_for(Direction.TO_COMMERCE)
                          if row.fo_property not in plan.key_properties]
 
-    def run(self) -> RunSummary:
+    def run(self, *, progress: Progress | None = None) -> RunSummary:
+        """One pass over the change feed; ``progress`` is told after every row (no total: the feed has none)."""
         run = Run.begin(self.state, self.name, DIRECTION, SCOPE, self.lease_s)
         if isinstance(run, RunSummary):
             return run
         delta_link = run.lease.delta_link or None
         try:
             try:
-                new_link = self._consume(delta_link, run)
+                new_link = self._consume(delta_link, run, progress)
             except (BadRequestError, NotFoundError) as exc:
                 if delta_link is None:
                     raise
@@ -85,7 +86,7 @@ class InboundSync:
                 log(logger, logging.WARNING, "change-tracking token rejected; re-baselining with a full compare",
                     template=self.name, status=exc.status, code=exc.code, error=exc.reason)
                 run.summary.mode = "rebaseline"
-                new_link = self._consume(None, run)
+                new_link = self._consume(None, run, progress)
         except Exception as exc:
             run.fail(exc)
             raise
@@ -93,7 +94,7 @@ class InboundSync:
             run.summary.mode = "baseline"
         return run.finish(advance=True, delta_link=new_link)
 
-    def _consume(self, delta_link: str | None, run: Run) -> str:
+    def _consume(self, delta_link: str | None, run: Run, progress: Progress | None = None) -> str:
         summary = run.summary
         feed = self.dataverse.changes(self.dv_entity_set, select=self.images.select, delta_link=delta_link)
         for entry in feed:
@@ -103,6 +104,8 @@ class InboundSync:
             else:
                 summary.count(self.apply(entry, source="change_feed"))
             run.heartbeat()
+            if progress is not None:
+                progress(summary, None)
         assert feed.delta_link is not None
         return feed.delta_link
 

@@ -126,6 +126,11 @@ class RunSummary:
             setattr(self, name, getattr(self, name) + 1)
 
 
+# Called as a run moves, once per record: the counts so far and the expected total (None when unknown).
+# The CLI's progress bar; scans, the inbound direction, reconcile and dry runs report through it.
+Progress = Callable[[RunSummary, int | None], None]
+
+
 @dataclass
 class Run:
     """An acquired lease plus what the run learns; ``finish`` writes it back."""

@@ -26,7 +26,7 @@ def test_operator_endpoints_need_the_admin_key() -> None:
     import function_app
 
     ops = [fn for name, fn in functions(function_app.app).items() if name.startswith("ops_")]
-    assert len(ops) == 7 and {fn.get_trigger().auth_level for fn in ops} == {func.AuthLevel.ADMIN}
+    assert len(ops) == 10 and {fn.get_trigger().auth_level for fn in ops} == {func.AuthLevel.ADMIN}
 
 
 def test_status_shows_watermarks_pause_state_and_counters(runtime: Runtime) -> None:
@@ -120,4 +120,6 @@ def test_the_routes_and_methods_are_unchanged() -> None:
     assert routes == {"ops_status": ("ops/status", get), "ops_parked": ("ops/parked", get),
                       "ops_conflicts": ("ops/conflicts", get), "ops_parked_one": ("ops/parked/{template}/{key}", get),
                       "ops_replay": ("ops/replay", post), "ops_pause": ("ops/templates/{template}/pause", post),
-                      "ops_resume": ("ops/templates/{template}/resume", post)}
+                      "ops_resume": ("ops/templates/{template}/resume", post),
+                      "ops_reconcile": ("ops/reconcile", post), "ops_sync": ("ops/sync", post),
+                      "ops_resync": ("ops/resync", post)}

@@ -32,6 +32,7 @@ from shared.sync.runs import (
     DIRECTION_OUT,
     LeaseKeeper,
     LeaseLost,
+    Progress,
     Run,
     RunStatus,
     RunSummary,
@@ -41,14 +42,26 @@ from shared.sync.runs import (
 )
 from shared.sync.scan.finaliser import DELETE_CHECK_STATES, Finaliser
 from shared.sync.scan.planner import Planner
-from shared.sync.scan.ranges import MAX_PAGE_SIZE, RangeReader, RangeWorker, log_range_done, range_filter
+from shared.sync.scan.ranges import MAX_PAGE_SIZE, RangeReader, RangeWorker, Tick, log_range_done, range_filter
 
 __all__ = ["DELETE_CHECK_STATES", "MAX_PAGE_SIZE", "Progress", "Scan", "range_filter"]
 
 logger = logging.getLogger("loyaltysync.sync")
 Enqueue = Callable[[PageTask], None]
-# Called after each range of an in-place scan with the counts so far and the total (None when unknown).
-Progress = Callable[[RunSummary, int | None], None]
+
+
+def _ticker(summary: RunSummary, total: list[int], progress: Progress | None) -> Tick | None:
+    """Progress per record of an in-place scan: the run's counts so far plus those of the range in progress."""
+    if progress is None:
+        return None
+    live = RunSummary(template=summary.template, scope=summary.scope, run_id=summary.run_id, mode=summary.mode)
+
+    def tick(page: RunSummary, seen: int) -> None:
+        live.set_counts(summary.counts())
+        live.add({**page.counts(), "seen": seen})
+        progress(live, total[0] if total else None)
+
+    return tick
 
 
 class Scan:
@@ -103,16 +116,18 @@ class Scan:
         parked = engine.state.parked.keys(engine.name)
         total: list[int] = []
         pool = engine.chunk_pool(partition, parked)
+        tick = _ticker(summary, total, progress)
         try:
             for page in self.checkpoints.pages(plan):  # a resumed run: what was done, and what was only planned
                 if page.status == PageStatus.DONE:
                     summary.add(page.counts)
                     continue
-                self.ranges.process(page, self.reader.rows(company, page), plan, partition, parked, pool, summary)
+                self.ranges.process(page, self.reader.rows(company, page), plan, partition, parked, pool, summary,
+                                    tick=tick)
                 self._report(run, company, total, progress)
             while not plan.planning_done:
                 plan, page, rows = self.planner.plan_next(company, plan, keys_only=False, total=total)
-                self.ranges.process(page, rows, plan, partition, parked, pool, summary)
+                self.ranges.process(page, rows, plan, partition, parked, pool, summary, tick=tick)
                 run.heartbeat()
                 self._report(run, company, total, progress)
             pool.finish()

@@ -18,6 +18,21 @@ from shared.sync.runs import RunSummary, scope_company
 
 logger = logging.getLogger("loyaltysync.sync")
 MAX_PAGE_SIZE = 10_000  # F&O's server page (protocols.md §3.2), and what a checkpoint's digests hold
+# Called per record of a range being processed: the range's counts so far and how many of its records were seen.
+Tick = Callable[[RunSummary, int], None]
+
+
+def _ticking(seen: KeyDigests, tick: Tick, page: RunSummary) -> Callable[[str], None]:
+    """``seen.add`` that also ticks once per record."""
+    count = 0
+
+    def see(row_key: str) -> None:
+        nonlocal count
+        seen.add(row_key)
+        count += 1
+        tick(page, count)
+
+    return see
 
 
 def range_filter(properties: list[str], after: tuple[Any, ...] | None, through: tuple[Any, ...] | None) -> str | None:
@@ -85,11 +100,13 @@ class RangeWorker:
         self.checkpoints = engine.state.checkpoints
 
     def process(self, page: PageCheckpoint, rows: list[dict[str, Any]], plan: RunCheckpoint, partition: str,
-                parked: set[str], pool: ChunkPool, summary: RunSummary) -> None:
-        """Compare and write one range's rows; checkpoint it once every write and state of it is in."""
+                parked: set[str], pool: ChunkPool, summary: RunSummary, *, tick: Tick | None = None) -> None:
+        """Compare and write one range's rows; checkpoint it once every write and state of it is in. ``tick``
+        is called once per record compared (for a progress bar)."""
         page_summary = RunSummary(template=plan.template, scope=plan.scope, run_id=plan.run_id)
         seen = KeyDigests()
-        self.engine.compare_rows(rows, partition, parked, page_summary, pool, seen.add)
+        self.engine.compare_rows(rows, partition, parked, page_summary, pool,
+                                 seen.add if tick is None else _ticking(seen, tick, page_summary))
         pool.wait()  # the range is checkpointed only once all its writes and states are in
         page.counts = page_summary.counts()
         page.status = PageStatus.DONE
