@@ -17,6 +17,7 @@ import re
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -102,11 +103,36 @@ logger = logging.getLogger("devtools.functions_host")
 MAX_DEQUEUE_COUNT = 5  # the Functions queue extension's default maxDequeueCount
 
 
+@dataclass(frozen=True)
+class QueueFailure:
+    """One invocation of a queue function that raised (the host logs it and retries the message)."""
+
+    function: str
+    message_id: str
+    dequeue_count: int
+    error: str
+    poisoned: bool  # the last allowed attempt: the message went to ``<queue>-poison``
+
+    def __str__(self) -> str:
+        fate = "moved to the poison queue" if self.poisoned else "left for a retry"
+        return f"{self.function} raised {self.error} (dequeue count {self.dequeue_count}; {fate})"
+
+
+class QueueFunctionFailed(AssertionError):
+    """``drain`` saw a queue function raise: never a silent success for a test or the demo."""
+
+    def __init__(self, failures: list[QueueFailure]) -> None:
+        self.failures = failures
+        super().__init__("; ".join(str(f) for f in failures))
+
+
 class QueuePump:
     """Runs the app's queue triggers against Azurite as the host's queue listener does.
 
     Messages are base64 text; a message whose function raises becomes visible again and is retried
-    until it has been dequeued ``MAX_DEQUEUE_COUNT`` times, then moves to ``<queue>-poison``.
+    until it has been dequeued ``MAX_DEQUEUE_COUNT`` times, then moves to ``<queue>-poison``. Every such
+    invocation is kept in ``failures``; ``drain`` raises ``QueueFunctionFailed`` at the first one unless
+    told that failures are expected.
     """
 
     def __init__(self, app: func.FunctionApp, connection_string: str, *, visibility_timeout_s: int = 30) -> None:
@@ -121,6 +147,7 @@ class QueuePump:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.processed = 0
+        self.failures: list[QueueFailure] = []
 
     def _client(self, queue: str) -> Any:
         return self.service.get_queue_client(queue, message_encode_policy=TextBase64EncodePolicy(),
@@ -141,8 +168,11 @@ class QueuePump:
                 try:
                     invoke_queue(self.app, name, func.QueueMessage(id=message.id, body=body,
                                                                    pop_receipt=message.pop_receipt))
-                except Exception:
+                except Exception as exc:
                     logger.exception("queue function %s failed (dequeue count %s)", name, message.dequeue_count)
+                    self.failures.append(QueueFailure(name, str(message.id), int(message.dequeue_count or 0),
+                                                      f"{type(exc).__name__}: {exc}",
+                                                      message.dequeue_count >= MAX_DEQUEUE_COUNT))
                     if message.dequeue_count >= MAX_DEQUEUE_COUNT:
                         poison = self._client(f"{queue}-poison")
                         with contextlib.suppress(ResourceExistsError):
@@ -155,18 +185,24 @@ class QueuePump:
         self.processed += handled
         return handled
 
-    def drain(self, timeout_s: float = 30.0) -> int:
-        """Deliver until every queue is empty (or the timeout passes); returns how many were handled."""
+    def drain(self, timeout_s: float = 30.0, *, allow_failures: bool = False) -> int:
+        """Deliver until every queue is empty; returns how many messages were handled (their function
+        returned). Raises ``QueueFunctionFailed`` as soon as a function raises, unless ``allow_failures``
+        (then the failed messages are retried as the host would; read ``failures``), and
+        ``TimeoutError`` when the queues are not empty after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         total = 0
         while time.monotonic() < deadline:
+            failed_before = len(self.failures)
             handled = self.run_once()
             total += handled
+            if not allow_failures and len(self.failures) > failed_before:
+                raise QueueFunctionFailed(self.failures[failed_before:])
             if handled == 0 and self._all_empty():
                 return total
             if handled == 0:
                 time.sleep(0.05)
-        return total
+        raise TimeoutError(f"the queues were not empty after {timeout_s} s ({total} messages handled)")
 
     def _all_empty(self) -> bool:
         for queue in self.queues.values():
