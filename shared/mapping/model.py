@@ -159,6 +159,34 @@ class DataverseSide(_Strict):
     company: CompanySpec | None = None
 
 
+_LOGICAL_NAME = r"^[a-z][a-z0-9_]{0,127}$"
+
+
+class DataEventSpec(_Strict):
+    """How the template's entity appears as F&O data events, delivered through Dataverse (protocols.md §4.4): the
+    virtual table they name (``mserp_<data entity>``, lower case) and its ``mserp_`` columns that carry the F&O key.
+    The names follow the documented naming rule but are inferred: check them in the tenant's Data event catalog."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    comment: str = Field(default="", alias="$comment")
+    virtual_table: str = Field(pattern=_LOGICAL_NAME)
+    key_columns: dict[str, str] = Field(min_length=1, description="F&O key property -> virtual-table column")
+    basis: Basis = "inferred"
+
+    @model_validator(mode="after")
+    def _columns(self) -> DataEventSpec:
+        seen: set[str] = set()
+        for prop, column in self.key_columns.items():
+            if re.match(_LOGICAL_NAME, column) is None:
+                raise ValueError(f"key_columns[{prop!r}]: {column!r} is not a logical name (lower case letters, "
+                                 "digits and '_')")
+            if column in seen:
+                raise ValueError(f"key_columns: column {column!r} carries two key properties")
+            seen.add(column)
+        return self
+
+
 class Template(_Strict):
     """One template file: a dual-write map plus what this app needs to run it."""
 
@@ -176,6 +204,7 @@ class Template(_Strict):
                                   description="NCRONTAB of the Dataverse -> Commerce timer (change tracking)")
     value_maps: dict[str, ValueMap] = Field(default_factory=dict)
     fields: list[FieldRow] = Field(min_length=1)
+    data_event: DataEventSpec | None = Field(default=None, description="F&O data events of the entity (no code in F&O)")
 
     @field_validator("name")
     @classmethod
@@ -225,6 +254,13 @@ class Template(_Strict):
                 raise ValueError(f"dataverse alternate key column {column!r} is not a mapped dataverse_column")
         if company is not None and company.navigation_property not in self.dataverse.alternate_key:
             raise ValueError("the company lookup must be part of the Dataverse alternate key")
+        if self.data_event is not None:
+            named, key = set(self.data_event.key_columns), set(self.commerce.key)
+            if named != key:
+                problems = [f"missing {', '.join(sorted(key - named))}" if key - named else "",
+                            f"{', '.join(sorted(named - key))} not in commerce.key" if named - key else ""]
+                raise ValueError("data_event.key_columns must name exactly the commerce key properties "
+                                 f"({', '.join(self.commerce.key)}): {'; '.join(p for p in problems if p)}")
         return self
 
     def rows_for(self, direction: Direction) -> list[FieldRow]:
