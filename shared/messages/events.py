@@ -14,9 +14,10 @@ import json
 import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TEST_EVENT_MARKER = "BusinessEventsTestEndpointContract"
 MAX_CONTROL_NUMBER = 2**63 - 1  # int64, as F&O and Table Storage hold it
@@ -126,6 +127,20 @@ def is_test_event(business_event_id: object) -> bool:
     return isinstance(business_event_id, str) and TEST_EVENT_MARKER in business_event_id
 
 
+class WorkKind(StrEnum):
+    """What a work item asks for. A business event and a data event's Created/Updated name a record (a data event
+    may name it by ``Target.Id`` only); a Deleted data event names it by ``Target.Id``; a refresh names none (a
+    data event cut for size, or a ``Target.Id`` nobody knows): the template is scanned."""
+
+    BUSINESS_EVENT = "business_event"
+    DATA_UPSERT = "data_upsert"
+    DATA_DELETE = "data_delete"
+    REFRESH = "refresh"
+
+
+_TARGET_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 class WorkItem(BaseModel):
     """What a callback puts on its template's queue: enough to find the record, never its content.
 
@@ -135,7 +150,9 @@ class WorkItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     template: str
-    key: dict[str, str] = Field(min_length=1)
+    kind: WorkKind = WorkKind.BUSINESS_EVENT  # items queued before data events existed are business events
+    key: dict[str, str] = Field(default_factory=dict)
+    target_id: str = ""  # a data event's Target.Id (lower case), the only name a Deleted event gives its record
     event_id: str = Field(default="", max_length=100)
     business_event_id: str = Field(default="", max_length=200)
     control_number: int = Field(default=0, ge=0, le=MAX_CONTROL_NUMBER, strict=True)
@@ -156,6 +173,21 @@ class WorkItem(BaseModel):
     @classmethod
     def _usable_id(cls, value: str) -> str:
         return value if value == "" else _usable_text("the id", value)
+
+    @field_validator("target_id")
+    @classmethod
+    def _target_id(cls, value: str) -> str:
+        if value and _TARGET_ID.fullmatch(value) is None:
+            raise ValueError("target_id must be a GUID in lower case")
+        return value
+
+    @model_validator(mode="after")
+    def _names_what_it_needs(self) -> WorkItem:
+        if self.kind is WorkKind.BUSINESS_EVENT and not self.key:
+            raise ValueError("a business event's work item needs its key")
+        if self.kind in (WorkKind.DATA_UPSERT, WorkKind.DATA_DELETE) and not (self.key or self.target_id):
+            raise ValueError(f"a {self.kind.value} work item needs a key or a target_id")
+        return self
 
     @property
     def order_key(self) -> str:

@@ -1,6 +1,7 @@
 """Records kept for operators, with no time limit: parked records (``<prefix>parked``), conflicts
-(``<prefix>conflicts``), and the Dataverse-id index that lets a Dataverse delete name its Commerce key
-(``<prefix>dvids``, kept only when Dataverse deletes flow to Commerce)."""
+(``<prefix>conflicts``), the Dataverse-id index that lets a Dataverse delete name its Commerce key
+(``<prefix>dvids``, kept only when Dataverse deletes flow to Commerce), and the ``Target.Id`` index that lets an
+F&O data event's delete name it (``<prefix>targetids``)."""
 
 from __future__ import annotations
 
@@ -111,3 +112,9 @@ class DataverseIds:
     def forget(self, template: str, dataverse_id: str) -> None:
         with contextlib.suppress(ResourceNotFoundError):
             self.table.delete_entity(template, dataverse_id.lower())
+
+
+class TargetIds(DataverseIds):
+    """F&O data events' ``Target.Id`` -> Commerce key (``<prefix>targetids``), filled from Created and Updated events:
+    a Deleted data event names its record by that id alone (protocols.md §4.4). The same id -> row key index as
+    ``DataverseIds``, in its own table."""

@@ -9,6 +9,7 @@
 | ``parked`` | ``<prefix>parked`` | records that could not be synced, with their reason |
 | ``conflicts`` | ``<prefix>conflicts`` | records both sides changed since the last sync |
 | ``dataverse_ids`` | ``<prefix>dvids`` | Dataverse id -> Commerce key, for Dataverse deletes that flow to Commerce |
+| ``target_ids`` | ``<prefix>targetids`` | F&O data events' ``Target.Id`` -> Commerce key, for their Deleted events |
 
 Tables are partitioned by template (and legal entity where the template is company-specific). Every write
 that could race carries the entity's ETag (``If-Match``), so two overlapping runs can never move a
@@ -36,7 +37,7 @@ from shared.state.keys import (
     parked_key,
     split_parked_key,
 )
-from shared.state.records import Conflicts, DataverseIds, ParkedRecords
+from shared.state.records import Conflicts, DataverseIds, ParkedRecords, TargetIds
 from shared.state.synced import DEFAULT_BUCKETS, TOMBSTONE, SyncedEntry, SyncedState, SyncedStates
 from shared.state.watermarks import Watermark, Watermarks
 
@@ -55,7 +56,7 @@ class StateStore:
         self.service = service
         self._tables = {name: service.get_table_client(f"{prefix}{name}")
                         for name in ("watermarks", "synced", "parked", "events", "control", "held", "conflicts",
-                                     "dvids", "pages")}
+                                     "dvids", "pages", "targetids")}
         self.watermarks = Watermarks(self._tables["watermarks"], clock)
         self.synced = SyncedStates(self._tables["synced"], clock, buckets)
         self.checkpoints = PageCheckpoints(self._tables["pages"])
@@ -63,6 +64,7 @@ class StateStore:
         self.parked = ParkedRecords(self._tables["parked"], clock)
         self.conflicts = Conflicts(self._tables["conflicts"], clock)
         self.dataverse_ids = DataverseIds(self._tables["dvids"])
+        self.target_ids = TargetIds(self._tables["targetids"])
         self._clock = clock
 
     @property
