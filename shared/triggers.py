@@ -81,7 +81,8 @@ def callback(template: str, req: func.HttpRequest, invocation_id: str) -> func.H
         if not secret_matches(secret.get_secret_value() if secret else None, provided):
             log(logger, logging.WARNING, "callback refused: missing or wrong shared secret", template=template)
             return _json(401, {"error": f"missing or wrong callback secret ({SECRET_HEADER})", "correlation_id": cid})
-        return _answer(handle_callback(runtime.catalog.plan(template), runtime.queues, req.get_body(), runtime.state))
+        return _answer(handle_callback(runtime.catalog.plan(template), runtime.queues, req.get_body(), runtime.state,
+                                       req.headers))
 
 
 def work(msg: func.QueueMessage, invocation_id: str) -> None:

@@ -1,14 +1,23 @@
-"""Commerce callbacks: a business-event body in, a queued work item and an HTTP answer out.
+"""Commerce callbacks: a business-event or data-event body in, a queued work item and an HTTP answer out.
 
-F&O waits 10 s for a 2xx and retries three times one second apart (protocols.md §4.1). The trigger
-only validates and enqueues (milliseconds), answering 202; the queue-triggered worker re-reads the
-record from Commerce OData and writes it. The payload is trusted for the key only.
+One route per template takes both formats. A **business event** (§4.2) names its record by the template's F&O
+key properties. An F&O **data event** arrives through Dataverse as a ``RemoteExecutionContext`` (§4.4): the
+template file's ``data_event`` section says which virtual table it names and which ``mserp_`` columns of
+``Target`` carry the key; a Deleted event carries only ``Target.Id``, which the worker resolves through an
+index filled from Created and Updated events.
 
-Answers. 400: the body is not a business event (§4.2 base fields missing or of the wrong JSON type) or
-it names the record with an unusable key value. 200 ``ignored``: the activation test event, and a
-well-formed event that names no record of this template (another event, or one without the template's
-key fields; counted as ``callbacks_ignored``): a 4xx would make F&O retry it and fill its error log.
-503: only when the queue (storage) cannot be reached. No input gets a 5xx.
+F&O waits 10 s for a 2xx and retries three times one second apart (§4.1); a Dataverse webhook waits 60 s
+and retries 502/503/504 once (§4.4). The trigger only validates and enqueues (one bounded queue write, no
+table read in front of the answer), answering 202; the queue-triggered worker re-reads the record from
+Commerce OData and writes it. The payload is trusted for the key (or ``Target.Id``) only.
+
+Answers. 400: the body is neither format (a business event's §4.2 base fields missing or of the wrong JSON
+type; a data event's envelope unreadable) or it names the record with an unusable key value. 200
+``ignored``: the activation test event, and a well-formed event that names no record of this template
+(another business event, one without the template's key fields, a data event of another table or another
+message; counted as ``callbacks_ignored``): a 4xx would make F&O retry it and fill its error log. 413: a
+business event over 64 KiB, or any body over 512 KiB (Dataverse cuts data events at 256 KB). 503: only
+when the queue (storage) cannot be reached. No input gets a 5xx.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import contextlib
 import hmac
 import json
 import logging
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextvars import copy_context
@@ -28,14 +38,24 @@ from pydantic import ValidationError
 
 from shared.clock import SYSTEM_CLOCK
 from shared.mapping.plan import Plan
-from shared.messages.events import MAX_KEY_LENGTH, BusinessEvent, WorkItem, is_data_area_id, is_test_event, text_problem
+from shared.messages.data_events import DataChange, DataEvent, DataEventError, looks_like_data_event, parse_data_event
+from shared.messages.events import (
+    MAX_KEY_LENGTH,
+    BusinessEvent,
+    WorkItem,
+    WorkKind,
+    is_data_area_id,
+    is_test_event,
+    text_problem,
+)
 from shared.observability import correlation_id, log
 from shared.state.queues import CallbackQueues
 from shared.state.store import StateStore
 
 logger = logging.getLogger("loyaltysync.callbacks")
 
-MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_BYTES = 512 * 1024  # any body: a Dataverse webhook sends up to 256 KB whole, then cuts it (§4.4)
+MAX_BUSINESS_EVENT_BYTES = 64 * 1024  # business events are small; F&O keeps them so (§4.1)
 SECRET_HEADER = "x-loyaltysync-secret"
 COMPANY_KEY = "dataAreaId"
 _JSON_TYPES = {type(None): "null", bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
@@ -179,18 +199,43 @@ def _rejected(plan: Plan, answer: CallbackAnswer) -> CallbackAnswer:
     return answer
 
 
-def handle_callback(plan: Plan, queues: CallbackQueues, body: bytes, state: StateStore | None = None) -> CallbackAnswer:
-    """Validate one callback and queue its work item; ``state`` (optional) counts ignored events."""
+def _queue(plan: Plan, queues: CallbackQueues, item: WorkItem) -> CallbackAnswer | None:
+    """Put ``item`` on the template's queue (one bounded write); the answer when that failed, else None."""
+    try:
+        queues.send(item)
+    except (AzureError, OSError) as exc:  # storage is unreachable: make the sender retry; nothing was accepted
+        log(logger, logging.ERROR, "callback could not be queued", template=plan.name, key=item.key,
+            target_id=item.target_id, error=f"{type(exc).__name__}: {exc}")
+        return _error(503, "could not queue the event; retry later", template=plan.name)
+    except Exception as exc:  # a fault of this code, not of the input (validated above) nor of storage
+        log(logger, logging.ERROR, "callback failed unexpectedly", template=plan.name, key=item.key,
+            target_id=item.target_id, event_id=item.event_id, error=f"{type(exc).__name__}: {exc}")
+        return _error(500, "the event could not be handled (an internal error; see the log)", template=plan.name)
+    return None
+
+
+def handle_callback(plan: Plan, queues: CallbackQueues, body: bytes, state: StateStore | None = None,
+                    headers: Mapping[str, str] | None = None) -> CallbackAnswer:
+    """Validate one callback, a business event or a data event, and queue its work item; ``state`` (optional)
+    counts ignored events; ``headers`` are the request's (a data event cut for size says so in one)."""
     raw = read_body(body)
     if isinstance(raw, CallbackAnswer):
         return _rejected(plan, raw)
+    if looks_like_data_event(raw):
+        return handle_data_event(plan, queues, raw, state, headers)
     if is_test_event(raw.get("BusinessEventId")):
         # Accepted whatever its other fields hold: F&O must be able to activate the endpoint (§4.1).
         log(logger, logging.INFO, "activation test event accepted and ignored", template=plan.name)
         return CallbackAnswer(200, {"template": plan.name, "correlation_id": correlation_id(), "status": "ignored",
                                     "reason": "activation test event"})
+    if len(body) > MAX_BUSINESS_EVENT_BYTES:
+        return _rejected(plan, _error(413, f"body is {len(body)} bytes; the limit is {MAX_BUSINESS_EVENT_BYTES} "
+                                           "for a business event"))
     event = parse_event(raw)
     if isinstance(event, CallbackAnswer):
+        if "BusinessEventId" not in raw:  # nothing says which format it meant: name both
+            event.body["error"] = (f"neither a business event nor a data event (a RemoteExecutionContext with "
+                                   f"MessageName and InputParameters): {event.body['error']}")
         return _rejected(plan, event)
     key = key_from_event(plan, event)
     if key is None:
@@ -201,17 +246,93 @@ def handle_callback(plan: Plan, queues: CallbackQueues, body: bytes, state: Stat
     item = WorkItem(template=plan.name, key=key, event_id=event.EventId, business_event_id=event.BusinessEventId,
                     control_number=event.ControlNumber, event_time=event.event_time.isoformat(),
                     received_at=SYSTEM_CLOCK.now().isoformat(), correlation_id=correlation_id())
-    try:
-        queues.send(item)
-    except (AzureError, OSError) as exc:  # storage is unreachable: make F&O retry; nothing was accepted
-        log(logger, logging.ERROR, "callback could not be queued", template=plan.name, key=key,
-            error=f"{type(exc).__name__}: {exc}")
-        return _error(503, "could not queue the event; retry later", template=plan.name)
-    except Exception as exc:  # a fault of this code, not of the input (validated above) nor of storage
-        log(logger, logging.ERROR, "callback failed unexpectedly", template=plan.name, key=key,
-            event_id=event.EventId, error=f"{type(exc).__name__}: {exc}")
-        return _error(500, "the event could not be handled (an internal error; see the log)", template=plan.name)
+    failed = _queue(plan, queues, item)
+    if failed is not None:
+        return failed
     log(logger, logging.INFO, "callback queued", template=plan.name, event_id=event.EventId,
         business_event=event.BusinessEventId, control_number=event.ControlNumber, key=key)
     return CallbackAnswer(202, {"template": plan.name, "event_id": event.EventId, "correlation_id": correlation_id(),
                                 "status": "queued", "key": key})
+
+
+# -- data events (protocols.md §4.4) -----------------------------------------------------------------
+
+
+def key_from_data_event(plan: Plan, event: DataEvent) -> dict[str, str] | CallbackAnswer | None:
+    """The template's key from the virtual table's key columns: in ``Target``, else (an Updated event carries only
+    the changed columns) in its ``PreImage``. None when neither names the record (the company alone does not):
+    then only ``Target.Id`` names it. Values are held to the same rules as a business event's key fields."""
+    spec = plan.template.data_event
+    assert spec is not None
+    naming = [p for p in plan.key_properties if p != COMPANY_KEY] or list(plan.key_properties)
+    images = [image for image in (event.target, event.pre_image) if image is not None]
+    image = next((i for i in images if any(i.values(spec.key_columns[p]) for p in naming)), None)
+    if image is None:
+        return None
+    key: dict[str, str] = {}
+    missing: list[str] = []
+    for prop in plan.key_properties:
+        column = spec.key_columns[prop]
+        values = image.values(column)
+        if len(values) > 1:
+            return _error(400, f"more than one attribute names key column {column} (key field {prop})")
+        if not values:
+            missing.append(f"{prop} ({column})")
+            continue
+        problem = key_problem(prop, values[0])
+        if problem is not None:
+            return _error(400, f"{problem} (attribute {column})")
+        key[prop] = values[0]
+    if missing:
+        return _error(400, f"the data event does not name the record: missing key column(s) {', '.join(missing)}",
+                      template=plan.name)
+    return key
+
+
+def handle_data_event(plan: Plan, queues: CallbackQueues, raw: dict[str, Any], state: StateStore | None,
+                      headers: Mapping[str, str] | None) -> CallbackAnswer:
+    """A Dataverse ``RemoteExecutionContext`` carrying an F&O data event: queue a work item for its record (by key,
+    or by ``Target.Id``), or a refresh of the template when Dataverse cut the body for size."""
+    try:
+        event = parse_data_event(raw, headers)
+    except DataEventError as exc:
+        return _rejected(plan, _error(400, f"not a data event: {exc}"))
+    spec = plan.template.data_event
+    ids = {"event_id": event.dedup_id(), "message_name": event.message_name, "entity": event.entity or ""}
+    if event.change is None:
+        return _ignored(plan, state, f"message {event.message_name} is not an F&O data event "
+                                     "(OnExternalCreated, OnExternalUpdated, OnExternalDeleted)", **ids)
+    if spec is None:
+        return _ignored(plan, state, "the template file has no data_event section", **ids)
+    if event.entity != spec.virtual_table:
+        return _ignored(plan, state, f"a data event of {event.entity}, not of {spec.virtual_table}", **ids)
+    received_at = SYSTEM_CLOCK.now().isoformat()
+
+    def work_item(kind: WorkKind, key: dict[str, str] | None = None, target_id: str = "") -> WorkItem:
+        return WorkItem(template=plan.name, kind=kind, key=key or {}, target_id=target_id, event_id=ids["event_id"],
+                        received_at=received_at, correlation_id=correlation_id())
+
+    if event.target is None:  # cut for size: no Target, so no record named; scan the template instead of dropping it
+        log(logger, logging.WARNING, "data event cut for size by Dataverse (no InputParameters); a scan of the "
+            "template is queued instead", template=plan.name, **ids)
+        item = work_item(WorkKind.REFRESH)
+    else:
+        key = key_from_data_event(plan, event)
+        if isinstance(key, CallbackAnswer):
+            return _rejected(plan, key)
+        target_id = event.target_id or ""
+        if key is None and not target_id:
+            what = "Target.Id" if event.change is DataChange.DELETED else (
+                f"key columns ({', '.join(spec.key_columns.values())}) and no Target.Id")
+            return _rejected(plan, _error(400, f"the data event names no record: it has no {what}",
+                                          template=plan.name))
+        kind = WorkKind.DATA_DELETE if event.change is DataChange.DELETED else WorkKind.DATA_UPSERT
+        item = work_item(kind, key, target_id)
+    failed = _queue(plan, queues, item)
+    if failed is not None:
+        return failed
+    log(logger, logging.INFO, "data event queued", template=plan.name, kind=item.kind.value, key=item.key,
+        target_id=item.target_id, **ids)
+    return CallbackAnswer(202, {"template": plan.name, "event_id": item.event_id, "correlation_id": correlation_id(),
+                                "status": "queued", "kind": item.kind.value, "key": item.key or None,
+                                "target_id": item.target_id or None})

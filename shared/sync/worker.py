@@ -6,6 +6,15 @@ already processed, or when its ``ControlNumber`` equals the one last applied to 
 event re-reads the record from Commerce, so an old event can never write old data. An event id is
 remembered only after its work is done, so a worker that dies mid-way replays it.
 
+F&O data events (protocols.md §4.4) carry no ``EventId`` and no ``ControlNumber``: the callback gives each a
+de-duplication id (``OperationId``, else ``MessageName`` + ``Target.Id`` + ``OperationCreatedOn``), remembered
+like an event id, and ControlNumber logic never applies to them (every such event re-reads its record). A
+Created/Updated event that names its key records ``Target.Id`` -> key first; an event naming its record only by
+``Target.Id`` (every Deleted) is resolved through that index and takes the same path, so a delete happens only
+when the read by key finds the record gone. An id nobody knows, or an event Dataverse cut for size, starts a
+scan of the template instead (skipped when a scan that began after the event arrived already ran): nothing is
+deleted on a payload's word.
+
 Failures. An outage (storage, Commerce or Dataverse unreachable) leaves the message to the host, which
 retries it and finally moves it to the poison queue. Any other error is a fault that a retry would only
 repeat, possibly after Dataverse was already written: it is logged with the key and correlation id, the
@@ -17,16 +26,18 @@ fails the message either: a redelivery would only redo finished work.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from azure.core.exceptions import AzureError
 
 from shared.http.errors import ApiError
 from shared.mapping.model import Direction
-from shared.messages.events import WorkItem
+from shared.messages.events import WorkItem, WorkKind
 from shared.observability import correlation_scope, log
 from shared.runtime import Runtime
-from shared.state.store import ConcurrencyConflict, encode_key
+from shared.state.store import ConcurrencyConflict, decode_key, encode_key
 from shared.sync.parking import Parking
+from shared.sync.runs import DIRECTION_OUT, RunStatus, scope_of
 
 logger = logging.getLogger("loyaltysync.worker")
 
@@ -53,9 +64,13 @@ def process(runtime: Runtime, item: WorkItem) -> str:
             state.callbacks.bump(item.template, duplicates_dropped=1)
             log(logger, logging.INFO, "duplicate event dropped", template=item.template, event_id=item.event_id)
             return "duplicate"
+        if item.kind is not WorkKind.BUSINESS_EVENT:
+            outcome = _data_event(runtime, item)
+            _finish(runtime, item, event_id, outcome)
+            return outcome
         engine = runtime.outbound(item.template)
         key = engine.plan.key_of(item.key)
-        if item.control_number:
+        if item.control_number:  # business events only: data events have none (an equal 0 would drop all but one)
             # Only an equal ControlNumber is skipped (the same event delivered again). A lower one is not:
             # the record is re-read anyway, so skipping older events would only save a read, and trusting
             # "higher is newer" lets one event with a huge ControlNumber (2^63-1 is valid) silence its key
@@ -74,6 +89,64 @@ def process(runtime: Runtime, item: WorkItem) -> str:
             outcome = _unexpected(runtime, item, encode_key(key), exc)
         _finish(runtime, item, event_id, outcome)
         return outcome
+
+
+def _data_event(runtime: Runtime, item: WorkItem) -> str:
+    """A data event's work: find its record (key, or ``Target.Id`` through the index), re-read and sync it; a scan
+    of the template when no record can be named."""
+    state = runtime.state
+    engine = runtime.outbound(item.template)
+    key = dict(item.key)
+    if key and item.target_id and item.kind is WorkKind.DATA_UPSERT:
+        # First, so that a Deleted event arriving later finds it even if this sync fails; an outage raises (retried).
+        state.target_ids.remember(item.template, item.target_id, encode_key(engine.plan.key_of(key)))
+    elif not key and item.target_id:
+        row_key = state.target_ids.key_of(item.template, item.target_id)
+        if row_key is not None:
+            key = engine.plan.key_as_dict(decode_key(row_key))
+            log(logger, logging.INFO, "data event resolved through Target.Id", template=item.template,
+                target_id=item.target_id, key=key, kind=item.kind.value)
+    if not key:
+        if item.kind is not WorkKind.REFRESH:
+            log(logger, logging.INFO, "no record known for this Target.Id; scanning the template", template=item.template,
+                target_id=item.target_id, kind=item.kind.value, event_id=item.event_id)
+        return refresh(runtime, item)
+    try:
+        outcome = engine.sync_key(key, source="callback")
+    except OUTAGES:
+        raise  # the host retries the message
+    except Exception as exc:
+        return _unexpected(runtime, item, encode_key(engine.plan.key_of(key)), exc)
+    if item.kind is WorkKind.DATA_DELETE and item.target_id:
+        try:  # F&O never reuses a RecId: the id names nothing any more (only bookkeeping; a failure is logged)
+            state.target_ids.forget(item.template, item.target_id)
+        except Exception as exc:
+            log(logger, logging.WARNING, "Target.Id not removed from the index", template=item.template,
+                target_id=item.target_id, error=f"{type(exc).__name__}: {exc}")
+    return outcome
+
+
+def refresh(runtime: Runtime, item: WorkItem) -> str:
+    """Scan the template (every scope), as its timer would, unless a scan that began after ``item`` arrived already
+    finished there (it saw Commerce after the change). Returns ``refreshed`` (a scan started, or ran in place),
+    ``refresh_covered`` (none needed) or ``refresh_busy`` (a scan holds the lease: it, or the next timer run, sees
+    the change). Any error raises: the host retries the message (a scan is safe to repeat), then poisons it."""
+    scan = runtime.scan(item.template)
+    settings = runtime.settings
+    received = datetime.fromisoformat(item.received_at)
+    started: list[str] = []
+    busy: list[str] = []
+    for company in scan.scopes(settings.legal_entities):
+        scope = scope_of(company)
+        mark = runtime.state.watermarks.get(item.template, DIRECTION_OUT, scope)
+        if mark.last_run_started and datetime.fromisoformat(mark.last_run_started) >= received:
+            continue
+        summary = scan.start(company) if settings.fan_out else scan.run_scope(company)
+        (busy if summary.status == RunStatus.SKIPPED else started).append(scope)
+    outcome = "refreshed" if started else "refresh_busy" if busy else "refresh_covered"
+    log(logger, logging.INFO, "template scan for a data event", template=item.template, outcome=outcome,
+        started=started, busy=busy, target_id=item.target_id, event_id=item.event_id)
+    return outcome
 
 
 def _unexpected(runtime: Runtime, item: WorkItem, row_key: str, exc: Exception) -> str:
