@@ -7,7 +7,9 @@
 * Business events (protocols.md §4, §5.3) under ``/_emulator/business-events/``:
   ``endpoints`` (GET, POST = register + activate, DELETE = remove all),
   ``endpoints/<id>`` (DELETE), ``catalog``, ``config`` (GET/POST knobs), ``publish``,
-  ``flush``, ``deliveries``, ``published``, ``errors``, ``errors/resend``, ``reset``.
+  ``flush``, ``deliveries``, ``published``, ``errors``, ``errors/resend``, ``reset``. An endpoint registered
+  with ``"format": "data_event"`` receives F&O data events as a Dataverse webhook delivers them (§4.4; knobs
+  ``size_exceeded``, ``operation_id``, ``updated_carries_keys``, ``webhook_timeout``, ``duplicate_delivery``).
 * ``GET /_emulator/writes``: the ``/data`` write requests received (method, path, ``If-Match``, body), oldest
   first; ``DELETE /_emulator/writes`` clears the log (a reset does too).
 * ``POST /_emulator/rows/<Set>`` with ``{"key": {...}, "changes": {...}}`` or ``{"key": {...}, "delete": true}``:
@@ -96,6 +98,7 @@ def _endpoints_post(handler: CommerceRequestHandler, match: re.Match[str]) -> No
         endpoint = handler.server.publisher.register_endpoint(
             body["url"], sets, body.get("legal_entity"),
             send_test_event=bool(body.get("send_test_event", True)),
+            format=str(body.get("format") or "business_event"),
         )
     except ValueError as exc:
         raise EmulatorHTTPError(400, "", str(exc)) from None
@@ -137,8 +140,10 @@ def _publish(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
     if not isinstance(body.get("entity_set"), str) or not isinstance(key, dict):
         raise EmulatorHTTPError(400, "", "'entity_set' (string) and 'key' (object) are required.")
     try:
+        row = body.get("row")
         events = handler.server.publisher.publish_change(
-            body["entity_set"], key, str(body.get("change_type", "Updated")), body.get("legal_entity"))
+            body["entity_set"], key, str(body.get("change_type", "Updated")), body.get("legal_entity"),
+            row=row if isinstance(row, dict) else None)
     except ValueError as exc:
         raise EmulatorHTTPError(400, "", str(exc)) from None
     handler.send_json(202, {"value": events})

@@ -286,7 +286,7 @@ class CommerceRequestHandler(EmulatorRequestHandler):
         """Raise the entity's business event after the write committed (§4.1)."""
         publisher = self.server.publisher
         if eset.business_event_id and publisher.has_subscribers(eset.name):
-            publisher.publish_change(eset.name, {k: row.get(k) for k in eset.keys}, change_type)
+            publisher.publish_change(eset.name, {k: row.get(k) for k in eset.keys}, change_type, row=row)
 
     # -- /data routes -------------------------------------------------------------------------
     def handle_service_document(self, match: re.Match[str]) -> None:
