@@ -2,9 +2,10 @@
 
 1. starts Azurite and the Dataverse and Commerce emulators on free loopback ports, seeded;
 2. runs the initial sync of every template through its timer trigger (the real app object);
-3. registers the callback trigger as a business-event endpoint in the Commerce emulator, changes a
-   loyalty card in Commerce, and lets the event travel over HTTP to the callback trigger, through
-   the storage queue to the worker trigger;
+3. registers the callback trigger in the Commerce emulator as the HTTPS endpoint of the loyalty cards'
+   F&O data events (a Dataverse webhook: no code in F&O), changes a loyalty card in Commerce, and lets
+   the OnExternalUpdated event travel over HTTP to the callback trigger, through the storage queue to
+   the worker trigger;
 4. edits a card in Dataverse as an agent would and lets the inbound timer bring it to Commerce;
 5. prints what landed in Dataverse, and stops everything.
 
@@ -126,12 +127,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"   {ranges} key ranges done in {time.monotonic() - started:.1f} s")
         print_table(status_rows(runtime))
 
-        print("\n2. A Commerce change reaches Dataverse: business event -> callback trigger -> queue -> worker")
+        print("\n2. A Commerce change reaches Dataverse: F&O data event (via Dataverse) -> callback trigger -> queue "
+              "-> worker")
         host = LocalFunctionsHost(function_app.app).start()
         stack.callback(host.stop)
         endpoint = f"{host.url}/api/callbacks/loyalty_cards"
         requests.post(f"{commerce.url}/_emulator/business-events/endpoints",
-                      json={"url": endpoint, "entity_sets": ["RetailLoyaltyCards"]}, timeout=10).raise_for_status()
+                      json={"url": endpoint, "entity_sets": ["RetailLoyaltyCards"], "format": "data_event"},
+                      timeout=10).raise_for_status()
         commerce.publisher.flush(10)
         first = requests.get(f"{commerce.url}/data/RetailLoyaltyCards?$top=1&$select=CardNumber,CardTenderType",
                              headers=bearer(), timeout=10).json()["value"][0]
