@@ -1,0 +1,341 @@
+"""F&O data events (protocols.md §4.4) end to end: a Dataverse ``RemoteExecutionContext`` through the real callback
+trigger, the storage queue and the worker, against both emulators and Azurite.
+
+Created/Updated name their record by the virtual table's key columns (or only by ``Target.Id``); Deleted only by
+``Target.Id``, resolved through an index the Created/Updated events fill. Every record is re-read from Commerce,
+so a payload never writes data and a Deleted never deletes on its word; an id nobody knows, or a body Dataverse
+cut for size, scans the template instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import azure.functions as func
+import pytest
+import requests
+
+from devtools.functions_host import LocalFunctionsHost, QueuePump, invoke_http
+from shared.runtime import Runtime
+from shared.sync import operations
+from tests.builders import as_body, card_row
+from tests.data_events import (
+    LEVELS_TABLE,
+    POINTS_TABLE,
+    SIZE_EXCEEDED,
+    card_created,
+    card_updated,
+    data_event,
+    deleted,
+    target_id,
+    webhook_request,
+    without_target,
+)
+from tests.e2e.stores import Stores
+
+TEMPLATES = ("loyalty_cards", "loyalty_levels", "loyalty_reward_points")
+
+
+def app() -> func.FunctionApp:
+    import function_app
+
+    return function_app.app
+
+
+def post(event: dict[str, Any], template: str = "loyalty_cards",
+         headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    response = invoke_http(app(), f"callback_{template}", webhook_request(template, as_body(event), headers))
+    return response.status_code, json.loads(response.get_body())
+
+
+def new_card(stores: Stores, card: str, **changes: Any) -> None:
+    stores.create_in_commerce("RetailLoyaltyCards", {k: v for k, v in card_row(CardNumber=card, **changes).items()
+                                                     if k != "ReplacementCardNumber"})
+
+
+def counters(runtime: Runtime, template: str = "loyalty_cards") -> dict[str, int]:
+    return runtime.state.callbacks.counters(template)
+
+
+def synced(runtime: Runtime, *templates: str) -> None:
+    for template in templates or TEMPLATES:
+        assert sum(s.failed for s in runtime.scan(template).run()) == 0
+
+
+@pytest.fixture()
+def publisher_knobs(runtime: Runtime, commerce_emulator: Any) -> Iterator[None]:
+    """The publisher's knobs are the module's emulator's: restored after the test."""
+    yield
+    requests.post(f"{commerce_emulator.url}/_emulator/business-events/reset", timeout=30).raise_for_status()
+
+
+# -- through the Commerce emulator's publisher, over HTTP ---------------------------------------------
+
+
+def test_created_updated_and_deleted_events_over_http_leave_dataverse_equal_to_commerce(
+        runtime: Runtime, stores: Stores, pump: QueuePump, commerce_emulator: Any, publisher_knobs: None) -> None:
+    """The done-when test: Created, Updated and Deleted data events of all three entities, each delivered twice,
+    plus a Deleted for a record no data event ever named, through the real trigger, queue and worker."""
+    synced(runtime)
+    host = LocalFunctionsHost(app()).start()
+    try:
+        url = commerce_emulator.url
+        requests.post(f"{url}/_emulator/business-events/config", json={"duplicate_delivery": True},
+                      timeout=10).raise_for_status()
+        for template in TEMPLATES:
+            entity_set = runtime.catalog.plan(template).template.commerce.entity_set
+            requests.post(f"{url}/_emulator/business-events/endpoints", timeout=10, json={
+                "url": f"{host.url}/api/callbacks/{template}", "entity_sets": [entity_set],
+                "format": "data_event"}).raise_for_status()
+        seeded = [row["CardNumber"] for row in stores.commerce_rows("loyalty_cards")[:2]]
+        new_card(stores, "DE-NEW-1")                                                       # Created
+        new_card(stores, "DE-NEW-2")                                                       # Created
+        stores.change_in_commerce("RetailLoyaltyCards('DE-NEW-1')", {"PartyNumber": "777"})  # Updated
+        stores.change_in_commerce(f"RetailLoyaltyCards('{seeded[0]}')", {"CardTenderType": "Blocked"})  # Updated
+        stores.create_in_commerce("LoyaltyLevels", {"dataAreaId": "usrt", "LevelPhrase": "Platinum DE",
+                                                    "LevelDescription": "from a data event"})
+        point = stores.commerce_rows("loyalty_reward_points")[0]["RewardPointId"]
+        stores.change_in_commerce(f"RetailLoyaltyRewardPoints('{point}')", {"RedeemRanking": 7})
+        assert commerce_emulator.publisher.flush(30)
+        assert pump.drain(60) == 2 * 6  # one message per delivery
+        stores.delete_in_commerce("RetailLoyaltyCards('DE-NEW-2')")                        # Deleted, id known
+        stores.delete_in_commerce(f"RetailLoyaltyCards('{seeded[1]}')")                    # Deleted, id never seen
+        assert commerce_emulator.publisher.flush(30)
+        assert pump.drain(60) >= 2 * 2  # plus the key ranges (and delete checks) of the scan the unknown id started
+        deliveries = requests.get(f"{url}/_emulator/business-events/deliveries", timeout=10).json()["value"]
+        assert len(deliveries) == 2 * 8 and all(d["ok"] and d["format"] == "data_event" for d in deliveries)
+    finally:
+        host.stop()
+    for template in TEMPLATES:
+        assert stores.differences(template) == [], template
+    actual = stores.actual("loyalty_cards")
+    assert actual[("DE-NEW-1",)]["msdyn_partynumber"] == "777"
+    assert ("DE-NEW-2",) not in actual and (seeded[1],) not in actual
+    assert actual[(seeded[0],)]["msdyn_cardtendertype"] == 806380003
+    cards = counters(runtime)
+    assert cards["duplicates_dropped"] == 6  # every second delivery of the six card events
+    assert (cards["callbacks_deleted"], cards["callbacks_refreshed"]) == (1, 1)
+    assert counters(runtime, "loyalty_levels")["duplicates_dropped"] == 1
+    assert counters(runtime, "loyalty_reward_points")["duplicates_dropped"] == 1
+    assert list(runtime.state.parked.all()) == []
+
+
+# -- Created / Updated: the key from Target, the record from Commerce -------------------------------------
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_a_created_event_of_each_template_writes_the_record_as_commerce_has_it(
+        runtime: Runtime, stores: Stores, pump: QueuePump, template: str) -> None:
+    row = stores.commerce_rows(template)[0]
+    spec = runtime.catalog.plan(template).template.data_event
+    assert spec is not None
+    attributes = {column: row[prop] for prop, column in spec.key_columns.items()}
+    status, body = post(data_event(table=spec.virtual_table, attributes=attributes), template)
+    assert (status, body["status"], body["kind"]) == (202, "queued", "data_upsert")
+    assert pump.drain() == 1
+    assert len(stores.actual(template)) == 1 and stores.differences(template) != []  # only that record
+    assert counters(runtime, template) == {"callbacks_written": 1}
+    key = tuple(row[p] for p in runtime.catalog.plan(template).key_properties)
+    assert stores.expected(template)[key] == stores.actual(template)[key]
+
+
+def test_the_payload_values_are_never_written(runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
+    new_card(stores, "DE-PAYLOAD", PartyNumber="REAL")
+    event = data_event(attributes={"mserp_cardnumber": "DE-PAYLOAD", "mserp_partynumber": "FORGED",
+                                   "mserp_cardtendertype": {"__type": "OptionSetValue", "Value": 3}})
+    assert post(event)[0] == 202 and pump.drain() == 1
+    assert stores.actual("loyalty_cards")[("DE-PAYLOAD",)]["msdyn_partynumber"] == "REAL"
+
+
+def test_a_level_event_names_its_company_and_phrase(runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
+    stores.create_in_commerce("LoyaltyLevels", {"dataAreaId": "usrt", "LevelPhrase": "DE Gold",
+                                                "LevelDescription": "x"})
+    status, body = post(data_event(table=LEVELS_TABLE, attributes={"mserp_levelphrase": "DE Gold",
+                                                                   "mserp_dataareaid": "USRT"}), "loyalty_levels")
+    assert (status, body["key"]) == (202, {"dataAreaId": "USRT", "LevelPhrase": "DE Gold"})
+    assert pump.drain() == 1
+    assert ("usrt", "DE Gold") in stores.actual("loyalty_levels")
+
+
+def test_an_updated_event_without_key_columns_is_resolved_through_the_target_id_of_its_created_event(
+        runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
+    new_card(stores, "DE-INDEX")
+    record = target_id()
+    assert post(card_created("DE-INDEX", target=record))[0] == 202 and pump.drain() == 1
+    stores.change_in_commerce("RetailLoyaltyCards('DE-INDEX')", {"PartyNumber": "CHANGED"})
+    status, body = post(data_event("OnExternalUpdated", attributes={"mserp_partynumber": "CHANGED"}, target=record))
+    assert (status, body["key"], body["target_id"]) == (202, None, record)
+    assert pump.drain() == 1
+    assert stores.actual("loyalty_cards")[("DE-INDEX",)]["msdyn_partynumber"] == "CHANGED"
+    assert counters(runtime) == {"callbacks_written": 2}
+
+
+def test_an_updated_event_names_its_key_in_the_pre_image(runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
+    new_card(stores, "DE-PRE")
+    event = data_event("OnExternalUpdated", attributes={"mserp_partynumber": "X"})
+    pre = {"__type": "Entity", "Attributes": [{"key": "mserp_cardnumber", "value": "DE-PRE"}],
+           "Id": event["InputParameters"][0]["value"]["Id"], "LogicalName": "mserp_retailloyaltycardentity"}
+    event["InputParameters"].append({"key": "PreImage", "value": pre})
+    status, body = post(event)
+    assert (status, body["key"]) == (202, {"CardNumber": "DE-PRE"})
+    assert pump.drain() == 1 and ("DE-PRE",) in stores.actual("loyalty_cards")
+
+
+# -- de-duplication: OperationId, else MessageName + Target.Id + OperationCreatedOn; never order -------------
+
+
+def test_a_data_event_delivered_twice_is_applied_once(runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
+    new_card(stores, "DE-TWICE")
+    event = card_created("DE-TWICE")
+    assert [post(event)[0], post(event)[0]] == [202, 202]
+    assert pump.drain() == 2
+    assert counters(runtime) == {"callbacks_written": 1, "duplicates_dropped": 1}
+
+
+def test_the_same_operation_id_is_one_event(runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
+    new_card(stores, "DE-OPID")
+    operation = "3C47A4CD-6EDC-4319-B893-3F862EED65FD"
+    record = target_id()
+    first = card_created("DE-OPID", target=record, operation_id=operation)
+    again = card_created("DE-OPID", target=record, operation_id=operation.lower(),
+                         created_on="/Date(1784051299000+0000)/")  # a redelivery; the time may be re-stamped
+    assert post(first)[1]["event_id"] == post(again)[1]["event_id"]
+    assert pump.drain() == 2
+    assert counters(runtime)["duplicates_dropped"] == 1
+
+
+def test_two_updates_of_one_record_in_the_same_second_are_two_events(runtime: Runtime, stores: Stores,
+                                                                     pump: QueuePump) -> None:
+    """No OperationId (as in F&O's capture) and OperationCreatedOn in whole seconds: the attributes tell them
+    apart, so the second change is not dropped as a duplicate of the first."""
+    new_card(stores, "DE-SECOND")
+    record = target_id()
+    assert post(card_created("DE-SECOND", target=record))[0] == 202 and pump.drain() == 1
+    stores.change_in_commerce("RetailLoyaltyCards('DE-SECOND')", {"PartyNumber": "FIRST"})
+    first = data_event("OnExternalUpdated", target=record, attributes={"mserp_partynumber": "FIRST"})
+    assert post(first)[0] == 202 and pump.drain() == 1
+    stores.change_in_commerce("RetailLoyaltyCards('DE-SECOND')", {"PartyNumber": "SECOND"})
+    second = data_event("OnExternalUpdated", target=record, attributes={"mserp_partynumber": "SECOND"})
+    assert post(second)[0] == 202 and pump.drain() == 1
+    assert stores.actual("loyalty_cards")[("DE-SECOND",)]["msdyn_partynumber"] == "SECOND"
+    assert "duplicates_dropped" not in counters(runtime)
+
+
+def test_the_empty_operation_id_is_no_identity(runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
+    new_card(stores, "DE-ZERO")
+    record, zero = target_id(), "00000000-0000-0000-0000-000000000000"
+    assert post(card_created("DE-ZERO", target=record, operation_id=zero))[0] == 202 and pump.drain() == 1
+    stores.change_in_commerce("RetailLoyaltyCards('DE-ZERO')", {"PartyNumber": "AFTER"})
+    assert post(card_updated("DE-ZERO", target=record, operation_id=zero))[0] == 202 and pump.drain() == 1
+    assert post(data_event("OnExternalUpdated", target=record, operation_id=zero,
+                           attributes={"mserp_cardnumber": "DE-ZERO", "mserp_omoperatingunitnumber": "9"}))[0] == 202
+    assert pump.drain() == 1
+    assert "duplicates_dropped" not in counters(runtime)
+    assert stores.actual("loyalty_cards")[("DE-ZERO",)]["msdyn_partynumber"] == "AFTER"
+
+
+def test_data_events_are_never_dropped_by_control_number(runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
+    """Data events have no ControlNumber: each event of a key re-reads it, however many came before."""
+    new_card(stores, "DE-CN")
+    record = target_id()
+    for party in ("P1", "P2", "P3"):
+        stores.change_in_commerce("RetailLoyaltyCards('DE-CN')", {"PartyNumber": party})
+        assert post(data_event("OnExternalUpdated", target=record,
+                               attributes={"mserp_cardnumber": "DE-CN", "mserp_partynumber": party}))[0] == 202
+        assert pump.drain() == 1
+        assert stores.actual("loyalty_cards")[("DE-CN",)]["msdyn_partynumber"] == party
+    assert counters(runtime) == {"callbacks_written": 3}
+
+
+# -- Deleted: only Target.Id ---------------------------------------------------------------------------------
+
+
+def test_a_deleted_event_for_a_known_id_deletes_the_row_once_commerce_confirms(runtime: Runtime, stores: Stores,
+                                                                               pump: QueuePump) -> None:
+    new_card(stores, "DE-GONE")
+    record = target_id()
+    assert post(card_created("DE-GONE", target=record))[0] == 202 and pump.drain() == 1
+    stores.delete_in_commerce("RetailLoyaltyCards('DE-GONE')")
+    status, body = post(deleted(record))
+    assert (status, body["kind"], body["target_id"]) == (202, "data_delete", record)
+    assert pump.drain() == 1
+    assert ("DE-GONE",) not in stores.actual("loyalty_cards")
+    assert counters(runtime) == {"callbacks_written": 1, "callbacks_deleted": 1}
+    assert runtime.state.target_ids.key_of("loyalty_cards", record) is None  # the RecId is gone for good
+
+
+def test_a_deleted_event_deletes_nothing_commerce_still_has(runtime: Runtime, stores: Stores,
+                                                            pump: QueuePump) -> None:
+    new_card(stores, "DE-ALIVE")
+    record = target_id()
+    assert post(card_created("DE-ALIVE", target=record))[0] == 202 and pump.drain() == 1
+    writes = stores.dataverse_writes()
+    assert post(deleted(record))[0] == 202 and pump.drain() == 1
+    assert ("DE-ALIVE",) in stores.actual("loyalty_cards") and stores.dataverse_writes() == writes
+    assert counters(runtime) == {"callbacks_written": 1, "callbacks_unchanged": 1}
+
+
+def test_a_deleted_event_for_an_id_never_seen_scans_the_template(runtime: Runtime, stores: Stores,
+                                                                 pump: QueuePump) -> None:
+    synced(runtime, "loyalty_cards")
+    card = stores.commerce_rows("loyalty_cards")[5]["CardNumber"]
+    stores.delete_in_commerce(f"RetailLoyaltyCards('{card}')")
+    status, body = post(deleted(target_id()))
+    assert (status, body["kind"]) == (202, "data_delete")
+    assert pump.drain() >= 2  # the work item, then the key ranges (and delete checks) of the scan it started
+    assert (card,) not in stores.actual("loyalty_cards")
+    assert stores.differences("loyalty_cards") == []
+    assert counters(runtime) == {"callbacks_refreshed": 1}
+
+
+def test_unknown_ids_arriving_together_cost_one_scan(runtime: Runtime, stores: Stores, pump: QueuePump,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """In place (no fan-out): the first runs the scan; the others arrived before it began, so it covered them."""
+    monkeypatch.setattr(runtime.settings, "fan_out", False)
+    synced(runtime, "loyalty_cards")
+    cards = [row["CardNumber"] for row in stores.commerce_rows("loyalty_cards")[:3]]
+    for card in cards:
+        stores.delete_in_commerce(f"RetailLoyaltyCards('{card}')")
+        assert post(deleted(target_id()))[0] == 202
+    assert pump.drain() == 3
+    assert counters(runtime) == {"callbacks_refreshed": 1, "callbacks_refresh_covered": 2}
+    assert not {(card,) for card in cards} & set(stores.actual("loyalty_cards"))
+
+
+# -- cut for size: 2xx, logged, a scan instead ----------------------------------------------------------------
+
+
+def test_an_event_cut_for_size_is_accepted_and_scans_the_template(runtime: Runtime, stores: Stores, pump: QueuePump,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    synced(runtime, "loyalty_reward_points")
+    point = stores.commerce_rows("loyalty_reward_points")[0]["RewardPointId"]
+    stores.change_in_commerce(f"RetailLoyaltyRewardPoints('{point}')", {"RedeemRanking": 42})
+    event = without_target(data_event("OnExternalUpdated", table=POINTS_TABLE))
+    status, body = post(event, "loyalty_reward_points", SIZE_EXCEEDED)
+    assert (status, body["kind"]) == (202, "refresh")
+    assert any("cut for size" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert pump.drain() >= 2
+    assert stores.actual("loyalty_reward_points")[(point,)]["msdyn_redeemranking"] == 42
+    assert stores.differences("loyalty_reward_points") == []
+
+
+# -- pause: data events are held and replayed like business events ------------------------------------------
+
+
+def test_data_events_held_while_paused_are_applied_on_resume_in_arrival_order(runtime: Runtime, stores: Stores,
+                                                                            pump: QueuePump) -> None:
+    """The Updated names its record only by Target.Id: it resolves only if the Created before it ran first."""
+    new_card(stores, "DE-HELD")
+    record = target_id()
+    operations.pause(runtime, "loyalty_cards", by="test")
+    assert post(card_created("DE-HELD", target=record))[0] == 202
+    stores.change_in_commerce("RetailLoyaltyCards('DE-HELD')", {"PartyNumber": "WHILE-PAUSED"})
+    assert post(data_event("OnExternalUpdated", target=record, attributes={"mserp_partynumber": "X"}))[0] == 202
+    assert pump.drain() == 2
+    assert counters(runtime) == {"held": 2} and stores.actual("loyalty_cards") == {}
+    assert operations.resume(runtime, "loyalty_cards", by="test") == 2
+    assert pump.drain() == 2
+    assert stores.actual("loyalty_cards")[("DE-HELD",)]["msdyn_partynumber"] == "WHILE-PAUSED"
+    assert counters(runtime) == {"held": 2, "callbacks_written": 1, "callbacks_unchanged": 1}
