@@ -339,3 +339,15 @@ def test_data_events_held_while_paused_are_applied_on_resume_in_arrival_order(ru
     assert pump.drain() == 2
     assert stores.actual("loyalty_cards")[("DE-HELD",)]["msdyn_partynumber"] == "WHILE-PAUSED"
     assert counters(runtime) == {"held": 2, "callbacks_written": 1, "callbacks_unchanged": 1}
+
+
+def test_a_data_event_that_cannot_be_queued_gets_503_which_dataverse_retries(runtime: Runtime,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.core.exceptions import ServiceRequestError
+
+    def unreachable(*_args: Any, **_kwargs: Any) -> None:
+        raise ServiceRequestError("connection refused")
+
+    monkeypatch.setattr(runtime.queues, "send", unreachable)
+    status, body = post(deleted(target_id()))
+    assert status == 503 and "retry" in str(body["error"])
