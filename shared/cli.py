@@ -11,6 +11,8 @@
     python -m shared.cli parked [--template loyalty_cards] [--show ROW_KEY]
     python -m shared.cli replay loyalty_cards ROW_KEY [ROW_KEY ...] | --all [--template NAME]
     python -m shared.cli pause loyalty_cards | resume loyalty_cards
+    python -m shared.cli approve-deletes loyalty_cards [--company usmf]   # the deletes a run held back
+    python -m shared.cli break-lease loyalty_cards [--company usmf] [--direction outbound|inbound|both]
 
 Reads the same app settings as the Function App (environment variables).
 """
@@ -18,6 +20,7 @@ Reads the same app settings as the Function App (environment variables).
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import sys
@@ -52,7 +55,7 @@ def print_table(rows: Sequence[dict[str, str]]) -> None:
 def summary_row(s: RunSummary) -> dict[str, str]:
     return {"template": s.template, "direction": s.direction, "scope": s.scope, "mode": s.mode, "status": s.status,
             "seen": str(s.seen), "written": str(s.written), "unchanged": str(s.unchanged), "deleted": str(s.deleted),
-            "parked": str(s.failed), "conflicts": str(s.conflicts), "seconds": f"{s.duration_s:.2f}"}
+            "parked": str(s.failed), "conflicts": str(s.conflicts), "seconds": f"{s.duration_s:.2f}", "detail": s.detail}
 
 
 class ProgressBar:
@@ -150,8 +153,44 @@ def cmd_sync(runtime: Runtime, args: argparse.Namespace) -> Report:
     if args.dry_run:
         return dry_run(runtime, names, args)
     summaries = sync(runtime, names, args.company, SyncDirection(args.direction))
-    failed = any(s.status == RunStatus.FAILED for s in summaries)
-    return Report([summary_row(s) for s in summaries], exit_code=1 if failed else 0)
+    for s in summaries:
+        explain(s)
+    return Report([summary_row(s) for s in summaries], exit_code=sync_exit_code(summaries))
+
+
+# ``sync``'s exit codes besides 0: a run failed; a run was skipped (another run holds its scope's lease); a run
+# held its deletes (more than the mass-delete guard allows). The first that applies, in this order.
+EXIT_FAILED = 1
+EXIT_SKIPPED = 3
+EXIT_DELETES_HELD = 4
+
+
+def sync_exit_code(summaries: Sequence[RunSummary]) -> int:
+    statuses = {s.status for s in summaries}
+    for status, code in ((RunStatus.FAILED, EXIT_FAILED), (RunStatus.SKIPPED, EXIT_SKIPPED),
+                         (RunStatus.DELETES_HELD, EXIT_DELETES_HELD)):
+        if status in statuses:
+            return code
+    return 0
+
+
+def _scope_flags(s: RunSummary) -> str:
+    return "" if s.scope == ALL else f" --company {s.scope}"
+
+
+def explain(s: RunSummary) -> None:
+    """One line on stderr for a run that needs an operator: skipped (whose lease, until when, how to break a
+    dead run's) or deletes held (how to approve them)."""
+    if s.status == RunStatus.SKIPPED:
+        direction = "inbound" if s.direction != DIRECTION else "outbound"
+        print(f"skipped: {s.template}/{s.scope} ({direction}): {s.detail}. If that run is dead (its process was "
+              f"killed), break its lease: python -m shared.cli break-lease {s.template}{_scope_flags(s)}"
+              f" --direction {direction}", file=sys.stderr)
+    elif s.status == RunStatus.DELETES_HELD:
+        print(f"deletes held: {s.template}/{s.scope}: {s.detail}. To delete them: python -m shared.cli "
+              f"approve-deletes {s.template}{_scope_flags(s)}", file=sys.stderr)
+
+
 
 
 def cmd_conflicts(runtime: Runtime, args: argparse.Namespace) -> Report:
@@ -199,6 +238,35 @@ def cmd_resume(runtime: Runtime, args: argparse.Namespace) -> Report:
     _check_template(runtime, args.template)
     requeued = operations.resume(runtime, args.template, by="cli")
     return Report([{"template": args.template, "paused": "no", "requeued": str(requeued)}])
+
+
+def _operator() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in a bare container
+        return "cli"
+
+
+def cmd_approve_deletes(runtime: Runtime, args: argparse.Namespace) -> Report:
+    _check_template(runtime, args.template)
+    try:
+        approval = operations.approve_deletes(runtime, args.template, args.company, by=args.by or _operator())
+    except operations.OperatorError as exc:
+        raise UsageError(str(exc)) from None
+    except operations.NothingToDo as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return Report(None, exit_code=1)
+    return Report([{k: str(v) for k, v in approval.as_dict().items()}])
+
+
+def cmd_break_lease(runtime: Runtime, args: argparse.Namespace) -> Report:
+    _check_template(runtime, args.template)
+    try:
+        results = operations.break_lease(runtime, args.template, args.company, operations.DIRECTIONS[args.direction],
+                                         by=args.by or _operator())
+    except operations.OperatorError as exc:
+        raise UsageError(str(exc)) from None
+    return Report([{k: str(v) for k, v in r.as_dict().items()} for r in results])
 
 
 # -- drift: dry runs, reconcile, resync (shared/ops/drift.py); findings are printed as they are found -----------
@@ -314,6 +382,19 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(verb, help=f"{verb} a template (callbacks keep being accepted and queued)")
         p.add_argument("template")
         p.set_defaults(func=command)
+    approve_p = sub.add_parser("approve-deletes", help="let the next run make the deletes a run held back "
+                                                        "(more than SYNC_DELETE_THRESHOLD or _SHARE)")
+    approve_p.add_argument("template")
+    approve_p.add_argument("--company", help="the legal entity (company-specific templates)")
+    approve_p.add_argument("--by", help="who approves (recorded; default cli:<user>)")
+    approve_p.set_defaults(func=cmd_approve_deletes)
+    lease_p = sub.add_parser("break-lease", help="release the lease of a dead run (killed process); it stays "
+                                                 "resumable and the next run takes it over")
+    lease_p.add_argument("template")
+    lease_p.add_argument("--company", help="the legal entity (company-specific templates)")
+    lease_p.add_argument("--direction", choices=list(operations.DIRECTIONS), default="outbound")
+    lease_p.add_argument("--by", help="who breaks it (logged; default cli:<user>)")
+    lease_p.set_defaults(func=cmd_break_lease)
     return parser
 
 

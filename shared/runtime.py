@@ -56,7 +56,9 @@ class Runtime:
                 outbound = OutboundSync(plan, self.commerce, self.dataverse, self.state, delete_policy=s.delete_policy,
                                         lease_s=s.run_lease_s, two_way=s.two_way, resolver=resolver,
                                         bulk_size=s.bulk_size, page_size=s.page_size,
-                                        identities=self.identities or [self.dataverse])
+                                        identities=self.identities or [self.dataverse],
+                                        delete_threshold=s.delete_threshold,
+                                        delete_threshold_share=s.delete_threshold_share)
                 inbound = InboundSync(plan, self.commerce, self.dataverse, self.state, outbound,
                                       delete_policy=s.reverse_delete_policy,
                                       lease_s=s.run_lease_s)

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     paused_templates: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="SYNC_PAUSED_TEMPLATES")
     callback_secret: SecretStr | None = Field(default=None, validation_alias="SYNC_CALLBACK_SECRET")
     delete_policy: Literal["delete", "ignore"] = Field(default="delete", validation_alias="SYNC_DELETE_POLICY")
+    # A full scan that would delete more than this many rows of a scope, or more than this share of the scope's
+    # synced records (judged from ``MASS_DELETE_FLOOR`` deletes on), holds its deletes until an operator approves.
+    delete_threshold: int = Field(default=500, ge=0, validation_alias="SYNC_DELETE_THRESHOLD")
+    delete_threshold_share: float = Field(default=0.2, gt=0, le=1, validation_alias="SYNC_DELETE_THRESHOLD_SHARE")
     two_way: bool = Field(default=True, validation_alias="SYNC_TWO_WAY")
     conflict_policy: Literal["commerce_wins", "dataverse_wins"] = Field(default="commerce_wins",
                                                                          validation_alias="SYNC_CONFLICT_POLICY")

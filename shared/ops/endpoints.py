@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import azure.functions as func
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.commerce.client import LegalEntitiesError
 from shared.observability import correlation_scope
@@ -286,3 +286,79 @@ def resync(call: OpsCall) -> func.HttpResponse:
         return _json(400, {"error": problem, "correlation_id": call.correlation_id})
     result = drift.resync(call.runtime, template, parts)
     return _json(200, {**result.as_dict(), "correlation_id": call.correlation_id})
+
+
+class ScopeRequest(BaseModel):
+    """The body of an action on one scope: the template (else the ``template`` query parameter), the company of
+    a company-specific one, and optionally who asks (recorded; App Service authentication's principal wins)."""
+
+    model_config = ConfigDict(extra="forbid")
+    template: str | None = None
+    company: str | None = Field(default=None, max_length=10)
+    by: str | None = Field(default=None, max_length=200)
+
+
+class BreakLeaseRequest(ScopeRequest):
+    direction: Literal["outbound", "inbound", "both"] = "outbound"
+
+
+Body = TypeVar("Body", bound=ScopeRequest)
+
+
+def _scope_request(call: OpsCall, model: type[Body]) -> Body | func.HttpResponse:
+    """The parsed body with a known template, or the 400/404 answer."""
+    cid = call.correlation_id
+    try:
+        raw = call.req.get_json() if call.req.get_body() else {}
+    except ValueError:
+        return _json(400, {"error": "body is not valid JSON", "correlation_id": cid})
+    if not isinstance(raw, dict):
+        return _json(400, {"error": "body must be a JSON object", "correlation_id": cid})
+    try:
+        body = model.model_validate(raw)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = problem["loc"][0] if problem["loc"] else ""
+        return _json(400, {"error": f"{field}: {problem['msg']}", "correlation_id": cid})
+    body.template = body.template or call.template
+    if body.template is None:
+        return _json(400, {"error": "name the template", "correlation_id": cid})
+    if not queries.is_known(call.runtime, body.template):
+        return _unknown_template(call.runtime, body.template)
+    return body
+
+
+def _who(call: OpsCall, body: ScopeRequest) -> str:
+    principal = call.req.headers.get("x-ms-client-principal-name") or body.by or "admin key"
+    return f"{principal} (ops endpoint, {call.correlation_id})"
+
+
+@operator_endpoint("ops_approve_deletes", "ops/approve-deletes", func.HttpMethod.POST)
+def approve_deletes(call: OpsCall) -> func.HttpResponse:
+    """Consent to the deletes a scope's last run held back; the next run of the scope makes them."""
+    body = _scope_request(call, ScopeRequest)
+    if isinstance(body, func.HttpResponse):
+        return body
+    assert body.template is not None
+    try:
+        approval = operations.approve_deletes(call.runtime, body.template, body.company, by=_who(call, body))
+    except operations.OperatorError as exc:
+        return _json(400, {"error": str(exc), "correlation_id": call.correlation_id})
+    except operations.NothingToDo as exc:
+        return _json(409, {"error": str(exc), "correlation_id": call.correlation_id})
+    return _json(200, {**approval.as_dict(), "correlation_id": call.correlation_id})
+
+
+@operator_endpoint("ops_break_lease", "ops/break-lease", func.HttpMethod.POST)
+def break_lease(call: OpsCall) -> func.HttpResponse:
+    """Release the lease a dead run left on a scope; its open run stays resumable."""
+    body = _scope_request(call, BreakLeaseRequest)
+    if isinstance(body, func.HttpResponse):
+        return body
+    assert body.template is not None
+    try:
+        results = operations.break_lease(call.runtime, body.template, body.company,
+                                         operations.DIRECTIONS[body.direction], by=_who(call, body))
+    except operations.OperatorError as exc:
+        return _json(400, {"error": str(exc), "correlation_id": call.correlation_id})
+    return _json(200, {"value": [r.as_dict() for r in results], "correlation_id": call.correlation_id})

@@ -6,10 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from shared.runtime import Runtime
+from shared.state.checkpoints import PageStatus
+from shared.state.store import Watermark
 from shared.sync import operations, worker
+from shared.sync.runs import DIRECTION_OUT, RunStatus
 
 NEVER_RUN = "never run"  # the status of a template with no watermark yet
-RUNNING = "running"  # a watermark whose first run has not finished
+RUNNING = "running"  # a run holds the scope's lease now (or a watermark whose first run has not finished)
+INTERRUPTED = "interrupted"  # a run stopped (its lease ran out or was broken) before it finished: the next resumes it
 
 
 def known_templates(runtime: Runtime) -> list[str]:
@@ -29,13 +33,65 @@ def status_rows(runtime: Runtime) -> list[dict[str, str]]:
         found = [m for (name, _, _), m in marks.items() if name == template.name]
         if not found:
             rows.append({"template": template.name, "direction": "-", "scope": "-", "status": NEVER_RUN, "runs": "0",
-                         "last_run_finished": "", "counts": "", "reason": ""})
+                         "last_run_finished": "", "counts": "", "reason": "", "failed_at": "", "run": "",
+                         "progress": "", "held": "", "approval": ""})
         for mark in sorted(found, key=lambda m: m.row_key):
             rows.append({"template": template.name, "direction": mark.direction, "scope": mark.scope,
-                         "status": mark.last_status or RUNNING, "runs": str(mark.run_seq),
+                         "status": run_status(runtime, mark), "runs": str(mark.run_seq),
                          "last_run_finished": mark.last_run_finished, "counts": mark.last_counts,
-                         "reason": mark.last_error})
+                         "reason": mark.last_error, "failed_at": mark.last_failed_at,
+                         "run": f"{mark.lease_owner} until {mark.lease_until}" if mark.lease_owner else "",
+                         "progress": progress(runtime, mark), "held": held(mark), "approval": approval(mark)})
     return rows
+
+
+def run_status(runtime: Runtime, mark: Watermark) -> str:
+    """``running`` while a run holds the lease; ``interrupted`` when a run stopped without finishing (it left
+    an open run and no failure); else the last run's status."""
+    if mark.lease_live(runtime.state.clock.now()):
+        return RUNNING
+    if mark.open_run and mark.last_status != RunStatus.FAILED:
+        return INTERRUPTED
+    return mark.last_status or RUNNING
+
+
+def progress(runtime: Runtime, mark: Watermark) -> str:
+    """How far the open full scan of a scope got: key ranges done of those planned (``+``: planning goes on),
+    records seen (of Commerce's ``$count``), and the step of its delete search."""
+    if mark.direction != DIRECTION_OUT or not mark.open_run:
+        return ""
+    checkpoints = runtime.state.checkpoints
+    plan = checkpoints.get_plan(mark.template, mark.scope, mark.open_run)
+    if plan is None:
+        return ""
+    done = [p for p in checkpoints.pages(plan) if p.status == PageStatus.DONE]
+    seen = sum(p.counts.get("seen", 0) for p in done)
+    text = (f"ranges {len(done)}/{plan.planned}{'' if plan.planning_done else '+'}, seen {seen}"
+            + (f" of {plan.total}" if plan.total >= 0 else ""))
+    if plan.decision and plan.delete_passes:
+        passes = checkpoints.delete_passes(plan)
+        text += f", delete passes {sum(p.status == PageStatus.DONE for p in passes)}/{plan.delete_passes}"
+    elif plan.delete_checks:
+        checks = checkpoints.delete_checks(plan)
+        text += f", delete checks {sum(c.status == PageStatus.DONE for c in checks)}/{plan.delete_checks}"
+    elif plan.finalizing:
+        text += ", delete search"
+    return text
+
+
+def held(mark: Watermark) -> str:
+    """The deletes the last full scan held back (the mass-delete guard), until a run closes without a hold."""
+    if not mark.held_deletes:
+        return ""
+    return f"{mark.held_deletes} deletes of {mark.held_states} records held by run {mark.held_run} at {mark.held_at}"
+
+
+def approval(mark: Watermark) -> str:
+    """The last approval of held deletes: who, when, and whether a run has used it."""
+    if not mark.approved_at:
+        return ""
+    used = f"used by run {mark.approval_spent_by}" if mark.approval_spent_by else "pending: the next run deletes"
+    return f"{mark.approved_deletes} deletes approved by {mark.approved_by} at {mark.approved_at}; {used}"
 
 
 def paused(runtime: Runtime) -> dict[str, bool]:

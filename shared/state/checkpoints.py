@@ -6,7 +6,10 @@ One partition per run (``<template>.<scope>.<run id>``):
   who finalises, how many delete checks the finaliser split the delete search into, who closes the run;
 * one row per key range (``000000``, ``000001``, ...): its bounds, its status (``planned`` or ``done``), its
   counts and, once done, the 8-byte digests of the keys it saw, which the delete search needs;
-* one row per delete check (``x0000``, ...): the state buckets it searches, its status and counts.
+* one row per delete check (``x0000``, ...): the state buckets it searches, its status and counts (the
+  delete candidates it found and the states it read among them);
+* once the delete search is decided (the plan row's ``decision``), one row per delete pass (``y0000``, ...):
+  the buckets of a check that found candidates, where the deletes are made.
 
 A crashed run resumes from these rows: ranges and checks marked done are not done again. The rows of a run
 are removed once it is closed.
@@ -31,6 +34,7 @@ _DIGESTS_PER_PROPERTY = 8000  # a binary property holds 64 KiB
 PLAN_ROW = "plan"
 _PAGE_ROWS = "RowKey lt 'a'"  # key ranges' row keys are digits: below "plan" and the delete checks' "x..."
 _CHECK_ROWS = "RowKey ge 'x' and RowKey lt 'y'"
+_PASS_ROWS = "RowKey ge 'y' and RowKey lt 'z'"
 
 
 class CheckpointConflict(Exception):
@@ -60,6 +64,8 @@ class RunCheckpoint:
     mode: str = "incremental"
     delete_checks: int = 0  # > 0: the delete search was split into this many checks, run as tasks
     closing: bool = False  # claimed by the party that closes the run once every delete check is done
+    decision: str = ""  # what the delete search decided (JSON, written once by an ETag claim); empty: undecided
+    delete_passes: int = 0  # > 0: the decision queued this many delete passes
     etag: str | None = None
 
 
@@ -115,6 +121,7 @@ class PageCheckpoints:
                        finalizing=bool(e.get("finalizing")), last_through=key_from_json(e.get("last_through", "")),
                        started_at=e.get("started_at", ""), mode=e.get("mode", "incremental"),
                        delete_checks=int(e.get("delete_checks", 0)), closing=bool(e.get("closing")),
+                       decision=e.get("decision", ""), delete_passes=int(e.get("delete_passes", 0)),
                        etag=e.metadata.get("etag"))
 
     def save_plan(self, plan: RunCheckpoint) -> RunCheckpoint:
@@ -122,7 +129,8 @@ class PageCheckpoints:
                   "planned": plan.planned, "planning_done": plan.planning_done, "total": plan.total,
                   "finalizing": plan.finalizing, "last_through": _key_json(plan.last_through),
                   "started_at": plan.started_at,
-                  "mode": plan.mode, "delete_checks": plan.delete_checks, "closing": plan.closing}
+                  "mode": plan.mode, "delete_checks": plan.delete_checks, "closing": plan.closing,
+                  "decision": plan.decision, "delete_passes": plan.delete_passes}
         try:
             plan.etag = create_or_replace(self.table, entity, plan.etag)
         except (ResourceExistsError, ResourceModifiedError) as exc:
@@ -181,13 +189,17 @@ class PageCheckpoints:
 
     # -- delete checks -----------------------------------------------------------------------------------
 
-    def add_delete_checks(self, plan: RunCheckpoint, checks: list[DeleteCheck]) -> RunCheckpoint:
-        """Record the delete checks (idempotent: a retried split writes the same rows) and move the plan on."""
+    def _add_checks(self, plan: RunCheckpoint, checks: list[DeleteCheck], prefix: str) -> None:
         pk = self.partition(plan.template, plan.scope, plan.run_id)
-        rows = [Operation("upsert", {"PartitionKey": pk, "RowKey": f"x{c.index:04d}", "status": PageStatus.PLANNED.value,
-                                     "first": c.first, "stop": c.stop, "counts": "{}"}) for c in checks]
+        rows = [Operation("upsert", {"PartitionKey": pk, "RowKey": f"{prefix}{c.index:04d}",
+                                     "status": PageStatus.PLANNED.value, "first": c.first, "stop": c.stop,
+                                     "counts": "{}"}) for c in checks]
         for start in range(0, len(rows), MAX_OPERATIONS):
             submit(self.table, rows[start:start + MAX_OPERATIONS])
+
+    def add_delete_checks(self, plan: RunCheckpoint, checks: list[DeleteCheck]) -> RunCheckpoint:
+        """Record the delete checks (idempotent: a retried split writes the same rows) and move the plan on."""
+        self._add_checks(plan, checks, "x")
         plan.delete_checks = len(checks)
         return self.save_plan(plan)
 
@@ -196,22 +208,46 @@ class PageCheckpoints:
         return DeleteCheck(int(e["RowKey"][1:]), int(e["first"]), int(e["stop"]), PageStatus(e.get("status", "planned")),
                            json.loads(e.get("counts") or "{}"))
 
-    def delete_checks(self, plan: RunCheckpoint) -> list[DeleteCheck]:
-        query = self.table.query_entities(f"PartitionKey eq @pk and {_CHECK_ROWS}",
+    def _checks(self, plan: RunCheckpoint, rows: str) -> list[DeleteCheck]:
+        query = self.table.query_entities(f"PartitionKey eq @pk and {rows}",
                                           parameters={"pk": self.partition(plan.template, plan.scope, plan.run_id)})
         return [self._check(e) for e in query]
 
-    def delete_check(self, plan: RunCheckpoint, index: int) -> DeleteCheck | None:
+    def _get_check(self, plan: RunCheckpoint, row_key: str) -> DeleteCheck | None:
         try:
-            return self._check(self.table.get_entity(self.partition(plan.template, plan.scope, plan.run_id),
-                                                     f"x{index:04d}"))
+            return self._check(self.table.get_entity(self.partition(plan.template, plan.scope, plan.run_id), row_key))
         except ResourceNotFoundError:
             return None
 
-    def complete_delete_check(self, plan: RunCheckpoint, check: DeleteCheck) -> None:
+    def _complete_check(self, plan: RunCheckpoint, check: DeleteCheck, prefix: str) -> None:
         self.table.upsert_entity({"PartitionKey": self.partition(plan.template, plan.scope, plan.run_id),
-                                  "RowKey": f"x{check.index:04d}", "status": PageStatus.DONE.value, "first": check.first,
-                                  "stop": check.stop, "counts": json.dumps(check.counts)}, mode=UpdateMode.REPLACE)
+                                  "RowKey": f"{prefix}{check.index:04d}", "status": PageStatus.DONE.value,
+                                  "first": check.first, "stop": check.stop, "counts": json.dumps(check.counts)},
+                                 mode=UpdateMode.REPLACE)
+
+    def delete_checks(self, plan: RunCheckpoint) -> list[DeleteCheck]:
+        return self._checks(plan, _CHECK_ROWS)
+
+    def delete_check(self, plan: RunCheckpoint, index: int) -> DeleteCheck | None:
+        return self._get_check(plan, f"x{index:04d}")
+
+    def complete_delete_check(self, plan: RunCheckpoint, check: DeleteCheck) -> None:
+        self._complete_check(plan, check, "x")
+
+    # -- delete passes (the deletes themselves, once the delete search decided to make them) -------------
+
+    def add_delete_passes(self, plan: RunCheckpoint, passes: list[DeleteCheck]) -> None:
+        """Record delete passes (idempotent); the plan row is not written: the decision's claim does that."""
+        self._add_checks(plan, passes, "y")
+
+    def delete_passes(self, plan: RunCheckpoint) -> list[DeleteCheck]:
+        return self._checks(plan, _PASS_ROWS)
+
+    def delete_pass(self, plan: RunCheckpoint, index: int) -> DeleteCheck | None:
+        return self._get_check(plan, f"y{index:04d}")
+
+    def complete_delete_pass(self, plan: RunCheckpoint, done: DeleteCheck) -> None:
+        self._complete_check(plan, done, "y")
 
     def drop(self, plan: RunCheckpoint) -> None:
         """Remove a finalised run's rows (entity-group deletes, 100 at a time)."""

@@ -7,7 +7,7 @@ partition take 9.5 s, into 16 partitions of 2,500 about 0.25 s). Callers name th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +59,7 @@ class SyncedStates:
     def _pk(self, partition: str, row_key: str) -> str:
         return f"{partition}~{bucket_of(row_key, self.buckets):02x}"
 
-    def _bucket_partitions(self, partition: str, buckets: range | None = None) -> list[str]:
+    def _bucket_partitions(self, partition: str, buckets: Sequence[int] | None = None) -> list[str]:
         return [f"{partition}~{b:02x}" for b in (buckets if buckets is not None else range(self.buckets))]
 
     def load(self, partition: str) -> dict[str, SyncedState]:
@@ -76,7 +76,7 @@ class SyncedStates:
             found.update((e["RowKey"], _synced(e)) for e in query)
         return found
 
-    def iter(self, partition: str, buckets: range | None = None) -> Iterator[SyncedState]:
+    def iter(self, partition: str, buckets: Sequence[int] | None = None) -> Iterator[SyncedState]:
         """Every state of a scope (or of some of its ``buckets``), streamed bucket by bucket, page by page
         (never all in memory)."""
         for pk in self._bucket_partitions(partition, buckets):

@@ -37,7 +37,28 @@ class Watermark:
     lease_until: str = ""
     delta_link: str = ""  # Dataverse -> F&O: where the change feed resumes
     open_run: str = ""  # F&O -> Dataverse: a paged scan not yet finalised (its checkpoints let it resume)
+    last_failed_at: str = ""  # when the run that left ``last_error`` failed
+    # Deletes a full scan held back (more than the mass-delete guard allows): kept until a run closes without a hold.
+    held_deletes: int = 0  # how many (0: nothing held)
+    held_states: int = 0  # of how many synced records of the scope
+    held_run: str = ""
+    held_at: str = ""
+    # An operator's consent to the held deletes: the next run may delete this many more than the guard allows.
+    approved_deletes: int = 0
+    approved_by: str = ""
+    approved_at: str = ""
+    approved_run: str = ""  # the held run it was given for
+    approval_spent_by: str = ""  # the run that used it (or found more to delete); empty while it is pending
     etag: str | None = None
+
+    @property
+    def approval_pending(self) -> bool:
+        """An approval no run has used yet."""
+        return bool(self.approved_at) and not self.approval_spent_by
+
+    def lease_live(self, now: datetime) -> bool:
+        """A run holds this scope's lease now."""
+        return bool(self.lease_owner and self.lease_until and datetime.fromisoformat(self.lease_until) > now)
 
     @property
     def row_key(self) -> str:
@@ -95,7 +116,7 @@ class Watermarks:
                       *, mark: Watermark | None = None) -> Watermark | None:
         """Take the run lease for one scope; None while another run holds an unexpired lease."""
         mark = mark or self.get(template, direction, scope)
-        if mark.lease_owner and mark.lease_until and datetime.fromisoformat(mark.lease_until) > self.clock.now():
+        if mark.lease_live(self.clock.now()):
             return None
         mark.lease_owner = owner
         mark.lease_until = (self.clock.now() + timedelta(seconds=lease_s)).isoformat()
@@ -120,3 +141,21 @@ class Watermarks:
             except ConcurrencyConflict:
                 continue  # another worker renewed it meanwhile: read again
         return True
+
+    def break_lease(self, template: str, direction: str, scope: str) -> Watermark | None:
+        """Release the scope's lease whoever holds it (an operator's action for a run that died): the watermark
+        keeps everything else, so the open run and its checkpoints stay resumable. Returns the watermark as it
+        was (its ``lease_owner`` and ``lease_until``), or None when no run held a lease."""
+        for _ in range(3):
+            mark = self.get(template, direction, scope)
+            if not mark.lease_owner:
+                return None
+            before = Watermark(**{**mark.__dict__})
+            mark.lease_owner = ""
+            mark.lease_until = ""
+            try:
+                self.save(mark)
+                return before
+            except ConcurrencyConflict:
+                continue  # the run renewed or finished meanwhile: read again
+        raise ConcurrencyConflict(f"watermark {template}/{direction}.{scope} kept changing; try again")

@@ -22,7 +22,8 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from azure.core.exceptions import AzureError
@@ -33,10 +34,19 @@ from shared.http.errors import ApiError
 from shared.mapping.model import Direction
 from shared.mapping.plan import DataverseRecord, MappingError, Plan, changed_columns, column_digests
 from shared.observability import log
-from shared.state.store import ConcurrencyConflict, StateStore, SyncedEntry, SyncedState, decode_key, encode_key
+from shared.state.store import (
+    ConcurrencyConflict,
+    StateStore,
+    SyncedEntry,
+    SyncedState,
+    bucket_of,
+    decode_key,
+    encode_key,
+)
 from shared.sync.chunks import ChunkPool, Pending
 from shared.sync.conflicts import ConflictResolver, Verdict
 from shared.sync.digests import KeyDigests
+from shared.sync.guard import DeleteGuard
 from shared.sync.parking import Parking
 from shared.sync.runs import MAX_CONFLICT_ROUNDS, Outcome, RunSummary
 from shared.sync.twoway import SharedImage
@@ -51,13 +61,24 @@ OVERWRITE = "overwrite"  # a conflict Commerce won: every column goes out, not o
 DataverseWins = Callable[[Mapping[str, Any]], str]
 
 
+@dataclass
+class DeleteTally:
+    """What a delete search's count found: ``candidates`` (keys no range saw and Commerce confirmed missing),
+    ``states`` (the synced states read) and the state buckets that hold candidates."""
+
+    candidates: int = 0
+    states: int = 0
+    buckets: set[int] = field(default_factory=set)
+
+
 class OutboundSync:
     """Moves one template's records from Commerce to Dataverse."""
 
     def __init__(self, plan: Plan, commerce: CommerceClient, dataverse: DataverseClient, state: StateStore,
                  *, delete_policy: str = "delete", lease_s: int = 900, two_way: bool = False,
                  resolver: ConflictResolver | None = None, bulk_size: int = 200, page_size: int = 5000,
-                 identities: list[DataverseClient] | None = None) -> None:
+                 identities: list[DataverseClient] | None = None, delete_threshold: int = 500,
+                 delete_threshold_share: float = 0.2) -> None:
         self.plan = plan
         self.name = plan.name
         self.entity_set = plan.template.commerce.entity_set
@@ -67,6 +88,9 @@ class OutboundSync:
         self.writer = DataverseWriter(dataverse, plan)
         self.images = SharedImage(plan, dataverse)
         self.delete_policy = delete_policy
+        # How many deletes a full scan may make without an operator's consent (only rows are guarded: ``ignore``
+        # deletes none).
+        self.delete_guard = DeleteGuard(delete_threshold, delete_threshold_share, enabled=delete_policy == "delete")
         self.lease_s = lease_s
         self.two_way = two_way
         self.resolver = resolver or ConflictResolver(state, plan.name)
@@ -120,21 +144,32 @@ class OutboundSync:
             pool.submit(pending, summary)
 
     def find_deletes(self, partition: str, seen: KeyDigests, summary: RunSummary, heartbeat: Callable[[], None],
-                     buckets: range | None = None) -> None:
+                     buckets: Sequence[int] | None = None, *, delete: bool) -> DeleteTally:
         """After a complete scan: every state (of the scope, or of its state ``buckets``) whose key the scan
-        did not see is a delete candidate, confirmed by a read by key first (streamed, never all loaded)."""
+        did not see is a delete candidate, confirmed by a read by key first (streamed, never all loaded).
+
+        ``delete=False``, the count: a key Commerce has after all (changed key casing, a race) is synced; the
+        others are counted as candidates, and nothing is deleted. ``delete=True``, the deletes: each candidate
+        Commerce still does not have is deleted; a key it has (again) is left to the count and to callbacks."""
         seen.freeze()
+        tally = DeleteTally()
         for previous in self.state.synced.iter(partition, buckets):
+            tally.states += 1
             if previous.row_key in seen:
                 continue
             heartbeat()
             key = decode_key(previous.row_key)
             current = self.commerce.get(self.entity_set, self.plan.key_as_dict(key), select=list(self.plan.select_properties))
-            if current is not None:  # it exists after all (changed key casing, a race): sync it
-                summary.count(self._sync_row(current, partition, {previous.row_key: previous}, parked=set(),
-                                             source="timer"))
-            else:
+            if current is not None:
+                if not delete:
+                    summary.count(self._sync_row(current, partition, {previous.row_key: previous}, parked=set(),
+                                                 source="timer"))
+            elif delete:
                 summary.count(self._delete(key, previous, partition, source="timer"))
+            else:
+                tally.candidates += 1
+                tally.buckets.add(bucket_of(previous.row_key, self.state.buckets))
+        return tally
 
     def _flush(self, pending: list[Pending], partition: str,
                parked: set[str], client: DataverseClient | None = None) -> list[str]:

@@ -1,7 +1,8 @@
 """Operator actions shared by the command line and the admin HTTP endpoints.
 
 Replay parked records (one, a selection, or all), pause and resume a template, retry parked records
-whose cause may have gone away (a missing currency that now exists, throttling, outages).
+whose cause may have gone away (a missing currency that now exists, throttling, outages), approve the
+deletes a full scan held back (mass-delete guard), and break the run lease a dead run left behind.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 from shared.messages.events import WorkItem
 from shared.observability import log
 from shared.runtime import Runtime
-from shared.state.store import decode_key, split_parked_key
+from shared.state.store import ConcurrencyConflict, decode_key, split_parked_key
+from shared.sync.runs import ALL, DIRECTION_IN, DIRECTION_OUT, MAX_CONFLICT_ROUNDS, scope_of
 
 logger = logging.getLogger("loyaltysync.operations")
 
@@ -94,3 +96,99 @@ def resume(runtime: Runtime, template: str, *, by: str) -> int:
         count += 1
     log(logger, logging.WARNING, "template resumed; backlog re-queued in order", template=template, by=by, items=count)
     return count
+
+
+class OperatorError(ValueError):
+    """An operator action named a scope that does not fit the template (the CLI's usage error, a 400)."""
+
+
+class NothingToDo(RuntimeError):
+    """An operator action found nothing to act on (no deletes held): the CLI exits 1, the endpoint answers 409."""
+
+
+def scope_for(runtime: Runtime, template: str, company: str | None) -> str:
+    """The outbound scope an operator names: the company of a company-specific template, else ``all``."""
+    if runtime.catalog.plan(template).company_specific:
+        if not company:
+            raise OperatorError(f"{template} is synced per legal entity: name the company")
+        return scope_of(company.lower())
+    if company and company.lower() != ALL:
+        raise OperatorError(f"{template} is not company-specific: name no company")
+    return ALL
+
+
+@dataclass(frozen=True)
+class Approval:
+    template: str
+    scope: str
+    deletes: int
+    held_run: str
+    approved_by: str
+    approved_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def approve_deletes(runtime: Runtime, template: str, company: str | None, *, by: str) -> Approval:
+    """Consent to the deletes the last run of a scope held back: the next run of the scope may delete that many
+    more than the guard allows (it counts again first: records back in Commerce are not deleted). Recorded on
+    the watermark with who and when; ``NothingToDo`` when no deletes are held."""
+    scope = scope_for(runtime, template, company)
+    watermarks = runtime.state.watermarks
+    for _ in range(MAX_CONFLICT_ROUNDS):
+        mark = watermarks.get(template, DIRECTION_OUT, scope)
+        if not mark.held_deletes:
+            raise NothingToDo(f"no deletes held for {template}/{scope}")
+        mark.approved_deletes = mark.held_deletes
+        mark.approved_by = by
+        mark.approved_at = runtime.state.clock.now().isoformat()
+        mark.approved_run = mark.held_run
+        mark.approval_spent_by = ""
+        try:
+            watermarks.save(mark)
+        except ConcurrencyConflict:
+            continue  # a run renewed its lease or finished meanwhile: read again
+        log(logger, logging.WARNING, "held deletes approved; the next run of the scope makes them", template=template,
+            scope=scope, deletes=mark.held_deletes, held_run=mark.held_run, by=by)
+        return Approval(template, scope, mark.held_deletes, mark.held_run, by, mark.approved_at)
+    raise ConcurrencyConflict(f"watermark {template}/{scope} kept changing; try again")
+
+
+@dataclass(frozen=True)
+class BrokenLease:
+    template: str
+    direction: str
+    scope: str
+    broken: bool  # False: no run held a lease
+    run: str = ""  # the run that held it
+    until: str = ""
+    expired: bool = False  # the lease had run out already (the next run would have taken it over anyway)
+    open_run: str = ""  # the unfinished run the next run resumes from its checkpoints
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def break_lease(runtime: Runtime, template: str, company: str | None, directions: list[str], *,
+                by: str) -> list[BrokenLease]:
+    """Release the lease a dead run (a killed process) left on a scope, so the next run need not wait for it
+    to expire. Nothing else changes: the open run and its checkpoints stay, and the next run resumes them.
+    A run still alive loses the lease at its next renewal and stops."""
+    results: list[BrokenLease] = []
+    for direction in directions:
+        scope = scope_for(runtime, template, company) if direction == DIRECTION_OUT else ALL
+        before = runtime.state.watermarks.break_lease(template, direction, scope)
+        if before is None:
+            results.append(BrokenLease(template, direction, scope, broken=False))
+            continue
+        expired = not before.lease_live(runtime.state.clock.now())
+        results.append(BrokenLease(template, direction, scope, broken=True, run=before.lease_owner,
+                                   until=before.lease_until, expired=expired, open_run=before.open_run))
+        log(logger, logging.WARNING, "run lease broken by an operator", template=template, direction=direction,
+            scope=scope, run_id=before.lease_owner, lease_until=before.lease_until, expired=expired,
+            open_run=before.open_run or "-", by=by)
+    return results
+
+
+DIRECTIONS = {"outbound": [DIRECTION_OUT], "inbound": [DIRECTION_IN], "both": [DIRECTION_OUT, DIRECTION_IN]}

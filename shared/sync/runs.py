@@ -40,6 +40,7 @@ class RunStatus(StrEnum):
     COMPLETED_WITH_PARKED = "completed_with_parked"
     FAILED = "failed"
     SKIPPED = "skipped"
+    DELETES_HELD = "deletes_held"  # every record synced, but more deletes than the guard allows: none made
     FANNED_OUT = "fanned_out"  # planned and queued; the page workers finish it
 
 
@@ -160,10 +161,12 @@ class Run:
         summary = RunSummary(template=template, scope=scope, run_id=run_id, direction=direction)
         lease = state.watermarks.acquire_lease(template, direction, scope, run_id, lease_s, mark=mark)
         if lease is None:
+            holder = state.watermarks.get(template, direction, scope)  # who holds it now (it may have changed)
             summary.status = RunStatus.SKIPPED
-            summary.detail = "another run holds the lease for this scope"
+            summary.detail = (f"run {holder.lease_owner} holds the lease on this scope until {holder.lease_until}"
+                              if holder.lease_owner else "another run took the lease on this scope meanwhile")
             log(logger, logging.INFO, "run skipped", template=template, direction=direction, scope=scope,
-                reason=summary.detail)
+                reason=summary.detail, lease_owner=holder.lease_owner, lease_until=holder.lease_until)
             return summary
         summary.mode = "incremental" if lease.initial_completed_at else "initial"
         log(logger, logging.INFO, "run resumed" if resumed else "run started", template=template, direction=direction,
@@ -183,8 +186,10 @@ class Run:
         self.summary.detail = f"{type(exc).__name__}: {exc}"
         return self.finish(advance=False)
 
-    def finish(self, *, advance: bool, **fields: Any) -> RunSummary:
-        """Release the lease; on success advance the watermark (and set ``fields`` such as a delta link)."""
+    def finish(self, *, advance: bool, status: RunStatus | None = None,
+               update: Callable[[Watermark], None] | None = None, **fields: Any) -> RunSummary:
+        """Release the lease; on success advance the watermark (and set ``fields`` such as a delta link, then let
+        ``update`` change it); ``status``: what ``status`` shows instead of completed (e.g. deletes held)."""
         summary = self.summary
         summary.duration_s = round(self.elapsed(), 3)
         mark = self.lease
@@ -200,22 +205,27 @@ class Run:
                 mark.last_run_id = summary.run_id
                 mark.last_run_started = self.started_at
                 mark.last_run_finished = self.state.clock.now().isoformat()
-                mark.last_status = RunStatus.COMPLETED_WITH_PARKED if summary.failed else RunStatus.COMPLETED
+                mark.last_status = status or (RunStatus.COMPLETED_WITH_PARKED if summary.failed else RunStatus.COMPLETED)
                 mark.last_counts = json.dumps(summary.counts())
                 mark.last_error = ""
+                mark.last_failed_at = ""
                 mark.initial_completed_at = mark.initial_completed_at or mark.last_run_finished
                 for name, value in fields.items():
                     setattr(mark, name, value)
+                if update is not None:
+                    update(mark)
             else:
                 mark.last_status = RunStatus.FAILED
                 mark.last_error = summary.detail
+                mark.last_failed_at = self.state.clock.now().isoformat()
             try:
                 self.state.watermarks.save(mark)
                 break
             except ConcurrencyConflict:
                 mark = self.state.watermarks.get(mark.template, mark.direction, mark.scope)
-        level = logging.INFO if advance else logging.ERROR
-        log(logger, level, "run finished" if advance else "run failed; watermark not advanced",
+        level = logging.INFO if advance and status != RunStatus.DELETES_HELD else logging.WARNING if advance else logging.ERROR
+        log(logger, level, "run failed; watermark not advanced" if not advance else
+            "run finished; deletes held" if status == RunStatus.DELETES_HELD else "run finished",
             template=summary.template, direction=summary.direction, scope=summary.scope, run_id=summary.run_id,
             mode=summary.mode, duration_s=summary.duration_s, detail=summary.detail, **summary.counts())
         return summary
@@ -228,6 +238,7 @@ def record_unscoped_failure(state: StateStore, template: str, direction: str, sc
         mark = state.watermarks.get(template, direction, scope)
         mark.last_status = RunStatus.FAILED
         mark.last_error = reason
+        mark.last_failed_at = state.clock.now().isoformat()
         try:
             state.watermarks.save(mark)
             return

@@ -26,7 +26,7 @@ def test_operator_endpoints_need_the_admin_key() -> None:
     import function_app
 
     ops = [fn for name, fn in functions(function_app.app).items() if name.startswith("ops_")]
-    assert len(ops) == 10 and {fn.get_trigger().auth_level for fn in ops} == {func.AuthLevel.ADMIN}
+    assert len(ops) == 12 and {fn.get_trigger().auth_level for fn in ops} == {func.AuthLevel.ADMIN}
 
 
 def test_status_shows_watermarks_pause_state_and_counters(runtime: Runtime) -> None:
@@ -122,4 +122,5 @@ def test_the_routes_and_methods_are_unchanged() -> None:
                       "ops_replay": ("ops/replay", post), "ops_pause": ("ops/templates/{template}/pause", post),
                       "ops_resume": ("ops/templates/{template}/resume", post),
                       "ops_reconcile": ("ops/reconcile", post), "ops_sync": ("ops/sync", post),
-                      "ops_resync": ("ops/resync", post)}
+                      "ops_resync": ("ops/resync", post),
+                      "ops_approve_deletes": ("ops/approve-deletes", post), "ops_break_lease": ("ops/break-lease", post)}

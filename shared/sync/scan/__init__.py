@@ -8,13 +8,14 @@ Three parts, one module each:
 * ``planner``: takes the scope's lease, starts or resumes the run, plans the next range;
 * ``ranges``: reads and processes one range (map, compare, write in chunks) and checkpoints it with its
   counts and the digests of the keys it saw;
-* ``finaliser``: once planning is done and every range is, finds deletes and closes the run.
+* ``finaliser``: once planning is done and every range is, counts the delete candidates, decides (the
+  mass-delete guard may hold them), deletes, and closes the run.
 
 ``Scan`` composes them. **In place** (``run``: the CLI, or the timer with ``SYNC_FAN_OUT=false``): one
 process plans a range from the rows it reads, processes it, checkpoints it, then finalises. **Fanned out**
 (``start``: the timer by default): the planner reads keys only, plans every range and queues one
 ``PageTask`` per range; the queue-triggered workers (``run_task``) each process one range, renewing the
-run's lease, and the last one done finalises.
+run's lease, and the last one done finalises (delete checks, then delete passes, also queued as tasks).
 """
 
 from __future__ import annotations
@@ -158,12 +159,18 @@ class Scan:
         if isinstance(begun, RunSummary):
             return begun
         run, plan = begun
-        if plan.delete_checks:  # a resumed run that was searching for deletes: queue the checks not done
-            checks = [c for c in self.checkpoints.delete_checks(plan) if c.status != PageStatus.DONE]
-            for check in checks:
-                self._queue(plan, check.index, "deletes")
+        if plan.delete_checks:  # a resumed run in its delete search: queue the checks (or passes) not done
+            if plan.decision and plan.delete_passes:
+                kind, what, planned = "delete_pass", "delete passes", plan.delete_passes
+                items = self.checkpoints.delete_passes(plan)
+            else:
+                kind, what, planned = "deletes", "delete checks", plan.delete_checks
+                items = self.checkpoints.delete_checks(plan)
+            undone = [c for c in items if c.status != PageStatus.DONE]
+            for item in undone:
+                self._queue(plan, item.index, kind)
             run.summary.status = RunStatus.FANNED_OUT
-            run.summary.detail = f"{len(checks)} of {plan.delete_checks} delete checks queued again"
+            run.summary.detail = f"{len(undone)} of {planned} {what} queued again"
             self.finaliser.maybe_close(plan)
             return run.summary
         total: list[int] = []
@@ -186,12 +193,16 @@ class Scan:
 
     def _queue(self, plan: RunCheckpoint, index: int, kind: str) -> None:
         assert self.enqueue is not None, "fan-out needs a pages queue"
-        self.enqueue(PageTask(kind="deletes" if kind == "deletes" else "page", template=plan.template,
-                              scope=plan.scope, run_id=plan.run_id, index=index))
+        self.enqueue(PageTask(kind="deletes" if kind == "deletes" else "delete_pass" if kind == "delete_pass" else "page",
+                              template=plan.template, scope=plan.scope, run_id=plan.run_id, index=index))
 
     def run_task(self, task: PageTask) -> str:
-        """One queued task: a key range or a delete check. Returns what happened."""
-        return self.finaliser.run_delete_check(task) if task.kind == "deletes" else self.run_page(task)
+        """One queued task: a key range, a delete check or a delete pass. Returns what happened."""
+        if task.kind == "deletes":
+            return self.finaliser.run_delete_check(task)
+        if task.kind == "delete_pass":
+            return self.finaliser.run_delete_pass(task)
+        return self.run_page(task)
 
     def run_page(self, task: PageTask) -> str:
         """Process one queued key range; the last one done finalises the run. Returns what happened."""
