@@ -252,3 +252,14 @@ def test_out_of_order_knob_swaps_consecutive_events(emu: CommerceEmulator, recei
     patch_card(emu, "52100000002")
     drain(emu)
     assert [e["CardNumber"] for e in receiver.received("/swap")] == ["52100000002", "52100000001"]
+
+
+def test_with_both_knobs_an_event_is_overtaken_by_the_next_event_not_by_its_own_duplicate(
+        emu: CommerceEmulator, receiver: Receiver) -> None:
+    register(emu, receiver.url("/both"), ["RetailLoyaltyCards"])
+    requests.post(f"{emu.url}/_emulator/business-events/config", timeout=10,
+                  json={"duplicate_delivery": True, "out_of_order": True, "hold_seconds": 1.0})
+    for card in ("52100000001", "52100000002", "52100000003"):
+        patch_card(emu, card)
+    drain(emu)
+    assert [e["CardNumber"][-1] for e in receiver.received("/both")] == ["2", "1", "1", "3", "2", "3"]
