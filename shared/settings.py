@@ -5,15 +5,65 @@ Every setting, its default and whether it is secret is listed in the README's co
 
 from __future__ import annotations
 
+import logging
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+logger = logging.getLogger("loyaltysync.settings")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# What an operator may paste by mistake after a service root: the app adds these itself.
+DATAVERSE_API_PATH = re.compile(r"/api/data(?:/v\d+(?:\.\d+)?)?/?", re.IGNORECASE)
+COMMERCE_API_PATH = re.compile(r"/data/?", re.IGNORECASE)
+
+
+class ConfigError(ValueError):
+    """A setting that is well formed but names something that does not exist (a template, a company): one line
+    that names the setting and the fix."""
+
+
+def root_url(value: str, setting: str, example: str, api_path: re.Pattern[str]) -> str:
+    """A service's root URL (scheme and host, no path): ``api_path`` (what the app appends itself, e.g.
+    ``/api/data/v9.2``) is stripped with a warning; any other path, a query or credentials are refused with a
+    message that names ``setting`` and the fix."""
+    text = value.strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("https", "http") or not parts.netloc or not parts.hostname:
+        raise ValueError(f"{text!r} is not an absolute http(s) URL; set {setting} to {example}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"the URL must not carry a user name or password; set {setting} to {example} "
+                         "(the app authenticates with its identity)")
+    root = f"{parts.scheme}://{parts.netloc}"
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise ValueError(f"{text!r}: plain http is only allowed for loopback emulators; "
+                         f"set {setting} to https://{parts.netloc}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{text!r} has a query or fragment (a browser address?); set {setting} to {root}")
+    if parts.path.strip("/") and api_path.fullmatch(parts.path):
+        logger.warning("%s=%s ends in %s, which the app adds itself; using %s (set %s=%s to silence this warning)",
+                       setting, text, parts.path, root, setting, root)
+    elif parts.path.strip("/"):
+        raise ValueError(f"{text!r} has a path ({parts.path}); {setting} is the root URL of the service: set it to "
+                         f"{root}")
+    return root
+
+
+def endpoint_url(value: str | None, setting: str, example: str) -> str | None:
+    """A storage endpoint: an absolute http(s) URL (plain http only on loopback, for Azurite)."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"{text!r} is not an absolute http(s) URL; set {setting} to {example}")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise ValueError(f"{text!r}: plain http is only allowed for a loopback Azurite; set {setting} to {example}")
+    return text.rstrip("/")
 
 
 class Settings(BaseSettings):
@@ -68,6 +118,10 @@ class Settings(BaseSettings):
     fan_out: bool = Field(default=True, validation_alias="SYNC_FAN_OUT")
     # Hash buckets per scope for synced states; fix it before the first run (a change re-syncs once).
     state_buckets: int = Field(default=16, ge=1, le=256, validation_alias="SYNC_STATE_BUCKETS")
+    # Guard rails: a full scan whose first N records all fail with the same error class stops as failed instead
+    # of parking every record (0: park them all); a passed preflight is trusted this long per process.
+    fail_fast_records: int = Field(default=20, ge=0, validation_alias="SYNC_FAIL_FAST_RECORDS")
+    preflight_cache_s: float = Field(default=600.0, ge=0, validation_alias="SYNC_PREFLIGHT_CACHE_S")
 
     @field_validator("dataverse_client_ids", mode="before")
     @classmethod
@@ -83,15 +137,35 @@ class Settings(BaseSettings):
             return [part.strip().lower() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("dataverse_url", "commerce_url")
+    @field_validator("legal_entities")
     @classmethod
-    def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("https", "http") or not parts.netloc:
-            raise ValueError(f"{value!r} is not an absolute http(s) URL")
-        if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
-            raise ValueError(f"{value!r}: plain http is only allowed for loopback emulators; use https")
-        return value.rstrip("/")
+    def _company_ids(cls, value: list[str]) -> list[str]:
+        """dataAreaIds: 1 to 4 letters or digits (whether F&O has them is checked by the preflight)."""
+        for company in value:
+            if not re.fullmatch(r"[a-z0-9]{1,4}", company):
+                raise ValueError(f"{company!r} is not a legal entity id (1 to 4 letters or digits, e.g. usmf); set "
+                                 "SYNC_LEGAL_ENTITIES to company ids separated by commas")
+        return value
+
+    @field_validator("dataverse_url")
+    @classmethod
+    def _dataverse_url(cls, value: str) -> str:
+        return root_url(value, "DATAVERSE_URL", "https://<org>.crm.dynamics.com", DATAVERSE_API_PATH)
+
+    @field_validator("commerce_url")
+    @classmethod
+    def _commerce_url(cls, value: str) -> str:
+        return root_url(value, "COMMERCE_URL", "https://<env>.operations.dynamics.com", COMMERCE_API_PATH)
+
+    @field_validator("storage_table_endpoint")
+    @classmethod
+    def _table_endpoint(cls, value: str | None) -> str | None:
+        return endpoint_url(value, "SYNC_STORAGE_TABLE_ENDPOINT", "https://<account>.table.core.windows.net")
+
+    @field_validator("storage_queue_endpoint")
+    @classmethod
+    def _queue_endpoint(cls, value: str | None) -> str | None:
+        return endpoint_url(value, "SYNC_STORAGE_QUEUE_ENDPOINT", "https://<account>.queue.core.windows.net")
 
     @model_validator(mode="after")
     def _static_only_on_loopback(self) -> Settings:
@@ -114,6 +188,26 @@ class Settings(BaseSettings):
     @property
     def commerce_token_scope(self) -> str:
         return self.commerce_scope or f"{self.commerce_url}/.default"
+
+
+_SECRET_SETTINGS = {"SYNC_STATIC_TOKEN", "SYNC_STORAGE_CONNECTION", "AzureWebJobsStorage", "SYNC_CALLBACK_SECRET"}
+
+
+def describe(exc: ValidationError) -> list[str]:
+    """One line per invalid setting, ``<SETTING>: <what is wrong and the fix>``, never echoing a secret."""
+    examples = {str(f.validation_alias): f.description for f in Settings.model_fields.values()
+                if isinstance(f.validation_alias, str) and f.description}
+    lines: list[str] = []
+    for error in exc.errors():
+        setting = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "missing":
+            example = examples.get(setting)
+            message = f"required; set it{f' to {example}' if example else ''}"
+        elif error["type"] != "value_error" and setting and setting not in _SECRET_SETTINGS:
+            message = f"{message} (got {error['input']!r}); fix the setting"
+        lines.append(f"{setting}: {message}" if setting else message)
+    return lines
 
 
 @lru_cache(maxsize=1)
