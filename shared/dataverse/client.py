@@ -225,6 +225,22 @@ class DataverseClient:
         """Rows changed since ``delta_link`` (all rows without one), and the link to resume from (§2.11)."""
         return ChangeFeed(self, entity_set, select, delta_link)
 
+    def who_am_i(self) -> dict[str, Any]:
+        """``GET WhoAmI`` (protocols.md §5.1): the app's user, business unit and organisation ids. The cheapest call
+        that proves the URL, the token and the application user."""
+        return self.core.get_json("WhoAmI", headers=ODATA_HEADERS)
+
+    def attribute_names(self, logical_name: str) -> set[str]:
+        """The logical names (lower case) of a table's columns: ``GET EntityDefinitions(LogicalName='<table>')/
+        Attributes?$select=LogicalName``. An unknown table raises ``NotFoundError``."""
+        body = self.core.get_json(f"EntityDefinitions(LogicalName={literal(logical_name)})/Attributes",
+                                  params={"$select": "LogicalName"}, headers=ODATA_HEADERS)
+        return {str(a["LogicalName"]).lower() for a in body.get("value") or [] if isinstance(a, dict) and a.get("LogicalName")}
+
+    def probe(self, entity_set: str, select: Sequence[str]) -> None:
+        """Read at most one row of ``entity_set`` with ``select``: proves the set, the columns and the read right."""
+        self.core.get_json(entity_set, params={"$select": ",".join(select), "$top": "1"}, headers=ODATA_HEADERS)
+
     def forget_lookups(self) -> None:
         with self._lock:
             self._lookup_cache.clear()

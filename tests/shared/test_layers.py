@@ -103,6 +103,8 @@ FORBIDDEN = {
     "shared.mapping": ("shared.sync", "shared.state", "shared.http"),
     "shared.sync": ("shared.triggers", "shared.cli", "shared.ops", "shared.runtime"),
     "shared.ops": ("shared.triggers", "shared.cli"),  # the endpoints and the CLI share shared.ops.queries
+    # The preflight checks the clients and the templates; runs (sync), the CLI and the runtime call it.
+    "shared.preflight": ("shared.state", "shared.sync", "shared.ops", "shared.triggers", "shared.cli", "shared.runtime"),
 }
 # Application services that act on a whole runtime (the composition root) rather than on one engine.
 TAKES_A_RUNTIME = {"shared.sync.operations", "shared.sync.worker"}
