@@ -10,6 +10,7 @@ from shared.dataverse.client import DataverseClient
 from shared.http.limiter import SERVICE_MAX_CONCURRENCY
 from shared.mapping.plan import DataverseRecord
 from shared.state.store import SyncedState
+from shared.sync.failfast import FailFast
 from shared.sync.runs import RunSummary
 
 # A changed record waiting for its chunk: the mapped record, the Commerce row, the state last written.
@@ -23,8 +24,9 @@ class ChunkPool:
     at a time). Outcomes are counted on the calling thread into the summary each chunk was submitted
     with; the first error stops the run."""
 
-    def __init__(self, flush: Flush, identities: list[DataverseClient]) -> None:
+    def __init__(self, flush: Flush, identities: list[DataverseClient], *, guard: FailFast | None = None) -> None:
         self.flush = flush
+        self.guard = guard or FailFast(0)  # the run's fail-fast guard (the flush reports to it too)
         self.clients = [c for c in identities if c.limiter is not None]
         self.pool = ThreadPoolExecutor(max_workers=SERVICE_MAX_CONCURRENCY * len(self.clients),
                                        thread_name_prefix="chunk") if self.clients else None

@@ -46,6 +46,7 @@ from shared.state.store import (
 from shared.sync.chunks import ChunkPool, Pending
 from shared.sync.conflicts import ConflictResolver, Verdict
 from shared.sync.digests import KeyDigests
+from shared.sync.failfast import FailFast
 from shared.sync.guard import DeleteGuard
 from shared.sync.parking import Parking
 from shared.sync.runs import MAX_CONFLICT_ROUNDS, Outcome, RunSummary
@@ -78,7 +79,7 @@ class OutboundSync:
                  *, delete_policy: str = "delete", lease_s: int = 900, two_way: bool = False,
                  resolver: ConflictResolver | None = None, bulk_size: int = 200, page_size: int = 5000,
                  identities: list[DataverseClient] | None = None, delete_threshold: int = 500,
-                 delete_threshold_share: float = 0.2) -> None:
+                 delete_threshold_share: float = 0.2, fail_fast: int = 0) -> None:
         self.plan = plan
         self.name = plan.name
         self.entity_set = plan.template.commerce.entity_set
@@ -98,6 +99,7 @@ class OutboundSync:
         self.bulk_size = bulk_size
         self.page_size = page_size  # keys per checkpointed range of a full scan
         self.identities = identities or [dataverse]  # application users the bulk chunks are spread over
+        self.fail_fast = fail_fast  # a scan whose first this many records all fail one way stops (0: never)
 
     # -- scopes ------------------------------------------------------------------------------------
 
@@ -107,8 +109,11 @@ class OutboundSync:
     # -- full scans (driven page by page by ``shared.sync.scan``) --------------------------------------
 
     def chunk_pool(self, partition: str, parked: set[str]) -> ChunkPool:
-        """Writes this scope's changed records in chunks, spread over the identities."""
-        return ChunkPool(lambda chunk, client: self._flush(chunk, partition, parked, client), self.identities)
+        """Writes this scope's changed records in chunks, spread over the identities; its ``guard`` stops the
+        run (``RunAborted``) when the first records all fail the same way."""
+        guard = FailFast(self.fail_fast)
+        return ChunkPool(lambda chunk, client: self._flush(chunk, partition, parked, client, guard), self.identities,
+                         guard=guard)
 
     def compare_rows(self, rows: list[dict[str, Any]], partition: str, parked: set[str], summary: RunSummary,
                      pool: ChunkPool, seen: Callable[[str], None]) -> None:
@@ -121,6 +126,7 @@ class OutboundSync:
                 record = self.plan.to_dataverse(row)
             except MappingError as exc:
                 summary.count(self._park_unmappable(row, exc, "timer"))
+                pool.guard.failed(exc)
                 with contextlib.suppress(MappingError):
                     seen(encode_key(self.plan.key_of(row)))
                 continue
@@ -135,6 +141,7 @@ class OutboundSync:
                 if row_key in parked:
                     self.state.parked.unpark(self.name, row_key)
                 summary.count("unchanged")
+                pool.guard.succeeded()
                 continue
             pending.append((record, fo_row, previous))
             if len(pending) >= self.bulk_size:
@@ -171,8 +178,8 @@ class OutboundSync:
                 tally.buckets.add(bucket_of(previous.row_key, self.state.buckets))
         return tally
 
-    def _flush(self, pending: list[Pending], partition: str,
-               parked: set[str], client: DataverseClient | None = None) -> list[str]:
+    def _flush(self, pending: list[Pending], partition: str, parked: set[str], client: DataverseClient | None = None,
+               guard: FailFast | None = None) -> list[str]:
         """Write a chunk of changed records in bulk, record their state in batches; one outcome each."""
         outcomes: list[str] = []
         writes: list[tuple[DataverseRecord, Mapping[str, Any], SyncedState | None, str]] = []
@@ -184,6 +191,8 @@ class OutboundSync:
                     verdict = self._check_conflict(record, row, previous, shared, "timer")
                 except ApiError as exc:
                     outcomes.append(self._park(encode_key(record.key), exc, "timer", row))
+                    if guard is not None:
+                        guard.failed(exc)
                     continue
                 if verdict == OVERWRITE:
                     whole.add(len(writes))
@@ -197,11 +206,15 @@ class OutboundSync:
                    for n, (record, _, previous, _) in enumerate(writes)]
         errors = self.writer.upsert_many([record for record, _, _, _ in writes], client=client,
                                          changed=changed) if writes else []
+        if guard is not None and any(error is None for error in errors):
+            guard.succeeded()  # before the failures of the chunk are counted: the first records did not all fail
         done: list[SyncedEntry] = []
         for (record, row, previous, shared), error, columns in zip(writes, errors, digests, strict=True):
             row_key = encode_key(record.key)
             if error is not None:
                 outcomes.append(self._park(row_key, error, "timer", row))
+                if guard is not None:
+                    guard.failed(error)
                 continue
             done.append((row_key, record.content_hash, previous, shared, columns))
         try:

@@ -246,6 +246,28 @@ def record_unscoped_failure(state: StateStore, template: str, direction: str, sc
             continue  # another run recorded the same failure meanwhile: read again
 
 
+def abort_run(state: StateStore, template: str, direction: str, scope: str, run_id: str, reason: str) -> None:
+    """A fanned-out run stopped by one of its workers (its first records all failed the same way): record it as
+    failed with ``reason`` and release its lease, so the workers of its other ranges find it gone and stop. The
+    open run stays in the watermark: the next run resumes it. Nothing is changed when another run holds the scope."""
+    for _ in range(MAX_CONFLICT_ROUNDS):
+        mark = state.watermarks.get(template, direction, scope)
+        if mark.lease_owner != run_id:
+            return
+        mark.lease_owner = ""
+        mark.lease_until = ""
+        mark.last_status = RunStatus.FAILED
+        mark.last_error = reason
+        mark.last_failed_at = state.clock.now().isoformat()
+        try:
+            state.watermarks.save(mark)
+        except ConcurrencyConflict:
+            continue  # a worker renewed the lease meanwhile: read again
+        log(logger, logging.ERROR, "run failed; watermark not advanced", template=template, direction=direction,
+            scope=scope, run_id=run_id, detail=reason)
+        return
+
+
 def clear_unscoped_failure(state: StateStore, template: str, direction: str, scope: str) -> None:
     """The scopes are known again: drop the failure ``record_unscoped_failure`` left under ``scope`` (only a
     failed row that no run holds; the caller makes sure ``scope`` is not a scope the template really runs)."""

@@ -106,6 +106,8 @@ def test_bulk_chunks_are_spread_over_several_application_users(runtime: Runtime,
 def test_a_chunk_throttled_past_its_retries_is_parked_whole_without_splitting(
         runtime: Runtime, stores: Stores, dataverse_emulator: Any, monkeypatch: Any) -> None:
     monkeypatch.setattr(runtime.dataverse.core, "retry", dataclasses.replace(runtime.dataverse.core.retry, max_attempts=2))
+    # The whole (first) chunk is throttled: without this, the fail-fast guard would stop the run after 20 records.
+    monkeypatch.setattr(runtime.outbound("loyalty_cards"), "fail_fast", 0)
     dataverse_emulator.faults.add(route="bulk", kind="status", status=429, retry_after=1, times=2)
 
     [summary] = runtime.scan("loyalty_cards").run()
