@@ -200,8 +200,10 @@ def test_a_row_outside_the_value_map_is_parked_with_its_key_while_the_rest_syncs
     assert "'Suspended' is not in value map RetailLoyaltyTenderTypeBase" in parked["error"]
 
 
-def test_progress_is_reported_per_key_range_with_the_total(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_progress_moves_per_record_with_the_total(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime.outbound("loyalty_cards"), "page_size", 25)
     seen: list[tuple[int, int | None]] = []
     runtime.scan("loyalty_cards").run(progress=lambda summary, total: seen.append((summary.seen, total)))
-    assert seen == [(25, 60), (50, 60), (60, 60)]  # key ranges of 25
+    assert [n for n, _ in seen] == sorted([n for n, _ in seen]) and seen[-1] == (60, 60)
+    assert {n for n, _ in seen} == set(range(1, 61))  # per record, not per key range of 25
+    assert {total for _, total in seen} == {60}
