@@ -29,14 +29,20 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from azure.core.exceptions import AzureError
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from shared.commerce.client import LegalEntitiesError
+from shared.http.errors import ApiError
+from shared.mapping.catalog import MappingFileError
 from shared.observability import correlation_scope
 from shared.ops import drift, queries
-from shared.runtime import Runtime, get_runtime
+from shared.preflight import PreflightError
+from shared.runtime import Runtime, build_runtime, get_runtime
+from shared.settings import ConfigError, describe, get_settings
 from shared.sync import operations
-from shared.sync.runs import ALL, RunStatus, RunSummary
+from shared.sync.runs import ALL, DIRECTION_IN, Outcome, RunStatus, RunSummary
 from shared.sync.runs import DIRECTION_OUT as DIRECTION
 
 
@@ -103,7 +109,7 @@ def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str],
         if direction in (SyncDirection.OUTBOUND, SyncDirection.BOTH):
             try:
                 summaries.extend(runtime.scan(name).run(companies or runtime.settings.legal_entities, progress=bar))
-            except LegalEntitiesError as exc:
+            except (LegalEntitiesError, PreflightError) as exc:
                 print(f"error: {name}: {exc}", file=sys.stderr)
                 summaries.append(RunSummary(template=name, scope=ALL, run_id="", direction=DIRECTION, mode="-",
                                             status=RunStatus.FAILED, detail=str(exc)))
@@ -112,12 +118,38 @@ def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str],
         if direction in (SyncDirection.INBOUND, SyncDirection.BOTH):
             try:
                 summaries.append(runtime.inbound(name).run(progress=bar))
+            except PreflightError as exc:
+                print(f"error: {name}: {exc}", file=sys.stderr)
+                summaries.append(RunSummary(template=name, scope=ALL, run_id="", direction=DIRECTION_IN, mode="-",
+                                            status=RunStatus.FAILED, detail=str(exc)))
             finally:
                 bar.close()
     return summaries
 
 
 # -- subcommands: each one a function of the runtime and the parsed arguments ------------------------
+
+
+# Exit codes (README: Operator command line). 0: nothing failed, nothing parked. EXIT_FAILED (1), EXIT_SKIPPED (3)
+# and EXIT_DELETES_HELD (4) are ``sync``'s, below; 2 is argparse's usage error (an unknown template or company too).
+EXIT_PARKED = 5  # records were parked (sync, replay), or are (status, parked)
+EXIT_CONFIG = 6  # a setting or a template file is invalid: one line each, naming the setting and the fix
+
+
+def _check_companies(runtime: Runtime, names: Sequence[str], companies: Sequence[str]) -> None:
+    """``--company`` names legal entities of company-specific templates, as F&O's ``LegalEntities`` lists them
+    (when that can be read: ``SYNC_LEGAL_ENTITIES`` stands in for it otherwise)."""
+    if not companies:
+        return
+    if not any(runtime.catalog.plan(n).company_specific for n in names):
+        specific = [t.name for t in runtime.catalog if t.commerce.company_specific]
+        raise UsageError(f"--company applies to company-specific templates ({', '.join(specific)}); "
+                         f"{', '.join(names)} runs across companies")
+    known = runtime.preflight.known_companies() if runtime.preflight is not None else None
+    if isinstance(known, list):
+        unknown = [c for c in companies if c.lower() not in known]
+        if unknown:
+            raise UsageError(f"unknown company {unknown[0]!r}; F&O's LegalEntities lists: {', '.join(known)}")
 
 
 class UsageError(Exception):
@@ -141,7 +173,11 @@ def _check_template(runtime: Runtime, name: str | None) -> None:
 
 
 def cmd_status(runtime: Runtime, args: argparse.Namespace) -> Report:
-    return Report(queries.status_rows(runtime))
+    """Exit code: a scope whose last run failed (1), else one whose last run parked records (5)."""
+    rows = queries.status_rows(runtime)
+    statuses = {row["status"] for row in rows}
+    code = EXIT_FAILED if RunStatus.FAILED in statuses else EXIT_PARKED if RunStatus.COMPLETED_WITH_PARKED in statuses else 0
+    return Report(rows, exit_code=code)
 
 
 def cmd_sync(runtime: Runtime, args: argparse.Namespace) -> Report:
@@ -150,6 +186,7 @@ def cmd_sync(runtime: Runtime, args: argparse.Namespace) -> Report:
     unknown = [n for n in names if not queries.is_known(runtime, n)]
     if unknown:
         raise UsageError(f"unknown template {unknown[0]!r}; known: {', '.join(known)}")
+    _check_companies(runtime, names, args.company)
     if args.dry_run:
         return dry_run(runtime, names, args)
     summaries = sync(runtime, names, args.company, SyncDirection(args.direction))
@@ -171,7 +208,7 @@ def sync_exit_code(summaries: Sequence[RunSummary]) -> int:
                          (RunStatus.DELETES_HELD, EXIT_DELETES_HELD)):
         if status in statuses:
             return code
-    return 0
+    return EXIT_PARKED if any(s.failed for s in summaries) else 0
 
 
 def _scope_flags(s: RunSummary) -> str:
@@ -191,20 +228,24 @@ def explain(s: RunSummary) -> None:
               f"approve-deletes {s.template}{_scope_flags(s)}", file=sys.stderr)
 
 
-
-
 def cmd_conflicts(runtime: Runtime, args: argparse.Namespace) -> Report:
+    if args.template:
+        _check_template(runtime, args.template)
     return Report([{"template": e["PartitionKey"], "key": e["key"], "winner": e["winner"],
                     "detected_at": e["detected_at"], "commerce": e["commerce"][:80], "dataverse": e["dataverse"][:80]}
                    for e in queries.conflicts(runtime, args.template)])
 
 
 def cmd_parked(runtime: Runtime, args: argparse.Namespace) -> Report:
+    """Exit code 5 when any record is parked (``--show``: 1 when the record is not)."""
+    if args.template:
+        _check_template(runtime, args.template)
     if args.show:
         return show_parked(runtime, args)
-    return Report([{"template": e["template"], "row_key": e["row_key"], "error_class": e["error_class"],
-                    "attempts": str(e["attempts"]), "last_failed": e["last_failed"], "error": e["error"][:100]}
-                   for e in queries.parked(runtime, args.template)])
+    rows = [{"template": e["template"], "row_key": e["row_key"], "error_class": e["error_class"],
+             "attempts": str(e["attempts"]), "last_failed": e["last_failed"], "error": e["error"][:100]}
+            for e in queries.parked(runtime, args.template)]
+    return Report(rows, exit_code=EXIT_PARKED if rows else 0)
 
 
 def show_parked(runtime: Runtime, args: argparse.Namespace) -> Report:
@@ -225,7 +266,10 @@ def cmd_replay(runtime: Runtime, args: argparse.Namespace) -> Report:
     if not args.all and not args.row_keys:
         raise UsageError("name ROW_KEYs (see 'parked') or use --all")
     results = operations.replay(runtime, args.template, None if args.all else args.row_keys)
-    return Report([r.as_dict() for r in results])
+    # Exit code: a record parked again (5), else one not replayed (1: skipped, or no parked record of that key).
+    missed = any(r.outcome == "skipped" or (r.outcome == Outcome.NOT_FOUND and r.detail) for r in results)
+    code = EXIT_PARKED if any(r.outcome == Outcome.PARKED for r in results) else EXIT_FAILED if missed else 0
+    return Report([r.as_dict() for r in results], exit_code=code)
 
 
 def cmd_pause(runtime: Runtime, args: argparse.Namespace) -> Report:
@@ -238,6 +282,24 @@ def cmd_resume(runtime: Runtime, args: argparse.Namespace) -> Report:
     _check_template(runtime, args.template)
     requeued = operations.resume(runtime, args.template, by="cli")
     return Report([{"template": args.template, "paused": "no", "requeued": str(requeued)}])
+
+
+def cmd_check(runtime: Runtime, args: argparse.Namespace) -> Report:
+    """Everything a run would fail on, checked now and nothing written: one line per problem (what to fix: a
+    setting, or a template and its row; and how), exit 1; or one ``ok`` line, exit 0."""
+    if args.template:
+        _check_template(runtime, args.template)
+    problems = queries.check(runtime, args.template)
+    if args.json:
+        print(json.dumps([{"subject": p.subject, "problem": p.detail} for p in problems], indent=2))
+    elif problems:
+        for problem in problems:
+            print(problem)
+    else:
+        names = [args.template] if args.template else queries.known_templates(runtime)
+        print(f"ok: Dataverse, Commerce, Table Storage and {len(names)} template{'s' if len(names) > 1 else ''} "
+              f"({', '.join(names)}) checked")
+    return Report(None, exit_code=EXIT_FAILED if problems else 0)
 
 
 def _operator() -> str:
@@ -343,7 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every sync step")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="each template's watermark and last run").set_defaults(func=cmd_status)
+    sub.add_parser("status", help="each template's watermark and last run").set_defaults(func=cmd_status,
+                                                                                       read_only=True)
+    check_p = sub.add_parser("check", help="check the settings, both services and every template against them")
+    check_p.add_argument("--template", help="only this template")
+    check_p.set_defaults(func=cmd_check, read_only=True)
     sync_p = sub.add_parser("sync", help="run the Commerce -> Dataverse sync of a template now")
     sync_p.add_argument("template", nargs="?", help="template name (see 'status')")
     sync_p.add_argument("--all", action="store_true", help="every template, in file order")
@@ -355,11 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
     sync_p.set_defaults(func=cmd_sync)
     conflicts_p = sub.add_parser("conflicts", help="records both sides changed, with both values and the winner")
     conflicts_p.add_argument("--template")
-    conflicts_p.set_defaults(func=cmd_conflicts)
+    conflicts_p.set_defaults(func=cmd_conflicts, read_only=True)
     parked_p = sub.add_parser("parked", help="records kept after a failed sync, with their reasons")
     parked_p.add_argument("--template")
     parked_p.add_argument("--show", metavar="ROW_KEY", help="one record in full (needs --template)")
-    parked_p.set_defaults(func=cmd_parked)
+    parked_p.set_defaults(func=cmd_parked, read_only=True)
     replay_p = sub.add_parser("replay", help="re-sync parked records from Commerce's current state")
     replay_p.add_argument("template", nargs="?")
     replay_p.add_argument("row_keys", nargs="*", metavar="ROW_KEY", help="as 'parked' lists them")
@@ -405,13 +471,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # -v is for the sync's own steps: the Azure SDK logs every storage request's headers at INFO.
     logging.getLogger("azure").setLevel(logging.WARNING)
-    runtime = get_runtime()
+    try:
+        # Read-only commands (status, parked, conflicts, check) create no table or queue.
+        runtime = (build_runtime(get_settings(), ensure_storage=False) if getattr(args, "read_only", False)
+                   else get_runtime())
+    except ValidationError as exc:  # the settings: one line per problem, naming the setting and the fix
+        for line in describe(exc):
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (ConfigError, MappingFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     command: Command = args.func
     with correlation_scope():
         try:
             report = command(runtime, args)
         except UsageError as exc:
             parser.error(str(exc))
+        except (ApiError, AzureError) as exc:  # a service or Table Storage that cannot be used: one line
+            print(f"error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
+            return EXIT_FAILED
     if report.rows is not None:
         if args.json:
             print(json.dumps(report.rows, indent=2))

@@ -14,7 +14,8 @@ from shared.dataverse.client import DataverseClient
 from shared.http.core import HttpCore, RetryPolicy, Timeouts
 from shared.http.limiter import AdaptiveLimiter
 from shared.mapping.catalog import Catalog, load_catalog
-from shared.settings import Settings, get_settings
+from shared.preflight import Preflight
+from shared.settings import ConfigError, Settings, get_settings
 from shared.state.queues import CallbackQueues
 from shared.state.store import StateStore
 from shared.sync.conflicts import ConflictResolver
@@ -32,6 +33,8 @@ class Runtime:
     state: StateStore
     queues: CallbackQueues
     identities: list[DataverseClient] = field(default_factory=list)  # application users that share bulk writes
+    preflight: Preflight | None = None  # checked before each run (None: not checked)
+    _storage_ready: bool = False
     _engines: dict[str, OutboundSync] = field(default_factory=dict)
     _inbound: dict[str, InboundSync] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -44,7 +47,17 @@ class Runtime:
 
     def scan(self, template: str) -> Scan:
         """Checkpointed full scans of a template: in place (``run``), or fanned out through its pages queue."""
-        return Scan(self.outbound(template), enqueue=self.queues.send_page)
+        return Scan(self.outbound(template), enqueue=self.queues.send_page, preflight=self.preflight)
+
+    def ensure_storage(self) -> None:
+        """Create the state tables and the queues if they do not exist yet: once per process, and only for what
+        writes (triggers, ``sync``, ``replay``, ``pause`` ...); read-only commands never create anything."""
+        with self._lock:
+            if self._storage_ready:
+                return
+            self.state.ensure_tables()
+            self.queues.ensure([t.name for t in self.catalog])
+            self._storage_ready = True
 
     def _pair(self, template: str) -> tuple[OutboundSync, InboundSync]:
         """Both directions of a template, built together: each calls the other after it writes."""
@@ -58,10 +71,11 @@ class Runtime:
                                         bulk_size=s.bulk_size, page_size=s.page_size,
                                         identities=self.identities or [self.dataverse],
                                         delete_threshold=s.delete_threshold,
-                                        delete_threshold_share=s.delete_threshold_share)
+                                        delete_threshold_share=s.delete_threshold_share,
+                                        fail_fast=s.fail_fast_records)
                 inbound = InboundSync(plan, self.commerce, self.dataverse, self.state, outbound,
                                       delete_policy=s.reverse_delete_policy,
-                                      lease_s=s.run_lease_s)
+                                      lease_s=s.run_lease_s, preflight=self.preflight)
                 self._engines[template] = outbound
                 self._inbound[template] = inbound
             return self._engines[template], self._inbound[template]
@@ -77,39 +91,54 @@ def dataverse_client(settings: Settings, credential: TokenCredential, timeouts: 
                                                    window_s=settings.dataverse_window_s))
 
 
-def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime:
+def build_runtime(settings: Settings, catalog: Catalog | None = None, *, ensure_storage: bool = True) -> Runtime:
+    """Everything a process needs, from its settings. ``ensure_storage=False``: create no table or queue (the
+    read-only commands; ``Runtime.ensure_storage`` does it later for what writes). A setting that names what does
+    not exist (``SYNC_PAUSED_TEMPLATES``) or a malformed storage connection string is a ``ConfigError``."""
+    catalog = catalog or load_catalog(settings.mappings_dir)
+    unknown = [name for name in settings.paused_templates if catalog.get(name) is None]
+    if unknown:
+        raise ConfigError(f"SYNC_PAUSED_TEMPLATES: {', '.join(repr(n) for n in unknown)} "
+                          f"{'is' if len(unknown) == 1 else 'are'} no template (the templates are "
+                          f"{', '.join(t.name for t in catalog)}); fix the setting")
     credential = build_credential(settings)
     timeouts = Timeouts(settings.http_connect_timeout_s, settings.http_read_timeout_s)
     retry = RetryPolicy(max_attempts=settings.http_max_attempts, budget_s=settings.http_retry_budget_s,
                         backoff_base_s=settings.http_backoff_base_s)
     commerce_core = HttpCore(settings.commerce_url, credential, settings.commerce_token_scope,
                              service="commerce", timeouts=timeouts, retry=retry)
-    state = StateStore.from_settings(
-        settings.storage_connection.get_secret_value() if settings.storage_connection else None,
-        settings.storage_table_endpoint, settings.table_prefix,
-        credential=None if settings.storage_connection else credential, buckets=settings.state_buckets,
-    )
-    state.ensure_tables()
-    catalog = catalog or load_catalog(settings.mappings_dir)
-    queues = CallbackQueues.from_settings(
-        settings.storage_connection.get_secret_value() if settings.storage_connection else None,
-        settings.storage_queue_endpoint, settings.queue_prefix,
-        credential=None if settings.storage_connection else credential,
-    )
-    queues.ensure([t.name for t in catalog])
+    try:
+        state = StateStore.from_settings(
+            settings.storage_connection.get_secret_value() if settings.storage_connection else None,
+            settings.storage_table_endpoint, settings.table_prefix,
+            credential=None if settings.storage_connection else credential, buckets=settings.state_buckets,
+        )
+        queues = CallbackQueues.from_settings(
+            settings.storage_connection.get_secret_value() if settings.storage_connection else None,
+            settings.storage_queue_endpoint, settings.queue_prefix,
+            credential=None if settings.storage_connection else credential,
+        )
+    except ValueError as exc:  # the SDK's "Connection string is either blank or malformed." (it holds no secret)
+        raise ConfigError(f"AzureWebJobsStorage / SYNC_STORAGE_CONNECTION: {exc} Copy the connection string from the "
+                          "storage account's Access keys (or, for Azurite, UseDevelopmentStorage=true)") from exc
     dataverse = dataverse_client(settings, credential, timeouts, retry)
     # More application users multiply the per-user service-protection limits (protocols.md §2.12).
     extra = [dataverse_client(settings, build_credential(settings, client_id), timeouts, retry)
              for client_id in settings.dataverse_client_ids]
-    return Runtime(
+    commerce = CommerceClient(commerce_core)
+    runtime = Runtime(
         settings=settings,
         catalog=catalog,
-        commerce=CommerceClient(commerce_core),
+        commerce=commerce,
         dataverse=dataverse,
         identities=[dataverse, *extra],
         state=state,
         queues=queues,
+        preflight=Preflight(settings, catalog, commerce, dataverse),
     )
+    if ensure_storage:
+        runtime.ensure_storage()
+    return runtime
 
 
 @lru_cache(maxsize=1)

@@ -3,8 +3,12 @@ each template's watermarks and last runs, pause state and counters, parked recor
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+from shared.preflight import Problem
 from shared.runtime import Runtime
 from shared.state.checkpoints import PageStatus
 from shared.state.store import Watermark
@@ -14,6 +18,16 @@ from shared.sync.runs import DIRECTION_OUT, RunStatus
 NEVER_RUN = "never run"  # the status of a template with no watermark yet
 RUNNING = "running"  # a run holds the scope's lease now (or a watermark whose first run has not finished)
 INTERRUPTED = "interrupted"  # a run stopped (its lease ran out or was broken) before it finished: the next resumes it
+T = TypeVar("T")
+
+
+def _if_created(read: Callable[[], Iterable[T]]) -> list[T]:
+    """What ``read`` lists; nothing when its table does not exist yet: nothing has run, and the read-only commands
+    create no table."""
+    try:
+        return list(read())
+    except ResourceNotFoundError:
+        return []
 
 
 def known_templates(runtime: Runtime) -> list[str]:
@@ -27,7 +41,7 @@ def is_known(runtime: Runtime, name: str | None) -> bool:
 
 def status_rows(runtime: Runtime) -> list[dict[str, str]]:
     """One row per watermark (template, direction, scope), and one ``never run`` row per template without one."""
-    marks = {(m.template, m.direction, m.scope): m for m in runtime.state.watermarks.all()}
+    marks = {(m.template, m.direction, m.scope): m for m in _if_created(runtime.state.watermarks.all)}
     rows: list[dict[str, str]] = []
     for template in runtime.catalog:
         found = [m for (name, _, _), m in marks.items() if name == template.name]
@@ -109,14 +123,39 @@ def status(runtime: Runtime) -> dict[str, Any]:
 
 def conflicts(runtime: Runtime, template: str | None = None) -> list[dict[str, Any]]:
     """Recorded conflicts (both values and the winner), of one template or all."""
-    return [dict(e) for e in runtime.state.conflicts.all(template)]
+    return [dict(e) for e in _if_created(lambda: runtime.state.conflicts.all(template))]
 
 
 def parked(runtime: Runtime, template: str | None = None) -> list[dict[str, Any]]:
     """Parked records as operators see them, of one template or all."""
-    return [operations.parked_entry(e) for e in runtime.state.parked.all(template)]
+    return [operations.parked_entry(e) for e in _if_created(lambda: runtime.state.parked.all(template))]
 
 
 def parked_one(runtime: Runtime, template: str, row_key: str) -> dict[str, Any] | None:
     entity = runtime.state.parked.get(template, row_key)
     return None if entity is None else operations.parked_entry(entity)
+
+
+def check(runtime: Runtime, template: str | None = None) -> list[Problem]:
+    """``check``: every problem a run would fail on, found afresh (nothing cached, nothing written): the preflight
+    of every template (or one) with the companies of ``SYNC_LEGAL_ENTITIES``, and Table Storage."""
+    problems: list[Problem] = []
+    if runtime.preflight is not None:
+        problems += runtime.preflight.problems([template] if template else None, runtime.settings.legal_entities,
+                                               fresh=True, list_companies=True)
+    return problems + storage_problems(runtime)
+
+
+def storage_problems(runtime: Runtime) -> list[Problem]:
+    """Table Storage answers (one query for the watermarks table; a table not created yet is no problem)."""
+    name = f"{runtime.settings.table_prefix}watermarks"
+    try:
+        next(iter(runtime.state.service.query_tables("TableName eq @name", parameters={"name": name})), None)
+    except AzureError as exc:
+        setting = ("AzureWebJobsStorage" if runtime.settings.storage_connection is not None
+                   else "SYNC_STORAGE_TABLE_ENDPOINT")
+        reason = " ".join(str(exc).split())[:300]
+        return [Problem(setting, f"cannot reach Table Storage ({type(exc).__name__}: {reason}); check {setting} (the "
+                        "storage account's connection string, or its table endpoint with the managed identity) and "
+                        "the network")]
+    return []

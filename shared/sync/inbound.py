@@ -35,11 +35,12 @@ from shared.http.errors import ApiError, BadRequestError, NotFoundError, Precond
 from shared.mapping.model import Direction
 from shared.mapping.plan import MappingError, Plan
 from shared.observability import log
+from shared.preflight import Preflight, PreflightError
 from shared.state.store import ConcurrencyConflict, StateStore, SyncedState, decode_key, encode_key, parked_key
 from shared.sync.conflicts import Verdict
 from shared.sync.engine import OutboundSync
 from shared.sync.parking import Parking
-from shared.sync.runs import MAX_CONFLICT_ROUNDS, Outcome, Progress, Run, RunSummary
+from shared.sync.runs import MAX_CONFLICT_ROUNDS, Outcome, Progress, Run, RunSummary, record_unscoped_failure
 from shared.sync.twoway import SharedImage
 
 logger = logging.getLogger("loyaltysync.inbound")
@@ -52,8 +53,10 @@ class InboundSync:
     """Moves one template's Dataverse edits to Commerce."""
 
     def __init__(self, plan: Plan, commerce: CommerceClient, dataverse: DataverseClient, state: StateStore,
-                 outbound: OutboundSync, *, delete_policy: str = "ignore", lease_s: int = 900) -> None:
+                 outbound: OutboundSync, *, delete_policy: str = "ignore", lease_s: int = 900,
+                 preflight: Preflight | None = None) -> None:
         self.plan = plan
+        self.preflight = preflight  # checked before each run (None: not checked)
         self.name = plan.name
         self.entity_set = plan.template.commerce.entity_set
         self.dv_entity_set = plan.template.dataverse.entity_set
@@ -72,6 +75,12 @@ class InboundSync:
 
     def run(self, *, progress: Progress | None = None) -> RunSummary:
         """One pass over the change feed; ``progress`` is told after every row (no total: the feed has none)."""
+        if self.preflight is not None:  # a failure is recorded as this direction's failed run, then raised
+            try:
+                self.preflight.require(self.name)
+            except PreflightError as exc:
+                record_unscoped_failure(self.state, self.name, DIRECTION, SCOPE, str(exc))
+                raise
         run = Run.begin(self.state, self.name, DIRECTION, SCOPE, self.lease_s)
         if isinstance(run, RunSummary):
             return run

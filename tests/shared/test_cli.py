@@ -13,8 +13,8 @@ from tests.e2e.stores import Stores
 from tests.shared.sync.test_operations import add_currency, park_an_amount_point_in_unknown_currency
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict[str, str]]:
-    assert main(["--json", *argv]) == 0
+def run(capsys: pytest.CaptureFixture[str], *argv: str, code: int = 0) -> list[dict[str, str]]:
+    assert main(["--json", *argv]) == code
     return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
 
 
@@ -45,7 +45,7 @@ def test_an_unknown_template_is_a_usage_error(runtime: Runtime, capsys: pytest.C
 
 def test_parked_replay_round_trip(runtime: Runtime, stores: Stores, capsys: pytest.CaptureFixture[str]) -> None:
     park_an_amount_point_in_unknown_currency(runtime, stores)
-    [entry] = run(capsys, "parked", "--template", "loyalty_reward_points")
+    [entry] = run(capsys, "parked", "--template", "loyalty_reward_points", code=5)  # 5: records are parked
     assert (entry["row_key"], entry["error_class"]) == ("XTS-AMOUNT", "lookup_missing")
     add_currency(stores, "XTS")
     [result] = run(capsys, "replay", "loyalty_reward_points", "XTS-AMOUNT")
@@ -94,7 +94,7 @@ def test_status_shows_the_legal_entities_failure_with_its_reason(runtime: Runtim
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     fail_legal_entities_read(stores)
     sync_all(capsys)
-    [levels] = [r for r in run(capsys, "status") if r["template"] == "loyalty_levels"]
+    [levels] = [r for r in run(capsys, "status", code=1) if r["template"] == "loyalty_levels"]  # 1: a run failed
     assert (levels["scope"], levels["status"]) == ("all", "failed")
     assert "LegalEntities" in levels["reason"] and "SYNC_LEGAL_ENTITIES" in levels["reason"]
 

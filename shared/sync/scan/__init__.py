@@ -26,8 +26,10 @@ from collections.abc import Callable, Iterable
 from shared.commerce.client import LegalEntitiesError
 from shared.messages import PageTask
 from shared.observability import log
+from shared.preflight import Preflight, PreflightError
 from shared.state.checkpoints import PageStatus, RunCheckpoint
 from shared.sync.engine import OutboundSync
+from shared.sync.failfast import RunAborted
 from shared.sync.runs import (
     ALL,
     DIRECTION_OUT,
@@ -37,6 +39,7 @@ from shared.sync.runs import (
     Run,
     RunStatus,
     RunSummary,
+    abort_run,
     clear_unscoped_failure,
     record_unscoped_failure,
     scope_of,
@@ -69,9 +72,10 @@ class Scan:
     """One template's full outbound scans: in place, or fanned out through ``enqueue``."""
 
     def __init__(self, engine: OutboundSync, *, page_size: int | None = None, enqueue: Enqueue | None = None,
-                 delete_check_states: int = DELETE_CHECK_STATES) -> None:
+                 delete_check_states: int = DELETE_CHECK_STATES, preflight: Preflight | None = None) -> None:
         self.engine = engine
         self.enqueue = enqueue
+        self.preflight = preflight  # checked before a run's scopes are listed (None: not checked)
         self.checkpoints = engine.state.checkpoints
         self.reader = RangeReader(engine, page_size or engine.page_size)
         self.planner = Planner(engine, self.reader)
@@ -88,8 +92,18 @@ class Scan:
     def scopes(self, legal_entities: Iterable[str] = ()) -> list[str | None]:
         """The companies to run (``legal_entities``, else F&O's ``LegalEntities``), or one scope-less run. When
         they cannot be listed the run is recorded as failed under scope ``all`` with the reason (``status``
-        shows it) and ``LegalEntitiesError`` is raised; that record goes once they are known again."""
+        shows it) and ``LegalEntitiesError`` is raised; that record goes once they are known again.
+
+        First the preflight (``shared.preflight``): when a service, the template or a named company does not fit,
+        the run is recorded as failed under scope ``all`` the same way and ``PreflightError`` is raised, before
+        anything is read or written."""
         engine = self.engine
+        if self.preflight is not None:
+            try:
+                self.preflight.require(engine.name, list(legal_entities) if engine.plan.company_specific else [])
+            except PreflightError as exc:
+                record_unscoped_failure(engine.state, engine.name, DIRECTION_OUT, ALL, str(exc))
+                raise
         if not engine.plan.company_specific:
             return [None]
         try:
@@ -132,6 +146,11 @@ class Scan:
                 run.heartbeat()
                 self._report(run, company, total, progress)
             pool.finish()
+        except RunAborted as exc:  # the first records all failed the same way: failed, with that reason
+            pool.abandon()
+            summary.failed = max(summary.failed, pool.guard.failures)  # none landed: each one seen was parked
+            summary.seen = max(summary.seen, summary.failed)
+            return run.fail(exc)
         except BaseException as exc:
             pool.abandon()
             run.fail(exc)  # the open run stays in the watermark: the next run resumes it
@@ -222,7 +241,13 @@ class Scan:
             log(logger, logging.WARNING, "key range of a run that lost its lease; left to the run that holds it",
                 template=task.template, scope=task.scope, run_id=task.run_id, index=task.index)
             return "stale"
-        summary = self.ranges.run_task(task, plan, page)
+        try:
+            summary = self.ranges.run_task(task, plan, page)
+        except RunAborted as exc:
+            # The range's first records all failed the same way: the run fails with the reason and lets its lease
+            # go, so the other ranges stop (stale); the next timer run resumes it, after its preflight.
+            abort_run(engine.state, task.template, DIRECTION_OUT, task.scope, task.run_id, f"RunAborted: {exc}")
+            return "failed"
         pages = self.checkpoints.pages(plan)
         log_range_done(task, plan, pages, summary)
         self.finaliser.maybe_finalize(task.scope, task.run_id, pages=pages)
