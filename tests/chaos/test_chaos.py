@@ -164,7 +164,7 @@ def test_ten_thousand_records_survive_faults_kills_and_a_storage_restart(world: 
         stale += sum(1 for k in expected.keys() & actual.keys() if expected[k] != actual[k])
         problems += stores.differences(template)[:5]
     figures.update({"missing": missing, "duplicated": duplicated, "stale": stale, "not_deleted": extra,
-                    "parked": len(list(get_runtime().state.list_parked()))})
+                    "parked": len(list(get_runtime().state.parked.all()))})
     print("chaos figures:", json.dumps(figures))
     assert figures["records"] >= CARDS
     assert sum(figures["faults_injected"]["dataverse"].values()) > 0, figures
