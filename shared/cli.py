@@ -46,22 +46,32 @@ from shared.sync.runs import ALL, DIRECTION_IN, Outcome, RunStatus, RunSummary
 from shared.sync.runs import DIRECTION_OUT as DIRECTION
 
 
-def print_table(rows: Sequence[dict[str, str]]) -> None:
+def cell(value: Any) -> str:
+    """A table cell: booleans as yes/no, objects as ``name=value`` pairs, None as nothing."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    return "" if value is None else str(value)
+
+
+def print_table(rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         print("(none)")
         return
     columns = list(rows[0])
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    cells = [{c: cell(r.get(c)) for c in columns} for r in rows]
+    widths = {c: max(len(c), *(len(r[c]) for r in cells)) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))
     print("  ".join("-" * widths[c] for c in columns))
-    for row in rows:
-        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+    for row in cells:
+        print("  ".join(row[c].ljust(widths[c]) for c in columns))
 
 
-def summary_row(s: RunSummary) -> dict[str, str]:
+def summary_row(s: RunSummary) -> dict[str, Any]:
     return {"template": s.template, "direction": s.direction, "scope": s.scope, "mode": s.mode, "status": s.status,
-            "seen": str(s.seen), "written": str(s.written), "unchanged": str(s.unchanged), "deleted": str(s.deleted),
-            "parked": str(s.failed), "conflicts": str(s.conflicts), "seconds": f"{s.duration_s:.2f}", "detail": s.detail}
+            "seen": s.seen, "written": s.written, "unchanged": s.unchanged, "deleted": s.deleted,
+            "parked": s.failed, "conflicts": s.conflicts, "seconds": round(s.duration_s, 2), "detail": s.detail}
 
 
 class ProgressBar:
@@ -134,6 +144,8 @@ def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str],
 # and EXIT_DELETES_HELD (4) are ``sync``'s, below; 2 is argparse's usage error (an unknown template or company too).
 EXIT_PARKED = 5  # records were parked (sync, replay), or are (status, parked)
 EXIT_CONFIG = 6  # a setting or a template file is invalid: one line each, naming the setting and the fix
+EXIT_PAUSED = 7  # sync: a template is paused (``pause`` or SYNC_PAUSED_TEMPLATES) and --force was not given; resume:
+# the template stays paused by SYNC_PAUSED_TEMPLATES
 
 
 def _check_companies(runtime: Runtime, names: Sequence[str], companies: Sequence[str]) -> None:
@@ -160,7 +172,7 @@ class UsageError(Exception):
 class Report:
     """What a subcommand prints (a table, or JSON with ``--json``) and the exit code."""
 
-    rows: list[dict[str, str]] | None  # None: the subcommand printed its own output
+    rows: list[dict[str, Any]] | None  # None: the subcommand printed its own output
     exit_code: int = 0
 
 
@@ -189,10 +201,22 @@ def cmd_sync(runtime: Runtime, args: argparse.Namespace) -> Report:
     _check_companies(runtime, names, args.company)
     if args.dry_run:
         return dry_run(runtime, names, args)
+    paused = [] if args.force else [p for p in (queries.pause_state(runtime, n) for n in names) if p.paused]
+    for pause in paused:
+        print(f"error: {pause.template} is paused ({pause.describe()}); not synced. "
+              + (f"Remove it from {queries.PAUSE_SETTING}" if pause.by_setting and not pause.by_command
+                 else f"Resume it (python -m shared.cli resume {pause.template})")
+              + " or add --force to sync it anyway", file=sys.stderr)
+    names = [n for n in names if n not in {p.template for p in paused}]
+    if paused and not args.all:
+        return Report(None, exit_code=EXIT_PAUSED)
     summaries = sync(runtime, names, args.company, SyncDirection(args.direction))
     for s in summaries:
         explain(s)
-    return Report([summary_row(s) for s in summaries], exit_code=sync_exit_code(summaries))
+    code = sync_exit_code(summaries)
+    if paused and code in (0, EXIT_PARKED):
+        code = EXIT_PAUSED  # sync --all left paused templates out
+    return Report([summary_row(s) for s in summaries], exit_code=code)
 
 
 # ``sync``'s exit codes besides 0: a run failed; a run was skipped (another run holds its scope's lease); a run
@@ -232,7 +256,7 @@ def cmd_conflicts(runtime: Runtime, args: argparse.Namespace) -> Report:
     if args.template:
         _check_template(runtime, args.template)
     return Report([{"template": e["PartitionKey"], "key": e["key"], "winner": e["winner"],
-                    "detected_at": e["detected_at"], "commerce": e["commerce"][:80], "dataverse": e["dataverse"][:80]}
+                    "detected_at": e["detected_at"], "commerce": e["commerce"], "dataverse": e["dataverse"]}
                    for e in queries.conflicts(runtime, args.template)])
 
 
@@ -242,21 +266,32 @@ def cmd_parked(runtime: Runtime, args: argparse.Namespace) -> Report:
         _check_template(runtime, args.template)
     if args.show:
         return show_parked(runtime, args)
-    rows = [{"template": e["template"], "row_key": e["row_key"], "error_class": e["error_class"],
-             "attempts": str(e["attempts"]), "last_failed": e["last_failed"], "error": e["error"][:100]}
-            for e in queries.parked(runtime, args.template)]
-    return Report(rows, exit_code=EXIT_PARKED if rows else 0)
+    entries = queries.parked(runtime, args.template, error_class=args.error_class, direction=args.direction)
+    code = EXIT_PARKED if entries else 0
+    summary = queries.parked_summary(entries)
+    if args.summary:
+        return Report(summary, exit_code=code)
+    rows = [{"template": e["template"], "row_key": e["row_key"], "key": e["key"], "error_class": e["error_class"],
+             "attempts": e["attempts"], "last_failed": e["last_failed"], "error": e["error"][:100]}
+            for e in entries]
+    if args.json or not rows:
+        return Report(rows, exit_code=code)
+    print_table(rows)
+    print(f"\n{len(rows)} parked, by error class:")
+    print_table(summary)
+    return Report(None, exit_code=code)
 
 
 def show_parked(runtime: Runtime, args: argparse.Namespace) -> Report:
-    """``parked --show ROW_KEY``: one record in full, as JSON whatever ``--json`` says."""
+    """``parked --show KEY``: one record in full, as JSON whatever ``--json`` says; the key as ``parked`` lists it,
+    without the ``%in%`` prefix, as key parts or as the JSON key (a key parked in both directions: both, a list)."""
     if not args.template:
         raise UsageError("--show needs --template")
-    entry = queries.parked_one(runtime, args.template, args.show)
-    if entry is None:
-        print(f"no parked record {args.show!r} in {args.template}", file=sys.stderr)
+    found = queries.find_parked(runtime, args.template, args.show)
+    if not found:
+        print(f"no parked record {' '.join(args.show)!r} in {args.template}", file=sys.stderr)
         return Report(None, exit_code=1)
-    print(json.dumps(entry, indent=2, default=str))
+    print(json.dumps(found[0] if len(found) == 1 else found, indent=2, default=str))
     return Report(None)
 
 
@@ -274,14 +309,25 @@ def cmd_replay(runtime: Runtime, args: argparse.Namespace) -> Report:
 
 def cmd_pause(runtime: Runtime, args: argparse.Namespace) -> Report:
     _check_template(runtime, args.template)
-    operations.pause(runtime, args.template, by="cli")
-    return Report([{"template": args.template, "paused": "yes"}])
+    operations.pause(runtime, args.template, by=_operator())
+    return Report([{"template": args.template, "paused": True}])
 
 
 def cmd_resume(runtime: Runtime, args: argparse.Namespace) -> Report:
+    """Exit 7 when ``SYNC_PAUSED_TEMPLATES`` still pauses the template: only a change of that setting resumes it
+    (a pause by command is lifted all the same; held callbacks stay held)."""
     _check_template(runtime, args.template)
-    requeued = operations.resume(runtime, args.template, by="cli")
-    return Report([{"template": args.template, "paused": "no", "requeued": str(requeued)}])
+    pause = queries.pause_state(runtime, args.template)
+    if pause.by_setting:
+        if pause.by_command:
+            runtime.state.callbacks.set_paused(args.template, False, by=_operator())
+        held = queries.held_callbacks(runtime, args.template)
+        print(f"error: {args.template} stays paused: the setting {queries.PAUSE_SETTING} lists it; remove it from "
+              f"that app setting to resume ({held} held callbacks stay held until then)", file=sys.stderr)
+        return Report([{"template": args.template, "paused": True, "paused_by": f"setting {queries.PAUSE_SETTING}",
+                        "requeued": 0}], exit_code=EXIT_PAUSED)
+    requeued = operations.resume(runtime, args.template, by=_operator())
+    return Report([{"template": args.template, "paused": False, "requeued": requeued}])
 
 
 def cmd_check(runtime: Runtime, args: argparse.Namespace) -> Report:
@@ -318,7 +364,7 @@ def cmd_approve_deletes(runtime: Runtime, args: argparse.Namespace) -> Report:
     except operations.NothingToDo as exc:
         print(f"error: {exc}", file=sys.stderr)
         return Report(None, exit_code=1)
-    return Report([{k: str(v) for k, v in approval.as_dict().items()}])
+    return Report([approval.as_dict()])
 
 
 def cmd_break_lease(runtime: Runtime, args: argparse.Namespace) -> Report:
@@ -328,7 +374,7 @@ def cmd_break_lease(runtime: Runtime, args: argparse.Namespace) -> Report:
                                          by=args.by or _operator())
     except operations.OperatorError as exc:
         raise UsageError(str(exc)) from None
-    return Report([{k: str(v) for k, v in r.as_dict().items()} for r in results])
+    return Report([r.as_dict() for r in results])
 
 
 # -- drift: dry runs, reconcile, resync (shared/ops/drift.py); findings are printed as they are found -----------
@@ -348,7 +394,7 @@ def _summaries(fmt: str, writer: drift.FindingWriter, rows: list[dict[str, Any]]
     """The summaries: inside the JSON document, as a table after text lines, on stderr after a CSV."""
     writer.close(rows)
     if fmt == "text":
-        print_table([{k: str(v) for k, v in row.items()} for row in rows])
+        print_table(rows)
     elif fmt == "csv":
         for row in rows:
             print("summary: " + " ".join(f"{k}={v}" for k, v in row.items()), file=sys.stderr)
@@ -418,13 +464,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="outbound: Commerce -> Dataverse (default); inbound: Dataverse edits -> Commerce")
     sync_p.add_argument("--dry-run", action="store_true",
                         help="list what the sync would write (creates, updates with their columns, deletes); write nothing")
+    sync_p.add_argument("--force", action="store_true", help="sync a paused template anyway")
     sync_p.set_defaults(func=cmd_sync)
     conflicts_p = sub.add_parser("conflicts", help="records both sides changed, with both values and the winner")
     conflicts_p.add_argument("--template")
     conflicts_p.set_defaults(func=cmd_conflicts, read_only=True)
     parked_p = sub.add_parser("parked", help="records kept after a failed sync, with their reasons")
     parked_p.add_argument("--template")
-    parked_p.add_argument("--show", metavar="ROW_KEY", help="one record in full (needs --template)")
+    parked_p.add_argument("--show", nargs="+", metavar="KEY",
+                          help="one record in full (needs --template): the row key as listed, or the key parts "
+                               "(LC-1; usmf GOLD), or the JSON key")
+    parked_p.add_argument("--error-class", help="only records parked with this error class (e.g. lookup_missing)")
+    parked_p.add_argument("--direction", choices=list(queries.PARKED_DIRECTIONS),
+                          help="only records of one direction (outbound: Commerce -> Dataverse)")
+    parked_p.add_argument("--summary", action="store_true", help="only the counts by error class")
     parked_p.set_defaults(func=cmd_parked, read_only=True)
     replay_p = sub.add_parser("replay", help="re-sync parked records from Commerce's current state")
     replay_p.add_argument("template", nargs="?")
@@ -461,6 +514,11 @@ def build_parser() -> argparse.ArgumentParser:
     lease_p.add_argument("--direction", choices=list(operations.DIRECTIONS), default="outbound")
     lease_p.add_argument("--by", help="who breaks it (logged; default cli:<user>)")
     lease_p.set_defaults(func=cmd_break_lease)
+    for subparser in sub.choices.values():  # --json and -v after the subcommand too (SUPPRESS: keep the first)
+        subparser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                               help="print JSON instead of a table")
+        subparser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                               help="log every sync step")
     return parser
 
 

@@ -3,7 +3,10 @@ each template's watermarks and last runs, pause state and counters, parked recor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
@@ -11,7 +14,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from shared.preflight import Problem
 from shared.runtime import Runtime
 from shared.state.checkpoints import PageStatus
-from shared.state.store import Watermark
+from shared.state.store import Watermark, decode_key, split_parked_key
 from shared.sync import operations, worker
 from shared.sync.runs import DIRECTION_OUT, RunStatus
 
@@ -39,24 +42,73 @@ def is_known(runtime: Runtime, name: str | None) -> bool:
     return name is not None and runtime.catalog.get(name) is not None
 
 
-def status_rows(runtime: Runtime) -> list[dict[str, str]]:
-    """One row per watermark (template, direction, scope), and one ``never run`` row per template without one."""
+def status_rows(runtime: Runtime) -> list[dict[str, Any]]:
+    """One row per watermark (template, direction, scope), and one ``never run`` row per template without one;
+    each with the template's pause state (``paused``, ``paused_by``) and its held callbacks (``held_callbacks``).
+    Values are typed: ``runs`` and ``held_callbacks`` numbers, ``counts`` an object, ``paused`` a boolean."""
     marks = {(m.template, m.direction, m.scope): m for m in _if_created(runtime.state.watermarks.all)}
-    rows: list[dict[str, str]] = []
+    rows: list[dict[str, Any]] = []
     for template in runtime.catalog:
+        pause = pause_state(runtime, template.name)
+        callbacks = {"paused": pause.paused, "paused_by": pause.describe(),
+                     "held_callbacks": held_callbacks(runtime, template.name)}
         found = [m for (name, _, _), m in marks.items() if name == template.name]
         if not found:
-            rows.append({"template": template.name, "direction": "-", "scope": "-", "status": NEVER_RUN, "runs": "0",
-                         "last_run_finished": "", "counts": "", "reason": "", "failed_at": "", "run": "",
-                         "progress": "", "held": "", "approval": ""})
+            rows.append({"template": template.name, "direction": "-", "scope": "-", "status": NEVER_RUN, "runs": 0,
+                         "last_run_finished": "", "counts": {}, "reason": "", "failed_at": "", "run": "",
+                         "progress": "", "held": "", "approval": "", **callbacks})
         for mark in sorted(found, key=lambda m: m.row_key):
             rows.append({"template": template.name, "direction": mark.direction, "scope": mark.scope,
-                         "status": run_status(runtime, mark), "runs": str(mark.run_seq),
-                         "last_run_finished": mark.last_run_finished, "counts": mark.last_counts,
+                         "status": run_status(runtime, mark), "runs": mark.run_seq,
+                         "last_run_finished": mark.last_run_finished, "counts": mark.counts,
                          "reason": mark.last_error, "failed_at": mark.last_failed_at,
                          "run": f"{mark.lease_owner} until {mark.lease_until}" if mark.lease_owner else "",
-                         "progress": progress(runtime, mark), "held": held(mark), "approval": approval(mark)})
+                         "progress": progress(runtime, mark), "held": held(mark), "approval": approval(mark),
+                         **callbacks})
     return rows
+
+
+@dataclass(frozen=True)
+class PauseState:
+    """Whether a template is paused, and by what: the ``pause`` command (or endpoint: who and when) and/or the
+    ``SYNC_PAUSED_TEMPLATES`` setting (only a change of the setting lifts that one)."""
+
+    template: str
+    by_command: bool
+    by_setting: bool
+    changed_by: str = ""
+    changed_at: str = ""
+
+    @property
+    def paused(self) -> bool:
+        return self.by_command or self.by_setting
+
+    def describe(self) -> str:
+        """Who paused it: ``pause command by cli:ann at <time>``, ``setting SYNC_PAUSED_TEMPLATES``, both, or ``""``."""
+        parts = [f"pause command by {self.changed_by or '?'} at {self.changed_at or '?'}"] if self.by_command else []
+        return "; ".join(parts + ([f"setting {PAUSE_SETTING}"] if self.by_setting else []))
+
+
+PAUSE_SETTING = "SYNC_PAUSED_TEMPLATES"
+
+
+def pause_state(runtime: Runtime, template: str) -> PauseState:
+    record = _if_found(lambda: runtime.state.callbacks.pause_record(template))
+    return PauseState(template, by_command=bool(record and record["paused"]),
+                      by_setting=template in runtime.settings.paused_templates,
+                      changed_by=record["changed_by"] if record else "", changed_at=record["changed_at"] if record else "")
+
+
+def held_callbacks(runtime: Runtime, template: str) -> int:
+    """Callback work items held while the template is paused (``resume`` puts them back on the queue)."""
+    return len(_if_created(lambda: runtime.state.callbacks.held_items(template)))
+
+
+def _if_found(read: Callable[[], T]) -> T | None:
+    try:
+        return read()
+    except ResourceNotFoundError:
+        return None
 
 
 def run_status(runtime: Runtime, mark: Watermark) -> str:
@@ -126,14 +178,60 @@ def conflicts(runtime: Runtime, template: str | None = None) -> list[dict[str, A
     return [dict(e) for e in _if_created(lambda: runtime.state.conflicts.all(template))]
 
 
-def parked(runtime: Runtime, template: str | None = None) -> list[dict[str, Any]]:
-    """Parked records as operators see them, of one template or all."""
-    return [operations.parked_entry(e) for e in _if_created(lambda: runtime.state.parked.all(template))]
+# ``parked --direction``: the operator's names of the two directions, as parked records store them.
+PARKED_DIRECTIONS = {"outbound": "fo_to_dataverse", "inbound": "dataverse_to_fo"}
+
+
+def parked(runtime: Runtime, template: str | None = None, *, error_class: str | None = None,
+           direction: str | None = None) -> list[dict[str, Any]]:
+    """Parked records as operators see them, of one template or all; only those of an error class and of a
+    direction (``outbound`` or ``inbound``), when given."""
+    wanted = PARKED_DIRECTIONS.get(direction, direction) if direction else None
+    entries = [operations.parked_entry(e) for e in _if_created(lambda: runtime.state.parked.all(template))]
+    return [e for e in entries if (error_class is None or e["error_class"] == error_class)
+            and (wanted is None or split_parked_key(e["row_key"])[0] == wanted)]
+
+
+def parked_summary(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """How many records are parked per template, direction and error class (most first)."""
+    counts = Counter((e["template"], _direction_name(e["row_key"]), e["error_class"] or "") for e in entries)
+    return [{"template": t, "direction": d, "error_class": c, "count": n}
+            for (t, d, c), n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+
+
+def _direction_name(row_key: str) -> str:
+    stored = split_parked_key(row_key)[0]
+    return next((name for name, value in PARKED_DIRECTIONS.items() if value == stored), stored)
 
 
 def parked_one(runtime: Runtime, template: str, row_key: str) -> dict[str, Any] | None:
     entity = runtime.state.parked.get(template, row_key)
     return None if entity is None else operations.parked_entry(entity)
+
+
+def find_parked(runtime: Runtime, template: str, typed: Sequence[str]) -> list[dict[str, Any]]:
+    """The parked records of a template that a key as an operator types it names, in either direction: the row
+    key as ``parked`` lists it (``%in%`` prefix and all), or without the prefix, or the key parts (``LC-1``;
+    ``usmf GOLD`` or ``usmf|GOLD``), or the JSON key ``parked`` shows (``["usmf", "GOLD"]``)."""
+    wanted: set[tuple[str, ...]] = set()
+    text = " ".join(typed)
+    if len(typed) == 1:
+        wanted.add(decode_key(split_parked_key(text)[1]))
+        wanted.add((text,))
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list):
+            wanted.add(tuple(str(p) for p in parsed))
+        elif isinstance(parsed, dict):
+            wanted.add(tuple(str(p) for p in parsed.values()))
+    else:
+        wanted.add(tuple(typed))
+    exact = [e for e in parked(runtime, template) if e["row_key"] == text]
+    if exact:
+        return exact
+    return [e for e in parked(runtime, template) if decode_key(split_parked_key(e["row_key"])[1]) in wanted]
 
 
 def check(runtime: Runtime, template: str | None = None) -> list[Problem]:

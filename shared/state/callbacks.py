@@ -45,6 +45,15 @@ class CallbackState:
         except ResourceNotFoundError:
             return False
 
+    def pause_record(self, template: str) -> dict[str, Any] | None:
+        """The pause flag as the last ``pause``/``resume`` left it: ``paused``, ``changed_by``, ``changed_at``."""
+        try:
+            entity = self.control_table.get_entity("pause", template)
+        except ResourceNotFoundError:
+            return None
+        return {"paused": bool(entity.get("paused", False)), "changed_by": str(entity.get("changed_by", "")),
+                "changed_at": str(entity.get("changed_at", ""))}
+
     def hold(self, template: str, order_key: str, message: str) -> None:
         """Keep a work item that arrived while its template is paused (no time limit)."""
         self.held_table.upsert_entity({"PartitionKey": template, "RowKey": order_key, "message": message[:MAX_TEXT]},

@@ -49,7 +49,7 @@ def test_an_emptied_dataverse_table_is_found_by_reconcile_and_repaired(runtime: 
     sync_cards(capsys)
     for row in stores.dataverse_rows(CARDS):
         stores.delete_in_dataverse(f"{CARDS}({row['msdyn_loyaltycardid']})")
-    assert sync_cards(capsys)["written"] == "0" and stores.dataverse_rows(CARDS) == []  # the hashes say unchanged
+    assert sync_cards(capsys)["written"] == 0 and stores.dataverse_rows(CARDS) == []  # the hashes say unchanged
 
     code, report = cli(capsys, "reconcile", "loyalty_cards", "--format", "json")
     [summary] = report["summary"]
@@ -63,7 +63,7 @@ def test_an_emptied_dataverse_table_is_found_by_reconcile_and_repaired(runtime: 
     assert stores.differences("loyalty_cards") == []
 
     reset_stats(stores)
-    assert sync_cards(capsys)["written"] == "0" and stores.dataverse_writes() == 0  # the state was recorded
+    assert sync_cards(capsys)["written"] == 0 and stores.dataverse_writes() == 0  # the state was recorded
     code, report = cli(capsys, "reconcile", "loyalty_cards", "--format", "json")
     assert code == 0 and report["findings"] == [] and report["summary"][0]["equal"] == 60
 
@@ -166,7 +166,7 @@ def test_a_dry_run_lists_what_a_sync_would_write_and_writes_nothing(runtime: Run
     assert list(runtime.state.parked.all()) == []
 
     real = sync_cards(capsys)  # what the dry run listed is what the run writes
-    assert (real["written"], real["deleted"]) == ("2", "1")
+    assert (real["written"], real["deleted"]) == (2, 1)
 
 
 def test_a_dry_run_before_the_first_sync_lists_every_record_as_a_create(runtime: Runtime, stores: Stores,
@@ -182,7 +182,7 @@ def test_resync_rewrites_a_record_whose_hash_says_unchanged(runtime: Runtime, st
     sync_cards(capsys)
     card = cards(stores)[5]
     stores.change_in_dataverse(card_path(card), {"msdyn_replacementcardnumber": "DRIFT-3"})
-    assert sync_cards(capsys)["written"] == "0"  # the hash says unchanged
+    assert sync_cards(capsys)["written"] == 0  # the hash says unchanged
     assert stores.differences("loyalty_cards") != []
 
     code, [result] = cli(capsys, "--json", "resync", "loyalty_cards", card)

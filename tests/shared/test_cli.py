@@ -29,7 +29,7 @@ def test_sync_runs_a_template_and_status_shows_its_watermark(runtime: Runtime, s
     [summary] = run(capsys, "sync", "loyalty_reward_points")
     assert (summary["mode"], summary["status"], summary["written"]) == ("initial", "completed", summary["seen"])
     rows = {r["template"]: r for r in run(capsys, "status")}
-    assert rows["loyalty_reward_points"]["runs"] == "1"
+    assert rows["loyalty_reward_points"]["runs"] == 1
 
 
 def test_sync_of_levels_can_name_one_company(runtime: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,7 +57,7 @@ def test_pause_and_resume(runtime: Runtime, capsys: pytest.CaptureFixture[str]) 
     run(capsys, "pause", "loyalty_cards")
     assert runtime.state.callbacks.is_paused("loyalty_cards")
     [row] = run(capsys, "resume", "loyalty_cards")
-    assert (row["paused"], row["requeued"]) == ("no", "0")
+    assert (row["paused"], row["requeued"]) == (False, 0)
 
 
 def fail_legal_entities_read(stores: Stores) -> None:

@@ -311,7 +311,7 @@ def test_a_run_whose_first_records_all_fail_the_same_way_stops_as_failed(
     every_write_refused(stores)
     code, out, _ = cli(capsys, "--json", "sync", "loyalty_cards")  # 60 cards
     [summary] = json.loads(out)
-    assert (code, summary["status"], summary["parked"]) == (EXIT_FAILED, "failed", "20")
+    assert (code, summary["status"], summary["parked"]) == (EXIT_FAILED, "failed", 20)
     assert summary["detail"].startswith("RunAborted: the first 20 records all failed with error class validation "
                                         "(the last: A validation error occurred.)")
     assert len(list(runtime.state.parked.all("loyalty_cards"))) == 20
@@ -325,7 +325,7 @@ def test_with_fail_fast_off_every_record_is_parked_and_the_exit_code_says_so(
     every_write_refused(stores)
     code, out, _ = cli(capsys, "--json", "sync", "loyalty_cards")
     [summary] = json.loads(out)
-    assert (code, summary["status"], summary["parked"]) == (EXIT_PARKED, "completed", "60")
+    assert (code, summary["status"], summary["parked"]) == (EXIT_PARKED, "completed", 60)
 
 
 def test_a_fanned_out_range_that_fails_fast_fails_the_run_and_the_next_run_resumes_it(
@@ -355,7 +355,7 @@ def test_parked_records_make_sync_status_parked_and_replay_exit_5(runtime: Runti
         "RedeemRanking": 1, "ExpirationTimeValue": 0, "ExpirationTimeUnit": "Day", "VestingTimeValue": 0,
         "VestingTimeUnit": "Day", "MaximumLoyaltyRewardPoints": 0})
     code, out, _ = cli(capsys, "--json", "sync", "loyalty_reward_points")
-    assert (code, json.loads(out)[0]["status"], json.loads(out)[0]["parked"]) == (EXIT_PARKED, "completed", "1")
+    assert (code, json.loads(out)[0]["status"], json.loads(out)[0]["parked"]) == (EXIT_PARKED, "completed", 1)
     assert cli(capsys, "status")[0] == EXIT_PARKED
     assert cli(capsys, "parked")[0] == EXIT_PARKED
     assert cli(capsys, "replay", "loyalty_reward_points", "XTS-AMOUNT")[0] == EXIT_PARKED

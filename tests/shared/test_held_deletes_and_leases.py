@@ -83,7 +83,7 @@ def test_a_reseed_to_fewer_records_holds_the_deletes_and_an_approval_lets_the_ne
 
     code, [summary], err = cli(capsys, "sync", CARDS)
 
-    assert code == EXIT_DELETES_HELD and summary["status"] == "deletes_held" and summary["deleted"] == "0"
+    assert code == EXIT_DELETES_HELD and summary["status"] == "deletes_held" and summary["deleted"] == 0
     assert "40 deletes held" in summary["detail"] and "SYNC_DELETE_THRESHOLD_SHARE=0.2 of 60" in summary["detail"]
     assert "python -m shared.cli approve-deletes loyalty_cards" in err
     assert dataverse_cards(stores) == 60  # nothing deleted
@@ -92,13 +92,13 @@ def test_a_reseed_to_fewer_records_holds_the_deletes_and_an_approval_lets_the_ne
     assert row["approval"] == ""
 
     code, [approval], _ = cli(capsys, "approve-deletes", CARDS, "--by", "alice")
-    assert code == 0 and (approval["scope"], approval["deletes"], approval["approved_by"]) == ("all", "40", "alice")
+    assert code == 0 and (approval["scope"], approval["deletes"], approval["approved_by"]) == ("all", 40, "alice")
     assert approval["held_run"] == mark(runtime).held_run
     assert status_row(capsys)["approval"].startswith("40 deletes approved by alice at ")
 
     code, [summary], _ = cli(capsys, "sync", CARDS)
 
-    assert code == 0 and (summary["status"], summary["deleted"]) == ("completed", "40")
+    assert code == 0 and (summary["status"], summary["deleted"]) == ("completed", 40)
     assert "40 deletes approved by alice" in summary["detail"]
     assert stores.differences(CARDS) == [] and dataverse_cards(stores) == 20
     row = status_row(capsys)
@@ -116,14 +116,14 @@ def test_deletes_up_to_the_threshold_go_through_and_one_more_is_held(
 
     code, [summary], _ = cli(capsys, "sync", CARDS)
 
-    assert code == 0 and (summary["status"], summary["deleted"]) == ("completed", "3")
+    assert code == 0 and (summary["status"], summary["deleted"]) == ("completed", 3)
     assert dataverse_cards(stores) == 57
     for card in cards[3:7]:
         stores.delete_in_commerce(f"RetailLoyaltyCards('{card}')")
 
     code, [summary], _ = cli(capsys, "sync", CARDS)
 
-    assert code == EXIT_DELETES_HELD and summary["deleted"] == "0"
+    assert code == EXIT_DELETES_HELD and summary["deleted"] == 0
     assert "4 deletes held" in summary["detail"] and "SYNC_DELETE_THRESHOLD=3" in summary["detail"]
     assert dataverse_cards(stores) == 57
 
@@ -137,7 +137,7 @@ def test_the_source_coming_back_clears_the_hold(runtime: Runtime, stores: Stores
 
     code, [summary], _ = cli(capsys, "sync", CARDS)
 
-    assert code == 0 and (summary["status"], summary["deleted"]) == ("completed", "0")
+    assert code == 0 and (summary["status"], summary["deleted"]) == ("completed", 0)
     assert stores.differences(CARDS) == [] and dataverse_cards(stores) == 60
     row = status_row(capsys)
     assert (row["status"], row["held"]) == ("completed", "")
@@ -330,13 +330,13 @@ def test_a_run_skipped_by_a_dead_runs_lease_says_whose_and_exits_non_zero_until_
     code, [broken], _ = cli(capsys, "break-lease", CARDS)
 
     assert code == 0 and (broken["broken"], broken["run"], broken["until"], broken["open_run"]) == (
-        "True", dead, until, dead)
+        True, dead, until, dead)
     assert mark(runtime).lease_owner == "" and mark(runtime).open_run == dead
     writes = stores.dataverse_writes()
 
     code, [summary], _ = cli(capsys, "sync", CARDS)
 
-    assert code == 0 and summary["status"] == "completed" and summary["seen"] == "60"
+    assert code == 0 and summary["status"] == "completed" and summary["seen"] == 60
     assert mark(runtime).last_run_id == dead  # the dead run was resumed from its checkpoints ...
     assert stores.dataverse_writes() - writes == 2  # ... so only its two last key ranges were written now
     assert stores.differences(CARDS) == []

@@ -34,7 +34,7 @@ def test_status_shows_watermarks_pause_state_and_counters(runtime: Runtime) -> N
     status, body = call("ops_status")
     assert status == 200 and body["paused"] == {"loyalty_cards": False, "loyalty_levels": False,
                                                 "loyalty_reward_points": False}
-    assert any(w["template"] == "loyalty_cards" and w["runs"] == "1" for w in body["watermarks"])
+    assert any(w["template"] == "loyalty_cards" and w["runs"] == 1 for w in body["watermarks"])
 
 
 def test_parked_records_can_be_listed_inspected_and_replayed(runtime: Runtime, stores: Stores) -> None:
