@@ -7,7 +7,9 @@
    the OnExternalUpdated event travel over HTTP to the callback trigger, through the storage queue to
    the worker trigger;
 4. edits a card in Dataverse as an agent would and lets the inbound timer bring it to Commerce;
-5. prints what landed in Dataverse, and stops everything.
+5. guard rails: an edit Commerce refuses is parked, then replayed once the cause is gone; a sync's dry run
+   lists what it would write;
+6. prints what landed in Dataverse, and stops everything.
 
     ./dev demo [--cards N] [--reward-points N] [--levels-per-company N]
 """
@@ -88,6 +90,42 @@ def card_in_dataverse(dataverse_url: str, card_number: str) -> dict[str, Any]:
     return body
 
 
+def guard_rails(app: Any, runtime: Any, dataverse_url: str, commerce: Any) -> bool:
+    """Step 4: a record Commerce refuses is parked with its reason, not lost, and replayed once the cause is gone;
+    ``sync --dry-run`` lists what a sync would write and writes nothing. Returns whether the replay landed."""
+    from shared.cli import main as cli
+
+    print("\n4. Guard rails: a record Commerce refuses is parked, then replayed; a dry run writes nothing")
+    second = requests.get(f"{commerce.url}/data/RetailLoyaltyCards?$top=2&$select=CardNumber", headers=bearer(),
+                          timeout=10).json()["value"][1]["CardNumber"]
+    commerce.set_validation_failures({"RetailLoyaltyCards": [second]})  # F&O's validateWrite refuses the card
+    party = "AGENT-EDIT-2"
+    requests.patch(f"{dataverse_url}/api/data/v9.2/msdyn_loyaltycards(msdyn_cardnumber='{second}')",
+                   json={"msdyn_partynumber": party}, headers={**bearer(), "If-Match": "*"},
+                   timeout=10).raise_for_status()
+    invoke_timer(app, "timer_inbound_loyalty_cards")
+    print(f"   card {second}: an agent's edit that Commerce refuses -> python -m shared.cli parked")
+    sys.stdout.flush()
+    cli(["parked", "--direction", "inbound"])
+    commerce.set_validation_failures({})  # the cause is gone
+    print("   the cause fixed in Commerce -> python -m shared.cli replay loyalty_cards --all")
+    sys.stdout.flush()
+    cli(["replay", "loyalty_cards", "--all"])
+    landed = requests.get(f"{commerce.url}/data/RetailLoyaltyCards('{second}')", headers=bearer(),
+                          timeout=10).json()["PartyNumber"]
+    print(f"   PartyNumber in Commerce: {landed}")
+
+    point = requests.get(f"{commerce.url}/data/RetailLoyaltyRewardPoints?$top=1&$select=RewardPointId,RedeemRanking",
+                         headers=bearer(), timeout=10).json()["value"][0]
+    requests.patch(f"{commerce.url}/data/RetailLoyaltyRewardPoints('{point['RewardPointId']}')",
+                   json={"RedeemRanking": point["RedeemRanking"] + 1}, headers=bearer(), timeout=10).raise_for_status()
+    print(f"   reward point {point['RewardPointId']}: RedeemRanking changed in Commerce -> "
+          "python -m shared.cli sync loyalty_reward_points --dry-run")
+    sys.stdout.flush()
+    cli(["sync", "loyalty_reward_points", "--dry-run"])
+    return bool(landed == party and not list(runtime.state.parked.all("loyalty_cards")))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the sync end to end on Azurite and the local emulators.")
     parser.add_argument("--cards", type=int, default=500)
@@ -166,7 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         marks = {m.direction: m for m in runtime.state.watermarks.all() if m.template == "loyalty_cards"}
         print(f"   next Commerce -> Dataverse run: {marks['fo_to_dataverse'].last_counts}")
 
-        print("\n4. What landed in Dataverse")
+        guarded = guard_rails(function_app.app, runtime, dataverse.url, commerce)
+
+        print("\n5. What landed in Dataverse")
         rows = [{"entity set": t.dataverse.entity_set, "rows": str(count_rows(dataverse.url, t.dataverse.entity_set))}
                 for t in runtime.catalog]
         print_table(rows)
@@ -176,8 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"   - {entry['PartitionKey']} {entry['key']}: {entry['error_class']}: {entry['error'][:100]}")
         expected_after = next(e.dataverse for e in runtime.catalog.templates["loyalty_cards"]
                               .value_maps["RetailLoyaltyTenderTypeBase"].entries if e.member == new_type)
-        ok = after == expected_after and in_commerce == agent_party
-        print("\nDemo " + ("succeeded." if ok else "FAILED: the callback change did not land."))
+        ok = after == expected_after and in_commerce == agent_party and guarded
+        print("\nDemo " + ("succeeded." if ok else "FAILED: a change did not land (see above)."))
         return 0 if ok else 1
 
 
