@@ -1,24 +1,32 @@
 """Chaos: 10,000+ records under throttling, server errors, slow answers and dropped connections, with the
-worker process killed mid-run and Azurite restarted mid-run; then both stores compared record by record.
+worker process killed mid-run twice (once scanning in place, once fanned out: page tasks on the pages queue and
+page workers) and Azurite restarted mid-run; then both stores compared record by record.
 
-The figures (records, faults injected by kind, retries, missing, duplicated, stale) are printed on every
-run (``-s``) and carried in the assertion message on failure; the README's reliability section quotes them.
+Kills and the restart are placed by observed progress (key ranges checkpointed done), not by the clock, and each
+kill is checked to have interrupted a run: the scan's run is still open in its watermark with ranges not done.
+
+The figures (records, faults injected by kind, retries, kills with the progress they interrupted, queue function
+failures, missing, duplicated, stale, not deleted, parked, poisoned) are printed on every run (``-s``) and carried
+in the assertion message on failure; the README's reliability section quotes them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from azure.core.exceptions import ResourceNotFoundError
 
 from devtools.azurite import start_azurite
 from devtools.demo import STATIC_TOKEN, emulator_settings
@@ -33,6 +41,7 @@ pytestmark = pytest.mark.chaos
 
 REPO = Path(__file__).resolve().parents[2]
 CARDS = 10_000  # plus 200 reward points and 60 levels
+RANGE = 500  # keys per checkpointed key range: 21 ranges of cards, so progress is seen range by range
 TEMPLATES = ["loyalty_cards", "loyalty_levels", "loyalty_reward_points"]
 
 DATAVERSE_FAULTS = [
@@ -54,6 +63,10 @@ DATAVERSE_FAULTS = [
     {"route": "resource", "method": "PATCH", "kind": "delay", "delay_s": 2.5, "probability": 0.001, "times": 4, "seed": 4},
     {"route": "resource", "kind": "drop", "probability": 0.004, "times": 30, "seed": 5},
 ]
+# Once the fanned-out worker that is killed has planned its ranges: the next reads of card ranges (collection reads,
+# not the callbacks' reads by key) are slow, so that the kill lands inside a key range before its writes, not
+# between two ranges.
+SLOW_CARD_RANGES = {"route": "/RetailLoyaltyCards$", "method": "GET", "kind": "delay", "delay_s": 0.5, "times": 4}
 COMMERCE_FAULTS = [
     {"route": "odata.resource", "method": "GET", "kind": "status", "status": 503, "probability": 0.02, "times": 8,
      "seed": 6},
@@ -69,7 +82,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
                               publisher_options={"retry_wait": 0.2, "timeout": 5.0})
     env = {**emulator_settings(dataverse.url, commerce.url, azurite.connection_string, "chaos"),
            "SYNC_HTTP_READ_TIMEOUT_S": "1", "SYNC_HTTP_BACKOFF_BASE_S": "0.05", "SYNC_HTTP_MAX_ATTEMPTS": "8",
-           "SYNC_RUN_LEASE_S": "5"}
+           "SYNC_RUN_LEASE_S": "5", "SYNC_PAGE_SIZE": str(RANGE)}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
@@ -83,9 +96,56 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
     state["azurite"].stop()
 
 
-def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "devtools.worker", "--idle-s", "2"], cwd=REPO,
-                            env={**os.environ, **env}, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+def start_worker(env: dict[str, str], log: Path, *, fan_out: bool = True, since: datetime | None = None,
+                 settle: bool = False) -> subprocess.Popen[bytes]:
+    """A worker process; ``since``: runs completed since then count as done (a restarted worker finishes the run
+    it resumes and starts no fresh scan, which would repair what the crash broke and hide it)."""
+    settings = {**os.environ, **env, "SYNC_FAN_OUT": "true" if fan_out else "false"}
+    command = [sys.executable, "-m", "devtools.worker", "--idle-s", "2", "--max-wait-s", "300",
+               *(["--since", since.isoformat()] if since else []), *(["--settle"] if settle else [])]
+    return subprocess.Popen(command, cwd=REPO, env=settings, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def card_scan() -> dict[str, Any]:
+    """Where the cards scan stands, from its watermark and its run's checkpoints."""
+    state = get_runtime().state
+    mark = state.watermarks.get("loyalty_cards", "fo_to_dataverse", "all")
+    plan = state.checkpoints.get_plan("loyalty_cards", "all", mark.open_run) if mark.open_run else None
+    pages = state.checkpoints.pages(plan) if plan is not None else []
+    return {"open_run": mark.open_run, "lease_live": mark.lease_live(datetime.now(UTC)),
+            "ranges_done": sum(page.status == "done" for page in pages), "ranges_planned": len(pages),
+            "planning_done": bool(plan and plan.planning_done)}
+
+
+def last_runs_changes() -> dict[str, int]:
+    """What the last completed outbound run of every template and scope wrote and deleted, summed."""
+    marks = [m for m in get_runtime().state.watermarks.all() if m.direction == "fo_to_dataverse" and m.last_run_id]
+    return {"runs": len(marks), "written": sum(m.counts.get("written", 0) for m in marks),
+            "deleted": sum(m.counts.get("deleted", 0) for m in marks)}
+
+
+def queued_pages() -> int:
+    client = get_runtime().queues.client("loyalty_cards", pages=True)
+    return int(client.get_queue_properties().approximate_message_count)
+
+
+def wait_for(condition: Callable[[dict[str, Any]], bool], what: str, worker: subprocess.Popen[bytes],
+             timeout_s: float = 180.0) -> dict[str, Any]:
+    """Poll the cards scan until ``condition`` holds; fail if the worker exits first or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        scan = card_scan()
+        if condition(scan):
+            return scan
+        if worker.poll() is not None:
+            raise AssertionError(f"the worker exited ({worker.returncode}) before {what}: {scan}")
+        time.sleep(0.1)
+    raise AssertionError(f"no {what} within {timeout_s} s: {card_scan()}")
+
+
+def kill(worker: subprocess.Popen[bytes]) -> None:
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
 
 
 def mutate_commerce(stores: Stores) -> dict[str, int]:
@@ -108,6 +168,20 @@ def fired(url: str) -> dict[str, int]:
     return counts
 
 
+def poisoned() -> int:
+    """Messages the host gave up on (``<queue>-poison``), over every queue of the app."""
+    queues = get_runtime().queues
+    total = 0
+    for template in TEMPLATES:
+        for pages in (False, True):
+            name = queues.client(template, pages=pages).queue_name + "-poison"
+            try:
+                total += int(queues.service.get_queue_client(name).get_queue_properties().approximate_message_count)
+            except ResourceNotFoundError:
+                continue
+    return total
+
+
 def test_ten_thousand_records_survive_faults_kills_and_a_storage_restart(world: dict[str, Any], tmp_path: Path) -> None:
     import function_app
 
@@ -122,50 +196,92 @@ def test_ten_thousand_records_survive_faults_kills_and_a_storage_restart(world: 
         requests.post(f"{commerce.url}/_emulator/business-events/endpoints", timeout=10, json={
             "url": f"{host.url}/api/callbacks/{template}", "entity_sets": [entity_set]}).raise_for_status()
     log = tmp_path / "worker.log"
-    figures: dict[str, Any] = {"records": 0, "worker_kills": 0, "azurite_restarts": 0, "worker_runs": 0}
+    env = world["env"]
+    figures: dict[str, Any] = {"records": 0, "kills": [], "azurite_restart": {}, "worker_runs": 0}
     try:
-        # 1. The first worker dies mid-way through the initial sync.
-        worker = start_worker(world["env"], log)
+        # 1. The first worker scans in place (SYNC_FAN_OUT=false) and dies a few key ranges into the cards.
+        began = datetime.now(UTC)
+        worker = start_worker(env, log, fan_out=False)
         figures["worker_runs"] += 1
-        time.sleep(8)
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
-        figures["worker_kills"] += 1
-        # 2. Commerce keeps changing; a second worker takes over and Azurite restarts under it.
+        wait_for(lambda scan: scan["ranges_done"] >= 3, "three card ranges checkpointed in place", worker)
+        kill(worker)
+        at_kill = card_scan()
+        assert at_kill["open_run"] and not at_kill["planning_done"], at_kill  # the kill interrupted the run
+        figures["kills"].append({"path": "in place", **at_kill})
+        # 2. Commerce keeps changing. A fanned-out worker resumes the run (once the dead run's lease expired): its
+        #    timer queues the ranges not done as page tasks, its page workers take them; it dies half-way.
         figures["commerce_changes"] = mutate_commerce(stores)
-        worker = start_worker(world["env"], log)
+        worker = start_worker(env, log, since=began)
         figures["worker_runs"] += 1
-        time.sleep(5)
+        wait_for(lambda scan: scan["open_run"] == at_kill["open_run"] and scan["planning_done"],
+                 "the resumed run's ranges planned and queued", worker)
+        requests.post(f"{commerce.url}/_emulator/faults", json={"rules": [SLOW_CARD_RANGES]}, timeout=10).raise_for_status()
+        resumed = wait_for(lambda scan: scan["open_run"] == at_kill["open_run"] and scan["planning_done"]
+                           and scan["ranges_done"] >= at_kill["ranges_done"] + 2,
+                           "two more card ranges done by page workers", worker)
+        assert resumed["ranges_done"] < resumed["ranges_planned"], resumed  # too late to interrupt: a slower poll?
+        kill(worker)
+        at_kill = card_scan()
+        pages_waiting = queued_pages()
+        assert at_kill["open_run"] and at_kill["ranges_done"] < at_kill["ranges_planned"] and pages_waiting, at_kill
+        figures["kills"].append({"path": "fanned out", **at_kill, "page_tasks_queued": pages_waiting})
+        # 3. Another fanned-out worker takes over; Azurite restarts under it once it has made progress.
+        worker = start_worker(env, log, since=began)
+        figures["worker_runs"] += 1
+        done_before = at_kill["ranges_done"]
+        at_restart = wait_for(lambda scan: scan["ranges_done"] > done_before or not scan["open_run"],
+                              "progress after the second kill", worker)
         world["azurite"] = world["azurite"].restart()
-        figures["azurite_restarts"] += 1
+        figures["azurite_restart"] = at_restart
         worker.wait(timeout=600)
-        # 3. Start it again until a run completes, as the timer would.
+        # 4. Start it again until the runs complete, as the timer would: the interrupted run resumed, no fresh scan.
         for _ in range(6):
-            worker = start_worker(world["env"], log)
-            figures["worker_runs"] += 1
-            if worker.wait(timeout=600) == 0:
+            if worker.returncode == 0:
                 break
+            worker = start_worker(env, log, since=began)
+            figures["worker_runs"] += 1
+            worker.wait(timeout=600)
+        assert worker.returncode == 0, "no worker completed its runs"
+        # 5. Every business event delivered and applied, parked records retried (the retry timer): no new scan.
         assert commerce.publisher.flush(30)
-        final = start_worker(world["env"], log)  # the next timer run, with every event delivered
+        settle = start_worker(env, log, settle=True)
         figures["worker_runs"] += 1
-        assert final.wait(timeout=600) == 0
+        assert settle.wait(timeout=600) == 0
     finally:
         host.stop()
-    logs = log.read_text(errors="replace")
-    figures["faults_injected"] = {"dataverse": fired(dataverse.url), "commerce": fired(commerce.url)}
-    figures["retries"] = logs.count("http retry")
     missing = duplicated = stale = extra = 0
     problems: list[str] = []
     for template in TEMPLATES:
-        expected, actual = stores.expected(template), stores.actual(template)  # actual() fails on a duplicate key
+        duplicates = stores.duplicates(template)  # from the emulator's raw rows: nothing merged by key
+        duplicated += sum(n - 1 for n in duplicates.values())
+        problems += [f"{template} {key}: {n} Dataverse rows" for key, n in list(duplicates.items())[:5]]
+        expected = stores.expected(template)
         figures["records"] += len(expected)
+        if duplicates:
+            continue  # actual() keys rows by their natural key: it cannot hold two rows for one
+        actual = stores.actual(template)
         missing += len(expected.keys() - actual.keys())
         extra += len(actual.keys() - expected.keys())
         stale += sum(1 for k in expected.keys() & actual.keys() if expected[k] != actual[k])
         problems += stores.differences(template)[:5]
+    parked = [f"{e['PartitionKey']} {e['RowKey']}: {e.get('error_class')} {e.get('error')}"
+              for e in get_runtime().state.parked.all()]
+    problems += parked[:5]
     figures.update({"missing": missing, "duplicated": duplicated, "stale": stale, "not_deleted": extra,
-                    "parked": len(list(get_runtime().state.parked.all()))})
+                    "parked": len(parked), "poisoned": poisoned()})
+    # 6. The next timer run finds nothing to write or delete: the interrupted runs and the callbacks left nothing
+    #    behind that a fresh scan would have to repair (or it would hide it).
+    final = start_worker(env, log)
+    figures["worker_runs"] += 1
+    final_exit = final.wait(timeout=600)
+    figures["next_scan"] = last_runs_changes()
+    logs = log.read_text(errors="replace")
+    figures["faults_injected"] = {"dataverse": fired(dataverse.url), "commerce": fired(commerce.url)}
+    figures["retries"] = logs.count("http retry")
+    figures["queue_function_failures"] = sum(int(n) for n in re.findall(r"worker summary: handled=\d+ failed=(\d+)", logs))
     print("chaos figures:", json.dumps(figures))
     assert figures["records"] >= CARDS
     assert sum(figures["faults_injected"]["dataverse"].values()) > 0, figures
     assert (missing, duplicated, stale, extra) == (0, 0, 0, 0), (figures, problems)
+    assert (figures["parked"], figures["poisoned"]) == (0, 0), (figures, problems)
+    assert final_exit == 0 and (figures["next_scan"]["written"], figures["next_scan"]["deleted"]) == (0, 0), figures

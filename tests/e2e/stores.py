@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,6 +127,18 @@ class Stores:
             assert key not in result, f"duplicate Dataverse row for {key}"
             result[key] = columns
         return result
+
+    def duplicates(self, template: str) -> dict[tuple[Any, ...], int]:
+        """Natural keys Dataverse holds more than one row for, and how many: counted over the emulator's raw rows
+        (``/_emulator/rows``, nothing merged), key columns and company GUID compared case-insensitively, as
+        Dataverse compares alternate keys."""
+        plan = self.runtime.catalog.plan(template)
+        dv = plan.template.dataverse
+        columns = [*plan.dataverse_key_properties, *([f"_{dv.company.navigation_property}_value"] if dv.company else [])]
+        rows = requests.get(f"{self.dataverse_url}/_emulator/rows/{dv.entity_set}", timeout=60).json()["value"]
+        keys = Counter(tuple(v.casefold() if isinstance(v, str) else v for v in (row.get(c) for c in columns))
+                       for row in rows)
+        return {key: n for key, n in keys.items() if n > 1}
 
     def differences(self, template: str) -> list[str]:
         expected, actual = self.expected(template), self.actual(template)
