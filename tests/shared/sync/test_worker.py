@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError
 from pydantic import ValidationError
 
@@ -16,6 +17,7 @@ from shared.clock import SYSTEM_CLOCK
 from shared.messages.events import MAX_CONTROL_NUMBER, WorkItem, work_items
 from shared.runtime import Runtime
 from shared.sync import operations, worker
+from tests.configured import runtime_with
 from tests.e2e.stores import Stores
 
 
@@ -52,6 +54,14 @@ def test_an_event_with_the_control_number_already_applied_to_its_key_is_dropped(
     assert worker.process(runtime, item(card, event_id="E-2", control_number=200)) == "duplicate"
     assert stores.dataverse_writes() == writes
     assert runtime.state.callbacks.counters("loyalty_cards")["duplicates_dropped"] == 1
+
+
+def test_an_event_one_control_number_above_the_applied_one_is_applied(runtime: Runtime, stores: Stores) -> None:
+    card = first_card(stores)
+    worker.process(runtime, item(card, event_id="E-1", control_number=200))
+    stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "000780"})
+    assert worker.process(runtime, item(card, event_id="E-2", control_number=201)) == "written"
+    assert stores.actual("loyalty_cards")[(card,)]["msdyn_partynumber"] == "000780"
 
 
 def test_an_event_older_than_the_applied_one_still_syncs_the_current_record(runtime: Runtime,
@@ -178,6 +188,20 @@ def test_a_failure_to_record_a_finished_event_does_not_redeliver_it(
     runtime.queues.send(item(first_card(stores), control_number=0))  # no ControlNumber to catch a redelivery
     assert redelivering_pump.drain() == 1
     assert stores.dataverse_writes() == 1 and poisoned(runtime) == 0
+
+
+def test_an_event_whose_work_failed_is_processed_again_on_redelivery(
+        runtime: Runtime, stores: Stores, redelivering_pump: QueuePump, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = runtime_with(monkeypatch, SYNC_HTTP_MAX_ATTEMPTS="1")  # Commerce's 503 fails the delivery at once
+    card = first_card(stores)
+    requests.post(f"{stores.commerce_url}/_emulator/faults", timeout=10, json={"rules": [
+        {"route": "odata.resource", "method": "GET", "kind": "status", "status": 503, "times": 1}]}).raise_for_status()
+    runtime.queues.send(item(card))
+    assert redelivering_pump.drain(allow_failures=True) == 1
+    [failure] = redelivering_pump.failures  # the first delivery: Commerce unavailable before anything was written
+    assert (failure.dequeue_count, "ServerError" in failure.error) == (1, True)
+    assert (card,) in stores.actual("loyalty_cards")  # written by the redelivery: the event was not taken as done
+    assert runtime.state.callbacks.counters("loyalty_cards") == {"callbacks_written": 1}
 
 
 def test_an_outage_before_the_write_leaves_the_message_for_the_host_to_retry(
