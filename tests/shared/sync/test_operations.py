@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import requests
 
 from shared.runtime import Runtime
@@ -76,6 +77,16 @@ def test_replaying_all_lands_every_fixed_record(runtime: Runtime, stores: Stores
     results = operations.replay(runtime)
     assert sorted(r.outcome for r in results) == ["written", "written"]
     assert stores.differences("loyalty_reward_points") == []
+
+
+@pytest.mark.xfail(strict=True, reason="product bug, found by the chaos run: OutboundSync.sync_key returns 'unchanged' "
+                   "without unparking when Commerce no longer has a record that was never synced")
+def test_a_parked_record_deleted_in_commerce_since_leaves_the_parked_table_when_replayed(runtime: Runtime,
+                                                                                         stores: Stores) -> None:
+    park_an_amount_point_in_unknown_currency(runtime, stores)  # never written: its currency is not in Dataverse
+    stores.delete_in_commerce("RetailLoyaltyRewardPoints('XTS-AMOUNT')")
+    operations.replay(runtime, "loyalty_reward_points", [encode_key(("XTS-AMOUNT",))])
+    assert list(runtime.state.parked.all("loyalty_reward_points")) == []  # nothing is left to sync
 
 
 def test_a_key_that_is_not_parked_is_reported_not_found(runtime: Runtime) -> None:
