@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 import azure.functions as func
+from azure.core.exceptions import AzureError
 
 from shared.mapping.model import Template
 from shared.messages import PageTask
@@ -75,7 +76,12 @@ def run_inbound(template: str, timer: func.TimerRequest, invocation_id: str) -> 
 
 def callback(template: str, req: func.HttpRequest, invocation_id: str) -> func.HttpResponse:
     with correlation_scope(invocation_id) as cid:
-        runtime = get_runtime()
+        try:
+            runtime = get_runtime()  # a cold start creates the tables and queues (bounded calls: see StateStore)
+        except (AzureError, OSError) as exc:
+            log(logger, logging.ERROR, "callback not accepted: storage unavailable at start-up", template=template,
+                error=f"{type(exc).__name__}: {exc}")
+            return _json(503, {"error": "could not queue the event; retry later", "correlation_id": cid})
         secret = runtime.settings.callback_secret
         provided = req.headers.get(SECRET_HEADER) or req.params.get("secret")
         if not secret_matches(secret.get_secret_value() if secret else None, provided):

@@ -45,6 +45,11 @@ __all__ = ["DEFAULT_BUCKETS", "TOMBSTONE", "ConcurrencyConflict", "StateStore", 
            "Watermark", "bucket_of", "decode_key", "encode_key", "parked_key", "split_parked_key"]
 
 
+# Per-call options of azure-core's retry policy and transport: two attempts, 1.5 s to connect, 2.5 s to read.
+START_UP_LIMITS: dict[str, float] = {"retry_total": 1, "retry_backoff_factor": 0.3, "connection_timeout": 1.5,
+                                     "read_timeout": 2.5}
+
+
 def storage_transport() -> RequestsTransport:
     """The Azure SDK's transport over a pool sized to the chunk writers that record state concurrently."""
     return RequestsTransport(session=pooled_session(2 * POOL_SIZE, for_azure_sdk=True), session_owner=False)
@@ -93,6 +98,8 @@ class StateStore:
         return cls(service, prefix, buckets=buckets)
 
     def ensure_tables(self) -> None:
+        """Create the tables that do not exist yet. Each call is bounded (two attempts, short timeouts): a cold
+        start runs this in front of a callback's answer, which F&O waits 10 s for (protocols.md §4.3)."""
         for table in self._tables.values():
             with contextlib.suppress(ResourceExistsError):
-                table.create_table()
+                table.create_table(**START_UP_LIMITS)
