@@ -253,7 +253,10 @@ class OutboundSync:
         current = self.commerce.get(self.entity_set, self.plan.key_as_dict(key), select=list(self.plan.select_properties))
         if current is None:
             if previous is None:
-                return "unchanged"
+                # Never written and gone from Commerce: nothing is left to sync, so no earlier failure of the
+                # key stays parked (a replay of it would otherwise find nothing to do, for good).
+                self.state.parked.unpark(self.name, row_key)
+                return Outcome.UNCHANGED
             return self._delete(key, previous, partition, source=source)
         known = {row_key: previous} if previous else {}
         return self._sync_row(current, partition, known, self.state.parked.keys(self.name), source=source,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import requests
 
 from shared.runtime import Runtime
@@ -79,8 +78,6 @@ def test_replaying_all_lands_every_fixed_record(runtime: Runtime, stores: Stores
     assert stores.differences("loyalty_reward_points") == []
 
 
-@pytest.mark.xfail(strict=True, reason="product bug, found by the chaos run: OutboundSync.sync_key returns 'unchanged' "
-                   "without unparking when Commerce no longer has a record that was never synced")
 def test_a_parked_record_deleted_in_commerce_since_leaves_the_parked_table_when_replayed(runtime: Runtime,
                                                                                          stores: Stores) -> None:
     park_an_amount_point_in_unknown_currency(runtime, stores)  # never written: its currency is not in Dataverse
