@@ -185,10 +185,12 @@ def _check_template(runtime: Runtime, name: str | None) -> None:
 
 
 def cmd_status(runtime: Runtime, args: argparse.Namespace) -> Report:
-    """Exit code: a scope whose last run failed (1), else one whose last run parked records (5)."""
+    """Exit code: a scope whose last run failed (1), else one whose deletes are held (4), else one whose last
+    run parked records (5)."""
     rows = queries.status_rows(runtime)
     statuses = {row["status"] for row in rows}
-    code = EXIT_FAILED if RunStatus.FAILED in statuses else EXIT_PARKED if RunStatus.COMPLETED_WITH_PARKED in statuses else 0
+    code = (EXIT_FAILED if RunStatus.FAILED in statuses else EXIT_DELETES_HELD if RunStatus.DELETES_HELD in statuses
+            else EXIT_PARKED if RunStatus.COMPLETED_WITH_PARKED in statuses else 0)
     return Report(rows, exit_code=code)
 
 

@@ -145,7 +145,15 @@ def pause(call: OpsCall) -> func.HttpResponse:
 
 @operator_endpoint("ops_resume", "ops/templates/{template}/resume", func.HttpMethod.POST)
 def resume(call: OpsCall) -> func.HttpResponse:
-    requeued = operations.resume(call.runtime, call.route_template, by=f"ops endpoint ({call.correlation_id})")
+    by = f"ops endpoint ({call.correlation_id})"
+    pause = queries.pause_state(call.runtime, call.route_template)
+    if pause.by_setting:  # a pause by setting outlives any resume: say so (as the CLI does), held work stays held
+        if pause.by_command:
+            call.runtime.state.callbacks.set_paused(call.route_template, False, by=by)
+        return _json(409, {"template": call.route_template, "paused": True, "requeued": 0,
+                           "error": f"paused by the setting {queries.PAUSE_SETTING}: remove it from that app setting "
+                                    "to resume"})
+    requeued = operations.resume(call.runtime, call.route_template, by=by)
     return _json(200, {"template": call.route_template, "paused": False, "requeued": requeued})
 
 

@@ -90,6 +90,7 @@ def test_a_reseed_to_fewer_records_holds_the_deletes_and_an_approval_lets_the_ne
     row = status_row(capsys)
     assert row["status"] == "deletes_held" and row["held"].startswith("40 deletes of 60 records held by run ")
     assert row["approval"] == ""
+    assert cli(capsys, "status")[0] == EXIT_DELETES_HELD  # status says so in its exit code too
 
     code, [approval], _ = cli(capsys, "approve-deletes", CARDS, "--by", "alice")
     assert code == 0 and (approval["scope"], approval["deletes"], approval["approved_by"]) == ("all", 40, "alice")

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import azure.functions as func
+import pytest
 
 from devtools.functions_host import functions, invoke_http
 from shared.runtime import Runtime
@@ -70,6 +71,14 @@ def test_pause_then_resume_through_the_endpoints(runtime: Runtime) -> None:
     assert call("ops_pause", "POST", template="loyalty_cards") == (200, {"template": "loyalty_cards", "paused": True})
     status, body = call("ops_resume", "POST", template="loyalty_cards")
     assert status == 200 and body["paused"] is False
+
+
+def test_resume_of_a_template_paused_by_setting_says_the_setting_must_change(runtime: Runtime,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime.settings, "paused_templates", ["loyalty_cards"])
+    status, body = call("ops_resume", "POST", template="loyalty_cards")
+    assert status == 409 and body["paused"] is True
+    assert "SYNC_PAUSED_TEMPLATES" in body["error"]
 
 
 def test_replay_with_malformed_keys_is_a_400_naming_them(runtime: Runtime) -> None:
