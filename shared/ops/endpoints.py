@@ -115,19 +115,15 @@ def parked_one(call: OpsCall) -> func.HttpResponse:
 @operator_endpoint("ops_replay", "ops/replay", func.HttpMethod.POST)
 def replay(call: OpsCall) -> func.HttpResponse:
     cid = call.correlation_id
-    try:
-        raw = call.req.get_json() if call.req.get_body() else {}
-    except ValueError:
-        return _json(400, {"error": "body is not valid JSON", "correlation_id": cid})
-    if not isinstance(raw, dict):
-        return _json(400, {"error": "body must be a JSON object", "correlation_id": cid})
+    raw = _object(call)
+    if isinstance(raw, func.HttpResponse):
+        return raw
     try:
         body = ReplayRequest.model_validate(raw)
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        field = problem["loc"][0] if problem["loc"] else ""
-        error = KEYS_ERROR if field == "keys" else f"{field}: {problem['msg']}"
-        return _json(400, {"error": error, "correlation_id": cid})
+        if exc.errors()[0]["loc"][:1] == ("keys",):
+            return _json(400, {"error": KEYS_ERROR, "correlation_id": cid})
+        return _invalid(call, exc)
     template = body.template if "template" in body.model_fields_set else call.template
     if template is not None and not queries.is_known(call.runtime, template):
         return _unknown_template(call.runtime, template)
@@ -316,18 +312,13 @@ Body = TypeVar("Body", bound=ScopeRequest)
 def _scope_request(call: OpsCall, model: type[Body]) -> Body | func.HttpResponse:
     """The parsed body with a known template, or the 400/404 answer."""
     cid = call.correlation_id
-    try:
-        raw = call.req.get_json() if call.req.get_body() else {}
-    except ValueError:
-        return _json(400, {"error": "body is not valid JSON", "correlation_id": cid})
-    if not isinstance(raw, dict):
-        return _json(400, {"error": "body must be a JSON object", "correlation_id": cid})
+    raw = _object(call)
+    if isinstance(raw, func.HttpResponse):
+        return raw
     try:
         body = model.model_validate(raw)
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        field = problem["loc"][0] if problem["loc"] else ""
-        return _json(400, {"error": f"{field}: {problem['msg']}", "correlation_id": cid})
+        return _invalid(call, exc)
     body.template = body.template or call.template
     if body.template is None:
         return _json(400, {"error": "name the template", "correlation_id": cid})
