@@ -220,20 +220,39 @@ def _bad_limit(call: OpsCall, limit: int) -> func.HttpResponse | None:
     return _json(400, {"error": f"limit: between 0 and {MAX_FINDINGS}", "correlation_id": call.correlation_id})
 
 
-@operator_endpoint("ops_reconcile", "ops/reconcile", func.HttpMethod.POST)
-def reconcile(call: OpsCall) -> func.HttpResponse:
-    """Compare Commerce and Dataverse record by record (``repair``: fix what drifted). Runs within the request:
-    for a large template use ``python -m shared.cli reconcile`` (an HTTP call ends after 230 s)."""
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _parsed(call: OpsCall, model: type[Model]) -> Model | func.HttpResponse:
+    """The request body as ``model``, or the 400 that names what is wrong with it."""
     raw = _object(call)
     if isinstance(raw, func.HttpResponse):
         return raw
     try:
-        body = ReconcileRequest.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         return _invalid(call, exc)
-    template = _drift_template(call, body.template)
+
+
+def _drift_request(call: OpsCall, model: type[Model]) -> tuple[Model, str] | func.HttpResponse:
+    """The parsed body of a drift action and the known template it names (body, else query), or the 400/404."""
+    body = _parsed(call, model)
+    if isinstance(body, func.HttpResponse):
+        return body
+    template = _drift_template(call, getattr(body, "template", None))
     if isinstance(template, func.HttpResponse):
         return template
+    return body, template
+
+
+@operator_endpoint("ops_reconcile", "ops/reconcile", func.HttpMethod.POST)
+def reconcile(call: OpsCall) -> func.HttpResponse:
+    """Compare Commerce and Dataverse record by record (``repair``: fix what drifted). Runs within the request:
+    for a large template use ``python -m shared.cli reconcile`` (an HTTP call ends after 230 s)."""
+    request = _drift_request(call, ReconcileRequest)
+    if isinstance(request, func.HttpResponse):
+        return request
+    body, template = request
     if (bad := _bad_limit(call, body.limit)) is not None:
         return bad
     collected = drift.Collected(body.limit)
@@ -248,16 +267,10 @@ def reconcile(call: OpsCall) -> func.HttpResponse:
 def sync(call: OpsCall) -> func.HttpResponse:
     """A dry run of a template's sync (``?dry_run=true`` or ``{"dry_run": true}``): what it would write, writing
     nothing. A real sync runs on the template's timer, or with ``python -m shared.cli sync``."""
-    raw = _object(call)
-    if isinstance(raw, func.HttpResponse):
-        return raw
-    try:
-        body = SyncRequest.model_validate(raw)
-    except ValidationError as exc:
-        return _invalid(call, exc)
-    template = _drift_template(call, body.template)
-    if isinstance(template, func.HttpResponse):
-        return template
+    request = _drift_request(call, SyncRequest)
+    if isinstance(request, func.HttpResponse):
+        return request
+    body, template = request
     if not (body.dry_run or call.req.params.get("dry_run", "").lower() == "true"):
         return _json(400, {"error": "only dry runs are served here (dry_run=true); a sync runs on its timer or with "
                                     "python -m shared.cli sync", "correlation_id": call.correlation_id})
@@ -274,16 +287,10 @@ def sync(call: OpsCall) -> func.HttpResponse:
 @operator_endpoint("ops_resync", "ops/resync", func.HttpMethod.POST)
 def resync(call: OpsCall) -> func.HttpResponse:
     """Re-sync one record from Commerce whatever its hash says."""
-    raw = _object(call)
-    if isinstance(raw, func.HttpResponse):
-        return raw
-    try:
-        body = ResyncRequest.model_validate(raw)
-    except ValidationError as exc:
-        return _invalid(call, exc)
-    template = _drift_template(call, body.template)
-    if isinstance(template, func.HttpResponse):
-        return template
+    request = _drift_request(call, ResyncRequest)
+    if isinstance(request, func.HttpResponse):
+        return request
+    body, template = request
     parts = [body.key] if isinstance(body.key, str) else body.key
     problem = drift.key_parts_problem(call.runtime, template, parts)
     if problem:
@@ -312,13 +319,9 @@ Body = TypeVar("Body", bound=ScopeRequest)
 def _scope_request(call: OpsCall, model: type[Body]) -> Body | func.HttpResponse:
     """The parsed body with a known template, or the 400/404 answer."""
     cid = call.correlation_id
-    raw = _object(call)
-    if isinstance(raw, func.HttpResponse):
-        return raw
-    try:
-        body = model.model_validate(raw)
-    except ValidationError as exc:
-        return _invalid(call, exc)
+    body = _parsed(call, model)
+    if isinstance(body, func.HttpResponse):
+        return body
     body.template = body.template or call.template
     if body.template is None:
         return _json(400, {"error": "name the template", "correlation_id": cid})
