@@ -4,65 +4,24 @@ for duplicates, bodies cut for size and OperationId."""
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import requests
 
 from emulators.commerce.server import CommerceEmulator, start_commerce
+from tests.emulators.commerce.receiver import Receiver, serving
 
 AUTH = {"Authorization": "Bearer test-token"}
 GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 CARDS = "mserp_retailloyaltycardentity"
 
 
-class Receiver(ThreadingHTTPServer):
-    """A webhook stand-in: records every POST with its headers, answers ``status[path]`` (default 200)."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.posts: list[tuple[str, dict[str, str], dict[str, Any]]] = []
-        self.status: dict[str, int] = {}
-        self.lock = threading.Lock()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
-
-    def received(self, path: str) -> list[tuple[dict[str, str], dict[str, Any]]]:
-        with self.lock:
-            return [(h, b) for p, h, b in self.posts if p == path]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        with self.server.lock:
-            self.server.posts.append((self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(body)))
-        self.send_response(self.server.status.get(self.path, 200))
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield from serving()
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +74,7 @@ def create_update_delete(emu: CommerceEmulator, card: str) -> None:
 def test_registering_a_webhook_sends_no_test_event(emu: CommerceEmulator, receiver: Receiver) -> None:
     webhook(emu, receiver.url("/no-test"))
     drain(emu)
-    assert receiver.received("/no-test") == []
+    assert receiver.deliveries("/no-test") == []
 
 
 def test_create_update_delete_send_the_three_messages_on_the_virtual_table(emu: CommerceEmulator,
@@ -123,7 +82,7 @@ def test_create_update_delete_send_the_three_messages_on_the_virtual_table(emu: 
     webhook(emu, receiver.url("/crud"), ["RetailLoyaltyCards"])
     create_update_delete(emu, "DE-1")
     drain(emu)
-    bodies = [b for _, b in receiver.received("/crud")]
+    bodies = [b for _, b in receiver.deliveries("/crud")]
     assert [b["MessageName"] for b in bodies] == ["OnExternalCreated", "OnExternalUpdated", "OnExternalDeleted"]
     assert {b["PrimaryEntityName"] for b in bodies} == {CARDS}
     assert {target(b)["LogicalName"] for b in bodies} == {CARDS}
@@ -138,7 +97,7 @@ def test_every_event_of_one_record_carries_the_same_target_id_and_a_new_record_a
     create_update_delete(emu, "DE-2")
     create_update_delete(emu, "DE-2")  # the same key, created again: a new RecId
     drain(emu)
-    ids = [target(b)["Id"] for _, b in receiver.received("/ids")]
+    ids = [target(b)["Id"] for _, b in receiver.deliveries("/ids")]
     assert all(re.fullmatch(GUID, i) for i in ids)
     assert len(set(ids[:3])) == 1 and len(set(ids[3:])) == 1 and ids[0] != ids[3]
     rec_id = int.from_bytes(bytes.fromhex(ids[0].replace("-", "")[16:]), "little")  # the last 8 bytes
@@ -150,7 +109,7 @@ def test_created_carries_the_row_as_mserp_columns_and_deleted_only_the_id(emu: C
     webhook(emu, receiver.url("/shape"), ["RetailLoyaltyCards"])
     create_update_delete(emu, "DE-3")
     drain(emu)
-    created, updated, removed = (b for _, b in receiver.received("/shape"))
+    created, updated, removed = (b for _, b in receiver.deliveries("/shape"))
     values = attributes(created)
     assert values["mserp_cardnumber"] == "DE-3"
     assert values["mserp_cardtendertype"]["__type"].startswith("OptionSetValue")
@@ -167,7 +126,7 @@ def test_a_level_carries_its_company_column(emu: CommerceEmulator, receiver: Rec
     requests.patch(f"{emu.url}/data/LoyaltyLevels(dataAreaId='usrt',LevelPhrase='Silver')",
                    json={"LevelDescription": "x"}, headers=AUTH, timeout=10).raise_for_status()
     drain(emu)
-    [(_, body)] = receiver.received("/level")
+    [(_, body)] = receiver.deliveries("/level")
     assert body["PrimaryEntityName"] == "mserp_smmloyaltylevelentity"
     assert (attributes(body)["mserp_dataareaid"], attributes(body)["mserp_levelphrase"]) == ("usrt", "Silver")
 
@@ -176,7 +135,7 @@ def test_the_webhook_headers_name_the_message_and_table(emu: CommerceEmulator, r
     webhook(emu, receiver.url("/headers"), ["RetailLoyaltyCards"])
     create_update_delete(emu, "DE-4")
     drain(emu)
-    headers, body = receiver.received("/headers")[0]
+    headers, body = receiver.deliveries("/headers")[0]
     assert headers["x-ms-dynamics-entity-name"] == CARDS
     assert headers["x-ms-dynamics-request-name"] == "OnExternalCreated"
     assert headers["x-ms-correlation-request-id"] == body["CorrelationId"]
@@ -187,7 +146,7 @@ def test_updated_without_keys_knob_leaves_the_key_columns_out(emu: CommerceEmula
     webhook(emu, receiver.url("/nokeys"), ["RetailLoyaltyCards"], updated_carries_keys=False)
     create_update_delete(emu, "DE-5")
     drain(emu)
-    created, updated, _ = (b for _, b in receiver.received("/nokeys"))
+    created, updated, _ = (b for _, b in receiver.deliveries("/nokeys"))
     assert "mserp_cardnumber" in attributes(created) and "mserp_cardnumber" not in attributes(updated)
 
 
@@ -195,7 +154,7 @@ def test_size_exceeded_knob_cuts_the_body_and_says_so_in_a_header(emu: CommerceE
     webhook(emu, receiver.url("/cut"), ["RetailLoyaltyCards"], size_exceeded=True)
     create_update_delete(emu, "DE-6")
     drain(emu)
-    for headers, body in receiver.received("/cut"):
+    for headers, body in receiver.deliveries("/cut"):
         assert headers["x-ms-dynamics-msg-size-exceeded"] == "true"
         assert not {"InputParameters", "PreEntityImages", "PostEntityImages", "ParentContext"} & set(body)
         assert body["PrimaryEntityName"] == CARDS
@@ -207,7 +166,7 @@ def test_operation_id_knob(emu: CommerceEmulator, receiver: Receiver, mode: str,
     webhook(emu, receiver.url(f"/op-{mode}"), ["RetailLoyaltyCards"], operation_id=mode)
     create_update_delete(emu, f"DE-OP-{mode}")
     drain(emu)
-    assert check([b["OperationId"] for _, b in receiver.received(f"/op-{mode}")])
+    assert check([b["OperationId"] for _, b in receiver.deliveries(f"/op-{mode}")])
 
 
 def test_an_unknown_operation_id_mode_is_refused(emu: CommerceEmulator) -> None:
@@ -220,7 +179,7 @@ def test_duplicate_knob_delivers_each_data_event_twice(emu: CommerceEmulator, re
     webhook(emu, receiver.url("/dup"), ["RetailLoyaltyCards"], duplicate_delivery=True)
     create_update_delete(emu, "DE-7")
     drain(emu)
-    bodies = [b for _, b in receiver.received("/dup")]
+    bodies = [b for _, b in receiver.deliveries("/dup")]
     assert len(bodies) == 6 and all(bodies[i] == bodies[i + 1] for i in (0, 2, 4))
 
 
@@ -233,13 +192,13 @@ def test_a_webhook_is_retried_once_and_only_after_502_503_504(emu: CommerceEmula
     requests.patch(f"{emu.url}/data/RetailLoyaltyCards('52100000001')", json={"PartyNumber": "1"}, headers=AUTH,
                    timeout=10).raise_for_status()
     drain(emu)
-    assert len(receiver.received(path)) == attempts
+    assert len(receiver.deliveries(path)) == attempts
     [entry] = requests.get(f"{emu.url}/_emulator/business-events/errors", timeout=10).json()["value"]
     assert (entry["attempts"], entry["last_status"], entry["MessageName"]) == (attempts, status, "OnExternalUpdated")
     receiver.status[path] = 200
     requests.post(f"{emu.url}/_emulator/business-events/errors/resend", timeout=10).raise_for_status()
     drain(emu)
-    resent_headers, resent = receiver.received(path)[-1]
+    resent_headers, resent = receiver.deliveries(path)[-1]
     assert resent["MessageName"] == "OnExternalUpdated" and resent_headers["x-ms-dynamics-entity-name"] == CARDS
 
 
@@ -250,8 +209,8 @@ def test_business_event_endpoints_still_get_business_events(emu: CommerceEmulato
     requests.patch(f"{emu.url}/data/RetailLoyaltyCards('52100000002')", json={"PartyNumber": "2"}, headers=AUTH,
                    timeout=10).raise_for_status()
     drain(emu)
-    [(_, webhook_body)] = receiver.received("/webhook")
-    business = [b for _, b in receiver.received("/be") if "TestEndpointContract" not in b["BusinessEventId"]]
+    [(_, webhook_body)] = receiver.deliveries("/webhook")
+    business = [b for _, b in receiver.deliveries("/be") if "TestEndpointContract" not in b["BusinessEventId"]]
     assert webhook_body["MessageName"] == "OnExternalUpdated"
     assert [(b["BusinessEventId"], b["CardNumber"]) for b in business] == [
         ("RetailLoyaltyCardChangedBusinessEvent", "52100000002")]

@@ -2,66 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import requests
 
 from emulators.commerce.server import CommerceEmulator, start_commerce
+from tests.emulators.commerce.receiver import TEST_EVENT, Receiver, serving
 
 AUTH = {"Authorization": "Bearer test-token"}
 RETRIES = 3
-TEST_EVENT = "BusinessEventsTestEndpointContract"
-
-
-class Receiver(ThreadingHTTPServer):
-    """A tiny HTTPS-endpoint stand-in: records every POST, answers ``status[path]`` (default 200)."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _ReceiverHandler)
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        self.status: dict[str, int] = {}
-        self.lock = threading.Lock()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
-
-    def received(self, path: str, *, include_test: bool = False) -> list[dict[str, Any]]:
-        with self.lock:
-            return [e for p, e in self.events
-                    if p == path and (include_test or TEST_EVENT not in e["BusinessEventId"])]
-
-
-class _ReceiverHandler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        with self.server.lock:
-            self.server.events.append((self.path, json.loads(body)))
-        self.send_response(self.server.status.get(self.path, 200))
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield from serving()
 
 
 @pytest.fixture(scope="module")
