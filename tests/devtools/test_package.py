@@ -1,0 +1,59 @@
+"""The deployment package, built as Azure/functions-action builds it with respect-funcignore: true."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from devtools.package import REPO, build
+
+LEFT_OUT = ("emulators/", "devtools/", "tests/", "bench/", "infra/", "docs/", ".github/", "node_modules/", ".venv/",
+            "dist/")
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("package") / "app.zip"
+    build(out)
+    return out
+
+
+def names(package: Path) -> list[str]:
+    with zipfile.ZipFile(package) as archive:
+        return archive.namelist()
+
+
+def test_package_holds_the_app_its_templates_and_its_requirements(package: Path) -> None:
+    files = set(names(package))
+    assert {"function_app.py", "host.json", "requirements.txt", "shared/__init__.py", "shared/runtime.py"} <= files
+    assert {f"mappings/{p.name}" for p in (REPO / "mappings").glob("*.json")} <= files
+
+
+def test_package_leaves_out_the_development_folders(package: Path) -> None:
+    shipped = [name for name in names(package) if name.startswith(LEFT_OUT)]
+    assert shipped == []
+
+
+def test_package_leaves_out_local_settings_and_caches(package: Path) -> None:
+    files = names(package)
+    assert not [n for n in files if n.startswith("local.settings") or "__pycache__" in n or n.endswith(".pyc")]
+    assert not [n for n in files if n in ("requirements-dev.txt", "package.json", "pyproject.toml", "dev")]
+
+
+def test_packaged_app_indexes_its_functions_without_the_folders_left_out(package: Path, tmp_path: Path) -> None:
+    """The deployed code must not import emulators/, devtools/ or tests/: the package alone loads every function."""
+    with zipfile.ZipFile(package) as archive:
+        archive.extractall(tmp_path)
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-I", "-c", "import sys; sys.path.insert(0, '.'); import function_app; "
+                             "print(sorted(f.get_function_name() for f in function_app.app.get_functions()))"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    functions = ast.literal_eval(result.stdout)
+    assert "callback_loyalty_cards" in functions and any(name.startswith("ops_") for name in functions)
