@@ -121,6 +121,7 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None, *, ensure_
     except ValueError as exc:  # the SDK's "Connection string is either blank or malformed." (it holds no secret)
         raise ConfigError(f"AzureWebJobsStorage / SYNC_STORAGE_CONNECTION: {exc} Copy the connection string from the "
                           "storage account's Access keys (or, for Azurite, UseDevelopmentStorage=true)") from exc
+    state.auto_pause.configure(settings.auto_pause_failures, settings.auto_pause_minutes)
     dataverse = dataverse_client(settings, credential, timeouts, retry)
     # More application users multiply the per-user service-protection limits (protocols.md §2.12).
     extra = [dataverse_client(settings, build_credential(settings, client_id), timeouts, retry)

@@ -35,9 +35,11 @@ class CallbackState:
         self.events_table.upsert_entity({"PartitionKey": template, "RowKey": encode_key((event_id,)),
                                    "processed_at": self.clock.now().isoformat(), "outcome": outcome}, mode=UpdateMode.REPLACE)
 
-    def set_paused(self, template: str, paused: bool, *, by: str) -> None:
+    def set_paused(self, template: str, paused: bool, *, by: str, reason: str = "") -> None:
+        """``reason``: why (an auto-pause records its count and last error; an operator may give one)."""
         self.control_table.upsert_entity({"PartitionKey": "pause", "RowKey": template, "paused": paused,
-                                    "changed_at": self.clock.now().isoformat(), "changed_by": by}, mode=UpdateMode.REPLACE)
+                                          "changed_at": self.clock.now().isoformat(), "changed_by": by,
+                                          "reason": reason}, mode=UpdateMode.REPLACE)
 
     def is_paused(self, template: str) -> bool:
         try:
@@ -46,13 +48,13 @@ class CallbackState:
             return False
 
     def pause_record(self, template: str) -> dict[str, Any] | None:
-        """The pause flag as the last ``pause``/``resume`` left it: ``paused``, ``changed_by``, ``changed_at``."""
+        """The pause flag as the last ``pause``/``resume`` left it: ``paused``, ``changed_by``, ``changed_at``, ``reason``."""
         try:
             entity = self.control_table.get_entity("pause", template)
         except ResourceNotFoundError:
             return None
         return {"paused": bool(entity.get("paused", False)), "changed_by": str(entity.get("changed_by", "")),
-                "changed_at": str(entity.get("changed_at", ""))}
+                "changed_at": str(entity.get("changed_at", "")), "reason": str(entity.get("reason", ""))}
 
     def hold(self, template: str, order_key: str, message: str) -> None:
         """Keep a work item that arrived while its template is paused (no time limit)."""

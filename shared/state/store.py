@@ -27,6 +27,7 @@ from azure.data.tables import TableServiceClient
 
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.http.pools import POOL_SIZE, pooled_session
+from shared.state.autopause import AutoPause
 from shared.state.callbacks import CallbackState
 from shared.state.checkpoints import PageCheckpoints
 from shared.state.keys import (
@@ -66,6 +67,7 @@ class StateStore:
         self.synced = SyncedStates(self._tables["synced"], clock, buckets)
         self.checkpoints = PageCheckpoints(self._tables["pages"])
         self.callbacks = CallbackState(self._tables["events"], self._tables["control"], self._tables["held"], clock)
+        self.auto_pause = AutoPause(self._tables["control"], self.callbacks, clock)  # off until configured
         self.parked = ParkedRecords(self._tables["parked"], clock)
         self.conflicts = Conflicts(self._tables["conflicts"], clock)
         self.dataverse_ids = DataverseIds(self._tables["dvids"])
@@ -80,7 +82,7 @@ class StateStore:
     @clock.setter
     def clock(self, clock: Clock) -> None:
         self._clock = clock
-        for repository in (self.watermarks, self.synced, self.callbacks, self.parked, self.conflicts):
+        for repository in (self.watermarks, self.synced, self.callbacks, self.parked, self.conflicts, self.auto_pause):
             repository.clock = clock
 
     @property

@@ -63,6 +63,7 @@ class Parking:
                                    payload=dict(payload) if payload is not None else None)
         log(logger, logging.WARNING, "record parked for retry", template=self.template, key=key,
             direction=self.direction.value, error_class=error_class, attempts=attempts, source=source, error=reason)
+        self.state.auto_pause.failed(self.template, error_class, reason)
         return Outcome.PARKED
 
     def unpark(self, key: str) -> None:
