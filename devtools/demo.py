@@ -9,9 +9,11 @@
 4. edits a card in Dataverse as an agent would and lets the inbound timer bring it to Commerce;
 5. guard rails: an edit Commerce refuses is parked, then replayed once the cause is gone; a sync's dry run
    lists what it would write;
-6. prints what landed in Dataverse, and stops everything.
+6. prints what landed in Dataverse, and stops everything; with ``--keep`` it leaves Azurite, both emulators
+   and a local Functions host running (queues drained, timers fired every ``--timer-every`` seconds), prints
+   the status page's URL and the CLI commands to try, and stops them on Ctrl-C.
 
-    ./dev demo [--cards N] [--reward-points N] [--levels-per-company N]
+    ./dev demo [--keep] [--cards N] [--reward-points N] [--levels-per-company N]
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ import argparse
 import importlib
 import logging
 import os
+import shlex
+import signal
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -132,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reward-points", type=int, default=12)
     parser.add_argument("--levels-per-company", type=int, default=4)
     parser.add_argument("-v", "--verbose", action="store_true", help="show the app's log lines")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave everything running (status page, callbacks, queues, timers) until Ctrl-C")
+    parser.add_argument("--timer-every", type=float, default=60.0, help="with --keep: seconds between timer runs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -218,7 +227,74 @@ def main(argv: Sequence[str] | None = None) -> int:
                               .value_maps["RetailLoyaltyTenderTypeBase"].entries if e.member == new_type)
         ok = after == expected_after and in_commerce == agent_party and guarded
         print("\nDemo " + ("succeeded." if ok else "FAILED: a change did not land (see above)."))
+        if args.keep:
+            settings = emulator_settings(dataverse.url, commerce.url, azurite.connection_string)
+            keep_running(function_app.app, runtime, pump, host.url, commerce.url, dataverse.url, settings,
+                         args.timer_every)
         return 0 if ok else 1
+
+
+def env_file(settings: dict[str, str]) -> str:
+    """The demo's settings as a file a shell can source, so the CLI in another terminal sees the same storage."""
+    handle, path = tempfile.mkstemp(prefix="loyaltysync-demo-", suffix=".env")
+    with os.fdopen(handle, "w") as out:
+        out.writelines(f"export {name}={shlex.quote(value)}\n" for name, value in settings.items())
+    return path
+
+
+def keep_running(app: Any, runtime: Any, pump: QueuePump, host_url: str, commerce_url: str, dataverse_url: str,
+                 settings: dict[str, str], timer_every: float) -> None:
+    """Play the Functions host until Ctrl-C: HTTP triggers served, queues drained, timers fired."""
+    path = env_file(settings)
+    stop = threading.Event()
+
+    def host_loop() -> None:
+        next_timers = time.monotonic() + timer_every
+        while not stop.is_set():
+            try:
+                pump.run_once()
+                if time.monotonic() >= next_timers:
+                    for template in runtime.catalog:
+                        invoke_timer(app, f"timer_{template.name}")
+                        invoke_timer(app, f"timer_inbound_{template.name}")
+                    next_timers = time.monotonic() + timer_every
+            except Exception as exc:  # the host logs a failed invocation and carries on; so does this loop
+                logging.getLogger("loyaltysync.demo").warning("invocation failed: %s", exc)
+            stop.wait(0.5)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # `kill` stops it as Ctrl-C does (background jobs of a script ignore SIGINT)
+
+    signal.signal(signal.SIGTERM, interrupt)
+    worker = threading.Thread(target=host_loop, name="demo-host", daemon=True)
+    worker.start()
+    cli = ".venv/bin/python -m shared.cli"
+    print(f"""
+Still running (Ctrl-C stops everything):
+  Status page     {host_url}/api/ops/dashboard
+  Ops status      {host_url}/api/ops/status
+  Callbacks       {host_url}/api/callbacks/<template>   (queues drained, timers every {timer_every:g} s)
+  Dataverse       {dataverse_url}/api/data/v9.2/
+  Commerce (F&O)  {commerce_url}/data/
+
+Try, in another terminal (the same settings):
+  . {path}
+  {cli} status
+  {cli} parked
+  {cli} sync loyalty_cards --dry-run
+  {cli} pause loyalty_cards && {cli} resume loyalty_cards
+  curl -s -X PATCH -H 'Authorization: Bearer {STATIC_TOKEN}' -H 'Content-Type: application/json' \\
+    -d '{{"PartyNumber": "000999"}}' "{commerce_url}/data/RetailLoyaltyCards('<CardNumber>')"
+""", flush=True)
+    try:
+        while worker.is_alive():
+            worker.join(1.0)
+    except KeyboardInterrupt:
+        print("\nStopping ...", flush=True)
+    finally:
+        stop.set()
+        worker.join(10)
+        os.unlink(path)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,82 @@
+"""`./dev demo --keep`: after the demo everything stays up and working until the process is stopped."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from devtools.demo import STATIC_TOKEN
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+AUTH = {"Authorization": f"Bearer {STATIC_TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
+    process = subprocess.Popen([sys.executable, "-m", "devtools.demo", "--keep", "--cards", "20", "--timer-every", "2"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    urls: dict[str, str] = {}
+    deadline = time.monotonic() + 240
+    for line in process.stdout:
+        match = re.match(r"\s+(Status page|Ops status|Dataverse|Commerce \(F&O\))\s+(\S+)", line)
+        if match:
+            urls[match.group(1)] = match.group(2)
+        if "Try, in another terminal" in line or time.monotonic() > deadline:
+            break
+    try:
+        yield process, urls
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(30)
+
+
+def test_the_demo_prints_where_the_status_page_and_the_services_are(demo: tuple[subprocess.Popen[str],
+                                                                              dict[str, str]]) -> None:
+    _, urls = demo
+    assert set(urls) == {"Status page", "Ops status", "Dataverse", "Commerce (F&O)"}
+    assert urls["Status page"].endswith("/api/ops/dashboard")
+
+
+def test_the_kept_host_answers_the_ops_endpoints(demo: tuple[subprocess.Popen[str], dict[str, str]]) -> None:
+    _, urls = demo
+    response = requests.get(urls["Ops status"], timeout=30)
+    assert response.status_code == 200 and response.json()
+
+
+def test_a_commerce_change_made_after_the_demo_still_reaches_dataverse(
+        demo: tuple[subprocess.Popen[str], dict[str, str]]) -> None:
+    _, urls = demo
+    commerce, dataverse = urls["Commerce (F&O)"], urls["Dataverse"]
+    card = requests.get(f"{commerce}RetailLoyaltyCards?$top=1&$select=CardNumber", headers=AUTH,
+                        timeout=10).json()["value"][0]["CardNumber"]
+    requests.patch(f"{commerce}RetailLoyaltyCards('{card}')", json={"PartyNumber": "KEPT-01"}, headers=AUTH,
+                   timeout=10).raise_for_status()
+    deadline = time.monotonic() + 60
+    party = None
+    while time.monotonic() < deadline:
+        party = requests.get(f"{dataverse}msdyn_loyaltycards(msdyn_cardnumber='{card}')?$select=msdyn_partynumber",
+                             headers=AUTH, timeout=10).json().get("msdyn_partynumber")
+        if party == "KEPT-01":
+            break
+        time.sleep(0.5)
+    assert party == "KEPT-01"
+
+
+def test_stopping_the_demo_stops_every_server(demo: tuple[subprocess.Popen[str], dict[str, str]]) -> None:
+    process, urls = demo
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 0
+    for url in (urls["Ops status"], urls["Dataverse"], urls["Commerce (F&O)"]):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url, timeout=5)
