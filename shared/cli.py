@@ -13,6 +13,9 @@
     python -m shared.cli pause loyalty_cards | resume loyalty_cards
     python -m shared.cli approve-deletes loyalty_cards [--company usmf]   # the deletes a run held back
     python -m shared.cli break-lease loyalty_cards [--company usmf] [--direction outbound|inbound|both]
+    python -m shared.cli poison list [--template loyalty_cards] [--queue callbacks|pages]
+    python -m shared.cli poison show loyalty_cards MESSAGE_ID        # decoded body, insertion time, dequeue count
+    python -m shared.cli poison requeue loyalty_cards MESSAGE_ID [...] | --all [--queue callbacks|pages]
 
 Reads the same app settings as the Function App (environment variables).
 """
@@ -20,6 +23,7 @@ Reads the same app settings as the Function App (environment variables).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import logging
@@ -41,6 +45,7 @@ from shared.ops import drift, queries
 from shared.preflight import PreflightError
 from shared.runtime import Runtime, build_runtime, get_runtime
 from shared.settings import ConfigError, describe, get_settings
+from shared.state.queues import QueueKind
 from shared.sync import operations
 from shared.sync.runs import ALL, DIRECTION_IN, Outcome, RunStatus, RunSummary
 from shared.sync.runs import DIRECTION_OUT as DIRECTION
@@ -188,6 +193,10 @@ def cmd_status(runtime: Runtime, args: argparse.Namespace) -> Report:
     """Exit code: a scope whose last run failed (1), else one whose deletes are held (4), else one whose last
     run parked records (5)."""
     rows = queries.status_rows(runtime)
+    poisoned = {row["template"]: row["poison"] for row in rows if row["poison"]}
+    if poisoned and not args.json:
+        print(f"poison messages: {', '.join(f'{t} {n}' for t, n in poisoned.items())}; see python -m shared.cli "
+              "poison list", file=sys.stderr)
     statuses = {row["status"] for row in rows}
     code = (EXIT_FAILED if RunStatus.FAILED in statuses else EXIT_DELETES_HELD if RunStatus.DELETES_HELD in statuses
             else EXIT_PARKED if RunStatus.COMPLETED_WITH_PARKED in statuses else 0)
@@ -379,6 +388,45 @@ def cmd_break_lease(runtime: Runtime, args: argparse.Namespace) -> Report:
     return Report([r.as_dict() for r in results])
 
 
+# -- poison messages: what the host gave up on after maxDequeueCount failed deliveries -----------------------
+
+
+def cmd_poison_list(runtime: Runtime, args: argparse.Namespace) -> Report:
+    """The poison messages (at most the first 32 of each poison queue: Storage peeks no further), with each
+    queue's count; the bodies are cut to 100 characters (``poison show`` prints one whole)."""
+    if args.template:
+        _check_template(runtime, args.template)
+    messages = queries.poison(runtime, args.template, args.queue)
+    return Report([{"template": m.template, "queue": m.kind, "id": m.id, "inserted_on": m.inserted_on,
+                    "dequeue_count": m.dequeue_count, "body": m.body if args.json else m.body[:100]}
+                   for m in messages])
+
+
+def cmd_poison_show(runtime: Runtime, args: argparse.Namespace) -> Report:
+    """One poison message in full, as JSON (its body parsed when it is JSON); exit 1 when it is not there."""
+    _check_template(runtime, args.template)
+    message = queries.poison_one(runtime, args.template, args.message_id, args.queue)
+    if message is None:
+        print(f"no poison message {args.message_id!r} in {args.template}'s poison queues (see: python -m shared.cli "
+              "poison list)", file=sys.stderr)
+        return Report(None, exit_code=1)
+    shown = message.as_dict()
+    with contextlib.suppress(ValueError):
+        shown["body"] = json.loads(message.body)
+    print(json.dumps(shown, indent=2, default=str))
+    return Report(None)
+
+
+def cmd_poison_requeue(runtime: Runtime, args: argparse.Namespace) -> Report:
+    """Exit 1 when a message named is not (or no longer) in the poison queues; a second requeue sends nothing."""
+    _check_template(runtime, args.template)
+    if not args.all and not args.message_ids:
+        raise UsageError("name MESSAGE_IDs (see 'poison list') or use --all")
+    results = queries.requeue_poison(runtime, args.template, None if args.all else args.message_ids, args.queue)
+    return Report([r.as_dict() for r in results],
+                  exit_code=EXIT_FAILED if any(r.outcome == "not_found" for r in results) else 0)
+
+
 # -- drift: dry runs, reconcile, resync (shared/ops/drift.py); findings are printed as they are found -----------
 
 RECONCILE, DRY_RUN = "reconcile", "dry_run"  # the modes their progress bars show
@@ -516,7 +564,27 @@ def build_parser() -> argparse.ArgumentParser:
     lease_p.add_argument("--direction", choices=list(operations.DIRECTIONS), default="outbound")
     lease_p.add_argument("--by", help="who breaks it (logged; default cli:<user>)")
     lease_p.set_defaults(func=cmd_break_lease)
-    for subparser in sub.choices.values():  # --json and -v after the subcommand too (SUPPRESS: keep the first)
+    poison_p = sub.add_parser("poison", help="messages the Functions host gave up on (<queue>-poison): list, show, "
+                                             "requeue")
+    poison_sub = poison_p.add_subparsers(dest="poison_command", required=True)
+    queue_kinds = [k.value for k in QueueKind]
+    list_p = poison_sub.add_parser("list", help="the poison messages of every template (or one), oldest first")
+    list_p.add_argument("--template")
+    list_p.add_argument("--queue", choices=queue_kinds, help="only the callbacks' or the key ranges' poison queue")
+    list_p.set_defaults(func=cmd_poison_list, read_only=True)
+    show_p = poison_sub.add_parser("show", help="one poison message: decoded body, insertion time, dequeue count")
+    show_p.add_argument("template")
+    show_p.add_argument("message_id")
+    show_p.add_argument("--queue", choices=queue_kinds)
+    show_p.set_defaults(func=cmd_poison_show, read_only=True)
+    requeue_p = poison_sub.add_parser("requeue", help="put poison messages back on the queue they came from")
+    requeue_p.add_argument("template")
+    requeue_p.add_argument("message_ids", nargs="*", metavar="MESSAGE_ID", help="as 'poison list' shows them")
+    requeue_p.add_argument("--all", action="store_true", help="every poison message of the template")
+    requeue_p.add_argument("--queue", choices=queue_kinds, help="only this queue's poison messages")
+    requeue_p.set_defaults(func=cmd_poison_requeue)
+    subparsers = [*sub.choices.values(), *poison_sub.choices.values()]
+    for subparser in subparsers:  # --json and -v after the subcommand too (SUPPRESS: keep the first)
         subparser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                                help="print JSON instead of a table")
         subparser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,

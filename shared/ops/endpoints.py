@@ -20,6 +20,7 @@ from shared.commerce.client import LegalEntitiesError
 from shared.observability import correlation_scope
 from shared.ops import drift, queries
 from shared.runtime import Runtime, get_runtime
+from shared.state.queues import QueueKind
 from shared.state.store import encode_key
 from shared.sync import operations
 
@@ -131,6 +132,65 @@ def replay(call: OpsCall) -> func.HttpResponse:
         return _json(400, {"error": NOTHING_NAMED, "correlation_id": cid})
     results = operations.replay(call.runtime, template, body.row_keys())
     return _json(200, {"value": [r.as_dict() for r in results], "correlation_id": cid})
+
+
+@operator_endpoint("ops_poison", "ops/poison", func.HttpMethod.GET)
+def poison(call: OpsCall) -> func.HttpResponse:
+    """The poison messages (``?template=``, ``?queue=callbacks|pages``), at most the first 32 per poison queue,
+    and every template's counts (``queues``)."""
+    kind = _queue_kind(call)
+    if isinstance(kind, func.HttpResponse):
+        return kind
+    return _json(200, {"value": [m.as_dict() for m in queries.poison(call.runtime, call.template, kind)],
+                       "queues": queries.queues(call.runtime)})
+
+
+@operator_endpoint("ops_poison_one", "ops/poison/{template}/{id}", func.HttpMethod.GET)
+def poison_one(call: OpsCall) -> func.HttpResponse:
+    message = queries.poison_one(call.runtime, call.route_template, call.req.route_params.get("id", ""))
+    if message is None:
+        return _json(404, {"error": "no poison message with that id", "correlation_id": call.correlation_id})
+    return _json(200, message.as_dict())
+
+
+class PoisonRequeueRequest(BaseModel):
+    """The body of ``POST /api/ops/poison/requeue``: the template (else the ``template`` query parameter), the
+    messages (``ids`` as listed) or ``all``, and optionally which poison queue (``callbacks`` or ``pages``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    template: str | None = None
+    ids: list[str] | None = Field(default=None, max_length=1000)
+    all: bool = False
+    queue: QueueKind | None = None
+
+
+@operator_endpoint("ops_poison_requeue", "ops/poison/requeue", func.HttpMethod.POST)
+def poison_requeue(call: OpsCall) -> func.HttpResponse:
+    """Put poison messages back on the queue they came from (each deleted from the poison queue once sent);
+    a message not there (any more) is ``not_found``: requeueing twice sends once."""
+    cid = call.correlation_id
+    body = _parsed(call, PoisonRequeueRequest)
+    if isinstance(body, func.HttpResponse):
+        return body
+    template = body.template or call.template
+    if template is None:
+        return _json(400, {"error": "name the template", "correlation_id": cid})
+    if not queries.is_known(call.runtime, template):
+        return _unknown_template(call.runtime, template)
+    if body.ids is None and not body.all:
+        return _json(400, {"error": "name the messages with 'ids', or requeue every one with 'all': true",
+                           "correlation_id": cid})
+    results = queries.requeue_poison(call.runtime, template, None if body.all else body.ids,
+                                     body.queue.value if body.queue else None)
+    return _json(200, {"value": [r.as_dict() for r in results], "correlation_id": cid})
+
+
+def _queue_kind(call: OpsCall) -> str | func.HttpResponse | None:
+    kind: str | None = call.req.params.get("queue")
+    if kind is not None and kind not in {k.value for k in QueueKind}:
+        return _json(400, {"error": f"queue: one of {', '.join(k.value for k in QueueKind)}",
+                           "correlation_id": call.correlation_id})
+    return kind
 
 
 @operator_endpoint("ops_pause", "ops/templates/{template}/pause", func.HttpMethod.POST)

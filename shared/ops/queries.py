@@ -14,6 +14,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from shared.preflight import Problem
 from shared.runtime import Runtime
 from shared.state.checkpoints import PageStatus
+from shared.state.queues import PoisonMessage, QueueKind, RequeueResult
 from shared.state.store import Watermark, decode_key, split_parked_key
 from shared.sync import operations, worker
 from shared.sync.runs import DIRECTION_OUT, RunStatus
@@ -44,14 +45,16 @@ def is_known(runtime: Runtime, name: str | None) -> bool:
 
 def status_rows(runtime: Runtime) -> list[dict[str, Any]]:
     """One row per watermark (template, direction, scope), and one ``never run`` row per template without one;
-    each with the template's pause state (``paused``, ``paused_by``) and its held callbacks (``held_callbacks``).
-    Values are typed: ``runs`` and ``held_callbacks`` numbers, ``counts`` an object, ``paused`` a boolean."""
+    each with the template's pause state (``paused``, ``paused_by``), its held callbacks (``held_callbacks``) and
+    its poison messages (``poison``: both poison queues). Values are typed: ``runs``, ``held_callbacks`` and
+    ``poison`` numbers, ``counts`` an object, ``paused`` a boolean."""
     marks = {(m.template, m.direction, m.scope): m for m in _if_created(runtime.state.watermarks.all)}
     rows: list[dict[str, Any]] = []
     for template in runtime.catalog:
         pause = pause_state(runtime, template.name)
         callbacks = {"paused": pause.paused, "paused_by": pause.describe(),
-                     "held_callbacks": held_callbacks(runtime, template.name)}
+                     "held_callbacks": held_callbacks(runtime, template.name),
+                     "poison": poison_total(runtime.queues.backlog(template.name))}
         found = [m for (name, _, _), m in marks.items() if name == template.name]
         if not found:
             rows.append({"template": template.name, "direction": "-", "scope": "-", "status": NEVER_RUN, "runs": 0,
@@ -170,7 +173,53 @@ def counters(runtime: Runtime) -> dict[str, dict[str, int]]:
 
 
 def status(runtime: Runtime) -> dict[str, Any]:
-    return {"watermarks": status_rows(runtime), "paused": paused(runtime), "counters": counters(runtime)}
+    return {"watermarks": status_rows(runtime), "paused": paused(runtime), "counters": counters(runtime),
+            "queues": queues(runtime)}
+
+
+def queues(runtime: Runtime) -> dict[str, dict[str, dict[str, int]]]:
+    """Each template's backlog: ``{"callbacks": {"queued": n, "poison": m}, "pages": {...}}`` (queues not created
+    yet count 0; Storage's counts are approximate)."""
+    return {t.name: runtime.queues.backlog(t.name) for t in runtime.catalog}
+
+
+def poison_total(backlog: dict[str, dict[str, int]]) -> int:
+    return sum(q["poison"] for q in backlog.values())
+
+
+# -- poison messages: what the host gave up on (``<queue>-poison``) ------------------------------------------
+
+
+def _kinds(kind: str | None) -> list[QueueKind]:
+    return [QueueKind(kind)] if kind else list(QueueKind)
+
+
+def poison(runtime: Runtime, template: str | None = None, kind: str | None = None) -> list[PoisonMessage]:
+    """The poison messages of one template or all, of one queue kind or both (at most the first 32 per poison
+    queue: a peek takes nothing, and Storage peeks no further)."""
+    names = [template] if template else known_templates(runtime)
+    return [m for name in names for k in _kinds(kind) for m in runtime.queues.peek_poison(name, k)]
+
+
+def poison_one(runtime: Runtime, template: str, message_id: str, kind: str | None = None) -> PoisonMessage | None:
+    return next((m for m in poison(runtime, template, kind) if m.id == message_id), None)
+
+
+def requeue_poison(runtime: Runtime, template: str, ids: Sequence[str] | None, kind: str | None = None) -> list[
+        RequeueResult]:
+    """Requeue poison messages of a template: every one (``ids`` None) or those named, looked for in both of
+    its poison queues unless ``kind`` says which; a named message found in neither is ``not_found``."""
+    if ids is None:
+        return [r for k in _kinds(kind) for r in runtime.queues.requeue_poison(template, k)]
+    results: list[RequeueResult] = []
+    left = list(dict.fromkeys(ids))
+    for k in _kinds(kind):
+        found = [r for r in runtime.queues.requeue_poison(template, k, left) if r.outcome != "not_found"]
+        results += found
+        left = [i for i in left if i not in {r.id for r in found}]
+        if not left:
+            break
+    return results + [RequeueResult(template, kind or "", i, "not_found") for i in left]
 
 
 def conflicts(runtime: Runtime, template: str | None = None) -> list[dict[str, Any]]:

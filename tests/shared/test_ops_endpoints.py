@@ -27,7 +27,7 @@ def test_operator_endpoints_need_the_admin_key() -> None:
     import function_app
 
     ops = [fn for name, fn in functions(function_app.app).items() if name.startswith("ops_")]
-    assert len(ops) == 12 and {fn.get_trigger().auth_level for fn in ops} == {func.AuthLevel.ADMIN}
+    assert len(ops) == 15 and {fn.get_trigger().auth_level for fn in ops} == {func.AuthLevel.ADMIN}
 
 
 def test_status_shows_watermarks_pause_state_and_counters(runtime: Runtime) -> None:
