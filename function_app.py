@@ -4,17 +4,20 @@ For each template: ``timer_<template>`` (Commerce -> Dataverse scan, on the file
 ``timer_inbound_<template>`` (Dataverse change tracking -> Commerce, on ``reverse_schedule``),
 ``callback_<template>`` (POST /api/callbacks/<template>: validate a business event and queue it) and
 ``worker_<template>`` (queue trigger: re-read the record from Commerce and write it). Once:
-``callback_unknown_template`` (404 for any other name), ``timer_retry_parked`` (retries parked records)
-and ``ops_*`` (operator endpoints under /api/ops, admin key: the Blueprint in ``shared/ops/endpoints.py``).
-Logic lives in ``shared/``.
+``callback_unknown_template`` (404 for any other name), ``timer_retry_parked`` (retries parked records),
+``timer_telemetry_sample`` (the backlog gauges' storage sample) and ``ops_*`` (operator endpoints under
+/api/ops, admin key: the Blueprint in ``shared/ops/endpoints.py``). Logic lives in ``shared/``. Telemetry is
+exported to Azure Monitor when ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set (``shared/telemetry/setup.py``).
 """
 
 import azure.functions as func
 
 from shared.mapping.catalog import load_catalog
 from shared.ops.endpoints import bp as ops_endpoints
+from shared.telemetry.setup import configure as configure_telemetry
 from shared.triggers import register_shared, register_template
 
+configure_telemetry()
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 for template in load_catalog():

@@ -2,8 +2,9 @@
 
 Per template file: a timer (Commerce -> Dataverse scan), a timer for the other direction (Dataverse
 change tracking -> Commerce), a callback route (validate + enqueue) and a queue-triggered worker.
-Once: a 404 for unknown templates and a timer that retries parked records (the operator endpoints under
-``/api/ops`` are a Blueprint in ``shared.ops.endpoints``). The bodies turn a trigger's input into one
+Once: a 404 for unknown templates, a timer that retries parked records and a timer that samples the backlog
+for the telemetry gauges (the operator endpoints under ``/api/ops`` are a Blueprint in ``shared.ops.endpoints``).
+Each run, key range and callback is a span (``shared.telemetry.tracing``). The bodies turn a trigger's input into one
 call into ``shared.sync`` and its result into a response. No sync logic here.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import azure.functions as func
@@ -23,11 +25,14 @@ from shared.observability import correlation_scope, log
 from shared.runtime import get_runtime
 from shared.state.queues import binding_queue_name, pages_binding_queue_name
 from shared.sync import operations, worker
-from shared.sync.callbacks import SECRET_HEADER, CallbackAnswer, handle_callback, secret_matches
+from shared.sync.callbacks import SECRET_HEADER, CallbackAnswer, acknowledged, handle_callback, secret_matches
+from shared.sync.runs import DIRECTION_IN, DIRECTION_OUT, scope_of
+from shared.telemetry import sampling, tracing
 
 logger = logging.getLogger("loyaltysync.triggers")
 CALLBACK_ROUTE = "callbacks/{template}"
 RETRY_SCHEDULE = "0 */5 * * * *"
+SAMPLE_SCHEDULE = "30 */5 * * * *"  # the telemetry gauges' storage sample, every 5 minutes (off the retry timer's beat)
 STORAGE_CONNECTION = "AzureWebJobsStorage"
 
 
@@ -48,11 +53,12 @@ def run_timer(template: str, timer: func.TimerRequest, invocation_id: str) -> No
             log(logger, logging.INFO, "template paused; timer run skipped", template=template)
             return
         scan = runtime.scan(template)
-        if not runtime.settings.fan_out:
-            scan.run(runtime.settings.legal_entities)
-            return
-        for company in scan.scopes(runtime.settings.legal_entities):
-            scan.start(company)
+        for company in scan.scopes(runtime.settings.legal_entities):  # one sync.run span per scope
+            with tracing.run_span(template, DIRECTION_OUT, scope_of(company), fanned_out=runtime.settings.fan_out):
+                if runtime.settings.fan_out:
+                    scan.start(company)
+                else:
+                    scan.run_scope(company)
 
 
 def run_page(msg: func.QueueMessage, invocation_id: str) -> None:
@@ -60,7 +66,8 @@ def run_page(msg: func.QueueMessage, invocation_id: str) -> None:
     retries, then poisons it)."""
     with correlation_scope(invocation_id):
         task = PageTask.model_validate_json(msg.get_body())
-        get_runtime().scan(task.template).run_task(task)
+        with tracing.range_span(task.template, task.scope, task.run_id, task.index, task.kind) as span:
+            span.set_attribute("outcome", get_runtime().scan(task.template).run_task(task))
 
 
 def run_inbound(template: str, timer: func.TimerRequest, invocation_id: str) -> None:
@@ -71,24 +78,31 @@ def run_inbound(template: str, timer: func.TimerRequest, invocation_id: str) -> 
         if worker.is_paused(runtime, template):
             log(logger, logging.INFO, "template paused; inbound run skipped", template=template)
             return
-        runtime.inbound(template).run()
+        with tracing.run_span(template, DIRECTION_IN, "all"):
+            runtime.inbound(template).run()
 
 
 def callback(template: str, req: func.HttpRequest, invocation_id: str) -> func.HttpResponse:
-    with correlation_scope(invocation_id) as cid:
-        try:
-            runtime = get_runtime()  # a cold start creates the tables and queues (bounded calls: see StateStore)
-        except (AzureError, OSError) as exc:
-            log(logger, logging.ERROR, "callback not accepted: storage unavailable at start-up", template=template,
-                error=f"{type(exc).__name__}: {exc}")
-            return _json(503, {"error": "could not queue the event; retry later", "correlation_id": cid})
-        secret = runtime.settings.callback_secret
-        provided = req.headers.get(SECRET_HEADER) or req.params.get("secret")
-        if not secret_matches(secret.get_secret_value() if secret else None, provided):
-            log(logger, logging.WARNING, "callback refused: missing or wrong shared secret", template=template)
-            return _json(401, {"error": f"missing or wrong callback secret ({SECRET_HEADER})", "correlation_id": cid})
-        return _answer(handle_callback(runtime.catalog.plan(template), runtime.queues, req.get_body(), runtime.state,
-                                       req.headers))
+    started = time.monotonic()
+    with correlation_scope(invocation_id) as cid, tracing.callback_span(template) as span:
+        answer = _callback_answer(template, req, cid)
+        acknowledged(template, answer, (time.monotonic() - started) * 1000.0, span)
+        return _answer(answer)
+
+
+def _callback_answer(template: str, req: func.HttpRequest, cid: str) -> CallbackAnswer:
+    try:
+        runtime = get_runtime()  # a cold start creates the tables and queues (bounded calls: see StateStore)
+    except (AzureError, OSError) as exc:
+        log(logger, logging.ERROR, "callback not accepted: storage unavailable at start-up", template=template,
+            error=f"{type(exc).__name__}: {exc}")
+        return CallbackAnswer(503, {"error": "could not queue the event; retry later", "correlation_id": cid})
+    secret = runtime.settings.callback_secret
+    provided = req.headers.get(SECRET_HEADER) or req.params.get("secret")
+    if not secret_matches(secret.get_secret_value() if secret else None, provided):
+        log(logger, logging.WARNING, "callback refused: missing or wrong shared secret", template=template)
+        return CallbackAnswer(401, {"error": f"missing or wrong callback secret ({SECRET_HEADER})", "correlation_id": cid})
+    return handle_callback(runtime.catalog.plan(template), runtime.queues, req.get_body(), req.headers)
 
 
 def work(msg: func.QueueMessage, invocation_id: str) -> None:
@@ -108,6 +122,13 @@ def unknown_template(req: func.HttpRequest, invocation_id: str) -> func.HttpResp
 def retry_parked(invocation_id: str) -> None:
     with correlation_scope(invocation_id):
         operations.retry_parked(get_runtime())
+
+
+def sample_telemetry(invocation_id: str) -> None:
+    """Read the backlog, parked counts and watermark ages once for the telemetry gauges (this instance reports them)."""
+    with correlation_scope(invocation_id):
+        runtime = get_runtime()
+        sampling.sample(runtime.state, runtime.queues, [t.name for t in runtime.catalog])
 
 
 # -- registration ---------------------------------------------------------------------------------
@@ -152,3 +173,8 @@ def register_shared(app: func.FunctionApp) -> None:
     @app.timer_trigger(arg_name="timer", schedule=RETRY_SCHEDULE, run_on_startup=False, use_monitor=True)
     def retry_trigger(timer: func.TimerRequest, context: func.Context) -> None:
         retry_parked(context.invocation_id)
+
+    @app.function_name("timer_telemetry_sample")
+    @app.timer_trigger(arg_name="timer", schedule=SAMPLE_SCHEDULE, run_on_startup=False, use_monitor=True)
+    def sample_trigger(timer: func.TimerRequest, context: func.Context) -> None:
+        sample_telemetry(context.invocation_id)

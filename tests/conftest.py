@@ -20,6 +20,7 @@ from shared.runtime import Runtime, get_runtime
 from shared.settings import get_settings
 from shared.state.store import StateStore
 from tests.e2e.stores import Stores
+from tests.otel import Telemetry
 from tests.scripted_server import ScriptedServer
 
 SEED = {"cards": 60, "reward_points": 10, "levels_per_company": 3}
@@ -31,6 +32,13 @@ def server() -> Iterator[ScriptedServer]:
     srv = ScriptedServer()
     yield srv
     srv.stop()
+
+
+@pytest.fixture()
+def telemetry() -> Iterator[Telemetry]:
+    """The app's metrics and spans, read back in memory (``tests/otel.py``)."""
+    with Telemetry.bound() as found:
+        yield found
 
 
 @pytest.fixture(scope="session")

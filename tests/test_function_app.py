@@ -16,6 +16,7 @@ from devtools.functions_host import QueuePump, functions, invoke_http, invoke_ti
 from shared.runtime import Runtime
 from tests.builders import activation_test_event, as_body, business_event
 from tests.e2e.stores import Stores
+from tests.otel import Telemetry
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = ["loyalty_cards", "loyalty_levels", "loyalty_reward_points"]
@@ -23,7 +24,7 @@ PER_TEMPLATE = ["timer", "timer_inbound", "callback", "worker", "pages"]
 OPS = ["ops_status", "ops_parked", "ops_conflicts", "ops_parked_one", "ops_replay", "ops_pause", "ops_resume",
        "ops_reconcile", "ops_sync", "ops_resync", "ops_approve_deletes", "ops_break_lease"]
 EXPECTED = sorted([f"{kind}_{t}" for t in TEMPLATES for kind in PER_TEMPLATE]
-                  + ["callback_unknown_template", "timer_retry_parked", *OPS])
+                  + ["callback_unknown_template", "timer_retry_parked", "timer_telemetry_sample", *OPS])
 
 
 def app() -> func.FunctionApp:
@@ -98,7 +99,8 @@ def test_without_fan_out_the_timer_runs_the_scan_in_place(runtime: Runtime, stor
 @pytest.mark.parametrize(("template", "key"), [
     ("loyalty_cards", {}), ("loyalty_levels", {"LevelPhrase": "Gold"}), ("loyalty_reward_points", {})])
 def test_every_callback_queues_and_its_worker_writes_the_record(runtime: Runtime, stores: Stores, pump: QueuePump,
-                                                                 template: str, key: dict[str, str]) -> None:
+                                                                 template: str, key: dict[str, str],
+                                                                 telemetry: Telemetry) -> None:
     row = stores.commerce_rows(template)[0]
     key = key or {p: row[p] for p in runtime.catalog.plan(template).key_properties}
     status, body = answer(invoke_http(app(), f"callback_{template}",
@@ -107,7 +109,7 @@ def test_every_callback_queues_and_its_worker_writes_the_record(runtime: Runtime
     assert stores.actual(template) == {}
     assert pump.drain() == 1
     assert len(stores.actual(template)) == 1
-    assert runtime.state.callbacks.counters(template) == {"callbacks_written": 1}
+    assert telemetry.work_items(template) == {"written": 1}
 
 
 def test_the_payload_is_not_trusted_for_content(runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
@@ -126,11 +128,12 @@ def test_the_activation_test_event_is_accepted_and_ignored(runtime: Runtime, sto
 
 
 def test_a_callback_for_a_record_gone_from_commerce_and_never_synced_changes_nothing(runtime: Runtime,
-                                                                                     stores: Stores, pump: QueuePump) -> None:
+                                                                                     stores: Stores, pump: QueuePump,
+                                                                                     telemetry: Telemetry) -> None:
     event = business_event(CardNumber="NO-SUCH-CARD")
     invoke_http(app(), "callback_loyalty_cards", post("callbacks/loyalty_cards", as_body(event)))
     assert pump.drain() == 1
-    assert runtime.state.callbacks.counters("loyalty_cards") == {"callbacks_unchanged": 1}
+    assert telemetry.work_items("loyalty_cards") == {"unchanged": 1}
     assert stores.dataverse_writes() == 0
 
 
@@ -152,11 +155,11 @@ def test_a_malformed_callback_gets_400_naming_the_problem(runtime: Runtime, body
 
 
 def test_an_event_naming_no_record_of_the_template_is_acknowledged_200_ignored(runtime: Runtime,
-                                                                              stores: Stores) -> None:
+                                                                              stores: Stores, telemetry: Telemetry) -> None:
     event = business_event(BusinessEventId="SalesInvoicePostedBusinessEvent", InvoiceId="INV-1")
     status, body = answer(invoke_http(app(), "callback_loyalty_cards", post("callbacks/loyalty_cards", as_body(event))))
     assert (status, body["status"]) == (200, "ignored")
-    assert runtime.state.callbacks.counters("loyalty_cards") == {"callbacks_ignored": 1}
+    assert telemetry.callbacks("loyalty_cards") == {"ignored": 1}
 
 
 def test_a_callback_that_cannot_reach_the_queue_gets_503(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -200,7 +203,7 @@ def test_a_callback_whose_record_cannot_be_written_is_parked_with_its_correlatio
 
 
 def test_concurrent_callbacks_are_all_acknowledged_queued_and_written(runtime: Runtime, stores: Stores,
-                                                                       pump: QueuePump) -> None:
+                                                                       pump: QueuePump, telemetry: Telemetry) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     cards = [row["CardNumber"] for row in stores.commerce_rows("loyalty_cards")[:30]]
@@ -215,4 +218,4 @@ def test_concurrent_callbacks_are_all_acknowledged_queued_and_written(runtime: R
     assert statuses == [202] * 30
     assert 1 <= pump.drain() <= 30  # callbacks that arrive together share a message
     assert set(stores.actual("loyalty_cards")) == {(card,) for card in cards}
-    assert runtime.state.callbacks.counters("loyalty_cards") == {"callbacks_written": 30}
+    assert telemetry.work_items("loyalty_cards") == {"written": 30}

@@ -1,5 +1,6 @@
 """What operators read, the same for the command line (``shared.cli``) and the ``/api/ops`` endpoints:
-each template's watermarks and last runs, pause state and counters, parked records and conflicts."""
+each template's watermarks and last runs, pause state, parked records and conflicts (callback counts are
+metrics: shared/telemetry)."""
 
 from __future__ import annotations
 
@@ -168,12 +169,8 @@ def paused(runtime: Runtime) -> dict[str, bool]:
     return {t.name: worker.is_paused(runtime, t.name) for t in runtime.catalog}
 
 
-def counters(runtime: Runtime) -> dict[str, dict[str, int]]:
-    return {t.name: runtime.state.callbacks.counters(t.name) for t in runtime.catalog}
-
-
 def status(runtime: Runtime) -> dict[str, Any]:
-    return {"watermarks": status_rows(runtime), "paused": paused(runtime), "counters": counters(runtime),
+    return {"watermarks": status_rows(runtime), "paused": paused(runtime),
             "queues": queues(runtime)}
 
 

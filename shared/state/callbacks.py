@@ -1,5 +1,6 @@
-"""The callback side's state: processed event ids (``<prefix>events``), pause flags and counters
-(``<prefix>control``), and work items held while a template is paused (``<prefix>held``)."""
+"""The callback side's state: processed event ids (``<prefix>events``), pause flags (``<prefix>control``), and
+work items held while a template is paused (``<prefix>held``). Callback counts are metrics, not rows
+(``loyaltysync.callbacks``, ``loyaltysync.records``: shared/telemetry/metrics.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,11 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.clock import Clock
-from shared.state.keys import MAX_TEXT, encode_key, int64, plain
+from shared.state.keys import MAX_TEXT, encode_key
 
 
 class CallbackState:
@@ -69,31 +69,3 @@ class CallbackState:
     def release_held(self, template: str, order_key: str) -> None:
         with contextlib.suppress(ResourceNotFoundError):
             self.held_table.delete_entity(template, order_key)
-
-    def bump(self, template: str, **deltas: int) -> None:
-        """Add to a template's counters (ETag-guarded read-modify-write; best effort after 5 tries)."""
-        for _ in range(5):
-            entity: dict[str, Any]
-            try:
-                found = self.control_table.get_entity("counters", template)
-                entity, etag = dict(found), found.metadata.get("etag")
-            except ResourceNotFoundError:
-                entity, etag = {"PartitionKey": "counters", "RowKey": template}, None
-            for name, delta in deltas.items():
-                entity[name] = int64(plain(entity.get(name, 0)) + delta)
-            try:
-                if etag is None:
-                    self.control_table.create_entity(entity)
-                else:
-                    self.control_table.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
-                                               match_condition=MatchConditions.IfNotModified)
-                return
-            except (ResourceExistsError, ResourceModifiedError):
-                continue
-
-    def counters(self, template: str) -> dict[str, int]:
-        try:
-            entity = self.control_table.get_entity("counters", template)
-        except ResourceNotFoundError:
-            return {}
-        return {k: plain(v) for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}

@@ -15,25 +15,27 @@ Answers. 400: the body is neither format (a business event's §4.2 base fields m
 type; a data event's envelope unreadable) or it names the record with an unusable key value. 200
 ``ignored``: the activation test event, and a well-formed event that names no record of this template
 (another business event, one without the template's key fields, a data event of another table or another
-message; counted as ``callbacks_ignored``): a 4xx would make F&O retry it and fill its error log. 413: a
+message; counted as ``loyaltysync.callbacks`` result ignored): a 4xx would make F&O retry it and fill its error log. 413: a
 business event over 64 KiB, or any body over 512 KiB (Dataverse cuts data events at 256 KB). 503: only
 when the queue (storage) cannot be reached. No input gets a 5xx.
+
+Every answer is counted (``loyaltysync.callbacks`` by result: accepted, ignored, rejected, failed) with its latency
+(``loyaltysync.callback.ack_latency``, by kind: business_event, data_event, or unknown for a body that is no JSON
+object), by ``acknowledged``; no table is written for it (the answer never waits on a counter).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import logging
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from contextvars import copy_context
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from azure.core.exceptions import AzureError
+from opentelemetry.trace import Span
 from pydantic import ValidationError
 
 from shared.clock import SYSTEM_CLOCK
@@ -47,10 +49,11 @@ from shared.messages.events import (
     is_data_area_id,
     is_test_event,
     text_problem,
+    wcf_date,
 )
 from shared.observability import correlation_id, log
 from shared.state.queues import CallbackQueues
-from shared.state.store import StateStore
+from shared.telemetry import metrics
 
 logger = logging.getLogger("loyaltysync.callbacks")
 
@@ -61,10 +64,30 @@ COMPANY_KEY = "dataAreaId"
 _JSON_TYPES = {type(None): "null", bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
 
 
+BUSINESS_EVENT, DATA_EVENT, UNKNOWN = "business_event", "data_event", "unknown"  # a callback's kind
+
+
 @dataclass(frozen=True)
 class CallbackAnswer:
     status: int
     body: dict[str, Any]
+    kind: str = UNKNOWN  # business_event, data_event, or unknown (not read as either)
+
+    @property
+    def result(self) -> str:
+        """What ``loyaltysync.callbacks`` counts: accepted (queued), ignored, rejected (4xx) or failed (5xx)."""
+        if self.status >= 500:
+            return metrics.FAILED
+        if self.status >= 400:
+            return metrics.REJECTED
+        return metrics.IGNORED if self.body.get("status") == "ignored" else metrics.ACCEPTED
+
+
+def acknowledged(template: str, answer: CallbackAnswer, latency_ms: float, span: Span | None = None) -> None:
+    """Count one answered callback and its latency; ``span`` (the request's ``sync.callback``) gets the same."""
+    metrics.record_callback(template, answer.kind, answer.result, latency_ms)
+    if span is not None:
+        span.set_attributes({"kind": answer.kind, "result": answer.result, "status_code": answer.status})
 
 
 def _error(status: int, problem: str, **extra: Any) -> CallbackAnswer:
@@ -168,26 +191,7 @@ def key_from_event(plan: Plan, event: BusinessEvent) -> dict[str, str] | Callbac
     return key
 
 
-def _count_ignored(state: StateStore, template: str) -> None:
-    try:
-        state.callbacks.bump(template, callbacks_ignored=1)
-    except Exception as exc:  # only a counter: the answer stands
-        log(logger, logging.WARNING, "ignored callback not counted", template=template,
-            error=f"{type(exc).__name__}: {exc}")
-
-
-# Counting an ignored event is a read-modify-write on a table (with the SDK's retries): the answer waits for it
-# at most this long, so slow or unreachable storage cannot hold F&O's callback (10 s, §4.3); the count still
-# lands when storage answers later. Normally it takes milliseconds.
-COUNT_WAIT_S = 1.0
-_COUNTER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="callback-counter")
-
-
-def _ignored(plan: Plan, state: StateStore | None, reason: str, **fields: Any) -> CallbackAnswer:
-    if state is not None:
-        counting = _COUNTER.submit(copy_context().run, _count_ignored, state, plan.name)
-        with contextlib.suppress(FutureTimeout):
-            counting.result(timeout=COUNT_WAIT_S)
+def _ignored(plan: Plan, reason: str, **fields: Any) -> CallbackAnswer:
     log(logger, logging.INFO, "callback acknowledged and ignored", template=plan.name, reason=reason, **fields)
     return CallbackAnswer(200, {"template": plan.name, **fields, "correlation_id": correlation_id(),
                                 "status": "ignored", "reason": reason})
@@ -214,15 +218,19 @@ def _queue(plan: Plan, queues: CallbackQueues, item: WorkItem) -> CallbackAnswer
     return None
 
 
-def handle_callback(plan: Plan, queues: CallbackQueues, body: bytes, state: StateStore | None = None,
+def handle_callback(plan: Plan, queues: CallbackQueues, body: bytes,
                     headers: Mapping[str, str] | None = None) -> CallbackAnswer:
-    """Validate one callback, a business event or a data event, and queue its work item; ``state`` (optional)
-    counts ignored events; ``headers`` are the request's (a data event cut for size says so in one)."""
+    """Validate one callback, a business event or a data event, and queue its work item; ``headers`` are the
+    request's (a data event cut for size says so in one). The answer says which kind the body was."""
     raw = read_body(body)
     if isinstance(raw, CallbackAnswer):
         return _rejected(plan, raw)
     if looks_like_data_event(raw):
-        return handle_data_event(plan, queues, raw, state, headers)
+        return replace(handle_data_event(plan, queues, raw, headers), kind=DATA_EVENT)
+    return replace(_business_event(plan, queues, raw, body), kind=BUSINESS_EVENT)
+
+
+def _business_event(plan: Plan, queues: CallbackQueues, raw: dict[str, Any], body: bytes) -> CallbackAnswer:
     if is_test_event(raw.get("BusinessEventId")):
         # Accepted whatever its other fields hold: F&O must be able to activate the endpoint (§4.1).
         log(logger, logging.INFO, "activation test event accepted and ignored", template=plan.name)
@@ -239,7 +247,7 @@ def handle_callback(plan: Plan, queues: CallbackQueues, body: bytes, state: Stat
         return _rejected(plan, event)
     key = key_from_event(plan, event)
     if key is None:
-        return _ignored(plan, state, f"the event names no {' / '.join(plan.key_properties)}",
+        return _ignored(plan, f"the event names no {' / '.join(plan.key_properties)}",
                         event_id=event.EventId, business_event=event.BusinessEventId)
     if isinstance(key, CallbackAnswer):
         return _rejected(plan, key)
@@ -289,7 +297,19 @@ def key_from_data_event(plan: Plan, event: DataEvent) -> dict[str, str] | Callba
     return key
 
 
-def handle_data_event(plan: Plan, queues: CallbackQueues, raw: dict[str, Any], state: StateStore | None,
+def _event_time(created_on: str | None) -> str | None:
+    """A data event's ``OperationCreatedOn`` (a WCF date, or ISO 8601) as ISO 8601 for ``loyaltysync.lag``; None
+    when absent or unreadable (the event is handled all the same)."""
+    if not created_on:
+        return None
+    try:
+        when = wcf_date(created_on) if created_on.startswith("/Date(") else datetime.fromisoformat(created_on)
+    except ValueError:
+        return None
+    return when.isoformat() if when.tzinfo is not None else None
+
+
+def handle_data_event(plan: Plan, queues: CallbackQueues, raw: dict[str, Any],
                       headers: Mapping[str, str] | None) -> CallbackAnswer:
     """A Dataverse ``RemoteExecutionContext`` carrying an F&O data event: queue a work item for its record (by key,
     or by ``Target.Id``), or a refresh of the template when Dataverse cut the body for size."""
@@ -300,17 +320,18 @@ def handle_data_event(plan: Plan, queues: CallbackQueues, raw: dict[str, Any], s
     spec = plan.template.data_event
     ids = {"event_id": event.dedup_id(), "message_name": event.message_name, "entity": event.entity or ""}
     if event.change is None:
-        return _ignored(plan, state, f"message {event.message_name} is not an F&O data event "
+        return _ignored(plan, f"message {event.message_name} is not an F&O data event "
                                      "(OnExternalCreated, OnExternalUpdated, OnExternalDeleted)", **ids)
     if spec is None:
-        return _ignored(plan, state, "the template file has no data_event section", **ids)
+        return _ignored(plan, "the template file has no data_event section", **ids)
     if event.entity != spec.virtual_table:
-        return _ignored(plan, state, f"a data event of {event.entity}, not of {spec.virtual_table}", **ids)
+        return _ignored(plan, f"a data event of {event.entity}, not of {spec.virtual_table}", **ids)
     received_at = SYSTEM_CLOCK.now().isoformat()
 
     def work_item(kind: WorkKind, key: dict[str, str] | None = None, target_id: str = "") -> WorkItem:
         return WorkItem(template=plan.name, kind=kind, key=key or {}, target_id=target_id, event_id=ids["event_id"],
-                        received_at=received_at, correlation_id=correlation_id())
+                        event_time=_event_time(event.created_on), received_at=received_at,
+                        correlation_id=correlation_id())
 
     if event.target is None:  # cut for size: no Target, so no record named; scan the template instead of dropping it
         log(logger, logging.WARNING, "data event cut for size by Dataverse (no InputParameters); a scan of the "

@@ -95,7 +95,7 @@ class OutboundSync:
         self.lease_s = lease_s
         self.two_way = two_way
         self.resolver = resolver or ConflictResolver(state, plan.name)
-        self.parking = Parking(state, plan.name, Direction.TO_DATAVERSE)
+        self.parking = Parking(state, plan.name, Direction.TO_DATAVERSE, plan=plan)
         self.bulk_size = bulk_size
         self.page_size = page_size  # keys per checkpointed range of a full scan
         self.identities = identities or [dataverse]  # application users the bulk chunks are spread over
@@ -121,7 +121,7 @@ class OutboundSync:
         changed ones in chunks; every key seen (mappable or not) is reported to ``seen``."""
         mapped: list[tuple[str, DataverseRecord, Mapping[str, Any]]] = []
         for row in rows:
-            summary.seen += 1
+            summary.read()
             try:
                 record = self.plan.to_dataverse(row)
             except MappingError as exc:

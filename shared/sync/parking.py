@@ -9,10 +9,11 @@ from typing import Any
 
 from shared.http.errors import ApiError, is_fatal
 from shared.mapping.model import Direction
-from shared.mapping.plan import MappingError
+from shared.mapping.plan import MappingError, Plan
 from shared.observability import correlation_id, log
-from shared.state.store import ConcurrencyConflict, StateStore, parked_key
-from shared.sync.runs import Outcome
+from shared.state.store import ConcurrencyConflict, StateStore, decode_key, parked_key
+from shared.sync.runs import ALL, Outcome, scope_of
+from shared.telemetry import metrics
 
 logger = logging.getLogger("loyaltysync.sync")
 UNEXPECTED = "unexpected"  # a fault of this code, not of the data or the services: not retried by the timer
@@ -39,12 +40,23 @@ def reason_of(exc: BaseException) -> str:
 
 
 class Parking:
-    """Parks and unparks one template's records in one direction."""
+    """Parks and unparks one template's records in one direction. ``plan`` (optional) tells the scope of a
+    Commerce -> Dataverse key (its legal entity) for ``loyaltysync.records``; without it the scope is ``all``."""
 
-    def __init__(self, state: StateStore, template: str, direction: Direction) -> None:
+    def __init__(self, state: StateStore, template: str, direction: Direction, *, plan: Plan | None = None) -> None:
         self.state = state
         self.template = template
         self.direction = direction
+        self.plan = plan
+
+    def scope_of_key(self, key: str) -> str:
+        """The run scope a parked key belongs to (the legal entity of a company-specific template's key)."""
+        if self.plan is None or self.direction is not Direction.TO_DATAVERSE:
+            return ALL
+        try:
+            return scope_of(self.plan.company_of(decode_key(key)))
+        except (IndexError, ValueError):  # a key parked under a digest (no usable key): no company to name
+            return ALL
 
     def row_key(self, key: str) -> str:
         """The parked row's key: Dataverse -> Commerce records carry a direction prefix (``%in%``)."""
@@ -63,6 +75,8 @@ class Parking:
                                    payload=dict(payload) if payload is not None else None)
         log(logger, logging.WARNING, "record parked for retry", template=self.template, key=key,
             direction=self.direction.value, error_class=error_class, attempts=attempts, source=source, error=reason)
+        metrics.record_outcome(self.template, self.direction.value, self.scope_of_key(key), Outcome.PARKED,
+                               error_class=error_class)
         self.state.auto_pause.failed(self.template, error_class, reason)
         return Outcome.PARKED
 

@@ -17,6 +17,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from shared.mapping.model import Direction
 from shared.observability import log
 from shared.state.store import ConcurrencyConflict, StateStore, Watermark
+from shared.telemetry import metrics, tracing
 
 logger = logging.getLogger("loyaltysync.sync")
 MAX_CONFLICT_ROUNDS = 3
@@ -122,9 +123,18 @@ class RunSummary:
                 setattr(self, name, getattr(self, name) + int(value))
 
     def count(self, outcome: str) -> None:
+        """One record's outcome; also ``loyaltysync.records`` (parked ones are counted where they are parked,
+        with their error class: ``shared.sync.parking``)."""
         name = _COUNTED_AS.get(outcome)  # type: ignore[call-overload]  # a StrEnum key matches its string
         if name:
             setattr(self, name, getattr(self, name) + 1)
+        if outcome != Outcome.PARKED:
+            metrics.record_outcome(self.template, self.direction, self.scope, outcome)
+
+    def read(self, count: int = 1) -> None:
+        """``count`` records read from the source (``seen``); also ``loyaltysync.records`` with outcome read."""
+        self.seen += count
+        metrics.record_outcome(self.template, self.direction, self.scope, metrics.READ, count=count)
 
 
 # Called as a run moves, once per record: the counts so far and the expected total (None when unknown).
@@ -167,8 +177,11 @@ class Run:
                               if holder.lease_owner else "another run took the lease on this scope meanwhile")
             log(logger, logging.INFO, "run skipped", template=template, direction=direction, scope=scope,
                 reason=summary.detail, lease_owner=holder.lease_owner, lease_until=holder.lease_until)
+            metrics.record_run(template, direction, scope, RunStatus.SKIPPED)
+            tracing.annotate_run(status=RunStatus.SKIPPED.value, detail=summary.detail)
             return summary
         summary.mode = "incremental" if lease.initial_completed_at else "initial"
+        tracing.annotate_run(run_id=run_id, mode=summary.mode, resumed=bool(resumed))
         log(logger, logging.INFO, "run resumed" if resumed else "run started", template=template, direction=direction,
             scope=scope, run_id=run_id, mode=summary.mode)
         return cls(state, lease, summary, lease_s=lease_s)
@@ -193,6 +206,8 @@ class Run:
         ``update`` change it); ``status``: what ``status`` shows instead of completed (e.g. deletes held)."""
         summary = self.summary
         summary.duration_s = round(self.elapsed(), 3)
+        final = (status or (RunStatus.COMPLETED_WITH_PARKED if summary.failed else RunStatus.COMPLETED)) if advance \
+            else RunStatus.FAILED
         mark = self.lease
         for _ in range(MAX_CONFLICT_ROUNDS):
             if mark.lease_owner != summary.run_id:
@@ -206,7 +221,7 @@ class Run:
                 mark.last_run_id = summary.run_id
                 mark.last_run_started = self.started_at
                 mark.last_run_finished = self.state.clock.now().isoformat()
-                mark.last_status = status or (RunStatus.COMPLETED_WITH_PARKED if summary.failed else RunStatus.COMPLETED)
+                mark.last_status = final
                 mark.last_counts = json.dumps(summary.counts())
                 mark.last_error = ""
                 mark.last_failed_at = ""
@@ -229,12 +244,17 @@ class Run:
             "run finished; deletes held" if status == RunStatus.DELETES_HELD else "run finished",
             template=summary.template, direction=summary.direction, scope=summary.scope, run_id=summary.run_id,
             mode=summary.mode, duration_s=summary.duration_s, detail=summary.detail, **summary.counts())
+        metrics.record_run(summary.template, summary.direction, summary.scope, final)
+        tracing.annotate_run(run_id=summary.run_id, status=final.value, **summary.counts())
+        if final == RunStatus.FAILED:
+            tracing.fail_run(summary.detail)
         return summary
 
 
 def record_unscoped_failure(state: StateStore, template: str, direction: str, scope: str, reason: str) -> None:
     """A run that failed before it knew its scopes (the legal entities could not be listed): its row under
     ``scope`` says failed, with ``reason``, so ``status`` shows it. Nothing is logged here: the caller raises."""
+    metrics.record_run(template, direction, scope, RunStatus.FAILED)
     for _ in range(MAX_CONFLICT_ROUNDS):
         mark = state.watermarks.get(template, direction, scope)
         mark.last_status = RunStatus.FAILED
@@ -266,6 +286,7 @@ def abort_run(state: StateStore, template: str, direction: str, scope: str, run_
             continue  # a worker renewed the lease meanwhile: read again
         log(logger, logging.ERROR, "run failed; watermark not advanced", template=template, direction=direction,
             scope=scope, run_id=run_id, detail=reason)
+        metrics.record_run(template, direction, scope, RunStatus.FAILED)
         return
 
 

@@ -19,8 +19,13 @@ Failures. An outage (storage, Commerce or Dataverse unreachable) leaves the mess
 retries it and finally moves it to the poison queue. Any other error is a fault that a retry would only
 repeat, possibly after Dataverse was already written: it is logged with the key and correlation id, the
 record is parked (``unexpected``, not retried by the timer; the next scan or an operator's replay syncs
-it) and the message is finished. Bookkeeping after the work (remembering the event, counters) never
+it) and the message is finished. Bookkeeping after the work (remembering the event) never
 fails the message either: a redelivery would only redo finished work.
+
+Metrics, not table rows: every work item's outcome is ``loyaltysync.work_items``; a duplicate dropped is also
+``loyaltysync.callbacks`` result duplicate; a record's outcome is ``loyaltysync.records`` (scope: the key's
+legal entity, or all); a record written or deleted from an event that carries its time (a business event's
+EventTime, a data event's OperationCreatedOn) is ``loyaltysync.lag``.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ from shared.observability import correlation_scope, log
 from shared.runtime import Runtime
 from shared.state.store import ConcurrencyConflict, decode_key, encode_key
 from shared.sync.parking import Parking
-from shared.sync.runs import DIRECTION_OUT, RunStatus, scope_of
+from shared.sync.runs import DIRECTION_OUT, Outcome, RunStatus, scope_of
+from shared.telemetry import metrics
 
 logger = logging.getLogger("loyaltysync.worker")
 
@@ -50,18 +56,24 @@ def is_paused(runtime: Runtime, template: str) -> bool:
 
 
 def process(runtime: Runtime, item: WorkItem) -> str:
-    """Apply one work item; returns held, duplicate, failed, or the engine's outcome."""
+    """Apply one work item; returns held, duplicate, failed, or the engine's outcome (counted as
+    ``loyaltysync.work_items``; an outage raises and is not counted: the host delivers the item again)."""
+    outcome = _process(runtime, item)
+    metrics.record_work_item(item.template, item.kind.value, outcome)
+    return outcome
+
+
+def _process(runtime: Runtime, item: WorkItem) -> str:
     state = runtime.state
     with correlation_scope(item.correlation_id or None):
         if is_paused(runtime, item.template):
             state.callbacks.hold(item.template, item.order_key, item.model_dump_json())
-            state.callbacks.bump(item.template, held=1)
             log(logger, logging.INFO, "template paused; work item held", template=item.template, key=item.key,
                 event_id=item.event_id)
             return "held"
         event_id = item.event_id.upper()  # F&O sends upper-case GUIDs; a retry in another case is the same event
         if event_id and state.callbacks.event_applied(item.template, event_id):
-            state.callbacks.bump(item.template, duplicates_dropped=1)
+            _duplicate(item)
             log(logger, logging.INFO, "duplicate event dropped", template=item.template, event_id=item.event_id)
             return "duplicate"
         if item.kind is not WorkKind.BUSINESS_EVENT:
@@ -77,7 +89,7 @@ def process(runtime: Runtime, item: WorkItem) -> str:
             # for good. Re-reading costs one Commerce GET and writes nothing when nothing changed.
             applied = state.synced.get(engine.partition(engine.plan.company_of(key)), encode_key(key))
             if applied is not None and applied.control_number == item.control_number:
-                state.callbacks.bump(item.template, duplicates_dropped=1)
+                _duplicate(item)
                 log(logger, logging.INFO, "event already applied to this key; dropped", template=item.template,
                     key=item.key, control_number=item.control_number)
                 return "duplicate"
@@ -89,6 +101,11 @@ def process(runtime: Runtime, item: WorkItem) -> str:
             outcome = _unexpected(runtime, item, encode_key(key), exc)
         _finish(runtime, item, event_id, outcome)
         return outcome
+
+
+def _duplicate(item: WorkItem) -> None:
+    kind = "business_event" if item.kind is WorkKind.BUSINESS_EVENT else "data_event"
+    metrics.record_callback(item.template, kind, metrics.DUPLICATE, None)
 
 
 def _data_event(runtime: Runtime, item: WorkItem) -> str:
@@ -156,8 +173,8 @@ def _unexpected(runtime: Runtime, item: WorkItem, row_key: str, exc: Exception) 
         template=item.template, key=item.key, event_id=item.event_id, error=error)
     logger.debug("traceback of the unexpected failure", exc_info=exc)
     try:
-        Parking(runtime.state, item.template, Direction.TO_DATAVERSE).park(row_key, exc, "callback", None,
-                                                                          correlation=item.correlation_id)
+        Parking(runtime.state, item.template, Direction.TO_DATAVERSE, plan=runtime.outbound(item.template).plan).park(
+            row_key, exc, "callback", None, correlation=item.correlation_id)
     except Exception as park_exc:
         log(logger, logging.ERROR, "record could not be parked", template=item.template, key=item.key,
             error=f"{type(park_exc).__name__}: {park_exc}")
@@ -165,14 +182,38 @@ def _unexpected(runtime: Runtime, item: WorkItem, row_key: str, exc: Exception) 
 
 
 def _finish(runtime: Runtime, item: WorkItem, event_id: str, outcome: str) -> None:
-    """Remember the event and count the outcome; a failure here is logged, not raised: the work is done."""
+    """Count the outcome and remember the event; a failure here is logged, not raised: the work is done."""
+    _measure(runtime, item, outcome)
     try:
         if event_id:
             runtime.state.callbacks.remember_event(item.template, event_id, outcome)
-        runtime.state.callbacks.bump(item.template, **{f"callbacks_{outcome}": 1})
     except Exception as exc:
         log(logger, logging.ERROR, "work item done but not recorded", template=item.template, key=item.key,
             event_id=item.event_id, outcome=outcome, error=f"{type(exc).__name__}: {exc}")
         return
     log(logger, logging.INFO, "work item done", template=item.template, key=item.key, outcome=outcome,
         event_id=item.event_id)
+
+
+# Outcomes after which the record is as Commerce has it in Dataverse (its lag is measured).
+_LANDED = frozenset({Outcome.WRITTEN, Outcome.CREATED, Outcome.DELETED})
+
+
+def _measure(runtime: Runtime, item: WorkItem, outcome: str) -> None:
+    """``loyaltysync.records`` for a record's outcome (a parked one was counted when parked), and ``loyaltysync.lag``
+    from the event's time when the record landed."""
+    if outcome == Outcome.PARKED:
+        return
+    plan = runtime.outbound(item.template).plan
+    try:  # a data event named by Target.Id only has no key here: its scope is not known, so all
+        scope = scope_of(plan.company_of(plan.key_of(item.key))) if item.key else "all"
+    except Exception:  # a key the plan cannot read failed already: count it under all
+        scope = "all"
+    metrics.record_outcome(item.template, DIRECTION_OUT, scope, outcome)
+    if outcome in _LANDED and item.event_time:
+        try:
+            happened = datetime.fromisoformat(item.event_time)
+        except ValueError:
+            return
+        if happened.tzinfo is not None:
+            metrics.record_lag(item.template, DIRECTION_OUT, (runtime.state.clock.now() - happened).total_seconds())

@@ -15,6 +15,7 @@ import requests
 from devtools.functions_host import LocalFunctionsHost, QueuePump
 from shared.runtime import Runtime
 from tests.e2e.stores import Stores
+from tests.otel import Telemetry
 
 ROUNDS = 3  # each card changes twice in a row per round; a round's events are applied before the next round's changes
 
@@ -45,7 +46,8 @@ def delivered(publisher: str) -> list[dict[str, Any]]:
 
 
 def test_events_delivered_twice_and_out_of_order_leave_every_change_in_dataverse(
-        runtime: Runtime, stores: Stores, pump: QueuePump, commerce_emulator: Any, unruly_events: str) -> None:
+        runtime: Runtime, stores: Stores, pump: QueuePump, commerce_emulator: Any, unruly_events: str,
+        telemetry: Telemetry) -> None:
     runtime.scan("loyalty_cards").run()
     cards = [str(row["CardNumber"]) for row in stores.commerce_rows("loyalty_cards")[:4]]
     for n in range(ROUNDS):
@@ -67,8 +69,8 @@ def test_events_delivered_twice_and_out_of_order_leave_every_change_in_dataverse
     actual = stores.actual("loyalty_cards")
     assert {card: actual[(card,)]["msdyn_partynumber"] for card in cards} == {
         card: f"R{ROUNDS - 1}-{card[-4:]}" for card in cards}
-    counters = runtime.state.callbacks.counters("loyalty_cards")
-    assert counters["duplicates_dropped"] == 2 * ROUNDS * len(cards)  # the second copy of each event
+    counters = telemetry.work_items("loyalty_cards")
+    assert counters["duplicate"] == 2 * ROUNDS * len(cards)  # the second copy of each event
     # Each round's changes written once per card: the first of a card's two events re-reads the newer value and
     # writes it, the other finds it written.
-    assert (counters.get("callbacks_written"), counters.get("callbacks_unchanged")) == (ROUNDS * len(cards),) * 2
+    assert (counters.get("written"), counters.get("unchanged")) == (ROUNDS * len(cards),) * 2

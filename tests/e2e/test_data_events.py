@@ -34,6 +34,7 @@ from tests.data_events import (
     without_target,
 )
 from tests.e2e.stores import Stores
+from tests.otel import Telemetry
 
 TEMPLATES = ("loyalty_cards", "loyalty_levels", "loyalty_reward_points")
 
@@ -55,8 +56,9 @@ def new_card(stores: Stores, card: str, **changes: Any) -> None:
                                                      if k != "ReplacementCardNumber"})
 
 
-def counters(runtime: Runtime, template: str = "loyalty_cards") -> dict[str, int]:
-    return runtime.state.callbacks.counters(template)
+def counters(telemetry: Telemetry, template: str = "loyalty_cards") -> dict[str, float]:
+    """What the queue worker did with the template's work items (``loyaltysync.work_items`` by outcome)."""
+    return telemetry.work_items(template)
 
 
 def synced(runtime: Runtime, *templates: str) -> None:
@@ -75,7 +77,8 @@ def publisher_knobs(runtime: Runtime, commerce_emulator: Any) -> Iterator[None]:
 
 
 def test_created_updated_and_deleted_events_over_http_leave_dataverse_equal_to_commerce(
-        runtime: Runtime, stores: Stores, pump: QueuePump, commerce_emulator: Any, publisher_knobs: None) -> None:
+        runtime: Runtime, stores: Stores, pump: QueuePump, commerce_emulator: Any, publisher_knobs: None,
+        telemetry: Telemetry) -> None:
     """The done-when test: Created, Updated and Deleted data events of all three entities, each delivered twice,
     plus a Deleted for a record no data event ever named, through the real trigger, queue and worker."""
     synced(runtime)
@@ -114,11 +117,11 @@ def test_created_updated_and_deleted_events_over_http_leave_dataverse_equal_to_c
     assert actual[("DE-NEW-1",)]["msdyn_partynumber"] == "777"
     assert ("DE-NEW-2",) not in actual and (seeded[1],) not in actual
     assert actual[(seeded[0],)]["msdyn_cardtendertype"] == 806380003
-    cards = counters(runtime)
-    assert cards["duplicates_dropped"] == 6  # every second delivery of the six card events
-    assert (cards["callbacks_deleted"], cards["callbacks_refreshed"]) == (1, 1)
-    assert counters(runtime, "loyalty_levels")["duplicates_dropped"] == 1
-    assert counters(runtime, "loyalty_reward_points")["duplicates_dropped"] == 1
+    cards = counters(telemetry)
+    assert cards["duplicate"] == 6  # every second delivery of the six card events
+    assert (cards["deleted"], cards["refreshed"]) == (1, 1)
+    assert counters(telemetry, "loyalty_levels")["duplicate"] == 1
+    assert counters(telemetry, "loyalty_reward_points")["duplicate"] == 1
     assert list(runtime.state.parked.all()) == []
 
 
@@ -127,7 +130,7 @@ def test_created_updated_and_deleted_events_over_http_leave_dataverse_equal_to_c
 
 @pytest.mark.parametrize("template", TEMPLATES)
 def test_a_created_event_of_each_template_writes_the_record_as_commerce_has_it(
-        runtime: Runtime, stores: Stores, pump: QueuePump, template: str) -> None:
+        runtime: Runtime, stores: Stores, pump: QueuePump, template: str, telemetry: Telemetry) -> None:
     row = stores.commerce_rows(template)[0]
     spec = runtime.catalog.plan(template).template.data_event
     assert spec is not None
@@ -136,7 +139,7 @@ def test_a_created_event_of_each_template_writes_the_record_as_commerce_has_it(
     assert (status, body["status"], body["kind"]) == (202, "queued", "data_upsert")
     assert pump.drain() == 1
     assert len(stores.actual(template)) == 1 and stores.differences(template) != []  # only that record
-    assert counters(runtime, template) == {"callbacks_written": 1}
+    assert counters(telemetry, template) == {"written": 1}
     key = tuple(row[p] for p in runtime.catalog.plan(template).key_properties)
     assert stores.expected(template)[key] == stores.actual(template)[key]
 
@@ -160,7 +163,7 @@ def test_a_level_event_names_its_company_and_phrase(runtime: Runtime, stores: St
 
 
 def test_an_updated_event_without_key_columns_is_resolved_through_the_target_id_of_its_created_event(
-        runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
+        runtime: Runtime, stores: Stores, pump: QueuePump, telemetry: Telemetry) -> None:
     new_card(stores, "DE-INDEX")
     record = target_id()
     assert post(card_created("DE-INDEX", target=record))[0] == 202 and pump.drain() == 1
@@ -169,7 +172,7 @@ def test_an_updated_event_without_key_columns_is_resolved_through_the_target_id_
     assert (status, body["key"], body["target_id"]) == (202, None, record)
     assert pump.drain() == 1
     assert stores.actual("loyalty_cards")[("DE-INDEX",)]["msdyn_partynumber"] == "CHANGED"
-    assert counters(runtime) == {"callbacks_written": 2}
+    assert counters(telemetry) == {"written": 2}
 
 
 def test_an_updated_event_names_its_key_in_the_pre_image(runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
@@ -186,15 +189,16 @@ def test_an_updated_event_names_its_key_in_the_pre_image(runtime: Runtime, store
 # -- de-duplication: OperationId, else MessageName + Target.Id + OperationCreatedOn; never order -------------
 
 
-def test_a_data_event_delivered_twice_is_applied_once(runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
+def test_a_data_event_delivered_twice_is_applied_once(runtime: Runtime, stores: Stores, pump: QueuePump,
+        telemetry: Telemetry) -> None:
     new_card(stores, "DE-TWICE")
     event = card_created("DE-TWICE")
     assert [post(event)[0], post(event)[0]] == [202, 202]
     assert pump.drain() == 2
-    assert counters(runtime) == {"callbacks_written": 1, "duplicates_dropped": 1}
+    assert counters(telemetry) == {"written": 1, "duplicate": 1}
 
 
-def test_the_same_operation_id_is_one_event(runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
+def test_the_same_operation_id_is_one_event(runtime: Runtime, stores: Stores, pump: QueuePump, telemetry: Telemetry) -> None:
     new_card(stores, "DE-OPID")
     operation = "3C47A4CD-6EDC-4319-B893-3F862EED65FD"
     record = target_id()
@@ -203,11 +207,11 @@ def test_the_same_operation_id_is_one_event(runtime: Runtime, stores: Stores, pu
                          created_on="/Date(1784051299000+0000)/")  # a redelivery; the time may be re-stamped
     assert post(first)[1]["event_id"] == post(again)[1]["event_id"]
     assert pump.drain() == 2
-    assert counters(runtime)["duplicates_dropped"] == 1
+    assert counters(telemetry)["duplicate"] == 1
 
 
 def test_two_updates_of_one_record_in_the_same_second_are_two_events(runtime: Runtime, stores: Stores,
-                                                                     pump: QueuePump) -> None:
+                                                                     pump: QueuePump, telemetry: Telemetry) -> None:
     """No OperationId (as in F&O's capture) and OperationCreatedOn in whole seconds: the attributes tell them
     apart, so the second change is not dropped as a duplicate of the first."""
     new_card(stores, "DE-SECOND")
@@ -220,10 +224,10 @@ def test_two_updates_of_one_record_in_the_same_second_are_two_events(runtime: Ru
     second = data_event("OnExternalUpdated", target=record, attributes={"mserp_partynumber": "SECOND"})
     assert post(second)[0] == 202 and pump.drain() == 1
     assert stores.actual("loyalty_cards")[("DE-SECOND",)]["msdyn_partynumber"] == "SECOND"
-    assert "duplicates_dropped" not in counters(runtime)
+    assert "duplicate" not in counters(telemetry)
 
 
-def test_the_empty_operation_id_is_no_identity(runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
+def test_the_empty_operation_id_is_no_identity(runtime: Runtime, stores: Stores, pump: QueuePump, telemetry: Telemetry) -> None:
     new_card(stores, "DE-ZERO")
     record, zero = target_id(), "00000000-0000-0000-0000-000000000000"
     assert post(card_created("DE-ZERO", target=record, operation_id=zero))[0] == 202 and pump.drain() == 1
@@ -232,11 +236,12 @@ def test_the_empty_operation_id_is_no_identity(runtime: Runtime, stores: Stores,
     assert post(data_event("OnExternalUpdated", target=record, operation_id=zero,
                            attributes={"mserp_cardnumber": "DE-ZERO", "mserp_omoperatingunitnumber": "9"}))[0] == 202
     assert pump.drain() == 1
-    assert "duplicates_dropped" not in counters(runtime)
+    assert "duplicate" not in counters(telemetry)
     assert stores.actual("loyalty_cards")[("DE-ZERO",)]["msdyn_partynumber"] == "AFTER"
 
 
-def test_data_events_are_never_dropped_by_control_number(runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
+def test_data_events_are_never_dropped_by_control_number(runtime: Runtime, stores: Stores, pump: QueuePump,
+        telemetry: Telemetry) -> None:
     """Data events have no ControlNumber: each event of a key re-reads it, however many came before."""
     new_card(stores, "DE-CN")
     record = target_id()
@@ -246,14 +251,14 @@ def test_data_events_are_never_dropped_by_control_number(runtime: Runtime, store
                                attributes={"mserp_cardnumber": "DE-CN", "mserp_partynumber": party}))[0] == 202
         assert pump.drain() == 1
         assert stores.actual("loyalty_cards")[("DE-CN",)]["msdyn_partynumber"] == party
-    assert counters(runtime) == {"callbacks_written": 3}
+    assert counters(telemetry) == {"written": 3}
 
 
 # -- Deleted: only Target.Id ---------------------------------------------------------------------------------
 
 
 def test_a_deleted_event_for_a_known_id_deletes_the_row_once_commerce_confirms(runtime: Runtime, stores: Stores,
-                                                                               pump: QueuePump) -> None:
+                                                                               pump: QueuePump, telemetry: Telemetry) -> None:
     new_card(stores, "DE-GONE")
     record = target_id()
     assert post(card_created("DE-GONE", target=record))[0] == 202 and pump.drain() == 1
@@ -262,23 +267,23 @@ def test_a_deleted_event_for_a_known_id_deletes_the_row_once_commerce_confirms(r
     assert (status, body["kind"], body["target_id"]) == (202, "data_delete", record)
     assert pump.drain() == 1
     assert ("DE-GONE",) not in stores.actual("loyalty_cards")
-    assert counters(runtime) == {"callbacks_written": 1, "callbacks_deleted": 1}
+    assert counters(telemetry) == {"written": 1, "deleted": 1}
     assert runtime.state.target_ids.key_of("loyalty_cards", record) is None  # the RecId is gone for good
 
 
 def test_a_deleted_event_deletes_nothing_commerce_still_has(runtime: Runtime, stores: Stores,
-                                                            pump: QueuePump) -> None:
+                                                            pump: QueuePump, telemetry: Telemetry) -> None:
     new_card(stores, "DE-ALIVE")
     record = target_id()
     assert post(card_created("DE-ALIVE", target=record))[0] == 202 and pump.drain() == 1
     writes = stores.dataverse_writes()
     assert post(deleted(record))[0] == 202 and pump.drain() == 1
     assert ("DE-ALIVE",) in stores.actual("loyalty_cards") and stores.dataverse_writes() == writes
-    assert counters(runtime) == {"callbacks_written": 1, "callbacks_unchanged": 1}
+    assert counters(telemetry) == {"written": 1, "unchanged": 1}
 
 
 def test_a_deleted_event_for_an_id_never_seen_scans_the_template(runtime: Runtime, stores: Stores,
-                                                                 pump: QueuePump) -> None:
+                                                                 pump: QueuePump, telemetry: Telemetry) -> None:
     synced(runtime, "loyalty_cards")
     card = stores.commerce_rows("loyalty_cards")[5]["CardNumber"]
     stores.delete_in_commerce(f"RetailLoyaltyCards('{card}')")
@@ -287,11 +292,11 @@ def test_a_deleted_event_for_an_id_never_seen_scans_the_template(runtime: Runtim
     assert pump.drain() >= 2  # the work item, then the key ranges (and delete checks) of the scan it started
     assert (card,) not in stores.actual("loyalty_cards")
     assert stores.differences("loyalty_cards") == []
-    assert counters(runtime) == {"callbacks_refreshed": 1}
+    assert counters(telemetry) == {"refreshed": 1}
 
 
 def test_unknown_ids_arriving_together_cost_one_scan(runtime: Runtime, stores: Stores, pump: QueuePump,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+                                                     monkeypatch: pytest.MonkeyPatch, telemetry: Telemetry) -> None:
     """In place (no fan-out): the first runs the scan; the others arrived before it began, so it covered them."""
     monkeypatch.setattr(runtime.settings, "fan_out", False)
     synced(runtime, "loyalty_cards")
@@ -300,7 +305,7 @@ def test_unknown_ids_arriving_together_cost_one_scan(runtime: Runtime, stores: S
         stores.delete_in_commerce(f"RetailLoyaltyCards('{card}')")
         assert post(deleted(target_id()))[0] == 202
     assert pump.drain() == 3
-    assert counters(runtime) == {"callbacks_refreshed": 1, "callbacks_refresh_covered": 2}
+    assert counters(telemetry) == {"refreshed": 1, "refresh_covered": 2}
     assert not {(card,) for card in cards} & set(stores.actual("loyalty_cards"))
 
 
@@ -325,7 +330,7 @@ def test_an_event_cut_for_size_is_accepted_and_scans_the_template(runtime: Runti
 
 
 def test_data_events_held_while_paused_are_applied_on_resume_in_arrival_order(runtime: Runtime, stores: Stores,
-                                                                            pump: QueuePump) -> None:
+                                                                            pump: QueuePump, telemetry: Telemetry) -> None:
     """The Updated names its record only by Target.Id: it resolves only if the Created before it ran first."""
     new_card(stores, "DE-HELD")
     record = target_id()
@@ -334,11 +339,11 @@ def test_data_events_held_while_paused_are_applied_on_resume_in_arrival_order(ru
     stores.change_in_commerce("RetailLoyaltyCards('DE-HELD')", {"PartyNumber": "WHILE-PAUSED"})
     assert post(data_event("OnExternalUpdated", target=record, attributes={"mserp_partynumber": "X"}))[0] == 202
     assert pump.drain() == 2
-    assert counters(runtime) == {"held": 2} and stores.actual("loyalty_cards") == {}
+    assert counters(telemetry) == {"held": 2} and stores.actual("loyalty_cards") == {}
     assert operations.resume(runtime, "loyalty_cards", by="test") == 2
     assert pump.drain() == 2
     assert stores.actual("loyalty_cards")[("DE-HELD",)]["msdyn_partynumber"] == "WHILE-PAUSED"
-    assert counters(runtime) == {"held": 2, "callbacks_written": 1, "callbacks_unchanged": 1}
+    assert counters(telemetry) == {"held": 2, "written": 1, "unchanged": 1}
 
 
 def test_a_data_event_that_cannot_be_queued_gets_503_which_dataverse_retries(runtime: Runtime,

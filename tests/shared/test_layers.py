@@ -102,6 +102,9 @@ FORBIDDEN = {
     "shared.state": ("shared.sync", "shared.triggers", "shared.cli", "shared.ops", "shared.runtime"),
     "shared.mapping": ("shared.sync", "shared.state", "shared.http"),
     "shared.sync": ("shared.triggers", "shared.cli", "shared.ops", "shared.runtime"),
+    # Instruments and spans, recorded from every layer above http; only its storage sampler reads state.
+    "shared.telemetry": ("shared.sync", "shared.triggers", "shared.cli", "shared.ops", "shared.runtime",
+                         "shared.dataverse", "shared.commerce", "shared.mapping", "shared.preflight"),
     "shared.ops": ("shared.triggers", "shared.cli"),  # the endpoints and the CLI share shared.ops.queries
     # The preflight checks the clients and the templates; runs (sync), the CLI and the runtime call it.
     "shared.preflight": ("shared.state", "shared.sync", "shared.ops", "shared.triggers", "shared.cli", "shared.runtime"),

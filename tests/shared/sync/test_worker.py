@@ -19,6 +19,7 @@ from shared.runtime import Runtime
 from shared.sync import operations, worker
 from tests.configured import runtime_with
 from tests.e2e.stores import Stores
+from tests.otel import Telemetry
 
 
 def item(card: str, *, event_id: str = "E-1", control_number: int = 100, received_at: str | None = None) -> WorkItem:
@@ -31,13 +32,13 @@ def first_card(stores: Stores) -> str:
     return str(stores.commerce_rows("loyalty_cards")[0]["CardNumber"])
 
 
-def test_the_same_event_delivered_twice_is_applied_once(runtime: Runtime, stores: Stores) -> None:
+def test_the_same_event_delivered_twice_is_applied_once(runtime: Runtime, stores: Stores, telemetry: Telemetry) -> None:
     card = first_card(stores)
     assert worker.process(runtime, item(card)) == "written"
     writes = stores.dataverse_writes()
     assert worker.process(runtime, item(card)) == "duplicate"
     assert stores.dataverse_writes() == writes
-    assert runtime.state.callbacks.counters("loyalty_cards")["duplicates_dropped"] == 1
+    assert telemetry.work_items("loyalty_cards")["duplicate"] == 1
 
 
 def test_an_event_id_differing_only_in_case_is_the_same_event(runtime: Runtime, stores: Stores) -> None:
@@ -46,14 +47,14 @@ def test_an_event_id_differing_only_in_case_is_the_same_event(runtime: Runtime, 
     assert worker.process(runtime, item(card, event_id="3C47A4CD-6EDC-4319-B893-3F862EED65FD")) == "duplicate"
 
 
-def test_an_event_with_the_control_number_already_applied_to_its_key_is_dropped(runtime: Runtime,
-                                                                                stores: Stores) -> None:
+def test_an_event_with_the_control_number_already_applied_to_its_key_is_dropped(runtime: Runtime, stores: Stores,
+                                                                                telemetry: Telemetry) -> None:
     card = first_card(stores)
     worker.process(runtime, item(card, event_id="E-1", control_number=200))
     writes = stores.dataverse_writes()
     assert worker.process(runtime, item(card, event_id="E-2", control_number=200)) == "duplicate"
     assert stores.dataverse_writes() == writes
-    assert runtime.state.callbacks.counters("loyalty_cards")["duplicates_dropped"] == 1
+    assert telemetry.work_items("loyalty_cards")["duplicate"] == 1
 
 
 def test_an_event_one_control_number_above_the_applied_one_is_applied(runtime: Runtime, stores: Stores) -> None:
@@ -162,7 +163,8 @@ def fail_with(error: Exception) -> Any:
 
 
 def test_an_unexpected_error_after_the_write_parks_the_record_instead_of_writing_it_again(
-        runtime: Runtime, stores: Stores, redelivering_pump: QueuePump, monkeypatch: pytest.MonkeyPatch) -> None:
+        runtime: Runtime, stores: Stores, redelivering_pump: QueuePump, monkeypatch: pytest.MonkeyPatch,
+        telemetry: Telemetry) -> None:
     card = first_card(stores)
     monkeypatch.setattr(runtime.state.synced, "put", fail_with(TypeError("value too large for Int64")))
     runtime.queues.send(item(card))
@@ -170,7 +172,7 @@ def test_an_unexpected_error_after_the_write_parks_the_record_instead_of_writing
     assert stores.dataverse_writes() == 1 and poisoned(runtime) == 0
     [parked] = list(runtime.state.parked.all("loyalty_cards"))
     assert (parked["error_class"], parked["source"], parked["correlation_id"]) == ("unexpected", "callback", "c-1")
-    assert runtime.state.callbacks.counters("loyalty_cards")["callbacks_failed"] == 1
+    assert telemetry.work_items("loyalty_cards")["failed"] == 1
 
 
 def test_an_unexpected_error_is_logged_with_the_key_and_correlation_id(
@@ -191,7 +193,8 @@ def test_a_failure_to_record_a_finished_event_does_not_redeliver_it(
 
 
 def test_an_event_whose_work_failed_is_processed_again_on_redelivery(
-        runtime: Runtime, stores: Stores, redelivering_pump: QueuePump, monkeypatch: pytest.MonkeyPatch) -> None:
+        runtime: Runtime, stores: Stores, redelivering_pump: QueuePump, monkeypatch: pytest.MonkeyPatch,
+        telemetry: Telemetry) -> None:
     runtime = runtime_with(monkeypatch, SYNC_HTTP_MAX_ATTEMPTS="1")  # Commerce's 503 fails the delivery at once
     card = first_card(stores)
     requests.post(f"{stores.commerce_url}/_emulator/faults", timeout=10, json={"rules": [
@@ -201,7 +204,7 @@ def test_an_event_whose_work_failed_is_processed_again_on_redelivery(
     [failure] = redelivering_pump.failures  # the first delivery: Commerce unavailable before anything was written
     assert (failure.dequeue_count, "ServerError" in failure.error) == (1, True)
     assert (card,) in stores.actual("loyalty_cards")  # written by the redelivery: the event was not taken as done
-    assert runtime.state.callbacks.counters("loyalty_cards") == {"callbacks_written": 1}
+    assert telemetry.work_items("loyalty_cards") == {"written": 1}
 
 
 def test_an_outage_before_the_write_leaves_the_message_for_the_host_to_retry(
