@@ -55,8 +55,8 @@ def run_timer(template: str, timer: func.TimerRequest, invocation_id: str) -> No
         scan = runtime.scan(template)
         for company in scan.scopes(runtime.settings.legal_entities):  # one sync.run span per scope
             with tracing.run_span(template, DIRECTION_OUT, scope_of(company), fanned_out=runtime.settings.fan_out):
-                if runtime.settings.fan_out:
-                    scan.start(company)
+                if runtime.settings.fan_out:  # the run goes on in the page workers: the span ends with the planning
+                    tracing.annotate_run(status=scan.start(company).status.value)
                 else:
                     scan.run_scope(company)
 

@@ -196,7 +196,7 @@ def _finish(runtime: Runtime, item: WorkItem, event_id: str, outcome: str) -> No
 
 
 # Outcomes after which the record is as Commerce has it in Dataverse (its lag is measured).
-_LANDED = frozenset({Outcome.WRITTEN, Outcome.CREATED, Outcome.DELETED})
+_LANDED = frozenset({Outcome.WRITTEN.value, Outcome.CREATED.value, Outcome.DELETED.value})  # plain str: an Enum hashes by name
 
 
 def _measure(runtime: Runtime, item: WorkItem, outcome: str) -> None:
