@@ -13,37 +13,21 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime
 
-from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.queue import QueueClient
-
 from shared.observability import log
-from shared.state.queues import CallbackQueues
+from shared.state.queues import CallbackQueues, QueueKind
 from shared.state.store import StateStore
 from shared.telemetry import metrics
 
 logger = logging.getLogger("loyaltysync.telemetry")
-POISON_SUFFIX = "-poison"  # the Functions host moves a message here after its last allowed attempt
-WORK, PAGES = "callbacks", "pages"  # the two queues of a template: callback work items, key-range tasks
-
-
-def _count(client: QueueClient) -> int:
-    """A queue's approximate message count; 0 for a queue that does not exist (a poison queue before its first)."""
-    try:
-        return int(client.get_queue_properties().approximate_message_count or 0)
-    except ResourceNotFoundError:
-        return 0
 
 
 def backlog(state: StateStore, queues: CallbackQueues, template: str) -> list[tuple[int, dict[str, str]]]:
-    """``loyaltysync.backlog`` of one template: queued and poison messages of both its queues, and held items."""
-    found: list[tuple[int, dict[str, str]]] = []
-    for queue, pages in ((WORK, False), (PAGES, True)):
-        client = queues.client(template, pages=pages)
-        found.append((_count(client), {"template": template, "kind": metrics.QUEUED, "queue": queue}))
-        poison = queues.service.get_queue_client(client.queue_name + POISON_SUFFIX)
-        found.append((_count(poison), {"template": template, "kind": metrics.POISON, "queue": queue}))
+    """``loyaltysync.backlog`` of one template: queued and poison messages of both its queues (``queue``: callbacks
+    or pages, ``CallbackQueues.backlog``), and the work items held while it is paused."""
+    found = [(count, {"template": template, "kind": kind, "queue": queue})
+             for queue, counts in queues.backlog(template).items() for kind, count in counts.items()]
     held = sum(1 for _ in state.callbacks.held_items(template))
-    found.append((held, {"template": template, "kind": metrics.HELD, "queue": WORK}))
+    found.append((held, {"template": template, "kind": metrics.HELD, "queue": QueueKind.CALLBACKS.value}))
     return found
 
 
