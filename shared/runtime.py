@@ -22,6 +22,7 @@ from shared.sync.conflicts import ConflictResolver
 from shared.sync.engine import OutboundSync
 from shared.sync.inbound import InboundSync
 from shared.sync.scan import Scan
+from shared.telemetry.metrics import watch_limiter
 
 
 @dataclass
@@ -86,9 +87,9 @@ def dataverse_client(settings: Settings, credential: TokenCredential, timeouts: 
     """One identity's Dataverse client: its own session, token and adaptive limiter."""
     core = HttpCore(f"{settings.dataverse_url}/api/data/v9.2/", credential, settings.dataverse_token_scope,
                     service="dataverse", timeouts=timeouts, retry=retry)
-    return DataverseClient(core, page_size=settings.dataverse_page_size,
-                           limiter=AdaptiveLimiter(settings.concurrency_start, settings.max_concurrency,
-                                                   window_s=settings.dataverse_window_s))
+    limiter = AdaptiveLimiter(settings.concurrency_start, settings.max_concurrency, window_s=settings.dataverse_window_s)
+    watch_limiter("dataverse", limiter)  # loyaltysync.limiter.in_flight
+    return DataverseClient(core, page_size=settings.dataverse_page_size, limiter=limiter)
 
 
 def build_runtime(settings: Settings, catalog: Catalog | None = None, *, ensure_storage: bool = True) -> Runtime:

@@ -30,6 +30,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from shared.http.errors import ApiError, CredentialError, ThrottledError, TransportError, error_from_response
 from shared.http.pools import pooled_session
 from shared.observability import correlation_id, log
+from shared.telemetry import metrics
 
 logger = logging.getLogger("loyaltysync.http")
 
@@ -183,6 +184,7 @@ class HttpCore:
             else:
                 for observe in self.observers:
                     observe(response)
+                metrics.record_response(self.service, response.status_code)  # loyaltysync.http.requests, .throttled
                 if response.status_code < 400 or response.status_code == 304:
                     log(logger, logging.DEBUG, "http ok", service=self.service, method=method, url=response.url,
                         status=response.status_code, request_id=request_id, attempt=attempt)
@@ -201,6 +203,7 @@ class HttpCore:
             log(logger, logging.WARNING, "http retry", service=self.service, method=method, url=url,
                 status=failure.status, code=failure.code, wait_s=round(wait, 2), attempt=attempt,
                 request_id=request_id)
+            metrics.record_retry_wait(self.service, wait)  # loyaltysync.http.retry_wait
             if retry_after is not None:
                 self._block_for(retry_after)  # the next attempt waits at the gate, with every other request
             else:
