@@ -100,6 +100,7 @@ def resolve_binding(expression: str) -> str:
 
 
 logger = logging.getLogger("devtools.functions_host")
+DASHBOARD_AUTH_SETTING = "SYNC_DASHBOARD_AUTH"  # shared/ops/access.py: "local" serves the status page unsigned
 MAX_DEQUEUE_COUNT = 5  # the Functions queue extension's default maxDequeueCount
 
 
@@ -235,7 +236,10 @@ def _route_regex(route: str) -> re.Pattern[str]:
 
 
 class LocalFunctionsHost:
-    """Serves the app's HTTP triggers on 127.0.0.1 (no function keys: local equipment only)."""
+    """Serves the app's HTTP triggers on 127.0.0.1 (no function keys: local equipment only). The status page
+    (``/api/ops/dashboard``) is served without sign-in: ``start`` sets ``SYNC_DASHBOARD_AUTH=local`` for this
+    process unless it is set already (the page refuses it wherever ``WEBSITE_SITE_NAME`` says Azure), and
+    ``stop`` takes it back."""
 
     def __init__(self, app: func.FunctionApp, port: int = 0) -> None:
         routes: list[tuple[bool, re.Pattern[str], str, set[str]]] = []
@@ -270,12 +274,17 @@ class LocalFunctionsHost:
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def start(self) -> LocalFunctionsHost:
+        self._set_local_auth = DASHBOARD_AUTH_SETTING not in os.environ
+        if self._set_local_auth:
+            os.environ[DASHBOARD_AUTH_SETTING] = "local"
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        if getattr(self, "_set_local_auth", False):
+            os.environ.pop(DASHBOARD_AUTH_SETTING, None)
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(handler.path)
@@ -293,7 +302,13 @@ class LocalFunctionsHost:
                     response = func.HttpResponse("", status_code=500)
                 payload = response.get_body()
                 handler.send_response(response.status_code)
-                handler.send_header("Content-Type", response.mimetype or "application/json")
+                content_type = response.mimetype or "application/json"
+                if content_type.startswith("text/"):
+                    content_type += f"; charset={response.charset or 'utf-8'}"
+                handler.send_header("Content-Type", content_type)
+                for header, value in response.headers.items():  # Location, Set-Cookie (each), security headers
+                    if header.lower() not in ("content-type", "content-length"):
+                        handler.send_header(header, value)
                 handler.send_header("Content-Length", str(len(payload)))
                 handler.end_headers()
                 handler.wfile.write(payload)

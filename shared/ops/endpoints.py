@@ -1,4 +1,5 @@
-"""The operator endpoints under ``/api/ops`` (admin key): an Azure Functions Blueprint, one handler per action.
+"""The operator endpoints under ``/api/ops`` (admin key): an Azure Functions Blueprint, one handler per action;
+and the status page (``dashboard``, ``dashboard_action``: anonymous-level, see ``shared/ops/access.py``).
 
 ``function_app.py`` registers ``bp``. Each handler parses its request, makes one call into
 ``shared.ops.queries`` or ``shared.sync.operations`` and answers JSON. A template named in the route or in
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.commerce.client import LegalEntitiesError
 from shared.observability import correlation_scope
-from shared.ops import drift, queries
+from shared.ops import dashboard, drift, queries
 from shared.runtime import Runtime, get_runtime
 from shared.state.queues import QueueKind
 from shared.state.store import encode_key
@@ -424,3 +425,8 @@ def break_lease(call: OpsCall) -> func.HttpResponse:
     except operations.OperatorError as exc:
         return _json(400, {"error": str(exc), "correlation_id": call.correlation_id})
     return _json(200, {"value": [r.as_dict() for r in results], "correlation_id": call.correlation_id})
+
+
+# -- the status page (shared/ops/dashboard.py): anonymous-level, behind App Service Authentication ------------
+
+dashboard.register(bp)

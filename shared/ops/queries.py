@@ -8,6 +8,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
@@ -18,7 +19,7 @@ from shared.state.checkpoints import PageStatus
 from shared.state.queues import PoisonMessage, QueueKind, RequeueResult
 from shared.state.store import Watermark, decode_key, split_parked_key
 from shared.sync import operations, worker
-from shared.sync.runs import DIRECTION_OUT, RunStatus
+from shared.sync.runs import ALL, DIRECTION_OUT, RunStatus, scope_of
 
 NEVER_RUN = "never run"  # the status of a template with no watermark yet
 RUNNING = "running"  # a run holds the scope's lease now (or a watermark whose first run has not finished)
@@ -82,14 +83,17 @@ class PauseState:
     by_setting: bool
     changed_by: str = ""
     changed_at: str = ""
+    reason: str = ""  # why, as the pause row holds it (an auto-pause's count and last error; an operator's words)
 
     @property
     def paused(self) -> bool:
         return self.by_command or self.by_setting
 
     def describe(self) -> str:
-        """Who paused it: ``pause command by cli:ann at <time>``, ``setting SYNC_PAUSED_TEMPLATES``, both, or ``""``."""
-        parts = [f"pause command by {self.changed_by or '?'} at {self.changed_at or '?'}"] if self.by_command else []
+        """Who paused it: ``pause command by cli:ann at <time>`` (``: <reason>`` when the pause row holds one),
+        ``setting SYNC_PAUSED_TEMPLATES``, both, or ``""``."""
+        by = f"pause command by {self.changed_by or '?'} at {self.changed_at or '?'}"
+        parts = [by + (f": {self.reason}" if self.reason else "")] if self.by_command else []
         return "; ".join(parts + ([f"setting {PAUSE_SETTING}"] if self.by_setting else []))
 
 
@@ -100,7 +104,8 @@ def pause_state(runtime: Runtime, template: str) -> PauseState:
     record = _if_found(lambda: runtime.state.callbacks.pause_record(template))
     return PauseState(template, by_command=bool(record and record["paused"]),
                       by_setting=template in runtime.settings.paused_templates,
-                      changed_by=record["changed_by"] if record else "", changed_at=record["changed_at"] if record else "")
+                      changed_by=record["changed_by"] if record else "", changed_at=record["changed_at"] if record else "",
+                      reason=str(record.get("reason", "")) if record else "")
 
 
 def held_callbacks(runtime: Runtime, template: str) -> int:
@@ -278,6 +283,70 @@ def find_parked(runtime: Runtime, template: str, typed: Sequence[str]) -> list[d
     if exact:
         return exact
     return [e for e in parked(runtime, template) if decode_key(split_parked_key(e["row_key"])[1]) in wanted]
+
+
+# -- the status page: everything it shows, read in one place -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TemplateView:
+    """What belongs to a template as a whole: its pause, its queues, its conflicts, its poison messages."""
+
+    name: str
+    pause: PauseState
+    backlog: dict[str, dict[str, int]]  # queries.queues: {"callbacks": {"queued", "poison"}, "pages": {...}}
+    held_callbacks: int
+    conflicts: int
+    poison: list[PoisonMessage]
+
+    @property
+    def queued(self) -> int:
+        return sum(q["queued"] for q in self.backlog.values())
+
+    @property
+    def poisoned(self) -> int:
+        return poison_total(self.backlog)
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The status page's data: one row per template x direction x scope (``status_rows``), each template's
+    view, the parked records (with the scope each belongs to) and when it was read."""
+
+    read_at: datetime
+    rows: list[dict[str, Any]]
+    templates: dict[str, TemplateView]
+    parked: list[dict[str, Any]]
+
+    def parked_by_class(self, template: str, direction: str, scope: str) -> dict[str, int]:
+        """Parked records of one row, counted by error class (most first)."""
+        counts = Counter(e["error_class"] or "" for e in self.parked
+                         if (e["template"], e["direction_code"], e["scope"]) == (template, direction, scope))
+        return dict(counts.most_common())
+
+
+def overview(runtime: Runtime) -> Overview:
+    parked_entries = [{**e, "direction_code": split_parked_key(e["row_key"])[0], "scope": parked_scope(runtime, e)}
+                      for e in parked(runtime)]
+    conflict_counts = Counter(e["PartitionKey"] for e in conflicts(runtime))
+    views = {}
+    for name in known_templates(runtime):
+        views[name] = TemplateView(name, pause_state(runtime, name), runtime.queues.backlog(name),
+                                   held_callbacks(runtime, name), conflict_counts.get(name, 0),
+                                   poison(runtime, name))
+    return Overview(runtime.state.clock.now(), status_rows(runtime), views, parked_entries)
+
+
+def parked_scope(runtime: Runtime, entry: dict[str, Any]) -> str:
+    """The run scope a parked record belongs to: its legal entity for a company-specific template's Commerce ->
+    Dataverse record, else ``all``."""
+    direction, key = split_parked_key(entry["row_key"])
+    if direction != DIRECTION_OUT or runtime.catalog.get(entry["template"]) is None:
+        return ALL
+    try:
+        return scope_of(runtime.catalog.plan(entry["template"]).company_of(decode_key(key)))
+    except (IndexError, ValueError):  # parked under a digest (no usable key)
+        return ALL
 
 
 def check(runtime: Runtime, template: str | None = None) -> list[Problem]:
