@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -28,6 +27,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 
 from shared.http.errors import ApiError, CredentialError, ThrottledError, TransportError, error_from_response
+from shared.http.gate import BURST_REMAINING_HEADER, ResumeGate
 from shared.http.pools import pooled_session
 from shared.observability import correlation_id, log
 from shared.telemetry import metrics
@@ -49,7 +49,8 @@ class Timeouts:
 class RetryPolicy:
     """Bounded retries: at most ``max_attempts`` tries and ``budget_s`` seconds in all.
 
-    429 waits exactly ``Retry-After`` (else 2^n s); 502/503/504 and connection failures back off
+    429 waits exactly ``Retry-After``; without the header, ``throttle_fallback_s`` (F&O's documented
+    30 s, protocols.md §3.5) or, when that is None, 2^n s. 502/503/504 and connection failures back off
     exponentially with jitter (protocols.md §6.1). A wait that would overrun the budget is not
     taken: the error is raised with ``retry_after`` so the caller can park the work instead.
     """
@@ -58,6 +59,7 @@ class RetryPolicy:
     budget_s: float = 120.0
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
+    throttle_fallback_s: float | None = None
 
     def backoff(self, attempt: int) -> float:
         return float(min(self.backoff_cap_s, self.backoff_base_s * 2.0 ** (attempt - 1)) * (0.5 + random.random() / 2))
@@ -75,6 +77,11 @@ def encode_query(params: Mapping[str, str]) -> str:
     return "&".join(f"{quote(name, safe='$')}={quote(value, safe=_QUERY_SAFE)}" for name, value in params.items())
 
 
+def _int_header(response: requests.Response, name: str) -> int | None:
+    value = response.headers.get(name)
+    return int(value) if value is not None and value.strip().isdigit() else None
+
+
 class HttpCore:
     """Authenticated OData requests against one service root."""
 
@@ -90,6 +97,7 @@ class HttpCore:
         retry: RetryPolicy | None = None,
         session: requests.Session | None = None,
         sleep: Sleep = time.sleep,
+        window_s: float | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self.credential = credential
@@ -103,24 +111,9 @@ class HttpCore:
         self.requests_sent = 0
         self.observers: list[Callable[[requests.Response], None]] = []
         # Retry-After holds every request of this identity, not only the one that was refused: Dataverse
-        # lengthens the delay for a user who keeps sending while throttled (protocols.md §2.12).
-        self._blocked_until = 0.0
-        self._gate = threading.Lock()
-
-    def _wait_for_gate(self) -> None:
-        waited_for: float | None = None
-        while True:
-            with self._gate:
-                until = self._blocked_until
-            remaining = until - time.monotonic()
-            if remaining <= 0 or until == waited_for:  # done, or the same deadline already slept out
-                return
-            self._sleep(remaining)
-            waited_for = until
-
-    def _block_for(self, seconds: float) -> None:
-        with self._gate:
-            self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
+        # lengthens the delay for a user who keeps sending while throttled (protocols.md §2.12). Then the gate
+        # reopens gradually, a probe first (shared/http/gate.py).
+        self.gate = ResumeGate(sleep, window_s=window_s)  # window_s: the service's window, when known
 
     def url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
@@ -157,7 +150,7 @@ class HttpCore:
         attempt = 0
         while True:
             attempt += 1
-            self._wait_for_gate()
+            ticket = self.gate.enter()
             request_id = str(uuid.uuid4())
             all_headers = {
                 "Authorization": f"Bearer {self._token()}",
@@ -176,6 +169,7 @@ class HttpCore:
                     timeout=(self.timeouts.connect_s, read_timeout_s or self.timeouts.read_s),
                 )
             except requests.RequestException as exc:
+                self.gate.done(ticket, success=False)
                 failure = TransportError(
                     f"{type(exc).__name__}: {exc}", method=method, url=url, request_id=request_id
                 )
@@ -185,6 +179,8 @@ class HttpCore:
                 for observe in self.observers:
                     observe(response)
                 metrics.record_response(self.service, response.status_code)  # loyaltysync.http.requests, .throttled
+                self.gate.done(ticket, success=response.status_code < 400,
+                               burst_remaining=_int_header(response, BURST_REMAINING_HEADER))
                 if response.status_code < 400 or response.status_code == 304:
                     log(logger, logging.DEBUG, "http ok", service=self.service, method=method, url=response.url,
                         status=response.status_code, request_id=request_id, attempt=attempt)
@@ -197,6 +193,8 @@ class HttpCore:
             if not retryable or attempt >= self.retry.max_attempts:
                 raise failure
             retry_after = failure.retry_after if isinstance(failure, ThrottledError) else None
+            if retry_after is None and failure.status == 429 and self.retry.throttle_fallback_s is not None:
+                retry_after = self.retry.throttle_fallback_s  # a 429 without Retry-After (F&O: 30 s, §3.5)
             wait = self.retry.backoff(attempt) if retry_after is None else retry_after
             if elapsed + wait > self.retry.budget_s:
                 raise failure
@@ -205,7 +203,7 @@ class HttpCore:
                 request_id=request_id)
             metrics.record_retry_wait(self.service, wait)  # loyaltysync.http.retry_wait
             if retry_after is not None:
-                self._block_for(retry_after)  # the next attempt waits at the gate, with every other request
+                self.gate.block(retry_after)  # the next attempt waits at the gate, with every other request
             else:
                 self._sleep(wait)
 

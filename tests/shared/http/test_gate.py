@@ -1,0 +1,151 @@
+"""After a Retry-After the identity resumes gradually: a probe first, then wider, never a stampede."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from emulators.common.throttling import ServiceProtection
+from emulators.dataverse.server import start_dataverse
+from shared.http import HttpCore, RetryPolicy, ThrottledError
+from shared.http.core import Timeouts
+from shared.http.gate import ResumeGate
+from tests.scripted_server import Answer, ScriptedServer, StaticCredential
+
+THROTTLED = {"error": {"code": "0x80072322", "message": "Number of requests exceeded the limit"}}
+
+
+def core(url: str, *, window_s: float | None = None, attempts: int = 6) -> HttpCore:
+    return HttpCore(url, StaticCredential(), "https://org.crm.dynamics.com/.default", service="test",
+                    retry=RetryPolicy(max_attempts=attempts, budget_s=60), timeouts=Timeouts(2, 5), window_s=window_s)
+
+
+def arrivals_after(server: ScriptedServer, count: int, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(server.requests) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_after_a_retry_after_one_probe_goes_alone_until_it_is_answered(server: ScriptedServer) -> None:
+    client = core(server.url)
+    server.script(Answer(429, THROTTLED, {"Retry-After": "1"}), Answer(204, delay_s=0.6), Answer(204), Answer(204))
+    pool = ThreadPoolExecutor(3)
+    first = pool.submit(client.request, "GET", "a")
+    while client.gate.blocks == 0:
+        time.sleep(0.01)
+    held = [first, *(pool.submit(client.request, "GET", name) for name in ("b", "c"))]
+
+    arrivals_after(server, 2)  # the probe, a second later; its answer takes 0.6 s
+    time.sleep(0.3)
+    while_the_probe_runs = len(server.requests)
+    for future in held:
+        future.result(timeout=5)
+
+    assert while_the_probe_runs == 2
+    assert len(server.requests) == 4
+
+
+def test_the_probes_success_lets_two_go_then_the_gate_widens_by_one_per_success() -> None:
+    gate = ResumeGate(sleep=lambda s: None)
+    gate.block(0.0)
+    probe = gate.enter()
+    entered: list[int] = []
+
+    def enter(n: int) -> None:
+        gate.enter()
+        entered.append(n)
+
+    waiting = [threading.Thread(target=enter, args=(n,), daemon=True) for n in range(3)]
+    for thread in waiting:
+        thread.start()
+    time.sleep(0.2)
+    assert entered == []  # behind the probe
+
+    gate.done(probe, success=True)
+    time.sleep(0.2)
+    assert len(entered) == 2  # one success: two in flight
+
+
+def test_a_probe_throttled_again_blocks_and_probes_again(server: ScriptedServer) -> None:
+    client = core(server.url)
+    server.script(Answer(429, THROTTLED, {"Retry-After": "1"}), Answer(429, THROTTLED, {"Retry-After": "1"}),
+                  Answer(204))
+    started = time.monotonic()
+    client.request("GET", "x")
+    assert 1.9 <= time.monotonic() - started < 4
+    assert (len(server.requests), client.gate.blocks) == (3, 2)
+
+
+def test_a_response_reporting_an_empty_window_holds_the_next_request(server: ScriptedServer) -> None:
+    client = core(server.url)
+    server.script(Answer(204, headers={"x-ms-ratelimit-burst-remaining-xrm-requests": "0"}), Answer(204))
+    client.request("GET", "x")
+    started = time.monotonic()
+    client.request("GET", "y")
+    assert 0.9 <= time.monotonic() - started < 3
+
+
+def test_without_the_header_a_429_of_fo_waits_the_30_s_fallback(server: ScriptedServer) -> None:
+    sleeps: list[float] = []
+    client = HttpCore(server.url, StaticCredential(), "s", service="commerce", sleep=sleeps.append,
+                      retry=RetryPolicy(max_attempts=3, budget_s=120, throttle_fallback_s=30.0))
+    resource = ("This request could not be processed at this time due to system experiencing high resource "
+                "utilization.")
+    server.script(Answer(429, {"error": {"code": "", "message": resource}}), Answer(204))
+    client.request("PATCH", "x")
+    assert sleeps == [pytest.approx(30.0, abs=0.05)]
+
+
+def test_a_fallback_beyond_the_budget_raises_throttled_with_the_fallback(server: ScriptedServer) -> None:
+    client = HttpCore(server.url, StaticCredential(), "s", service="commerce", sleep=lambda s: None,
+                      retry=RetryPolicy(max_attempts=3, budget_s=10, throttle_fallback_s=30.0))
+    server.script(Answer(429, {"error": {"code": "", "message": "busy"}}))
+    with pytest.raises(ThrottledError):
+        client.request("PATCH", "x")
+    assert len(server.requests) == 1
+
+
+@pytest.fixture()
+def strict_dataverse() -> object:
+    """The Dataverse emulator with a strict request window: 10 requests per 2 s, nothing else limited, and no
+    longer Retry-After for requests sent early (the requests in flight when the first 429 comes are)."""
+    emulator = start_dataverse(port=0, service_protection=ServiceProtection(
+        window_s=2, max_requests=10, max_execution_s=None, max_concurrent=None, retry_after_growth_s=0))
+    yield emulator
+    emulator.stop()
+
+
+def hammer(client: HttpCore, threads: int, seconds: float) -> list[tuple[float, int]]:
+    """``threads`` threads sending WhoAmI back to back: every answer's (time, status), 429s included."""
+    answers: list[tuple[float, int]] = []
+    lock = threading.Lock()
+
+    def observe(response: requests.Response) -> None:
+        with lock:
+            answers.append((time.monotonic(), response.status_code))
+
+    client.observers.append(observe)
+    stop = time.monotonic() + seconds
+
+    def loop() -> None:
+        while time.monotonic() < stop:
+            client.request("GET", "WhoAmI")
+
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(loop) for _ in range(threads)]:
+            future.result()
+    return answers
+
+
+def test_the_window_after_a_block_draws_no_429_from_a_strict_request_limit(strict_dataverse: object) -> None:
+    client = core(strict_dataverse.api_url, window_s=2, attempts=20)  # type: ignore[attr-defined]
+    answers = hammer(client, threads=6, seconds=4.5)
+    first_block = min(at for at, status in answers if status == 429)  # the requests in flight when it came: 429 too
+    # Retry-After is 2 s here: the next 2 s window starts about 2 s after the first 429.
+    after_the_block = [(at - first_block, status) for at, status in answers if first_block + 0.2 < at < first_block + 4]
+    assert [status for _, status in after_the_block if status == 429] == []
+    assert sum(1 for _, status in after_the_block if status < 400) >= 10  # and it used the window
