@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -11,11 +12,13 @@ from azure.core.credentials import TokenCredential
 from shared.commerce.client import CommerceClient
 from shared.credentials import build_credential
 from shared.dataverse.client import DataverseClient
+from shared.http.budget import BudgetLedger, SharedBudget
 from shared.http.core import HttpCore, RetryPolicy, Timeouts
 from shared.http.limiter import AdaptiveLimiter
 from shared.mapping.catalog import Catalog, load_catalog
 from shared.preflight import Preflight
 from shared.settings import ConfigError, Settings, get_settings
+from shared.state.budget import BudgetMembers, identity_key
 from shared.state.queues import CallbackQueues
 from shared.state.store import StateStore
 from shared.sync.conflicts import ConflictResolver
@@ -83,11 +86,17 @@ class Runtime:
 
 
 def dataverse_client(settings: Settings, credential: TokenCredential, timeouts: Timeouts,
-                     retry: RetryPolicy) -> DataverseClient:
-    """One identity's Dataverse client: its own session, token and adaptive limiter."""
+                     retry: RetryPolicy, ledger: BudgetLedger | None = None,
+                     client_id: str | None = None) -> DataverseClient:
+    """One identity's Dataverse client: its own session, token and adaptive limiter; with a ``ledger``
+    (SYNC_SHARED_BUDGET) the limiter takes its share of the identity's budget among the live processes."""
     core = HttpCore(f"{settings.dataverse_url}/api/data/v9.2/", credential, settings.dataverse_token_scope,
-                    service="dataverse", timeouts=timeouts, retry=retry)
-    limiter = AdaptiveLimiter(settings.concurrency_start, settings.max_concurrency, window_s=settings.dataverse_window_s)
+                    service="dataverse", timeouts=timeouts, retry=retry, window_s=settings.dataverse_window_s)
+    budget = None if ledger is None else SharedBudget(
+        ledger, identity_key(settings.dataverse_url, client_id),
+        heartbeat_s=settings.shared_budget_heartbeat_s or settings.dataverse_window_s / 20)
+    limiter = AdaptiveLimiter(settings.concurrency_start, settings.max_concurrency, window_s=settings.dataverse_window_s,
+                              budget=budget)
     watch_limiter("dataverse", limiter)  # loyaltysync.limiter.in_flight
     return DataverseClient(core, page_size=settings.dataverse_page_size, limiter=limiter)
 
@@ -106,8 +115,9 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None, *, ensure_
     timeouts = Timeouts(settings.http_connect_timeout_s, settings.http_read_timeout_s)
     retry = RetryPolicy(max_attempts=settings.http_max_attempts, budget_s=settings.http_retry_budget_s,
                         backoff_base_s=settings.http_backoff_base_s)
-    commerce_core = HttpCore(settings.commerce_url, credential, settings.commerce_token_scope,
-                             service="commerce", timeouts=timeouts, retry=retry)
+    # F&O's 429 without Retry-After waits 30 s, as Microsoft's sample does (protocols.md §3.5).
+    commerce_core = HttpCore(settings.commerce_url, credential, settings.commerce_token_scope, service="commerce",
+                             timeouts=timeouts, retry=dataclasses.replace(retry, throttle_fallback_s=30.0))
     try:
         state = StateStore.from_settings(
             settings.storage_connection.get_secret_value() if settings.storage_connection else None,
@@ -123,9 +133,10 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None, *, ensure_
         raise ConfigError(f"AzureWebJobsStorage / SYNC_STORAGE_CONNECTION: {exc} Copy the connection string from the "
                           "storage account's Access keys (or, for Azurite, UseDevelopmentStorage=true)") from exc
     state.auto_pause.configure(settings.auto_pause_failures, settings.auto_pause_minutes)
-    dataverse = dataverse_client(settings, credential, timeouts, retry)
+    ledger = BudgetMembers.for_service(state.service, settings.table_prefix) if settings.shared_budget else None
+    dataverse = dataverse_client(settings, credential, timeouts, retry, ledger)
     # More application users multiply the per-user service-protection limits (protocols.md §2.12).
-    extra = [dataverse_client(settings, build_credential(settings, client_id), timeouts, retry)
+    extra = [dataverse_client(settings, build_credential(settings, client_id), timeouts, retry, ledger, client_id)
              for client_id in settings.dataverse_client_ids]
     commerce = CommerceClient(commerce_core)
     runtime = Runtime(

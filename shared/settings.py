@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     dataverse_window_s: float = Field(default=300.0, gt=0, le=3600, validation_alias="SYNC_DATAVERSE_WINDOW_S")
     concurrency_start: int = Field(default=2, ge=1, le=52, validation_alias="SYNC_CONCURRENCY_START")
     max_concurrency: int = Field(default=52, ge=1, le=52, validation_alias="SYNC_MAX_CONCURRENCY")
+    # Processes that use one Dataverse identity at the same time share its budget through Table Storage
+    # (shared/http/budget.py): each takes 1/N. The heartbeat defaults to a twentieth of the window (15 s).
+    shared_budget: bool = Field(default=True, validation_alias="SYNC_SHARED_BUDGET")
+    shared_budget_heartbeat_s: float | None = Field(default=None, gt=0, le=300,
+                                                    validation_alias="SYNC_SHARED_BUDGET_HEARTBEAT_S")
     bulk_size: int = Field(default=200, ge=1, le=1000, validation_alias="SYNC_BULK_SIZE")
     dataverse_page_size: int = Field(default=5000, ge=1, le=5000, validation_alias="SYNC_DATAVERSE_PAGE_SIZE")
     run_lease_s: int = Field(default=900, ge=5, validation_alias="SYNC_RUN_LEASE_S")

@@ -14,6 +14,12 @@ little longer than the server's own count, so it errs on the side of waiting.
 The header's live format is ``1,200.00`` (seconds, a grouping separator, two decimals; §2.12): the
 separator is removed before parsing. A value that still does not parse is counted
 (``unparsed_time_headers``) and logged once at WARNING: without the budget the limiter does not pace.
+Pacing by the request count, the same way: the budget is the most ``x-ms-ratelimit-burst-remaining-xrm-requests``
+ever reported plus one (the requests left after the one answered), and the limiter keeps its requests' start
+times for one window.
+
+Several processes, one identity: with a ``SharedBudget`` (shared/http/budget.py) each process paces by its share
+of the execution time, of the request count and of the concurrency ceiling, not by the whole budget.
 Hand-written: it is 60 lines and must see the service's own headers, which no pool library does.
 """
 
@@ -26,6 +32,9 @@ import time
 from collections import deque
 
 import requests
+
+from shared.http.budget import ALONE, SharedBudget
+from shared.http.gate import BURST_REMAINING_HEADER
 
 logger = logging.getLogger("loyaltysync.http")
 
@@ -44,7 +53,7 @@ def parse_time_remaining(value: str) -> float | None:
 
 class AdaptiveLimiter:
     def __init__(self, start: int = 2, ceiling: int = SERVICE_MAX_CONCURRENCY, successes_per_step: int = 4,
-                 window_s: float = 300.0) -> None:
+                 window_s: float = 300.0, budget: SharedBudget | None = None) -> None:
         self.ceiling = max(1, min(ceiling, SERVICE_MAX_CONCURRENCY))
         self.limit = max(1, min(start, self.ceiling))
         self.successes_per_step = successes_per_step
@@ -59,31 +68,75 @@ class AdaptiveLimiter:
         self.cost_s = 0.0  # average duration of a recent successful request
         self._spent: deque[tuple[float, float]] = deque()  # (finished at, seconds) of this window's requests
         self.unparsed_time_headers = 0  # time-remaining headers that could not be read (logged once)
+        self.max_requests = 0  # the request budget of a window, as reported (0: not known)
+        self._sent: deque[float] = deque()  # when this window's requests started (in flight included)
+        self.budget = budget  # shared with the other processes of this identity (None: this process alone)
+        if budget is not None:
+            budget.attach(self._report)
+
+    def _report(self) -> tuple[float, int, float, int]:
+        """What this process spends of the identity's budget, for the other members."""
+        with self._cond:
+            self._prune(time.monotonic())
+            spent = sum(seconds for _, seconds in self._spent) + self.cost_s * self.in_flight
+            return spent, len(self._sent), self.budget_s, self.max_requests
+
+    def _prune(self, now: float) -> None:
+        while self._spent and self._spent[0][0] <= now - self.window_s:
+            self._spent.popleft()
+        while self._sent and self._sent[0] <= now - self.window_s:
+            self._sent.popleft()
+
+    @property
+    def allowed(self) -> int:
+        """Requests this process may have in flight: its adaptive limit, within its share of the ceiling."""
+        share = self.budget.share if self.budget is not None else ALONE
+        return min(self.limit, share.concurrency(self.ceiling))
 
     def _wait_s(self) -> float | None:
         """0: go; > 0: wait about that long (then look again); None: wait for a response or a release."""
-        if self.budget_s <= 0 or self.cost_s <= 0:
-            return 0.0  # nothing known yet
         now = time.monotonic()
-        while self._spent and self._spent[0][0] <= now - self.window_s:
-            self._spent.popleft()
-        excess = sum(seconds for _, seconds in self._spent) + self.cost_s * self.in_flight - self.budget_s
+        self._prune(now)
+        share = self.budget.share if self.budget is not None else ALONE
+        by_time = (self._time_wait_s(now, share.time_allowance(self.budget_s))
+                   if max(self.budget_s, share.budget_s) > 0 and self.cost_s > 0 else 0.0)  # else: nothing known yet
+        by_count = (self._count_wait_s(now, share.request_allowance(self.max_requests))
+                    if max(self.max_requests, share.max_requests) > 0 else 0.0)
+        if by_time is None or by_count is None:
+            # Only the requests in flight hold the budget (wait for them), or, shared, the others' spend does:
+            # look again at the next heartbeat (nothing of this process would wake it).
+            return self.budget.heartbeat_s if self.budget is not None and self.in_flight == 0 else None
+        return max(by_time, by_count)
+
+    def _time_wait_s(self, now: float, allowance: float) -> float | None:
+        excess = sum(seconds for _, seconds in self._spent) + self.cost_s * self.in_flight - allowance
         if excess < 0:
             return 0.0
         for finished, seconds in self._spent:  # oldest first: when will enough of it have left the window?
             excess -= seconds
             if excess < 0:
                 return max(0.001, finished + self.window_s - now)
-        return None  # only the requests in flight hold the budget: wait for them
+        return None
+
+    def _count_wait_s(self, now: float, allowance: int) -> float | None:
+        excess = len(self._sent) + 1 - allowance  # this request included
+        if excess <= 0:
+            return 0.0
+        if excess > len(self._sent):
+            return None
+        return max(0.001, self._sent[excess - 1] + self.window_s - now)
 
     def acquire(self) -> None:
+        if self.budget is not None:
+            self.budget.active()  # joins the identity's members first (storage), outside the lock
         with self._cond:
             while True:
-                wait = None if self.in_flight >= self.limit else self._wait_s()
+                wait = None if self.in_flight >= self.allowed else self._wait_s()
                 if wait == 0.0:
                     break
                 self._cond.wait(timeout=wait)  # None: until a response or a release
             self.in_flight += 1
+            self._sent.append(time.monotonic())
             self.peak = max(self.peak, self.in_flight)
 
     def release(self) -> None:
@@ -109,6 +162,9 @@ class AdaptiveLimiter:
                 self._spent.append((time.monotonic(), elapsed))
                 self.measured_s += elapsed
                 self.cost_s = elapsed if self.cost_s == 0 else 0.7 * self.cost_s + 0.3 * elapsed
+            burst = response.headers.get(BURST_REMAINING_HEADER)
+            if burst and burst.strip().isdigit():
+                self.max_requests = max(self.max_requests, int(burst) + 1)
             hint = response.headers.get("x-ms-dop-hint")
             if hint and hint.isdigit():
                 self.ceiling = max(1, min(int(hint), SERVICE_MAX_CONCURRENCY))

@@ -1,0 +1,163 @@
+"""One Dataverse identity's service-protection budget, shared by the processes that spend it at the same time.
+
+Dataverse counts requests, execution time and concurrency per user (per web server, protocols.md §2.12), but
+Flex Consumption runs the page workers on many instances, each with its own limiter. Each limiter would
+believe it owns the whole budget: four of them spend four budgets and draw 429s. So each live process is a
+**member** of its identity's budget, with one row in Table Storage (``shared/state/budget.py``) that it
+rewrites every ``heartbeat_s`` while it sends requests, and deletes when it has been idle for ``idle_s``:
+
+* with N live members, each takes **1/N** of the execution time, of the request count and of the concurrency
+  ceiling (``Share``);
+* and never more than what the others leave: a row carries its process's spend in the current window, so a
+  process that joins while the others' window is full waits until it drains instead of spending its share on
+  top (``min(budget / N, budget - others' spend)``);
+* the budget itself is the most any member learned (from ``x-ms-ratelimit-time-remaining-xrm-requests``).
+
+Why membership rather than a shared spend ledger per request: the limiter stays local and exact for its own
+requests (no storage call on the hot path: two per heartbeat, a write and a partition query), a storage outage
+degrades to the last known share instead of stopping writes, and a crashed process's share returns after
+``ttl_s``. The cost: a member's unused share is not lent to the others until it leaves (idle processes leave
+after ``idle_s``). Hand-written: no library shares a sliding-window budget across processes through Table
+Storage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+logger = logging.getLogger("loyaltysync.http")
+
+
+@dataclass(frozen=True)
+class MemberReport:
+    """What one process publishes about its use of an identity's budget."""
+
+    member: str
+    heartbeat: float  # wall-clock seconds (time.time) of the report
+    spent_s: float  # its execution time in the current window, in flight included (estimated)
+    requests: int  # its requests in the current window, in flight included
+    budget_s: float  # the execution-time budget it learned (0: not known)
+    max_requests: int  # the request budget it learned (0: not known)
+
+
+class BudgetLedger(Protocol):
+    """Where the members of an identity's budget meet (Table Storage: ``shared.state.budget.BudgetMembers``)."""
+
+    def publish(self, identity: str, report: MemberReport) -> None: ...
+
+    def members(self, identity: str) -> list[MemberReport]: ...
+
+    def leave(self, identity: str, member: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Share:
+    """This process's part of the identity's budget."""
+
+    members: int = 1
+    others_spent_s: float = 0.0
+    others_requests: int = 0
+    budget_s: float = 0.0  # the largest budget any member learned
+    max_requests: int = 0
+
+    def time_allowance(self, budget_s: float) -> float:
+        budget = max(budget_s, self.budget_s)
+        return min(budget / self.members, budget - self.others_spent_s)
+
+    def request_allowance(self, max_requests: int) -> int:
+        budget = max(max_requests, self.max_requests)
+        return min(budget // self.members, budget - self.others_requests)
+
+    def concurrency(self, ceiling: int) -> int:
+        return max(1, ceiling // self.members)
+
+
+ALONE = Share()
+Reporter = Callable[[], tuple[float, int, float, int]]  # (spent_s, requests, budget_s, max_requests)
+
+
+class SharedBudget:
+    """Membership of one process in one identity's budget, kept by a daemon thread while the process is active."""
+
+    def __init__(self, ledger: BudgetLedger, identity: str, *, heartbeat_s: float, ttl_s: float | None = None,
+                 idle_s: float | None = None, wall: Callable[[], float] = time.time) -> None:
+        self.ledger = ledger
+        self.identity = identity
+        self.member = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.heartbeat_s = heartbeat_s
+        self.ttl_s = ttl_s if ttl_s is not None else 3 * heartbeat_s
+        self.idle_s = idle_s if idle_s is not None else 3 * heartbeat_s
+        self._wall = wall
+        self._share = ALONE
+        self._reporter: Reporter = lambda: (0.0, 0, 0.0, 0)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._joined = threading.Event()
+        self._last_active = 0.0
+        self._member_now = False
+        self._thread: threading.Thread | None = None
+        self.storage_failures = 0
+
+    def attach(self, reporter: Reporter) -> None:
+        """``reporter``: the limiter's own figures, read at each heartbeat."""
+        self._reporter = reporter
+
+    @property
+    def share(self) -> Share:
+        return self._share
+
+    def active(self, *, wait_s: float = 5.0) -> None:
+        """The process is about to spend the budget. The first time (or after an idle spell) it joins, and waits
+        up to ``wait_s`` for the first view of the other members, so that it does not spend as if alone."""
+        with self._lock:
+            self._last_active = time.monotonic()
+            joined = self._member_now
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="shared-budget", daemon=True)
+                self._thread.start()
+        if not joined:
+            self._wake.set()
+            self._joined.wait(wait_s)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.heartbeat_s)
+            self._wake.clear()
+            with self._lock:
+                idle = time.monotonic() - self._last_active > self.idle_s
+            try:
+                if idle:
+                    if self._member_now:
+                        self.ledger.leave(self.identity, self.member)
+                        self._member_now = False
+                        self._joined.clear()
+                        self._share = ALONE
+                    continue
+                self.beat()
+            except Exception as exc:  # storage trouble: keep the last share, try again at the next beat
+                self.storage_failures += 1
+                if self.storage_failures == 1:
+                    logger.warning("shared budget: storage failed (%s); keeping the last share", exc)
+                self._joined.set()
+
+    def beat(self) -> Share:
+        """Publish this process's figures and read every live member's (one write and one query)."""
+        spent_s, requests, budget_s, max_requests = self._reporter()
+        now = self._wall()
+        self.ledger.publish(self.identity, MemberReport(self.member, now, spent_s, requests, budget_s, max_requests))
+        self._member_now = True
+        others = [m for m in self.ledger.members(self.identity)
+                  if m.member != self.member and now - m.heartbeat <= self.ttl_s]
+        self._share = Share(members=1 + len(others), others_spent_s=sum(m.spent_s for m in others),
+                            others_requests=sum(m.requests for m in others),
+                            budget_s=max([budget_s, *(m.budget_s for m in others)]),
+                            max_requests=max([max_requests, *(m.max_requests for m in others)]))
+        self._joined.set()
+        return self._share

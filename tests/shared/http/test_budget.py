@@ -1,0 +1,131 @@
+"""Several processes, one Dataverse identity: each live member takes its share of the budget (Table Storage)."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+
+import pytest
+import requests
+from azure.data.tables import TableServiceClient
+
+from devtools.azurite import Azurite
+from shared.http.budget import MemberReport, Share, SharedBudget
+from shared.http.limiter import AdaptiveLimiter
+from shared.state.budget import BudgetMembers, identity_key
+
+IDENTITY = identity_key("https://org.crm.dynamics.com", None)
+
+
+@pytest.fixture()
+def ledger(azurite: Azurite, table_prefix: str) -> BudgetMembers:
+    return BudgetMembers.for_service(TableServiceClient.from_connection_string(azurite.connection_string), table_prefix)
+
+
+def member(ledger: BudgetMembers, spent_s: float = 0.0, budget_s: float = 3.0, **kw: float) -> SharedBudget:
+    budget = SharedBudget(ledger, IDENTITY, heartbeat_s=kw.get("heartbeat_s", 0.2), idle_s=kw.get("idle_s"))
+    budget.attach(lambda: (spent_s, 0, budget_s, 0))
+    return budget
+
+
+def test_a_member_publishes_and_reads_back_every_member_of_its_identity(ledger: BudgetMembers) -> None:
+    ledger.publish(IDENTITY, MemberReport("a", time.time(), 1.5, 3, 3.0, 60))
+    ledger.publish(identity_key("https://other.crm.dynamics.com", None), MemberReport("b", time.time(), 1, 1, 3, 60))
+    assert [(m.member, m.spent_s, m.requests) for m in ledger.members(IDENTITY)] == [("a", 1.5, 3)]
+
+
+def test_two_live_members_each_take_half_of_the_budget(ledger: BudgetMembers) -> None:
+    first, second = member(ledger), member(ledger)
+    first.beat()
+    share = second.beat()
+    assert share.members == 2
+    assert share.time_allowance(3.0) == pytest.approx(1.5)
+
+
+def test_a_member_that_joins_a_full_window_waits_for_it_to_drain(ledger: BudgetMembers) -> None:
+    busy = member(ledger, spent_s=2.8)  # the others' spend in this window: 2.8 s of 3 s
+    busy.beat()
+    share = member(ledger).beat()
+    assert share.time_allowance(3.0) == pytest.approx(0.2)  # not 1.5: only what the others left
+
+
+def test_the_budget_is_the_largest_any_member_learned(ledger: BudgetMembers) -> None:
+    member(ledger, budget_s=3.0).beat()
+    share = member(ledger, budget_s=0.0).beat()  # a newcomer that has seen no header yet
+    assert share.time_allowance(0.0) == pytest.approx(1.5)
+
+
+def test_an_idle_member_leaves_and_its_share_returns(ledger: BudgetMembers) -> None:
+    idle = member(ledger, heartbeat_s=0.1, idle_s=0.3)
+    idle.active()  # joins, then nothing more
+    busy = member(ledger)
+    assert busy.beat().members == 2
+    time.sleep(0.8)
+    assert busy.beat().members == 1
+
+
+def test_a_crashed_members_row_stops_counting_after_its_ttl(ledger: BudgetMembers) -> None:
+    ledger.publish(IDENTITY, MemberReport("crashed", time.time() - 5, 2.0, 4, 3.0, 0))
+    assert member(ledger, heartbeat_s=0.5).beat().members == 1  # TTL: three heartbeats, 1.5 s
+
+
+def test_the_concurrency_ceiling_is_shared_too() -> None:
+    assert [Share(members=n).concurrency(8) for n in (1, 2, 4, 16)] == [8, 4, 2, 1]
+
+
+def spent(seconds: float, remaining: str | None = None) -> requests.Response:
+    r = requests.Response()
+    r.status_code = 204
+    if remaining:
+        r.headers["x-ms-ratelimit-time-remaining-xrm-requests"] = remaining
+    r.elapsed = datetime.timedelta(seconds=seconds)
+    return r
+
+
+class FixedShare(SharedBudget):
+    """A member whose view of the others is given (no storage)."""
+
+    def __init__(self, share: Share) -> None:
+        self._fixed = share
+        self.heartbeat_s = 0.05
+
+    @property
+    def share(self) -> Share:
+        return self._fixed
+
+    def attach(self, reporter: object) -> None:
+        pass
+
+    def active(self, *, wait_s: float = 5.0) -> None:
+        pass
+
+
+def test_a_limiter_with_one_other_member_holds_at_half_the_budget() -> None:
+    limiter = AdaptiveLimiter(start=4, window_s=0.5, budget=FixedShare(Share(members=2)))
+    limiter.observe(spent(0.6, remaining="1.00"))  # 0.6 s spent of a 1 s budget: over its half
+    got = threading.Event()
+    threading.Thread(target=lambda: (limiter.acquire(), got.set()), daemon=True).start()
+    assert not got.wait(0.3)
+    assert got.wait(2)  # once the 0.6 s has left the window
+
+
+def test_the_same_limiter_alone_would_have_gone_at_once() -> None:
+    limiter = AdaptiveLimiter(start=4, window_s=0.5)
+    limiter.observe(spent(0.6, remaining="1.00"))
+    started = time.monotonic()
+    limiter.acquire()
+    assert time.monotonic() - started < 0.1
+
+
+def test_a_limiter_paces_by_the_reported_request_count() -> None:
+    limiter = AdaptiveLimiter(start=4, window_s=0.5)
+    r = spent(0.001)
+    r.headers["x-ms-ratelimit-burst-remaining-xrm-requests"] = "2"  # three requests a window
+    limiter.observe(r)
+    for _ in range(3):
+        limiter.acquire()
+        limiter.release()
+    started = time.monotonic()
+    limiter.acquire()  # the fourth waits for the first to leave the window
+    assert 0.3 <= time.monotonic() - started < 2
