@@ -3,6 +3,9 @@ documents becomes the managed identity the exporter signs in with."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from azure.identity import ManagedIdentityCredential
 
@@ -43,3 +46,9 @@ def test_the_instrumentations_the_app_does_not_use_are_off() -> None:
     options = TelemetryConfig(connection_string=CONNECTION).azure_monitor_options()
     assert options["instrumentation_options"]["azure_sdk"] == {"enabled": False}
     assert "requests" not in options["instrumentation_options"]  # calls to Dataverse and Commerce stay traced
+
+
+def test_the_functions_host_emits_opentelemetry() -> None:
+    """host.json's root ``telemetryMode`` (Microsoft: Use OpenTelemetry with Azure Functions)."""
+    host = json.loads((Path(__file__).resolve().parents[3] / "host.json").read_text(encoding="utf-8"))
+    assert host["telemetryMode"] == "OpenTelemetry"
