@@ -4,6 +4,10 @@ documents becomes the managed identity the exporter signs in with."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -52,3 +56,26 @@ def test_the_functions_host_emits_opentelemetry() -> None:
     """host.json's root ``telemetryMode`` (Microsoft: Use OpenTelemetry with Azure Functions)."""
     host = json.loads((Path(__file__).resolve().parents[3] / "host.json").read_text(encoding="utf-8"))
     assert host["telemetryMode"] == "OpenTelemetry"
+
+
+def test_with_a_connection_string_the_process_exports_through_the_azure_monitor_distro() -> None:
+    """In a fresh interpreter (a real set-up installs process-wide providers): configure() turns the exporter on,
+    and the app's instruments record through the SDK it installed."""
+    code = ("from opentelemetry import metrics; from opentelemetry.sdk.metrics import MeterProvider; "
+            "from shared.telemetry import setup; "
+            "print(setup.configure(), setup.configure(), isinstance(metrics.get_meter_provider(), MeterProvider))")
+    env = {"APPLICATIONINSIGHTS_CONNECTION_STRING": CONNECTION, "PATH": os.environ.get("PATH", ""),
+           "TMPDIR": tempfile.gettempdir()}
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3], env=env,
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["True", "True", "True"]
+
+
+def test_without_a_connection_string_the_process_installs_no_provider() -> None:
+    code = ("from opentelemetry import metrics; from opentelemetry.sdk.metrics import MeterProvider; "
+            "from shared.telemetry import setup; "
+            "print(setup.configure(), isinstance(metrics.get_meter_provider(), MeterProvider))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3],
+                         env={"PATH": os.environ.get("PATH", "")}, capture_output=True, text=True, timeout=120,
+                         check=True)
+    assert out.stdout.split() == ["False", "False"]
