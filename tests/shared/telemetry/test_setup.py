@@ -28,9 +28,11 @@ def test_a_connection_string_turns_the_exporter_on_without_a_credential() -> Non
     assert "credential" not in options
 
 
-def test_an_entra_authentication_string_with_a_client_id_signs_in_as_that_managed_identity() -> None:
+@pytest.mark.parametrize("text", ["Authorization=AAD;ClientId=abc-123", "ClientId=abc-123;Authorization=AAD"])
+def test_an_entra_authentication_string_with_a_client_id_signs_in_as_that_managed_identity(text: str) -> None:
+    """In either order: Microsoft's documentation writes Authorization first, infra/main.bicep ClientId first."""
     config = TelemetryConfig.from_environ({"APPLICATIONINSIGHTS_CONNECTION_STRING": CONNECTION,
-                                           "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Authorization=AAD;ClientId=abc-123"})
+                                           "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": text})
     assert config.authentication is not None and config.authentication.client_id == "abc-123"
     assert isinstance(config.azure_monitor_options()["credential"], ManagedIdentityCredential)
 
