@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.ops.queries import NEVER_RUN, RUNNING, Overview, TemplateView
+from shared.ops.queries import NEVER_RUN, PAUSE_SETTING, RUNNING, Overview, TemplateView
 from shared.state.keys import split_parked_key
 from shared.sync.runs import DIRECTION_IN, DIRECTION_OUT, RunStatus
 
@@ -88,9 +88,17 @@ def form(action: str, token: str, label: str, fields: dict[str, str], *, css: st
 
 def state_cell(row: dict[str, Any], view: TemplateView) -> Html:
     parts: list[Html] = []
-    if view.pause.paused:
-        parts.append(h('<span class="badge paused">paused</span><div class="why pause-reason">{}</div>',
-                       view.pause.describe()))
+    pause = view.pause
+    if pause.paused:
+        parts.append(Html('<span class="badge paused">paused</span>'))
+        if pause.by_command:
+            parts.append(h('<div class="why pause-by">by {} at {}</div>', pause.changed_by or "?",
+                           when(pause.changed_at)))
+            if pause.reason:
+                parts.append(h('<div class="why pause-reason">{}</div>', pause.reason))
+        if pause.by_setting:
+            parts.append(h('<div class="why pause-by">by the app setting {}</div>', PAUSE_SETTING))
+        parts.append(Html("<br>"))
     status = row["status"]
     css = {RunStatus.FAILED: "failed", RUNNING: "running", RunStatus.COMPLETED: "ok", NEVER_RUN: "idle",
            RunStatus.DELETES_HELD: "failed"}.get(status, "warn")
@@ -124,7 +132,7 @@ def parked_cell(by_class: dict[str, int]) -> Html:
 
 def backlog_cell(view: TemplateView) -> Html:
     callbacks, pages = view.backlog["callbacks"], view.backlog["pages"]
-    return h('<div>queue <b class="queued">{}</b> <span class="at">(callbacks {}, key ranges {})</span></div>'
+    return h('<div>queue <b class="queued">{}</b> <div class="at">callbacks {}, key ranges {}</div></div>'
              '<div class="{}">poison <b class="poison">{}</b></div><div>held <b class="held">{}</b></div>',
              view.queued, callbacks["queued"], pages["queued"], "bad" if view.poisoned else "", view.poisoned,
              view.held_callbacks)
@@ -249,7 +257,9 @@ color:var(--muted);text-transform:uppercase;letter-spacing:.02em}tr.group-start>
 th.template{font-family:ui-monospace,"DejaVu Sans Mono",monospace;background:#fff}
 .badge{display:inline-block;border-radius:10px;padding:1px 8px;font-size:12px;font-weight:600;color:#fff;margin-right:4px}
 .badge.ok{background:var(--ok)}.badge.warn,.badge.paused{background:var(--warn)}.badge.failed{background:var(--bad)}
-.badge.running{background:var(--run)}.badge.idle{background:#6e7781}.why{color:var(--muted);font-size:12px;margin-top:3px;
+.badge.running{background:var(--run)}.badge.idle{background:#6e7781}.badge.badge{color:#fff;white-space:nowrap}
+td.direction{min-width:90px}td.state{min-width:160px;max-width:280px}td.last-run{min-width:180px;max-width:240px}
+td.deletes-held{min-width:150px;max-width:240px;overflow-wrap:anywhere}td.backlog{min-width:110px}td.actions{min-width:150px}.why{color:var(--muted);font-size:12px;margin-top:3px;
 max-width:340px;overflow-wrap:anywhere}.failure{color:var(--bad)}.at{color:var(--muted);font-size:12px}
 .count{display:inline-block;margin:0 6px 2px 0;font-size:12px;color:var(--muted)}.count b{color:var(--fg)}
 .bad,.count.bad b{color:var(--bad)}.warn{color:var(--warn)}.none{color:#8c959f}.mono,.key{font-family:ui-monospace,

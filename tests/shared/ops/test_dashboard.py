@@ -204,7 +204,8 @@ def test_a_paused_template_shows_who_paused_it_and_why(runtime: Runtime, local: 
     runtime.state.callbacks.set_paused("loyalty_cards", True, by="auto-pause",
                                        reason="120 failures in 15 min; last: <b>503</b>")
     html = Session().html()
-    assert "pause command by auto-pause at " in html and ": 120 failures in 15 min; last: &lt;b&gt;503&lt;/b&gt;" in html
+    assert '<div class="why pause-by">by auto-pause at 20' in html
+    assert '<div class="why pause-reason">120 failures in 15 min; last: &lt;b&gt;503&lt;/b&gt;</div>' in html
 
 
 def test_a_failed_run_shows_its_reason_and_time(runtime: Runtime, stores: Stores, local: None) -> None:
