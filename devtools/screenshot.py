@@ -90,7 +90,8 @@ def bad_day(runtime: Any, dataverse_url: str, commerce_url: str) -> None:
     poison.create_queue()
     poison.send_message('{"template": "loyalty_cards", "key": {"CardNumber": "LC-000042"}, "event_id": '
                         '"5D1C7A1E-0B7A-4C4E-9E57-4E0F1B6B2C11", "control_number": 5637611083}', time_to_live=-1)
-    levels = sorted({m.scope for m in runtime.state.watermarks.all() if m.template == "loyalty_levels"})
+    levels = sorted({m.scope for m in runtime.state.watermarks.all()
+                     if (m.template, m.direction) == ("loyalty_levels", "fo_to_dataverse")})
     if levels:
         mark = runtime.state.watermarks.get("loyalty_levels", "fo_to_dataverse", levels[-1])
         mark.last_status, mark.held_deletes, mark.held_states = "deletes_held", 3, 9
