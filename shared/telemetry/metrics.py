@@ -90,12 +90,32 @@ class Gauges:
         return [Observation(v, a) for v, a in snapshot.watermark_age] if snapshot else []
 
 
+class Tally:
+    """Counts kept in the process and reported as an observable counter's running totals: recording is a dict
+    update (about 0.5 µs) instead of an SDK ``Counter.add`` (about 10 µs, measured), which a scan pays twice per
+    record (read, then its outcome). Totals are cumulative, as an observable counter's must be."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[tuple[str, str], ...], int] = {}
+
+    def add(self, count: int, attributes: tuple[tuple[str, str], ...]) -> None:
+        with self._lock:
+            self._counts[attributes] = self._counts.get(attributes, 0) + count
+
+    def observe(self, _options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            totals = list(self._counts.items())
+        return [Observation(value, dict(attributes)) for attributes, value in totals]
+
+
 class Instruments:
     """The instruments, created once per meter."""
 
     def __init__(self, meter: Meter, gauges: Gauges) -> None:
-        self.records = meter.create_counter(
-            "loyaltysync.records", unit="{record}",
+        self.records = Tally()
+        meter.create_observable_counter(
+            "loyaltysync.records", [self.records.observe], unit="{record}",
             description="Records by what happened to them: read, written, unchanged, deleted, parked, conflict")
         self.runs = meter.create_counter("loyaltysync.runs", unit="{run}", description="Sync runs by final status")
         self.http_requests = meter.create_counter(
@@ -138,8 +158,7 @@ def bind(provider: MeterProvider | None = None) -> Instruments:
 
 
 def instruments() -> Instruments:
-    with _lock:
-        bound = _bound
+    bound = _bound  # one read of a module global: no lock on the per-record path
     return bound if bound is not None else bind()
 
 
@@ -153,9 +172,10 @@ def record_outcome(template: str, direction: str, scope: str, outcome: str, *, e
     value = READ if outcome == READ else RECORD_OUTCOMES.get(str(outcome))
     if value is None or count <= 0:
         return
-    attributes = {"template": template, "direction": direction, "scope": scope, "outcome": value}
+    attributes: tuple[tuple[str, str], ...] = (("template", template), ("direction", direction), ("scope", scope),
+                                               ("outcome", value))
     if value == "parked":
-        attributes["error_class"] = error_class or "unknown"
+        attributes += (("error_class", error_class or "unknown"),)
     instruments().records.add(count, attributes)
 
 
