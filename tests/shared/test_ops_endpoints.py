@@ -132,4 +132,6 @@ def test_the_routes_and_methods_are_unchanged() -> None:
                       "ops_resume": ("ops/templates/{template}/resume", post),
                       "ops_reconcile": ("ops/reconcile", post), "ops_sync": ("ops/sync", post),
                       "ops_resync": ("ops/resync", post),
-                      "ops_approve_deletes": ("ops/approve-deletes", post), "ops_break_lease": ("ops/break-lease", post)}
+                      "ops_approve_deletes": ("ops/approve-deletes", post), "ops_break_lease": ("ops/break-lease", post),
+                      "ops_poison": ("ops/poison", get), "ops_poison_one": ("ops/poison/{template}/{id}", get),
+                      "ops_poison_requeue": ("ops/poison/requeue", post)}
