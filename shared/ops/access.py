@@ -143,7 +143,7 @@ def operator(req: func.HttpRequest, settings: AccessSettings | None = None) -> O
     header = req.headers.get(PRINCIPAL_HEADER)
     if not header:
         target = urlsplit(req.url).path or COOKIE_PATH
-        raise Denied("sign in first", login=f"{LOGIN_PATH}?post_login_redirect_uri={quote(target, safe='/')}")
+        raise Denied("sign in first", login=f"{LOGIN_PATH}?post_login_redirect_url={quote(target, safe='/')}")
     try:
         principal = ClientPrincipal.model_validate(json.loads(base64.b64decode(header, validate=True)))
     except (binascii.Error, ValueError, ValidationError):

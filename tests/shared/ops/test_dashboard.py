@@ -76,7 +76,7 @@ def test_local_mode_refuses_a_host_name_that_is_not_loopback(local: None) -> Non
 def test_in_azure_a_request_without_a_principal_is_sent_to_sign_in(azure: None) -> None:
     response = get()
     assert response.status_code == 302
-    assert response.headers["Location"] == "/.auth/login/aad?post_login_redirect_uri=/api/ops/dashboard"
+    assert response.headers["Location"] == "/.auth/login/aad?post_login_redirect_url=/api/ops/dashboard"
 
 
 def test_a_principal_header_is_not_trusted_without_app_service_authentication(
