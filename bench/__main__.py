@@ -1,6 +1,6 @@
 """Throughput benchmark: the real sync against the emulators and Azurite, beside a naive per-row client.
 
-    .venv/bin/python -m bench [--records 100000] [--bulk-size 1000]
+    .venv/bin/python -m bench [--records 100000] [--bulk-size 1000] [--workers 1,4] [--no-shared-budget]
 
 The emulators run as separate processes (so this process's peak RSS is the sync's own), Dataverse with
 service protection on and scaled down so its ceiling is known. Prints a table, then as its very last
@@ -115,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--callbacks-per-s", type=int, default=200)
     parser.add_argument("--callback-seconds", type=float, default=5.0)
     parser.add_argument("--state-buckets", type=int, default=16, help="SYNC_STATE_BUCKETS (Azurite slows with partition size)")
+    parser.add_argument("--workers", default="1,4",
+                        help="fanned-out runs with this many worker processes each, comma-separated ('' for none)")
+    parser.add_argument("--no-shared-budget", action="store_true",
+                        help="SYNC_SHARED_BUDGET=false: each worker's limiter believes it owns the whole budget")
     args = parser.parse_args(argv)
+    args.worker_counts = [int(n) for n in args.workers.split(",") if n.strip()]
 
     # One process per storage service, as in Azure (the state table must not stall the callback queue), in
     # memory: Azurite would otherwise write its whole database to disk every few seconds.
@@ -128,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = {**emulator_settings(dv_url, fo_url, azurite.connection_string, "bench"),
                     "SYNC_BULK_SIZE": str(args.bulk_size), "SYNC_HTTP_RETRY_BUDGET_S": "600",
                     "SYNC_HTTP_MAX_ATTEMPTS": "20", "SYNC_TWO_WAY": "false",
-                    "SYNC_DATAVERSE_WINDOW_S": str(PROTECTION["window_s"]), "SYNC_STATE_BUCKETS": str(args.state_buckets)}
+                    "SYNC_DATAVERSE_WINDOW_S": str(PROTECTION["window_s"]), "SYNC_STATE_BUCKETS": str(args.state_buckets),
+                    "SYNC_SHARED_BUDGET": "false" if args.no_shared_budget else "true"}
+        args.settings = settings
         with environment(settings):
             return run(args, dv_url, fo_url)
     finally:
@@ -173,6 +180,7 @@ def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
               f"{float(protection['execution_s']):.1f} s counted by the emulator")
     print(f"sync: {summary.written:,} written in {sync_s:.1f} s = {rate:,.0f} records/s; {dv_requests} Dataverse "
           f"requests, {throttled} throttled; peak concurrency {peak}")
+    fanned_out = fan_out_figures(args, dv_url)
 
     # Service protection off from here: the remaining figures are about this app's own latency.
     requests.delete(f"{dv_url}/_emulator/service-protection", timeout=10)
@@ -184,7 +192,8 @@ def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
     naive_rate = args.naive_sample / (time.perf_counter() - naive_started)
     print(f"naive client: {naive_rate:,.0f} records/s unthrottled, 1,000 requests per 1,000 records")
 
-    acks, e2e = callbacks(args, runtime, dv_url, fo_url)
+    puts: list[float] = []
+    acks, e2e = callbacks(args, runtime, dv_url, fo_url, puts)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures = {
         "records": summary.written,
@@ -202,7 +211,11 @@ def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
         "peak_rss_mb": round(peak_rss_mb, 1),
         "ack_p50_ms": round(percentile(acks, 0.5), 2),
         "ack_p99_ms": round(percentile(acks, 0.99), 2),
+        "put_p50_ms": round(percentile(puts, 0.5), 2),
+        "put_p99_ms": round(percentile(puts, 0.99), 2),
+        "ack_p99_vs_put_p99": round(percentile(acks, 0.99) / percentile(puts, 0.99), 2) if puts else None,
         "e2e_p50_ms": round(statistics.median(e2e), 1) if e2e else None,
+        **fanned_out,
     }
     print()
     width = max(len(k) for k in figures)
@@ -212,8 +225,27 @@ def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
     return 0
 
 
-def callbacks(args: argparse.Namespace, runtime: Any, dv_url: str, fo_url: str) -> tuple[list[float], list[float]]:
-    """Callback acknowledgement at a steady rate, then change -> callback -> visible in Dataverse."""
+def fan_out_figures(args: argparse.Namespace, dv_url: str) -> dict[str, Any]:
+    """The fanned-out path in 1, 4 ... worker processes against the same emulated identity (bench/fanout.py)."""
+    from bench.fanout import run_fanned_out
+
+    figures: dict[str, Any] = {}
+    for workers in args.worker_counts:
+        result = run_fanned_out(workers, args.settings, dv_url, PROTECTION)
+        ceiling = ceiling_records_per_s(args.bulk_size, result.execution_s, result.records_counted)
+        figures.update(result.figures(ceiling))
+        print(f"fanned out, {workers} worker process(es): {result.written:,} written in {result.seconds:.1f} s, "
+              f"{result.requests} Dataverse requests, {result.throttled} throttled, ceiling {ceiling:,.0f} records/s",
+              flush=True)
+    if args.worker_counts:
+        figures["shared_budget"] = not args.no_shared_budget
+    return figures
+
+
+def callbacks(args: argparse.Namespace, runtime: Any, dv_url: str, fo_url: str,
+              puts: list[float]) -> tuple[list[float], list[float]]:
+    """Callback acknowledgement at a steady rate (and bare queue puts beside it, into ``puts``), then change ->
+    callback -> visible in Dataverse."""
     from devtools.functions_host import LocalFunctionsHost, QueuePump
 
     app = importlib.import_module("function_app").app
@@ -232,12 +264,18 @@ def callbacks(args: argparse.Namespace, runtime: Any, dv_url: str, fo_url: str) 
             acks.append((time.perf_counter() - t0) * 1000)
 
     # The load comes from another process, as callers reach a real Functions host from outside it.
+    # The same process also puts a bare message of the same size on a scratch queue of the same Azurite, at the
+    # same rate and moments: the acknowledgement's cost beside the one durable queue write it waits for.
     load = subprocess.run([sys.executable, "-m", "bench.load", f"{host.url}/api/callbacks/loyalty_cards",
-                           "--rate", str(args.callbacks_per_s), "--seconds", str(args.callback_seconds)],
+                           "--rate", str(args.callbacks_per_s), "--seconds", str(args.callback_seconds),
+                           "--put-connection", os.environ["AzureWebJobsStorage"]],  # noqa: SIM112
                           cwd=REPO, capture_output=True, text=True, check=True)
-    acks.extend(json.loads(load.stdout))
+    measured = json.loads(load.stdout)
+    acks.extend(measured["acks"])
+    puts[:] = measured["puts"]
     print(f"callbacks: {len(acks)} acknowledged at {args.callbacks_per_s}/s, p50 {percentile(acks, 0.5):.1f} ms, "
-          f"p99 {percentile(acks, 0.99):.1f} ms")
+          f"p99 {percentile(acks, 0.99):.1f} ms; bare queue puts beside them: p50 {percentile(puts, 0.5):.1f} ms, "
+          f"p99 {percentile(puts, 0.99):.1f} ms")
 
     pump = QueuePump(app, os.environ["AzureWebJobsStorage"], visibility_timeout_s=10)  # noqa: SIM112
     pump.drain(120)  # the backlog the ack test queued

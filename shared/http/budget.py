@@ -7,7 +7,7 @@ believe it owns the whole budget: four of them spend four budgets and draw 429s.
 rewrites every ``heartbeat_s`` while it sends requests, and deletes when it has been idle for ``idle_s``:
 
 * with N live members, each takes **1/N** of the execution time, of the request count and of the concurrency
-  ceiling (``Share``);
+  ceiling (``Share``), counted in whole requests (the remainder goes to the first members by id);
 * and never more than what the others leave: a row carries its process's spend in the current window, so a
   process that joins while the others' window is full waits until it drains instead of spending its share on
   top (``min(budget / N, budget - others' spend)``);
@@ -24,6 +24,7 @@ Storage.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -66,14 +67,29 @@ class Share:
     others_requests: int = 0
     budget_s: float = 0.0  # the largest budget any member learned
     max_requests: int = 0
+    rank: int = 0  # this member's place among the live members (sorted by id)
 
-    def time_allowance(self, budget_s: float) -> float:
+    def _units(self, units: int) -> int:
+        """This member's part of ``units`` whole requests: an even split, the remainder to the first ranks (a
+        request is indivisible: shares of 1.5 requests each would make one too many in all)."""
+        return units // self.members + (1 if self.rank < units % self.members else 0)
+
+    def time_allowance(self, budget_s: float, cost_s: float) -> float:
+        """Execution seconds this member may have spent in the window, its requests in flight included, and still
+        send one more. Alone: the whole budget (Dataverse admits a request while the window is under it, after
+        the fact). Shared: its whole requests' worth (budget / cost, split by ``_units``), less the one it sends,
+        with half a request's slack for durations that vary; never more than the others leave."""
         budget = max(budget_s, self.budget_s)
-        return min(budget / self.members, budget - self.others_spent_s)
+        if self.members == 1:
+            return budget
+        mine = self._units(math.ceil(budget / cost_s)) if cost_s > 0 else 0
+        return min((mine - 0.5) * cost_s, budget - self.others_spent_s)
 
     def request_allowance(self, max_requests: int) -> int:
         budget = max(max_requests, self.max_requests)
-        return min(budget // self.members, budget - self.others_requests)
+        if self.members == 1:
+            return budget
+        return min(self._units(budget), budget - self.others_requests)
 
     def concurrency(self, ceiling: int) -> int:
         return max(1, ceiling // self.members)
@@ -97,6 +113,7 @@ class SharedBudget:
         self._wall = wall
         self._share = ALONE
         self._reporter: Reporter = lambda: (0.0, 0, 0.0, 0)
+        self._busy: Callable[[], bool] = lambda: False
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._joined = threading.Event()
@@ -104,10 +121,13 @@ class SharedBudget:
         self._member_now = False
         self._thread: threading.Thread | None = None
         self.storage_failures = 0
+        self.join_settle_s = 0.25
 
-    def attach(self, reporter: Reporter) -> None:
-        """``reporter``: the limiter's own figures, read at each heartbeat."""
+    def attach(self, reporter: Reporter, busy: Callable[[], bool] = lambda: False) -> None:
+        """``reporter``: the limiter's own figures, read at each heartbeat; ``busy``: it has requests in flight or
+        waiting (a process waiting for its share is not idle)."""
         self._reporter = reporter
+        self._busy = busy
 
     @property
     def share(self) -> Share:
@@ -131,7 +151,7 @@ class SharedBudget:
             self._wake.wait(self.heartbeat_s)
             self._wake.clear()
             with self._lock:
-                idle = time.monotonic() - self._last_active > self.idle_s
+                idle = time.monotonic() - self._last_active > self.idle_s and not self._busy()
             try:
                 if idle:
                     if self._member_now:
@@ -140,24 +160,36 @@ class SharedBudget:
                         self._joined.clear()
                         self._share = ALONE
                     continue
-                self.beat()
+                if self._member_now:
+                    self.beat()
+                else:
+                    self._join()
             except Exception as exc:  # storage trouble: keep the last share, try again at the next beat
                 self.storage_failures += 1
                 if self.storage_failures == 1:
                     logger.warning("shared budget: storage failed (%s); keeping the last share", exc)
                 self._joined.set()
 
+    def _join(self) -> None:
+        """The first beat, and one more a moment later: members that joined in between (several instances start
+        together) are seen before this one spends more than its first request."""
+        self.beat()
+        time.sleep(min(self.heartbeat_s, self.join_settle_s))
+        self.beat()
+
     def beat(self) -> Share:
         """Publish this process's figures and read every live member's (one write and one query)."""
         spent_s, requests, budget_s, max_requests = self._reporter()
         now = self._wall()
         self.ledger.publish(self.identity, MemberReport(self.member, now, spent_s, requests, budget_s, max_requests))
-        self._member_now = True
         others = [m for m in self.ledger.members(self.identity)
                   if m.member != self.member and now - m.heartbeat <= self.ttl_s]
-        self._share = Share(members=1 + len(others), others_spent_s=sum(m.spent_s for m in others),
+        self._share = Share(members=1 + len(others), rank=sorted([self.member, *(m.member for m in others)]).index(
+                                self.member), others_spent_s=sum(m.spent_s for m in others),
                             others_requests=sum(m.requests for m in others),
                             budget_s=max([budget_s, *(m.budget_s for m in others)]),
                             max_requests=max([max_requests, *(m.max_requests for m in others)]))
-        self._joined.set()
+        if self._member_now:
+            self._joined.set()
+        self._member_now = True
         return self._share

@@ -71,8 +71,9 @@ class AdaptiveLimiter:
         self.max_requests = 0  # the request budget of a window, as reported (0: not known)
         self._sent: deque[float] = deque()  # when this window's requests started (in flight included)
         self.budget = budget  # shared with the other processes of this identity (None: this process alone)
+        self.waiting = 0  # requests waiting in acquire
         if budget is not None:
-            budget.attach(self._report)
+            budget.attach(self._report, busy=lambda: self.in_flight > 0 or self.waiting > 0)
 
     def _report(self) -> tuple[float, int, float, int]:
         """What this process spends of the identity's budget, for the other members."""
@@ -91,6 +92,8 @@ class AdaptiveLimiter:
     def allowed(self) -> int:
         """Requests this process may have in flight: its adaptive limit, within its share of the ceiling."""
         share = self.budget.share if self.budget is not None else ALONE
+        if max(self.budget_s, share.budget_s) <= 0 and share.members > 1:
+            return 1  # the budget is not known yet and others spend it: one request at a time until it is
         return min(self.limit, share.concurrency(self.ceiling))
 
     def _wait_s(self) -> float | None:
@@ -98,7 +101,7 @@ class AdaptiveLimiter:
         now = time.monotonic()
         self._prune(now)
         share = self.budget.share if self.budget is not None else ALONE
-        by_time = (self._time_wait_s(now, share.time_allowance(self.budget_s))
+        by_time = (self._time_wait_s(now, share.time_allowance(self.budget_s, self.cost_s))
                    if max(self.budget_s, share.budget_s) > 0 and self.cost_s > 0 else 0.0)  # else: nothing known yet
         by_count = (self._count_wait_s(now, share.request_allowance(self.max_requests))
                     if max(self.max_requests, share.max_requests) > 0 else 0.0)
@@ -130,11 +133,13 @@ class AdaptiveLimiter:
         if self.budget is not None:
             self.budget.active()  # joins the identity's members first (storage), outside the lock
         with self._cond:
+            self.waiting += 1
             while True:
                 wait = None if self.in_flight >= self.allowed else self._wait_s()
                 if wait == 0.0:
                     break
                 self._cond.wait(timeout=wait)  # None: until a response or a release
+            self.waiting -= 1
             self.in_flight += 1
             self._sent.append(time.monotonic())
             self.peak = max(self.peak, self.in_flight)

@@ -40,20 +40,20 @@ def test_two_live_members_each_take_half_of_the_budget(ledger: BudgetMembers) ->
     first.beat()
     share = second.beat()
     assert share.members == 2
-    assert share.time_allowance(3.0) == pytest.approx(1.5)
+    assert share.time_allowance(3.0, 0.5) == pytest.approx(1.25)  # three requests of 0.5 s: go while under 1.25 s
 
 
 def test_a_member_that_joins_a_full_window_waits_for_it_to_drain(ledger: BudgetMembers) -> None:
     busy = member(ledger, spent_s=2.8)  # the others' spend in this window: 2.8 s of 3 s
     busy.beat()
     share = member(ledger).beat()
-    assert share.time_allowance(3.0) == pytest.approx(0.2)  # not 1.5: only what the others left
+    assert share.time_allowance(3.0, 0.5) == pytest.approx(0.2)  # not 1.25: only what the others left
 
 
 def test_the_budget_is_the_largest_any_member_learned(ledger: BudgetMembers) -> None:
     member(ledger, budget_s=3.0).beat()
     share = member(ledger, budget_s=0.0).beat()  # a newcomer that has seen no header yet
-    assert share.time_allowance(0.0) == pytest.approx(1.5)
+    assert share.time_allowance(0.0, 0.5) == pytest.approx(1.25)
 
 
 def test_an_idle_member_leaves_and_its_share_returns(ledger: BudgetMembers) -> None:
@@ -68,6 +68,15 @@ def test_an_idle_member_leaves_and_its_share_returns(ledger: BudgetMembers) -> N
 def test_a_crashed_members_row_stops_counting_after_its_ttl(ledger: BudgetMembers) -> None:
     ledger.publish(IDENTITY, MemberReport("crashed", time.time() - 5, 2.0, 4, 3.0, 0))
     assert member(ledger, heartbeat_s=0.5).beat().members == 1  # TTL: three heartbeats, 1.5 s
+
+
+def test_whole_requests_are_split_evenly_and_the_remainder_goes_to_the_first_members() -> None:
+    # 3 s a window at 0.5 s a request: six requests among four members.
+    assert [Share(members=4, rank=rank).time_allowance(3.0, 0.5) for rank in range(4)] == [0.75, 0.75, 0.25, 0.25]
+
+
+def test_alone_a_member_may_spend_up_to_the_whole_budget() -> None:
+    assert Share().time_allowance(3.0, 0.5) == 3.0  # Dataverse admits while the window is under it
 
 
 def test_the_concurrency_ceiling_is_shared_too() -> None:
@@ -94,7 +103,7 @@ class FixedShare(SharedBudget):
     def share(self) -> Share:
         return self._fixed
 
-    def attach(self, reporter: object) -> None:
+    def attach(self, reporter: object, busy: object = None) -> None:
         pass
 
     def active(self, *, wait_s: float = 5.0) -> None:
