@@ -93,7 +93,11 @@ def run_fanned_out(workers: int, base_settings: dict[str, str], dv_url: str, pro
         for proc in procs:
             proc.terminate()
         for proc in procs:
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a worker still inside a range (a run that failed): stop it
+                proc.kill()
+                proc.wait(timeout=10)
     stats = requests.get(f"{dv_url}/_emulator/stats", timeout=10).json()
     snap = requests.get(f"{dv_url}/_emulator/service-protection", timeout=10).json()
     return FanOutResult(workers, written, (finished - started).total_seconds(), int(stats["total"]),
