@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-buckets", type=int, default=16, help="SYNC_STATE_BUCKETS (Azurite slows with partition size)")
     parser.add_argument("--workers", default="1,4",
                         help="fanned-out runs with this many worker processes each, comma-separated ('' for none)")
+    parser.add_argument("--fo-seconds", type=float, default=25.0,
+                        help="seconds of Commerce writes with F&O throttling on (bench/commerce.py; 0: none)")
     parser.add_argument("--no-shared-budget", action="store_true",
                         help="SYNC_SHARED_BUDGET=false: each worker's limiter believes it owns the whole budget")
     args = parser.parse_args(argv)
@@ -192,6 +194,9 @@ def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
     naive_rate = args.naive_sample / (time.perf_counter() - naive_started)
     print(f"naive client: {naive_rate:,.0f} records/s unthrottled, 1,000 requests per 1,000 records")
 
+    from bench.commerce import fo_writes
+
+    fo_figures = fo_writes(runtime, fo_url, seconds=args.fo_seconds) if args.fo_seconds > 0 else {}
     puts: list[float] = []
     acks, e2e = callbacks(args, runtime, dv_url, fo_url, puts)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -216,6 +221,7 @@ def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
         "ack_p99_vs_put_p99": round(percentile(acks, 0.99) / percentile(puts, 0.99), 2) if puts else None,
         "e2e_p50_ms": round(statistics.median(e2e), 1) if e2e else None,
         **fanned_out,
+        **fo_figures,
     }
     print()
     width = max(len(k) for k in figures)

@@ -149,3 +149,20 @@ def test_the_window_after_a_block_draws_no_429_from_a_strict_request_limit(stric
     after_the_block = [(at - first_block, status) for at, status in answers if first_block + 0.2 < at < first_block + 4]
     assert [status for _, status in after_the_block if status == 429] == []
     assert sum(1 for _, status in after_the_block if status < 400) >= 10  # and it used the window
+
+
+def test_a_resource_based_429_of_the_commerce_emulator_waits_30_s_and_holds_the_identity() -> None:
+    from emulators.commerce.server import start_commerce
+
+    emulator = start_commerce(cards=3, reward_points=0, levels_per_company=0)
+    try:
+        requests.post(f"{emulator.url}/_emulator/faults", json={  # type: ignore[attr-defined]
+            "kind": "status", "status": 429, "reason": "resource", "nth": 1}, timeout=10).raise_for_status()
+        sleeps: list[float] = []
+        client = HttpCore(emulator.url, StaticCredential(), "s", service="commerce",  # type: ignore[attr-defined]
+                          sleep=sleeps.append, retry=RetryPolicy(max_attempts=3, budget_s=120, throttle_fallback_s=30.0))
+        client.request("GET", "data/RetailLoyaltyCards", params={"cross-company": "true"})
+        assert sleeps == [pytest.approx(30.0, abs=0.05)]  # no Retry-After: F&O's sample waits 30 s (§3.5)
+        assert client.gate.blocks == 1  # every request of the identity waited, not only this one
+    finally:
+        emulator.stop()
