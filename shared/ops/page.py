@@ -15,7 +15,7 @@ from typing import Any
 
 from shared.ops.queries import NEVER_RUN, PAUSE_SETTING, RUNNING, Overview, TemplateView
 from shared.state.keys import split_parked_key
-from shared.sync.runs import DIRECTION_IN, DIRECTION_OUT, RunStatus
+from shared.sync.runs import ALL, DIRECTION_IN, DIRECTION_OUT, RunStatus
 
 ACTIONS_PATH = "/api/ops/dashboard/actions"
 PARKED_SHOWN = 100  # parked records listed (every one is counted)
@@ -130,6 +130,17 @@ def parked_cell(by_class: dict[str, int]) -> Html:
                 for cls, n in by_class.items())
 
 
+def held_cell(row: dict[str, Any]) -> Html:
+    """The deletes the mass-delete guard holds (and how to approve them), and the last approval."""
+    if not row["held"] and not row["approval"]:
+        return esc(DASH)
+    company = "" if row["scope"] == ALL else f" --company {row['scope']}"
+    approve = h('<div class="at">approve: python -m shared.cli approve-deletes {}{}</div>', row["template"], company) \
+        if row["held"] else Html("")
+    return join([h("<div>{}</div>", row["held"]) if row["held"] else Html(""), approve,
+                 h('<div class="at">{}</div>', row["approval"]) if row["approval"] else Html("")])
+
+
 def backlog_cell(view: TemplateView) -> Html:
     callbacks, pages = view.backlog["callbacks"], view.backlog["pages"]
     return h('<div>queue <b class="queued">{}</b> <div class="at">callbacks {}, key ranges {}</div></div>'
@@ -168,7 +179,7 @@ def status_table(data: Overview, token: str) -> Html:
             tail = h('<td rowspan="{}" class="backlog">{}</td><td rowspan="{}" class="conflicts">{}</td>'
                      '<td rowspan="{}" class="actions">{}</td>', span, backlog_cell(view), span, view.conflicts,
                      span, actions_cell(view, parked_count, token)) if first else Html("")
-            held = row["held"] + ("; " if row["held"] and row["approval"] else "") + row["approval"]
+            held = held_cell(row)
             body.append(h(
                 '<tr class="status-row{}" data-template="{}" data-direction="{}" data-scope="{}">{}'
                 '<td class="direction">{}</td><td class="scope">{}</td><td class="state">{}</td>'
@@ -177,7 +188,7 @@ def status_table(data: Overview, token: str) -> Html:
                 " group-start" if first else "", template, row["direction"], row["scope"], lead,
                 DIRECTIONS.get(row["direction"], row["direction"]), row["scope"], state_cell(row, view),
                 counts_cell(row), age(row["last_run_finished"], data.read_at) if row["last_run_finished"] else DASH,
-                parked_cell(data.parked_by_class(template, row["direction"], row["scope"])), held or DASH, tail))
+                parked_cell(data.parked_by_class(template, row["direction"], row["scope"])), held, tail))
     return h('<table class="status"><thead><tr><th>Template</th><th>Direction</th><th>Scope</th><th>State</th>'
              '<th>Last run</th><th>Watermark age</th><th>Parked by error class</th><th>Deletes held</th>'
              '<th>Backlog</th><th>Conflicts</th><th>Actions</th></tr></thead><tbody>{}</tbody></table>',

@@ -217,11 +217,13 @@ def test_a_failed_run_shows_its_reason_and_time(runtime: Runtime, stores: Stores
     assert "Commerce answered 503 <span class=\"at\">at 2026-11-30 10:00:00</span>" in html
 
 
-def test_held_deletes_are_shown_with_the_run_that_held_them(runtime: Runtime, local: None) -> None:
+def test_held_deletes_are_shown_with_the_run_that_held_them_and_how_to_approve_them(runtime: Runtime, local: None) -> None:
     mark = runtime.state.watermarks.get("loyalty_cards", "fo_to_dataverse", "all")
     mark.last_status, mark.held_deletes, mark.held_states, mark.held_run = "deletes_held", 700, 1000, "run-7"
     runtime.state.watermarks.save(mark)
-    assert "700 deletes of 1000 records held by run run-7" in Session().html()
+    html = Session().html()
+    assert "700 deletes of 1000 records held by run run-7" in html
+    assert "approve: python -m shared.cli approve-deletes loyalty_cards</div>" in html
 
 
 def test_parked_records_are_counted_by_error_class_on_their_row(runtime: Runtime, stores: Stores,
