@@ -76,3 +76,9 @@ def test_azd_parameters_cover_every_parameter_without_a_default() -> None:
     given = json.loads((REPO / "infra" / "main.parameters.json").read_text())["parameters"]
     required = {name for name, has_default in bicep_params().items() if not has_default}
     assert required <= set(given)
+
+
+def test_ci_runs_the_tests_on_debian_where_setup_can_install_chromium_for_the_browser_test() -> None:
+    job = workflow()["jobs"]["test"]
+    assert str(job["container"]).startswith("python:3.11-") and "bookworm" in str(job["container"])
+    assert [step["run"] for step in job["steps"] if "run" in step] == ["./dev test"]
