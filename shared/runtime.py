@@ -95,6 +95,8 @@ def dataverse_client(settings: Settings, credential: TokenCredential, timeouts: 
     budget = None if ledger is None else SharedBudget(
         ledger, identity_key(settings.dataverse_url, client_id),
         heartbeat_s=settings.shared_budget_heartbeat_s or settings.dataverse_window_s / 20)
+    if budget is not None:
+        budget.attach_gate(core.gate)
     limiter = AdaptiveLimiter(settings.concurrency_start, settings.max_concurrency, window_s=settings.dataverse_window_s,
                               budget=budget)
     watch_limiter("dataverse", limiter)  # loyaltysync.limiter.in_flight

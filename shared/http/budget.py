@@ -4,14 +4,18 @@ Dataverse counts requests, execution time and concurrency per user (per web serv
 Flex Consumption runs the page workers on many instances, each with its own limiter. Each limiter would
 believe it owns the whole budget: four of them spend four budgets and draw 429s. So each live process is a
 **member** of its identity's budget, with one row in Table Storage (``shared/state/budget.py``) that it
-rewrites every ``heartbeat_s`` while it sends requests, and deletes when it has been idle for ``idle_s``:
+rewrites every ``heartbeat_s`` while it sends requests, and deletes when it has been idle for ``idle_s`` and
+its requests have left the window (until then Dataverse counts them, so the others must too):
 
 * with N live members, each takes **1/N** of the execution time, of the request count and of the concurrency
   ceiling (``Share``), counted in whole requests (the remainder goes to the first members by id);
 * and never more than what the others leave: a row carries its process's spend in the current window, so a
   process that joins while the others' window is full waits until it drains instead of spending its share on
   top (``min(budget / N, budget - others' spend)``);
-* the budget itself is the most any member learned (from ``x-ms-ratelimit-time-remaining-xrm-requests``).
+* the budget itself is the most any member learned (from ``x-ms-ratelimit-time-remaining-xrm-requests``);
+* a 429 is the identity's, not the process's: a member blocked by a ``Retry-After`` beats at once with the end
+  of its block, and the others hold until then too (and resume with a probe). Otherwise they keep sending,
+  and Dataverse lengthens the delay for each of those requests (measured: the identity blocked for 84 s).
 
 Why membership rather than a shared spend ledger per request: the limiter stays local and exact for its own
 requests (no storage call on the hot path: two per heartbeat, a write and a partition query), a storage outage
@@ -46,6 +50,17 @@ class MemberReport:
     requests: int  # its requests in the current window, in flight included
     budget_s: float  # the execution-time budget it learned (0: not known)
     max_requests: int  # the request budget it learned (0: not known)
+    blocked_until: float = 0.0  # wall-clock end of its current Retry-After (0: none)
+
+
+class Gate(Protocol):
+    """The part of the HTTP core's Retry-After gate the budget uses (shared/http/gate.py)."""
+
+    on_block: list[Callable[[float], None]]
+
+    def blocked_for(self) -> float: ...
+
+    def hold(self, seconds: float) -> None: ...
 
 
 class BudgetLedger(Protocol):
@@ -122,12 +137,18 @@ class SharedBudget:
         self._thread: threading.Thread | None = None
         self.storage_failures = 0
         self.join_settle_s = 0.25
+        self._gate: Gate | None = None
 
     def attach(self, reporter: Reporter, busy: Callable[[], bool] = lambda: False) -> None:
         """``reporter``: the limiter's own figures, read at each heartbeat; ``busy``: it has requests in flight or
         waiting (a process waiting for its share is not idle)."""
         self._reporter = reporter
         self._busy = busy
+
+    def attach_gate(self, gate: Gate) -> None:
+        """The identity's Retry-After gate in this process: its blocks are published, the others' are held."""
+        self._gate = gate
+        gate.on_block.append(lambda seconds: self._wake.set())  # tell the others now, not at the next beat
 
     @property
     def share(self) -> Share:
@@ -152,6 +173,10 @@ class SharedBudget:
             self._wake.clear()
             with self._lock:
                 idle = time.monotonic() - self._last_active > self.idle_s and not self._busy()
+            if idle:
+                # Leave only once its spend has left the window: Dataverse still counts it, so must the others.
+                spent_s, requests, _, _ = self._reporter()
+                idle = spent_s <= 0 and requests == 0
             try:
                 if idle:
                     if self._member_now:
@@ -181,9 +206,14 @@ class SharedBudget:
         """Publish this process's figures and read every live member's (one write and one query)."""
         spent_s, requests, budget_s, max_requests = self._reporter()
         now = self._wall()
-        self.ledger.publish(self.identity, MemberReport(self.member, now, spent_s, requests, budget_s, max_requests))
+        blocked = self._gate.blocked_for() if self._gate is not None else 0.0
+        self.ledger.publish(self.identity, MemberReport(self.member, now, spent_s, requests, budget_s, max_requests,
+                                                        now + blocked if blocked > 0 else 0.0))
         others = [m for m in self.ledger.members(self.identity)
                   if m.member != self.member and now - m.heartbeat <= self.ttl_s]
+        others_block = max([0.0, *(m.blocked_until - now for m in others)])
+        if others_block > 0 and self._gate is not None:
+            self._gate.hold(others_block)
         self._share = Share(members=1 + len(others), rank=sorted([self.member, *(m.member for m in others)]).index(
                                 self.member), others_spent_s=sum(m.spent_s for m in others),
                             others_requests=sum(m.requests for m in others),

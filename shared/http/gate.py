@@ -60,6 +60,7 @@ class ResumeGate:
         self._in_flight = 0  # requests passed while resuming, not answered yet
         self._epoch = 0  # a block starts a new resume; answers of older ones do not count in it
         self._passed = 0  # requests passed in all
+        self.on_block: list[Callable[[float], None]] = []  # told the seconds of every block (the shared budget)
         self.blocks = 0
 
     @property
@@ -94,6 +95,24 @@ class ResumeGate:
             self._epoch += 1
             self._cap, self._in_flight = 1, 0
             self.blocks += 1
+            self._cond.notify_all()
+        for tell in self.on_block:
+            tell(seconds)
+
+    def blocked_for(self) -> float:
+        """Seconds until the current block ends (0: not blocked)."""
+        with self._cond:
+            return max(0.0, self._blocked_until - self._clock())
+
+    def hold(self, seconds: float) -> None:
+        """Another process of this identity is blocked this long: hold too, then resume with a probe (its 429 is
+        the identity's; Dataverse lengthens the delay for every request sent meanwhile)."""
+        with self._cond:
+            if self._clock() + seconds <= self._blocked_until:
+                return
+            self._blocked_until = self._clock() + seconds
+            self._epoch += 1
+            self._cap, self._in_flight = 1, 0
             self._cond.notify_all()
 
     def done(self, ticket: Ticket, *, success: bool, burst_remaining: int | None = None) -> None:

@@ -92,8 +92,8 @@ class AdaptiveLimiter:
     def allowed(self) -> int:
         """Requests this process may have in flight: its adaptive limit, within its share of the ceiling."""
         share = self.budget.share if self.budget is not None else ALONE
-        if max(self.budget_s, share.budget_s) <= 0 and share.members > 1:
-            return 1  # the budget is not known yet and others spend it: one request at a time until it is
+        if self.budget is not None and max(self.budget_s, share.budget_s) <= 0:
+            return 1  # shared, and the budget is not known yet: one request at a time until a response says it
         return min(self.limit, share.concurrency(self.ceiling))
 
     def _wait_s(self) -> float | None:

@@ -138,3 +138,17 @@ def test_a_limiter_paces_by_the_reported_request_count() -> None:
     started = time.monotonic()
     limiter.acquire()  # the fourth waits for the first to leave the window
     assert 0.3 <= time.monotonic() - started < 2
+
+
+def test_a_members_retry_after_holds_the_other_members_too(ledger: BudgetMembers) -> None:
+    from shared.http.gate import ResumeGate
+
+    throttled, other = member(ledger), member(ledger)
+    throttled.attach_gate(ResumeGate())
+    other_gate = ResumeGate()
+    other.attach_gate(other_gate)
+    throttled._gate.block(2.0)  # type: ignore[union-attr]  # a 429 with Retry-After: 2 in that process
+    throttled.beat()
+    other.beat()
+    assert 1.5 < other_gate.blocked_for() <= 2.0
+    assert other_gate.resuming  # and it comes back with a probe
