@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     # of parking every record (0: park them all); a passed preflight is trusted this long per process.
     fail_fast_records: int = Field(default=20, ge=0, validation_alias="SYNC_FAIL_FAST_RECORDS")
     preflight_cache_s: float = Field(default=600.0, ge=0, validation_alias="SYNC_PREFLIGHT_CACHE_S")
-    # Auto-pause: more than N failures of one template (parked records, failed runs) within M minutes pause it.
+    # Auto-pause: more than N application failures (parked records) of one template within M minutes pause it.
     auto_pause_failures: int = Field(default=100, ge=0, validation_alias="SYNC_AUTO_PAUSE_FAILURES")
     auto_pause_minutes: float = Field(default=15.0, gt=0, le=1440, validation_alias="SYNC_AUTO_PAUSE_MINUTES")
 

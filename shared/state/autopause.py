@@ -1,13 +1,16 @@
 """Auto-pause: a burst of failures pauses the template, as dual-write's alerts can pause a map.
 
-More than ``SYNC_AUTO_PAUSE_FAILURES`` failures (records parked, in either direction or by the callback
-worker, and runs that failed) of one template within ``SYNC_AUTO_PAUSE_MINUTES`` set the template's pause
+More than ``SYNC_AUTO_PAUSE_FAILURES`` application failures (records parked, in either direction or by the
+callback worker) of one template within ``SYNC_AUTO_PAUSE_MINUTES`` set the template's pause
 flag (the one ``pause``/``resume`` use), with ``changed_by = auto-pause`` and the reason: the count, the
 window and the last error. From then on timers skip the template and its callbacks are held, nothing lost;
 a run already going finishes (its failures stay parked). ``resume`` is the one action that undoes it, and
 failures from before the resume no longer count. dual-write's example is 10 application errors in 15
 minutes (loyalty-domain.md); our default, 100 in 15 minutes, is our choice for a sync whose failures are
-kept and replayed rather than lost.
+kept and replayed rather than lost. As dual-write's alerts distinguish application errors from connectivity
+ones, only application failures count (validation, lookup_missing, not_found, conflict, unaddressable_key,
+unexpected): a record parked as ``throttled``, ``server`` or ``transport`` waits out an outage and is retried
+by the timer on its own, and pausing on it would make every outage need a person to end it.
 
 Several instances fail at once, so the count lives in Table Storage (``<prefix>control``, partition
 ``burst|<template>``): each process writes its own row per 10-second bucket (no two writers share a row, so
@@ -28,12 +31,14 @@ from datetime import datetime, timedelta
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.clock import Clock
+from shared.http.errors import SERVER, THROTTLED, TRANSPORT
 from shared.state.callbacks import CallbackState
 
 logger = logging.getLogger("loyaltysync.sync")
 
 BUCKET_S = 10  # the count's resolution: failures in the bucket of a resume are not counted against it
 AUTO_PAUSE_BY = "auto-pause"
+TRANSIENT = frozenset({THROTTLED, SERVER, TRANSPORT})  # outages: retried on their own, not counted
 # One id per process (Functions instances have WEBSITE_INSTANCE_ID; several workers on one host do not share it).
 INSTANCE_ID = f"{os.environ.get('WEBSITE_INSTANCE_ID', '')[:12]}{uuid.uuid4().hex[:12]}"
 
@@ -68,7 +73,7 @@ class AutoPause:
     def failed(self, template: str, error_class: str, reason: str) -> bool:
         """Count one failure; True when it paused the template. Never raises: a counter must not turn a
         parked record into a lost one (a storage fault here is logged and the count goes on next time)."""
-        if self.failures <= 0:
+        if self.failures <= 0 or error_class in TRANSIENT:
             return False
         try:
             return self._failed(template, error_class, reason)

@@ -197,7 +197,6 @@ class Run:
         """Record the run as failed with the reason; the watermark does not move."""
         self.summary.status = RunStatus.FAILED
         self.summary.detail = f"{type(exc).__name__}: {exc}"
-        self.state.auto_pause.failed(self.summary.template, "run_failed", self.summary.detail)
         return self.finish(advance=False)
 
     def finish(self, *, advance: bool, status: RunStatus | None = None,

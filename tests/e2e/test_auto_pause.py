@@ -25,9 +25,9 @@ def item(card: str, n: int) -> WorkItem:
 
 @pytest.fixture()
 def failing_dataverse(stores: Stores) -> None:
-    """Every request for loyalty cards fails with a 500 (not retried: each record is parked)."""
+    """Every request for loyalty cards is refused with a 400 (an application error: each record is parked)."""
     requests.post(f"{stores.dataverse_url}/_emulator/faults", timeout=10, json={"rules": [
-        {"route": "msdyn_loyaltycards", "kind": "status", "status": 500}]}).raise_for_status()
+        {"route": "msdyn_loyaltycards", "kind": "status", "status": 400}]}).raise_for_status()
 
 
 def cards(stores: Stores, n: int) -> list[str]:

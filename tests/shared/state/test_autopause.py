@@ -9,6 +9,7 @@ from shared.state.store import StateStore
 from tests.clock import ManualClock
 
 TEMPLATE = "loyalty_cards"
+BUCKET = 10
 
 
 @pytest.fixture()
@@ -86,4 +87,12 @@ def test_an_unconfigured_store_never_pauses(state: StateStore, clock: ManualCloc
     assert fail(state.auto_pause, 50) == [False] * 50
 
 
-BUCKET = 10
+
+
+
+@pytest.mark.parametrize("error_class", ["throttled", "server", "transport"])
+def test_outage_failures_do_not_count(state: StateStore, clock: ManualClock, error_class: str) -> None:
+    """A record parked by an outage is retried by the timer on its own: pausing would need a person to end it."""
+    pause = instance(state, "a")
+    assert [pause.failed(TEMPLATE, error_class, "503 Service Unavailable") for _ in range(10)] == [False] * 10
+    assert not state.callbacks.is_paused(TEMPLATE)
