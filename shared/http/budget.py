@@ -7,8 +7,9 @@ believe it owns the whole budget: four of them spend four budgets and draw 429s.
 rewrites every ``heartbeat_s`` while it sends requests, and deletes when it has been idle for ``idle_s`` and
 its requests have left the window (until then Dataverse counts them, so the others must too):
 
-* with N live members, each takes **1/N** of the execution time, of the request count and of the concurrency
-  ceiling (``Share``), counted in whole requests (the remainder goes to the first members by id);
+* with N live members that have requests to send, each takes **1/N** of the execution time, of the request
+  count and of the concurrency ceiling (``Share``), counted in whole requests (the remainder goes to the first
+  members by id); an idle member's spend still in the window counts among the others' but claims no share;
 * and never more than what the others leave: a row carries its process's spend in the current window, so a
   process that joins while the others' window is full waits until it drains instead of spending its share on
   top (``min(budget / N, budget - others' spend)``);
@@ -51,6 +52,7 @@ class MemberReport:
     budget_s: float  # the execution-time budget it learned (0: not known)
     max_requests: int  # the request budget it learned (0: not known)
     blocked_until: float = 0.0  # wall-clock end of its current Retry-After (0: none)
+    wanting: bool = True  # it has requests to send (False: idle, its spend still in the window)
 
 
 class Gate(Protocol):
@@ -96,14 +98,14 @@ class Share:
         with half a request's slack for durations that vary; never more than the others leave."""
         budget = max(budget_s, self.budget_s)
         if self.members == 1:
-            return budget
+            return budget - self.others_spent_s  # the others' spend: idle members' requests still in the window
         mine = self._units(math.ceil(budget / cost_s)) if cost_s > 0 else 0
         return min((mine - 0.5) * cost_s, budget - self.others_spent_s)
 
     def request_allowance(self, max_requests: int) -> int:
         budget = max(max_requests, self.max_requests)
         if self.members == 1:
-            return budget
+            return budget - self.others_requests
         return min(self._units(budget), budget - self.others_requests)
 
     def concurrency(self, ceiling: int) -> int:
@@ -207,15 +209,20 @@ class SharedBudget:
         spent_s, requests, budget_s, max_requests = self._reporter()
         now = self._wall()
         blocked = self._gate.blocked_for() if self._gate is not None else 0.0
+        with self._lock:
+            wanting = self._busy() or time.monotonic() - self._last_active <= self.idle_s
         self.ledger.publish(self.identity, MemberReport(self.member, now, spent_s, requests, budget_s, max_requests,
-                                                        now + blocked if blocked > 0 else 0.0))
+                                                        now + blocked if blocked > 0 else 0.0, wanting))
         others = [m for m in self.ledger.members(self.identity)
                   if m.member != self.member and now - m.heartbeat <= self.ttl_s]
+        wanting_ids = sorted([self.member, *(m.member for m in others if m.wanting)])
         others_block = max([0.0, *(m.blocked_until - now for m in others)])
         if others_block > 0 and self._gate is not None:
             self._gate.hold(others_block)
-        self._share = Share(members=1 + len(others), rank=sorted([self.member, *(m.member for m in others)]).index(
-                                self.member), others_spent_s=sum(m.spent_s for m in others),
+        # The whole requests are split among the members that want to send; an idle one's spend, still in the
+        # window, counts among the others' (Dataverse counts it) but claims no share.
+        self._share = Share(members=len(wanting_ids), rank=wanting_ids.index(self.member),
+                            others_spent_s=sum(m.spent_s for m in others),
                             others_requests=sum(m.requests for m in others),
                             budget_s=max([budget_s, *(m.budget_s for m in others)]),
                             max_requests=max([max_requests, *(m.max_requests for m in others)]))

@@ -72,6 +72,8 @@ class AdaptiveLimiter:
         self._sent: deque[float] = deque()  # when this window's requests started (in flight included)
         self.budget = budget  # shared with the other processes of this identity (None: this process alone)
         self.waiting = 0  # requests waiting in acquire
+        self._answered = False  # a response was observed (with or without the budget headers)
+        self._cold_until = 0.0  # shared: until when a member that is not first waits for the budget to be known
         if budget is not None:
             budget.attach(self._report, busy=lambda: self.in_flight > 0 or self.waiting > 0)
 
@@ -92,8 +94,10 @@ class AdaptiveLimiter:
     def allowed(self) -> int:
         """Requests this process may have in flight: its adaptive limit, within its share of the ceiling."""
         share = self.budget.share if self.budget is not None else ALONE
-        if self.budget is not None and max(self.budget_s, share.budget_s) <= 0:
-            return 1  # shared, and the budget is not known yet: one request at a time until a response says it
+        if self.budget is not None and not self._answered and max(self.budget_s, share.budget_s) <= 0:
+            # Shared, and no member knows the budget yet: the first member by id probes with one request, the
+            # others wait until its answer (published at its next beat) tells them, or a few heartbeats at most.
+            return 1 if share.rank == 0 or time.monotonic() >= self._cold_until else 0
         return min(self.limit, share.concurrency(self.ceiling))
 
     def _wait_s(self) -> float | None:
@@ -101,7 +105,7 @@ class AdaptiveLimiter:
         now = time.monotonic()
         self._prune(now)
         share = self.budget.share if self.budget is not None else ALONE
-        by_time = (self._time_wait_s(now, share.time_allowance(self.budget_s, self.cost_s))
+        by_time = (self._time_wait_s(now, share.time_allowance(self.budget_s, self._unit_cost_s()))
                    if max(self.budget_s, share.budget_s) > 0 and self.cost_s > 0 else 0.0)  # else: nothing known yet
         by_count = (self._count_wait_s(now, share.request_allowance(self.max_requests))
                     if max(self.max_requests, share.max_requests) > 0 else 0.0)
@@ -110,6 +114,12 @@ class AdaptiveLimiter:
             # look again at the next heartbeat (nothing of this process would wake it).
             return self.budget.heartbeat_s if self.budget is not None and self.in_flight == 0 else None
         return max(by_time, by_count)
+
+    def _unit_cost_s(self) -> float:
+        """What one request costs in the service's count, for splitting a shared budget into whole requests: the
+        shortest this window measured (the client's time holds the server's, plus the wait for the answer, which
+        grows when the machine is busy), else the running average."""
+        return min((seconds for _, seconds in self._spent), default=self.cost_s) or self.cost_s
 
     def _time_wait_s(self, now: float, allowance: float) -> float | None:
         excess = sum(seconds for _, seconds in self._spent) + self.cost_s * self.in_flight - allowance
@@ -133,9 +143,14 @@ class AdaptiveLimiter:
         if self.budget is not None:
             self.budget.active()  # joins the identity's members first (storage), outside the lock
         with self._cond:
+            if self._cold_until == 0.0 and self.budget is not None:
+                self._cold_until = time.monotonic() + 3 * self.budget.heartbeat_s
             self.waiting += 1
             while True:
-                wait = None if self.in_flight >= self.allowed else self._wait_s()
+                if self.in_flight >= self.allowed:  # a response or a release wakes it; shared, so may a beat
+                    wait = self.budget.heartbeat_s if self.budget is not None and self.in_flight == 0 else None
+                else:
+                    wait = self._wait_s()
                 if wait == 0.0:
                     break
                 self._cond.wait(timeout=wait)  # None: until a response or a release
@@ -152,6 +167,7 @@ class AdaptiveLimiter:
     def observe(self, response: requests.Response) -> None:
         """Called with every response of the identity (retried ones included)."""
         with self._cond:
+            self._answered = True
             remaining = response.headers.get(TIME_REMAINING_HEADER)
             if remaining:
                 seconds = parse_time_remaining(remaining)

@@ -45,7 +45,7 @@ class BudgetMembers:
         self.table.upsert_entity({"PartitionKey": identity, "RowKey": report.member, "heartbeat": report.heartbeat,
                                   "spent_s": report.spent_s, "requests": report.requests,
                                   "budget_s": report.budget_s, "max_requests": report.max_requests,
-                                  "blocked_until": report.blocked_until},
+                                  "blocked_until": report.blocked_until, "wanting": report.wanting},
                                  mode=UpdateMode.REPLACE)
 
     def members(self, identity: str) -> list[MemberReport]:
@@ -55,7 +55,8 @@ class BudgetMembers:
         for row in self.table.query_entities("PartitionKey eq @p", parameters={"p": identity}):
             report = MemberReport(str(row["RowKey"]), float(row.get("heartbeat", 0.0)), float(row.get("spent_s", 0.0)),
                                   int(row.get("requests", 0)), float(row.get("budget_s", 0.0)),
-                                  int(row.get("max_requests", 0)), float(row.get("blocked_until", 0.0)))
+                                  int(row.get("max_requests", 0)), float(row.get("blocked_until", 0.0)),
+                                  bool(row.get("wanting", True)))
             found.append(report)
             newest = max(newest, report.heartbeat)
         for report in found:  # crashed processes' rows: gone for good

@@ -23,9 +23,11 @@ def ledger(azurite: Azurite, table_prefix: str) -> BudgetMembers:
     return BudgetMembers.for_service(TableServiceClient.from_connection_string(azurite.connection_string), table_prefix)
 
 
-def member(ledger: BudgetMembers, spent_s: float = 0.0, budget_s: float = 3.0, **kw: float) -> SharedBudget:
+def member(ledger: BudgetMembers, spent_s: float = 0.0, budget_s: float = 3.0, *, busy: bool = True,
+           **kw: float) -> SharedBudget:
+    """A member whose limiter reports ``spent_s`` in the window and has requests to send (``busy``)."""
     budget = SharedBudget(ledger, IDENTITY, heartbeat_s=kw.get("heartbeat_s", 0.2), idle_s=kw.get("idle_s"))
-    budget.attach(lambda: (spent_s, 0, budget_s, 0))
+    budget.attach(lambda: (spent_s, 0, budget_s, 0), busy=lambda: busy)
     return budget
 
 
@@ -57,7 +59,7 @@ def test_the_budget_is_the_largest_any_member_learned(ledger: BudgetMembers) -> 
 
 
 def test_an_idle_member_leaves_and_its_share_returns(ledger: BudgetMembers) -> None:
-    idle = member(ledger, heartbeat_s=0.1, idle_s=0.3)
+    idle = member(ledger, busy=False, heartbeat_s=0.1, idle_s=0.3)
     idle.active()  # joins, then nothing more
     busy = member(ledger)
     assert busy.beat().members == 2
@@ -77,6 +79,13 @@ def test_whole_requests_are_split_evenly_and_the_remainder_goes_to_the_first_mem
 
 def test_alone_a_member_may_spend_up_to_the_whole_budget() -> None:
     assert Share().time_allowance(3.0, 0.5) == 3.0  # Dataverse admits while the window is under it
+
+
+def test_an_idle_members_spend_counts_but_it_claims_no_share(ledger: BudgetMembers) -> None:
+    member(ledger, spent_s=1.0, busy=False).beat()  # idle, its last requests still in the window
+    share = member(ledger).beat()
+    assert (share.members, share.others_spent_s) == (1, 1.0)
+    assert share.time_allowance(3.0, 0.5) == pytest.approx(2.0)  # the whole budget, less what the idle one spent
 
 
 def test_the_concurrency_ceiling_is_shared_too() -> None:
