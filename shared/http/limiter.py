@@ -96,7 +96,7 @@ class AdaptiveLimiter:
         share = self.budget.share if self.budget is not None else ALONE
         if self.budget is not None and not self._answered and max(self.budget_s, share.budget_s) <= 0:
             # Shared, and no member knows the budget yet: the first member by id probes with one request, the
-            # others wait until its answer (published at its next beat) tells them, or a few heartbeats at most.
+            # others wait until its answer (published at its next beat) tells them, or 2 s at most.
             return 1 if share.rank == 0 or time.monotonic() >= self._cold_until else 0
         return min(self.limit, share.concurrency(self.ceiling))
 
@@ -144,7 +144,8 @@ class AdaptiveLimiter:
             self.budget.active()  # joins the identity's members first (storage), outside the lock
         with self._cond:
             if self._cold_until == 0.0 and self.budget is not None:
-                self._cold_until = time.monotonic() + 3 * self.budget.heartbeat_s
+                # At most 2 s: the first member may be a crashed process whose row has not expired yet.
+                self._cold_until = time.monotonic() + min(3 * self.budget.heartbeat_s, 2.0)
             self.waiting += 1
             while True:
                 if self.in_flight >= self.allowed:  # a response or a release wakes it; shared, so may a beat
