@@ -31,10 +31,20 @@ param operatorsGroupId string = ''
 @description('App role (in the app registration above) whose holders may use the status page')
 param operatorsRole string = 'LoyaltySync.Operator'
 
-@description('Most instances the app scales out to (README "Scaling out": chosen from the Dataverse per-user limits)')
+// The instance cap and the key-range size go together (README "Scaling out"): the shared Dataverse budget is
+// split among the live instances, so a range's wall time grows with them and must stay well inside the
+// 10-minute function timeout. 8 instances with 5,000-key ranges is the recommendation; 40 is the lowest cap
+// Microsoft's Flex Consumption samples accept (@minValue(40) there), so it is the default that deploys
+// everywhere, with 2,000-key ranges (about 300 s each at 40 instances). Where the plan takes a lower cap
+// (inferred: the documented minimum has changed over time), set 8 and 5000.
+@description('Most instances the app scales out to (README "Scaling out")')
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
+@description('SYNC_PAGE_SIZE: keys per key range of a full scan or baseline; lower it as the instance cap grows')
+@minValue(10)
+@maxValue(10000)
+param pageSize int = 2000
 
 @description('Templates the "no successful run" alert watches (the file names in mappings/, without .json)')
 param templates array = ['loyalty_cards', 'loyalty_levels', 'loyalty_reward_points']
@@ -174,6 +184,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'SYNC_DELETE_POLICY', value: deletePolicy }
         { name: 'SYNC_OPERATORS_GROUP_ID', value: operatorsGroupId }
         { name: 'SYNC_OPERATORS_ROLE', value: operatorsRole }
+        { name: 'SYNC_PAGE_SIZE', value: string(pageSize) }
         { name: 'SYNC_AUTO_PAUSE_FAILURES', value: string(autoPauseFailures) }
         { name: 'SYNC_AUTO_PAUSE_MINUTES', value: string(autoPauseMinutes) }
       ]
