@@ -31,6 +31,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import inbound  # noqa: E402  (the inbound baseline: its own process, figures added here)
 from devtools.azurite import free_port, start_azurite  # noqa: E402
 from devtools.demo import STATIC_TOKEN, emulator_settings, environment  # noqa: E402
 
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds of Commerce writes with F&O throttling on (bench/commerce.py; 0: none)")
     parser.add_argument("--no-shared-budget", action="store_true",
                         help="SYNC_SHARED_BUDGET=false: each worker's limiter believes it owns the whole budget")
+    inbound.add_arguments(parser)
     args = parser.parse_args(argv)
     args.worker_counts = [int(n) for n in args.workers.split(",") if n.strip()]
 
@@ -199,6 +201,7 @@ def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
     fo_figures = fo_writes(runtime, fo_url, seconds=args.fo_seconds) if args.fo_seconds > 0 else {}
     puts: list[float] = []
     acks, e2e = callbacks(args, runtime, dv_url, fo_url, puts)
+    inbound_figures = inbound.figures(args)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures = {
         "records": summary.written,
@@ -222,6 +225,7 @@ def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
         "e2e_p50_ms": round(statistics.median(e2e), 1) if e2e else None,
         **fanned_out,
         **fo_figures,
+        **inbound_figures,
     }
     print()
     width = max(len(k) for k in figures)

@@ -67,7 +67,7 @@ def run_page(msg: func.QueueMessage, invocation_id: str) -> None:
     with correlation_scope(invocation_id):
         task = PageTask.model_validate_json(msg.get_body())
         with tracing.range_span(task.template, task.scope, task.run_id, task.index, task.kind) as span:
-            span.set_attribute("outcome", get_runtime().scan(task.template).run_task(task))
+            span.set_attribute("outcome", worker.run_page_task(get_runtime(), task))
 
 
 def run_inbound(template: str, timer: func.TimerRequest, invocation_id: str) -> None:
@@ -79,7 +79,10 @@ def run_inbound(template: str, timer: func.TimerRequest, invocation_id: str) -> 
             log(logger, logging.INFO, "template paused; inbound run skipped", template=template)
             return
         with tracing.run_span(template, DIRECTION_IN, "all"):
-            runtime.inbound(template).run()
+            if runtime.settings.fan_out:  # a baseline's key ranges go to the pages queue
+                runtime.inbound(template).start(runtime.queues.send_page)
+            else:
+                runtime.inbound(template).run()
 
 
 def callback(template: str, req: func.HttpRequest, invocation_id: str) -> func.HttpResponse:

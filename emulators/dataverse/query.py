@@ -33,7 +33,9 @@ from emulators.common.odata import (
 )
 
 from . import errors
+from .indexes import Bounds, column_bounds
 from .schema import ColumnType, Table
+from .store import Store
 
 #: ``@odata.count`` stops at 5,000 (§2.8).
 COUNT_LIMIT = 5000
@@ -253,3 +255,51 @@ def strip_skiptoken(raw_query: str) -> str:
     """The raw query string without any ``$skiptoken`` parameter (other parts verbatim)."""
     kept = [part for part in raw_query.split("&") if part and unquote(part.split("=", 1)[0]) != "$skiptoken"]
     return "&".join(kept)
+
+
+# -- answering a collection query ---------------------------------------------------------
+
+
+def _after(row: Mapping[str, Any], spec: SortSpec, last_key: list[Any]) -> bool:
+    """Whether ``row`` sorts strictly after the row whose sort keys are ``last_key``."""
+    for (name, descending), theirs in zip(spec, last_key, strict=True):
+        mine = sort_key(row.get(name))
+        if mine != theirs:
+            return bool((mine > theirs) != descending)
+    return False
+
+
+def select_rows(store: Store, table: Table, query: CollectionQuery, spec: SortSpec,
+                last: Mapping[str, Any] | None, *, want: int) -> tuple[list[dict[str, Any]], int]:
+    """The rows of a collection query from the page a cookie's ``last`` sort values point after (copies, ordered by
+    ``spec``): at least ``want`` of them when there are that many, and the total the filter matches (only counted
+    for ``$count``; else 0). The same rows a scan of the whole table gives; when ``$orderby``'s first column is a
+    string or GUID column, its sorted index (:mod:`.indexes`) narrows the scan to the interval the filter and the
+    cookie allow, in order, and stops once ``want`` rows and every row tied with the last one are in."""
+    first, descending = spec[0]
+    indexed = table.property_type(first) in (ColumnType.STRING, ColumnType.GUID) and not query.count
+    last_key = [sort_key(last.get(name)) for name, _ in spec] if last is not None else None
+    predicate = query.predicate
+    with store.lock:
+        if not indexed:
+            rows = [row for row in store.stored_rows(table.entity_set) if predicate is None or predicate(row)]
+            total = len(rows)
+            if last_key is not None:
+                rows = [row for row in rows if _after(row, spec, last_key)]
+            return order_rows([dict(row) for row in rows], spec), total
+        bounds = column_bounds(predicate.text, first) if predicate is not None else None
+        if last_key is not None:  # resume at the cookie's row: the first column cannot go back
+            cookie = Bounds(high=last_key[0]) if descending else Bounds(low=last_key[0])
+            bounds = cookie if bounds is None else bounds.intersect(cookie)
+        index = store.sorted_index(table.entity_set, first)
+        matched: list[dict[str, Any]] = []
+        for row_id in index.ids(bounds, descending=descending):
+            row = store.stored(table.entity_set, row_id)
+            if len(matched) >= want and sort_key(row.get(first)) != sort_key(matched[-1].get(first)):
+                break  # every later row sorts after all of these: the page is complete
+            if predicate is not None and not predicate(row):
+                continue
+            if last_key is not None and not _after(row, spec, last_key):
+                continue
+            matched.append(row)
+        return order_rows([dict(row) for row in matched], spec), 0

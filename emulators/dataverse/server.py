@@ -13,6 +13,7 @@ tracking and service protection as new routes / hooks):
 ``POST /_emulator/change-tracking/expire``  admin: expire every delta token issued so far
 ``GET  /_emulator/rows/<set>``             admin: dump a table (no auth)
 ``GET  /_emulator/stats``, ``POST /_emulator/stats/reset``  request counters (common)
+``GET|DELETE /_emulator/requests``         admin: the last API requests (method, path, query, Prefer)
 =========================================  ==============================================
 
 Every ``/api/`` request needs ``Authorization: Bearer <non-empty>`` (§1.3, §5.1).
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -45,10 +47,9 @@ from .query import (
     MAX_PAGE_SIZE,
     decode_skiptoken,
     encode_skiptoken,
-    order_rows,
     parse_collection_query,
     parse_entity_select,
-    rows_after,
+    select_rows,
     sort_spec,
     strip_skiptoken,
 )
@@ -57,6 +58,7 @@ from .schema import DEFAULT_COMPANIES, DEFAULT_CURRENCIES, TABLES, Table
 from .store import Row, Store
 
 API_PATH = "/api/data/v9.2/"
+REQUEST_LOG_SIZE = 10_000
 ODATA_JSON = "application/json; odata.metadata=minimal"
 
 SeedRows = Iterable[str | tuple[str, str]]
@@ -84,6 +86,9 @@ class DataverseServer(EmulatorServer):
         #: §2.10 payload ceiling of the bulk actions (None = unlimited) → 413.
         self.bulk_max_payload_bytes = bulk_max_payload_bytes
         self.store = Store(TABLES)
+        #: The last API requests (method, decoded path, query options, Prefer), for tests that count requests by
+        #: their query (``GET /_emulator/requests``; ``DELETE`` clears it).
+        self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
         self.change_tracker = changetracking.ChangeTracker(self.store, expire_after_s=expire_after_s)
         self.page_size_cap = max(1, page_size_cap)
         self.dop_hint = dop_hint
@@ -164,6 +169,12 @@ class DataverseRequestHandler(EmulatorRequestHandler):
     # -- cross-cutting -------------------------------------------------------------------
     def default_headers(self, *, has_body: bool) -> dict[str, str]:
         return {"OData-Version": "4.0", "REQ_ID": str(uuid.uuid4())}
+
+    def run_route(self, route: Route, match: re.Match[str]) -> None:
+        """Every non-admin request is logged first (``GET /_emulator/requests``), faulted ones included."""
+        self.server.request_log.append({"method": self.method, "path": self.path_only, "query": dict(self.query_items),
+                                        "prefer": self.header("Prefer", "") or "", "route": route.name})
+        super().run_route(route, match)
 
     def invoke_route(self, route: Route, match: re.Match[str]) -> None:
         """Service protection (§2.12) around every non-admin route when it is on."""
@@ -293,16 +304,11 @@ class DataverseRequestHandler(EmulatorRequestHandler):
             return changetracking.get_tracked_collection(self, table)
         query = parse_collection_query(table, self.query_items)
         prefs = self.prefer()
-        rows = self.server.store.rows(table.entity_set)
-        if query.predicate is not None:
-            rows = [row for row in rows if query.predicate(row)]
         spec = sort_spec(table, query.orderby)
-        order_rows(rows, spec)
-        total = len(rows)
         page_number = 1
+        cookie = None
         if query.skiptoken is not None:
             cookie = decode_skiptoken(table, spec, query.skiptoken)
-            rows = rows_after(rows, spec, cookie.last)
             page_number = cookie.page_number
 
         cap = self.server.page_size_cap
@@ -311,10 +317,14 @@ class DataverseRequestHandler(EmulatorRequestHandler):
         if max_page is not None:  # $top is ignored when maxpagesize is present
             page_size = min(max_page, cap)
             headers["Preference-Applied"] = f"odata.maxpagesize={page_size}"
+            limit = None
         else:
             page_size = cap
-            if query.top is not None:
-                rows = rows[: min(query.top, cap)]
+            limit = min(query.top, cap) if query.top is not None else None
+        rows, total = select_rows(self.server.store, table, query, spec, cookie.last if cookie else None,
+                                  want=(limit if limit is not None else page_size + 1))
+        if limit is not None:
+            rows = rows[:limit]
         page = rows[:page_size]
 
         body: dict[str, Any] = {"@odata.context": self.context_url(table, query.select, entity=False)}
@@ -384,6 +394,13 @@ class DataverseRequestHandler(EmulatorRequestHandler):
         self.server.expire_delta_tokens()
         self.send_empty(204)
 
+    def admin_requests(self, match: re.Match[str]) -> None:
+        self.send_json(200, {"value": list(self.server.request_log)})
+
+    def admin_requests_clear(self, match: re.Match[str]) -> None:
+        self.server.request_log.clear()
+        self.send_empty(204)
+
     def admin_rows(self, match: re.Match[str]) -> None:
         entity_set = match.group("set")
         if self.server.store.table(entity_set) is None:
@@ -402,6 +419,8 @@ class DataverseRequestHandler(EmulatorRequestHandler):
             "POST", r"/_emulator/change-tracking/expire", "admin.change-tracking.expire", admin_expire_delta_tokens, admin=True
         ),
         Route.make("GET", r"/_emulator/rows/(?P<set>[A-Za-z0-9_]+)", "admin.rows", admin_rows, admin=True),
+        Route.make("GET", r"/_emulator/requests", "admin.requests", admin_requests, admin=True),
+        Route.make("DELETE", r"/_emulator/requests", "admin.requests.clear", admin_requests_clear, admin=True),
         *protection.admin_routes(),
     ]
 

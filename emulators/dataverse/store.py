@@ -32,6 +32,9 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from emulators.common.odata import sort_key
+
+from .indexes import SortedIndex
 from .schema import SYSTEM_COLUMNS, Table
 
 Row = dict[str, Any]
@@ -77,6 +80,9 @@ class Store:
         }
         #: One frame of undo steps per open transaction (innermost last); empty: no transaction.
         self._undo: list[list[Callable[[], None]]] = []
+        #: Per table and column: rows sorted as ``$orderby`` sorts them (:mod:`.indexes`), built on first use and
+        #: then kept up to date with every write, like the alternate-key index.
+        self._sorted: dict[str, dict[str, SortedIndex]] = {name: {} for name in self.tables}
 
     # -- undo journal (call with the lock held) ---------------------------------------------
     def begin_journal(self) -> None:
@@ -110,18 +116,45 @@ class Store:
     def _index_add(self, entity_set: str, row: Mapping[str, Any], row_id: str) -> None:
         for names, values in self._index_entries(entity_set, row):
             self._key_index[entity_set][names].setdefault(values, row_id)
+        for column, ordered in self._sorted[entity_set].items():
+            ordered.add(row.get(column), row_id)
 
     def _index_remove(self, entity_set: str, row: Mapping[str, Any], row_id: str) -> None:
         for names, values in self._index_entries(entity_set, row):
             if self._key_index[entity_set][names].get(values) == row_id:
                 del self._key_index[entity_set][names][values]
+        for column, ordered in self._sorted[entity_set].items():
+            ordered.remove(row.get(column), row_id)
 
     def _index_rebuild(self, entity_set: str) -> None:
         primary_id = self.tables[entity_set].primary_id
         for index in self._key_index[entity_set].values():
             index.clear()
+        self._sorted[entity_set].clear()  # rebuilt on next use
         for row in self._rows[entity_set].values():
             self._index_add(entity_set, row, row[primary_id])
+
+    def sorted_index(self, entity_set: str, column: str) -> SortedIndex:
+        """The rows of a table sorted by one column (then id), built on first use; call with the lock held."""
+        ordered = self._sorted[entity_set].get(column)
+        if ordered is None:
+            primary_id = self.tables[entity_set].primary_id
+            ordered = SortedIndex([(sort_key(row.get(column)), row[primary_id])
+                                   for row in self._rows[entity_set].values()])
+            self._sorted[entity_set][column] = ordered
+        return ordered
+
+    def stored(self, entity_set: str, row_id: str) -> Row:
+        """The stored row itself (not a copy: read it only, with the lock held)."""
+        return self._rows[entity_set][row_id]
+
+    def stored_rows(self, entity_set: str) -> Iterable[Row]:
+        """Every stored row itself, in insertion order (read only, with the lock held)."""
+        return self._rows[entity_set].values()
+
+    def count(self, entity_set: str) -> int:
+        with self.lock:
+            return len(self._rows[entity_set])
 
     # -- reads -----------------------------------------------------------------------------
     def table(self, entity_set: str) -> Table | None:

@@ -1,4 +1,4 @@
-"""Page checkpoints of a full outbound scan, in Table Storage (``<prefix>pages``).
+"""Page checkpoints of a full outbound scan or an inbound baseline, in Table Storage (``<prefix>pages``).
 
 One partition per run (``<template>.<scope>.<run id>``):
 
@@ -10,6 +10,9 @@ One partition per run (``<template>.<scope>.<run id>``):
   delete candidates it found and the states it read among them);
 * once the delete search is decided (the plan row's ``decision``), one row per delete pass (``y0000``, ...):
   the buckets of a check that found candidates, where the deletes are made.
+
+An inbound baseline (``shared.sync.baseline``) keeps its plan row (with the change-tracking token it took first)
+and one row per key range the same way; it has no delete search.
 
 A crashed run resumes from these rows: ranges and checks marked done are not done again. The rows of a run
 are removed once it is closed.
@@ -66,6 +69,12 @@ class RunCheckpoint:
     closing: bool = False  # claimed by the party that closes the run once every delete check is done
     decision: str = ""  # what the delete search decided (JSON, written once by an ETag claim); empty: undecided
     delete_passes: int = 0  # > 0: the decision queued this many delete passes
+    # An inbound baseline (Dataverse -> Commerce, ``shared.sync.baseline``): the change-tracking token taken before
+    # any range is compared (the deltaLink, the run's watermark once it closes); while the token is being taken,
+    # the nextLink of the tracked initial read to resume from (empty: start it again); whether it was taken.
+    delta_link: str = ""
+    token_next: str = ""
+    token_done: bool = False
     etag: str | None = None
 
 
@@ -122,7 +131,8 @@ class PageCheckpoints:
                        started_at=e.get("started_at", ""), mode=e.get("mode", "incremental"),
                        delete_checks=int(e.get("delete_checks", 0)), closing=bool(e.get("closing")),
                        decision=e.get("decision", ""), delete_passes=int(e.get("delete_passes", 0)),
-                       etag=e.metadata.get("etag"))
+                       delta_link=e.get("delta_link", ""), token_next=e.get("token_next", ""),
+                       token_done=bool(e.get("token_done", False)), etag=e.metadata.get("etag"))
 
     def save_plan(self, plan: RunCheckpoint) -> RunCheckpoint:
         entity = {"PartitionKey": self.partition(plan.template, plan.scope, plan.run_id), "RowKey": PLAN_ROW,
@@ -131,6 +141,8 @@ class PageCheckpoints:
                   "started_at": plan.started_at,
                   "mode": plan.mode, "delete_checks": plan.delete_checks, "closing": plan.closing,
                   "decision": plan.decision, "delete_passes": plan.delete_passes}
+        if plan.delta_link or plan.token_next or plan.token_done:  # an inbound baseline's token
+            entity.update(delta_link=plan.delta_link, token_next=plan.token_next, token_done=plan.token_done)
         try:
             plan.etag = create_or_replace(self.table, entity, plan.etag)
         except (ResourceExistsError, ResourceModifiedError) as exc:

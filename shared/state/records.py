@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -15,6 +15,7 @@ from azure.data.tables import TableClient, UpdateMode
 
 from shared.clock import Clock
 from shared.state.keys import MAX_TEXT, decode_key, split_parked_key
+from shared.state.transactions import MAX_OPERATIONS, Operation, submit
 
 
 class ParkedRecords:
@@ -102,6 +103,14 @@ class DataverseIds:
     def remember(self, template: str, dataverse_id: str, row_key: str) -> None:
         self.table.upsert_entity({"PartitionKey": template, "RowKey": dataverse_id.lower(), "key": row_key},
                                          mode=UpdateMode.REPLACE)
+
+    def remember_many(self, template: str, pairs: Iterable[tuple[str, str]]) -> None:
+        """``remember`` for many (Dataverse id, row key) pairs: entity-group transactions of up to 100."""
+        by_id = {dataverse_id.lower(): row_key for dataverse_id, row_key in pairs}  # one operation per entity
+        rows = [Operation("upsert", {"PartitionKey": template, "RowKey": dataverse_id, "key": row_key})
+                for dataverse_id, row_key in by_id.items()]
+        for start in range(0, len(rows), MAX_OPERATIONS):
+            submit(self.table, rows[start:start + MAX_OPERATIONS])
 
     def key_of(self, template: str, dataverse_id: str) -> str | None:
         try:

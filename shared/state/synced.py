@@ -7,7 +7,7 @@ partition take 9.5 s, into 16 partitions of 2,500 about 0.25 s). Callers name th
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +75,20 @@ class SyncedStates:
                 parameters={"pk": pk, "low": low, "high": high}, select=_COLUMNS)
             found.update((e["RowKey"], _synced(e)) for e in query)
         return found
+
+    def among(self, partition: str, row_keys: Iterable[str]) -> dict[str, SyncedState]:
+        """The states of ``row_keys`` (those that have one), in one query over the scope's state buckets: their
+        partitions, and row keys from the smallest to the largest asked for, keeping only those asked for. RowKey
+        order is Table Storage's ordinal order of the encoded key, not Commerce's collation, so a key range of a
+        scan is no RowKey range; the keys themselves always lie between their own minimum and maximum."""
+        asked = set(row_keys)
+        if not asked:
+            return {}
+        query = self.table.query_entities(
+            "PartitionKey ge @first and PartitionKey le @last and RowKey ge @low and RowKey le @high",
+            parameters={"first": f"{partition}~00", "last": f"{partition}~{self.buckets - 1:02x}",
+                        "low": min(asked), "high": max(asked)}, select=_COLUMNS)
+        return {e["RowKey"]: _synced(e) for e in query if e["RowKey"] in asked}
 
     def iter(self, partition: str, buckets: Sequence[int] | None = None) -> Iterator[SyncedState]:
         """Every state of a scope (or of some of its ``buckets``), streamed bucket by bucket, page by page

@@ -18,6 +18,10 @@ For each changed row (``twoway.py`` explains the shared image):
   as a Commerce change either. Should F&O have normalised a value, the outbound side writes it to
   Dataverse so both sides end equal.
 
+The baseline (the first run, and the re-baseline after a rejected token) does not read the change feed row by
+row: it takes the delta token first, then compares both sides key range by key range, checkpointed, in place or
+fanned out over the pages queue (``shared.sync.baseline``), deciding each row with the same ``decide``.
+
 Deleted rows follow ``SYNC_REVERSE_DELETE_POLICY``: ``ignore`` (default; a loyalty card deleted in
 Dataverse stays in Commerce, and comes back to Dataverse on the next Commerce change) or ``delete``.
 """
@@ -26,7 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared.commerce.client import CommerceClient
@@ -34,9 +39,12 @@ from shared.dataverse.client import DataverseClient
 from shared.http.errors import ApiError, BadRequestError, NotFoundError, PreconditionFailedError
 from shared.mapping.model import Direction
 from shared.mapping.plan import MappingError, Plan
+from shared.messages import PageTask
 from shared.observability import log
 from shared.preflight import Preflight, PreflightError
+from shared.state.checkpoints import RunCheckpoint
 from shared.state.store import ConcurrencyConflict, StateStore, SyncedState, decode_key, encode_key, parked_key
+from shared.sync.baseline import Baseline
 from shared.sync.conflicts import Verdict
 from shared.sync.engine import OutboundSync
 from shared.sync.parking import Parking
@@ -47,6 +55,19 @@ logger = logging.getLogger("loyaltysync.inbound")
 
 DIRECTION = Direction.TO_COMMERCE.value
 SCOPE = "all"  # change tracking is per table, not per company
+Enqueue = Callable[[PageTask], None]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one Dataverse row needs, given Commerce's row (``InboundSync.decide``): ``unchanged`` (Commerce deleted
+    it after the last sync: that delete wins), ``create`` (POST), ``equal`` (both hold the same image: record
+    both hashes), ``commerce_wins`` (a conflict, recorded: Commerce's content goes to Dataverse) or ``patch``
+    (``changes`` to Commerce; ``verdict`` says whether that resolves a conflict Dataverse won)."""
+
+    kind: str
+    verdict: Verdict = Verdict.NO_CONFLICT
+    changes: dict[str, Any] = field(default_factory=dict)
 
 
 class InboundSync:
@@ -54,7 +75,7 @@ class InboundSync:
 
     def __init__(self, plan: Plan, commerce: CommerceClient, dataverse: DataverseClient, state: StateStore,
                  outbound: OutboundSync, *, delete_policy: str = "ignore", lease_s: int = 900,
-                 preflight: Preflight | None = None) -> None:
+                 preflight: Preflight | None = None, page_size: int | None = None) -> None:
         self.plan = plan
         self.preflight = preflight  # checked before each run (None: not checked)
         self.name = plan.name
@@ -72,36 +93,68 @@ class InboundSync:
         self.lease_s = lease_s
         self.writable = [row.fo_property for row in plan.template.rows_for(Direction.TO_COMMERCE)
                          if row.fo_property not in plan.key_properties]
+        # The first run (and a re-baseline): key ranges of both sides, checkpointed (``shared.sync.baseline``).
+        self.baseline = Baseline(self, page_size or outbound.page_size)
 
     def run(self, *, progress: Progress | None = None) -> RunSummary:
-        """One pass over the change feed; ``progress`` is told after every row (no total: the feed has none)."""
+        """One run, here: the change feed since the stored delta link, or the baseline (in key ranges, with
+        ``progress`` told the rows compared out of the rows the token pass counted)."""
+        begun = self._begin(progress)
+        if not isinstance(begun, tuple):
+            return begun
+        run, plan = begun
+        return self.baseline.run(run, plan, progress=progress)
+
+    def start(self, enqueue: Enqueue) -> RunSummary:
+        """The timer's run with ``SYNC_FAN_OUT``: the change feed as ``run`` reads it, but a baseline takes its token
+        and plans its key ranges here and puts one ``PageTask`` per range on the pages queue (``enqueue``); the page
+        workers compare them (``run_task``) and the last one closes the run."""
+        begun = self._begin(None)
+        if not isinstance(begun, tuple):
+            return begun
+        run, plan = begun
+        return self.baseline.start(run, plan, enqueue)
+
+    def run_task(self, task: PageTask, enqueue: Enqueue | None = None) -> str:
+        """One queued task of a fanned-out baseline: a key range, or the rest of its planning (which queues more
+        tasks through ``enqueue``); returns what happened (done, planned, duplicate, stale)."""
+        return self.baseline.run_task(task, enqueue)
+
+    def _begin(self, progress: Progress | None) -> tuple[Run, RunCheckpoint] | RunSummary:
+        """Preflight, lease, then either the change feed (done here: its summary) or the baseline to run: a new one
+        (no delta link, or the stored one rejected) or the open one a failed or crashed run left (its checkpoints)."""
         if self.preflight is not None:  # a failure is recorded as this direction's failed run, then raised
             try:
                 self.preflight.require(self.name)
             except PreflightError as exc:
                 record_unscoped_failure(self.state, self.name, DIRECTION, SCOPE, str(exc))
                 raise
-        run = Run.begin(self.state, self.name, DIRECTION, SCOPE, self.lease_s)
+        run = Run.begin(self.state, self.name, DIRECTION, SCOPE, self.lease_s, resume=self.baseline.open_run_of)
         if isinstance(run, RunSummary):
             return run
+        plan = self.baseline.resume(run)
+        if plan is not None:
+            return run, plan
         delta_link = run.lease.delta_link or None
-        try:
+        mode = "baseline"
+        if delta_link is not None:
             try:
                 new_link = self._consume(delta_link, run, progress)
             except (BadRequestError, NotFoundError) as exc:
-                if delta_link is None:
-                    raise
                 # An expired or rejected token (0x80044352, or any 400/404 on a delta link): start over.
                 log(logger, logging.WARNING, "change-tracking token rejected; re-baselining with a full compare",
                     template=self.name, status=exc.status, code=exc.code, error=exc.reason)
-                run.summary.mode = "rebaseline"
-                new_link = self._consume(None, run, progress)
+                mode = "rebaseline"
+            except Exception as exc:
+                run.fail(exc)
+                raise
+            else:
+                return run.finish(advance=True, delta_link=new_link)
+        try:
+            return run, self.baseline.open(run, mode)
         except Exception as exc:
             run.fail(exc)
             raise
-        if delta_link is None and run.summary.mode != "rebaseline":
-            run.summary.mode = "baseline"
-        return run.finish(advance=True, delta_link=new_link)
 
     def _consume(self, delta_link: str | None, run: Run, progress: Progress | None = None) -> str:
         summary = run.summary
@@ -127,7 +180,7 @@ class InboundSync:
         """
         key = self.images.fo_key(dv_row)
         if key is None:
-            return self._park(f"dataverse-id:{dv_row.get(self.plan.template.dataverse.primary_id)}",
+            return self.park(f"dataverse-id:{dv_row.get(self.plan.template.dataverse.primary_id)}",
                               MappingError("key", "the Dataverse row has no complete key (key columns or company)"),
                               source, dv_row)
         fo_key = self.plan.key_of(key)
@@ -139,14 +192,14 @@ class InboundSync:
         try:
             image, dv_hash = self.images.from_dataverse(dv_row)
         except MappingError as exc:
-            return self._park(row_key, exc, source, dv_row)
+            return self.park(row_key, exc, source, dv_row)
         previous = self.state.synced.get(partition, row_key)
         if previous is not None and previous.shared == dv_hash:
             return "unchanged"  # our own write coming back, or nothing that flows to Commerce changed
         try:
             outcome = self._write(key, image, dv_hash, previous, source, decided)
         except (ApiError, MappingError) as exc:
-            return self._park(row_key, exc, source, dv_row)
+            return self.park(row_key, exc, source, dv_row)
         self.state.parked.unpark(self.name, parked_key(row_key, DIRECTION))  # an earlier failure of this key has landed
         return outcome
 
@@ -155,30 +208,20 @@ class InboundSync:
         row_key = encode_key(self.plan.key_of(key))
         for _ in range(MAX_CONFLICT_ROUNDS):
             current = self.commerce.get(self.entity_set, self.plan.key_as_dict(self.plan.key_of(key)))
-            if current is None:
-                if previous is not None:
-                    return "unchanged"  # deleted in Commerce after the last sync: that delete wins
-                body = {prop: image[prop] for prop in self.writable if image.get(prop) is not None}
-                created = self.commerce.create(self.entity_set, {**key, **body})
-                self._after_write(created or key, previous)
-                log(logger, logging.INFO, "record created in Commerce from Dataverse", template=self.name, key=row_key)
-                return "created"
-            commerce_image, commerce_hash = self.images.from_commerce(current)
-            if commerce_hash == dv_hash:
+            decision = self.decide(row_key, image, dv_hash, previous, current, source, decided)
+            if decision.kind == "unchanged":
+                return "unchanged"  # deleted in Commerce after the last sync: that delete wins
+            if decision.kind == "create":
+                return self.create(key, image, previous)
+            assert current is not None
+            if decision.kind == "equal":
                 self.outbound.record_synced(current, previous=previous)  # already equal: just remember it
                 return "unchanged"
-            verdict = Verdict.NO_CONFLICT if decided else self.resolver.inbound(
-                commerce_hash, dv_hash, previous.shared if previous is not None else None)
-            if verdict is not Verdict.NO_CONFLICT:
-                self.resolver.record(row_key, verdict, commerce=commerce_image, dataverse=image,
-                                     detected_by=f"{DIRECTION}/{source}")
-                if verdict is Verdict.COMMERCE_WINS:
-                    self.outbound.sync_key(key, source="conflict", decided=True)  # Commerce's content to Dataverse
-                    return Outcome.CONFLICT
-            changes = {p: image[p] for p in self.writable if image.get(p) != commerce_image.get(p)}
+            if decision.kind == "commerce_wins":
+                self.outbound.sync_key(key, source="conflict", decided=True)  # Commerce's content to Dataverse
+                return Outcome.CONFLICT
             try:
-                self.commerce.update(self.entity_set, self.plan.key_as_dict(self.plan.key_of(key)), changes,
-                                     etag=current.get("@odata.etag"))
+                self.patch(key, current, decision.changes)
             except PreconditionFailedError:
                 log(logger, logging.INFO, "Commerce row changed while writing; re-reading", template=self.name,
                     key=row_key)
@@ -186,13 +229,46 @@ class InboundSync:
                                                  row_key)
                 continue
             written = self.commerce.get(self.entity_set, self.plan.key_as_dict(self.plan.key_of(key)))
-            self._after_write(written or {**current, **changes}, previous)
+            self.after_write(written or {**current, **decision.changes}, previous)
             log(logger, logging.INFO, "Dataverse edit written to Commerce", template=self.name, key=row_key,
-                fields=",".join(sorted(changes)))
-            return Outcome.CONFLICT if verdict is not Verdict.NO_CONFLICT else Outcome.WRITTEN
+                fields=",".join(sorted(decision.changes)))
+            return Outcome.CONFLICT if decision.verdict is not Verdict.NO_CONFLICT else Outcome.WRITTEN
         raise PreconditionFailedError(f"{row_key}: Commerce kept changing; gave up after {MAX_CONFLICT_ROUNDS} tries")
 
-    def _after_write(self, fo_row: Mapping[str, Any], previous: SyncedState | None) -> None:
+    def decide(self, row_key: str, image: dict[str, Any], dv_hash: str, previous: SyncedState | None,
+               current: Mapping[str, Any] | None, source: str, decided: bool) -> Decision:
+        """What a Dataverse row whose image differs from the last synced one needs, given Commerce's row now
+        (``current``, None: Commerce does not have it). A conflict is recorded here. Both the change feed (after a
+        read by key) and the baseline (with the row from its range read) decide here."""
+        if current is None:
+            return Decision("unchanged" if previous is not None else "create")
+        commerce_image, commerce_hash = self.images.from_commerce(current)
+        if commerce_hash == dv_hash:
+            return Decision("equal")
+        verdict = Verdict.NO_CONFLICT if decided else self.resolver.inbound(
+            commerce_hash, dv_hash, previous.shared if previous is not None else None)
+        if verdict is not Verdict.NO_CONFLICT:
+            self.resolver.record(row_key, verdict, commerce=commerce_image, dataverse=image,
+                                 detected_by=f"{DIRECTION}/{source}")
+            if verdict is Verdict.COMMERCE_WINS:
+                return Decision("commerce_wins", verdict)
+        return Decision("patch", verdict, {p: image[p] for p in self.writable if image.get(p) != commerce_image.get(p)})
+
+    def create(self, key: dict[str, str], image: dict[str, Any], previous: SyncedState | None) -> str:
+        """POST a row Commerce does not have (F&O has no upsert); F&O answers with the row it created."""
+        body = {prop: image[prop] for prop in self.writable if image.get(prop) is not None}
+        created = self.commerce.create(self.entity_set, {**key, **body})
+        self.after_write(created or key, previous)
+        log(logger, logging.INFO, "record created in Commerce from Dataverse", template=self.name,
+            key=encode_key(self.plan.key_of(key)))
+        return "created"
+
+    def patch(self, key: dict[str, str], current: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
+        """PATCH only ``changes``, with ``If-Match`` on the ETag of ``current`` (412: it changed since)."""
+        self.commerce.update(self.entity_set, self.plan.key_as_dict(self.plan.key_of(key)), changes,
+                             etag=current.get("@odata.etag"))
+
+    def after_write(self, fo_row: Mapping[str, Any], previous: SyncedState | None) -> None:
         """Both sides now hold this; let the outbound side write any value F&O normalised, then record."""
         record = self.plan.to_dataverse(fo_row)
         partition = self.outbound.partition(record.company)
@@ -242,7 +318,7 @@ class InboundSync:
         try:
             outcome = self._delete_in_commerce(key, row_key, previous, dataverse_id)
         except ApiError as exc:
-            return self._park(row_key, exc, "change_feed", {"id": dataverse_id, "reason": "deleted"})
+            return self.park(row_key, exc, "change_feed", {"id": dataverse_id, "reason": "deleted"})
         self.state.dataverse_ids.forget(self.name, dataverse_id)
         return outcome
 
@@ -276,5 +352,5 @@ class InboundSync:
         log(logger, logging.INFO, "row deleted in Dataverse; deleted in Commerce", template=self.name, key=row_key)
         return "deleted"
 
-    def _park(self, row_key: str, exc: Exception, source: str, dv_row: Mapping[str, Any]) -> str:
+    def park(self, row_key: str, exc: Exception, source: str, dv_row: Mapping[str, Any]) -> str:
         return self.parking.park(row_key, exc, source, dv_row)

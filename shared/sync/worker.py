@@ -37,6 +37,7 @@ from azure.core.exceptions import AzureError
 
 from shared.http.errors import ApiError
 from shared.mapping.model import Direction
+from shared.messages import PageTask
 from shared.messages.events import WorkItem, WorkKind
 from shared.observability import correlation_scope, log
 from shared.runtime import Runtime
@@ -141,6 +142,14 @@ def _data_event(runtime: Runtime, item: WorkItem) -> str:
             log(logger, logging.WARNING, "Target.Id not removed from the index", template=item.template,
                 target_id=item.target_id, error=f"{type(exc).__name__}: {exc}")
     return outcome
+
+
+def run_page_task(runtime: Runtime, task: PageTask) -> str:
+    """One message of a template's pages queue: a key range, delete check or delete pass of a fanned-out scan
+    (``Scan.run_task``), or a key range (or the planning) of a fanned-out inbound baseline (``InboundSync.run_task``)."""
+    if task.kind in ("inbound", "inbound_plan"):
+        return runtime.inbound(task.template).run_task(task, runtime.queues.send_page)
+    return runtime.scan(task.template).run_task(task)
 
 
 def refresh(runtime: Runtime, item: WorkItem) -> str:

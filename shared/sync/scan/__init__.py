@@ -217,6 +217,8 @@ class Scan:
 
     def run_task(self, task: PageTask) -> str:
         """One queued task: a key range, a delete check or a delete pass. Returns what happened."""
+        if task.kind in ("inbound", "inbound_plan"):
+            raise ValueError("a task of an inbound baseline: InboundSync.run_task runs it")
         if task.kind == "deletes":
             return self.finaliser.run_delete_check(task)
         if task.kind == "delete_pass":
