@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -42,6 +42,11 @@ _PASS_ROWS = "RowKey ge 'y' and RowKey lt 'z'"
 
 class CheckpointConflict(Exception):
     """Another worker changed the plan row since it was read."""
+
+
+def all_done(parts: Sequence[PageCheckpoint] | Sequence[DeleteCheck], expected: int) -> bool:
+    """Every one of the ``expected`` ranges (or delete checks) is recorded and done."""
+    return len(parts) >= expected and all(p.status == PageStatus.DONE for p in parts)
 
 
 class PageStatus(StrEnum):
@@ -148,6 +153,15 @@ class PageCheckpoints:
         except (ResourceExistsError, ResourceModifiedError) as exc:
             raise CheckpointConflict(f"plan of run {plan.run_id} changed meanwhile") from exc
         return plan
+
+    def claim_closing(self, plan: RunCheckpoint) -> RunCheckpoint | None:
+        """Claim the closing of a run: ``closing`` set with the plan row's ETag, so exactly one worker wins and
+        gets the saved plan; the others get None."""
+        plan.closing = True
+        try:
+            return self.save_plan(plan)
+        except CheckpointConflict:
+            return None  # another worker closes it
 
     # -- key ranges --------------------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from shared.dataverse.client import ODATA_HEADERS
 from shared.http.errors import ApiError, BadRequestError, NotFoundError
 from shared.messages import PageTask
 from shared.observability import log
-from shared.state.checkpoints import CheckpointConflict, PageCheckpoint, PageStatus, RunCheckpoint
+from shared.state.checkpoints import CheckpointConflict, PageCheckpoint, PageStatus, RunCheckpoint, all_done
 from shared.state.store import Watermark
 from shared.sync.baseline.compare import SOURCE, RangeCompare
 from shared.sync.baseline.sides import BaselineSides, Key
@@ -345,13 +345,12 @@ class Baseline:
         if plan.closing or not plan.planning_done:
             return None
         pages = pages if pages is not None else self.checkpoints.pages(plan)
-        if len(pages) < plan.planned or any(p.status != PageStatus.DONE for p in pages):
+        if not all_done(pages, plan.planned):
             return None
-        plan.closing = True
-        try:
-            plan = self.checkpoints.save_plan(plan)
-        except CheckpointConflict:
+        claimed = self.checkpoints.claim_closing(plan)
+        if claimed is None:
             return None  # another worker closes it
+        plan = claimed
         mark = self.state.watermarks.get(self.name, DIRECTION_IN, ALL)
         summary = RunSummary(template=self.name, scope=ALL, run_id=plan.run_id, direction=DIRECTION_IN, mode=plan.mode)
         run = Run(self.state, mark, summary, lease_s=self.inbound.lease_s,

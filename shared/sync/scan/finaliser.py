@@ -39,7 +39,7 @@ from collections.abc import Callable
 
 from shared.messages import PageTask
 from shared.observability import log
-from shared.state.checkpoints import CheckpointConflict, DeleteCheck, PageCheckpoint, PageStatus, RunCheckpoint
+from shared.state.checkpoints import CheckpointConflict, DeleteCheck, PageCheckpoint, PageStatus, RunCheckpoint, all_done
 from shared.state.store import Watermark
 from shared.sync.digests import KeyDigests
 from shared.sync.engine import OutboundSync
@@ -247,23 +247,19 @@ class Finaliser:
         """Once every delete check is done: decide (exactly once: an ETag claim on the plan row), and close the
         run when the decision leaves nothing to do or every delete pass is done (another claim)."""
         checks = self.checkpoints.delete_checks(plan)
-        if len(checks) < plan.delete_checks or any(c.status != PageStatus.DONE for c in checks):
+        if not all_done(checks, plan.delete_checks):
             return None
         plan = self.checkpoints.get_plan(plan.template, plan.scope, plan.run_id) or plan
         if plan.closing:
             return None
         if not plan.decision:
             return self._decide_fanned_out(plan, checks)
-        if plan.delete_passes:
-            passes = self.checkpoints.delete_passes(plan)
-            if len(passes) < plan.delete_passes or any(p.status != PageStatus.DONE for p in passes):
-                return None
-        plan.closing = True
-        try:
-            plan = self.checkpoints.save_plan(plan)
-        except CheckpointConflict:
+        if plan.delete_passes and not all_done(self.checkpoints.delete_passes(plan), plan.delete_passes):
+            return None
+        claimed = self.checkpoints.claim_closing(plan)
+        if claimed is None:
             return None  # another worker closes it
-        return self.close(self.run_of(plan), plan, checks, decision=DeleteDecision.from_json(plan.decision))
+        return self.close(self.run_of(claimed), claimed, checks, decision=DeleteDecision.from_json(claimed.decision))
 
     def _decide_fanned_out(self, plan: RunCheckpoint, checks: list[DeleteCheck]) -> RunSummary | None:
         decision = self.decide(plan, sum(c.counts.get("candidates", 0) for c in checks),
