@@ -160,7 +160,7 @@ class InboundSync:
         summary = run.summary
         feed = self.dataverse.changes(self.dv_entity_set, select=self.images.select, delta_link=delta_link)
         for entry in feed:
-            summary.seen += 1
+            summary.read()
             if entry.get("@removed"):
                 summary.count(self._removed(str(entry.get("id"))))
             else:

@@ -133,7 +133,7 @@ class RangeCompare:
         ids: list[tuple[str, str]] = []
         primary_id = self.plan.template.dataverse.primary_id
         for dv_row in dv_rows:
-            summary.seen += 1
+            summary.read()
             row = self._prepare(dv_row, cache, ids, primary_id, summary)
             if row is not None:
                 rows.append(row)
