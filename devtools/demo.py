@@ -197,8 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"   msdyn_cardtendertype in Dataverse: {before} -> {after}")
 
         print("\n3. An agent's edit in Dataverse reaches Commerce (change tracking, inbound timer trigger)")
-        for template in runtime.catalog:  # the baseline: every row the initial sync wrote comes back as an echo
+        for template in runtime.catalog:  # the baseline: the timer takes the token and queues key ranges
             invoke_timer(function_app.app, f"timer_inbound_{template.name}")
+        baseline_ranges = pump.drain(120)  # the page workers compare them: every row the initial sync wrote is equal
+        print(f"   baseline: {baseline_ranges} key ranges compared by the page workers")
         agent_party = "AGENT-EDIT-1"
         requests.patch(f"{dataverse.url}/api/data/v9.2/msdyn_loyaltycards(msdyn_cardnumber='{card}')",
                        json={"msdyn_partynumber": agent_party}, headers={**bearer(), "If-Match": "*"},
