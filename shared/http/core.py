@@ -159,6 +159,7 @@ class HttpCore:
                 **(headers or {}),
             }
             failure: ApiError
+            retry_after: float | None = None  # a throttle's wait: the gate is blocked that long
             try:
                 self.requests_sent += 1
                 response = self.session.request(
@@ -179,22 +180,26 @@ class HttpCore:
                 for observe in self.observers:
                     observe(response)
                 metrics.record_response(self.service, response.status_code)  # loyaltysync.http.requests, .throttled
-                self.gate.done(ticket, success=response.status_code < 400,
-                               burst_remaining=_int_header(response, BURST_REMAINING_HEADER))
                 if response.status_code < 400 or response.status_code == 304:
+                    self.gate.done(ticket, success=True,
+                                   burst_remaining=_int_header(response, BURST_REMAINING_HEADER))
                     log(logger, logging.DEBUG, "http ok", service=self.service, method=method, url=response.url,
                         status=response.status_code, request_id=request_id, attempt=attempt)
                     return response
                 failure = error_from_response(response)
+                retry_after = self._throttle_wait(failure)
+                if retry_after is not None:
+                    # The identity is blocked from now on: close the gate before this ticket is handed back, so
+                    # no other thread slips a request in meanwhile (it would draw a 429 and lengthen the block),
+                    # and whether or not this request is retried.
+                    self.gate.block(retry_after)
+                self.gate.done(ticket, success=False)
                 retryable = response.status_code in RETRYABLE_STATUS and (
                     method in IDEMPOTENT or response.status_code in (429, 503)
                 )
             elapsed = time.monotonic() - started
             if not retryable or attempt >= self.retry.max_attempts:
                 raise failure
-            retry_after = failure.retry_after if isinstance(failure, ThrottledError) else None
-            if retry_after is None and failure.status == 429 and self.retry.throttle_fallback_s is not None:
-                retry_after = self.retry.throttle_fallback_s  # a 429 without Retry-After (F&O: 30 s, §3.5)
             wait = self.retry.backoff(attempt) if retry_after is None else retry_after
             if elapsed + wait > self.retry.budget_s:
                 raise failure
@@ -202,10 +207,18 @@ class HttpCore:
                 status=failure.status, code=failure.code, wait_s=round(wait, 2), attempt=attempt,
                 request_id=request_id)
             metrics.record_retry_wait(self.service, wait)  # loyaltysync.http.retry_wait
-            if retry_after is not None:
-                self.gate.block(retry_after)  # the next attempt waits at the gate, with every other request
-            else:
+            if retry_after is None:
                 self._sleep(wait)
+            # else the gate is blocked: the next attempt waits there, with every other request
+
+    def _throttle_wait(self, failure: ApiError) -> float | None:
+        """How long a throttled identity is blocked: ``Retry-After``, or for a 429 without it the fallback
+        (F&O: 30 s, §3.5); None when ``failure`` is no throttle."""
+        if isinstance(failure, ThrottledError) and failure.retry_after is not None:
+            return failure.retry_after
+        if failure.status == 429:
+            return self.retry.throttle_fallback_s
+        return None
 
     def get_json(self, path: str, *, params: Mapping[str, str] | None = None,
                  headers: Mapping[str, str] | None = None) -> dict[str, Any]:
