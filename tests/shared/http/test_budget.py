@@ -133,7 +133,7 @@ def test_the_same_limiter_alone_would_have_gone_at_once() -> None:
     limiter.observe(spent(0.6, remaining="1.00"))
     started = time.monotonic()
     limiter.acquire()
-    assert time.monotonic() - started < 0.1
+    assert time.monotonic() - started < 0.25  # the other one waits 0.3 s or more
 
 
 def test_a_limiter_paces_by_the_reported_request_count() -> None:
