@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from azure.core.credentials import TokenCredential
 
@@ -16,6 +15,7 @@ from shared.http.budget import BudgetLedger, SharedBudget
 from shared.http.core import HttpCore, RetryPolicy, Timeouts
 from shared.http.limiter import AdaptiveLimiter
 from shared.mapping.catalog import Catalog, load_catalog
+from shared.once import build_once
 from shared.preflight import Preflight
 from shared.settings import ConfigError, Settings, get_settings
 from shared.state.budget import BudgetMembers, identity_key
@@ -156,6 +156,6 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None, *, ensure_
     return runtime
 
 
-@lru_cache(maxsize=1)
+@build_once
 def get_runtime() -> Runtime:
     return build_runtime(get_settings())

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.once import build_once
 
 logger = logging.getLogger("loyaltysync.settings")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -218,6 +219,6 @@ def describe(exc: ValidationError) -> list[str]:
     return lines
 
 
-@lru_cache(maxsize=1)
+@build_once
 def get_settings() -> Settings:
     return Settings()  # type: ignore[call-arg]  # required values come from the environment
