@@ -235,6 +235,14 @@ def _route_regex(route: str) -> re.Pattern[str]:
     return re.compile(f"^/api/{pattern}$")
 
 
+class _HostServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # The listen backlog of the Functions host's Kestrel (512), not socketserver's 5: a burst of callers opening
+    # connections while the accept thread waits for the interpreter lock must not see attempts dropped (a dropped
+    # attempt is retried by the caller's TCP stack only after 1 s), which the real host would accept.
+    request_queue_size = 512
+
+
 class LocalFunctionsHost:
     """Serves the app's HTTP triggers on 127.0.0.1 (no function keys: local equipment only). The status page
     (``/api/ops/dashboard``) is served without sign-in: ``start`` sets ``SYNC_DASHBOARD_AUTH=local`` for this
@@ -268,8 +276,7 @@ class LocalFunctionsHost:
             def do_GET(self) -> None:
                 host._handle(self)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
+        self.server = _HostServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 

@@ -139,6 +139,9 @@ class EmulatorServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # A service accepts the connections its callers open: not socketserver's backlog of 5, with which a burst of
+    # new connections could be dropped by the kernel (and retried by the caller only after 1 s).
+    request_queue_size = 512
 
     def __init__(
         self,
