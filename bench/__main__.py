@@ -264,15 +264,20 @@ def callbacks(args: argparse.Namespace, runtime: Any, dv_url: str, fo_url: str,
     acks: list[float] = []
     lock = threading.Lock()
 
-    def post(card: str) -> None:
-        body = {"BusinessEventId": "RetailLoyaltyCardChangedBusinessEvent", "BusinessEventLegalEntity": "USMF",
+    def event(card: str) -> dict[str, Any]:
+        return {"BusinessEventId": "RetailLoyaltyCardChangedBusinessEvent", "BusinessEventLegalEntity": "USMF",
                 "EventId": str(uuid.uuid4()).upper(), "ControlNumber": 1, "EventTime": f"/Date({int(time.time() * 1000)})/",
                 "MajorVersion": 0, "MinorVersion": 0, "CardNumber": card}
+
+    def post(card: str) -> None:
         t0 = time.perf_counter()
-        session.post(f"{host.url}/api/callbacks/loyalty_cards", json=body, timeout=10)
+        session.post(f"{host.url}/api/callbacks/loyalty_cards", json=event(card), timeout=10)
         with lock:
             acks.append((time.perf_counter() - t0) * 1000)
 
+    # Warm, as the bare puts' client is: the first callback of a process builds its runtime (storage clients,
+    # tables and queues); a cold start is not what the acknowledgement figure is about.
+    session.post(f"{host.url}/api/callbacks/loyalty_cards", json=event("BENCH-WARM-UP"), timeout=30).raise_for_status()
     # The load comes from another process, as callers reach a real Functions host from outside it.
     # The same process also puts a bare message of the same size on a scratch queue of the same Azurite, at the
     # same rate and moments: the acknowledgement's cost beside the one durable queue write it waits for.
@@ -285,7 +290,7 @@ def callbacks(args: argparse.Namespace, runtime: Any, dv_url: str, fo_url: str,
     puts[:] = measured["puts"]
     print(f"callbacks: {len(acks)} acknowledged at {args.callbacks_per_s}/s, p50 {percentile(acks, 0.5):.1f} ms, "
           f"p99 {percentile(acks, 0.99):.1f} ms; bare queue puts beside them: p50 {percentile(puts, 0.5):.1f} ms, "
-          f"p99 {percentile(puts, 0.99):.1f} ms")
+          f"p99 {percentile(puts, 0.99):.1f} ms; acknowledgements over 900 ms: {sum(1 for a in acks if a > 900)}")
 
     pump = QueuePump(app, os.environ["AzureWebJobsStorage"], visibility_timeout_s=10)  # noqa: SIM112
     pump.drain(120)  # the backlog the ack test queued
