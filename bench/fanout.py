@@ -112,6 +112,14 @@ def worker() -> int:
     from devtools.functions_host import QueuePump
     from shared.runtime import get_runtime
 
+    if os.environ.get("BENCH_WORKER_LOG"):  # a diagnostic log per worker: its requests, retries and budget shares
+        import logging
+
+        handler = logging.FileHandler(f"{os.environ['BENCH_WORKER_LOG']}.{os.getpid()}.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s %(message)s", "%H:%M:%S"))
+        http_logger = logging.getLogger("loyaltysync.http")
+        http_logger.addHandler(handler)
+        http_logger.setLevel(logging.DEBUG)
     runtime = get_runtime()
     runtime.ensure_storage()
     app = importlib.import_module("function_app").app

@@ -221,11 +221,16 @@ class SharedBudget:
             self._gate.hold(others_block)
         # The whole requests are split among the members that want to send; an idle one's spend, still in the
         # window, counts among the others' (Dataverse counts it) but claims no share.
+        previous = self._share
         self._share = Share(members=len(wanting_ids), rank=wanting_ids.index(self.member),
                             others_spent_s=sum(m.spent_s for m in others),
                             others_requests=sum(m.requests for m in others),
                             budget_s=max([budget_s, *(m.budget_s for m in others)]),
                             max_requests=max([max_requests, *(m.max_requests for m in others)]))
+        if (self._share.members, self._share.rank) != (previous.members, previous.rank):
+            logger.debug("shared budget: %d member(s) want to send, this one is rank %d (others spent %.2f s, "
+                         "%d requests in the window)", self._share.members, self._share.rank,
+                         self._share.others_spent_s, self._share.others_requests)
         if self._member_now:
             self._joined.set()
         self._member_now = True
