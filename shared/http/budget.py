@@ -86,6 +86,12 @@ class Share:
     max_requests: int = 0
     rank: int = 0  # this member's place among the live members (sorted by id)
 
+    @property
+    def others_cost_s(self) -> float:
+        """The others' average request in the window (execution seconds; 0: none): what a request costs for a
+        member that has not measured one yet."""
+        return self.others_spent_s / self.others_requests if self.others_requests else 0.0
+
     def _units(self, units: int) -> int:
         """This member's part of ``units`` whole requests: an even split, the remainder to the first ranks (a
         request is indivisible: shares of 1.5 requests each would make one too many in all)."""

@@ -105,8 +105,12 @@ class AdaptiveLimiter:
         now = time.monotonic()
         self._prune(now)
         share = self.budget.share if self.budget is not None else ALONE
-        by_time = (self._time_wait_s(now, share.time_allowance(self.budget_s, self._unit_cost_s()))
-                   if max(self.budget_s, share.budget_s) > 0 and self.cost_s > 0 else 0.0)  # else: nothing known yet
+        # What a request costs: this process's measure; before its first answer, the other members' average (a
+        # newcomer that joins a window the others have filled must wait too, not send because it measured nothing:
+        # measured, 4 workers starting one after another drew a 429 with an 8-s Retry-After that way).
+        cost = self.cost_s or share.others_cost_s
+        by_time = (self._time_wait_s(now, share.time_allowance(self.budget_s, self._unit_cost_s() or cost), cost)
+                   if max(self.budget_s, share.budget_s) > 0 and cost > 0 else 0.0)  # else: nothing known yet
         by_count = (self._count_wait_s(now, share.request_allowance(self.max_requests))
                     if max(self.max_requests, share.max_requests) > 0 else 0.0)
         if by_time is None or by_count is None:
@@ -121,8 +125,8 @@ class AdaptiveLimiter:
         grows when the machine is busy), else the running average."""
         return min((seconds for _, seconds in self._spent), default=self.cost_s) or self.cost_s
 
-    def _time_wait_s(self, now: float, allowance: float) -> float | None:
-        excess = sum(seconds for _, seconds in self._spent) + self.cost_s * self.in_flight - allowance
+    def _time_wait_s(self, now: float, allowance: float, cost_s: float) -> float | None:
+        excess = sum(seconds for _, seconds in self._spent) + cost_s * self.in_flight - allowance
         if excess < 0:
             return 0.0
         for finished, seconds in self._spent:  # oldest first: when will enough of it have left the window?

@@ -161,3 +161,20 @@ def test_a_members_retry_after_holds_the_other_members_too(ledger: BudgetMembers
     other.beat()
     assert 1.5 < other_gate.blocked_for() <= 2.0
     assert other_gate.resuming  # and it comes back with a probe
+
+
+def test_a_member_that_has_measured_no_request_yet_waits_while_the_others_fill_the_window() -> None:
+    # The others: 3.1 s of a 3 s budget in 6 requests. This member has seen no answer of its own.
+    limiter = AdaptiveLimiter(start=4, window_s=10, budget=FixedShare(
+        Share(members=3, others_spent_s=3.1, others_requests=6, budget_s=3.0)))
+    got = threading.Event()
+    threading.Thread(target=lambda: (limiter.acquire(), got.set()), daemon=True).start()
+    assert not got.wait(0.5)
+
+
+def test_a_member_that_has_measured_no_request_yet_goes_when_the_others_leave_room() -> None:
+    limiter = AdaptiveLimiter(start=4, window_s=10, budget=FixedShare(
+        Share(members=3, others_spent_s=1.0, others_requests=2, budget_s=3.0)))
+    started = time.monotonic()
+    limiter.acquire()
+    assert time.monotonic() - started < 0.25
