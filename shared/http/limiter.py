@@ -151,6 +151,8 @@ class AdaptiveLimiter:
                 # At most 2 s: the first member may be a crashed process whose row has not expired yet.
                 self._cold_until = time.monotonic() + min(3 * self.budget.heartbeat_s, 2.0)
             self.waiting += 1
+            began = time.monotonic()
+            first: str | None = None
             while True:
                 if self.in_flight >= self.allowed:  # a response or a release wakes it; shared, so may a beat
                     wait = self.budget.heartbeat_s if self.budget is not None and self.in_flight == 0 else None
@@ -158,11 +160,28 @@ class AdaptiveLimiter:
                     wait = self._wait_s()
                 if wait == 0.0:
                     break
+                if first is None and logger.isEnabledFor(logging.DEBUG):
+                    first = self._describe()
                 self._cond.wait(timeout=wait)  # None: until a response or a release
             self.waiting -= 1
             self.in_flight += 1
             self._sent.append(time.monotonic())
             self.peak = max(self.peak, self.in_flight)
+            if first is not None and time.monotonic() - began > 1.0:
+                logger.debug("limiter: a request waited %.1f s for the budget; when it began to wait: %s",
+                             time.monotonic() - began, first)
+
+    def _describe(self) -> str:
+        """The figures a wait is decided by (for the DEBUG log)."""
+        share = self.budget.share if self.budget is not None else ALONE
+        cost = self.cost_s or share.others_cost_s
+        return (f"in flight {self.in_flight} of {self.allowed} allowed, spent {sum(s for _, s in self._spent):.2f} s "
+                f"and {len(self._sent)} requests in the window, cost {cost:.3f} s (unit {self._unit_cost_s():.3f}), "
+                f"time allowance {share.time_allowance(self.budget_s, self._unit_cost_s() or cost):.2f} s of "
+                f"{max(self.budget_s, share.budget_s):.2f}, request allowance "
+                f"{share.request_allowance(self.max_requests)} of {max(self.max_requests, share.max_requests)}; "
+                f"share: {share.members} member(s), rank {share.rank}, others spent {share.others_spent_s:.2f} s "
+                f"and {share.others_requests} requests")
 
     def release(self) -> None:
         with self._cond:
