@@ -169,17 +169,21 @@ def hammer(client: HttpCore, threads: int, seconds: float) -> list[Sent]:
 
 def test_requests_let_through_after_a_block_draw_no_429_from_a_strict_request_limit(
         strict_dataverse: object) -> None:
+    # Another process of the same identity has filled the window: this one learns it from a 429.
+    other = core(strict_dataverse.api_url, window_s=2, attempts=1)  # type: ignore[attr-defined]
+    for _ in range(10):
+        other.request("GET", "WhoAmI")
     client = core(strict_dataverse.api_url, window_s=2, attempts=20)  # type: ignore[attr-defined]
     blocked_at: list[float] = []
     client.gate.on_block.append(lambda seconds: blocked_at.append(time.monotonic()))
-    sent = hammer(client, threads=6, seconds=4.5)
-    assert blocked_at, "the hammer never filled the window"
+    sent = hammer(client, threads=6, seconds=6.5)
+    assert blocked_at, "the window was not full"
     # Requests that passed the gate before the first block may still draw a 429 (they were on their way);
     # every request the gate let through after it must not, and the next window must still be used.
     after_the_block = [request for request in sent if request.entered > blocked_at[0]]
     assert [request.status for request in after_the_block if request.status == 429] == []
     assert sum(1 for request in after_the_block
-               if request.status < 400 and request.answered < blocked_at[0] + 4) >= 10
+               if request.status < 400 and request.answered < blocked_at[0] + 6) >= 10
 
 
 def test_a_resource_based_429_of_the_commerce_emulator_waits_30_s_and_holds_the_identity() -> None:
