@@ -35,7 +35,7 @@ from bench import inbound  # noqa: E402  (the inbound baseline: its own process,
 from devtools.azurite import free_port, start_azurite  # noqa: E402
 from devtools.demo import STATIC_TOKEN, emulator_settings, environment  # noqa: E402
 
-# Dataverse service protection, scaled down (protocols.md §2.12 has 6,000 requests and 1,200 s per 300 s).
+# Dataverse service protection, scaled down (docs/protocol-notes.md §2.12 has 6,000 requests and 1,200 s per 300 s).
 # The simulated server time per record (0.5 ms: 0.5 s per 1,000-record
 # request) is set well above the emulator's own processing (about 0.15-0.2 ms a record on this machine), so
 # that it, and not the emulator's speed under load, sets the execution time and the ceiling is known:

@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-# F&O documents 6,000 requests and 1,200 s per 300 s and 52 concurrent (protocols.md §3.5): scaled down.
+# F&O documents 6,000 requests and 1,200 s per 300 s and 52 concurrent (docs/protocol-notes.md §3.5): scaled down.
 FO_PROTECTION = {"window_s": 10, "max_requests": 100, "max_execution_s": None, "max_concurrent": 6}
 # Resource-based throttling on 1 % of the requests, with a Retry-After of 2 s (inferred: F&O sends one).
 RESOURCE_RULE = {"kind": "status", "status": 429, "reason": "resource", "probability": 0.01, "seed": 14,

@@ -117,7 +117,7 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None, *, ensure_
     timeouts = Timeouts(settings.http_connect_timeout_s, settings.http_read_timeout_s)
     retry = RetryPolicy(max_attempts=settings.http_max_attempts, budget_s=settings.http_retry_budget_s,
                         backoff_base_s=settings.http_backoff_base_s)
-    # F&O's 429 without Retry-After waits 30 s, as Microsoft's sample does (protocols.md §3.5).
+    # F&O's 429 without Retry-After waits 30 s, as Microsoft's sample does (docs/protocol-notes.md §3.5).
     commerce_core = HttpCore(settings.commerce_url, credential, settings.commerce_token_scope, service="commerce",
                              timeouts=timeouts, retry=dataclasses.replace(retry, throttle_fallback_s=30.0))
     try:
@@ -137,7 +137,7 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None, *, ensure_
     state.auto_pause.configure(settings.auto_pause_failures, settings.auto_pause_minutes)
     ledger = BudgetMembers.for_service(state.service, settings.table_prefix) if settings.shared_budget else None
     dataverse = dataverse_client(settings, credential, timeouts, retry, ledger)
-    # More application users multiply the per-user service-protection limits (protocols.md §2.12).
+    # More application users multiply the per-user service-protection limits (docs/protocol-notes.md §2.12).
     extra = [dataverse_client(settings, build_credential(settings, client_id), timeouts, retry, ledger, client_id)
              for client_id in settings.dataverse_client_ids]
     commerce = CommerceClient(commerce_core)

@@ -191,7 +191,7 @@ class Settings(BaseSettings):
 
     @property
     def dataverse_token_scope(self) -> str:
-        # Scope = resource URL + /.default, no slash before it (protocols.md §1.1).
+        # Scope = resource URL + /.default, no slash before it (docs/protocol-notes.md §1.1).
         return self.dataverse_scope or f"{self.dataverse_url}/.default"
 
     @property

@@ -1,4 +1,4 @@
-"""Builders of F&O data events as a Dataverse webhook delivers them (protocols.md §4.4): a ``RemoteExecutionContext``
+"""Builders of F&O data events as a Dataverse webhook delivers them (docs/protocol-notes.md §4.4): a ``RemoteExecutionContext``
 shaped like the F&O 10.0.48 capture, written here independently of the Commerce emulator's publisher."""
 
 from __future__ import annotations

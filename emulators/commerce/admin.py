@@ -4,7 +4,7 @@
   ``reward_points``, ``levels_per_company``, ``seed``); ``POST /_emulator/config``
   (``page_size``, ``default_company``, ``validation_failures``: see
   :mod:`emulators.commerce.write_failures`). Stats come from ``emulators.common``.
-* Business events (protocols.md §4, §5.3) under ``/_emulator/business-events/``:
+* Business events (docs/protocol-notes.md §4, §5.3) under ``/_emulator/business-events/``:
   ``endpoints`` (GET, POST = register + activate, DELETE = remove all),
   ``endpoints/<id>`` (DELETE), ``catalog``, ``config`` (GET/POST knobs), ``publish``,
   ``flush``, ``deliveries``, ``published``, ``errors``, ``errors/resend``, ``reset``. An endpoint registered
@@ -14,7 +14,7 @@
   first; ``DELETE /_emulator/writes`` clears the log (a reset does too).
 * ``POST /_emulator/rows/<Set>`` with ``{"key": {...}, "changes": {...}}`` or ``{"key": {...}, "delete": true}``:
   a user's edit in the HQ client, which no OData routing rule limits (a key holding ``/`` has no OData
-  route, protocols.md §3.1); the business event is raised as for an OData write.
+  route, docs/protocol-notes.md §3.1); the business event is raised as for an OData write.
 """
 
 from __future__ import annotations

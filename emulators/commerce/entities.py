@@ -1,9 +1,9 @@
 """Entity metadata of the emulated F&O loyalty data entities, as plain data.
 
-Sources: ``loyalty-maps.json`` (entity sets, keys, EDM types, nullability, ``fo_enums``) and
-``loyalty-domain.md`` §2-§3; wire conventions from ``protocols.md`` §3.1. Everything the
-reference marks *inferred* (entity-type names, table names, labels, mandatory fields, default
-values) is marked so here too.
+Sources: Microsoft's dual-write mapping tables and the CDM entity definitions, summarised in
+``docs/domain-notes.md`` §2-§3 (entity sets, keys, EDM types, nullability, enum values);
+wire conventions from ``docs/protocol-notes.md`` §3.1. Everything the reference marks *inferred* (entity-type
+names, table names, labels, mandatory fields, default values) is marked so here too.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 NAMESPACE = "Microsoft.Dynamics.DataEntities"
 
-#: F&O's "no date" value as the OData emulator renders it (protocols.md §5.2; inferred).
+#: F&O's "no date" value as the OData emulator renders it (docs/protocol-notes.md §5.2; inferred).
 EMPTY_DATE = "1900-01-01T12:00:00Z"
 
 
@@ -36,7 +36,7 @@ class EnumType:
         return dict(self.members)[member]
 
 
-# Member values exactly as loyalty-maps.json ``fo_enums``.
+# Member values exactly as the dual-write maps' enum value maps (docs/domain-notes.md §3).
 TENDER_TYPE = EnumType(
     "RetailLoyaltyTenderTypeBase",
     (("AsCardTender", 0), ("AsContactTender", 1), ("NoTender", 2), ("Blocked", 3)),
@@ -63,9 +63,9 @@ class Property:
     mandatory: bool = False
     default: Any = None
     label: str = ""
-    #: An F&O date field exposed as DateTimeOffset at midnight UTC (loyalty-domain.md §6).
+    #: An F&O date field exposed as DateTimeOffset at midnight UTC (docs/domain-notes.md §6).
     date_only: bool = False
-    #: AX 2012 reference lengths (loyalty-domain.md §6); documentation only, neither emitted nor enforced.
+    #: AX 2012 reference lengths (docs/domain-notes.md §6); documentation only, neither emitted nor enforced.
     max_length: int | None = None
 
     @property
@@ -81,7 +81,7 @@ def _string(name: str, *, nullable: bool = True, mandatory: bool = False, label:
 
 def _enum(name: str, enum: EnumType, *, default: Any = None, mandatory: bool = False,
           label: str = "") -> Property:
-    # Enum properties are nullable in $metadata (loyalty-domain.md §6).
+    # Enum properties are nullable in $metadata (docs/domain-notes.md §6).
     return Property(name, enum.full_name, nullable=True, enum=enum, default=default,
                     mandatory=mandatory, label=label)
 
@@ -152,7 +152,7 @@ RETAIL_LOYALTY_CARDS = EntitySet(
                  label="Enrollment date", date_only=True),
         Property("LoyaltyEnrollmentDateLocal", "Edm.DateTimeOffset", nullable=False,
                  default=EMPTY_DATE, label="Enrollment date (local)", date_only=True),
-        # Seconds since midnight: inferred (loyalty-domain.md §6).
+        # Seconds since midnight: inferred (docs/domain-notes.md §6).
         _int("LoyaltyEnrollmentTime", label="Enrollment time"),
         _int("LoyaltyEnrollmentTimeLocal", label="Enrollment time (local)"),
     ),
@@ -163,8 +163,8 @@ LOYALTY_LEVELS = EntitySet(
     entity_type="LoyaltyLevel",  # inferred
     keys=("dataAreaId", "LevelPhrase"),
     company_specific=True,
-    data_entity="smmLoyaltyLevelEntity",  # inferred (loyalty-domain.md §2)
-    table="smmLoyaltyGroup",  # inferred (loyalty-domain.md §2)
+    data_entity="smmLoyaltyLevelEntity",  # inferred (docs/domain-notes.md §2)
+    table="smmLoyaltyGroup",  # inferred (docs/domain-notes.md §2)
     table_label="Loyalty levels",  # inferred
     business_event_id="LoyaltyLevelChangedBusinessEvent",  # custom event: inferred
     properties=(

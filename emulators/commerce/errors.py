@@ -1,4 +1,4 @@
-"""F&O OData error bodies (protocols.md §3.4, §5.2).
+"""F&O OData error bodies (docs/protocol-notes.md §3.4, §5.2).
 
 Validation failures use the ASP.NET Web API OData shape with the readable reason in
 ``innererror.message`` ("Write failed for table row of type '<Entity>'. Infolog: …"). The

@@ -1,6 +1,6 @@
 """CSDL ``$metadata`` document of the emulated ``/data`` service.
 
-Shape follows a real F&O ``$metadata`` excerpt (protocols.md §3.1 and §5.2;
+Shape follows a real F&O ``$metadata`` excerpt (docs/protocol-notes.md §3.1 and §5.2;
 ``ntrtd/d365-agent/.../retail_trimmed_metadata.xml``, seen in public code): one schema
 ``Microsoft.Dynamics.DataEntities`` with EnumTypes, EntityTypes whose Key includes ``dataAreaId``
 for company-specific entities, and an EntityContainer named ``Resources``.

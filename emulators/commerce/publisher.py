@@ -1,4 +1,4 @@
-"""F&O business-events publisher for HTTPS endpoints (protocols.md §4 and checklist §5.3).
+"""F&O business-events publisher for HTTPS endpoints (docs/protocol-notes.md §4 and checklist §5.3).
 
 * Endpoints are registered and activated in one step; activation sends the test event
   (``BusinessEventId`` = ``BusinessEventsTestEndpointContract``) synchronously, so a dead
@@ -55,7 +55,7 @@ FIRST_CONTROL_NUMBER = 5_637_317_109
 FORMATS = ("business_event", "data_event")
 DATA_EVENT_MESSAGES = {"Created": "OnExternalCreated", "Updated": "OnExternalUpdated", "Deleted": "OnExternalDeleted"}
 CONTRACTS = "http://schemas.microsoft.com/xrm/2011/Contracts"
-#: RecIds of data events' Target.Id; the F&O capture's is 5637151326 (protocols.md §4.4).
+#: RecIds of data events' Target.Id; the F&O capture's is 5637151326 (docs/protocol-notes.md §4.4).
 FIRST_REC_ID = 5_637_151_326
 #: Option-set values of F&O enums on virtual tables: 200000000 + the enum value (inferred from the capture).
 OPTION_SET_BASE = 200_000_000

@@ -1,4 +1,4 @@
-"""Collection queries of the F&O ``/data`` service (protocols.md §3.1, §3.2, §5.2).
+"""Collection queries of the F&O ``/data`` service (docs/protocol-notes.md §3.1, §3.2, §5.2).
 
 ``$filter`` (no ``in``/``has``; ``eq '*text*'`` wildcards; enum literals), ``$select``,
 ``$orderby``, ``$top``, ``$skip``, ``$count``, company scope (default company unless
@@ -21,7 +21,7 @@ from .entities import EntitySet
 
 Row = dict[str, Any]
 
-#: F&O's maximum server page size (protocols.md §3.2).
+#: F&O's maximum server page size (docs/protocol-notes.md §3.2).
 MAX_PAGE_SIZE = 10_000
 SUPPORTED_OPTIONS = frozenset(
     {"$filter", "$select", "$orderby", "$top", "$skip", "$count", "$expand", "$format"}

@@ -1,6 +1,6 @@
 """Deterministic, realistic seed data for the Commerce emulator.
 
-Value shapes follow ``loyalty-domain.md`` §2, §3, §6 and §8 (enum members, anonymous vs linked
+Value shapes follow ``docs/domain-notes.md`` §2, §3, §6 and §8 (enum members, anonymous vs linked
 cards, replacement cards, Amount-only currencies, Int64 maxima above 2^31, dates at midnight with
 the time of day in separate Int32 fields). Card-number, party-number and reward-point-id formats
 are invented but Contoso-like (inferred).
@@ -143,7 +143,7 @@ def build_reward_points(config: SeedConfig, rng: random.Random) -> list[Row]:
         expires = rng.random() < 0.7
         vests = rng.random() < 0.3
         if config.reward_points >= 10 and index % 10 == 0:
-            maximum = rng.randint(2**31, 2**40)  # beyond Int32 (loyalty-domain.md §6)
+            maximum = rng.randint(2**31, 2**40)  # beyond Int32 (docs/domain-notes.md §6)
         else:
             maximum = rng.choice((0, 10_000, 50_000, 250_000, 1_000_000))
         rows.append({

@@ -1,4 +1,4 @@
-"""HTTP server of the Commerce / F&O OData emulator (protocols.md §3, checklist §5.2).
+"""HTTP server of the Commerce / F&O OData emulator (docs/protocol-notes.md §3, checklist §5.2).
 
 Routes (all ``/data`` routes need ``Authorization: Bearer <token>``, any non-empty token):
 
@@ -210,7 +210,7 @@ class CommerceRequestHandler(EmulatorRequestHandler):
         return getattr(self, "path_only", "").startswith("/data")
 
     def before_route(self, route: Route, match: re.Match[str]) -> None:
-        """Every ``/data`` request needs a bearer token (protocols.md §1.3, §5.2)."""
+        """Every ``/data`` request needs a bearer token (docs/protocol-notes.md §1.3, §5.2)."""
         if self._is_odata():
             scheme, _, token = (self.header("Authorization") or "").partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
@@ -252,7 +252,7 @@ class CommerceRequestHandler(EmulatorRequestHandler):
         return found
 
     def _key(self, eset: EntitySet, key_text: str) -> Key:
-        """Parse ``(…)``; every key part is required (protocols.md §3.1)."""
+        """Parse ``(…)``; every key part is required (docs/protocol-notes.md §3.1)."""
         try:
             pairs = parse_key_segment(key_text)
         except ODataQueryError as exc:
@@ -307,7 +307,7 @@ class CommerceRequestHandler(EmulatorRequestHandler):
         name, key_text, prop = _split_resource(unquote(raw))
         if key_text is not None and ("/" in key_text or "\\" in key_text):
             # F&O decodes the path before routing (IIS turns a backslash into '/'): a key holding either is no route
-            # (protocols.md §3.1; a third-party report, not in Microsoft's docs). Read such keys with $filter.
+            # (docs/protocol-notes.md §3.1; a third-party report, not in Microsoft's docs). Read such keys with $filter.
             raise EmulatorHTTPError(404, "", "No route data was found for this request.")
         eset = self._entity_set(name)
         unsupported = EmulatorHTTPError(

@@ -1,10 +1,10 @@
 """Thread-safe in-memory row store with F&O-style RecId / RecVersion ETags.
 
-ETag format ``W/"<base64 of 'RecVersion,RecId'>"``: protocols.md §3.3 (one data source per
+ETag format ``W/"<base64 of 'RecVersion,RecId'>"``: docs/protocol-notes.md §3.3 (one data source per
 entity here). Keys compare case-insensitively like SQL Server's default collation and
-``dataAreaId`` is stored in lower case (protocols.md §5.2; inferred).
+``dataAreaId`` is stored in lower case (docs/protocol-notes.md §5.2; inferred).
 
-F&O has no null strings (protocols.md §3.3): an X++ string field is ``""`` when empty, so every
+F&O has no null strings (docs/protocol-notes.md §3.3): an X++ string field is ``""`` when empty, so every
 string property of a stored row is a string, and reads and the POST response carry ``""``, never
 null. The store is where every write lands (OData POST/PATCH, the seed, admin edits), so it turns a
 null or missing string into ``""`` there. A write that sends null for a nullable string property is

@@ -1,4 +1,4 @@
-"""F&O service protection and throttling faults (protocols.md §3.5, checklist §5.2).
+"""F&O service protection and throttling faults (docs/protocol-notes.md §3.5, checklist §5.2).
 
 Two knobs, both off by default:
 

@@ -1,6 +1,6 @@
 """Validation of POST / PATCH payloads against the entity metadata.
 
-Payload rules: enums as member-name strings (protocols.md §3.1), defaults filled on create and
+Payload rules: enums as member-name strings (docs/protocol-notes.md §3.1), defaults filled on create and
 ``dataAreaId`` = the default company when omitted (§3.3), validation failures reported as
 Infolog errors in ``innererror`` (§3.4, §5.2). OData-level problems (unknown property, wrong
 JSON type, null in a non-nullable property) use the ODataLib message texts (inferred for F&O).
@@ -93,7 +93,7 @@ def _coerce_datetime(prop: Property, value: Any) -> str:
     if parsed.tzinfo is None:
         raise _type_error(prop, value)
     if prop.date_only:
-        # F&O date fields keep only the date part (inferred; loyalty-domain.md §6).
+        # F&O date fields keep only the date part (inferred; docs/domain-notes.md §6).
         return parsed.astimezone(UTC).strftime("%Y-%m-%dT00:00:00Z")
     return format_datetime(parsed)
 

@@ -1,4 +1,4 @@
-"""Configured validation failures of the Commerce emulator (a test knob; protocols.md §3.4, §5.2).
+"""Configured validation failures of the Commerce emulator (a test knob; docs/protocol-notes.md §3.4, §5.2).
 
 Makes creates (POST) and updates (PATCH) of chosen rows fail the way F&O's validateWrite does,
 so that a client's per-record error surfacing can be tested. Configure it with

@@ -1,4 +1,4 @@
-"""Fault injection shared by both emulators (protocols.md §5.1 "fault-injection hooks",
+"""Fault injection shared by both emulators (docs/protocol-notes.md §5.1 "fault-injection hooks",
 §5.2 throttling, §6.1 client retry policy).
 
 A :class:`FaultSet` (``server.faults``) holds :class:`FaultRule` objects. The common request

@@ -1,4 +1,4 @@
-"""``multipart/mixed`` framing of OData ``$batch`` (protocols.md §2.9 Dataverse, §3.2 F&O).
+"""``multipart/mixed`` framing of OData ``$batch`` (docs/protocol-notes.md §2.9 Dataverse, §3.2 F&O).
 
 Parsing is lenient the way servers are: the boundary parameter may be quoted or not, lines
 may end with CRLF or LF, a preamble before the first delimiter and an epilogue after the

@@ -1,6 +1,6 @@
 """OData query-option and key-segment parsing shared by the emulators.
 
-Follows ``protocols.md``:
+Follows ``docs/protocol-notes.md``:
 
 * §2.8 (Dataverse ``$filter``): ``eq ne gt ge lt le``, ``and or not``, parentheses,
   ``contains/startswith/endswith``, case-insensitive string comparison, ``''`` escaping,
@@ -83,7 +83,7 @@ def _scan_single_quoted(text: str, start: int) -> tuple[str, int]:
 
     Mirrors Microsoft.OData's ExpressionLexer: an unterminated literal is reported at the
     end-of-text position, which is how the documented message says ``position 21`` for the
-    21-character filter ``lastname eq 'O'Bryan'`` (protocols.md §2.8).
+    21-character filter ``lastname eq 'O'Bryan'`` (docs/protocol-notes.md §2.8).
     """
     pos = start
     parts: list[str] = []
@@ -232,7 +232,7 @@ def _comparable(a: Any, b: Any) -> tuple[Any, Any] | None:
         except InvalidOperation:
             return None
     if isinstance(a, str) and isinstance(b, str):
-        # String comparisons are case-insensitive (protocols.md §2.8).
+        # String comparisons are case-insensitive (docs/protocol-notes.md §2.8).
         return a.casefold(), b.casefold()
     return None
 
@@ -431,7 +431,7 @@ class _FilterParser:
     def parse_in_operator(self, left: _Operand) -> _Pred:
         token = self.advance()  # 'in'
         if not self.allow_in:
-            # F&O: "has and in are not supported" (protocols.md §3.2). The exact server
+            # F&O: "has and in are not supported" (docs/protocol-notes.md §3.2). The exact server
             # text is unknown (inferred).
             raise ODataQueryError(
                 f"The query specified in the URI is not valid. The 'in' operator at position "

@@ -1,4 +1,4 @@
-"""Service-protection limits shared by both emulators (protocols.md §2.12 Dataverse, §3.5 F&O).
+"""Service-protection limits shared by both emulators (docs/protocol-notes.md §2.12 Dataverse, §3.5 F&O).
 
 Both services enforce, **per user per web server** over a **sliding window** (300 s): a number of
 requests (6,000), a combined execution time (1,200 s) and a number of concurrent requests

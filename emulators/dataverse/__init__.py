@@ -1,4 +1,4 @@
-"""Dataverse Web API emulator (protocols.md §2, checklist §5.1).
+"""Dataverse Web API emulator (docs/protocol-notes.md §2, checklist §5.1).
 
 Usage::
 

@@ -1,4 +1,4 @@
-"""``POST /api/data/v9.2/$batch`` (protocols.md §2.9, checklist §5.1).
+"""``POST /api/data/v9.2/$batch`` (docs/protocol-notes.md §2.9, checklist §5.1).
 
 * Request: ``multipart/mixed`` (boundary quoted or not, CRLF or LF); top-level parts are
   ``application/http`` requests or ``multipart/mixed`` change sets. At most 1,000 operations

@@ -1,5 +1,5 @@
 """Bulk messages ``POST <set>/Microsoft.Dynamics.CRM.{CreateMultiple,UpdateMultiple,
-UpsertMultiple}`` (protocols.md §2.10, checklist §5.1).
+UpsertMultiple}`` (docs/protocol-notes.md §2.10, checklist §5.1).
 
 * Body ``{"Targets": [...]}``; ``@odata.type`` is mandatory on every target and must name the
   bound table (one table per request); ``@odata.bind`` works inside targets.

@@ -1,4 +1,4 @@
-"""Change tracking (delta sync) of the Dataverse emulator (protocols.md §2.11, checklist §5.1).
+"""Change tracking (delta sync) of the Dataverse emulator (docs/protocol-notes.md §2.11, checklist §5.1).
 
 Wire behaviour, as in the documented examples:
 

@@ -1,11 +1,11 @@
-"""Dataverse error responses in one place (protocols.md §2.2).
+"""Dataverse error responses in one place (docs/protocol-notes.md §2.2).
 
 Every error is an :class:`~emulators.common.server.EmulatorHTTPError` rendered as
 ``{"error":{"code":"0x…","message":"…"}}``; :func:`error_annotations` adds the
 ``@Microsoft.PowerApps.CDS.*`` annotations when the client sent
 ``Prefer: odata.include-annotations="*"``. HTTP statuses follow the HRESULT → status map of
 §2.2. Codes and texts marked *inferred* are not documented; the rest is documented or seen
-in public code as cited in protocols.md.
+in public code as cited in docs/protocol-notes.md.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def invalid_key(table: Table) -> EmulatorHTTPError:
 
 def unaddressable_key(table: Table, value: str) -> EmulatorHTTPError:
     """Alternate-key data holding ``/ < > * % & : \\ ? +`` cannot be used to retrieve, update or upsert by key
-    (protocols.md §2.5, define-alternate-keys-entity.md). The status, code and text of the failure are not
+    (docs/protocol-notes.md §2.5, define-alternate-keys-entity.md). The status, code and text of the failure are not
     documented: this 400 is inferred; what matters is that such a key URL never reaches a row."""
     return dataverse_error(
         400, RESOURCE_NOT_FOUND,

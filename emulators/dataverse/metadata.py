@@ -2,7 +2,7 @@
 
 ``GET /api/data/v9.2/EntityDefinitions(LogicalName='<table>')/Attributes[?$select=LogicalName,...]``
 
-protocols.md names ``EntityDefinitions`` (§2.11 ``ChangeTrackingEnabled``, §5.1 "minimal EntityDefinitions
+docs/protocol-notes.md names ``EntityDefinitions`` (§2.11 ``ChangeTrackingEnabled``, §5.1 "minimal EntityDefinitions
 responses") but shows no response. The shape here is INFERRED from the metadata Web API as it is commonly
 seen: ``{"@odata.context": "...$metadata#EntityDefinitions('<table>')/Attributes(<select>)", "value": [...]}``,
 each attribute an object with ``@odata.type`` (``#Microsoft.Dynamics.CRM.<Kind>AttributeMetadata``),

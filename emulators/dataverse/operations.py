@@ -1,6 +1,6 @@
 """Row operations independent of HTTP framing: create, upsert/update, delete, ETags.
 
-protocols.md §2.3 (create), §2.4 (update/delete), §2.5 (upsert semantics by alternate key),
+docs/protocol-notes.md §2.3 (create), §2.4 (update/delete), §2.5 (upsert semantics by alternate key),
 §2.7 (ETags and conditional writes). Kept free of request/response details so that
 ``$batch`` and the bulk actions (later issues) can reuse them.
 """

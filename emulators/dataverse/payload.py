@@ -1,4 +1,4 @@
-"""Validation of POST/PATCH bodies (protocols.md §2.3, §2.4, §2.6, §2.2, §5.1).
+"""Validation of POST/PATCH bodies (docs/protocol-notes.md §2.3, §2.4, §2.6, §2.2, §5.1).
 
 A body becomes a dict of validated changes keyed by stored property name: columns by name,
 lookups bound with ``<navprop>@odata.bind`` as ``_<attr>_value`` GUIDs (``null`` clears the

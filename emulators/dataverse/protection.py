@@ -1,5 +1,5 @@
 """Dataverse service protection limits and the Dataverse shape of throttling faults
-(protocols.md §2.12, §2.9/§2.10 accounting, checklist §5.1).
+(docs/protocol-notes.md §2.12, §2.9/§2.10 accounting, checklist §5.1).
 
 Off by default: ``start_dataverse(service_protection=ServiceProtection(...))`` (or the admin
 route ``POST /_emulator/service-protection``) turns it on. Then, per bearer token:

@@ -1,4 +1,4 @@
-"""Query options and paging of ``GET <set>`` (protocols.md §2.1, §2.8).
+"""Query options and paging of ``GET <set>`` (docs/protocol-notes.md §2.1, §2.8).
 
 * Supported: ``$select $filter $orderby $top $count`` (+ the server's own ``$skiptoken``).
   ``$skip``, ``$search`` and ``$format`` are rejected with 400; other unknown ``$`` options

@@ -1,6 +1,6 @@
 """Addressing rows: resource paths, key segments and ``@odata.bind`` references.
 
-protocols.md §2.5 (key URL syntax: primary key, single and multi-part alternate keys, keys
+docs/protocol-notes.md §2.5 (key URL syntax: primary key, single and multi-part alternate keys, keys
 that include a lookup as ``_<attr>_value=<guid>``) and §2.6 (``@odata.bind`` values by GUID or
 alternate key, leading slash optional, absolute URLs allowed).
 """
@@ -48,7 +48,7 @@ def relative_entity_path(url: str) -> str | None:
     the Web API root; None for an absolute URL outside the Web API.
 
     ``@odata.id`` and ``@odata.bind`` are JSON values, not request paths: they are taken as they are, never
-    percent-decoded (protocols.md §2.5: Microsoft's Python SDK sends the raw literal; whether Dataverse decodes
+    percent-decoded (docs/protocol-notes.md §2.5: Microsoft's Python SDK sends the raw literal; whether Dataverse decodes
     them is not documented). A client that percent-encodes a key there gets ``%`` in its key, which no key
     URL can carry: refused below instead of creating a row whose key is literally ``LC%207``."""
     path = url.strip()
@@ -87,7 +87,7 @@ def split_resource_path(path: str) -> tuple[str, str | None, str]:
     raise errors.bad_request(f"Bad Request - Error in query syntax: '{path}'.")
 
 
-# protocols.md §2.5: alternate-key data holding one of these cannot be used in a key URL.
+# docs/protocol-notes.md §2.5: alternate-key data holding one of these cannot be used in a key URL.
 KEY_UNSAFE = frozenset("/<>*%&:\\?+")
 
 

@@ -1,15 +1,15 @@
-"""Table metadata of the Dataverse emulator, as data (protocols.md §5.1 "per-table metadata").
+"""Table metadata of the Dataverse emulator, as data (docs/protocol-notes.md §5.1 "per-table metadata").
 
-Only the entity-set names are documented (loyalty-domain.md §2: "logical names, primary keys,
+Only the entity-set names are documented (docs/domain-notes.md §2: "logical names, primary keys,
 column types, lengths and alternate keys are not published"). Everything else below is
-INFERRED from Dataverse naming conventions, the dual-write maps (loyalty-maps.json) and the
+INFERRED from Dataverse naming conventions, the dual-write maps (docs/domain-notes.md) and the
 F&O field types, and must be checked against a real environment's ``$metadata``:
 
 * logical names / primary ids (``msdyn_loyaltycard`` / ``msdyn_loyaltycardid``): inferred;
 * alternate keys (card number, reward point id, level phrase + company): inferred
-  (loyalty-domain.md §4 "Expected Dataverse alternate key");
+  (docs/domain-notes.md §4 "Expected Dataverse alternate key");
 * max lengths (card number 30, reward point id 64: AX 2012 EDT lengths; the rest guessed);
-* choice values (806380000.. / 192350000..): from the dual-write value maps (loyalty-domain.md §3);
+* choice values (806380000.. / 192350000..): from the dual-write value maps (docs/domain-notes.md §3);
 * lookup navigation-property names and targets (``msdyn_company`` → ``cdm_companies``,
   ``msdyn_rewardpointcurrency`` → ``transactioncurrencies``): inferred.
 """
@@ -142,11 +142,11 @@ S, CH, DT, I32, I64, B = (
     ColumnType.BOOLEAN,
 )
 
-#: CardTenderType: AsCardTender/AsContactTender/NoTender/Blocked (loyalty-domain.md §3).
+#: CardTenderType: AsCardTender/AsContactTender/NoTender/Blocked (docs/domain-notes.md §3).
 CARD_TENDER_TYPES = (806380000, 806380001, 806380002, 806380003)
-#: RetailDayMonthYear: Day/Month/Year (loyalty-domain.md §3).
+#: RetailDayMonthYear: Day/Month/Year (docs/domain-notes.md §3).
 TIME_UNITS = (806380000, 806380001, 806380002)
-#: RetailLoyaltyRewardPointType: Quantity/Amount (loyalty-domain.md §3).
+#: RetailLoyaltyRewardPointType: Quantity/Amount (docs/domain-notes.md §3).
 REWARD_POINT_TYPES = (192350000, 192350001)
 
 LOYALTY_CARDS = Table(

@@ -1,4 +1,4 @@
-"""HTTP layer of the Dataverse Web API emulator (protocols.md §2, checklist §5.1).
+"""HTTP layer of the Dataverse Web API emulator (docs/protocol-notes.md §2, checklist §5.1).
 
 ``start_dataverse()`` starts a real HTTP server on 127.0.0.1; the Web API root is
 ``<url>/api/data/v9.2/``. Route table (later issues add ``$batch``, bulk actions, change

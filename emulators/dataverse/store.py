@@ -1,4 +1,4 @@
-"""Thread-safe in-memory row store of the Dataverse emulator (protocols.md §5.1).
+"""Thread-safe in-memory row store of the Dataverse emulator (docs/protocol-notes.md §5.1).
 
 Rows are plain dicts keyed by property name as the Web API returns them: the primary id,
 the writable columns, lookups as ``_<attribute>_value`` GUID strings and the server-managed

@@ -1,4 +1,4 @@
-"""All-or-nothing units of work over the row store: ``$batch`` change sets (protocols.md
+"""All-or-nothing units of work over the row store: ``$batch`` change sets (docs/protocol-notes.md
 §2.9: "A change set is atomic (all roll back on failure), like ExecuteTransaction") and bulk
 actions on standard tables (§2.10: "any error rolls back the whole request").
 

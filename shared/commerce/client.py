@@ -1,6 +1,6 @@
 """Commerce headquarters (F&O) OData client: paged reads, reads by full key, legal entities.
 
-Wire facts follow protocols.md §3: entity keys include ``dataAreaId`` for company-specific entities,
+Wire facts follow docs/protocol-notes.md §3: entity keys include ``dataAreaId`` for company-specific entities,
 ``cross-company=true`` for reads across companies, server-driven paging with ``@odata.nextLink``.
 """
 
@@ -38,7 +38,7 @@ class CommerceClient:
     def iter_pages(self, entity_set: str, *, select: list[str], company: str | None = None,
                    order_by: list[str] | None = None, where: str | None = None, top: int | None = None,
                    on_total: Callable[[int], None] | None = None) -> Iterator[list[dict[str, Any]]]:
-        """The same rows, one server page at a time (≤ 10,000; protocols.md §3.2). With ``on_total``,
+        """The same rows, one server page at a time (≤ 10,000; docs/protocol-notes.md §3.2). With ``on_total``,
         ``$count=true`` is asked for and the total is reported once. ``where`` is an extra ``$filter``
         clause (a key range); ``top`` caps the rows."""
         params = {"cross-company": "true", "$select": ",".join(select)}
@@ -61,7 +61,7 @@ class CommerceClient:
 
     def get(self, entity_set: str, key: Mapping[str, str], *, select: list[str] | None = None) -> dict[str, Any] | None:
         """One row by its full key; None when F&O answers 404. A key holding ``/`` or ``\\`` cannot be put in a
-        path (F&O answers 404 "No route data was found", protocols.md §3.1): it is read with ``$filter`` on
+        path (F&O answers 404 "No route data was found", docs/protocol-notes.md §3.1): it is read with ``$filter`` on
         every key field and matched exactly here, since ``eq '…*…'`` is a wildcard match in F&O."""
         params = {"cross-company": "true"}
         if select:
@@ -89,7 +89,7 @@ class CommerceClient:
         return f"data/{key_segment(entity_set, key, named=len(key) > 1)}"
 
     def create(self, entity_set: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """``POST /data/Set``: F&O answers 201 with the created entity (protocols.md §3.3)."""
+        """``POST /data/Set``: F&O answers 201 with the created entity (docs/protocol-notes.md §3.3)."""
         response = self.core.request("POST", f"data/{entity_set}", json=dict(body), headers=ODATA_HEADERS)
         created: dict[str, Any] = response.json() if response.content else {}
         return created

@@ -1,4 +1,4 @@
-"""Dataverse ``$batch`` (protocols.md §2.9): independent operations with ``continue-on-error``.
+"""Dataverse ``$batch`` (docs/protocol-notes.md §2.9): independent operations with ``continue-on-error``.
 
 Used to isolate records when a bulk request fails as a whole: each record is its own part (no change
 set), so one bad record fails only its part. Hand-written because the multipart framing is small and

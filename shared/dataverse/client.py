@@ -1,6 +1,6 @@
 """Dataverse Web API client: upsert by alternate key, delete, paged reads, lookup resolution.
 
-Wire facts follow protocols.md §2: headers of §2.1, upsert semantics of §2.5 (a PATCH without
+Wire facts follow docs/protocol-notes.md §2: headers of §2.1, upsert semantics of §2.5 (a PATCH without
 ``If-Match`` creates or updates; the response does not say which), ``@odata.bind`` of §2.6, paging
 with ``Prefer: odata.maxpagesize`` of §2.8.
 """
@@ -106,7 +106,7 @@ class DataverseClient:
                       *, guid_columns: frozenset[str] = frozenset(), update_only: bool = False) -> list[ApiError | None]:
         """One ``PATCH`` upsert per target in a ``$batch`` with ``continue-on-error``: per-target errors.
         ``update_only``: each part carries ``If-Match: *``, so a row that does not exist answers 404 instead
-        of being created (protocols.md §2.5) - what a write of only some columns needs."""
+        of being created (docs/protocol-notes.md §2.5) - what a write of only some columns needs."""
         headers = (("If-Match", "*"),) if update_only else ()
         parts = [batch.BatchPart("PATCH", key_segment(entity_set, key, guid_columns=guid_columns), dict(body), headers)
                  for key, body in targets]
@@ -123,7 +123,7 @@ class DataverseClient:
     def find(self, entity_set: str, key: Mapping[str, Any], *, select: list[str],
              guid_columns: frozenset[str] = frozenset()) -> dict[str, Any] | None:
         """The row whose key columns equal ``key``, found with ``$filter`` rather than a key URL: the way to
-        reach a row whose key holds ``/ < > * % & : \\ ? +`` (protocols.md §2.5). None when there is none."""
+        reach a row whose key holds ``/ < > * % & : \\ ? +`` (docs/protocol-notes.md §2.5). None when there is none."""
         body = self.core.get_json(entity_set, params={
             "$select": ",".join(select), "$filter": filter_equal(key, guid_columns=guid_columns), "$top": "2"},
             headers=ODATA_HEADERS)
@@ -226,7 +226,7 @@ class DataverseClient:
         return ChangeFeed(self, entity_set, select, delta_link)
 
     def who_am_i(self) -> dict[str, Any]:
-        """``GET WhoAmI`` (protocols.md §5.1): the app's user, business unit and organisation ids. The cheapest call
+        """``GET WhoAmI`` (docs/protocol-notes.md §5.1): the app's user, business unit and organisation ids. The cheapest call
         that proves the URL, the token and the application user."""
         return self.core.get_json("WhoAmI", headers=ODATA_HEADERS)
 

@@ -1,6 +1,6 @@
 """One Dataverse identity's service-protection budget, shared by the processes that spend it at the same time.
 
-Dataverse counts requests, execution time and concurrency per user (per web server, protocols.md §2.12), but
+Dataverse counts requests, execution time and concurrency per user (per web server, docs/protocol-notes.md §2.12), but
 Flex Consumption runs the page workers on many instances, each with its own limiter. Each limiter would
 believe it owns the whole budget: four of them spend four budgets and draw 429s. So each live process is a
 **member** of its identity's budget, with one row in Table Storage (``shared/state/budget.py``) that it

@@ -50,8 +50,8 @@ class RetryPolicy:
     """Bounded retries: at most ``max_attempts`` tries and ``budget_s`` seconds in all.
 
     429 waits exactly ``Retry-After``; without the header, ``throttle_fallback_s`` (F&O's documented
-    30 s, protocols.md §3.5) or, when that is None, 2^n s. 502/503/504 and connection failures back off
-    exponentially with jitter (protocols.md §6.1). A wait that would overrun the budget is not
+    30 s, docs/protocol-notes.md §3.5) or, when that is None, 2^n s. 502/503/504 and connection failures back off
+    exponentially with jitter (docs/protocol-notes.md §6.1). A wait that would overrun the budget is not
     taken: the error is raised with ``retry_after`` so the caller can park the work instead.
     """
 
@@ -111,7 +111,7 @@ class HttpCore:
         self.requests_sent = 0
         self.observers: list[Callable[[requests.Response], None]] = []
         # Retry-After holds every request of this identity, not only the one that was refused: Dataverse
-        # lengthens the delay for a user who keeps sending while throttled (protocols.md §2.12). Then the gate
+        # lengthens the delay for a user who keeps sending while throttled (docs/protocol-notes.md §2.12). Then the gate
         # reopens gradually, a probe first (shared/http/gate.py).
         self.gate = ResumeGate(sleep, window_s=window_s)  # window_s: the service's window, when known
 
@@ -230,7 +230,7 @@ class HttpCore:
     def iter_bodies(self, path: str, *, params: Mapping[str, str] | None = None,
                     headers: Mapping[str, str] | None = None) -> Iterator[dict[str, Any]]:
         """Yield each page's whole response body: ``path`` (with ``params``), then every
-        ``@odata.nextLink`` followed verbatim with the same headers (protocols.md §2.8). The last body
+        ``@odata.nextLink`` followed verbatim with the same headers (docs/protocol-notes.md §2.8). The last body
         yielded is the one without a nextLink (where change tracking puts ``@odata.deltaLink``). A
         nextLink the server already gave is an ``ApiError``, not an endless loop. The one paging loop:
         ``iter_pages`` and the Dataverse change feed are built on it."""

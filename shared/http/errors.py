@@ -1,4 +1,4 @@
-"""OData error bodies parsed into typed exceptions (protocols.md §2.2 and §3.4)."""
+"""OData error bodies parsed into typed exceptions (docs/protocol-notes.md §2.2 and §3.4)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ class ApiError(Exception):
 
 class UnaddressableKeyError(ApiError):
     """A write that names its row by a key the service cannot route (F&O: ``/`` or ``\\`` in a key,
-    protocols.md §3.1). Never sent, so never applied to another row; the record is parked with this reason."""
+    docs/protocol-notes.md §3.1). Never sent, so never applied to another row; the record is parked with this reason."""
 
     error_class = UNADDRESSABLE
 
@@ -171,7 +171,7 @@ def error_from_bytes(
     request_id: str = "",
 ) -> ApiError:
     """The typed exception for one HTTP answer: the only place a status becomes an error class and an
-    OData error body (``error.code``, ``error.message``, ``error.innererror.message``; protocols.md §2.2,
+    OData error body (``error.code``, ``error.message``, ``error.innererror.message``; docs/protocol-notes.md §2.2,
     §3.4) becomes its fields. Used for whole responses and for the parts of a ``$batch`` answer.
     ``headers`` must look names up case-insensitively. Tolerant of HTML, other JSON and empty bodies:
     the message is then the body's text (300 characters, whitespace collapsed), else ``reason``."""

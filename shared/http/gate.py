@@ -2,7 +2,7 @@
 reopens gradually, a probe first.
 
 Why gradually: Dataverse's ``Retry-After`` is (about) the time until its window admits *one* more request
-(protocols.md §2.12; the emulator's algorithm is inferred), and it lengthens the delay for a user who sends
+(docs/protocol-notes.md §2.12; the emulator's algorithm is inferred), and it lengthens the delay for a user who sends
 while throttled. Releasing every held request at that moment sends them all into a window that has room for
 a few: the first goes, the others draw a new 429 (measured before this gate: 12.8 % of the requests throttled
 against a 20-requests-per-10-s window). So, once the wait is over:

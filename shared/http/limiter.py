@@ -1,4 +1,4 @@
-"""Adaptive concurrency for one identity against Dataverse (protocols.md §2.12, §6.1).
+"""Adaptive concurrency for one identity against Dataverse (docs/protocol-notes.md §2.12, §6.1).
 
 Additive increase, multiplicative decrease: start low, add one slot after a run of successes, halve on
 a 429, follow ``x-ms-dop-hint`` as the ceiling, and never exceed 52 (the per-user concurrency limit).

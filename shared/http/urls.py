@@ -1,4 +1,4 @@
-"""OData URL pieces: literals and key segments, escaped by OData rules (protocols.md §2.5, §3.1)."""
+"""OData URL pieces: literals and key segments, escaped by OData rules (docs/protocol-notes.md §2.5, §3.1)."""
 
 from __future__ import annotations
 
@@ -40,11 +40,11 @@ def key_segment(entity_set: str, key: Mapping[str, Any], *, guid_columns: frozen
 
 
 # Characters that make alternate-key data unusable in a Dataverse key URL: "retrieve (GET), update, or upsert
-# (PATCH) actions don't work" (protocols.md §2.5, define-alternate-keys-entity.md). The same characters inside
+# (PATCH) actions don't work" (docs/protocol-notes.md §2.5, define-alternate-keys-entity.md). The same characters inside
 # @odata.id or @odata.bind are treated as equally unsafe (inferred: those are key URLs too).
 DATAVERSE_KEY_UNSAFE = frozenset("/<>*%&:\\?+")
 # F&O routes the decoded path before it reads the key: '/' (and '\', which IIS turns into '/') in a key
-# answers 404 "No route data was found for this request." (protocols.md §3.1; third-party report, not documented).
+# answers 404 "No route data was found for this request." (docs/protocol-notes.md §3.1; third-party report, not documented).
 FO_KEY_UNSAFE = frozenset("/\\")
 
 
@@ -55,7 +55,7 @@ def addressable(key: Mapping[str, Any], unsafe: frozenset[str]) -> bool:
 
 def odata_id(entity_set: str, key: Mapping[str, Any], *, guid_columns: frozenset[str] = frozenset()) -> str:
     """``set(a='x',b=<guid>)`` as a JSON value (``@odata.id``): the raw OData literal, quotes doubled and
-    nothing percent-encoded, as Microsoft's Python SDK builds it (protocols.md §2.5, DVPY ``_odata.py``)."""
+    nothing percent-encoded, as Microsoft's Python SDK builds it (docs/protocol-notes.md §2.5, DVPY ``_odata.py``)."""
     inner = ",".join(f"{name}={literal(value, guid=name in guid_columns)}" for name, value in key.items())
     return f"{entity_set}({inner})"
 

@@ -1,6 +1,7 @@
 """Pydantic models of a template file in ``mappings/``.
 
-A template file carries every row of one dual-write map (``../shared/reference/loyalty-maps.json`` is
+A template file carries every row of one dual-write map (Microsoft's dual-write mapping tables,
+``dual-write/includes/mapping-tables.md`` in MicrosoftDocs/dynamics-365-unified-operations-public, is
 where the loyalty ones come from): the F&O field and its OData property, the Dataverse column, the
 map type, value maps, lookups, keys and company scope. The models check the file's inner consistency
 at start-up so a broken file fails before any record moves.
@@ -27,7 +28,7 @@ class Direction(StrEnum):
 
 
 class MapType(StrEnum):
-    """Dual-write map-type symbols (loyalty-domain.md §1; left = F&O, right = Dataverse)."""
+    """Dual-write map-type symbols (docs/domain-notes.md §1; left = F&O, right = Dataverse)."""
 
     BOTH = "="
     BOTH_TRANSFORMED = "><"
@@ -142,7 +143,7 @@ class CommerceSide(_Strict):
 
 
 class CompanySpec(_Strict):
-    """How a company-specific table points at its company (``cdm_company``; loyalty-domain.md §4, inferred)."""
+    """How a company-specific table points at its company (``cdm_company``; docs/domain-notes.md §4, inferred)."""
 
     navigation_property: str = Field(min_length=1)
     entity_set: str = Field(min_length=1)
@@ -163,7 +164,7 @@ _LOGICAL_NAME = r"^[a-z][a-z0-9_]{0,127}$"
 
 
 class DataEventSpec(_Strict):
-    """How the template's entity appears as F&O data events, delivered through Dataverse (protocols.md §4.4): the
+    """How the template's entity appears as F&O data events, delivered through Dataverse (docs/protocol-notes.md §4.4): the
     virtual table they name (``mserp_<data entity>``, lower case) and its ``mserp_`` columns that carry the F&O key.
     The names follow the documented naming rule but are inferred: check them in the tenant's Data event catalog."""
 

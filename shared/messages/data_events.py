@@ -1,4 +1,4 @@
-"""F&O data events as a Dataverse webhook delivers them (protocols.md §4.4).
+"""F&O data events as a Dataverse webhook delivers them (docs/protocol-notes.md §4.4).
 
 With the Power Platform integration, F&O's Create, Update and Delete data events travel through Dataverse: the
 HTTPS endpoint receives a Dataverse ``RemoteExecutionContext`` whose ``MessageName`` is ``OnExternalCreated``,

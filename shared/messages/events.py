@@ -1,4 +1,4 @@
-"""The F&O business-event payload a Commerce callback carries (protocols.md §4.2).
+"""The F&O business-event payload a Commerce callback carries (docs/protocol-notes.md §4.2).
 
 The base contract fields are modelled strictly: present, of their exact JSON type, never coerced (a
 ``ControlNumber`` of ``true``, ``1.0`` or ``"1"`` is refused, not read as 1). Event-specific fields (the

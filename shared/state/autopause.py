@@ -6,7 +6,7 @@ flag (the one ``pause``/``resume`` use), with ``changed_by = auto-pause`` and th
 window and the last error. From then on timers skip the template and its callbacks are held, nothing lost;
 a run already going finishes (its failures stay parked). ``resume`` is the one action that undoes it, and
 failures from before the resume no longer count. dual-write's example is 10 application errors in 15
-minutes (loyalty-domain.md); our default, 100 in 15 minutes, is our choice for a sync whose failures are
+minutes (docs/domain-notes.md); our default, 100 in 15 minutes, is our choice for a sync whose failures are
 kept and replayed rather than lost. As dual-write's alerts distinguish application errors from connectivity
 ones, only application failures count (validation, lookup_missing, not_found, conflict, unaddressable_key,
 unexpected): a record parked as ``throttled``, ``server`` or ``transport`` waits out an outage and is retried

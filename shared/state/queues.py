@@ -112,7 +112,7 @@ def _iso(moment: datetime | None) -> str:
 
 
 # Every queue write is bounded: a callback is answered only after its message is written, and F&O waits 10 s
-# for the answer (protocols.md §4.3). The SDK's defaults (retries 15 s apart and more, long socket timeouts)
+# for the answer (docs/protocol-notes.md §4.3). The SDK's defaults (retries 15 s apart and more, long socket timeouts)
 # kept a callback waiting 83 s with the queue service down. Here: two attempts of at most 1.5 s to connect and
 # 2.5 s to read, 0.5 s apart, so an answer (202, or 503 so that F&O retries) comes within 8.5 s at worst, and
 # in milliseconds as usual (a queue write takes about 7 ms here).

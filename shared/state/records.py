@@ -125,5 +125,5 @@ class DataverseIds:
 
 class TargetIds(DataverseIds):
     """F&O data events' ``Target.Id`` -> Commerce key (``<prefix>targetids``), filled from Created and Updated events:
-    a Deleted data event names its record by that id alone (protocols.md §4.4). The same id -> row key index as
+    a Deleted data event names its record by that id alone (docs/protocol-notes.md §4.4). The same id -> row key index as
     ``DataverseIds``, in its own table."""

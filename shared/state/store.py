@@ -101,7 +101,7 @@ class StateStore:
 
     def ensure_tables(self) -> None:
         """Create the tables that do not exist yet. Each call is bounded (two attempts, short timeouts): a cold
-        start runs this in front of a callback's answer, which F&O waits 10 s for (protocols.md §4.3)."""
+        start runs this in front of a callback's answer, which F&O waits 10 s for (docs/protocol-notes.md §4.3)."""
         for table in self._tables.values():
             with contextlib.suppress(ResourceExistsError):
                 table.create_table(**START_UP_LIMITS)

@@ -263,7 +263,7 @@ def _business_event(plan: Plan, queues: CallbackQueues, raw: dict[str, Any], bod
                                 "status": "queued", "key": key})
 
 
-# -- data events (protocols.md §4.4) -----------------------------------------------------------------
+# -- data events (docs/protocol-notes.md §4.4) -----------------------------------------------------------------
 
 
 def key_from_data_event(plan: Plan, event: DataEvent) -> dict[str, str] | CallbackAnswer | None:

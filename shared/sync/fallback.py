@@ -9,7 +9,7 @@ from shared.http.errors import ApiError, ThrottledError, TransportError
 
 
 class Step(StrEnum):
-    BULK = "bulk"  # one UpsertMultiple request: all-or-nothing on standard tables (protocols.md §2.10)
+    BULK = "bulk"  # one UpsertMultiple request: all-or-nothing on standard tables (docs/protocol-notes.md §2.10)
     BATCH = "batch"  # one $batch, a part per record, continue-on-error: only the bad records fail
     SINGLE = "single"  # one request per record
 
@@ -31,5 +31,5 @@ def next_step(step: Step, error: ApiError) -> Step | None:
 
 def bulk_refused_by_table(step_failed: Step | None, results: list[ApiError | None]) -> bool:
     """A bulk request refused while its records then all succeeded one way or another: the table (not the
-    data) refused the bulk message (protocols.md §2.10: not every table supports them)."""
+    data) refused the bulk message (docs/protocol-notes.md §2.10: not every table supports them)."""
     return step_failed is Step.BULK and all(result is None for result in results)

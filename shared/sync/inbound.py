@@ -1,6 +1,6 @@
 """Dataverse -> Commerce: edits made in Dataverse flow back to Commerce, without echoes or lost updates.
 
-The change feed is Dataverse change tracking (protocols.md §2.11): the first run reads every row with
+The change feed is Dataverse change tracking (docs/protocol-notes.md §2.11): the first run reads every row with
 ``Prefer: odata.track-changes`` (the baseline), later runs follow the stored delta link, which is this
 direction's watermark (ETag-guarded, advanced only after every change below it was handled). An
 expired or rejected link is not a crash: the run warns and re-baselines, comparing both sides in full.

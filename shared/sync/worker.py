@@ -1,12 +1,12 @@
 """The queue-triggered worker: one callback's work item, deduplicated, applied, or held while paused.
 
-Business events arrive at least once, possibly twice and out of order (protocols.md §4.1). A work
+Business events arrive at least once, possibly twice and out of order (docs/protocol-notes.md §4.1). A work
 item is dropped, and counted as a duplicate, when its ``EventId`` (compared case-insensitively) was
 already processed, or when its ``ControlNumber`` equals the one last applied to the same key. Any other
 event re-reads the record from Commerce, so an old event can never write old data. An event id is
 remembered only after its work is done, so a worker that dies mid-way replays it.
 
-F&O data events (protocols.md §4.4) carry no ``EventId`` and no ``ControlNumber``: the callback gives each a
+F&O data events (docs/protocol-notes.md §4.4) carry no ``EventId`` and no ``ControlNumber``: the callback gives each a
 de-duplication id (``OperationId``, else ``MessageName`` + ``Target.Id`` + ``OperationCreatedOn``), remembered
 like an event id, and ControlNumber logic never applies to them (every such event re-reads its record). A
 Created/Updated event that names its key records ``Target.Id`` -> key first; an event naming its record only by

@@ -1,7 +1,7 @@
 """Writes mapped records into Dataverse: alternate-key upserts with lookups bound by ``@odata.bind``.
 
 A key whose data holds ``/ < > * % & : \\ ? +`` cannot be used in a key URL, ``@odata.id`` or ``@odata.bind``
-(protocols.md §2.5): such a record is found with ``$filter`` on its key columns, then updated by its primary
+(docs/protocol-notes.md §2.5): such a record is found with ``$filter`` on its key columns, then updated by its primary
 key (``PATCH set(<guid>)`` with ``If-Match: *``), or created with ``POST`` and the key columns in the body,
 and deleted by its primary key. Every other record goes by alternate key, in bulk where it can.
 """
@@ -34,7 +34,7 @@ class DataverseWriter:
         dv = plan.template.dataverse
         self.entity_set = dv.entity_set
         self.company = dv.company
-        # A key part that is a lookup is addressed as _<nav>_value=<guid> (protocols.md §2.5).
+        # A key part that is a lookup is addressed as _<nav>_value=<guid> (docs/protocol-notes.md §2.5).
         self.company_key = f"_{self.company.navigation_property}_value" if self.company else None
         self.guid_columns = frozenset({self.company_key} if self.company_key else set())
         self.logical_name = dv.logical_name
@@ -66,7 +66,7 @@ class DataverseWriter:
     def body(self, record: DataverseRecord, only: frozenset[str] | None = None, *, with_key: bool = False) -> dict[str, Any]:
         """The request body: every mapped column, or ``only`` these (and the company binding only when
         ``COMPANY_COLUMN`` is among them). Key columns, a company lookup that is part of the key included,
-        go only in the key URL (protocols.md §2.5, §2.10: in the body too, UpsertMultiple's create path
+        go only in the key URL (docs/protocol-notes.md §2.5, §2.10: in the body too, UpsertMultiple's create path
         fails with 0x80040216); ``with_key`` puts them in the body, for a ``POST`` create."""
         body: dict[str, Any] = {}
         key_columns = set(self.plan.alternate_key_columns)
@@ -152,7 +152,7 @@ class DataverseWriter:
         the bad ones fail); when that fails as a whole, one request per record. Throttling or transport
         failures that outlast the HTTP core's retries are not fallen back from: the whole chunk gets that
         error (and is parked). Three refusals of a bulk request whose records then all succeed one by one
-        mean the table does not take bulk messages: bulk is switched off for it (protocols.md §2.10).
+        mean the table does not take bulk messages: bulk is switched off for it (docs/protocol-notes.md §2.10).
         """
         writer = client or self.client  # the identity this chunk goes out as; lookups resolve through the main one
         errors: list[ApiError | None] = [None] * len(records)

@@ -1,4 +1,4 @@
-"""Business events as F&O delivers them, at least once and in any order (protocols.md §4.1, §5.3): the Commerce
+"""Business events as F&O delivers them, at least once and in any order (docs/protocol-notes.md §4.1, §5.3): the Commerce
 emulator's publisher sends every event twice and lets the next event overtake each one, over HTTP to the callback
 trigger served by the local host shim, and the queue worker still leaves Dataverse equal to Commerce."""
 

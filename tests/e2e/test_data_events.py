@@ -1,4 +1,4 @@
-"""F&O data events (protocols.md §4.4) end to end: a Dataverse ``RemoteExecutionContext`` through the real callback
+"""F&O data events (docs/protocol-notes.md §4.4) end to end: a Dataverse ``RemoteExecutionContext`` through the real callback
 trigger, the storage queue and the worker, against both emulators and Azurite.
 
 Created/Updated name their record by the virtual table's key columns (or only by ``Target.Id``); Deleted only by

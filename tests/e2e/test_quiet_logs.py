@@ -18,7 +18,7 @@ def test_concurrent_chunk_writes_never_overflow_a_connection_pool(runtime: Runti
                                                                  dataverse_emulator: Any,
                                                                  monkeypatch: pytest.MonkeyPatch,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(dataverse_emulator, "dop_hint", 48)  # what live environments send (protocols.md §2.12)
+    monkeypatch.setattr(dataverse_emulator, "dop_hint", 48)  # what live environments send (docs/protocol-notes.md §2.12)
     requests.post(f"{stores.dataverse_url}/_emulator/service-protection", timeout=10,
                   json={"window_s": 300, "max_requests": 100000, "max_execution_s": 100000.0}).raise_for_status()
     monkeypatch.setenv("SYNC_BULK_SIZE", "1")  # 60 cards: 60 chunks

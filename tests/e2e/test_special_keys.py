@@ -1,4 +1,4 @@
-"""Keys holding characters a key URL cannot carry, end to end (protocols.md §2.5, §3.1).
+"""Keys holding characters a key URL cannot carry, end to end (docs/protocol-notes.md §2.5, §3.1).
 
 Dataverse: alternate-key data with ``/ < > * % & : \\ ? +`` is never put in a key URL, ``@odata.id`` or
 ``@odata.bind``; the row is found with ``$filter`` and written by its primary key. F&O: a key with ``/`` or

@@ -1,4 +1,4 @@
-"""Hostile input in the data-event format (protocols.md §4.4): the same answers as for business events. A body that
+"""Hostile input in the data-event format (docs/protocol-notes.md §4.4): the same answers as for business events. A body that
 is neither format, or a data event the app cannot read, is a 400 naming the problem; a data event of another table
 or another message is 200 ``ignored`` and counted; key columns get exactly the checks business-event key fields
 get (the same cases as ``test_hostile_input``), and hostile key values are escaped end to end."""

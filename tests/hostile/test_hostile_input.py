@@ -76,7 +76,7 @@ MALFORMED: list[tuple[str, bytes, int, str]] = [
      "repeats the member name"),
 ]
 
-# -- the base contract fields (protocols.md section 4.2): present, exact JSON types, no coercion -----
+# -- the base contract fields (docs/protocol-notes.md section 4.2): present, exact JSON types, no coercion -----
 
 CONTRACT_VIOLATIONS: list[tuple[str, dict[str, Any], str]] = [
     ("EventId missing", business_event_without("EventId", CardNumber="A"), "EventId"),

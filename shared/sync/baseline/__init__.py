@@ -1,7 +1,7 @@
 """The inbound baseline: the first Dataverse -> Commerce run, and the re-baseline after a rejected token.
 
 Change tracking's initial read pages only through nextLinks, in an order of its own, and takes neither
-``$filter``, ``$orderby`` nor ``$top`` (protocols.md §2.11), so it cannot be split into parts to compare, and row
+``$filter``, ``$orderby`` nor ``$top`` (docs/protocol-notes.md §2.11), so it cannot be split into parts to compare, and row
 by row it costs a state read and a Commerce read per row. The baseline therefore takes two steps:
 
 1. **The token.** The tracked initial set is paged through (``odata.maxpagesize``, with the change feed's

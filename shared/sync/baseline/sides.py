@@ -32,7 +32,7 @@ from shared.http.urls import literal
 from shared.mapping.plan import MappingError, Plan
 from shared.sync.scan.ranges import range_filter
 
-# One page of Dataverse (protocols.md §2.8: at most 5,000 rows) bounds a range on that side.
+# One page of Dataverse (docs/protocol-notes.md §2.8: at most 5,000 rows) bounds a range on that side.
 MAX_RANGE = 5000
 # Longest ``$filter`` of a lookup by keys (an ``or`` chain): F&O's URL limit is not documented; IIS's default query
 # string limit is 2,048 characters (inferred), and the encoded filter grows by about a half.
@@ -238,7 +238,7 @@ class BaselineSides:
         where = _render(dnf)
         if where:
             params["$filter"] = where
-        # No odata.maxpagesize: Dataverse ignores $top when it is sent (protocols.md §2.8).
+        # No odata.maxpagesize: Dataverse ignores $top when it is sent (docs/protocol-notes.md §2.8).
         body = self.dataverse.core.get_json(self.dv_entity_set, params=params, headers=ODATA_HEADERS)
         rows = body.get("value") or []
         if len(rows) < self.page_size:

@@ -17,7 +17,7 @@ from shared.sync.engine import OutboundSync
 from shared.sync.runs import RunSummary, scope_company
 
 logger = logging.getLogger("loyaltysync.sync")
-MAX_PAGE_SIZE = 10_000  # F&O's server page (protocols.md §3.2), and what a checkpoint's digests hold
+MAX_PAGE_SIZE = 10_000  # F&O's server page (docs/protocol-notes.md §3.2), and what a checkpoint's digests hold
 # Called per record of a range being processed: the range's counts so far and how many of its records were seen.
 Tick = Callable[[RunSummary, int], None]
 

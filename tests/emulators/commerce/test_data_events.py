@@ -1,4 +1,4 @@
-"""The Commerce emulator's publisher sending F&O data events as a Dataverse webhook delivers them (protocols.md §4.4):
+"""The Commerce emulator's publisher sending F&O data events as a Dataverse webhook delivers them (docs/protocol-notes.md §4.4):
 a ``RemoteExecutionContext`` per Create, Update and Delete, the webhook's headers and retry rule, and the knobs
 for duplicates, bodies cut for size and OperationId."""
 

@@ -1,4 +1,4 @@
-"""F&O has no null strings (protocols.md §3.3): the Commerce emulator answers "" for an empty string property, in
+"""F&O has no null strings (docs/protocol-notes.md §3.3): the Commerce emulator answers "" for an empty string property, in
 reads and in the POST response, and stores "" when a write sends null for a nullable string property (inferred)."""
 
 from __future__ import annotations

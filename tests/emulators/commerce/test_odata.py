@@ -1,4 +1,4 @@
-"""The Commerce emulator's F&O OData behaviour over real HTTP (protocols.md §3, checklist §5.2)."""
+"""The Commerce emulator's F&O OData behaviour over real HTTP (docs/protocol-notes.md §3, checklist §5.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Commerce emulator's business-events publisher (protocols.md §4, checklist §5.3)."""
+"""The Commerce emulator's business-events publisher (docs/protocol-notes.md §4, checklist §5.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""F&O throttling on the Commerce emulator (protocols.md §3.5): user-based limits and
+"""F&O throttling on the Commerce emulator (docs/protocol-notes.md §3.5): user-based limits and
 throttling faults, with the exact documented messages (Microsoft's typos included)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Commerce emulator writes over real HTTP: company scoping, If-Match, configured validation failures
-(protocols.md §3.1, §3.3, §3.4, §5.2)."""
+(docs/protocol-notes.md §3.1, §3.3, §3.4, §5.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""multipart/mixed framing used by $batch (emulators.common.multipart, protocols.md §2.9)."""
+"""multipart/mixed framing used by $batch (emulators.common.multipart, docs/protocol-notes.md §2.9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The service-protection engine (emulators.common.throttling, protocols.md §2.12/§3.5)
+"""The service-protection engine (emulators.common.throttling, docs/protocol-notes.md §2.12/§3.5)
 with a fake clock: sliding window, after-the-fact limits, concurrency, Retry-After growth."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Dataverse $batch over real HTTP, replaying protocols.md §2.9."""
+"""Dataverse $batch over real HTTP, replaying docs/protocol-notes.md §2.9."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Dataverse bulk actions CreateMultiple / UpdateMultiple / UpsertMultiple over real HTTP,
-replaying protocols.md §2.10."""
+replaying docs/protocol-notes.md §2.10."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dataverse change tracking (delta sync) over real HTTP, replaying protocols.md §2.11."""
+"""Dataverse change tracking (delta sync) over real HTTP, replaying docs/protocol-notes.md §2.11."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fault injection on the Dataverse emulator: Dataverse error shapes (protocols.md §2.2,
+"""Fault injection on the Dataverse emulator: Dataverse error shapes (docs/protocol-notes.md §2.2,
 §2.12) and faults aimed at one route, method or action."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Keys Dataverse cannot address (protocols.md §2.5): special characters in alternate-key data, JSON key URLs
+"""Keys Dataverse cannot address (docs/protocol-notes.md §2.5): special characters in alternate-key data, JSON key URLs
 taken as they are, GUIDs bare. A client that sends any of these fails against the emulator as it would
 against the service."""
 

@@ -1,4 +1,4 @@
-"""Dataverse service protection limits over real HTTP (protocols.md §2.12), with limits and
+"""Dataverse service protection limits over real HTTP (docs/protocol-notes.md §2.12), with limits and
 windows scaled down for tests."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Dataverse Web API emulator over real HTTP, replaying protocols.md §2 examples."""
+"""The Dataverse Web API emulator over real HTTP, replaying docs/protocol-notes.md §2 examples."""
 
 from __future__ import annotations
 

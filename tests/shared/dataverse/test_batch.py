@@ -1,4 +1,4 @@
-"""The ``$batch`` answer parsed into per-part typed errors (protocols.md §2.9): pure, no server."""
+"""The ``$batch`` answer parsed into per-part typed errors (docs/protocol-notes.md §2.9): pure, no server."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The Dataverse client against a scripted local HTTP server: the change feed's paging and delta link
-(protocols.md §2.11), and ``$batch`` part errors reaching the caller (§2.9)."""
+(docs/protocol-notes.md §2.11), and ``$batch`` part errors reaching the caller (§2.9)."""
 
 from __future__ import annotations
 

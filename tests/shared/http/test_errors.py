@@ -1,4 +1,4 @@
-"""Typed errors from status, headers and body bytes (protocols.md §2.2, §3.4): pure, no server."""
+"""Typed errors from status, headers and body bytes (docs/protocol-notes.md §2.2, §3.4): pure, no server."""
 
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ def test_without_a_reported_budget_nothing_is_held() -> None:
 
 def test_the_live_time_header_format_with_a_grouping_separator_sets_the_budget() -> None:
     limiter = AdaptiveLimiter(start=4)
-    limiter.observe(spent(0.1, remaining="1,200.00"))  # as live Dataverse sends it (protocols.md §2.12)
+    limiter.observe(spent(0.1, remaining="1,200.00"))  # as live Dataverse sends it (docs/protocol-notes.md §2.12)
     assert (limiter.budget_s, limiter.unparsed_time_headers) == (1200.0, 0)
 
 

@@ -86,7 +86,7 @@ def test_quantity_points_without_currency_map_to_an_empty_lookup() -> None:
     assert record.columns["msdyn_rewardpointcurrency"] is None
 
 
-# Optional string and lookup fields F&O returns as "" when empty (F&O has no null strings, protocols.md §3.3).
+# Optional string and lookup fields F&O returns as "" when empty (F&O has no null strings, docs/protocol-notes.md §3.3).
 EMPTY_STRINGS = [
     (CARDS, card_row, "PartyNumber", "msdyn_partynumber"),
     (CARDS, card_row, "ReplacementCardNumber", "msdyn_replacementcardnumber"),

@@ -1,4 +1,4 @@
-"""A callback is answered well inside F&O's 10 seconds (protocols.md §4.3) when storage does not answer:
+"""A callback is answered well inside F&O's 10 seconds (docs/protocol-notes.md §4.3) when storage does not answer:
 a real socket that accepts connections and never replies stands in for a hung queue service."""
 
 from __future__ import annotations
