@@ -133,6 +133,16 @@ def _date(row: FieldRow) -> Converter:
 
 
 _CANONICAL_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_WCF_DATE = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$")
+EMPTY_DATE = "1900-01-01"  # F&O's "no date" (docs/domain-notes.md §6)
+
+
+def _from_wcf(value: str) -> str:
+    """A data event's ``/Date(<ms>)/`` (docs/protocol-notes.md §4.4) as an ISO instant in UTC; other text unchanged."""
+    match = _WCF_DATE.match(value)
+    if match is None:
+        return value
+    return datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _boolean(row: FieldRow) -> Converter:
@@ -321,6 +331,7 @@ class Plan:
             key_row = key_rows.get(prop)
             if key_row is not None and key_row.fo_type == "datetimeoffset":
                 self._key_converters[prop] = _date(key_row) if key_row.dataverse_type == "date" else _datetime(key_row)
+        self.date_key_properties = frozenset(self._key_converters)
         self.dataverse_date_columns = frozenset(
             column for column, prop in self.dataverse_key_properties.items() if prop in self._key_converters
             and key_rows[prop].dataverse_type == "date")
@@ -340,7 +351,7 @@ class Plan:
                 raise MappingError(prop, f"key field must be a string, got {value!r}")
             convert = self._key_converters.get(prop)
             if convert is not None:
-                value = convert(value)
+                value = convert(_from_wcf(value))
             parts.append(value.lower() if prop == "dataAreaId" else value)
         return tuple(parts)
 
