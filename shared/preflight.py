@@ -183,7 +183,8 @@ class Preflight:
         entity_set = template.commerce.entity_set
         subject = f"template {template.name}"
         try:
-            next(iter(self.commerce.iter_pages(entity_set, select=list(plan.select_properties), top=1)), None)
+            next(iter(self.commerce.iter_pages(entity_set, select=list(plan.select_properties), top=1,
+                                               where=template.commerce.filter)), None)
         except AuthError as exc:
             if exc.status == 401:
                 mine.append(self._commerce_down(exc, entity_set))

@@ -431,6 +431,9 @@ class CommerceSide(_Strict):
     data_entity: str | None = None
     key: list[str] = Field(min_length=1)
     company_specific: bool
+    filter: str | None = Field(default=None, min_length=1,
+                               description="an OData $filter clause every read of the set adds (a source filter, as "
+                                           "dual-write maps have): rows it leaves out are not synced")
 
 
 class CompanySpec(_Strict):

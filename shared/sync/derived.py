@@ -92,8 +92,9 @@ class Deriver:
         where = " and ".join(f"{p} eq {literal(self.plan.fo_literal(p, sample.get(p)))}" for p in spec.group_by)
         company = (str(sample.get("dataAreaId") or "").lower() or None) if self.plan.company_specific else None
         rows: list[Row] = []
+        source = self.plan.template.commerce.filter
         for page in self.commerce.iter_pages(self.entity_set, select=list(self.plan.select_properties), company=company,
-                                             where=where):
+                                             where=f"{where} and ({source})" if source else where):
             rows.extend(page)
         return rows
 

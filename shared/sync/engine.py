@@ -113,8 +113,16 @@ class OutboundSync:
 
     def read(self, key: tuple[str, ...]) -> dict[str, Any] | None:
         """One Commerce row by its full key, with its derived columns (None: Commerce does not have it)."""
-        row = self.commerce.get(self.entity_set, self.plan.key_as_dict(key), select=list(self.plan.select_properties))
+        row = self.commerce.get(self.entity_set, self.plan.key_as_dict(key), select=list(self.plan.select_properties),
+                                where=self.plan.template.commerce.filter)
         return None if row is None else self.derive([row])[0]
+
+    def where(self, clause: str | None) -> str | None:
+        """``clause`` (a key range, a group) and the template's source filter (``commerce.filter``), if any."""
+        source = self.plan.template.commerce.filter
+        if not source or not clause:
+            return clause or source
+        return f"({clause}) and ({source})"
 
     # -- scopes ------------------------------------------------------------------------------------
 

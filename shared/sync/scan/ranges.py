@@ -74,8 +74,9 @@ class RangeReader:
              on_total: Callable[[int], None] | None = None) -> Iterator[list[dict[str, Any]]]:
         select = self.order if keys_only else list(self.engine.plan.select_properties)
         return self.engine.commerce.iter_pages(self.engine.entity_set, select=select, company=company,
-                                               order_by=self.order, where=range_filter(self.order, self.typed(after),
-                                                                                       self.typed(through)),
+                                               order_by=self.order,
+                                               where=self.engine.where(range_filter(self.order, self.typed(after),
+                                                                                    self.typed(through))),
                                                top=top, on_total=on_total)
 
     def typed(self, key: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
