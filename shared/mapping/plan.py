@@ -395,7 +395,7 @@ class Plan:
         for prop, column, convert in self._to_commerce:
             if column.startswith("@lookup:"):
                 spec = self._lookup_specs[column]
-                lookup_column = f"_{spec.navigation_property}_value"
+                lookup_column = f"_{spec.navigation_property.lower()}_value"  # the attribute: lower case (inferred)
                 if lookup_column in dv_row:
                     guid = dv_row[lookup_column]
                     result[prop] = lookup_code(spec, str(guid)) if guid else None
