@@ -10,8 +10,6 @@ import pytest
 import requests
 
 from emulators.commerce.loyalty_activity import CommerceLoyaltyAdmin
-from shared.dataverse.metadata import MetadataClient
-from shared.provision import Provisioner, app_owned
 from shared.runtime import Runtime
 from shared.state.store import encode_key
 from tests.clock import ManualClock
@@ -28,13 +26,8 @@ TODAY = date(2026, 6, 15)
 def tiers(runtime: Runtime, stores: Stores) -> Runtime:
     """The tier table provisioned (as ``python -m shared.cli provision`` does), the cards synced (the lookup's
     targets), and the app's clock on 2026-06-15."""
-    requests.post(f"{stores.dataverse_url}/_emulator/metadata/reset", timeout=10).raise_for_status()
-    clock = ManualClock(datetime(2026, 6, 15, 9, 0, tzinfo=UTC))
-    provisioner = Provisioner(MetadataClient(runtime.dataverse.core), app_owned(runtime.catalog, [TEMPLATE]),
-                              "LoyaltySync", clock=clock, sleep=clock.advance, poll_s=1.0, wait_s=600.0)
-    provisioner.apply(provisioner.plan())
+    stores.prepare(TEMPLATE)
     runtime.state.clock = ManualClock(datetime(2026, 6, 15, 9, 0, tzinfo=UTC))
-    runtime.scan("loyalty_cards").run()
     return runtime
 
 
