@@ -148,6 +148,18 @@ def test_a_provisioned_table_takes_a_templates_sync_like_the_microsoft_tables(ap
             card["msdyn_replacementcardnumber"]]
 
 
+def test_a_provisioned_table_with_a_mixed_case_lookup_is_read_back_by_the_lookups_logical_name(
+        app: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
+    # The lookup's navigation property is lsync_ReplacementCardId; its value reads as _lsync_replacementcardid_value.
+    assert cli.main(["provision"]) == 0
+    assert cli.main(["sync", "loyalty_cards"]) == 0
+    assert cli.main(["sync", TEMPLATE]) == 0
+    assert cli.main(["sync", TEMPLATE, "--direction", "inbound"]) == 0
+    capsys.readouterr()
+    code = cli.main(["reconcile", TEMPLATE])
+    assert code == 0, capsys.readouterr().out
+
+
 def test_the_test_helper_provisions_idempotently(app: Runtime, dataverse_emulator: object) -> None:
     from tests.provisioning import provision_app_tables
 
