@@ -167,3 +167,18 @@ def test_the_test_helper_provisions_idempotently(app: Runtime, dataverse_emulato
     assert len(provision_app_tables(app, url).sent) == 10
     assert provision_app_tables(app, url).sent == []
     assert problems(app) == []
+
+
+def test_preflight_names_a_failed_key_index_and_reactivate_entity_key(app: Runtime, dataverse_emulator: object) -> None:
+    url = dataverse_emulator.url  # type: ignore[attr-defined]
+    assert cli.main(["provision"]) == 0
+    requests.post(f"{url}/_emulator/keys", json={"table": "lsync_cardsnapshot", "status": "Failed"},
+                  timeout=5).raise_for_status()
+    found = problems(app)
+    assert len(found) == 1 and "failed to build" in found[0] and "ReactivateEntityKey" in found[0]
+
+
+def test_check_prints_the_missing_table_with_the_fix_and_exits_1(app: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check", "--template", TEMPLATE]) == cli.EXIT_FAILED
+    assert f"Dataverse has no table 'lsync_cardsnapshot' yet (the template declares it, app-owned): create it with {FIX}" \
+        in capsys.readouterr().out
