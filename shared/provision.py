@@ -229,7 +229,8 @@ class Provisioner:
 
     def __init__(self, client: MetadataClient, templates: Sequence[Template], solution: str, *,
                  clock: Clock = SYSTEM_CLOCK, sleep: Callable[[float], None] = time.sleep, poll_s: float = 10.0,
-                 wait_s: float = 1800.0, say: Callable[[str], None] | None = None) -> None:
+                 wait_s: float = 1800.0, say: Callable[[str], None] | None = None,
+                 progress: Callable[[KeyProgress], None] | None = None) -> None:
         self.client = client
         self.templates = list(templates)
         self.solution = solution
@@ -238,6 +239,8 @@ class Provisioner:
         self.poll_s = poll_s
         self.wait_s = wait_s
         self.say = say or (lambda line: None)
+        #: Called after each poll of the keys (the CLI draws a bar); by default one line through ``say``.
+        self.on_progress: Callable[[KeyProgress], None] = progress or self._say_progress
 
     # -- reading what exists ---------------------------------------------------------------------------------------
     def plan(self) -> Plan:
@@ -411,6 +414,6 @@ class Provisioner:
                     "SYNC_PROVISION_WAIT_S. Upserts by a key fail until it is Active")
             self.sleep(self.poll_s)
 
-    def on_progress(self, report: KeyProgress) -> None:
+    def _say_progress(self, report: KeyProgress) -> None:
         if report.waiting:
             self.say(f"keys active {report.active}/{report.total}; waiting: {', '.join(report.waiting)}")

@@ -109,6 +109,7 @@ class DataverseServer(EmulatorServer):
         self._seed("transactioncurrencies", "isocurrencycode", "currencyname", currencies or DEFAULT_CURRENCIES)
         #: App-owned tables made through the metadata API (§2.14); a new key is Pending for that many reads of Keys.
         self.customizations = Customizations(self.store, key_activation_polls=key_activation_polls)
+        self.initial_key_activation_polls = max(0, key_activation_polls)
         self.seed_solutions = tuple(DEFAULT_SOLUTIONS if solutions is None else solutions)
         for unique_name, prefix in self.seed_solutions:
             self.add_solution(unique_name, prefix)
@@ -137,6 +138,7 @@ class DataverseServer(EmulatorServer):
     def reset_metadata(self) -> None:
         """Forget every app-owned table and restore the seeded solutions (admin)."""
         self.customizations.reset()
+        self.customizations.key_activation_polls = self.initial_key_activation_polls
         self.store.reset(["solutions", "publishers"])
         for row in self.store.rows("solutions"):
             self.store.delete("solutions", row["solutionid"])
@@ -497,8 +499,15 @@ class DataverseRequestHandler(EmulatorRequestHandler):
 
     def admin_keys(self, match: re.Match[str]) -> None:
         """``POST /_emulator/keys`` ``{"table": "<logical name>", "key": "<key logical name>" (optional: every key),
-        "status": "Active"|"Failed"|"Pending"|"InProgress"}``: set a key's index state now."""
+        "status": "Active"|"Failed"|"Pending"|"InProgress"}``: set a key's index state now;
+        ``{"activation_polls": N}``: how many reads of Keys a key created from now on stays Pending/InProgress."""
         body = self.read_json()
+        if isinstance(body, dict) and isinstance(body.get("activation_polls"), int) and "table" not in body:
+            previous = self.server.customizations.key_activation_polls
+            self.server.customizations.key_activation_polls = max(0, body["activation_polls"])
+            self.send_json(200, {"activation_polls": self.server.customizations.key_activation_polls,
+                                 "previous": previous})
+            return
         if not isinstance(body, dict) or not isinstance(body.get("table"), str):
             raise errors.bad_request("send {\"table\": ..., \"key\": ..., \"status\": ...}")
         names = self.server.customizations.set_key_status(body["table"], body.get("key"), str(body.get("status")))

@@ -183,7 +183,7 @@ class Sides:
             if spec is None:
                 columns[column] = dv_row.get(column)
                 continue
-            guid = dv_row.get(f"_{column.lower()}_value")  # the lookup attribute: lower case (inferred)
+            guid = dv_row.get(f"_{column.lower()}_value")
             columns[column] = (self.engine.dataverse.code_of(spec.entity_set, spec.primary_id, spec.match_column,
                                                              str(guid)) if guid else None)
         return columns

@@ -31,7 +31,7 @@ class SharedImage:
         lookups = [row.lookup.navigation_property for row in plan.template.fields if row.lookup is not None]
         self.select = sorted({dv.primary_id, *self.key_columns, *(
             row.dataverse_column for row in plan.template.fields if row.lookup is None
-        ), *(f"_{nav.lower()}_value" for nav in lookups),  # a lookup attribute is read back in lower case (inferred)
+        ), *(f"_{nav.lower()}_value" for nav in lookups),
             *([f"_{self.company.navigation_property.lower()}_value"] if self.company else [])})
 
     def lookup_code(self, spec: LookupSpec, guid: str) -> str | None:

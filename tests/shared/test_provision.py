@@ -150,7 +150,7 @@ def test_provisioning_waits_for_a_pending_key_on_the_clock_until_it_is_active(da
     reports: list[tuple[int, list[str]]] = []
     p = provisioner(dataverse, clock=clock)
     plan = p.plan()
-    p.on_progress = lambda report: reports.append((report.active, report.waiting))  # type: ignore[method-assign]
+    p.on_progress = lambda report: reports.append((report.active, report.waiting))
     p.apply(plan)
     assert reports == [(0, [f"{TABLE}.lsync_CardNumberKey InProgress"]), (1, [])]
     assert clock.monotonic() - started == POLL_S
@@ -166,7 +166,7 @@ def test_a_key_still_pending_when_the_wait_ends_is_an_error_saying_to_run_again(
 def test_a_failed_key_index_names_reactivate_entity_key(dataverse: DataverseServer) -> None:
     p = provisioner(dataverse)
     plan = p.plan()
-    p.on_progress = lambda report: requests.post(  # type: ignore[method-assign]
+    p.on_progress = lambda report: requests.post(
         f"{dataverse.url}/_emulator/keys", json={"table": TABLE, "status": "Failed"}, timeout=5).raise_for_status()
     with pytest.raises(ProvisionError, match="lsync_CardNumberKey on table lsync_cardsnapshot failed.*"
                                              "ReactivateEntityKey"):
