@@ -93,9 +93,27 @@ def runtime(azurite: Azurite, dataverse_emulator: object, commerce_emulator: obj
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     get_runtime.cache_clear()
+    provision_app_owned(get_runtime(), dv_url)  # as after `python -m shared.cli provision` on a tenant
     yield get_runtime()
     get_settings.cache_clear()
     get_runtime.cache_clear()
+
+
+def provision_app_owned(runtime: Runtime, dataverse_url: str) -> None:
+    """The templates' app-owned tables, created afresh (keys waited for on a test clock, no sleeping)."""
+    from shared.dataverse.metadata import MetadataClient
+    from shared.provision import Provisioner, app_owned
+    from tests.clock import ManualClock
+
+    requests.post(f"{dataverse_url}/_emulator/metadata/reset", timeout=10).raise_for_status()
+    templates = app_owned(runtime.catalog)
+    if templates:
+        clock = ManualClock()
+        provisioner = Provisioner(MetadataClient(runtime.dataverse.core), templates, "LoyaltySync", clock=clock,
+                                  sleep=clock.advance, poll_s=1.0)
+        provisioner.apply(provisioner.plan())
+    requests.post(f"{dataverse_url}/_emulator/stats/reset", timeout=10).raise_for_status()
+    requests.delete(f"{dataverse_url}/_emulator/requests", timeout=10)
 
 
 @pytest.fixture()

@@ -94,4 +94,22 @@ def load_catalog(directory: Path | None = None) -> Catalog:
     for path in files:
         template = load_template(path)
         templates[template.name] = template
+    templates = {t.name: t for t in lookup_order(list(templates.values()))}
     return Catalog(templates=templates, plans={name: Plan(t) for name, t in templates.items()})
+
+
+def lookup_order(templates: list[Template]) -> list[Template]:
+    """``templates`` (by name) with each after the templates whose tables its lookups point at, so that iterating
+    the catalog (``sync --all``, the demo) writes a card before the tier rows that look it up. A cycle keeps the
+    name order for what is left."""
+    writes = {t.dataverse.entity_set: t.name for t in templates}
+    needs = {t.name: {writes[r.lookup.entity_set] for r in t.fields if r.lookup is not None
+                      and r.lookup.entity_set in writes and writes[r.lookup.entity_set] != t.name} for t in templates}
+    ordered: list[Template] = []
+    left = sorted(templates, key=lambda t: t.name)
+    while left:
+        done = {t.name for t in ordered}
+        ready = [t for t in left if needs[t.name] <= done] or left[:1]
+        ordered.append(ready[0])
+        left.remove(ready[0])
+    return ordered
