@@ -67,7 +67,8 @@ from emulators.common.server import EmulatorHTTPError, Route
 
 from .entities import LOYALTY_CARD_TIERS_V2 as TIERS
 from .entities import RETAIL_LOYALTY_CARD_REWARD_POINT_TRANSACTIONS as LINES
-from .loyalty_rules import Activity, ActivityError
+from .entities import RETAIL_LOYALTY_REWARD_POINTS as REWARD_POINTS
+from .loyalty_rules import Activity, ActivityError, RewardRule
 from .store import DuplicateKeyError
 from .validation import validate_create
 
@@ -123,8 +124,15 @@ def _apply(handler: CommerceRequestHandler, activity: Activity) -> dict[str, Any
     from .loyalty_odata import loyalty_card
 
     server = handler.server
-    if loyalty_card(handler, activity.card) is None:
+    card = loyalty_card(handler, activity.card)
+    if card is None:
         raise EmulatorHTTPError(404, "", f"The loyalty card '{activity.card}' does not exist.")
+    if activity.reward_point:
+        # The reward point's current definition (one created or edited after the seed counts as it now is).
+        found = server.store.get(REWARD_POINTS, server.store.key_of(REWARD_POINTS, {"RewardPointId": activity.reward_point}))
+        if found is not None:
+            server.ledger.rules[str(found[0]["RewardPointId"])] = RewardRule.from_row(found[0])
+            activity.reward_point = str(found[0]["RewardPointId"])
     try:
         line, changed = server.ledger.apply(activity)
     except ActivityError as exc:

@@ -38,6 +38,9 @@ Row = dict[str, Any]
 ENTRY_TYPES = ENTRY_TYPE.member_names  # index = what Line.entry_type holds
 TRANSACTION_TYPES = TRANSACTION_TYPE.member_names
 TENDER_TYPES = TENDER_TYPE.member_names
+#: Properties whose value is the card's, the same on all its lines (unless a write set a line's own).
+CARD_LEVEL = frozenset({"CardNumber", "LoyaltyTransactionCompany", "CustomerAccount", "CustomerAccountCompany",
+                        "LoyaltyProgramName", "LoyaltyTierLoyaltyProgramName", "LoyaltyTierId", "CardTenderType"})
 #: Line record ids start above the generic store's so the two never share an ETag (inferred: any RecIds).
 FIRST_LINE_REC_ID = FIRST_REC_ID + 50_000_000
 
@@ -85,22 +88,32 @@ class CardInfo:
         self.lines: list[Line] = []
 
 
+#: Channels and operators of register transactions, picked by the transaction number (invented; inferred).
+UNITS: tuple[str, ...] = ("052", "053", "054", "062", "064", "128", "136")
+OPERATORS: tuple[str, ...] = ("000160", "000161", "000162", "000163", "000170")
+RETAIL, SALES_ORDER, LOYALTY_ADJUSTMENT = (TRANSACTION_TYPES.index(n) for n in
+                                           ("RetailTransaction", "SalesOrder", "LoyaltyAdjustment"))
+
+
 class Line:
-    """One transaction line. Amounts in hundredths; dates as ordinals (``exp_day`` 0 = never expires)."""
+    """One transaction line. Amounts in hundredths; dates as ordinals (``exp_day`` 0 = never expires).
 
-    __slots__ = ("adjustment", "card", "entry_day", "entry_time", "entry_type", "exp_day", "extra", "line_no",
-                 "operator", "qty", "rec_id", "rec_version", "remaining", "reward", "sales_order", "start_day",
-                 "terminal", "trans_type", "txn", "unit")
+    The line's identity comes from ``txn`` and ``trans_type``: a register transaction's channel, register,
+    transaction and receipt numbers, or an adjustment's id (invented formats, inferred); ``extra`` holds values an
+    OData write or an admin post set otherwise.
+    """
 
-    def __init__(self, card: CardInfo, *, rec_id: int, entry_type: int, trans_type: int, entry_day: int,
-                 entry_time: int, qty: int, remaining: int, start_day: int, exp_day: int, reward: str,
-                 unit: str = "", terminal: str = "", txn: str = "", sales_order: str = "", adjustment: str = "",
-                 line_no: int = 1, operator: str = "") -> None:
+    __slots__ = ("card", "entry_day", "entry_time", "entry_type", "exp_day", "extra", "line_no", "qty", "rec_id",
+                 "rec_version", "remaining", "reward", "start_day", "trans_type", "txn")
+
+    def __init__(self, card: CardInfo, rec_id: int, entry_type: int, trans_type: int, txn: int, entry_day: int,
+                 entry_time: int, qty: int, remaining: int, start_day: int, exp_day: int, reward: str) -> None:
         self.card = card
         self.rec_id = rec_id
         self.rec_version = 1
         self.entry_type = entry_type
         self.trans_type = trans_type
+        self.txn = txn
         self.entry_day = entry_day
         self.entry_time = entry_time
         self.qty = qty
@@ -108,14 +121,8 @@ class Line:
         self.start_day = start_day
         self.exp_day = exp_day
         self.reward = reward
-        self.unit = unit
-        self.terminal = terminal
-        self.txn = txn
-        self.sales_order = sales_order
-        self.adjustment = adjustment
-        self.line_no = line_no
-        self.operator = operator
-        #: Values an OData write set that the slots do not derive (None: none).
+        self.line_no = 1
+        #: Values an OData write or an admin post set that the slots do not derive (None: none).
         self.extra: Row | None = None
 
     def order_key(self) -> tuple[int, int, int]:
@@ -126,44 +133,59 @@ class Line:
         return make_etag(self.rec_version, self.rec_id)
 
 
-def _getters(never_expires: str) -> dict[str, Callable[[Line], Any]]:
-    """Property name -> how a line renders it (metadata order is the entity's)."""
-    def receipt(line: Line) -> str:
-        return f"{line.unit}{line.txn[-8:]}" if line.txn else ""
+def _identity(line: Line) -> tuple[str, str, str, str, str, str, str]:
+    """(unit, terminal, transaction, sales order, adjustment, operator, receipt) of a line."""
+    txn = line.txn
+    if line.trans_type == RETAIL and txn:
+        unit = UNITS[txn % 7]
+        terminal = f"{unit}-{1 + (txn // 7) % 4}"
+        return unit, terminal, f"{terminal}-{txn:08d}", "", "", OPERATORS[txn % 5], f"{unit}{txn:09d}"
+    if line.trans_type == LOYALTY_ADJUSTMENT and txn:
+        return "", "", "", "", f"LADJ-{txn:07d}", "", ""
+    if line.trans_type == SALES_ORDER and txn:
+        return UNITS[txn % 7], "", "", f"SO-{txn:08d}", "", "", ""
+    return "", "", "", "", "", "", ""
 
-    getters: dict[str, Callable[[Line], Any]] = {
-        "LoyaltyTransactionLineNumber": lambda ln: ln.line_no,
-        "OperatingUnitNumber": lambda ln: ln.unit,
-        "Terminal": lambda ln: ln.terminal,
-        "TransactionNumber": lambda ln: ln.txn,
-        "LoyaltyTransactionCompany": lambda ln: ln.card.company,
-        "SalesOrderId": lambda ln: ln.sales_order,
-        "AdjustmentId": lambda ln: ln.adjustment,
-        "CardNumber": lambda ln: ln.card.card_number,
-        "LoyaltyTierLoyaltyProgramName": lambda ln: ln.card.program if ln.card.tier else "",
-        "LoyaltyOtherActivityTypeName": lambda ln: "",
-        "EntryType": lambda ln: ENTRY_TYPES[ln.entry_type],
-        "CustomerAccount": lambda ln: ln.card.customer,
-        "SalesLineLineNum": lambda ln: ln.line_no if ln.sales_order else 0,
-        "RewardPointAmountQty": lambda ln: points(ln.qty),
-        "ExpirationDate": lambda ln: iso_day(ln.exp_day) if ln.exp_day else never_expires,
-        "StartDate": lambda ln: iso_day(ln.start_day),
-        "LoyaltyTransactionType": lambda ln: TRANSACTION_TYPES[ln.trans_type],
-        "EntryTime": lambda ln: ln.entry_time,
-        "NonTransactionalActivityId": lambda ln: "",
-        "CustomerAccountCompany": lambda ln: ln.card.company if ln.card.customer else "",
-        "Remaining": lambda ln: points(ln.remaining),
-        "LoyaltyProgramName": lambda ln: ln.card.program,
-        "OperatorId": lambda ln: ln.operator,
-        "CardTenderType": lambda ln: ln.card.tender,
-        "RetailTransactionSalesTransLineNum": lambda ln: ln.line_no if ln.terminal else 0,
+
+def render_line(line: Line, never_expires: str) -> Row:
+    """The OData row of a line, properties in the entity's order (one dict display: the hot path of a read)."""
+    card = line.card
+    unit, terminal, txn, order, adjustment, operator, receipt = _identity(line)
+    qty, rem = line.qty, line.remaining
+    row: Row = {
+        "LoyaltyTransactionLineNumber": line.line_no,
+        "OperatingUnitNumber": unit,
+        "Terminal": terminal,
+        "TransactionNumber": txn,
+        "LoyaltyTransactionCompany": card.company,
+        "SalesOrderId": order,
+        "AdjustmentId": adjustment,
+        "CardNumber": card.card_number,
+        "LoyaltyTierLoyaltyProgramName": card.program if card.tier else "",
+        "LoyaltyOtherActivityTypeName": "",
+        "EntryType": ENTRY_TYPES[line.entry_type],
+        "CustomerAccount": card.customer,
+        "SalesLineLineNum": line.line_no if order else 0,
+        "RewardPointAmountQty": qty // 100 if qty % 100 == 0 else qty / 100,
+        "ExpirationDate": iso_day(line.exp_day) if line.exp_day else never_expires,
+        "StartDate": iso_day(line.start_day),
+        "LoyaltyTransactionType": TRANSACTION_TYPES[line.trans_type],
+        "EntryTime": line.entry_time,
+        "NonTransactionalActivityId": "",
+        "CustomerAccountCompany": card.company if card.customer else "",
+        "Remaining": rem // 100 if rem % 100 == 0 else rem / 100,
+        "LoyaltyProgramName": card.program,
+        "OperatorId": operator,
+        "CardTenderType": card.tender,
+        "RetailTransactionSalesTransLineNum": line.line_no if terminal else 0,
         "ReceiptId": receipt,
-        "RewardPointId": lambda ln: ln.reward,
-        "EntryDate": lambda ln: iso_day(ln.entry_day),
-        "LoyaltyTierId": lambda ln: ln.card.tier,
+        "RewardPointId": line.reward,
+        "EntryDate": iso_day(line.entry_day),
+        "LoyaltyTierId": card.tier,
     }
-    assert list(getters) == list(LINES_SET.property_names), "getters must follow the entity's properties"
-    return getters
+    if line.extra:
+        row.update(line.extra)
+    return row
 
 
 # -- narrowing a $filter to card ranges and entry days ------------------------------------------------------------
@@ -322,7 +344,6 @@ class LineStore:
     def __init__(self, never_expires: str) -> None:
         self.lock = threading.RLock()
         self.never_expires = never_expires
-        self._getters = _getters(never_expires)
         self.cards: dict[str, CardInfo] = {}
         self._order: list[str] = []  # card keys, sorted
         self._next_rec_id = FIRST_LINE_REC_ID
@@ -349,6 +370,10 @@ class LineStore:
         self._next_rec_id += 1
         return rec_id
 
+    def reserve_rec_ids(self, next_free: int) -> None:
+        """After a bulk build that numbered lines itself: the next RecId handed out."""
+        self._next_rec_id = max(self._next_rec_id, next_free)
+
     def append(self, line: Line) -> None:
         """Add a line in entry order (generation appends in order; admin posts may land anywhere)."""
         with self.lock:
@@ -369,12 +394,8 @@ class LineStore:
 
     # -- rendering ----------------------------------------------------------------------------------------------
     def render(self, line: Line, fields: Iterable[str] | None = None) -> Row:
-        getters = self._getters
-        names = getters if fields is None else fields
-        row = {name: getters[name](line) for name in names}
-        if line.extra:
-            row.update({k: v for k, v in line.extra.items() if k in row})
-        return row
+        row = render_line(line, self.never_expires)
+        return row if fields is None else {name: row[name] for name in fields}
 
     def key_of_line(self, line: Line) -> tuple[Any, ...]:
         row = self.render(line, LINES_SET.keys)
@@ -424,25 +445,44 @@ class LineStore:
         fields: set[str] | None = None
         if options.select is not None:
             fields = set(options.select) | set(getattr(predicate, "properties", ())) | {p for p, _ in options.orderby}
-        ordered_fields = None if fields is None else [n for n in self._getters if n in fields]
+        ordered_fields = None if fields is None else [n for n in LINES_SET.property_names if n in fields]
         orderby = list(options.orderby)
         card_major = not orderby or orderby[0] == ("CardNumber", False)
         rest = orderby[1:] if card_major else orderby
         size = max(1, min(page_size, MAX_PAGE_SIZE))
 
-        def lines_of(card: CardInfo) -> Iterator[Line]:
+        low = days[0][0] if days is not None and len(days) == 1 else None
+        high = days[0][1] if days is not None and len(days) == 1 else None
+
+        def lines_of(card: CardInfo) -> Iterable[Line]:
             if days is None:
-                return iter(card.lines)
-            return (ln for ln in card.lines
-                    if any((lo is None or ln.entry_day >= lo) and (hi is None or ln.entry_day <= hi) for lo, hi in days))
+                return card.lines
+            if len(days) == 1:  # the common case (EntryDate ge ...): plain comparisons
+                return [ln for ln in card.lines
+                        if (low is None or ln.entry_day >= low) and (high is None or ln.entry_day <= high)]
+            return [ln for ln in card.lines
+                    if any((lo is None or ln.entry_day >= lo) and (hi is None or ln.entry_day <= hi) for lo, hi in days)]
+
+        # A filter on card-level properties only holds for all of a card's lines or none: test it once per card
+        # (unless a write gave some line values of its own).
+        per_card = predicate is not None and set(getattr(predicate, "properties", ())) <= CARD_LEVEL
 
         def matches() -> Iterator[tuple[Row, Line]]:
+            render = self.render
             for card in self._selected_cards(card_bounds):
-                if not card.lines:
+                lines = lines_of(card)
+                if not lines:
                     continue
-                rows = ((self.render(ln, ordered_fields), ln) for ln in lines_of(card))
-                if predicate is not None:
-                    rows = ((row, ln) for row, ln in rows if predicate(row))
+                if predicate is None:
+                    rows: Iterable[tuple[Row, Line]] = ((render(ln, ordered_fields), ln) for ln in lines)
+                elif per_card and not any(ln.extra for ln in lines):
+                    first = next(iter(lines))
+                    if not predicate(render(first, ordered_fields)):
+                        continue
+                    rows = ((render(ln, ordered_fields), ln) for ln in lines)
+                else:
+                    rows = ((row, ln) for row, ln in ((render(ln, ordered_fields), ln) for ln in lines)
+                            if predicate(row))
                 if rest:
                     yield from _sorted_pairs(list(rows), rest)
                 else:
