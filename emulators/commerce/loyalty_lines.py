@@ -467,37 +467,43 @@ class LineStore:
         # (unless a write gave some line values of its own).
         per_card = predicate is not None and set(getattr(predicate, "properties", ())) <= CARD_LEVEL
 
-        def matches() -> Iterator[tuple[Row, Line]]:
+        def matches() -> Iterator[tuple[Row | None, Line]]:
+            """Matching lines in order, each with its row when the filter had to render it (else None: rendered
+            only if it lands on the page, so skipped and counted lines cost no rendering)."""
             render = self.render
             for card in self._selected_cards(card_bounds):
                 lines = lines_of(card)
                 if not lines:
                     continue
+                pairs: Iterable[tuple[Row | None, Line]]
                 if predicate is None:
-                    rows: Iterable[tuple[Row, Line]] = ((render(ln, ordered_fields), ln) for ln in lines)
+                    pairs = ((None, ln) for ln in lines)
                 elif per_card and not any(ln.extra for ln in lines):
-                    first = next(iter(lines))
-                    if not predicate(render(first, ordered_fields)):
+                    if not predicate(render(next(iter(lines)), ordered_fields)):
                         continue
-                    rows = ((render(ln, ordered_fields), ln) for ln in lines)
+                    pairs = ((None, ln) for ln in lines)
                 else:
-                    rows = ((row, ln) for row, ln in ((render(ln, ordered_fields), ln) for ln in lines)
-                            if predicate(row))
+                    pairs = ((row, ln) for row, ln in ((render(ln, ordered_fields), ln) for ln in lines)
+                             if predicate(row))
                 if rest:
-                    yield from _sorted_pairs(list(rows), rest)
+                    rendered = [(row if row is not None else render(ln, ordered_fields), ln) for row, ln in pairs]
+                    yield from _sorted_pairs(rendered, rest)
                 else:
-                    yield from rows
+                    yield from pairs
+
+        def rendered(pairs: Iterable[tuple[Row | None, Line]]) -> list[tuple[Row, Line]]:
+            return [(row if row is not None else self.render(ln, ordered_fields), ln) for row, ln in pairs]
 
         if predicate is None and days is None and card_major and not rest and not options.count:
             return self._unfiltered_page(options, size, ordered_fields)
         if not card_major:
-            found = list(matches())
+            found = rendered(matches())
             return _page_of(_sorted_pairs(found, rest), options, size, self.render, len(found))
         stream = matches()
         skipped = sum(1 for _ in itertools.islice(stream, options.skip))
         window = options.top if options.top is not None else None
         take = size if window is None else min(size, window)
-        page = list(itertools.islice(stream, take))
+        page = rendered(itertools.islice(stream, take))
         more = 0
         if options.count or (window is None):
             more = sum(1 for _ in stream)  # the rest, for $count or the nextLink's $top

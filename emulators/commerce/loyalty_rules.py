@@ -276,8 +276,8 @@ def generate(ledger: Ledger, cards: Sequence[CardInfo], lines: int, *, as_of: in
         counts[i + 1] -= shift
     store = ledger.store
     caches: dict[str, tuple[dict[int, int], dict[int, int]]] = {r.reward_point_id: ({}, {}) for r in rules}
-    days_seen: dict[int, int] = {}
-    intern = days_seen.setdefault
+    seen: dict[int, int] = {}
+    intern = seen.setdefault
     rec_id = store.next_rec_id()
     txn = ledger._txn
     made = 0
@@ -298,6 +298,7 @@ def generate(ledger: Ledger, cards: Sequence[CardInfo], lines: int, *, as_of: in
             day = intern(day, day)
             r = rand()
             time = 28_800 + int(rand() * 46_800)
+            time = intern(time, time)  # shared int objects: a million lines hold far fewer distinct values
             txn += 1
             rec_id += 1
             if r < 0.16:
@@ -338,6 +339,7 @@ def generate(ledger: Ledger, cards: Sequence[CardInfo], lines: int, *, as_of: in
                         vested = rule.start_day(day)
                         cached = starts[day] = intern(vested, vested)
                     start = cached
+                amount = intern(amount, amount)
                 line = Line(card, rec_id, kind, RETAIL, txn, day, time, amount, amount, start, exp, reward)
             own.append(line)
         made += count
