@@ -53,6 +53,7 @@ def _info(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
         "page_size": server.page_size,
         "seed": server.seed_config.__dict__ | {"companies": list(server.companies)},
         "counts": server.counts(),
+        "loyalty_clock": server.clock.isoformat().replace("+00:00", "Z"),
     })
 
 

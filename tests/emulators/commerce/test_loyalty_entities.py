@@ -145,6 +145,19 @@ def test_transaction_lines_page_through_next_links_with_skip_and_top(emu: Commer
     assert query["$skip"] == [str(PAGE_SIZE)] and query["$top"] == [str(LINE_COUNT - PAGE_SIZE)]
 
 
+def test_a_top_beyond_the_page_size_pages_with_what_is_left_of_it(emu: CommerceEmulator) -> None:
+    rows, links = read_all(emu, LINES, **{"$top": "250", "$filter": "CardNumber ge '52100000005'"})
+    assert len(rows) == 250
+    assert [parse_qs(urlsplit(link).query)["$top"] for link in links] == [["150"], ["50"]]
+    everything, _ = read_all(emu, LINES)
+    assert rows == [r for r in everything if r["CardNumber"] >= "52100000005"][:250]
+
+
+def test_the_service_document_lists_the_three_sets(emu: CommerceEmulator) -> None:
+    names = {entry["name"] for entry in values(get(emu, ""))}
+    assert {TIERS, "RetailLoyaltyTiers", LINES} <= names
+
+
 def test_a_card_range_filter_returns_exactly_those_cards_lines_in_card_order(emu: CommerceEmulator) -> None:
     everything, _ = read_all(emu, LINES)
     low, high = "52100000010", "52100000020"
