@@ -250,7 +250,8 @@ def _split_resource(path: str) -> tuple[str, str | None, str | None]:
 
 def _key_value(eset: EntitySet, name: str, value: Any) -> Any:
     """A key part of the URL as the store keys it: strings as sent (quoted literals), a DateTimeOffset bare with
-    its offset (as the stored text, docs/protocol-notes.md §3.8), a number bare (messages inferred)."""
+    its offset (as an F&O Location header writes one, ``…,ValidFrom=2020-12-31T23:00:00Z)``, seen in public code),
+    a number bare. The refusal texts are inferred."""
     prop = eset.prop(name)
     edm = prop.edm_type if prop is not None else "Edm.String"
     if edm == "Edm.DateTimeOffset":
