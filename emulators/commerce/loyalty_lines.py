@@ -148,11 +148,13 @@ def _identity(line: Line) -> tuple[str, str, str, str, str, str, str]:
 
 
 def render_line(line: Line, never_expires: str) -> Row:
-    """The OData row of a line, properties in the entity's order (one dict display: the hot path of a read)."""
+    """The OData row of a line as a read sends it: ``@odata.etag``, then the properties in the entity's order (one
+    dict display: the hot path of a read)."""
     card = line.card
     unit, terminal, txn, order, adjustment, operator, receipt = _identity(line)
     qty, rem = line.qty, line.remaining
     row: Row = {
+        "@odata.etag": make_etag(line.rec_version, line.rec_id),
         "LoyaltyTransactionLineNumber": line.line_no,
         "OperatingUnitNumber": unit,
         "Terminal": terminal,
@@ -185,6 +187,56 @@ def render_line(line: Line, never_expires: str) -> Row:
     }
     if line.extra:
         row.update(line.extra)
+    return row
+
+
+_Ident = tuple[str, str, str, str, str, str, str]
+_NO_IDENT: _Ident = ("", "", "", "", "", "", "")
+#: One property of a line: (line, its identity, the never-expires value) -> value; for reads with $select.
+_GET: dict[str, Callable[[Line, _Ident, str], Any]] = {
+    "LoyaltyTransactionLineNumber": lambda ln, i, nv: ln.line_no,
+    "OperatingUnitNumber": lambda ln, i, nv: i[0],
+    "Terminal": lambda ln, i, nv: i[1],
+    "TransactionNumber": lambda ln, i, nv: i[2],
+    "LoyaltyTransactionCompany": lambda ln, i, nv: ln.card.company,
+    "SalesOrderId": lambda ln, i, nv: i[3],
+    "AdjustmentId": lambda ln, i, nv: i[4],
+    "CardNumber": lambda ln, i, nv: ln.card.card_number,
+    "LoyaltyTierLoyaltyProgramName": lambda ln, i, nv: ln.card.program if ln.card.tier else "",
+    "LoyaltyOtherActivityTypeName": lambda ln, i, nv: "",
+    "EntryType": lambda ln, i, nv: ENTRY_TYPES[ln.entry_type],
+    "CustomerAccount": lambda ln, i, nv: ln.card.customer,
+    "SalesLineLineNum": lambda ln, i, nv: ln.line_no if i[3] else 0,
+    "RewardPointAmountQty": lambda ln, i, nv: points(ln.qty),
+    "ExpirationDate": lambda ln, i, nv: iso_day(ln.exp_day) if ln.exp_day else nv,
+    "StartDate": lambda ln, i, nv: iso_day(ln.start_day),
+    "LoyaltyTransactionType": lambda ln, i, nv: TRANSACTION_TYPES[ln.trans_type],
+    "EntryTime": lambda ln, i, nv: ln.entry_time,
+    "NonTransactionalActivityId": lambda ln, i, nv: "",
+    "CustomerAccountCompany": lambda ln, i, nv: ln.card.company if ln.card.customer else "",
+    "Remaining": lambda ln, i, nv: points(ln.remaining),
+    "LoyaltyProgramName": lambda ln, i, nv: ln.card.program,
+    "OperatorId": lambda ln, i, nv: i[5],
+    "CardTenderType": lambda ln, i, nv: ln.card.tender,
+    "RetailTransactionSalesTransLineNum": lambda ln, i, nv: ln.line_no if i[1] else 0,
+    "ReceiptId": lambda ln, i, nv: i[6],
+    "RewardPointId": lambda ln, i, nv: ln.reward,
+    "EntryDate": lambda ln, i, nv: iso_day(ln.entry_day),
+    "LoyaltyTierId": lambda ln, i, nv: ln.card.tier,
+}
+_IDENTITY_FIELDS = frozenset({"OperatingUnitNumber", "Terminal", "TransactionNumber", "SalesOrderId", "AdjustmentId",
+                              "SalesLineLineNum", "OperatorId", "RetailTransactionSalesTransLineNum", "ReceiptId"})
+assert list(_GET) == list(LINES_SET.property_names), "one getter per property, in the entity's order"
+
+
+def render_fields(line: Line, fields: Sequence[str], never_expires: str) -> Row:
+    """``@odata.etag`` and the named properties only (a read with $select)."""
+    ident = _identity(line) if not _IDENTITY_FIELDS.isdisjoint(fields) else _NO_IDENT
+    row: Row = {"@odata.etag": make_etag(line.rec_version, line.rec_id)}
+    for name in fields:
+        row[name] = _GET[name](line, ident, never_expires)
+    if line.extra:
+        row.update({k: v for k, v in line.extra.items() if k in row})
     return row
 
 
@@ -393,9 +445,18 @@ class LineStore:
         line.rec_version += 1
 
     # -- rendering ----------------------------------------------------------------------------------------------
-    def render(self, line: Line, fields: Iterable[str] | None = None) -> Row:
-        row = render_line(line, self.never_expires)
-        return row if fields is None else {name: row[name] for name in fields}
+    def render(self, line: Line, fields: Sequence[str] | None = None) -> Row:
+        """The line's properties (all, or ``fields``), without ``@odata.etag``."""
+        row = render_line(line, self.never_expires) if fields is None else \
+            render_fields(line, fields, self.never_expires)
+        del row["@odata.etag"]
+        return row
+
+    def render_read(self, line: Line, fields: Sequence[str] | None = None) -> Row:
+        """The line as a collection read sends it: ``@odata.etag`` first, then the properties."""
+        if fields is None:
+            return render_line(line, self.never_expires)
+        return render_fields(line, fields, self.never_expires)
 
     def key_of_line(self, line: Line) -> tuple[Any, ...]:
         row = self.render(line, LINES_SET.keys)
@@ -470,7 +531,7 @@ class LineStore:
         def matches() -> Iterator[tuple[Row | None, Line]]:
             """Matching lines in order, each with its row when the filter had to render it (else None: rendered
             only if it lands on the page, so skipped and counted lines cost no rendering)."""
-            render = self.render
+            render = self.render_read
             for card in self._selected_cards(card_bounds):
                 lines = lines_of(card)
                 if not lines:
@@ -492,7 +553,7 @@ class LineStore:
                     yield from pairs
 
         def rendered(pairs: Iterable[tuple[Row | None, Line]]) -> list[tuple[Row, Line]]:
-            return [(row if row is not None else self.render(ln, ordered_fields), ln) for row, ln in pairs]
+            return [(row if row is not None else self.render_read(ln, ordered_fields), ln) for row, ln in pairs]
 
         if predicate is None and days is None and card_major and not rest and not options.count:
             return self._unfiltered_page(options, size, ordered_fields)
@@ -525,7 +586,7 @@ class LineStore:
             for line in card.lines[skip:]:
                 if len(page) >= take:
                     break
-                page.append((self.render(line, fields), line))
+                page.append((self.render_read(line, fields), line))
             skip = 0
             if len(page) >= take:
                 break

@@ -38,11 +38,13 @@ def get_collection(handler: CommerceRequestHandler) -> None:
     body: dict[str, Any] = {"@odata.context": context}
     if options.count:
         body["@odata.count"] = result.count
+    # The store renders rows as a read sends them (@odata.etag first, properties in metadata order).
     if options.select:
-        wanted = [name for name in LINES.property_names if name in set(options.select)]  # metadata order
-        body["value"] = [{"@odata.etag": etag, **{name: row[name] for name in wanted}} for row, etag in result.rows]
+        wanted = [name for name in LINES.property_names if name in set(options.select)]
+        body["value"] = [row if len(row) == len(wanted) + 1 else
+                         {"@odata.etag": etag, **{name: row[name] for name in wanted}} for row, etag in result.rows]
     else:
-        body["value"] = [{"@odata.etag": etag, **row} for row, etag in result.rows]
+        body["value"] = [row for row, _ in result.rows]
     if result.next_skip is not None and result.next_top is not None:
         body["@odata.nextLink"] = query.next_link(
             f"{handler.base_url}{handler.raw_path}", handler.raw_query, result.next_skip, result.next_top)
