@@ -615,7 +615,7 @@ def _page_of(pairs: list[tuple[Row, Line]], options: QueryOptions, size: int,
 def _finish(page: list[tuple[Row, Line]], options: QueryOptions, take: int, more: int, total: int,
             render: Callable[[Line], Row]) -> QueryResult:
     """The QueryResult of one page: rows with their ETags, the nextLink's $skip/$top when more rows follow."""
-    rows = [(row, line.etag) for row, line in page]
+    rows = [(row, row["@odata.etag"]) for row, _ in page]  # rendered as a read sends it
     if more <= 0 or len(page) < take:
         return QueryResult(rows, total)
     next_skip = options.skip + len(page)
