@@ -355,3 +355,25 @@ def test_a_line_for_a_card_that_does_not_exist_is_refused(emu: CommerceEmulator)
     response = post(emu, LINES, line_row(CardNumber="NO-SUCH-CARD", TransactionNumber="052-9-TEST0005"))
     assert response.status_code == 400
     assert "NO-SUCH-CARD" in response.json()["error"]["innererror"]["message"]
+
+
+# -- $filter literal types ----------------------------------------------------------------------------------------
+
+
+def test_a_date_compared_with_a_quoted_string_is_refused_as_odata_lib_does(emu: CommerceEmulator) -> None:
+    response = get(emu, TIERS, **{"$filter": "ValidFrom gt '2024-01-01T00:00:00Z'"})
+    assert response.status_code == 400
+    assert ("Found operand types 'Edm.DateTimeOffset' and 'Edm.String' for operator kind 'GreaterThan'"
+            in response.json()["error"]["message"])
+
+
+def test_a_decimal_compared_with_a_quoted_number_is_refused(emu: CommerceEmulator) -> None:
+    response = get(emu, LINES, **{"$filter": "Remaining gt '0'"})
+    assert response.status_code == 400
+    assert "'Edm.Decimal' and 'Edm.String'" in response.json()["error"]["message"]
+
+
+def test_a_bare_date_and_a_bare_number_compare_with_their_properties(emu: CommerceEmulator) -> None:
+    assert get(emu, TIERS, **{"$filter": "ValidFrom gt 2024-01-01T00:00:00Z", "$top": "1"}).status_code == 200
+    assert get(emu, LINES, **{"$filter": "Remaining gt 0 and LoyaltyTransactionLineNumber eq 1",
+                              "$top": "1"}).status_code == 200
