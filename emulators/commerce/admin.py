@@ -199,6 +199,11 @@ def _hq_edit(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
     if eset is None or not isinstance(body.get("key"), dict):
         raise EmulatorHTTPError(400, "", "Name an entity set in the path and its key as {'key': {...}}.")
     key = handler.server.store.key_of(eset, body["key"])
+    if eset.name == "RetailLoyaltyCardRewardPointTransactions":
+        from .loyalty_odata import hq_edit
+
+        hq_edit(handler, key, body)
+        return
     try:
         if body.get("delete"):
             handler._publish(eset, handler.server.store.delete(eset, key), "Deleted")

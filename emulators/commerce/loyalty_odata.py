@@ -184,3 +184,27 @@ def delete(handler: CommerceRequestHandler, key: tuple[Any, ...]) -> None:
         server.lines.remove(line)
     handler._publish(LINES, removed, "Deleted")
     handler.send_empty(204)
+
+
+def hq_edit(handler: CommerceRequestHandler, key: tuple[Any, ...], body: Mapping[str, Any]) -> None:
+    """``POST /_emulator/rows/RetailLoyaltyCardRewardPointTransactions``: a user's edit of a line in HQ (no OData
+    validation; the event is raised as for an OData write)."""
+    from emulators.common.server import EmulatorHTTPError
+
+    server = handler.server
+    with server.lines.lock:
+        line = server.lines.find(key)
+        if line is None:
+            raise EmulatorHTTPError(404, "", f"No {LINES.name} row has the key {body['key']}.")
+        if body.get("delete"):
+            removed = server.lines.render(line)
+            server.lines.remove(line)
+        else:
+            apply_changes(handler, line, dict(body.get("changes") or {}))
+            line.rec_version += 1
+            stored = server.lines.render(line)
+    if body.get("delete"):
+        handler._publish(LINES, removed, "Deleted")
+    else:
+        handler._publish(LINES, stored, "Updated")
+    handler.send_json(200, {"ok": True})

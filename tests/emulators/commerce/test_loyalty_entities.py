@@ -377,3 +377,13 @@ def test_a_bare_date_and_a_bare_number_compare_with_their_properties(emu: Commer
     assert get(emu, TIERS, **{"$filter": "ValidFrom gt 2024-01-01T00:00:00Z", "$top": "1"}).status_code == 200
     assert get(emu, LINES, **{"$filter": "Remaining gt 0 and LoyaltyTransactionLineNumber eq 1",
                               "$top": "1"}).status_code == 200
+
+
+def test_an_hq_edit_of_a_line_changes_what_reads_return(emu: CommerceEmulator) -> None:
+    row = values(get(emu, LINES, **{"$top": "1", "$skip": "3"}))[0]
+    key = {k: row[k] for k in RETAIL_LOYALTY_CARD_REWARD_POINT_TRANSACTIONS.keys}
+    response = requests.post(f"{emu.url}/_emulator/rows/{LINES}", json={"key": key, "changes": {"Remaining": 3}},
+                             timeout=10)
+    assert response.status_code == 200, response.text
+    read = get(emu, f"{LINES}({format_key(RETAIL_LOYALTY_CARD_REWARD_POINT_TRANSACTIONS, row)})").json()
+    assert read["Remaining"] == 3 and read["@odata.etag"] != row["@odata.etag"]
