@@ -86,7 +86,6 @@ def parse_query_options(entity_set: EntitySet, items: Sequence[tuple[str, str]])
         for prop in sorted(getattr(predicate, "properties", ())):
             if prop not in names:
                 raise _no_property(entity_set, prop)
-        _check_literal_types(entity_set, options["$filter"])
     select = None
     if options.get("$select", "").strip() and options["$select"].strip() != "*":
         select = tuple(part.strip() for part in options["$select"].split(","))
@@ -111,6 +110,8 @@ def parse_query_options(entity_set: EntitySet, items: Sequence[tuple[str, str]])
     fmt = options.get("$format", "json").strip().lower()
     if fmt not in ("json", "application/json") and not fmt.startswith("application/json;"):
         raise errors.bad_request(f"The format '{options['$format']}' is not supported.", query=True)
+    if predicate is not None:
+        _check_literal_types(entity_set, options["$filter"])
     return QueryOptions(
         filter=predicate,
         select=select,
