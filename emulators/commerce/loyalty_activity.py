@@ -49,7 +49,12 @@ Python client
 * ``set_card_tiers(card, rows) -> list[dict]`` (replace); ``add_card_tiers(card, rows) -> list[dict]``
 
 ``LoyaltyActivityResult(line: dict, changed: list[dict])``; a refusal raises :class:`LoyaltyActivityRefused`
-(``status``, ``message``). Dates and datetimes may be given as ``date``/``datetime`` or ISO text.
+(``status``, ``message``, ``applied`` for a batch). Dates and datetimes may be given as ``date``/``datetime`` or
+ISO text.
+
+Transaction lines are read through OData like any set: scan them by ``CardNumber`` ranges ordered by ``CardNumber``
+(then any other properties), read recent ones by ``EntryDate``, re-read batches with ``CardNumber eq … or …``; these
+are the fast paths of :mod:`emulators.commerce.loyalty_lines`.
 """
 
 from __future__ import annotations
