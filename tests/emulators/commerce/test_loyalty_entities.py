@@ -387,3 +387,33 @@ def test_an_hq_edit_of_a_line_changes_what_reads_return(emu: CommerceEmulator) -
     assert response.status_code == 200, response.text
     read = get(emu, f"{LINES}({format_key(RETAIL_LOYALTY_CARD_REWARD_POINT_TRANSACTIONS, row)})").json()
     assert read["Remaining"] == 3 and read["@odata.etag"] != row["@odata.etag"]
+
+
+# -- narrowing never drops a match --------------------------------------------------------------------------------
+
+NARROWED_FILTERS: list[tuple[str, Any]] = [
+    ("CardNumber ge '52100000030' or RewardPointId eq 'PTS-0002'",
+     lambda r: r["CardNumber"] >= "52100000030" or r["RewardPointId"] == "PTS-0002"),
+    ("not (CardNumber lt '52100000030')", lambda r: r["CardNumber"] >= "52100000030"),
+    ("'52100000005' ge CardNumber", lambda r: r["CardNumber"] <= "52100000005"),
+    ("CardNumber eq '*0000001*'", lambda r: "0000001" in r["CardNumber"]),
+    ("CardNumber gt '52100000010' and CardNumber lt '52100000012'", lambda r: r["CardNumber"] == "52100000011"),
+    ("EntryDate lt 2024-06-01T00:00:00Z", lambda r: r["EntryDate"] < "2024-06-01T00:00:00Z"),
+    ("EntryDate gt 2026-06-01T12:00:00Z", lambda r: r["EntryDate"] > "2026-06-01T12:00:00Z"),
+    ("EntryDate lt 2024-06-01T00:00:00Z or EntryDate ge 2026-11-01T00:00:00Z",
+     lambda r: r["EntryDate"] < "2024-06-01T00:00:00Z" or r["EntryDate"] >= "2026-11-01T00:00:00Z"),
+    ("EntryDate gt 2026-10-01T00:00:00Z or (EntryDate eq 2026-10-01T00:00:00Z and EntryTime ge 43200)",
+     lambda r: r["EntryDate"] > "2026-10-01T00:00:00Z" or (r["EntryDate"] == "2026-10-01T00:00:00Z"
+                                                            and r["EntryTime"] >= 43200)),
+    ("CardNumber eq '52100000007' and Remaining gt 0",
+     lambda r: r["CardNumber"] == "52100000007" and r["Remaining"] > 0),
+    ("contains(CardNumber,'0003') and CardTenderType eq Microsoft.Dynamics.DataEntities.RetailLoyaltyTenderTypeBase"
+     "'AsContactTender'", lambda r: "0003" in r["CardNumber"] and r["CardTenderType"] == "AsContactTender"),
+]
+
+
+@pytest.mark.parametrize(("text", "matches"), NARROWED_FILTERS, ids=[t for t, _ in NARROWED_FILTERS])
+def test_a_filter_returns_every_line_it_matches_and_no_other(emu: CommerceEmulator, text: str, matches: Any) -> None:
+    everything, _ = read_all(emu, LINES)
+    rows, _ = read_all(emu, LINES, **{"$filter": text})
+    assert rows == [r for r in everything if matches(r)]
