@@ -417,3 +417,31 @@ def test_a_filter_returns_every_line_it_matches_and_no_other(emu: CommerceEmulat
     everything, _ = read_all(emu, LINES)
     rows, _ = read_all(emu, LINES, **{"$filter": text})
     assert rows == [r for r in everything if matches(r)]
+
+
+# -- the generated card tiers ---------------------------------------------------------------------------------------
+
+AS_OF = "2026-12-01T00:00:00Z"
+OPEN = "1900-01-01T00:00:00Z"
+
+
+def test_generated_card_tiers_hold_past_current_future_open_and_overlapping_grants() -> None:
+    server = start_commerce(cards=300, reward_points=2, levels_per_company=1, lines=0)
+    try:
+        rows, _ = read_all(server, TIERS)
+        levels = {(r["LoyaltyName"], r["TierId"]): r["TierLevel"] for r in values(get(server, "RetailLoyaltyTiers"))}
+    finally:
+        server.stop()
+    tiers = [r for r in rows if r["LoyaltyTierId"]]
+    current = [r for r in tiers if r["ValidFrom"] <= AS_OF and (r["ValidTo"] == OPEN or r["ValidTo"] >= AS_OF)]
+    assert any(r["ValidTo"] != OPEN and r["ValidTo"] < AS_OF for r in tiers)  # past
+    assert any(r["ValidFrom"] > AS_OF for r in tiers)  # future
+    assert any(r["ValidTo"] == OPEN for r in tiers)  # open-ended
+    per_card: dict[str, int] = {}
+    for r in current:
+        per_card[r["LoyaltyCardNumber"]] = per_card.get(r["LoyaltyCardNumber"], 0) + 1
+    assert max(per_card.values()) >= 2  # a promotion on top of the tier held
+    memberships = [r for r in rows if not r["LoyaltyTierId"]]
+    assert {r["AffiliationType"] for r in memberships} == {"Loyalty", "General"}
+    assert len({r["LoyaltyCardNumber"] for r in memberships if r["AffiliationType"] == "Loyalty"}) == 300
+    assert all((r["LoyaltyProgramName"], r["LoyaltyTierId"]) in levels for r in tiers)
