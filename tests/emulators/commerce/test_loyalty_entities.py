@@ -445,3 +445,16 @@ def test_generated_card_tiers_hold_past_current_future_open_and_overlapping_gran
     assert {r["AffiliationType"] for r in memberships} == {"Loyalty", "General"}
     assert len({r["LoyaltyCardNumber"] for r in memberships if r["AffiliationType"] == "Loyalty"}) == 300
     assert all((r["LoyaltyProgramName"], r["LoyaltyTierId"]) in levels for r in tiers)
+
+
+@pytest.mark.parametrize("orderby", ["CardNumber,RewardPointId desc,Remaining", "CardNumber,Remaining desc,EntryDate",
+                                     "CardNumber,ExpirationDate desc",
+                                     "CardNumber desc,EntryDate", "Remaining desc,CardNumber"])
+def test_lines_come_in_the_order_asked_for_ties_in_entry_order(emu: CommerceEmulator, orderby: str) -> None:
+    everything, _ = read_all(emu, LINES)
+    rows, _ = read_all(emu, LINES, **{"$filter": "CardNumber le '52100000020'", "$orderby": orderby})
+    expected = [r for r in everything if r["CardNumber"] <= "52100000020"]
+    for item in reversed(orderby.split(",")):
+        name, _, direction = item.partition(" ")
+        expected.sort(key=lambda r, name=name: r[name], reverse=direction == "desc")  # type: ignore[misc]
+    assert rows == expected
