@@ -110,11 +110,17 @@ class CommerceEmulator(EmulatorServer):
 
     def reseed(self, **overrides: Any) -> dict[str, int]:
         """Reload deterministic seed data (optionally with new sizes); returns row counts."""
+        config = self.seed_config
         if overrides:
             fields = {**self.seed_config.__dict__, **overrides}
             fields["companies"] = tuple(c.lower() for c in fields["companies"])
-            self.seed_config = SeedConfig(**fields)
-        config = self.seed_config
+            config = SeedConfig(**fields)
+        for name in ("never_expires", "open_valid_to"):
+            value = getattr(config, name)
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", value):
+                raise ValueError(f"{name} must be a UTC date and time such as 1900-01-01T00:00:00Z, not {value!r}")
+        date.fromisoformat(config.as_of)  # a bad as_of fails before anything is replaced
+        self.seed_config = config
         rows = build_seed(config)
         loyalty = build_loyalty(rows["RetailLoyaltyCards"], rows["RetailLoyaltyRewardPoints"], lines=config.line_count,
                                 as_of=date.fromisoformat(config.as_of), seed=config.seed, company=self.default_company,

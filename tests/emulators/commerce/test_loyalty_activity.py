@@ -334,3 +334,44 @@ def test_the_same_seed_generates_the_same_lines() -> None:
     finally:
         first.stop()
         second.stop()
+
+
+def test_replacing_a_cards_tiers_raises_deleted_and_created_data_events(emu: CommerceEmulator,
+                                                                         admin: CommerceLoyaltyAdmin,
+                                                                         receiver: Receiver) -> None:
+    card = new_card(emu)
+    tier = {"LoyaltyProgramName": "Contoso Rewards", "LoyaltyTierAffiliationName": "Contoso Rewards",
+            "LoyaltyTierId": "Silver", "ValidFrom": "2025-01-01T00:00:00Z"}
+    admin.set_card_tiers(card, [tier])
+    response = requests.post(f"{emu.url}/_emulator/business-events/endpoints", timeout=10, json={
+        "url": receiver.url("/tiers"), "entity_sets": ["LoyaltyCardTiersV2"], "format": "data_event"})
+    assert response.status_code == 201, response.text
+    try:
+        admin.set_card_tiers(card, [{**tier, "LoyaltyTierId": "Gold", "ValidFrom": "2026-01-01T00:00:00Z"}])
+        assert emu.publisher.flush(timeout=10)
+    finally:
+        requests.post(f"{emu.url}/_emulator/business-events/reset", timeout=10)
+    assert Counter(b["MessageName"] for b in receiver.received("/tiers")) == \
+        {"OnExternalDeleted": 1, "OnExternalCreated": 1}
+
+
+def test_a_reset_regenerates_the_lines_it_is_asked_for() -> None:
+    server = start_commerce(cards=10, reward_points=3, levels_per_company=1, lines=40)
+    try:
+        counts = requests.post(f"{server.url}/_emulator/reset", timeout=10, json={"lines": 75}).json()["counts"]
+        assert counts[LINES] == 75
+        bad = requests.post(f"{server.url}/_emulator/reset", timeout=10, json={"as_of": "yesterday"})
+        assert bad.status_code == 400
+    finally:
+        server.stop()
+
+
+def test_a_refused_reset_keeps_the_data_and_settings_it_had() -> None:
+    server = start_commerce(cards=10, reward_points=3, levels_per_company=1, lines=40)
+    try:
+        assert requests.post(f"{server.url}/_emulator/reset", timeout=10,
+                             json={"never_expires": "never"}).status_code == 400
+        counts = requests.post(f"{server.url}/_emulator/reset", timeout=10, json={}).json()["counts"]
+        assert counts[LINES] == 40
+    finally:
+        server.stop()
