@@ -64,6 +64,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
 
 import requests
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -368,13 +369,13 @@ class CommerceLoyaltyAdmin:
 
     # -- cards
     def card_lines(self, card: str) -> list[dict[str, Any]]:
-        return list(self._call("GET", f"/cards/{card}/lines")["value"])
+        return list(self._call("GET", f"/cards/{quote(card, safe='')}/lines")["value"])
 
     def card_pool(self, card: str) -> list[str]:
-        return list(self._call("GET", f"/cards/{card}/pool")["value"])
+        return list(self._call("GET", f"/cards/{quote(card, safe='')}/pool")["value"])
 
     def set_card_tiers(self, card: str, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        return list(self._call("PUT", f"/cards/{card}/tiers", {"rows": [dict(r) for r in rows]})["value"])
+        return list(self._call("PUT", f"/cards/{quote(card, safe='')}/tiers", {"rows": [dict(r) for r in rows]})["value"])
 
     def add_card_tiers(self, card: str, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        return list(self._call("POST", f"/cards/{card}/tiers", {"rows": [dict(r) for r in rows]})["value"])
+        return list(self._call("POST", f"/cards/{quote(card, safe='')}/tiers", {"rows": [dict(r) for r in rows]})["value"])
