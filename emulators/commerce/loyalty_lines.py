@@ -11,7 +11,10 @@ paging with a ``$skip``/``$top`` nextLink); the store only narrows the candidate
   narrowed candidates are a superset; the compiled ``$filter`` still decides every row.
 * Without ``$orderby``, or with one that starts with ``CardNumber`` ascending, lines come card by card (each card's
   lines sorted by the rest of ``$orderby``, else in entry order). F&O documents no default order (inferred: the
-  emulator's is card, then entry). Any other ``$orderby`` sorts every match (correct, slower).
+  emulator's is card, then entry). Any other ``$orderby`` sorts every match (correct, slower): so a client scans
+  this set by ``CardNumber`` ranges ordered by ``CardNumber``.
+* A ``$filter`` on card-level properties only (``CardNumber``, ``CustomerAccount``, …) is tested once per card;
+  skipped and counted lines are never rendered; a row is one compiled dict display per set of properties read.
 
 The consumption rules (a redemption lowers ``Remaining`` on earlier lines, returns deduct unvested points first,
 pooled "As contact tender" cards) live in :mod:`emulators.commerce.loyalty_rules`; this module only stores.
