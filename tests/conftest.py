@@ -100,18 +100,13 @@ def runtime(azurite: Azurite, dataverse_emulator: object, commerce_emulator: obj
 
 
 def provision_app_owned(runtime: Runtime, dataverse_url: str) -> None:
-    """The templates' app-owned tables, created afresh (keys waited for on a test clock, no sleeping)."""
-    from shared.dataverse.metadata import MetadataClient
-    from shared.provision import Provisioner, app_owned
-    from tests.clock import ManualClock
+    """The templates' app-owned tables, created afresh (as after ``python -m shared.cli provision`` on a tenant)."""
+    from tests.provisioning import provision_app_tables
 
     requests.post(f"{dataverse_url}/_emulator/metadata/reset", timeout=10).raise_for_status()
-    templates = app_owned(runtime.catalog)
-    if templates:
-        clock = ManualClock()
-        provisioner = Provisioner(MetadataClient(runtime.dataverse.core), templates, "LoyaltySync", clock=clock,
-                                  sleep=clock.advance, poll_s=1.0)
-        provisioner.apply(provisioner.plan())
+    provision_app_tables(runtime, dataverse_url)
+    # On a tenant an administrator provisions, not the sync: its request counters and the emulator's start after it.
+    runtime.dataverse.core.requests_sent = 0
     requests.post(f"{dataverse_url}/_emulator/stats/reset", timeout=10).raise_for_status()
     requests.delete(f"{dataverse_url}/_emulator/requests", timeout=10)
 
