@@ -18,6 +18,7 @@ from shared.once import build_once
 
 logger = logging.getLogger("loyaltysync.settings")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("  # an app setting whose value App Service reads from Key Vault
 # What an operator may paste by mistake after a service root: the app adds these itself.
 DATAVERSE_API_PATH = re.compile(r"/api/data(?:/v\d+(?:\.\d+)?)?/?", re.IGNORECASE)
 COMMERCE_API_PATH = re.compile(r"/data/?", re.IGNORECASE)
@@ -175,6 +176,17 @@ class Settings(BaseSettings):
     @classmethod
     def _queue_endpoint(cls, value: str | None) -> str | None:
         return endpoint_url(value, "SYNC_STORAGE_QUEUE_ENDPOINT", "https://<account>.queue.core.windows.net")
+
+    @field_validator("callback_secret", "static_token", "storage_connection")
+    @classmethod
+    def _key_vault_reference_resolved(cls, value: SecretStr | None) -> SecretStr | None:
+        """App Service puts a Key Vault reference it could not resolve into the setting as it is: never use that
+        text (it names the vault and the secret, it is no secret) as the value."""
+        if value is not None and value.get_secret_value().lstrip().startswith(KEY_VAULT_REFERENCE):
+            raise ValueError("a Key Vault reference App Service could not resolve: check that the secret exists in "
+                             "the vault and that the app's identity has Key Vault Secrets User on it (the portal's "
+                             "Environment variables blade shows the reference's status)")
+        return value
 
     @model_validator(mode="after")
     def _static_only_on_loopback(self) -> Settings:
