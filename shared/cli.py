@@ -115,9 +115,10 @@ class SyncDirection(StrEnum):
 
 
 def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str],
-         direction: str = SyncDirection.OUTBOUND) -> list[RunSummary]:
+         direction: str = SyncDirection.OUTBOUND, *, misconfigured: list[str] | None = None) -> list[RunSummary]:
     """Each template in turn; one whose legal entities cannot be listed is one error line on stderr and a
-    failed summary (``status`` shows it with its reason), and the next template still runs."""
+    failed summary (``status`` shows it with its reason), and the next template still runs. A template whose
+    preflight found a setting or its file to fix is added to ``misconfigured``."""
     summaries: list[RunSummary] = []
     bar = ProgressBar()
     for name in templates:
@@ -126,6 +127,8 @@ def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str],
                 summaries.extend(runtime.scan(name).run(companies or runtime.settings.legal_entities, progress=bar))
             except (LegalEntitiesError, PreflightError) as exc:
                 print(f"error: {name}: {exc}", file=sys.stderr)
+                if isinstance(exc, PreflightError) and exc.configuration and misconfigured is not None:
+                    misconfigured.append(name)
                 summaries.append(RunSummary(template=name, scope=ALL, run_id="", direction=DIRECTION, mode="-",
                                             status=RunStatus.FAILED, detail=str(exc)))
             finally:
@@ -135,6 +138,8 @@ def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str],
                 summaries.append(runtime.inbound(name).run(progress=bar))
             except PreflightError as exc:
                 print(f"error: {name}: {exc}", file=sys.stderr)
+                if exc.configuration and misconfigured is not None:
+                    misconfigured.append(name)
                 summaries.append(RunSummary(template=name, scope=ALL, run_id="", direction=DIRECTION_IN, mode="-",
                                             status=RunStatus.FAILED, detail=str(exc)))
             finally:
@@ -190,16 +195,18 @@ def _check_template(runtime: Runtime, name: str | None) -> None:
 
 
 def cmd_status(runtime: Runtime, args: argparse.Namespace) -> Report:
-    """Exit code: a scope whose last run failed (1), else one whose deletes are held (4), else one whose last
-    run parked records (5)."""
-    rows = queries.status_rows(runtime)
+    """Exit code: a scope whose last run failed (1), else one whose deletes are held (4), else records parked now
+    (5: whichever run or callback parked them; a run whose parked records have all been replayed since is no
+    longer counted)."""
+    entries = queries.parked_entries(runtime)
+    rows = queries.status_rows(runtime, entries)
     poisoned = {row["template"]: row["poison"] for row in rows if row["poison"]}
     if poisoned and not args.json:
         print(f"poison messages: {', '.join(f'{t} {n}' for t, n in poisoned.items())}; see python -m shared.cli "
               "poison list", file=sys.stderr)
     statuses = {row["status"] for row in rows}
     code = (EXIT_FAILED if RunStatus.FAILED in statuses else EXIT_DELETES_HELD if RunStatus.DELETES_HELD in statuses
-            else EXIT_PARKED if RunStatus.COMPLETED_WITH_PARKED in statuses else 0)
+            else EXIT_PARKED if entries else 0)
     return Report(rows, exit_code=code)
 
 
@@ -221,10 +228,11 @@ def cmd_sync(runtime: Runtime, args: argparse.Namespace) -> Report:
     names = [n for n in names if n not in {p.template for p in paused}]
     if paused and not args.all:
         return Report(None, exit_code=EXIT_PAUSED)
-    summaries = sync(runtime, names, args.company, SyncDirection(args.direction))
+    misconfigured: list[str] = []
+    summaries = sync(runtime, names, args.company, SyncDirection(args.direction), misconfigured=misconfigured)
     for s in summaries:
         explain(s)
-    code = sync_exit_code(summaries)
+    code = EXIT_CONFIG if misconfigured else sync_exit_code(summaries)
     if paused and code in (0, EXIT_PARKED):
         code = EXIT_PAUSED  # sync --all left paused templates out
     return Report([summary_row(s) for s in summaries], exit_code=code)
@@ -342,21 +350,25 @@ def cmd_resume(runtime: Runtime, args: argparse.Namespace) -> Report:
 
 
 def cmd_check(runtime: Runtime, args: argparse.Namespace) -> Report:
-    """Everything a run would fail on, checked now and nothing written: one line per problem (what to fix: a
-    setting, or a template and its row; and how), exit 1; or one ``ok`` line, exit 0."""
+    """Everything a run would fail on, checked now and nothing written: one line per problem on stderr (what to
+    fix: a setting, or a template and its row; and how), exit 6 when a setting or a template must change, 1 when
+    only a service or the network failed; or one ``ok`` line, exit 0."""
     if args.template:
         _check_template(runtime, args.template)
     problems = queries.check(runtime, args.template)
     if args.json:
-        print(json.dumps([{"subject": p.subject, "problem": p.detail} for p in problems], indent=2))
+        print(json.dumps([{"subject": p.subject, "problem": p.detail, "transient": p.transient} for p in problems],
+                         indent=2))
     elif problems:
         for problem in problems:
-            print(problem)
+            print(f"error: {' '.join(str(problem).split())}", file=sys.stderr)
     else:
         names = [args.template] if args.template else queries.known_templates(runtime)
         print(f"ok: Dataverse, Commerce, Table Storage and {len(names)} template{'s' if len(names) > 1 else ''} "
               f"({', '.join(names)}) checked")
-    return Report(None, exit_code=EXIT_FAILED if problems else 0)
+    if not problems:
+        return Report(None)
+    return Report(None, exit_code=EXIT_CONFIG if any(not p.transient for p in problems) else EXIT_FAILED)
 
 
 def _operator() -> str:
@@ -599,9 +611,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # -v is for the sync's own steps: the Azure SDK logs every storage request's headers at INFO.
     logging.getLogger("azure").setLevel(logging.WARNING)
+    if args.command == "check" and not args.verbose:
+        # check reports each problem once, on one line: not the retries that led to it (-v shows them).
+        logging.getLogger("loyaltysync.http").setLevel(logging.ERROR)
     try:
         # Read-only commands (status, parked, conflicts, check) create no table or queue.
-        runtime = (build_runtime(get_settings(), ensure_storage=False) if getattr(args, "read_only", False)
+        settings = get_settings()
+        runtime = (build_runtime(settings, ensure_storage=False) if getattr(args, "read_only", False)
                    else get_runtime())
     except ValidationError as exc:  # the settings: one line per problem, naming the setting and the fix
         for line in describe(exc):
@@ -610,14 +626,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, MappingFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except AzureError as exc:  # creating the tables and queues: Storage cannot be used
+        print("error: {}: {}".format(*queries.storage_problem(settings, exc)), file=sys.stderr)
+        return EXIT_FAILED
     command: Command = args.func
     with correlation_scope():
         try:
             report = command(runtime, args)
         except UsageError as exc:
             parser.error(str(exc))
-        except (ApiError, AzureError) as exc:  # a service or Table Storage that cannot be used: one line
+        except ApiError as exc:  # a service that cannot be used: one line
             print(f"error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
+            return EXIT_FAILED
+        except AzureError as exc:  # Table or Queue Storage that cannot be used: one line, with check's hint
+            print("error: {}: {}".format(*queries.storage_problem(runtime.settings, exc)), file=sys.stderr)
             return EXIT_FAILED
     if report.rows is not None:
         if args.json:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.once import build_once
@@ -83,7 +83,10 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("SYNC_STORAGE_CONNECTION", "AzureWebJobsStorage")
     )
     storage_table_endpoint: str | None = Field(default=None, validation_alias="SYNC_STORAGE_TABLE_ENDPOINT")
-    storage_queue_endpoint: str | None = Field(default=None, validation_alias="SYNC_STORAGE_QUEUE_ENDPOINT")
+    # validate_default: the check that some storage is set runs on this field (after the two above), so that it is
+    # reported with every other missing setting at once (a model validator runs only once every field is valid).
+    storage_queue_endpoint: str | None = Field(default=None, validation_alias="SYNC_STORAGE_QUEUE_ENDPOINT",
+                                               validate_default=True)
     queue_prefix: str = Field(default="loyaltysync", validation_alias="SYNC_QUEUE_PREFIX", pattern=r"^[a-z0-9][a-z0-9-]{2,30}$")
     table_prefix: str = Field(default="loyaltysync", validation_alias="SYNC_TABLE_PREFIX", pattern=r"^[A-Za-z][A-Za-z0-9]{2,40}$")
 
@@ -174,7 +177,10 @@ class Settings(BaseSettings):
 
     @field_validator("storage_queue_endpoint")
     @classmethod
-    def _queue_endpoint(cls, value: str | None) -> str | None:
+    def _queue_endpoint(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "storage_connection" in info.data and info.data["storage_connection"] is None and (
+                value is None or info.data.get("storage_table_endpoint") is None):
+            raise ValueError(STORAGE_MISSING)
         return endpoint_url(value, "SYNC_STORAGE_QUEUE_ENDPOINT", "https://<account>.queue.core.windows.net")
 
     @field_validator("callback_secret", "static_token", "storage_connection")
@@ -196,9 +202,6 @@ class Settings(BaseSettings):
                 raise ValueError("SYNC_CREDENTIAL=static is for the local emulators only (loopback URLs)")
             if self.static_token is None:
                 raise ValueError("SYNC_CREDENTIAL=static needs SYNC_STATIC_TOKEN")
-        if self.storage_connection is None and (self.storage_table_endpoint is None or self.storage_queue_endpoint is None):
-            raise ValueError("set AzureWebJobsStorage (or SYNC_STORAGE_CONNECTION), or both SYNC_STORAGE_TABLE_ENDPOINT "
-                             "and SYNC_STORAGE_QUEUE_ENDPOINT (managed identity)")
         return self
 
     @property
@@ -211,6 +214,9 @@ class Settings(BaseSettings):
         return self.commerce_scope or f"{self.commerce_url}/.default"
 
 
+STORAGE_MISSING = ("AzureWebJobsStorage: required; set it (or SYNC_STORAGE_CONNECTION) to the storage account's "
+                   "connection string (UseDevelopmentStorage=true for Azurite), or set both SYNC_STORAGE_TABLE_ENDPOINT "
+                   "and SYNC_STORAGE_QUEUE_ENDPOINT (managed identity)")
 _SECRET_SETTINGS = {"SYNC_STATIC_TOKEN", "SYNC_STORAGE_CONNECTION", "AzureWebJobsStorage", "SYNC_CALLBACK_SECRET"}
 
 
@@ -227,7 +233,7 @@ def describe(exc: ValidationError) -> list[str]:
             message = f"required; set it{f' to {example}' if example else ''}"
         elif error["type"] != "value_error" and setting and setting not in _SECRET_SETTINGS:
             message = f"{message} (got {error['input']!r}); fix the setting"
-        lines.append(f"{setting}: {message}" if setting else message)
+        lines.append(message if message == STORAGE_MISSING or not setting else f"{setting}: {message}")
     return lines
 
 

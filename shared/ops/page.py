@@ -103,6 +103,8 @@ def state_cell(row: dict[str, Any], view: TemplateView) -> Html:
     css = {RunStatus.FAILED: "failed", RUNNING: "running", RunStatus.COMPLETED: "ok", NEVER_RUN: "idle",
            RunStatus.DELETES_HELD: "failed"}.get(status, "warn")
     parts.append(h('<span class="badge {}">{}</span>', css, status.replace("_", " ")))
+    if row.get("parked_note"):
+        parts.append(h('<div class="why parked-note">{}</div>', row["parked_note"]))
     if status == RUNNING and row["progress"]:
         parts.append(h('<div class="why progress">{}</div>', row["progress"]))
     if row["reason"]:
