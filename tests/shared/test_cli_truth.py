@@ -171,3 +171,12 @@ def test_status_exits_5_for_a_record_parked_outside_any_run(runtime: Runtime, ca
     code, out, _ = cli(capsys, "status", "--json")
     cards = [r for r in json.loads(out) if r["template"] == "loyalty_cards"]
     assert code == EXIT_PARKED and sum(r["parked"] for r in cards) == 1
+
+
+def test_a_replay_refused_again_says_why(runtime: Runtime, stores: Stores, capsys: pytest.CaptureFixture[str]) -> None:
+    park_an_amount_point_in_unknown_currency(runtime, stores)  # the currency is still missing
+    code, out, _ = cli(capsys, "replay", "--all", "--json")
+    [result] = json.loads(out)
+    assert (code, result["outcome"]) == (EXIT_PARKED, "parked")
+    assert result["detail"].startswith("still refused: Couldn't resolve the guid for the field: isocurrencycode")
+    assert "still refused: Couldn't resolve" in cli(capsys, "replay", "--all")[1]  # the table says it too
