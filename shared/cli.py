@@ -27,6 +27,7 @@ import contextlib
 import getpass
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,13 +61,33 @@ def cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+TABLE_WIDTH: int | None = None  # ``--width``: tables are cut to fit this many columns (None: as wide as they are)
+NARROWEST = 12  # a column is never cut below this (or its header)
+
+
+def fit(widths: dict[str, int], width: int | None) -> dict[str, int]:
+    """Column widths that fit ``width`` (two spaces between columns): the widest column is cut first."""
+    if width is None:
+        return widths
+    fitted = dict(widths)
+    while sum(fitted.values()) + 2 * (len(fitted) - 1) > width:
+        excess = sum(fitted.values()) + 2 * (len(fitted) - 1) - width
+        widest = max(fitted, key=lambda c: fitted[c] - max(len(c), NARROWEST))
+        floor = max(len(widest), NARROWEST)
+        if fitted[widest] <= floor:
+            break  # nothing left to cut
+        fitted[widest] = max(floor, fitted[widest] - excess)
+    return fitted
+
+
 def print_table(rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         print("(none)")
         return
     columns = list(rows[0])
     cells = [{c: cell(r.get(c)) for c in columns} for r in rows]
-    widths = {c: max(len(c), *(len(r[c]) for r in cells)) for c in columns}
+    widths = fit({c: max(len(c), *(len(r[c]) for r in cells)) for c in columns}, TABLE_WIDTH)
+    cells = [{c: v if len(v) <= widths[c] else v[:widths[c] - 1] + "…" for c, v in r.items()} for r in cells]
     print("  ".join(c.ljust(widths[c]) for c in columns))
     print("  ".join("-" * widths[c] for c in columns))
     for row in cells:
@@ -512,6 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every sync step")
+    parser.add_argument("--width", type=int, metavar="COLUMNS",
+                        help="cut tables to fit this many columns (default: the terminal's width on a terminal)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="each template's watermark and last run").set_defaults(func=cmd_status,
                                                                                        read_only=True)
@@ -607,6 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    global TABLE_WIDTH
+    TABLE_WIDTH = args.width or (shutil.get_terminal_size().columns if sys.stdout.isatty() else None)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # -v is for the sync's own steps: the Azure SDK logs every storage request's headers at INFO.
