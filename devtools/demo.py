@@ -115,7 +115,8 @@ class ExpectedWarning(logging.Filter):
         self.starts, self.why = starts, why
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if str(record.msg).startswith("%s") and record.args and str(record.args[0]).startswith(self.starts):
+        args = record.args if isinstance(record.args, tuple) else ()
+        if str(record.msg).startswith("%s") and args and str(args[0]).startswith(self.starts):
             record.msg = f"(expected: {self.why}) " + str(record.msg)
         return True
 
