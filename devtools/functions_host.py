@@ -249,8 +249,9 @@ class LocalFunctionsHost:
     process unless it is set already (the page refuses it wherever ``WEBSITE_SITE_NAME`` says Azure), and
     ``stop`` takes it back."""
 
-    def __init__(self, app: func.FunctionApp, port: int = 0) -> None:
+    def __init__(self, app: func.FunctionApp, port: int = 0, *, master_key: str | None = None) -> None:
         routes: list[tuple[bool, re.Pattern[str], str, set[str]]] = []
+        self.admin_level: set[str] = set()
         for fn in functions(app).values():
             trigger = fn.get_trigger()
             route = getattr(trigger, "route", None)
@@ -258,10 +259,15 @@ class LocalFunctionsHost:
                 continue
             methods = {str(getattr(m, "value", m)).upper() for m in (getattr(trigger, "methods", None) or ["POST"])}
             routes.append(("{" in route, _route_regex(route), str(fn.get_function_name()), methods))
+            if getattr(trigger, "auth_level", None) == func.AuthLevel.ADMIN:
+                self.admin_level.add(str(fn.get_function_name()))
         routes.sort(key=lambda r: r[0])  # literal routes win over parameter routes
         host = self
         self.app = app
         self.routes = routes
+        # With a master key, admin-level functions answer 401 to a request without it (x-functions-key or ?code=),
+        # as the host does; without one (the default) no key is checked (local equipment only).
+        self.master_key = master_key
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -300,6 +306,12 @@ class LocalFunctionsHost:
         for _, regex, name, methods in self.routes:
             match = regex.match(parts.path)
             if match and handler.command in methods:
+                if self.master_key is not None and name in self.admin_level and self.master_key not in (
+                        handler.headers.get("x-functions-key"), dict(parse_qsl(parts.query)).get("code")):
+                    handler.send_response(401)
+                    handler.send_header("Content-Length", "0")
+                    handler.end_headers()
+                    return
                 req = func.HttpRequest(handler.command, self.url + handler.path, headers=dict(handler.headers),
                                        params=dict(parse_qsl(parts.query)), route_params=match.groupdict(), body=body)
                 try:

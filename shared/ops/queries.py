@@ -124,6 +124,7 @@ class PauseState:
 
 
 PAUSE_SETTING = "SYNC_PAUSED_TEMPLATES"
+PAUSED_BY_SETTING = f"paused by the setting {PAUSE_SETTING}: remove it from that app setting to resume"
 
 
 def pause_state(runtime: Runtime, template: str) -> PauseState:
@@ -287,8 +288,12 @@ def parked_one(runtime: Runtime, template: str, row_key: str) -> dict[str, Any] 
 
 
 def find_parked(runtime: Runtime, template: str, typed: Sequence[str]) -> list[dict[str, Any]]:
-    """The parked records of a template that a key as an operator types it names, in either direction: the row
-    key as ``parked`` lists it (``%in%`` prefix and all), or without the prefix, or the key parts (``LC-1``;
+    return match_parked(parked(runtime, template), typed)
+
+
+def match_parked(entries: Sequence[dict[str, Any]], typed: Sequence[str]) -> list[dict[str, Any]]:
+    """The parked records (of one template) that a key as an operator types it names, in either direction: the
+    row key as ``parked`` lists it (``%in%`` prefix and all), or without the prefix, or the key parts (``LC-1``;
     ``usmf GOLD`` or ``usmf|GOLD``), or the JSON key ``parked`` shows (``["usmf", "GOLD"]``)."""
     wanted: set[tuple[str, ...]] = set()
     text = " ".join(typed)
@@ -305,10 +310,10 @@ def find_parked(runtime: Runtime, template: str, typed: Sequence[str]) -> list[d
             wanted.add(tuple(str(p) for p in parsed.values()))
     else:
         wanted.add(tuple(typed))
-    exact = [e for e in parked(runtime, template) if e["row_key"] == text]
+    exact = [e for e in entries if e["row_key"] == text]
     if exact:
         return exact
-    return [e for e in parked(runtime, template) if decode_key(split_parked_key(e["row_key"])[1]) in wanted]
+    return [e for e in entries if decode_key(split_parked_key(e["row_key"])[1]) in wanted]
 
 
 # -- the status page: everything it shows, read in one place -------------------------------------------------
