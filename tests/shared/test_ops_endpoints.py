@@ -147,4 +147,4 @@ def test_the_routes_and_methods_are_unchanged() -> None:
                       "ops_resync": ("ops/resync", post),
                       "ops_approve_deletes": ("ops/approve-deletes", post), "ops_break_lease": ("ops/break-lease", post),
                       "ops_poison": ("ops/poison", get), "ops_poison_one": ("ops/poison/{template}/{id}", get),
-                      "ops_poison_requeue": ("ops/poison/requeue", post)}
+                      "ops_poison_requeue": ("ops/poison/requeue", post), "ops_check": ("ops/check", get)}
