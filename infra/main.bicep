@@ -340,8 +340,9 @@ module appSettings 'appsettings.bicep' = {
   dependsOn: [ vault::callbackSecretValue ]
 }
 
-// App Service Authentication (Easy Auth) for the status page. Anonymous requests still reach the app (the
-// callbacks and the ops endpoints keep their function keys); the page itself requires the signed-in principal
+// App Service Authentication (Easy Auth) for the status page and the remote CLI's access tokens (audience
+// api://<client id>, for /api/ops/entra/*). Anonymous requests still reach the app (the callbacks and
+// /api/ops/* keep their keys); the page and /api/ops/entra/* require the signed-in principal
 // that Easy Auth injects (X-MS-CLIENT-PRINCIPAL, which external requests cannot set while Easy Auth is on) and
 // checks the operators' group or app role. No client secret: sign-in uses the OpenID Connect implicit flow for
 // an ID token (enable "ID tokens" on the app registration; docs/deployment.md "Tenant steps Bicep cannot do").
