@@ -117,10 +117,10 @@ class Credentials:
         return bool(self.token or self.app_id)
 
     def headers(self) -> dict[str, str]:
+        if not self.token and self.app_id:
+            self.token = entra_token(self.app_id)  # once per command: a token lasts an hour or more
         if self.token:
             return {"Authorization": f"Bearer {self.token}"}
-        if self.app_id:
-            return {"Authorization": f"Bearer {entra_token(self.app_id)}"}
         if self.key:
             return {"x-functions-key": self.key}
         raise SourceError(f"--remote needs credentials: --app-id (or {APP_ID_SETTING}) for an Entra token of the "

@@ -227,3 +227,17 @@ def test_a_remote_reconcile_finds_what_a_local_one_finds(runtime: Runtime, store
         return {**answer, "summary": [{k: v for k, v in s.items() if k != "duration_s"} for s in answer["summary"]]}
 
     assert timeless(remote[1]) == timeless(local[1])
+
+
+def test_an_app_id_asks_for_one_token_per_command_and_sends_it_to_the_entra_routes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.ops import source
+
+    asked: list[str] = []
+    monkeypatch.setattr(source, "entra_token", lambda app_id: asked.append(app_id) or "t-1")
+    credentials = source.Credentials(app_id="11111111-2222-3333-4444-555555555555")
+    client = source.OpsClient("https://app.example.net/any/path", credentials)
+    assert client.prefix == "/api/ops/entra/" and client.base_url == "https://app.example.net"
+    assert credentials.headers() == credentials.headers() == {"Authorization": "Bearer t-1"}
+    assert asked == ["11111111-2222-3333-4444-555555555555"]
+    assert source.OpsClient("https://app.example.net", source.Credentials(key="k")).prefix == "/api/ops/"
