@@ -145,18 +145,6 @@ def test_an_app_that_cannot_be_reached_is_one_line(runtime: Runtime, capsys: pyt
                                               "app's URL) and the network"]
 
 
-def test_a_signed_in_operator_uses_the_entra_routes_with_a_bearer_token(
-        runtime: Runtime, stores: Stores, host: LocalFunctionsHost, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    """A token (SYNC_REMOTE_TOKEN, or one DefaultAzureCredential gets for --app-id) goes to /api/ops/entra/, where
-    the master key is not needed; the local host serves those routes as SYNC_DASHBOARD_AUTH=local serves the page."""
-    park_an_amount_point_in_unknown_currency(runtime, stores)
-    local = cli(capsys, "parked")
-    monkeypatch.delenv("SYNC_REMOTE_KEY")
-    monkeypatch.setenv("SYNC_REMOTE_TOKEN", "a-token")
-    assert cli(capsys, "--remote", host.url, "parked") == local
-
-
 @pytest.fixture()
 def behind_easy_auth(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalFunctionsHost]:
     """The app as in Azure: App Service Authentication in front (tokens of Ann, an operator, and Bob, who is
@@ -176,13 +164,16 @@ def behind_easy_auth(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Itera
     served.stop()
 
 
+@pytest.mark.parametrize("argv", [["status"], ["parked"], ["replay", "--all"]])
 def test_an_operator_with_the_app_role_is_served_through_app_service_authentication(
         runtime: Runtime, stores: Stores, behind_easy_auth: LocalFunctionsHost, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    """A token (SYNC_REMOTE_TOKEN, or one DefaultAzureCredential gets for --app-id) goes to /api/ops/entra/, where
+    no key is needed: App Service Authentication's principal and the app role decide."""
     park_an_amount_point_in_unknown_currency(runtime, stores)
-    local = cli(capsys, "status")
     monkeypatch.setenv("SYNC_REMOTE_TOKEN", "ann-token")
-    assert cli(capsys, "--remote", behind_easy_auth.url, "status") == local
+    remote = cli(capsys, "--remote", behind_easy_auth.url, *argv)
+    assert remote == cli(capsys, *argv)
 
 
 def test_a_signed_in_user_without_the_role_is_refused_in_one_line(
