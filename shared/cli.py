@@ -241,7 +241,7 @@ def cmd_status(source: Source, args: argparse.Namespace) -> Report:
               "poison list", file=sys.stderr)
     statuses = {row["status"] for row in rows}
     code = (EXIT_FAILED if RunStatus.FAILED in statuses else EXIT_DELETES_HELD if RunStatus.DELETES_HELD in statuses
-            else EXIT_PARKED if any(row["parked"] for row in rows) else 0)
+            else EXIT_PARKED if any(row.get("parked") for row in rows) else 0)
     return Report(rows, exit_code=code)
 
 
