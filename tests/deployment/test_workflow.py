@@ -101,3 +101,13 @@ def test_secrets_reach_the_deployment_from_github_secrets_only() -> None:
     given = json.loads((REPO / "infra" / "main.parameters.json").read_text())["parameters"]
     assert given["callbackSecret"] == {"value": "${SYNC_CALLBACK_SECRET=}"}  # empty: the vault's secret stays
     assert "@secure()\nparam callbackSecret string" in (REPO / "infra" / "main.bicep").read_text()
+
+
+def test_the_deployment_signs_in_with_entra_id_as_basic_publishing_credentials_are_off() -> None:
+    """The Bicep turns off basic (scm and ftp) publishing credentials: a publish profile would no longer work, so
+    the deploy step must use the OpenID Connect login, never a publish profile."""
+    (deploy,) = steps_using("Azure/functions-action")
+    assert "publish-profile" not in deploy["with"]
+    job = workflow()["jobs"]["deploy"]
+    assert any(str(s.get("uses", "")).startswith("azure/login") for s in job["steps"])
+    assert "basicPublishingCredentialsPolicies" in (REPO / "infra" / "main.bicep").read_text()
