@@ -185,3 +185,9 @@ def test_storage_network_rules_are_an_option_that_keeps_todays_behaviour_by_defa
     assert re.match(r"networkAcls: restrictStorageNetwork \? \{\s*defaultAction: 'Deny'", acls)
     assert "} : { defaultAction: 'Allow', bypass: 'AzureServices' }" in acls
     assert "var restrictStorageNetwork = !empty(storageAllowedIpRules) || !empty(storageAllowedSubnetIds)" in MAIN
+
+
+def test_every_template_in_mappings_has_its_queues_in_the_bicep() -> None:
+    """The queue role is scoped per queue: a template file without its name in ``templates`` would get 403s."""
+    templates = set(re.findall(r"'(\w+)'", re.search(r"param templates array = \[(.*)\]", MAIN).group(1)))  # type: ignore[union-attr]
+    assert {p.stem for p in (REPO / "mappings").glob("*.json")} <= templates
