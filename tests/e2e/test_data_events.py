@@ -210,6 +210,21 @@ def test_the_same_operation_id_is_one_event(runtime: Runtime, stores: Stores, pu
     assert counters(telemetry)["duplicate"] == 1
 
 
+def test_two_records_of_one_operation_both_sync(runtime: Runtime, stores: Stores, pump: QueuePump,
+                                               telemetry: Telemetry) -> None:
+    """One F&O operation may change several records: the same OperationId on two Target.Ids is two events (the
+    de-duplication id keys on the record too), so neither record is dropped as the other's duplicate."""
+    new_card(stores, "DE-OP-A")
+    new_card(stores, "DE-OP-B")
+    operation = "7E57AB1E-0000-4000-8000-000000000001"
+    first = post(card_created("DE-OP-A", operation_id=operation))[1]
+    second = post(card_created("DE-OP-B", operation_id=operation))[1]
+    assert first["event_id"] != second["event_id"]
+    assert pump.drain() == 2
+    assert {("DE-OP-A",), ("DE-OP-B",)} <= set(stores.actual("loyalty_cards"))
+    assert counters(telemetry) == {"written": 2}
+
+
 def test_two_updates_of_one_record_in_the_same_second_are_two_events(runtime: Runtime, stores: Stores,
                                                                      pump: QueuePump, telemetry: Telemetry) -> None:
     """No OperationId (as in F&O's capture) and OperationCreatedOn in whole seconds: the attributes tell them
