@@ -57,6 +57,26 @@ def test_a_fresh_interpreter_registers_exactly_the_expected_functions() -> None:
     assert json.loads(out.stdout) == EXPECTED
 
 
+def _sdk_log_levels(env: dict[str, str]) -> list[str]:
+    """The effective levels of the Azure SDK's loggers in a fresh interpreter that loaded the app object after
+    setting the root logger to INFO, as the Functions Python worker does."""
+    code = ("import json, logging; logging.getLogger().setLevel(logging.INFO); import function_app; "
+            "print(json.dumps([logging.getLevelName(logging.getLogger(n).getEffectiveLevel()) for n in "
+            "('azure', 'azure.core.pipeline.policies.http_logging_policy', 'azure.data.tables')]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, env=env)
+    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_inside_the_app_the_azure_sdk_http_logging_is_at_warning() -> None:
+    """The Functions worker logs at INFO: the SDK's HTTP policy would write every storage URL (with its keys)."""
+    assert _sdk_log_levels({}) == ["WARNING"] * 3
+
+
+@pytest.mark.parametrize(("value", "level"), [("INFO", "INFO"), ("debug", "DEBUG"), ("loud", "WARNING")])
+def test_sync_azure_sdk_log_level_turns_the_sdk_logging_up(value: str, level: str) -> None:
+    assert _sdk_log_levels({"SYNC_AZURE_SDK_LOG_LEVEL": value}) == [level] * 3
+
+
 def test_the_app_indexes_the_templates_of_sync_mappings_dir(tmp_path: Path) -> None:
     """A fourth template is a file: copied under another name into SYNC_MAPPINGS_DIR, it gets its triggers."""
     card = json.loads((REPO / "mappings" / "loyalty_cards.json").read_text(encoding="utf-8"))
