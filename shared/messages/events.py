@@ -32,14 +32,17 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def text_problem(value: str) -> str | None:
     """Why ``value`` cannot name anything: empty or only whitespace, a control character (Unicode category
-    Cc: C0, DEL and C1) or a lone surrogate (not Unicode text; no UTF-8 encoder, JSON writer or storage
-    service takes it). None when it is usable."""
+    Cc: C0, DEL and C1), a format character (category Cf: bidirectional overrides and isolates such as U+202E,
+    zero-width characters, the BOM: invisible, and able to make one key read as another) or a lone surrogate
+    (not Unicode text; no UTF-8 encoder, JSON writer or storage service takes it). None when it is usable."""
     if not value.strip():
         return "is empty or only whitespace"
     for ch in value:
         category = unicodedata.category(ch)
         if category == "Cc":
             return f"holds a control character (U+{ord(ch):04X})"
+        if category == "Cf":
+            return f"holds a format character (U+{ord(ch):04X}, such as a bidirectional override)"
         if category == "Cs":
             return f"holds a lone surrogate (U+{ord(ch):04X}), which is not Unicode text"
     return None
@@ -64,6 +67,21 @@ def wcf_date(value: str) -> datetime:
         raise ValueError("is outside the years 1 to 9999") from None
 
 
+_ISO_8601 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,7})?(?:Z|[+-][0-9]{2}:[0-9]{2})")
+
+
+def iso_8601(value: str) -> datetime:
+    """An ISO 8601 date and time with seconds and a UTC offset (``Z`` or ``+hh:mm``), up to 7 fractional digits
+    as F&O writes them; ValueError naming the field when it is not one."""
+    problem = "EventTimeIso8601 must be an ISO 8601 date and time with its offset, like 2022-12-30T13:51:15.2942742Z"
+    if _ISO_8601.fullmatch(value) is None:
+        raise ValueError(problem)
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(problem) from None
+
+
 def _usable_text(name: str, value: str) -> str:
     problem = text_problem(value)
     if problem is not None:
@@ -81,6 +99,9 @@ class BusinessEvent(BaseModel):
     EventTime: str
     MajorVersion: int = Field(ge=0, le=MAX_VERSION)
     MinorVersion: int = Field(ge=0, le=MAX_VERSION)
+    # Optional (not every publisher sends it); when present, an ISO 8601 date and time with its UTC offset, as F&O
+    # writes it ("2022-12-30T13:51:15.2942742Z", docs/protocol-notes.md §4.2). Only checked, never used.
+    EventTimeIso8601: str | None = Field(default=None, max_length=40)
 
     @field_validator("BusinessEventId")
     @classmethod
@@ -108,6 +129,15 @@ class BusinessEvent(BaseModel):
             wcf_date(value)
         except ValueError as exc:
             raise ValueError(f"EventTime {exc}") from None
+        return value
+
+    @field_validator("EventTimeIso8601", mode="before")
+    @classmethod
+    def _iso_time(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("EventTimeIso8601 must be an ISO 8601 string when present, got null")
+        if isinstance(value, str):
+            iso_8601(value)
         return value
 
     @property

@@ -105,6 +105,15 @@ class _RepeatedMember(ValueError):
     pass
 
 
+class _NotJsonConstant(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (RFC 8259), though Python's reader takes them."""
+    raise _NotJsonConstant(name)
+
+
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """An object whose member names repeat is refused: readers disagree on which value counts."""
     obj: dict[str, Any] = {}
@@ -120,9 +129,11 @@ def read_body(body: bytes) -> dict[str, Any] | CallbackAnswer:
     if len(body) > MAX_BODY_BYTES:
         return _error(413, f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
     try:
-        raw = json.loads(body.decode("utf-8"), object_pairs_hook=_unique_members)
+        raw = json.loads(body.decode("utf-8"), object_pairs_hook=_unique_members, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return _error(400, f"body is not valid JSON: {exc}")
+    except _NotJsonConstant as exc:
+        return _error(400, f"body is not valid JSON: {exc} is not a JSON value (RFC 8259)")
     except _RepeatedMember as exc:
         return _error(400, f"body repeats the member name {exc}")
     except ValueError:  # Python reads no integer of more than 4,300 digits
