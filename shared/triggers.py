@@ -25,7 +25,15 @@ from shared.observability import correlation_scope, log
 from shared.runtime import get_runtime
 from shared.state.queues import binding_queue_name, pages_binding_queue_name
 from shared.sync import operations, worker
-from shared.sync.callbacks import SECRET_HEADER, CallbackAnswer, acknowledged, handle_callback, secret_matches
+from shared.sync.callbacks import (
+    SECRET_HEADER,
+    SECRET_IN_URL,
+    SECRET_QUERY_PARAMETER,
+    CallbackAnswer,
+    acknowledged,
+    handle_callback,
+    secret_check,
+)
 from shared.sync.runs import DIRECTION_IN, DIRECTION_OUT, scope_of
 from shared.telemetry import sampling, tracing
 
@@ -101,11 +109,14 @@ def _callback_answer(template: str, req: func.HttpRequest, cid: str) -> Callback
             error=f"{type(exc).__name__}: {exc}")
         return CallbackAnswer(503, {"error": "could not queue the event; retry later", "correlation_id": cid})
     secret = runtime.settings.callback_secret
-    provided = req.headers.get(SECRET_HEADER) or req.params.get("secret")
-    if not secret_matches(secret.get_secret_value() if secret else None, provided):
+    check = secret_check(secret.get_secret_value() if secret else None, req.headers.get(SECRET_HEADER),
+                         req.params.get(SECRET_QUERY_PARAMETER))
+    if check is None:
         log(logger, logging.WARNING, "callback refused: missing or wrong shared secret", template=template)
-        return CallbackAnswer(401, {"error": f"missing or wrong callback secret ({SECRET_HEADER})", "correlation_id": cid})
-    return handle_callback(runtime.catalog.plan(template), runtime.queues, req.get_body(), req.headers)
+        return CallbackAnswer(401, {"error": f"missing or wrong callback secret (header {SECRET_HEADER})",
+                                    "correlation_id": cid})
+    return handle_callback(runtime.catalog.plan(template), runtime.queues, req.get_body(), req.headers,
+                           secret_in_url=check == SECRET_IN_URL)
 
 
 def work(msg: func.QueueMessage, invocation_id: str) -> None:

@@ -59,7 +59,9 @@ logger = logging.getLogger("loyaltysync.callbacks")
 
 MAX_BODY_BYTES = 512 * 1024  # any body: a Dataverse webhook sends up to 256 KB whole, then cuts it (§4.4)
 MAX_BUSINESS_EVENT_BYTES = 64 * 1024  # business events are small; F&O keeps them so (§4.1)
-SECRET_HEADER = "x-loyaltysync-secret"
+SECRET_HEADER = "x-loyaltysync-secret"  # the callback secret's header: the way for data events (below)
+SECRET_QUERY_PARAMETER = "secret"  # the URL form: only for F&O's HTTPS business-event endpoint (it takes a URL only)
+SECRET_IN_HEADER, SECRET_IN_URL, NO_SECRET = "header", "url", "none"  # where a callback's secret was found
 COMPANY_KEY = "dataAreaId"
 _JSON_TYPES = {type(None): "null", bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
 
@@ -99,6 +101,19 @@ def secret_matches(expected: str | None, provided: str | None) -> bool:
     if not expected:
         return True
     return provided is not None and hmac.compare_digest(expected.encode(), provided.encode())
+
+
+def secret_check(expected: str | None, header_value: str | None, query_value: str | None) -> str | None:
+    """Where the callback carried the right secret (``SECRET_IN_HEADER`` or ``SECRET_IN_URL``; ``NO_SECRET`` when
+    none is configured), or None when it did not. A header that is there decides, even when the URL holds the
+    right one: a wrong header is refused. docs/protocol-notes.md §4.5: a Dataverse webhook registered with HttpHeader
+    authentication sends headers (``x-functions-key: <function key>`` plus this one); F&O's HTTPS business-event
+    endpoint takes only a URL, so its secret can only be ``?secret=``."""
+    if not expected:
+        return NO_SECRET
+    if header_value is not None:
+        return SECRET_IN_HEADER if secret_matches(expected, header_value) else None
+    return SECRET_IN_URL if query_value is not None and secret_matches(expected, query_value) else None
 
 
 class _RepeatedMember(ValueError):
@@ -230,13 +245,20 @@ def _queue(plan: Plan, queues: CallbackQueues, item: WorkItem) -> CallbackAnswer
 
 
 def handle_callback(plan: Plan, queues: CallbackQueues, body: bytes,
-                    headers: Mapping[str, str] | None = None) -> CallbackAnswer:
+                    headers: Mapping[str, str] | None = None, *, secret_in_url: bool = False) -> CallbackAnswer:
     """Validate one callback, a business event or a data event, and queue its work item; ``headers`` are the
-    request's (a data event cut for size says so in one). The answer says which kind the body was."""
+    request's (a data event cut for size says so in one). The answer says which kind the body was.
+    ``secret_in_url``: the callback secret came as ``?secret=``, which only a business event may use (F&O's
+    endpoint takes a URL only); a data event comes through a Dataverse webhook, which can send the header."""
     raw = read_body(body)
     if isinstance(raw, CallbackAnswer):
         return _rejected(plan, raw)
     if looks_like_data_event(raw):
+        if secret_in_url:
+            return replace(_rejected(plan, _error(
+                401, f"a data event carries the callback secret in the {SECRET_HEADER} header (register the "
+                     f"Dataverse webhook with HttpHeader authentication: x-functions-key and {SECRET_HEADER}); "
+                     f"?{SECRET_QUERY_PARAMETER}= is only for F&O's business-event endpoint")), kind=DATA_EVENT)
         return replace(handle_data_event(plan, queues, raw, headers), kind=DATA_EVENT)
     return replace(_business_event(plan, queues, raw, body), kind=BUSINESS_EVENT)
 
