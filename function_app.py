@@ -5,6 +5,7 @@ For each template: ``timer_<template>`` (Commerce -> Dataverse scan, on the file
 ``callback_<template>`` (POST /api/callbacks/<template>: validate a business event and queue it) and
 ``worker_<template>`` (queue trigger: re-read the record from Commerce and write it). Once:
 ``callback_unknown_template`` (404 for any other name), ``timer_retry_parked`` (retries parked records),
+``timer_refresh_pending`` (starts the pending template refreshes that are due),
 ``timer_telemetry_sample`` (the backlog gauges' storage sample) and ``ops_*`` (operator endpoints under
 /api/ops, admin key: the Blueprint in ``shared/ops/endpoints.py``). Logic lives in ``shared/``. Telemetry is
 exported to Azure Monitor when ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set (``shared/telemetry/setup.py``);

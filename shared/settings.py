@@ -131,6 +131,8 @@ class Settings(BaseSettings):
     # Auto-pause: more than N application failures (parked records) of one template within M minutes pause it.
     auto_pause_failures: int = Field(default=100, ge=0, validation_alias="SYNC_AUTO_PAUSE_FAILURES")
     auto_pause_minutes: float = Field(default=15.0, gt=0, le=1440, validation_alias="SYNC_AUTO_PAUSE_MINUTES")
+    # A template's refreshes (scans asked for by callbacks naming no record found) start at most once per this long.
+    refresh_min_interval_s: float = Field(default=300.0, ge=0, le=86_400, validation_alias="SYNC_REFRESH_MIN_INTERVAL_S")
 
     @field_validator("dataverse_client_ids", mode="before")
     @classmethod

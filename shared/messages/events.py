@@ -159,8 +159,9 @@ def is_test_event(business_event_id: object) -> bool:
 
 class WorkKind(StrEnum):
     """What a work item asks for. A business event and a data event's Created/Updated name a record (a data event
-    may name it by ``Target.Id`` only); a Deleted data event names it by ``Target.Id``; a refresh names none (a
-    data event cut for size, or a ``Target.Id`` nobody knows): the template is scanned."""
+    may name it by ``Target.Id`` only, or by part of its key); a Deleted data event names it by ``Target.Id``; a
+    refresh names none (a data event cut for size, or one carrying only part of the key and no ``Target.Id``): the
+    template's pending refresh is asked for (coalesced: ``shared.state.refresh``)."""
 
     BUSINESS_EVENT = "business_event"
     DATA_UPSERT = "data_upsert"
@@ -183,6 +184,9 @@ class WorkItem(BaseModel):
     kind: WorkKind = WorkKind.BUSINESS_EVENT  # items queued before data events existed are business events
     key: dict[str, str] = Field(default_factory=dict)
     target_id: str = ""  # a data event's Target.Id (lower case), the only name a Deleted event gives its record
+    # The key fields a data event did carry when it did not carry them all (an Updated event carries only the changed
+    # columns): the worker looks the record up by them in Commerce before it asks for a scan.
+    partial_key: dict[str, str] = Field(default_factory=dict)
     event_id: str = Field(default="", max_length=100)
     business_event_id: str = Field(default="", max_length=200)
     control_number: int = Field(default=0, ge=0, le=MAX_CONTROL_NUMBER, strict=True)
@@ -190,7 +194,7 @@ class WorkItem(BaseModel):
     received_at: str
     correlation_id: str = ""
 
-    @field_validator("key")
+    @field_validator("key", "partial_key")
     @classmethod
     def _usable_key(cls, key: dict[str, str]) -> dict[str, str]:
         for prop, value in key.items():

@@ -38,7 +38,7 @@ from azure.core.exceptions import AzureError
 from opentelemetry.trace import Span
 from pydantic import ValidationError
 
-from shared.clock import SYSTEM_CLOCK
+from shared.clock import SYSTEM_CLOCK, Clock
 from shared.mapping.plan import Plan
 from shared.messages.data_events import DataChange, DataEvent, DataEventError, looks_like_data_event, parse_data_event
 from shared.messages.events import (
@@ -245,9 +245,11 @@ def _queue(plan: Plan, queues: CallbackQueues, item: WorkItem) -> CallbackAnswer
 
 
 def handle_callback(plan: Plan, queues: CallbackQueues, body: bytes,
-                    headers: Mapping[str, str] | None = None, *, secret_in_url: bool = False) -> CallbackAnswer:
+                    headers: Mapping[str, str] | None = None, *, secret_in_url: bool = False,
+                    clock: Clock = SYSTEM_CLOCK) -> CallbackAnswer:
     """Validate one callback, a business event or a data event, and queue its work item; ``headers`` are the
     request's (a data event cut for size says so in one). The answer says which kind the body was.
+    ``clock`` stamps the work item's arrival (the runtime's: a refresh compares it with scan start times).
     ``secret_in_url``: the callback secret came as ``?secret=``, which only a business event may use (F&O's
     endpoint takes a URL only); a data event comes through a Dataverse webhook, which can send the header."""
     raw = read_body(body)
@@ -259,11 +261,12 @@ def handle_callback(plan: Plan, queues: CallbackQueues, body: bytes,
                 401, f"a data event carries the callback secret in the {SECRET_HEADER} header (register the "
                      f"Dataverse webhook with HttpHeader authentication: x-functions-key and {SECRET_HEADER}); "
                      f"?{SECRET_QUERY_PARAMETER}= is only for F&O's business-event endpoint")), kind=DATA_EVENT)
-        return replace(handle_data_event(plan, queues, raw, headers), kind=DATA_EVENT)
-    return replace(_business_event(plan, queues, raw, body), kind=BUSINESS_EVENT)
+        return replace(handle_data_event(plan, queues, raw, headers, clock), kind=DATA_EVENT)
+    return replace(_business_event(plan, queues, raw, body, clock), kind=BUSINESS_EVENT)
 
 
-def _business_event(plan: Plan, queues: CallbackQueues, raw: dict[str, Any], body: bytes) -> CallbackAnswer:
+def _business_event(plan: Plan, queues: CallbackQueues, raw: dict[str, Any], body: bytes,
+                    clock: Clock = SYSTEM_CLOCK) -> CallbackAnswer:
     if is_test_event(raw.get("BusinessEventId")):
         # Accepted whatever its other fields hold: F&O must be able to activate the endpoint (§4.1).
         log(logger, logging.INFO, "activation test event accepted and ignored", template=plan.name)
@@ -286,7 +289,7 @@ def _business_event(plan: Plan, queues: CallbackQueues, raw: dict[str, Any], bod
         return _rejected(plan, key)
     item = WorkItem(template=plan.name, key=key, event_id=event.EventId, business_event_id=event.BusinessEventId,
                     control_number=event.ControlNumber, event_time=event.event_time.isoformat(),
-                    received_at=SYSTEM_CLOCK.now().isoformat(), correlation_id=correlation_id())
+                    received_at=clock.now().isoformat(), correlation_id=correlation_id())
     failed = _queue(plan, queues, item)
     if failed is not None:
         return failed
@@ -299,10 +302,20 @@ def _business_event(plan: Plan, queues: CallbackQueues, raw: dict[str, Any], bod
 # -- data events (docs/protocol-notes.md §4.4) -----------------------------------------------------------------
 
 
-def key_from_data_event(plan: Plan, event: DataEvent) -> dict[str, str] | CallbackAnswer | None:
+@dataclass(frozen=True)
+class PartialKey:
+    """Some of the template's key fields, as a data event carried them (an Updated event carries only the changed
+    columns: a level's phrase without its company)."""
+
+    fields: dict[str, str]
+    missing: list[str]
+
+
+def key_from_data_event(plan: Plan, event: DataEvent) -> dict[str, str] | PartialKey | CallbackAnswer | None:
     """The template's key from the virtual table's key columns: in ``Target``, else (an Updated event carries only
     the changed columns) in its ``PreImage``. None when neither names the record (the company alone does not):
-    then only ``Target.Id`` names it. Values are held to the same rules as a business event's key fields."""
+    then only ``Target.Id`` names it; a ``PartialKey`` when the image names it but lacks some key columns. Values
+    are held to the same rules as a business event's key fields (a value that cannot name a record is a 400)."""
     spec = plan.template.data_event
     assert spec is not None
     naming = [p for p in plan.key_properties if p != COMPANY_KEY] or list(plan.key_properties)
@@ -325,8 +338,7 @@ def key_from_data_event(plan: Plan, event: DataEvent) -> dict[str, str] | Callba
             return _error(400, f"{problem} (attribute {column})")
         key[prop] = values[0]
     if missing:
-        return _error(400, f"the data event does not name the record: missing key column(s) {', '.join(missing)}",
-                      template=plan.name)
+        return PartialKey(key, missing)
     return key
 
 
@@ -343,7 +355,7 @@ def _event_time(created_on: str | None) -> str | None:
 
 
 def handle_data_event(plan: Plan, queues: CallbackQueues, raw: dict[str, Any],
-                      headers: Mapping[str, str] | None) -> CallbackAnswer:
+                      headers: Mapping[str, str] | None, clock: Clock = SYSTEM_CLOCK) -> CallbackAnswer:
     """A Dataverse ``RemoteExecutionContext`` carrying an F&O data event: queue a work item for its record (by key,
     or by ``Target.Id``), or a refresh of the template when Dataverse cut the body for size."""
     try:
@@ -359,29 +371,42 @@ def handle_data_event(plan: Plan, queues: CallbackQueues, raw: dict[str, Any],
         return _ignored(plan, "the template file has no data_event section", **ids)
     if event.entity != spec.virtual_table:
         return _ignored(plan, f"a data event of {event.entity}, not of {spec.virtual_table}", **ids)
-    received_at = SYSTEM_CLOCK.now().isoformat()
+    received_at = clock.now().isoformat()
 
-    def work_item(kind: WorkKind, key: dict[str, str] | None = None, target_id: str = "") -> WorkItem:
-        return WorkItem(template=plan.name, kind=kind, key=key or {}, target_id=target_id, event_id=ids["event_id"],
+    def work_item(kind: WorkKind, key: dict[str, str] | None = None, target_id: str = "",
+                  partial_key: dict[str, str] | None = None) -> WorkItem:
+        return WorkItem(template=plan.name, kind=kind, key=key or {}, target_id=target_id,
+                        partial_key=partial_key or {}, event_id=ids["event_id"],
                         event_time=_event_time(event.created_on), received_at=received_at,
                         correlation_id=correlation_id())
 
     if event.target is None:  # cut for size: no Target, so no record named; scan the template instead of dropping it
-        log(logger, logging.WARNING, "data event cut for size by Dataverse (no InputParameters); a scan of the "
-            "template is queued instead", template=plan.name, **ids)
+        log(logger, logging.WARNING, "data event cut for size by Dataverse (no InputParameters); a refresh of the "
+            "template is asked for instead (coalesced with any pending one)", template=plan.name, **ids)
         item = work_item(WorkKind.REFRESH)
     else:
-        key = key_from_data_event(plan, event)
-        if isinstance(key, CallbackAnswer):
-            return _rejected(plan, key)
+        found = key_from_data_event(plan, event)
+        if isinstance(found, CallbackAnswer):
+            return _rejected(plan, found)
+        partial = found if isinstance(found, PartialKey) else None
+        key = found if isinstance(found, dict) else None
         target_id = event.target_id or ""
-        if key is None and not target_id:
+        kind = WorkKind.DATA_DELETE if event.change is DataChange.DELETED else WorkKind.DATA_UPSERT
+        if key is None and not target_id and partial is None:
             what = "Target.Id" if event.change is DataChange.DELETED else (
                 f"key columns ({', '.join(spec.key_columns.values())}) and no Target.Id")
             return _rejected(plan, _error(400, f"the data event names no record: it has no {what}",
                                           template=plan.name))
-        kind = WorkKind.DATA_DELETE if event.change is DataChange.DELETED else WorkKind.DATA_UPSERT
-        item = work_item(kind, key, target_id)
+        if partial is not None:
+            # Never a 4xx for a well-formed event (a Dataverse webhook does not retry one): the worker finds the
+            # record by Target.Id (the index its Created filled), else by the key fields carried, else asks for the
+            # template's (coalesced) refresh.
+            log(logger, logging.INFO, "data event carries only part of the key; the worker resolves it",
+                template=plan.name, carried=partial.fields, missing=",".join(partial.missing),
+                target_id=target_id, **ids)
+            if not target_id:
+                kind = WorkKind.REFRESH
+        item = work_item(kind, key, target_id, partial.fields if partial is not None else None)
     failed = _queue(plan, queues, item)
     if failed is not None:
         return failed

@@ -96,8 +96,6 @@ NOT_READABLE: list[tuple[str, Any, str]] = [
      "names no record"),
     ("key column twice", data_event(attributes=[{"key": "mserp_cardnumber", "value": "A"},
                                                 {"key": "MSERP_CardNumber", "value": "B"}]), "more than one attribute"),
-    ("level without company", data_event(table=LEVELS_TABLE, attributes={"mserp_levelphrase": "Gold"}),
-     "missing key column(s) dataAreaId (mserp_dataareaid)"),
 ]
 
 
