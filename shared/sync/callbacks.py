@@ -4,15 +4,22 @@ One route per template takes both formats. A **business event** (§4.2) names it
 key properties. An F&O **data event** arrives through Dataverse as a ``RemoteExecutionContext`` (§4.4): the
 template file's ``data_event`` section says which virtual table it names and which ``mserp_`` columns of
 ``Target`` carry the key; a Deleted event carries only ``Target.Id``, which the worker resolves through an
-index filled from Created and Updated events.
+index filled from Created and Updated events. An Updated event carries only the changed columns, so it may name
+its record by ``Target.Id`` alone or with part of the key (a level's phrase without its company): the worker
+tries the index, then a Commerce lookup by the key fields carried, then the template's coalesced refresh
+(``shared.state.refresh``); such an event is never answered 4xx (a Dataverse webhook does not retry one).
 
 F&O waits 10 s for a 2xx and retries three times one second apart (§4.1); a Dataverse webhook waits 60 s
 and retries 502/503/504 once (§4.4). The trigger only validates and enqueues (one bounded queue write, no
 table read in front of the answer), answering 202; the queue-triggered worker re-reads the record from
 Commerce OData and writes it. The payload is trusted for the key (or ``Target.Id``) only.
 
-Answers. 400: the body is neither format (a business event's §4.2 base fields missing or of the wrong JSON
-type; a data event's envelope unreadable) or it names the record with an unusable key value. 200
+Answers. 400: the body is neither format or not JSON at all (RFC 8259: ``NaN`` and ``Infinity`` are not JSON;
+a business event's §4.2 base fields missing or of the wrong JSON type, ``EventTimeIso8601`` not ISO 8601; a data
+event's envelope unreadable) or it names the record with an unusable key value (empty, a control or format
+character, a lone surrogate). 401: ``SYNC_CALLBACK_SECRET`` is set and the callback does not carry it, in the
+``x-loyaltysync-secret`` header (any callback) or ``?secret=`` (a business event only: F&O's endpoint takes a URL
+only; docs/protocol-notes.md §4.5). 200
 ``ignored``: the activation test event, and a well-formed event that names no record of this template
 (another business event, one without the template's key fields, a data event of another table or another
 message; counted as ``loyaltysync.callbacks`` result ignored): a 4xx would make F&O retry it and fill its error log. 413: a

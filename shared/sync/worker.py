@@ -11,9 +11,12 @@ de-duplication id (``OperationId``, else ``MessageName`` + ``Target.Id`` + ``Ope
 like an event id, and ControlNumber logic never applies to them (every such event re-reads its record). A
 Created/Updated event that names its key records ``Target.Id`` -> key first; an event naming its record only by
 ``Target.Id`` (every Deleted) is resolved through that index and takes the same path, so a delete happens only
-when the read by key finds the record gone. An id nobody knows, or an event Dataverse cut for size, starts a
-scan of the template instead (skipped when a scan that began after the event arrived already ran): nothing is
-deleted on a payload's word.
+when the read by key finds the record gone; one carrying part of its key (an Updated event carries only the
+changed columns) is looked up in Commerce by those fields (one read). An id nobody knows, or an event Dataverse
+cut for size, asks for the template's refresh instead (``request_refresh``): it joins the one pending refresh of
+the template, which ``timer_refresh_pending`` starts at most once per ``SYNC_REFRESH_MIN_INTERVAL_S``, and is
+skipped when a scan that began after the event arrived already ran. No callback starts a scan by itself, so many
+of them cost one scan, not many. Nothing is deleted on a payload's word.
 
 Failures. An outage (storage, Commerce or Dataverse unreachable) leaves the message to the host, which
 retries it and finally moves it to the poison queue. Any other error is a fault that a retry would only
