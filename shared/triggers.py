@@ -132,7 +132,8 @@ def _callback_answer(template: str, req: func.HttpRequest, cid: str) -> Callback
         return CallbackAnswer(401, {"error": f"missing or wrong callback secret (header {SECRET_HEADER})",
                                     "correlation_id": cid})
     return handle_callback(runtime.catalog.plan(template), runtime.queues, req.get_body(), req.headers,
-                           secret_in_url=check == SECRET_IN_URL, clock=runtime.state.clock)
+                           secret_in_url=check == SECRET_IN_URL and runtime.settings.callback_secret_in_url != "any",
+                           clock=runtime.state.clock)
 
 
 def work(template: str, msg: func.QueueMessage, invocation_id: str) -> None:

@@ -258,7 +258,8 @@ def handle_callback(plan: Plan, queues: CallbackQueues, body: bytes,
     request's (a data event cut for size says so in one). The answer says which kind the body was.
     ``clock`` stamps the work item's arrival (the runtime's: a refresh compares it with scan start times).
     ``secret_in_url``: the callback secret came as ``?secret=``, which only a business event may use (F&O's
-    endpoint takes a URL only); a data event comes through a Dataverse webhook, which can send the header."""
+    endpoint takes a URL only); a data event comes through a Dataverse webhook, which can send the header
+    (the trigger passes False when ``SYNC_CALLBACK_SECRET_IN_URL=any`` lets data events use the URL too)."""
     raw = read_body(body)
     if isinstance(raw, CallbackAnswer):
         return _rejected(plan, raw)
@@ -267,7 +268,8 @@ def handle_callback(plan: Plan, queues: CallbackQueues, body: bytes,
             return replace(_rejected(plan, _error(
                 401, f"a data event carries the callback secret in the {SECRET_HEADER} header (register the "
                      f"Dataverse webhook with HttpHeader authentication: x-functions-key and {SECRET_HEADER}); "
-                     f"?{SECRET_QUERY_PARAMETER}= is only for F&O's business-event endpoint")), kind=DATA_EVENT)
+                     f"?{SECRET_QUERY_PARAMETER}= is only for F&O's business-event endpoint unless "
+                     f"SYNC_CALLBACK_SECRET_IN_URL=any")), kind=DATA_EVENT)
         return replace(handle_data_event(plan, queues, raw, headers, clock), kind=DATA_EVENT)
     return replace(_business_event(plan, queues, raw, body, clock), kind=BUSINESS_EVENT)
 

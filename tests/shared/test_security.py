@@ -82,6 +82,14 @@ def test_a_data_event_with_the_secret_only_in_the_url_is_refused_naming_the_head
     assert secured.queues.client("loyalty_cards").get_queue_properties().approximate_message_count == 0
 
 
+def test_sync_callback_secret_in_url_any_lets_a_data_event_carry_the_secret_in_the_url(
+        secured: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """For a data-event webhook that can carry only its URL (an F&O HTTPS endpoint synced to Dataverse)."""
+    monkeypatch.setattr(secured.settings, "callback_secret_in_url", "any")
+    assert data_event_callback("LC-1", params={"secret": CALLBACK_SECRET})[0] == 202
+    assert data_event_callback("LC-1", params={"secret": "guess"})[0] == 401
+
+
 def test_a_wrong_secret_header_is_refused_even_with_the_right_secret_in_the_url(secured: Runtime) -> None:
     assert callback("LC-1", headers={"x-loyaltysync-secret": "guess"}, params={"secret": CALLBACK_SECRET}) == 401
 
