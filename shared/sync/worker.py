@@ -46,7 +46,7 @@ from shared.observability import correlation_scope, log
 from shared.runtime import Runtime
 from shared.state.store import ConcurrencyConflict, decode_key, encode_key
 from shared.sync.parking import Parking
-from shared.sync.runs import DIRECTION_OUT, Outcome, RunStatus, scope_of
+from shared.sync.runs import ALL, DIRECTION_OUT, Outcome, RunStatus, scope_of
 from shared.telemetry import metrics
 
 logger = logging.getLogger("loyaltysync.worker")
@@ -203,13 +203,25 @@ def run_page_task(runtime: Runtime, task: PageTask) -> str:
 REASON_SIZE_EXCEEDED, REASON_UNKNOWN_TARGET_ID, REASON_PARTIAL_KEY = "size_exceeded", "unknown_target_id", "partial_key"
 
 
+def _known_scopes(runtime: Runtime, template: str) -> list[str]:
+    """The template's scopes as far as the state knows them, with no call to F&O (a request must stay cheap): ``all``,
+    or the configured legal entities, else those its watermarks name."""
+    if not runtime.outbound(template).plan.company_specific:
+        return [ALL]
+    if runtime.settings.legal_entities:
+        return [scope_of(company) for company in runtime.settings.legal_entities]
+    return sorted({m.scope for m in runtime.state.watermarks.all()
+                   if m.template == template and m.direction == DIRECTION_OUT and m.scope != ALL})
+
+
 def _covered(runtime: Runtime, template: str, since: datetime) -> bool:
     """A scan of every scope of the template started at or after ``since`` (it read Commerce after the change)."""
-    for company in runtime.scan(template).scopes(runtime.settings.legal_entities):
-        mark = runtime.state.watermarks.get(template, DIRECTION_OUT, scope_of(company))
+    scopes = _known_scopes(runtime, template)
+    for scope in scopes:
+        mark = runtime.state.watermarks.get(template, DIRECTION_OUT, scope)
         if not mark.last_run_started or datetime.fromisoformat(mark.last_run_started) < since:
             return False
-    return True
+    return bool(scopes)
 
 
 def request_refresh(runtime: Runtime, item: WorkItem, reason: str) -> str:

@@ -485,6 +485,16 @@ def test_a_request_a_scan_began_after_is_covered_and_counted(runtime: Runtime, p
     assert telemetry.by("loyaltysync.refresh.requests", "outcome", template="loyalty_cards") == {"covered": 1}
 
 
+def test_a_refresh_request_costs_commerce_nothing(runtime: Runtime, pump: QueuePump, commerce_emulator: Any) -> None:
+    """A flood of unknown ids must stay cheap: asking for a refresh reads only the app's own tables (no
+    LegalEntities, no preflight), even for a company-specific template."""
+    assert post(deleted(target_id(), LEVELS_TABLE), "loyalty_levels")[0] == 202
+    before = commerce_gets(commerce_emulator)
+    assert pump.drain() == 1
+    assert commerce_gets(commerce_emulator) == before
+    assert runtime.state.refresh.get("loyalty_levels").pending
+
+
 def test_a_pending_refresh_waits_while_its_template_is_paused(runtime: Runtime, pump: QueuePump, clock: ManualClock,
                                                               ) -> None:
     synced(runtime, "loyalty_cards")
