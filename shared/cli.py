@@ -239,6 +239,12 @@ def cmd_status(source: Source, args: argparse.Namespace) -> Report:
     if poisoned and not args.json:
         print(f"poison messages: {', '.join(f'{t} {n}' for t, n in poisoned.items())}; see python -m shared.cli "
               "poison list", file=sys.stderr)
+    if not args.json:
+        for refresh in source.refreshes().values():
+            if refresh["pending"]:
+                print(f"refresh pending: {refresh['template']} ({refresh['requests']} callback(s) since "
+                      f"{refresh['first_requested_at']}; starts at most every SYNC_REFRESH_MIN_INTERVAL_S)",
+                      file=sys.stderr)
     statuses = {row["status"] for row in rows}
     code = (EXIT_FAILED if RunStatus.FAILED in statuses else EXIT_DELETES_HELD if RunStatus.DELETES_HELD in statuses
             else EXIT_PARKED if any(row.get("parked") for row in rows) else 0)

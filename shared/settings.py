@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     legal_entities: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="SYNC_LEGAL_ENTITIES")
     paused_templates: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="SYNC_PAUSED_TEMPLATES")
     callback_secret: SecretStr | None = Field(default=None, validation_alias="SYNC_CALLBACK_SECRET")
+    # Where ``?secret=`` is taken: from business events only (F&O's endpoint takes a URL only; data events come through
+    # a Dataverse webhook, which sends the x-loyaltysync-secret header), or from any callback (a data-event webhook
+    # that can carry only its URL).
+    callback_secret_in_url: Literal["business_events", "any"] = Field(default="business_events",
+                                                                       validation_alias="SYNC_CALLBACK_SECRET_IN_URL")
     delete_policy: Literal["delete", "ignore"] = Field(default="delete", validation_alias="SYNC_DELETE_POLICY")
     # A full scan that would delete more than this many rows of a scope, or more than this share of the scope's
     # synced records (judged from ``MASS_DELETE_FLOOR`` deletes on), holds its deletes until an operator approves.
@@ -140,6 +145,8 @@ class Settings(BaseSettings):
     # Auto-pause: more than N application failures (parked records) of one template within M minutes pause it.
     auto_pause_failures: int = Field(default=100, ge=0, validation_alias="SYNC_AUTO_PAUSE_FAILURES")
     auto_pause_minutes: float = Field(default=15.0, gt=0, le=1440, validation_alias="SYNC_AUTO_PAUSE_MINUTES")
+    # A template's refreshes (scans asked for by callbacks naming no record found) start at most once per this long.
+    refresh_min_interval_s: float = Field(default=300.0, ge=0, le=86_400, validation_alias="SYNC_REFRESH_MIN_INTERVAL_S")
 
     @field_validator("dataverse_client_ids", mode="before")
     @classmethod

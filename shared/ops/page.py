@@ -2,7 +2,8 @@
 CSS, no script, no external asset: it works with no internet), every value escaped.
 
 Escaping is structural: ``h(fmt, *values)`` escapes each value unless it is ``Html`` (markup built here), so
-a template key, a parked reason or a poison message's body is text, never markup.
+a template key, a parked reason or a poison message's body is text, never markup. Free text is also isolated
+(``free``: ``<bdi>``, ``unicode-bidi: isolate``), so a bidirectional override in it reorders only itself.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ def esc(value: object) -> Html:
 def h(fmt: str, *values: object) -> Html:
     """``fmt`` with each ``{}`` replaced by its value, escaped unless it is ``Html``."""
     return Html(fmt.format(*(esc(v) for v in values)))
+
+
+def free(value: object) -> Html:
+    """Free text (a reason, a key, an error, a message body, a name), escaped and isolated in ``<bdi>``: a
+    bidirectional override or isolate in it (U+202E, U+2066, ...) cannot reorder the page text around it."""
+    return h("<bdi>{}</bdi>", value)
 
 
 def join(parts: Iterable[Html]) -> Html:
@@ -93,10 +100,10 @@ def state_cell(row: dict[str, Any], view: TemplateView) -> Html:
     if pause.paused:
         parts.append(Html('<span class="badge paused">paused</span>'))
         if pause.by_command:
-            parts.append(h('<div class="why pause-by">by {} at {}</div>', pause.changed_by or "?",
+            parts.append(h('<div class="why pause-by">by {} at {}</div>', free(pause.changed_by or "?"),
                            when(pause.changed_at)))
             if pause.reason:
-                parts.append(h('<div class="why pause-reason">{}</div>', pause.reason))
+                parts.append(h('<div class="why pause-reason">{}</div>', free(pause.reason)))
         if pause.by_setting:
             parts.append(h('<div class="why pause-by">by the app setting {}</div>', PAUSE_SETTING))
         parts.append(Html("<br>"))
@@ -105,17 +112,17 @@ def state_cell(row: dict[str, Any], view: TemplateView) -> Html:
            RunStatus.DELETES_HELD: "failed"}.get(status, "warn")
     parts.append(h('<span class="badge {}">{}</span>', css, status.replace("_", " ")))
     if row.get("parked_note"):
-        parts.append(h('<div class="why parked-note">{}</div>', row["parked_note"]))
+        parts.append(h('<div class="why parked-note">{}</div>', free(row["parked_note"])))
     if status == RUNNING and row["progress"]:
-        parts.append(h('<div class="why progress">{}</div>', row["progress"]))
+        parts.append(h('<div class="why progress">{}</div>', free(row["progress"])))
     if row["reason"]:
         hint, folded = hint_first(row["reason"])
-        parts.append(h('<div class="why failure">{}{}</div>', hint,
+        parts.append(h('<div class="why failure">{}{}</div>', free(hint),
                        Html(f" <span class=\"at\">at {esc(when(row['failed_at']))}</span>") if row["failed_at"]
                        else Html("")))
         if folded:
             parts.append(h('<details class="exception"><summary>details</summary><div class="mono">{}</div>'
-                           '</details>', row["reason"]))
+                           '</details>', free(row["reason"])))
     return join(parts)
 
 
@@ -178,8 +185,8 @@ def held_cell(row: dict[str, Any]) -> Html:
     company = "" if row["scope"] == ALL else f" --company {row['scope']}"
     approve = h('<div class="at">approve: python -m shared.cli approve-deletes {}{}</div>', row["template"], company) \
         if row["held"] else Html("")
-    return join([h("<div>{}</div>", row["held"]) if row["held"] else Html(""), approve,
-                 h('<div class="at">{}</div>', row["approval"]) if row["approval"] else Html("")])
+    return join([h("<div>{}</div>", free(row["held"])) if row["held"] else Html(""), approve,
+                 h('<div class="at">{}</div>', free(row["approval"])) if row["approval"] else Html("")])
 
 
 def backlog_cell(view: TemplateView) -> Html:
@@ -243,8 +250,8 @@ def parked_table(data: Overview, token: str) -> Html:
         return Html('<p class="none" id="no-parked">Nothing is parked.</p>')
     rows = join(h('<tr class="parked-row" data-template="{}" data-row-key="{}"><td>{}</td><td class="key">{}</td>'
                   '<td>{}</td><td>{}</td><td class="reason">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
-                  e["template"], e["row_key"], e["template"], e["key"] or split_parked_key(e["row_key"])[1],
-                  DIRECTIONS.get(e["direction_code"], e["direction_code"]), e["error_class"] or "", e["error"] or "",
+                  e["template"], e["row_key"], e["template"], free(e["key"] or split_parked_key(e["row_key"])[1]),
+                  DIRECTIONS.get(e["direction_code"], e["direction_code"]), e["error_class"] or "", free(e["error"] or ""),
                   e["attempts"] or "", when(str(e["last_failed"] or "")),
                   form("replay", token, "Replay", {"template": e["template"], "row_key": e["row_key"]},
                        template=e["template"]))
@@ -263,7 +270,7 @@ def poison_table(data: Overview, token: str) -> Html:
     rows = join(h('<tr class="poison-row" data-template="{}" data-id="{}"><td>{}</td><td>{}</td><td class="mono">{}'
                   '</td><td>{}</td><td>{}</td><td class="mono body">{}</td><td>{}</td></tr>',
                   m.template, m.id, m.template, m.kind, m.id, when(m.inserted_on), m.dequeue_count,
-                  m.body[:BODY_SHOWN] + ("…" if len(m.body) > BODY_SHOWN else ""),
+                  free(m.body[:BODY_SHOWN] + ("…" if len(m.body) > BODY_SHOWN else "")),
                   form("requeue-poison", token, "Requeue", {"template": m.template, "message_id": m.id,
                                                              "kind": m.kind}, template=m.template))
                 for m in messages)
@@ -275,7 +282,7 @@ def poison_table(data: Overview, token: str) -> Html:
 def render(data: Overview, operator: str, token: str, flash: Flash | None, *, local: bool) -> str:
     """The whole page."""
     banner = h('<div class="flash {}" role="status" id="flash">{}</div>', "ok" if flash.ok else "error",
-               flash.text) if flash else Html("")
+               free(flash.text)) if flash else Html("")
     mode = Html(' <span class="badge idle">local: no sign-in</span>') if local else Html("")
     paused = sum(1 for v in data.templates.values() if v.pause.paused)
     failed = sum(1 for r in data.rows if r["status"] == RunStatus.FAILED)
@@ -284,7 +291,7 @@ def render(data: Overview, operator: str, token: str, flash: Flash | None, *, lo
                 '<span class="{}">{} failed</span><span class="{}">{} parked</span><span class="{}">{} poison</span>'
                 '</p>', len(data.templates), "warn" if paused else "", paused, "bad" if failed else "", failed,
                 "warn" if data.parked else "", len(data.parked), "bad" if poisoned else "", poisoned)
-    return h(PAGE, Html(CSS), data.read_at.strftime("%Y-%m-%d %H:%M:%S UTC"), operator, mode, banner, summary,
+    return h(PAGE, Html(CSS), data.read_at.strftime("%Y-%m-%d %H:%M:%S UTC"), free(operator), mode, banner, summary,
              status_table(data, token), parked_table(data, token), poison_table(data, token))
 
 
@@ -328,5 +335,5 @@ button.primary{background:var(--ok);color:#fff;border-color:var(--ok)}input[type
 padding:2px 6px;width:130px;margin-right:4px;border:1px solid #afb8c1;border-radius:6px}
 .flash{padding:8px 12px;border-radius:6px;margin:4px 0 8px}.flash.ok{background:#dafbe1;border:1px solid #aceebb}
 .flash.error{background:#ffebe9;border:1px solid #ffcecb}.summary{display:flex;gap:18px;margin:6px 0 0}
-.summary span{font-weight:600}.foot{margin-top:24px}
+.summary span{font-weight:600}.foot{margin-top:24px}bdi{unicode-bidi:isolate}
 """

@@ -203,7 +203,14 @@ def paused(runtime: Runtime) -> dict[str, bool]:
 
 def status(runtime: Runtime) -> dict[str, Any]:
     return {"watermarks": status_rows(runtime), "paused": paused(runtime),
-            "queues": queues(runtime)}
+            "queues": queues(runtime), "refreshes": refreshes(runtime)}
+
+
+def refreshes(runtime: Runtime) -> dict[str, dict[str, Any]]:
+    """Each template's refresh row (``shared.state.refresh``): whether one is pending, since when, how many
+    callbacks asked for it, and when the last one started; templates that never asked for one are left out."""
+    known = {t.name for t in runtime.catalog}
+    return {r.template: r.as_dict() for r in _if_created(runtime.state.refresh.all) if r.template in known}
 
 
 def queues(runtime: Runtime) -> dict[str, dict[str, dict[str, int]]]:

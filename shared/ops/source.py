@@ -65,6 +65,8 @@ class Source(Protocol):
 
     def status_rows(self) -> list[dict[str, Any]]: ...
 
+    def refreshes(self) -> dict[str, dict[str, Any]]: ...
+
     def parked(self, template: str | None, error_class: str | None = None,
                direction: str | None = None) -> list[dict[str, Any]]: ...
 
@@ -229,6 +231,10 @@ class RemoteSource:
         rows: list[dict[str, Any]] = self._read_status()["watermarks"]
         return rows
 
+    def refreshes(self) -> dict[str, dict[str, Any]]:
+        value: dict[str, dict[str, Any]] = self._read_status().get("refreshes", {})
+        return value
+
     def parked(self, template: str | None, error_class: str | None = None,
                direction: str | None = None) -> list[dict[str, Any]]:
         value: list[dict[str, Any]] = self._get("parked", template=template, error_class=error_class,
@@ -316,6 +322,9 @@ class LocalSource:
 
     def status_rows(self) -> list[dict[str, Any]]:
         return queries.status_rows(self.runtime)
+
+    def refreshes(self) -> dict[str, dict[str, Any]]:
+        return queries.refreshes(self.runtime)
 
     def parked(self, template: str | None, error_class: str | None = None,
                direction: str | None = None) -> list[dict[str, Any]]:

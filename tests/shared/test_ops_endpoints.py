@@ -51,6 +51,16 @@ def test_status_shows_watermarks_pause_state_and_counters(runtime: Runtime) -> N
     assert any(w["template"] == "loyalty_cards" and w["runs"] == 1 for w in body["watermarks"])
 
 
+def test_status_shows_a_pending_template_refresh_and_how_many_callbacks_asked_for_it(runtime: Runtime) -> None:
+    runtime.state.refresh.request("loyalty_cards", "unknown_target_id")
+    runtime.state.refresh.request("loyalty_cards", "size_exceeded")
+    status, body = call("ops_status")
+    refresh = body["refreshes"]["loyalty_cards"]
+    assert status == 200 and (refresh["pending"], refresh["requests"], refresh["reason"]) == (
+        True, 2, "unknown_target_id")
+    assert "loyalty_levels" not in body["refreshes"]
+
+
 def test_parked_records_can_be_listed_inspected_and_replayed(runtime: Runtime, stores: Stores) -> None:
     park_an_amount_point_in_unknown_currency(runtime, stores)
     status, body = call("ops_parked")
