@@ -127,7 +127,7 @@ class InboundSync:
             try:
                 self.preflight.require(self.name)
             except PreflightError as exc:
-                record_unscoped_failure(self.state, self.name, DIRECTION, SCOPE, str(exc))
+                record_unscoped_failure(self.state, self.name, DIRECTION, SCOPE, str(exc), exc)
                 raise
         run = Run.begin(self.state, self.name, DIRECTION, SCOPE, self.lease_s, resume=self.baseline.open_run_of)
         if isinstance(run, RunSummary):

@@ -102,14 +102,14 @@ class Scan:
             try:
                 self.preflight.require(engine.name, list(legal_entities) if engine.plan.company_specific else [])
             except PreflightError as exc:
-                record_unscoped_failure(engine.state, engine.name, DIRECTION_OUT, ALL, str(exc))
+                record_unscoped_failure(engine.state, engine.name, DIRECTION_OUT, ALL, str(exc), exc)
                 raise
         if not engine.plan.company_specific:
             return [None]
         try:
             companies = [c.lower() for c in legal_entities] or engine.commerce.legal_entities()
         except LegalEntitiesError as exc:
-            record_unscoped_failure(engine.state, engine.name, DIRECTION_OUT, ALL, str(exc))
+            record_unscoped_failure(engine.state, engine.name, DIRECTION_OUT, ALL, str(exc), exc)
             raise
         clear_unscoped_failure(engine.state, engine.name, DIRECTION_OUT, ALL)  # ``all`` is no scope of this template
         return list(companies)
@@ -194,15 +194,19 @@ class Scan:
             return run.summary
         total: list[int] = []
         queued = 0
-        for page in self.checkpoints.pages(plan):
-            if page.status != PageStatus.DONE:
+        try:  # a failed read of the keys (or a full queue) fails the run with its reason; the next run resumes it
+            for page in self.checkpoints.pages(plan):
+                if page.status != PageStatus.DONE:
+                    self._queue(plan, page.index, "page")
+                    queued += 1
+            while not plan.planning_done:
+                plan, page, _ = self.planner.plan_next(company, plan, keys_only=True, total=total)
                 self._queue(plan, page.index, "page")
                 queued += 1
-        while not plan.planning_done:
-            plan, page, _ = self.planner.plan_next(company, plan, keys_only=True, total=total)
-            self._queue(plan, page.index, "page")
-            queued += 1
-            run.heartbeat()
+                run.heartbeat()
+        except BaseException as exc:
+            run.fail(exc)
+            raise
         run.summary.status = RunStatus.FANNED_OUT
         run.summary.detail = f"{plan.planned} key ranges, {queued} queued"
         log(logger, logging.INFO, "run fanned out", template=plan.template, scope=plan.scope, run_id=plan.run_id,
