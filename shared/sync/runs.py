@@ -214,9 +214,9 @@ class Run:
                 break  # the lease expired and a newer run took it: that run owns the watermark now
             mark.lease_owner = ""
             mark.lease_until = ""
-            if advance:
-                if mark.last_run_started and mark.last_run_started > self.started_at:
-                    break  # never move a watermark backwards
+            if advance and mark.last_run_started and mark.last_run_started > self.started_at:
+                pass  # a newer run moved the watermark on: never move it backwards (only the lease goes)
+            elif advance:
                 mark.run_seq += 1
                 mark.last_run_id = summary.run_id
                 mark.last_run_started = self.started_at
