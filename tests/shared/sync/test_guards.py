@@ -149,3 +149,17 @@ def test_a_fanned_out_run_is_not_finalised_before_its_planning_ends(runtime: Run
     counts = json.loads(mark.last_counts)
     assert (counts["seen"], counts["written"], counts["deleted"]) == (60, 1, 0)
     assert stores.actual(CARDS)[(last,)]["msdyn_partynumber"] == "IN-THE-LAST-RANGE"
+
+
+def test_a_changed_record_whose_state_a_callback_rewrote_while_the_chunk_was_written_keeps_the_newer_state(
+        runtime: Runtime, stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunk replaces states it read (ETag-guarded), not only creates new ones: a key synced before, changed in
+    HQ, and synced again by a callback while the timer's chunk is in flight ends with the callback's newer data."""
+    timer_run(runtime)  # every card synced: the next run's chunk replaces existing states
+    card = str(stores.commerce_rows(CARDS)[5]["CardNumber"])
+    stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "MIDDLE"})
+    assert a_callback_syncs_an_hq_edit_while_the_chunk_is_in_flight(runtime, stores, monkeypatch) == card
+
+    timer_run(runtime)  # its chunk holds the card as MIDDLE; the callback wrote NEWER meanwhile
+
+    assert stores.actual(CARDS)[(card,)]["msdyn_partynumber"] == "NEWER"
