@@ -9,6 +9,7 @@ import requests
 
 from shared.runtime import Runtime, get_runtime
 from shared.settings import get_settings
+from tests.configured import runtime_with
 from tests.e2e.stores import Stores
 
 pytestmark = pytest.mark.two_way
@@ -102,6 +103,20 @@ def test_the_outbound_side_detects_a_conflict_too(runtime: Runtime, stores: Stor
     [conflict] = list(runtime.state.conflicts.all("loyalty_cards"))
     assert conflict["winner"] == "commerce" and conflict["detected_by"].startswith("fo_to_dataverse")
     assert stores.actual("loyalty_cards")[(card,)]["msdyn_partynumber"] == "HQ-EDIT"
+
+
+def test_with_dataverse_wins_the_agents_edit_wins_where_the_outbound_timer_finds_the_conflict(
+        stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = runtime_with(monkeypatch, SYNC_CONFLICT_POLICY="dataverse_wins")
+    synced(runtime)
+    card = str(stores.commerce_rows("loyalty_cards")[3]["CardNumber"])
+    stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "HQ-EDIT"})
+    stores.change_in_dataverse(card_path(card), {"msdyn_partynumber": "AGENT-EDIT"})
+    runtime.scan("loyalty_cards").run()  # the outbound timer runs first and finds the conflict
+    [conflict] = list(runtime.state.conflicts.all("loyalty_cards"))
+    assert conflict["winner"] == "dataverse" and conflict["detected_by"].startswith("fo_to_dataverse")
+    assert stores.actual("loyalty_cards")[(card,)]["msdyn_partynumber"] == "AGENT-EDIT"
+    assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["PartyNumber"] == "AGENT-EDIT"
 
 
 def test_repeated_runs_in_both_directions_converge_with_zero_writes(runtime: Runtime, stores: Stores) -> None:
