@@ -298,6 +298,17 @@ def test_a_passed_preflight_is_trusted_for_a_while(runtime: Runtime, stores: Sto
     assert whoami_calls(stores) == 2
 
 
+def test_a_failed_preflight_is_never_cached_as_passed(runtime: Runtime, stores: Stores,
+                                                       monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A second run right after a failed check is refused again (only a check that passed is trusted for a while)."""
+    app = get_runtime_with(monkeypatch,
+                           SYNC_MAPPINGS_DIR=str(templates_with(tmp_path, "loyalty_cards", misspell_party_number_column)))
+    for _ in range(2):
+        with pytest.raises(PreflightError, match="msdyn_partynumbr"):
+            app.scan("loyalty_cards").run()
+    assert stores.dataverse_writes() == 0 and list(app.state.parked.all("loyalty_cards")) == []
+
+
 def get_runtime_with(monkeypatch: pytest.MonkeyPatch, **settings: str) -> Runtime:
     configure(monkeypatch, **settings)
     return get_runtime()
