@@ -6,6 +6,10 @@ that does not fit the table, a missing reference row, an outage. Parking the who
 one reason under a million parked records. So the run stops as ``failed`` with that reason; the records already
 parked stay parked (the next run retries them anyway). One success, or a second error class, disarms the guard
 for the rest of the run. In place the guard spans the run; fanned out, each key range has its own.
+
+An unchanged record counts as a success: it landed before with this template against these services, so when an
+ordinary re-run's changed records then fail one way, the cause is in their data, not the configuration; they are
+parked, each with its reason, and the run completes (a setup that broke since is what the preflight catches).
 """
 
 from __future__ import annotations
