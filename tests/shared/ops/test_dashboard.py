@@ -139,9 +139,13 @@ def test_a_post_from_another_origin_is_refused_naming_it(runtime: Runtime, local
     assert not runtime.state.callbacks.is_paused("loyalty_cards")
 
 
-def test_a_post_the_browser_marks_cross_site_is_refused(runtime: Runtime, local: None) -> None:
-    response = Session().post("pause", {"template": "loyalty_cards"}, headers={"Sec-Fetch-Site": "cross-site"})
-    assert response.status_code == 403 and "Sec-Fetch-Site: cross-site" in text(response)
+@pytest.mark.parametrize("fetch_site", ["cross-site", "same-site", "none"])
+def test_a_post_the_browser_does_not_mark_same_origin_is_refused(runtime: Runtime, local: None, fetch_site: str) -> None:
+    """``same-site`` is a sibling subdomain (another app under the same site), ``none`` a request no page made: only
+    the page's own origin may post, whatever the Origin header says."""
+    response = Session().post("pause", {"template": "loyalty_cards"}, headers={"Sec-Fetch-Site": fetch_site})
+    assert response.status_code == 403 and f"Sec-Fetch-Site: {fetch_site}" in text(response)
+    assert not runtime.state.callbacks.is_paused("loyalty_cards")
 
 
 def test_a_post_without_origin_or_sec_fetch_site_is_refused(runtime: Runtime, local: None) -> None:
