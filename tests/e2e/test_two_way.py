@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import requests
@@ -216,6 +217,30 @@ def test_a_row_deleted_in_dataverse_is_deleted_in_commerce_with_the_delete_polic
     runtime.inbound("loyalty_cards").run()
     assert (card,) not in {tuple(r.values()) for r in [{"c": r["CardNumber"]} for r in stores.commerce_rows("loyalty_cards")]}
     assert runtime.scan("loyalty_cards").run()[0].written == 0
+
+
+def test_a_reverse_delete_is_conditional_on_the_etag_it_read_so_a_commerce_edit_made_meanwhile_survives(
+        runtime: Runtime, stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    inbound = runtime.inbound("loyalty_cards")
+    monkeypatch.setattr(inbound, "delete_policy", "delete")
+    synced(runtime)
+    card = str(stores.commerce_rows("loyalty_cards")[9]["CardNumber"])
+    stores.delete_in_dataverse(card_path(card))
+    read = inbound.commerce.get
+    edited: list[str] = []
+
+    def then_edited_in_hq(entity_set: str, key: dict[str, str], **options: Any) -> dict[str, Any] | None:
+        row = read(entity_set, key, **options)
+        if key == {"CardNumber": card} and not edited:  # after the delete's read, before its DELETE
+            stores.edit_in_hq("RetailLoyaltyCards", key, {"PartyNumber": "HQ-MEANWHILE"})
+            edited.append(card)
+        return row
+
+    monkeypatch.setattr(inbound.commerce, "get", then_edited_in_hq)
+    inbound.run()
+    assert edited == [card]
+    assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["PartyNumber"] == "HQ-MEANWHILE"
+    assert stores.actual("loyalty_cards")[(card,)]["msdyn_partynumber"] == "HQ-MEANWHILE"  # and it goes back
 
 
 def test_a_parked_dataverse_edit_outlives_commerce_runs_and_replays_into_commerce(runtime: Runtime,
