@@ -278,6 +278,33 @@ def test_this_apps_own_delete_does_not_come_back_to_delete_a_card_re_created_in_
     assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["CardNumber"] == card
 
 
+def test_this_apps_own_delete_seen_by_change_tracking_while_its_tombstone_stands_is_no_agents_delete(
+        runtime: Runtime, stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outbound delete puts a tombstone in the synced state, deletes the Dataverse row, then removes the tombstone.
+    A reverse run in that window finds the delete in the change feed: it is this app's, not an agent's."""
+    inbound = runtime.inbound("loyalty_cards")
+    monkeypatch.setattr(inbound, "delete_policy", "delete")
+    synced(runtime)
+    card = str(stores.commerce_rows("loyalty_cards")[8]["CardNumber"])
+    row = stores.commerce_row(f"RetailLoyaltyCards('{card}')")
+    stores.delete_in_commerce(f"RetailLoyaltyCards('{card}')")
+    engine = runtime.outbound("loyalty_cards")
+    delete_row = engine.writer.delete
+    reverse: list[Any] = []
+
+    def then_the_reverse_timer_runs(key: tuple[str, ...]) -> bool:
+        existed = delete_row(key)
+        stores.create_in_commerce("RetailLoyaltyCards", {k: v for k, v in row.items() if not k.startswith("@")})
+        reverse.append(inbound.run())  # the tombstone still stands
+        return existed
+
+    monkeypatch.setattr(engine.writer, "delete", then_the_reverse_timer_runs)
+    runtime.scan("loyalty_cards").run()
+    [summary] = reverse
+    assert (summary.deleted, summary.conflicts) == (0, 0)
+    assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["CardNumber"] == card
+
+
 def test_the_delete_of_an_older_dataverse_row_leaves_a_key_synced_again_since(
         runtime: Runtime, stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime.inbound("loyalty_cards"), "delete_policy", "delete")
