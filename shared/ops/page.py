@@ -201,7 +201,8 @@ def parked_table(data: Overview, token: str) -> Html:
     rows = join(h('<tr class="parked-row" data-template="{}" data-row-key="{}"><td>{}</td><td class="key">{}</td>'
                   '<td>{}</td><td>{}</td><td class="reason">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
                   e["template"], e["row_key"], e["template"], e["key"] or split_parked_key(e["row_key"])[1],
-                  DIRECTIONS.get(e["direction_code"], e["direction_code"]), e["error_class"] or "", e["error"] or "",
+                  DIRECTIONS.get(e["direction_code"], e["direction_code"]), e["error_class"] or "",
+                  join([esc(e["error"] or ""), h('<div class="at retry">{}</div>', e.get("retry") or "")]),
                   e["attempts"] or "", when(str(e["last_failed"] or "")),
                   form("replay", token, "Replay", {"template": e["template"], "row_key": e["row_key"]},
                        template=e["template"]))

@@ -148,6 +148,7 @@ class Scan:
             pool.finish()
         except RunAborted as exc:  # the first records all failed the same way: failed, with that reason
             pool.abandon()
+            engine.state.parked.stop_waiting(engine.name, exc.keys)  # the cause is one for all, not their data
             summary.failed = max(summary.failed, pool.guard.failures)  # none landed: each one seen was parked
             summary.seen = max(summary.seen, summary.failed)
             return run.fail(exc)
@@ -251,7 +252,9 @@ class Scan:
             summary = self.ranges.run_task(task, plan, page)
         except RunAborted as exc:
             # The range's first records all failed the same way: the run fails with the reason and lets its lease
-            # go, so the other ranges stop (stale); the next timer run resumes it, after its preflight.
+            # go, so the other ranges stop (stale); the next timer run resumes it, after its preflight. Its parked
+            # records go with the next run again (the cause is one for all, not their data).
+            engine.state.parked.stop_waiting(engine.name, exc.keys)
             abort_run(engine.state, task.template, DIRECTION_OUT, task.scope, task.run_id, f"RunAborted: {exc}")
             return "failed"
         pages = self.checkpoints.pages(plan)

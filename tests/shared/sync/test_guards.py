@@ -91,9 +91,14 @@ def a_single_write_rejected_by_dataverse(runtime: Runtime, stores: Stores, datav
     return missing
 
 
-def test_a_record_whose_single_write_failed_is_written_by_the_next_scan(runtime: Runtime, stores: Stores,
-                                                                        dataverse_emulator: Any) -> None:
-    a_single_write_rejected_by_dataverse(runtime, stores, dataverse_emulator)
+def changed_in_hq(stores: Stores, key: tuple[str, ...]) -> None:
+    """A validation refusal waits for the record to change in Commerce (or a replay): it changes."""
+    stores.change_in_commerce(f"RetailLoyaltyCards('{key[0]}')", {"PartyNumber": "EDITED"})
+
+
+def test_a_record_whose_single_write_failed_is_written_by_the_next_scan_once_it_changed(
+        runtime: Runtime, stores: Stores, dataverse_emulator: Any) -> None:
+    changed_in_hq(stores, a_single_write_rejected_by_dataverse(runtime, stores, dataverse_emulator))
 
     timer_run(runtime)
 
@@ -104,6 +109,7 @@ def test_a_parked_record_leaves_the_parked_table_once_the_next_scan_writes_it(ru
                                                                               dataverse_emulator: Any) -> None:
     key = a_single_write_rejected_by_dataverse(runtime, stores, dataverse_emulator)
     assert [json.loads(parked["key"]) for parked in runtime.state.parked.all(CARDS)] == [list(key)]
+    changed_in_hq(stores, key)
 
     timer_run(runtime)
 
