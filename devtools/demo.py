@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.keep:
             settings = emulator_settings(dataverse.url, commerce.url, azurite.connection_string)
             keep_running(function_app.app, runtime, pump, host.url, commerce.url, dataverse.url, settings,
-                         args.timer_every)
+                         args.timer_every, page_url=host.dashboard_url)
         return 0 if ok else 1
 
 
@@ -245,8 +245,9 @@ def env_file(settings: dict[str, str]) -> str:
 
 
 def keep_running(app: Any, runtime: Any, pump: QueuePump, host_url: str, commerce_url: str, dataverse_url: str,
-                 settings: dict[str, str], timer_every: float) -> None:
-    """Play the Functions host until Ctrl-C: HTTP triggers served, queues drained, timers fired."""
+                 settings: dict[str, str], timer_every: float, *, page_url: str = "") -> None:
+    """Play the Functions host until Ctrl-C: HTTP triggers served, queues drained, timers fired. ``page_url``: the
+    status page with its local-mode token (open it once; the page keeps the session in a cookie)."""
     path = env_file(settings)
     stop = threading.Event()
 
@@ -273,7 +274,7 @@ def keep_running(app: Any, runtime: Any, pump: QueuePump, host_url: str, commerc
     cli = ".venv/bin/python -m shared.cli"
     print(f"""
 Still running (Ctrl-C stops everything):
-  Status page     {host_url}/api/ops/dashboard
+  Status page     {page_url or host_url + "/api/ops/dashboard"}
   Ops status      {host_url}/api/ops/status
   Callbacks       {host_url}/api/callbacks/<template>   (queues drained, timers every {timer_every:g} s)
   Dataverse       {dataverse_url}/api/data/v9.2/

@@ -45,7 +45,17 @@ def test_the_demo_prints_where_the_status_page_and_the_services_are(demo: tuple[
                                                                               dict[str, str]]) -> None:
     _, urls = demo
     assert set(urls) == {"Status page", "Ops status", "Dataverse", "Commerce (F&O)"}
-    assert urls["Status page"].endswith("/api/ops/dashboard")
+    assert "/api/ops/dashboard?token=" in urls["Status page"]
+
+
+def test_the_printed_status_page_url_opens_the_page_and_the_bare_page_is_refused(
+        demo: tuple[subprocess.Popen[str], dict[str, str]]) -> None:
+    _, urls = demo
+    with requests.Session() as browser:
+        opened = browser.get(urls["Status page"], timeout=30)  # 303 to the page, the session in a cookie
+        assert opened.status_code == 200 and "Loyalty sync" in opened.text and "token=" not in opened.url
+    bare = requests.get(urls["Status page"].split("?")[0], timeout=30)
+    assert bare.status_code == 403 and "token" in bare.text
 
 
 def test_the_kept_host_answers_the_ops_endpoints(demo: tuple[subprocess.Popen[str], dict[str, str]]) -> None:
