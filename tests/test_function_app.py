@@ -23,9 +23,10 @@ TEMPLATES = ["loyalty_cards", "loyalty_levels", "loyalty_reward_points"]
 PER_TEMPLATE = ["timer", "timer_inbound", "callback", "worker", "pages"]
 OPS = ["ops_status", "ops_parked", "ops_conflicts", "ops_parked_one", "ops_replay", "ops_pause", "ops_resume",
        "ops_reconcile", "ops_sync", "ops_resync", "ops_approve_deletes", "ops_break_lease", "ops_poison",
-       "ops_poison_one", "ops_poison_requeue", "dashboard", "dashboard_action"]
+       "ops_poison_one", "ops_poison_requeue", "ops_check"]
 EXPECTED = sorted([f"{kind}_{t}" for t in TEMPLATES for kind in PER_TEMPLATE]
-                  + ["callback_unknown_template", "timer_retry_parked", "timer_telemetry_sample", *OPS])
+                  + ["callback_unknown_template", "timer_retry_parked", "timer_telemetry_sample", *OPS,
+                     *(f"entra_{name}" for name in OPS), "dashboard", "dashboard_action"])
 
 
 def app() -> func.FunctionApp:

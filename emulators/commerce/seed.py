@@ -58,6 +58,18 @@ class SeedConfig:
     levels_per_company: int = 4
     companies: tuple[str, ...] = ("usmf", "usrt", "demf")
     seed: int = 42
+    #: Reward-point transaction lines in all (-1: eight per card); see emulators.commerce.loyalty_seed.
+    lines: int = -1
+    #: The day the generated history runs up to, and the emulator clock's start (midnight UTC).
+    as_of: str = "2026-12-01"
+    #: ExpirationDate of never-expiring points (inferred, docs/domain-notes.md §11: set it to the app's setting).
+    never_expires: str = "1900-01-01T00:00:00Z"
+    #: ValidTo of an open-ended card tier (inferred: F&O's empty date).
+    open_valid_to: str = "1900-01-01T00:00:00Z"
+
+    @property
+    def line_count(self) -> int:
+        return self.cards * 8 if self.lines < 0 else self.lines
 
 
 def company_name(company: str) -> str:
@@ -158,6 +170,14 @@ def build_reward_points(config: SeedConfig, rng: random.Random) -> list[Row]:
             "VestingTimeUnit": "Day",
             "MaximumLoyaltyRewardPoints": maximum,
         })
+    # The generated transaction lines need both kinds of redeemable points (emulators.commerce.loyalty_seed): the
+    # first vests after 14 days and expires after 12 months, the second is available at once and never expires.
+    if rows:
+        rows[0].update(Redeemable="Yes", RedeemRanking=rows[0]["RedeemRanking"] or 1, ExpirationTimeValue=12,
+                       ExpirationTimeUnit="Month", VestingTimeValue=14, VestingTimeUnit="Day")
+    if len(rows) > 1:
+        rows[1].update(Redeemable="Yes", RedeemRanking=rows[1]["RedeemRanking"] or 1, ExpirationTimeValue=0,
+                       VestingTimeValue=0)
     return rows
 
 

@@ -8,6 +8,7 @@ a template key, a parked reason or a poison message's body is text, never markup
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -103,13 +104,53 @@ def state_cell(row: dict[str, Any], view: TemplateView) -> Html:
     css = {RunStatus.FAILED: "failed", RUNNING: "running", RunStatus.COMPLETED: "ok", NEVER_RUN: "idle",
            RunStatus.DELETES_HELD: "failed"}.get(status, "warn")
     parts.append(h('<span class="badge {}">{}</span>', css, status.replace("_", " ")))
+    if row.get("parked_note"):
+        parts.append(h('<div class="why parked-note">{}</div>', row["parked_note"]))
     if status == RUNNING and row["progress"]:
         parts.append(h('<div class="why progress">{}</div>', row["progress"]))
     if row["reason"]:
-        parts.append(h('<div class="why failure">{}{}</div>', row["reason"],
+        hint, folded = hint_first(row["reason"])
+        parts.append(h('<div class="why failure">{}{}</div>', hint,
                        Html(f" <span class=\"at\">at {esc(when(row['failed_at']))}</span>") if row["failed_at"]
                        else Html("")))
+        if folded:
+            parts.append(h('<details class="exception"><summary>details</summary><div class="mono">{}</div>'
+                           '</details>', row["reason"]))
     return join(parts)
+
+
+# A parenthesised part of a failure's reason that is the exception rather than the advice: a long one, or one that
+# names an error, an exception or an HTTP status (``(ServiceRequestError: ...)``, ``(503 : Service Unavailable)``).
+_EXCEPTION_LIKE = re.compile(r"Error|Exception|Traceback|\b[45]\d\d\b|0x[0-9a-fA-F]{8}")
+
+
+def hint_first(reason: str) -> tuple[str, bool]:
+    """The reason with the exception text taken out (the advice an operator acts on), and whether anything was
+    taken out (then the page folds the whole reason into ``<details>``). Parentheses are matched at any depth."""
+    kept: list[str] = []
+    taken = False
+    i = 0
+    while i < len(reason):
+        if reason[i] != "(":
+            kept.append(reason[i])
+            i += 1
+            continue
+        depth, j = 0, i
+        while j < len(reason):
+            depth += {"(": 1, ")": -1}.get(reason[j], 0)
+            if depth == 0:
+                break
+            j += 1
+        inner = reason[i + 1:j]
+        if j < len(reason) and (len(inner) > 80 or _EXCEPTION_LIKE.search(inner)):
+            taken = True
+            while kept and kept[-1] == " ":
+                kept.pop()
+        else:
+            kept.append(reason[i:j + 1])
+        i = j + 1
+    hint = "".join(kept)
+    return (hint, True) if taken and hint.strip() else (reason, False)
 
 
 def counts_cell(row: dict[str, Any]) -> Html:
@@ -188,7 +229,9 @@ def status_table(data: Overview, token: str) -> Html:
         span = len(rows)
         for i, row in enumerate(rows):
             first = i == 0
-            lead = h('<th scope="rowgroup" rowspan="{}" class="template">{}</th>', span, template) if first else Html("")
+            # a break opportunity after each underscore: a long template name wraps there, not anywhere
+            name = Html(esc(template).replace("_", "_<wbr>"))
+            lead = h('<th scope="rowgroup" rowspan="{}" class="template">{}</th>', span, name) if first else Html("")
             conflicts = section_error(data, "conflicts", "Conflicts") if "conflicts" in data.errors else view.conflicts
             tail = h('<td rowspan="{}" class="backlog">{}{}</td><td rowspan="{}" class="conflicts">{}</td>'
                      '<td rowspan="{}" class="actions">{}</td>', span, template_errors(data, template),
@@ -289,9 +332,13 @@ th.template{font-family:ui-monospace,"DejaVu Sans Mono",monospace;background:#ff
 .badge{display:inline-block;border-radius:10px;padding:1px 8px;font-size:12px;font-weight:600;color:#fff;margin-right:4px}
 .badge.ok{background:var(--ok)}.badge.warn,.badge.paused{background:var(--warn)}.badge.failed{background:var(--bad)}
 .badge.running{background:var(--run)}.badge.idle{background:#6e7781}.badge.badge{color:#fff;white-space:nowrap}
-td.direction{min-width:90px}td.state{min-width:160px;max-width:280px}td.last-run{min-width:180px;max-width:240px}
-td.deletes-held{min-width:150px;max-width:240px;overflow-wrap:anywhere}td.backlog{min-width:110px}td.actions{min-width:150px}.why{color:var(--muted);font-size:12px;margin-top:3px;
-max-width:340px;overflow-wrap:anywhere}.failure{color:var(--bad)}.at{color:var(--muted);font-size:12px}
+table.status th,table.status td{padding:6px 6px;overflow-wrap:anywhere}table.status thead th{overflow-wrap:normal}
+td.scope,td.age,td.conflicts{white-space:nowrap}td.parked{min-width:80px;overflow-wrap:normal}
+td.direction{min-width:70px}td.state{min-width:150px;max-width:260px}td.last-run{min-width:110px;max-width:200px}
+td.deletes-held{min-width:110px;max-width:200px}td.backlog{min-width:90px}td.actions{min-width:150px}
+.why{color:var(--muted);font-size:12px;margin-top:3px;max-width:340px;overflow-wrap:anywhere}
+details.exception{font-size:12px;color:var(--muted);margin-top:3px}details.exception summary{cursor:pointer}
+.failure{color:var(--bad)}.at{color:var(--muted);font-size:12px}
 .count{display:inline-block;margin:0 6px 2px 0;font-size:12px;color:var(--muted)}.count b{color:var(--fg)}
 .bad,.count.bad b{color:var(--bad)}.warn{color:var(--warn)}.none{color:#8c959f}.mono,.key{font-family:ui-monospace,
 "DejaVu Sans Mono",monospace;font-size:12px;overflow-wrap:anywhere}.reason{max-width:420px;overflow-wrap:anywhere}

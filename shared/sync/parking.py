@@ -24,7 +24,7 @@ WAITING = "waiting for a change in Commerce or a replay"
 
 
 def error_class_of(exc: BaseException) -> str:
-    """The class an operator sees on a parked record (README: Failed records)."""
+    """The class an operator sees on a parked record (docs/operations.md: Failed records)."""
     if isinstance(exc, ApiError):
         return exc.error_class
     if isinstance(exc, MappingError):

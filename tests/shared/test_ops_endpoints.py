@@ -27,7 +27,20 @@ def test_operator_endpoints_need_the_admin_key() -> None:
     import function_app
 
     ops = [fn for name, fn in functions(function_app.app).items() if name.startswith("ops_")]
-    assert len(ops) == 15 and {fn.get_trigger().auth_level for fn in ops} == {func.AuthLevel.ADMIN}
+    assert len(ops) == 16 and {fn.get_trigger().auth_level for fn in ops} == {func.AuthLevel.ADMIN}
+
+
+def test_each_operator_endpoint_has_a_twin_for_signed_in_operators() -> None:
+    """``/api/ops/entra/<route>``: anonymous-level for the host, so App Service Authentication's principal (an
+    Entra token) decides, checked in the app as for the status page."""
+    import function_app
+
+    found = functions(function_app.app)
+    ops = {name: fn for name, fn in found.items() if name.startswith("ops_")}
+    for name, fn in ops.items():
+        twin = found[f"entra_{name}"]
+        assert twin.get_trigger().auth_level == func.AuthLevel.ANONYMOUS
+        assert twin.get_trigger().route == "ops/entra/" + fn.get_trigger().route.removeprefix("ops/")
 
 
 def test_status_shows_watermarks_pause_state_and_counters(runtime: Runtime) -> None:
@@ -134,4 +147,4 @@ def test_the_routes_and_methods_are_unchanged() -> None:
                       "ops_resync": ("ops/resync", post),
                       "ops_approve_deletes": ("ops/approve-deletes", post), "ops_break_lease": ("ops/break-lease", post),
                       "ops_poison": ("ops/poison", get), "ops_poison_one": ("ops/poison/{template}/{id}", get),
-                      "ops_poison_requeue": ("ops/poison/requeue", post)}
+                      "ops_poison_requeue": ("ops/poison/requeue", post), "ops_check": ("ops/check", get)}

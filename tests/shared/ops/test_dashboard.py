@@ -387,6 +387,14 @@ def test_an_action_on_an_unknown_template_is_a_400(runtime: Runtime, local: None
     assert response.status_code == 400 and "unknown template 'nope'" in text(response)
 
 
+def test_a_replay_refused_again_says_why_on_the_page(runtime: Runtime, stores: Stores, local: None) -> None:
+    park_an_amount_point_in_unknown_currency(runtime, stores)  # the currency is still missing
+    session = Session()
+    session.post("replay", {"template": "loyalty_reward_points", "row_key": "XTS-AMOUNT"})
+    assert ("loyalty_reward_points: replayed 1 parked: 1 parked; XTS-AMOUNT still refused: Couldn&#x27;t resolve the "
+            "guid for the field: isocurrencycode") in session.html()
+
+
 # -- a part that cannot be read ----------------------------------------------------------------------------------
 
 
