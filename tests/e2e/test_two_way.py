@@ -120,6 +120,26 @@ def test_with_dataverse_wins_the_agents_edit_wins_where_the_outbound_timer_finds
     assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["PartyNumber"] == "AGENT-EDIT"
 
 
+def test_the_change_feed_decides_a_key_dataverse_spells_in_another_case_under_commerces_spelling(
+        runtime: Runtime, stores: Stores) -> None:
+    """Both services match keys case-insensitively: an agent's edit of ``lc`` spelt in lower case is Commerce's card,
+    its synced state is found (no false conflict), no second state is made, and the edit lands."""
+    synced(runtime)
+    card = str(stores.commerce_rows("loyalty_cards")[4]["CardNumber"])
+    stores.create_in_commerce("RetailLoyaltyCards", {**{k: v for k, v in stores.commerce_row(
+        f"RetailLoyaltyCards('{card}')").items() if not k.startswith("@")}, "CardNumber": "CASE-A"})
+    runtime.scan("loyalty_cards").run()
+    runtime.inbound("loyalty_cards").run()
+    [row] = [r for r in stores.dataverse_rows("msdyn_loyaltycards") if r["msdyn_cardnumber"] == "CASE-A"]
+    stores.change_in_dataverse(f"msdyn_loyaltycards({row['msdyn_loyaltycardid']})",
+                               {"msdyn_cardnumber": "case-a", "msdyn_partynumber": "AGENT-CASE"})
+    summary = runtime.inbound("loyalty_cards").run()
+    assert summary.conflicts == 0 and list(runtime.state.conflicts.all("loyalty_cards")) == []
+    assert [s.row_key for s in runtime.state.synced.iter("loyalty_cards") if s.row_key.casefold() == "case-a"] == [
+        "CASE-A"]
+    assert stores.commerce_row("RetailLoyaltyCards('CASE-A')")["PartyNumber"] == "AGENT-CASE"
+
+
 def test_repeated_runs_in_both_directions_converge_with_zero_writes(runtime: Runtime, stores: Stores) -> None:
     synced(runtime)
     card = str(stores.commerce_rows("loyalty_cards")[4]["CardNumber"])
