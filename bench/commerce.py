@@ -16,6 +16,8 @@ from typing import Any
 
 import requests
 
+from bench.ceiling import windows_in
+
 # F&O documents 6,000 requests and 1,200 s per 300 s and 52 concurrent (docs/protocol-notes.md §3.5): scaled down.
 FO_PROTECTION = {"window_s": 10, "max_requests": 100, "max_execution_s": None, "max_concurrent": 6}
 # Resource-based throttling on 1 % of the requests, with a Retry-After of 2 s (inferred: F&O sends one).
@@ -64,7 +66,10 @@ def fo_writes(runtime: Any, fo_url: str, *, threads: int = 4, seconds: float = 2
     user_429 = int(protection.get("throttled", 0))
     resource_429 = sum(int(rule.get("fired", 0)) for rule in faults.get("rules", []))
     sent = int(protection.get("requests", 0)) + user_429 + resource_429
-    ceiling = FO_PROTECTION["max_requests"] / FO_PROTECTION["window_s"]  # type: ignore[operator]
+    # What a perfect client writes in this run: one window's requests for every window the run begins (the first
+    # starts empty: bench/ceiling.py), one write a request.
+    window_s = float(FO_PROTECTION["window_s"])  # type: ignore[arg-type]
+    ceiling = float(FO_PROTECTION["max_requests"]) * windows_in(elapsed, window_s) / elapsed  # type: ignore[arg-type]
     rate = written[0] / elapsed
     print(f"Commerce writes under F&O throttling: {written[0]} in {elapsed:.1f} s = {rate:.1f}/s (ceiling "
           f"{ceiling:.0f}/s), {user_429} user-based and {resource_429} resource-based 429s of {sent} requests, "

@@ -336,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.keep:
             settings = emulator_settings(dataverse.url, commerce.url, azurite.connection_string)
             keep_running(function_app.app, runtime, pump, host.url, commerce.url, dataverse.url, settings,
-                         args.timer_every, card=card, by_event=["loyalty_cards"])
+                         args.timer_every, card=card, by_event=["loyalty_cards"], page_url=host.dashboard_url)
         else:
             print("Next: ./dev demo --keep leaves all of it running (the status page, callbacks, queues and timers) "
                   "to try\nthe CLI and the page against it; Ctrl-C stops it.")
@@ -352,8 +352,10 @@ def env_file(settings: dict[str, str]) -> str:
 
 
 def keep_running(app: Any, runtime: Any, pump: QueuePump, host_url: str, commerce_url: str, dataverse_url: str,
-                 settings: dict[str, str], timer_every: float, *, card: str, by_event: list[str]) -> None:
-    """Play the Functions host until Ctrl-C: HTTP triggers served, queues drained, timers fired."""
+                 settings: dict[str, str], timer_every: float, *, card: str, by_event: list[str],
+                 page_url: str = "") -> None:
+    """Play the Functions host until Ctrl-C: HTTP triggers served, queues drained, timers fired. ``page_url``: the
+    status page with its local-mode token (open it once; the page keeps the session in a cookie)."""
     path = env_file(settings)
     stop = threading.Event()
 
@@ -383,7 +385,7 @@ def keep_running(app: Any, runtime: Any, pump: QueuePump, host_url: str, commerc
     print(f"""
 Still running (Ctrl-C, or kill {os.getpid()}, stops everything):
   PID             {os.getpid()}
-  Status page     {host_url}/api/ops/dashboard
+  Status page     {page_url or host_url + "/api/ops/dashboard"}
   Ops status      {host_url}/api/ops/status
   Callbacks       {host_url}/api/callbacks/<template>   (queues drained as they fill)
   Dataverse       {dataverse_url}/api/data/v9.2/

@@ -14,13 +14,14 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import azure.functions as func
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -101,6 +102,7 @@ def resolve_binding(expression: str) -> str:
 
 logger = logging.getLogger("devtools.functions_host")
 DASHBOARD_AUTH_SETTING = "SYNC_DASHBOARD_AUTH"  # shared/ops/access.py: "local" serves the status page unsigned
+DASHBOARD_TOKEN_SETTING = "SYNC_DASHBOARD_TOKEN"  # ... to a browser that opened it once with this token
 MAX_DEQUEUE_COUNT = 5  # the Functions queue extension's default maxDequeueCount
 
 
@@ -245,9 +247,10 @@ class _HostServer(ThreadingHTTPServer):
 
 class LocalFunctionsHost:
     """Serves the app's HTTP triggers on 127.0.0.1 (no function keys: local equipment only). The status page
-    (``/api/ops/dashboard``) is served without sign-in: ``start`` sets ``SYNC_DASHBOARD_AUTH=local`` for this
-    process unless it is set already (the page refuses it wherever ``WEBSITE_SITE_NAME`` says Azure), and
-    ``stop`` takes it back."""
+    (``/api/ops/dashboard``) is served without Entra ID sign-in: ``start`` sets ``SYNC_DASHBOARD_AUTH=local`` and a
+    random ``SYNC_DASHBOARD_TOKEN`` for this process unless they are set already (the page refuses local mode
+    wherever ``WEBSITE_SITE_NAME`` says Azure), and ``stop`` takes them back. ``dashboard_url`` opens the page with
+    the token (the page then keeps the session in a cookie)."""
 
     def __init__(self, app: func.FunctionApp, port: int = 0, *, master_key: str | None = None,
                  easy_auth: dict[str, str] | None = None) -> None:
@@ -295,14 +298,25 @@ class LocalFunctionsHost:
         self._set_local_auth = DASHBOARD_AUTH_SETTING not in os.environ
         if self._set_local_auth:
             os.environ[DASHBOARD_AUTH_SETTING] = "local"
+        self._set_token = DASHBOARD_TOKEN_SETTING not in os.environ
+        if self._set_token:
+            os.environ[DASHBOARD_TOKEN_SETTING] = secrets.token_urlsafe(32)
         self._thread.start()
         return self
+
+    @property
+    def dashboard_url(self) -> str:
+        """The status page, with the token that lets this browser in (local mode)."""
+        token = os.environ.get(DASHBOARD_TOKEN_SETTING, "")
+        return f"{self.url}/api/ops/dashboard?token={quote(token)}" if token else f"{self.url}/api/ops/dashboard"
 
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
         if getattr(self, "_set_local_auth", False):
             os.environ.pop(DASHBOARD_AUTH_SETTING, None)
+        if getattr(self, "_set_token", False):
+            os.environ.pop(DASHBOARD_TOKEN_SETTING, None)
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(handler.path)

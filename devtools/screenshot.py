@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.callback(host.stop)
         driver = chromium()
         stack.callback(driver.quit)
-        driver.get(f"{host.url}/api/ops/dashboard")
+        driver.get(host.dashboard_url)
         full_page(driver, args.out)
     print(f"saved {args.out}")
     return 0

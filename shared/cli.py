@@ -334,7 +334,7 @@ def cmd_parked(source: Source, args: argparse.Namespace) -> Report:
     if args.summary:
         return Report(summary, exit_code=code)
     rows = [{"template": e["template"], "row_key": e["row_key"], "key": e["key"], "error_class": e["error_class"],
-             "attempts": e["attempts"], "last_failed": e["last_failed"], "error": e["error"][:100]}
+             "attempts": e["attempts"], "last_failed": e["last_failed"], "retry": e["retry"], "error": e["error"][:100]}
             for e in entries]
     if args.json or not rows:
         return Report(rows, exit_code=code)

@@ -21,9 +21,9 @@ from azure.core.exceptions import AzureError
 
 from shared.mapping.model import Template
 from shared.messages import PageTask
-from shared.messages.events import work_items
+from shared.messages.events import WorkItem, work_items
 from shared.observability import correlation_scope, log
-from shared.runtime import get_runtime
+from shared.runtime import Runtime, get_runtime
 from shared.state.queues import QueueKind, binding_queue_name, pages_binding_queue_name
 from shared.sync import operations, worker
 from shared.sync.callbacks import (
@@ -35,7 +35,7 @@ from shared.sync.callbacks import (
     handle_callback,
     secret_check,
 )
-from shared.sync.runs import DIRECTION_IN, DIRECTION_OUT, scope_of
+from shared.sync.runs import ALL, DIRECTION_IN, DIRECTION_OUT, is_recorded, record_unscoped_failure, scope_of
 from shared.telemetry import metrics, sampling, tracing
 
 logger = logging.getLogger("loyaltysync.triggers")
@@ -54,21 +54,44 @@ def _answer(answer: CallbackAnswer) -> func.HttpResponse:
     return _json(answer.status, answer.body)
 
 
+def record_failure(template: str, direction: str, scope: str, what: str, exc: BaseException) -> None:
+    """A timer's or queue trigger's failure that no run recorded yet: the scope's row says failed with ``what``
+    and the error, so ``status`` and the page show it (the caller raises on: the host logs it, a queue message
+    is retried, then poisoned). Storage that cannot be reached records nothing: that is logged."""
+    if is_recorded(exc):
+        return
+    reason = f"{what}: {type(exc).__name__}: {exc}"
+    try:
+        record_unscoped_failure(get_runtime().state, template, direction, scope, reason, exc)
+    except Exception as record_exc:  # storage itself is down (or the app cannot start): the log is all there is
+        log(logger, logging.ERROR, "trigger failed and the failure could not be recorded", template=template,
+            direction=direction, scope=scope, error=reason, record_error=f"{type(record_exc).__name__}: {record_exc}")
+        return
+    log(logger, logging.ERROR, "trigger failed; recorded as a failed run", template=template, direction=direction,
+        scope=scope, error=reason)
+
+
 def run_timer(template: str, timer: func.TimerRequest, invocation_id: str) -> None:
     with correlation_scope(invocation_id):
-        if timer.past_due:
-            log(logger, logging.WARNING, "timer is past due", template=template)
-        runtime = get_runtime()
-        if worker.is_paused(runtime, template):
-            log(logger, logging.INFO, "template paused; timer run skipped", template=template)
-            return
-        scan = runtime.scan(template)
-        for company in scan.scopes(runtime.settings.legal_entities):  # one sync.run span per scope
-            with tracing.run_span(template, DIRECTION_OUT, scope_of(company), fanned_out=runtime.settings.fan_out):
-                if runtime.settings.fan_out:  # the run goes on in the page workers: the span ends with the planning
-                    tracing.annotate_run(status=scan.start(company).status.value)
-                else:
-                    scan.run_scope(company)
+        scope = ALL
+        try:
+            if timer.past_due:
+                log(logger, logging.WARNING, "timer is past due", template=template)
+            runtime = get_runtime()
+            if worker.is_paused(runtime, template):
+                log(logger, logging.INFO, "template paused; timer run skipped", template=template)
+                return
+            scan = runtime.scan(template)
+            for company in scan.scopes(runtime.settings.legal_entities):  # one sync.run span per scope
+                scope = scope_of(company)
+                with tracing.run_span(template, DIRECTION_OUT, scope, fanned_out=runtime.settings.fan_out):
+                    if runtime.settings.fan_out:  # the run goes on in the page workers: the span ends with the planning
+                        tracing.annotate_run(status=scan.start(company).status.value)
+                    else:
+                        scan.run_scope(company)
+        except Exception as exc:
+            record_failure(template, DIRECTION_OUT, scope, "timer run", exc)
+            raise
 
 
 def _refused(template: str, kind: QueueKind, msg: func.QueueMessage, named: list[str]) -> None:
@@ -84,29 +107,40 @@ def _refused(template: str, kind: QueueKind, msg: func.QueueMessage, named: list
 
 def run_page(template: str, msg: func.QueueMessage, invocation_id: str) -> None:
     """One key range, or one delete check, of a fanned-out full scan (a bad message fails here: the host
-    retries, then poisons it; one naming another template is refused at once)."""
+    retries, then poisons it; one naming another template is refused at once). A failure is recorded on the run's
+    scope (the run goes on: its lease is kept and the host delivers the task again)."""
     with correlation_scope(invocation_id):
         task = PageTask.model_validate_json(msg.get_body())
         if task.template != template:
             _refused(template, QueueKind.PAGES, msg, [task.template])
             return
-        with tracing.range_span(task.template, task.scope, task.run_id, task.index, task.kind) as span:
-            span.set_attribute("outcome", worker.run_page_task(get_runtime(), task))
+        inbound = task.kind in ("inbound", "inbound_plan")
+        try:
+            with tracing.range_span(task.template, task.scope, task.run_id, task.index, task.kind) as span:
+                span.set_attribute("outcome", worker.run_page_task(get_runtime(), task))
+        except Exception as exc:
+            record_failure(task.template, DIRECTION_IN if inbound else DIRECTION_OUT, task.scope,
+                           f"{task.kind} task {task.index} of run {task.run_id}", exc)
+            raise
 
 
 def run_inbound(template: str, timer: func.TimerRequest, invocation_id: str) -> None:
     with correlation_scope(invocation_id):
-        runtime = get_runtime()
-        if not runtime.settings.two_way:
-            return
-        if worker.is_paused(runtime, template):
-            log(logger, logging.INFO, "template paused; inbound run skipped", template=template)
-            return
-        with tracing.run_span(template, DIRECTION_IN, "all"):
-            if runtime.settings.fan_out:  # a baseline's key ranges go to the pages queue
-                runtime.inbound(template).start(runtime.queues.send_page)
-            else:
-                runtime.inbound(template).run()
+        try:
+            runtime = get_runtime()
+            if not runtime.settings.two_way:
+                return
+            if worker.is_paused(runtime, template):
+                log(logger, logging.INFO, "template paused; inbound run skipped", template=template)
+                return
+            with tracing.run_span(template, DIRECTION_IN, ALL):
+                if runtime.settings.fan_out:  # a baseline's key ranges go to the pages queue
+                    runtime.inbound(template).start(runtime.queues.send_page)
+                else:
+                    runtime.inbound(template).run()
+        except Exception as exc:
+            record_failure(template, DIRECTION_IN, ALL, "inbound timer run", exc)
+            raise
 
 
 def callback(template: str, req: func.HttpRequest, invocation_id: str) -> func.HttpResponse:
@@ -137,17 +171,33 @@ def _callback_answer(template: str, req: func.HttpRequest, cid: str) -> Callback
 
 
 def work(template: str, msg: func.QueueMessage, invocation_id: str) -> None:
-    """The work items of one message of ``template``'s callbacks queue. A message naming another template (any of
-    its items) is refused whole: its items run as no template (``_refused``)."""
+    """The work items of one message of ``template``'s callbacks queue (one item, or a group of callbacks that
+    arrived together). A message naming another template (any of its items) is refused whole: its items run as no
+    template (``_refused``). An outage raises (the host retries the message, then poisons it) and is recorded on the
+    outbound row of the record's scope (``all`` when the item names no key), until a run of that scope succeeds."""
     with correlation_scope(invocation_id):
-        runtime = get_runtime()
-        items = work_items(msg.get_body())  # one item, or a group of callbacks that arrived together
-        others = [item.template for item in items if item.template != template]
-        if others:
-            _refused(template, QueueKind.CALLBACKS, msg, others)
-            return
-        for item in items:
-            worker.process(runtime, item)
+        scope, what = ALL, "callback work item"
+        try:
+            runtime = get_runtime()
+            items = work_items(msg.get_body())
+            others = [item.template for item in items if item.template != template]
+            if others:
+                _refused(template, QueueKind.CALLBACKS, msg, others)
+                return
+            for item in items:
+                scope, what = _item_scope(runtime, item), f"callback work item {item.event_id or item.key or '-'}"
+                worker.process(runtime, item)
+        except Exception as exc:
+            record_failure(template, DIRECTION_OUT, scope, what, exc)
+            raise
+
+
+def _item_scope(runtime: Runtime, item: WorkItem) -> str:
+    try:
+        plan = runtime.catalog.plan(item.template)
+        return scope_of(plan.company_of(plan.key_of(item.key))) if item.key else ALL
+    except Exception:  # a key the plan cannot read: its failure is the item's own
+        return ALL
 
 
 def refresh_pending(invocation_id: str) -> None:
@@ -164,8 +214,19 @@ def unknown_template(req: func.HttpRequest, invocation_id: str) -> func.HttpResp
 
 
 def retry_parked(invocation_id: str) -> None:
+    """The retriable parked records of every template; a template whose retry fails is recorded as a failed
+    outbound run (scope ``all``) and the others still run; the timer then fails with the first error."""
     with correlation_scope(invocation_id):
-        operations.retry_parked(get_runtime())
+        runtime = get_runtime()
+        failures: list[Exception] = []
+        for template in [t.name for t in runtime.catalog]:
+            try:
+                operations.replay(runtime, template, error_classes=operations.RETRIABLE)
+            except Exception as exc:
+                record_failure(template, DIRECTION_OUT, ALL, "retry of parked records", exc)
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
 
 def sample_telemetry(invocation_id: str) -> None:

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import json
+import random
 import uuid
 from typing import Any
+
+# Event ids from a seeded generator: unique within a process, and the same sequence in every process, so a test
+# parametrized with a built event has the same id on every pytest-xdist worker (they must collect alike).
+_EVENT_IDS = random.Random(21)
+
+
+def event_id() -> uuid.UUID:
+    return uuid.UUID(int=_EVENT_IDS.getrandbits(128), version=4)
 
 
 def card_row(**overrides: Any) -> dict[str, Any]:
@@ -67,7 +76,7 @@ def business_event(**overrides: Any) -> dict[str, Any]:
         "BusinessEventLegalEntity": "USMF",
         "ContextRecordSubject": "",
         "ControlNumber": 5637611083,
-        "EventId": str(uuid.uuid4()).upper(),
+        "EventId": str(event_id()).upper(),
         "EventTime": "/Date(1672408275000)/",
         "EventTimeIso8601": "2022-12-30T13:51:15.2942742Z",
         "InitiatingUserAADObjectId": "{410A2690-5EC2-42EE-9F2A-E75B4E324930}",

@@ -126,6 +126,14 @@ def stores(runtime: Runtime, dataverse_emulator: object, commerce_emulator: obje
     return Stores(runtime, dataverse_emulator.url, commerce_emulator.url, STATIC_TOKEN)  # type: ignore[attr-defined]
 
 
+# Tests that must not share the machine's cores with each other under pytest-xdist (``./dev test`` runs ``-n 2
+# --dist loadgroup``): they measure time or load the machine (the chaos run, the browser, the gate's and the
+# limiter's timing, the callback deadline, a whole demo process). They all go to one worker, one after the other.
+SERIAL = ("/tests/chaos/", "/tests/browser/", "/tests/shared/http/", "/tests/shared/sync/test_callback_deadline.py",
+          "/tests/devtools/test_demo_keep.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group markers
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     for item in items:
         path = str(item.fspath)
@@ -133,3 +141,5 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
             item.add_marker(pytest.mark.e2e)
         if "/hostile/" in path:
             item.add_marker(pytest.mark.hostile)
+        if any(part in path for part in SERIAL):
+            item.add_marker(pytest.mark.xdist_group("serial"))

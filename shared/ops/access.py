@@ -13,10 +13,17 @@ requests. The page's functions are anonymous-level (no function key in a browser
 A GET without a principal is sent to ``/.auth/login/aad`` (and back); anything else refused answers 403
 naming the reason.
 
-**Locally** ``SYNC_DASHBOARD_AUTH=local`` serves the page without sign-in, on a loopback host name only
-(127.0.0.1, localhost, ::1). It is refused wherever ``WEBSITE_SITE_NAME`` is set (App Service sets it on
-every app in Azure), so a copied setting cannot open the page there. ``devtools/functions_host.py``'s
-``LocalFunctionsHost`` sets it for its own process.
+**Locally** ``SYNC_DASHBOARD_AUTH=local`` serves the page without Entra ID sign-in, to a browser that proves it
+was given the process's token: ``SYNC_DASHBOARD_TOKEN`` when set (at least 32 characters), else a random one made
+when the app starts and logged once then (``func start`` prints it; ``devtools/functions_host.py``'s
+``LocalFunctionsHost`` and the demo print the URL with it). The first visit opens ``/api/ops/dashboard?token=…``;
+the page answers 303 to itself with the session in an HttpOnly, SameSite=Strict cookie (the token leaves the address
+bar); every other request without that cookie gets 403 saying how to get in. No header decides it: a ``Host`` is
+whatever the client sends, and ``func start`` listens on every interface, so anyone on the network could otherwise
+use the page and its actions. The host name must be a loopback one as well (127.0.0.1, localhost, ::1). Local
+mode is refused wherever ``WEBSITE_SITE_NAME`` is set (App Service sets it on every app in Azure), so a copied
+setting cannot open the page there. Any other value of ``SYNC_DASHBOARD_AUTH`` is refused (403) naming the
+allowed ones.
 
 **Cross-site requests**: every action is a POST form that carries a per-session token (a random value kept
 in an HttpOnly, SameSite=Strict cookie, repeated in a hidden form field: a double-submit token another site can
@@ -29,20 +36,32 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import ipaddress
 import json
+import logging
+import os
 import secrets
+import threading
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from typing import Literal
 from urllib.parse import quote, urlsplit
 
 import azure.functions as func
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.observability import log
+
+logger = logging.getLogger("loyaltysync.ops")
 AUTH_SETTING = "SYNC_DASHBOARD_AUTH"
+AUTH_MODES = ("easyauth", "local")
+TOKEN_SETTING = "SYNC_DASHBOARD_TOKEN"
+TOKEN_PARAM = "token"
+LOCAL_COOKIE = "ops_local"
+MIN_TOKEN = 32
 GROUP_SETTING = "SYNC_OPERATORS_GROUP_ID"
 ROLE_SETTING = "SYNC_OPERATORS_ROLE"
 AZURE_SITE = "WEBSITE_SITE_NAME"  # set by App Service on every app in Azure
@@ -66,6 +85,7 @@ class AccessSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
 
     mode: Literal["easyauth", "local"] = Field(default="easyauth", validation_alias=AUTH_SETTING)
+    local_token: SecretStr | None = Field(default=None, min_length=MIN_TOKEN, validation_alias=TOKEN_SETTING)
     operators_group_id: str = Field(default="", validation_alias=GROUP_SETTING)
     operators_role: str = Field(default="", validation_alias=ROLE_SETTING)
     site_name: str = Field(default="", validation_alias=AZURE_SITE)
@@ -125,9 +145,71 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def access_settings() -> AccessSettings:
+    """The page's settings; ``Denied`` naming the setting and what it allows when one is not valid."""
+    try:
+        return AccessSettings()
+    except ValidationError as exc:
+        if any(AUTH_SETTING in str(e["loc"]) or "mode" in e["loc"] for e in exc.errors()):
+            raise Denied(f"{AUTH_SETTING} is {os.environ.get(AUTH_SETTING, '')!r}: it must be one of "
+                         f"{', '.join(AUTH_MODES)} (easyauth, the default: App Service Authentication in Azure; "
+                         "local: this machine, with the token printed when the app started)") from None
+        raise Denied(f"{TOKEN_SETTING} must be at least {MIN_TOKEN} characters (a random value, e.g. from "
+                     "python -c \"import secrets; print(secrets.token_urlsafe(32))\")") from None
+
+
+_made_token: list[str] = []  # the random token of this process (when SYNC_DASHBOARD_TOKEN is not set)
+_token_lock = threading.Lock()
+
+
+def local_token(settings: AccessSettings) -> str:
+    """The token local mode asks for: ``SYNC_DASHBOARD_TOKEN``, else one random token per process, logged once."""
+    if settings.local_token is not None:
+        return settings.local_token.get_secret_value()
+    with _token_lock:
+        if not _made_token:
+            _made_token.append(secrets.token_urlsafe(32))
+            log(logger, logging.WARNING, "status page in local mode: open it once with this token (anyone with it "
+                "can use the page and its actions)", url=f"{COOKIE_PATH}?{TOKEN_PARAM}={_made_token[0]}",
+                setting=f"{TOKEN_SETTING} sets a token of your own")
+        return _made_token[0]
+
+
+def announce_local_token() -> None:
+    """At start-up: in local mode (not in Azure) make the token now, so that ``func start`` prints it once."""
+    try:
+        settings = AccessSettings()
+    except ValidationError:
+        return  # the page answers 403 naming the setting
+    if settings.mode == "local" and not settings.site_name:
+        local_token(settings)
+
+
+def local_session(token: str) -> str:
+    """The session cookie's value for ``token`` (derived: the cookie is not the token itself)."""
+    return hmac.new(token.encode(), b"loyaltysync status page session", hashlib.sha256).hexdigest()
+
+
+def local_sign_in(req: func.HttpRequest) -> str | None:
+    """A first visit in local mode with the right ``?token=``: the session cookie's value to set (else None)."""
+    offered = req.params.get(TOKEN_PARAM)
+    if not offered:
+        return None
+    try:
+        settings = access_settings()
+    except Denied:
+        return None
+    if settings.mode != "local" or settings.site_name:
+        return None
+    token = local_token(settings)
+    if not hmac.compare_digest(offered.encode(), token.encode()):
+        return None
+    return local_session(token)
+
+
 def operator(req: func.HttpRequest, settings: AccessSettings | None = None) -> Operator:
     """The operator behind a request, or ``Denied`` with the reason."""
-    settings = settings or AccessSettings()
+    settings = settings or access_settings()
     if settings.mode == "local":
         if settings.site_name:
             raise Denied(f"{AUTH_SETTING}=local is refused in Azure ({AZURE_SITE} is set): remove that app setting; "
@@ -135,6 +217,11 @@ def operator(req: func.HttpRequest, settings: AccessSettings | None = None) -> O
         if not _is_loopback(_host(req)):
             raise Denied(f"{AUTH_SETTING}=local serves loopback addresses only (127.0.0.1, localhost), not "
                          f"{_host(req)}")
+        session = read_cookie(req, LOCAL_COOKIE)
+        if not session or not hmac.compare_digest(session.encode(), local_session(local_token(settings)).encode()):
+            raise Denied(f"{AUTH_SETTING}=local needs the token this app printed when it started: open "
+                         f"{COOKIE_PATH}?{TOKEN_PARAM}=<token> once (func start logs the URL; set {TOKEN_SETTING} to "
+                         "choose the token)")
         return Operator("local operator", local=True)
     if settings.easy_auth_enabled.lower() != "true":
         raise Denied(f"App Service Authentication is not enabled on this app ({EASY_AUTH_ENABLED} is not True): "

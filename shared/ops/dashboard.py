@@ -67,7 +67,9 @@ Action = Callable[[Runtime, ActionForm, Operator], page.Flash]
 
 
 def register(bp: func.Blueprint) -> None:
-    """Add the page's two functions to the ``/api/ops`` Blueprint."""
+    """Add the page's two functions to the ``/api/ops`` Blueprint (in local mode the page's token is made and
+    logged now, once per process: ``func start`` shows it)."""
+    access.announce_local_token()
 
     @bp.function_name("dashboard")
     @bp.route(route="ops/dashboard", methods=[func.HttpMethod.GET], auth_level=func.AuthLevel.ANONYMOUS)
@@ -95,6 +97,11 @@ def _denied(req: func.HttpRequest, denied: Denied) -> func.HttpResponse:
 
 
 def show(req: func.HttpRequest) -> func.HttpResponse:
+    session = access.local_sign_in(req)
+    if session is not None:  # local mode's first visit with the token: the session cookie, and the token off the URL
+        response = func.HttpResponse("", status_code=303, headers={"Location": PAGE_PATH, **SECURITY_HEADERS})
+        response.headers.add("Set-Cookie", access.cookie(access.LOCAL_COOKIE, session, req))
+        return response
     try:
         who = access.operator(req)
     except Denied as denied:

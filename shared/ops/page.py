@@ -212,6 +212,19 @@ def actions_cell(view: TemplateView, parked_count: int, token: str) -> Html:
     return join(parts)
 
 
+def section_error(data: Overview, key: str, what: str) -> Html:
+    """A part of the page that could not be read: said in its place, with the reason (empty when it was read)."""
+    reason = data.errors.get(key)
+    if reason is None:
+        return Html("")
+    return h('<div class="bad section-error" data-section="{}">{} could not be read: {}</div>', key, what, reason)
+
+
+def template_errors(data: Overview, template: str) -> Html:
+    return join([section_error(data, f"{template}.{part}", what) for part, what in
+                 (("pause", "Its pause state"), ("backlog", "Its queues"), ("held", "Its held callbacks"))])
+
+
 def status_table(data: Overview, token: str) -> Html:
     by_template: dict[str, list[dict[str, Any]]] = {}
     for row in data.rows:
@@ -226,9 +239,11 @@ def status_table(data: Overview, token: str) -> Html:
             # a break opportunity after each underscore: a long template name wraps there, not anywhere
             name = Html(esc(template).replace("_", "_<wbr>"))
             lead = h('<th scope="rowgroup" rowspan="{}" class="template">{}</th>', span, name) if first else Html("")
-            tail = h('<td rowspan="{}" class="backlog">{}</td><td rowspan="{}" class="conflicts">{}</td>'
-                     '<td rowspan="{}" class="actions">{}</td>', span, backlog_cell(view), span, view.conflicts,
-                     span, actions_cell(view, parked_count, token)) if first else Html("")
+            conflicts = section_error(data, "conflicts", "Conflicts") if "conflicts" in data.errors else view.conflicts
+            tail = h('<td rowspan="{}" class="backlog">{}{}</td><td rowspan="{}" class="conflicts">{}</td>'
+                     '<td rowspan="{}" class="actions">{}</td>', span, template_errors(data, template),
+                     backlog_cell(view), span, conflicts, span, actions_cell(view, parked_count, token)) \
+                if first else Html("")
             held = held_cell(row)
             body.append(h(
                 '<tr class="status-row{}" data-template="{}" data-direction="{}" data-scope="{}">{}'
@@ -239,20 +254,23 @@ def status_table(data: Overview, token: str) -> Html:
                 DIRECTIONS.get(row["direction"], row["direction"]), row["scope"], state_cell(row, view),
                 counts_cell(row), age(row["last_run_finished"], data.read_at) if row["last_run_finished"] else DASH,
                 parked_cell(data.parked_by_class(template, row["direction"], row["scope"])), held, tail))
-    return h('<table class="status"><thead><tr><th>Template</th><th>Direction</th><th>Scope</th><th>State</th>'
+    return h('{}<table class="status"><thead><tr><th>Template</th><th>Direction</th><th>Scope</th><th>State</th>'
              '<th>Last run</th><th>Watermark age</th><th>Parked by error class</th><th>Deletes held</th>'
              '<th>Backlog</th><th>Conflicts</th><th>Actions</th></tr></thead><tbody>{}</tbody></table>',
-             join(body))
+             section_error(data, "status", "The runs (watermarks)"), join(body))
 
 
 def parked_table(data: Overview, token: str) -> Html:
+    if "parked" in data.errors:
+        return section_error(data, "parked", "The parked records")
     if not data.parked:
         return Html('<p class="none" id="no-parked">Nothing is parked.</p>')
     rows = join(h('<tr class="parked-row" data-template="{}" data-row-key="{}"><td>{}</td><td class="key">{}</td>'
                   '<td>{}</td><td>{}</td><td class="reason">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
                   e["template"], e["row_key"], e["template"], free(e["key"] or split_parked_key(e["row_key"])[1]),
                   DIRECTIONS.get(e["direction_code"], e["direction_code"]), e["error_class"] or "", free(e["error"] or ""),
-                  e["attempts"] or "", when(str(e["last_failed"] or "")),
+                  join([esc(e["attempts"] or ""), h('<div class="at retry">{}</div>', free(e.get("retry") or ""))]),
+                  when(str(e["last_failed"] or "")),
                   form("replay", token, "Replay", {"template": e["template"], "row_key": e["row_key"]},
                        template=e["template"]))
                 for e in data.parked[:PARKED_SHOWN])
@@ -265,8 +283,10 @@ def parked_table(data: Overview, token: str) -> Html:
 
 def poison_table(data: Overview, token: str) -> Html:
     messages = [m for view in data.templates.values() for m in view.poison]
+    errors = join([section_error(data, f"{t}.poison", f"The poison messages of {t}") for t in data.templates])
     if not messages:
-        return Html('<p class="none" id="no-poison">No poison messages.</p>')
+        unread = any(f"{t}.poison" in data.errors for t in data.templates)
+        return errors if unread else Html('<p class="none" id="no-poison">No poison messages.</p>')
     rows = join(h('<tr class="poison-row" data-template="{}" data-id="{}"><td>{}</td><td>{}</td><td class="mono">{}'
                   '</td><td>{}</td><td>{}</td><td class="mono body">{}</td><td>{}</td></tr>',
                   m.template, m.id, m.template, m.kind, m.id, when(m.inserted_on), m.dequeue_count,
@@ -274,9 +294,9 @@ def poison_table(data: Overview, token: str) -> Html:
                   form("requeue-poison", token, "Requeue", {"template": m.template, "message_id": m.id,
                                                              "kind": m.kind}, template=m.template))
                 for m in messages)
-    return h('<table class="list poison-list"><thead><tr><th>Template</th><th>Queue</th><th>Message id</th>'
+    return h('{}<table class="list poison-list"><thead><tr><th>Template</th><th>Queue</th><th>Message id</th>'
              '<th>Poisoned at</th><th>Dequeue count</th><th>Body</th><th></th></tr></thead><tbody>{}</tbody></table>',
-             rows)
+             errors, rows)
 
 
 def render(data: Overview, operator: str, token: str, flash: Flash | None, *, local: bool) -> str:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
@@ -349,18 +350,39 @@ class TemplateView:
 @dataclass(frozen=True)
 class Overview:
     """The status page's data: one row per template x direction x scope (``status_rows``), each template's
-    view, the parked records (with the scope each belongs to) and when it was read."""
+    view, the parked records (with the scope each belongs to) and when it was read. ``errors``: the parts that
+    could not be read (a throttled table, a poison queue that cannot be peeked), by ``section`` name, each with
+    its reason; the page shows them in place and everything else as usual."""
 
     read_at: datetime
     rows: list[dict[str, Any]]
     templates: dict[str, TemplateView]
     parked: list[dict[str, Any]]
+    errors: dict[str, str] = field(default_factory=dict)
 
     def parked_by_class(self, template: str, direction: str, scope: str) -> dict[str, int]:
         """Parked records of one row, counted by error class (most first)."""
         counts = Counter(e["error_class"] or "" for e in self.parked
                          if (e["template"], e["direction_code"], e["scope"]) == (template, direction, scope))
         return dict(counts.most_common())
+
+
+def section(name: str, template: str = "") -> str:
+    """The key of one part of the page in ``Overview.errors`` (``status``, ``parked``, ``conflicts``, or a
+    template's ``pause``, ``backlog``, ``held``, ``poison``: ``<template>.<part>``)."""
+    return f"{template}.{name}" if template else name
+
+
+def _read(errors: dict[str, str], key: str, read: Callable[[], T], default: T) -> T:
+    """One part of the page: what ``read`` returns, or ``default`` with the reason kept in ``errors``."""
+    try:
+        return read()
+    except Exception as exc:  # storage or a service refused this part: the rest of the page still renders
+        errors[key] = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        return default
+
+
+EMPTY_BACKLOG = {kind.value: {"queued": 0, "poison": 0} for kind in QueueKind}
 
 
 def parked_entries(runtime: Runtime) -> list[dict[str, Any]]:
@@ -370,14 +392,24 @@ def parked_entries(runtime: Runtime) -> list[dict[str, Any]]:
 
 
 def overview(runtime: Runtime) -> Overview:
-    entries = parked_entries(runtime)
-    conflict_counts = Counter(e["PartitionKey"] for e in conflicts(runtime))
+    errors: dict[str, str] = {}
+    no_rows: list[dict[str, Any]] = []
+    no_conflicts: Counter[str] = Counter()
+    no_poison: list[PoisonMessage] = []
+    entries = _read(errors, section("parked"), partial(parked_entries, runtime), no_rows)
+    conflict_counts = _read(errors, section("conflicts"), lambda: Counter(e["PartitionKey"] for e in conflicts(runtime)),
+                            no_conflicts)
     views = {}
     for name in known_templates(runtime):
-        views[name] = TemplateView(name, pause_state(runtime, name), runtime.queues.backlog(name),
-                                   held_callbacks(runtime, name), conflict_counts.get(name, 0),
-                                   poison(runtime, name))
-    return Overview(runtime.state.clock.now(), status_rows(runtime, entries), views, entries)
+        views[name] = TemplateView(
+            name,
+            _read(errors, section("pause", name), partial(pause_state, runtime, name), PauseState(name, False, False)),
+            _read(errors, section("backlog", name), partial(runtime.queues.backlog, name), EMPTY_BACKLOG),
+            _read(errors, section("held", name), partial(held_callbacks, runtime, name), 0),
+            conflict_counts.get(name, 0),
+            _read(errors, section("poison", name), partial(poison, runtime, name), no_poison))
+    rows = _read(errors, section("status"), partial(status_rows, runtime, entries), no_rows)
+    return Overview(runtime.state.clock.now(), rows, views, entries, errors)
 
 
 def parked_scope(runtime: Runtime, entry: dict[str, Any]) -> str:

@@ -18,14 +18,24 @@ from shared.state.keys import MAX_TEXT, decode_key, split_parked_key
 from shared.state.transactions import MAX_OPERATIONS, Operation, submit
 
 
+class ParkedKeys(set[str]):
+    """The parked row keys of a template, and ``waiting``: those refused for a reason in their own data (row key ->
+    the hash of the Commerce content that was refused), which a scan skips until that content changes."""
+
+    def __init__(self, keys: Iterable[str] = (), waiting: dict[str, str] | None = None) -> None:
+        super().__init__(keys)
+        self.waiting: dict[str, str] = waiting or {}
+
+
 class ParkedRecords:
     def __init__(self, table: TableClient, clock: Clock) -> None:
         self.table = table
         self.clock = clock
 
     def park(self, template: str, row_key: str, *, direction: str, error_class: str, error: str,
-             source: str, correlation_id: str, payload: Any = None) -> int:
-        """Keep a record that could not be synced, with its reason; returns the attempt count."""
+             source: str, correlation_id: str, payload: Any = None, wait_hash: str = "") -> int:
+        """Keep a record that could not be synced, with its reason; returns the attempt count. ``wait_hash``: the
+        record was refused for a reason in its data; the hash of that content (scans skip it until it changes)."""
         table: TableClient = self.table
         try:
             existing = table.get_entity(template, row_key)
@@ -46,9 +56,18 @@ class ParkedRecords:
             "source": source,
             "correlation_id": correlation_id,
             "payload": json.dumps(payload, default=str)[:MAX_TEXT] if payload is not None else "",
+            "wait_hash": wait_hash,
         }
         table.upsert_entity(entity, mode=UpdateMode.REPLACE)
         return attempts
+
+    def stop_waiting(self, template: str, row_keys: Iterable[str]) -> None:
+        """These parked records go with the next scan again, whatever their content (a cause found to be one for
+        all, not their data)."""
+        for row_key in set(row_keys):
+            with contextlib.suppress(ResourceNotFoundError):
+                self.table.update_entity({"PartitionKey": template, "RowKey": row_key, "wait_hash": ""},
+                                         mode=UpdateMode.MERGE)
 
     def unpark(self, template: str, row_key: str) -> bool:
         try:
@@ -69,9 +88,11 @@ class ParkedRecords:
         except ResourceNotFoundError:
             return None
 
-    def keys(self, template: str) -> set[str]:
-        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": template}, select=["RowKey"])
-        return {e["RowKey"] for e in query}
+    def keys(self, template: str) -> ParkedKeys:
+        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": template},
+                                          select=["RowKey", "wait_hash"])
+        rows = [(e["RowKey"], e.get("wait_hash") or "") for e in query]
+        return ParkedKeys((k for k, _ in rows), {k: h for k, h in rows if h})
 
 
 class Conflicts:

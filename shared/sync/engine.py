@@ -34,6 +34,7 @@ from shared.http.errors import ApiError
 from shared.mapping.model import Direction
 from shared.mapping.plan import DataverseRecord, MappingError, Plan, changed_columns, column_digests
 from shared.observability import log
+from shared.state.records import ParkedKeys
 from shared.state.store import (
     ConcurrencyConflict,
     StateStore,
@@ -143,6 +144,7 @@ class OutboundSync:
         """Map one page of Commerce rows, compare each with the state in the page's key range, and submit the
         changed ones in chunks; every key seen (mappable or not) is reported to ``seen``."""
         mapped: list[tuple[str, DataverseRecord, Mapping[str, Any]]] = []
+        waiting = parked.waiting if isinstance(parked, ParkedKeys) else {}
         for row in self.derive(rows, contiguous=True):
             summary.read()
             try:
@@ -165,6 +167,9 @@ class OutboundSync:
                     self.state.parked.unpark(self.name, row_key)
                 summary.count("unchanged")
                 pool.guard.succeeded()
+                continue
+            if waiting.get(row_key) == record.content_hash:
+                summary.count(Outcome.PARKED)  # refused for a reason in this very content: no request until it changes
                 continue
             pending.append((record, fo_row, previous))
             if len(pending) >= self.bulk_size:
@@ -215,7 +220,7 @@ class OutboundSync:
                 except ApiError as exc:
                     outcomes.append(self._park(encode_key(record.key), exc, "timer", row))
                     if guard is not None:
-                        guard.failed(exc)
+                        guard.failed(exc, encode_key(record.key))
                     continue
                 if verdict == OVERWRITE:
                     whole.add(len(writes))
@@ -235,9 +240,9 @@ class OutboundSync:
         for (record, row, previous, shared), error, columns in zip(writes, errors, digests, strict=True):
             row_key = encode_key(record.key)
             if error is not None:
-                outcomes.append(self._park(row_key, error, "timer", row))
+                outcomes.append(self._park(row_key, error, "timer", row, record.content_hash))
                 if guard is not None:
-                    guard.failed(error)
+                    guard.failed(error, row_key)
                 continue
             done.append((row_key, record.content_hash, previous, shared, columns))
         try:
@@ -343,7 +348,7 @@ class OutboundSync:
         try:
             outcome = self._write(record, row, previous, partition, control_number, source, decided, ours)
         except (ApiError, MappingError, ConcurrencyConflict) as exc:
-            return self._park(row_key, exc, source, row)
+            return self._park(row_key, exc, source, row, record.content_hash)
         if row_key in parked:
             self.state.parked.unpark(self.name, row_key)
         log(logger, logging.DEBUG, "record synced", template=self.name, key=row_key, source=source, outcome=outcome)
@@ -445,8 +450,9 @@ class OutboundSync:
         self.state.parked.unpark(self.name, row_key)
         return Outcome.DELETED
 
-    def _park(self, row_key: str, exc: Exception, source: str, row: Mapping[str, Any] | None) -> str:
-        return self.parking.park(row_key, exc, source, row)
+    def _park(self, row_key: str, exc: Exception, source: str, row: Mapping[str, Any] | None,
+              content_hash: str = "") -> str:
+        return self.parking.park(row_key, exc, source, row, content_hash=content_hash)
 
     def _park_unmappable(self, row: Mapping[str, Any], exc: MappingError, source: str) -> str:
         try:

@@ -142,7 +142,7 @@ class InboundSync:
             try:
                 self.preflight.require(self.name)
             except PreflightError as exc:
-                record_unscoped_failure(self.state, self.name, DIRECTION, SCOPE, str(exc))
+                record_unscoped_failure(self.state, self.name, DIRECTION, SCOPE, str(exc), exc)
                 raise
         run = Run.begin(self.state, self.name, DIRECTION, SCOPE, self.lease_s, resume=self.baseline.open_run_of)
         if isinstance(run, RunSummary):
@@ -223,6 +223,14 @@ class InboundSync:
         row_key = encode_key(self.plan.key_of(key))
         for _ in range(MAX_CONFLICT_ROUNDS):
             current = self.commerce.get(self.entity_set, self.plan.key_as_dict(self.plan.key_of(key)))
+            if current is not None and self.plan.key_of(current) != self.plan.key_of(key):
+                # Commerce spells the key otherwise (both services match keys case-insensitively): the record and
+                # its synced state are Commerce's spelling's, never a second one under Dataverse's.
+                spelled = self.plan.key_of(current)
+                key, row_key = self.plan.key_as_dict(spelled), encode_key(spelled)
+                previous = self.state.synced.get(self.outbound.partition(self.plan.company_of(spelled)), row_key)
+                if previous is not None and previous.shared == dv_hash:
+                    return "unchanged"
             decision = self.decide(row_key, image, dv_hash, previous, current, source, decided)
             if decision.kind == "unchanged":
                 return "unchanged"  # deleted in Commerce after the last sync: that delete wins

@@ -15,6 +15,7 @@ from shared.messages.events import WorkItem
 from shared.observability import log
 from shared.runtime import Runtime
 from shared.state.store import ConcurrencyConflict, decode_key, split_parked_key
+from shared.sync.parking import WAITING
 from shared.sync.runs import ALL, DIRECTION_IN, DIRECTION_OUT, MAX_CONFLICT_ROUNDS, scope_of
 
 logger = logging.getLogger("loyaltysync.operations")
@@ -34,11 +35,22 @@ class ReplayResult:
         return asdict(self)
 
 
+def retry_of(entity: dict[str, Any]) -> str:
+    """When a parked record is tried again: a refusal for a reason in its data waits for its row to change in
+    Commerce (or a replay); a retriable class also goes every 5 minutes; anything else with the next scan."""
+    if entity.get("wait_hash"):
+        return WAITING
+    if entity.get("error_class") in RETRIABLE:
+        return "retried every 5 minutes and by the next scan"
+    return "retried by the next scan or a replay"
+
+
 def parked_entry(entity: dict[str, Any]) -> dict[str, Any]:
-    """A parked record as operators see it."""
+    """A parked record as operators see it (``retry``: when it is tried again)."""
     names = ("key", "direction", "error_class", "error", "attempts", "first_failed", "last_failed", "source",
              "correlation_id", "payload")
-    return {"template": entity["PartitionKey"], "row_key": entity["RowKey"], **{n: entity.get(n) for n in names}}
+    return {"template": entity["PartitionKey"], "row_key": entity["RowKey"], **{n: entity.get(n) for n in names},
+            "retry": retry_of(entity)}
 
 
 def replay(runtime: Runtime, template: str | None = None, row_keys: list[str] | None = None,

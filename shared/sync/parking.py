@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from shared.http.errors import ApiError, is_fatal
+from shared.http.errors import UNADDRESSABLE, VALIDATION, ApiError, is_fatal
 from shared.mapping.model import Direction
 from shared.mapping.plan import MappingError, Plan
 from shared.observability import correlation_id, log
@@ -17,6 +17,10 @@ from shared.telemetry import metrics
 
 logger = logging.getLogger("loyaltysync.sync")
 UNEXPECTED = "unexpected"  # a fault of this code, not of the data or the services: not retried by the timer
+# Refusals for a reason in the record's own data: sending the same content again draws the same refusal, so a scan
+# does not send it again until the record changes in Commerce (or an operator replays it).
+WAITS_FOR_CHANGE = frozenset({VALIDATION, UNADDRESSABLE})
+WAITING = "waiting for a change in Commerce or a replay"
 
 
 def error_class_of(exc: BaseException) -> str:
@@ -63,16 +67,19 @@ class Parking:
         return key if self.direction is Direction.TO_DATAVERSE else parked_key(key, self.direction.value)
 
     def park(self, key: str, exc: BaseException, source: str, payload: Mapping[str, Any] | None, *,
-             correlation: str | None = None) -> Outcome:
+             correlation: str | None = None, content_hash: str = "") -> Outcome:
         """Keep the record with its reason. A fatal error (authentication: every record would fail the same
-        way) is not parked but raised, so the run aborts: the one place that decides it."""
+        way) is not parked but raised, so the run aborts: the one place that decides it. ``content_hash``: the
+        hash of the content that was refused; with an error class in ``WAITS_FOR_CHANGE`` scans skip the record
+        until its content changes."""
         if is_fatal(exc):
             raise exc
         error_class, reason = error_class_of(exc), reason_of(exc)
+        wait_hash = content_hash if error_class in WAITS_FOR_CHANGE else ""
         attempts = self.state.parked.park(self.template, self.row_key(key), direction=self.direction.value,
                                    error_class=error_class, error=reason, source=source,
                                    correlation_id=correlation or correlation_id(),
-                                   payload=dict(payload) if payload is not None else None)
+                                   payload=dict(payload) if payload is not None else None, wait_hash=wait_hash)
         log(logger, logging.WARNING, "record parked for retry", template=self.template, key=key,
             direction=self.direction.value, error_class=error_class, attempts=attempts, source=source, error=reason)
         metrics.record_outcome(self.template, self.direction.value, self.scope_of_key(key), Outcome.PARKED,

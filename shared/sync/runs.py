@@ -197,6 +197,7 @@ class Run:
         """Record the run as failed with the reason; the watermark does not move."""
         self.summary.status = RunStatus.FAILED
         self.summary.detail = f"{type(exc).__name__}: {exc}"
+        mark_recorded(exc)
         return self.finish(advance=False)
 
     def finish(self, *, advance: bool, status: RunStatus | None = None,
@@ -213,9 +214,9 @@ class Run:
                 break  # the lease expired and a newer run took it: that run owns the watermark now
             mark.lease_owner = ""
             mark.lease_until = ""
-            if advance:
-                if mark.last_run_started and mark.last_run_started > self.started_at:
-                    break  # never move a watermark backwards
+            if advance and mark.last_run_started and mark.last_run_started > self.started_at:
+                pass  # a newer run moved the watermark on: never move it backwards (only the lease goes)
+            elif advance:
                 mark.run_seq += 1
                 mark.last_run_id = summary.run_id
                 mark.last_run_started = self.started_at
@@ -250,9 +251,27 @@ class Run:
         return summary
 
 
-def record_unscoped_failure(state: StateStore, template: str, direction: str, scope: str, reason: str) -> None:
-    """A run that failed before it knew its scopes (the legal entities could not be listed): its row under
-    ``scope`` says failed, with ``reason``, so ``status`` shows it. Nothing is logged here: the caller raises."""
+_RECORDED = "_loyaltysync_failure_recorded"
+
+
+def mark_recorded(exc: BaseException) -> None:
+    """``exc`` is on a watermark already (a run's failure): the trigger that sees it escape records nothing more."""
+    with contextlib.suppress(AttributeError, TypeError):  # a built-in exception without __dict__ stays unmarked
+        setattr(exc, _RECORDED, True)
+
+
+def is_recorded(exc: BaseException) -> bool:
+    return bool(getattr(exc, _RECORDED, False))
+
+
+def record_unscoped_failure(state: StateStore, template: str, direction: str, scope: str, reason: str,
+                            exc: BaseException | None = None) -> None:
+    """A run that failed before it knew its scopes (the legal entities could not be listed), or a trigger's
+    failure outside any run's bookkeeping: its row under ``scope`` says failed, with ``reason``, so ``status``
+    shows it (a lease on the row is left alone). Nothing is logged here: the caller raises ``exc``, which is
+    marked as recorded."""
+    if exc is not None:
+        mark_recorded(exc)
     metrics.record_run(template, direction, scope, RunStatus.FAILED)
     for _ in range(MAX_CONFLICT_ROUNDS):
         mark = state.watermarks.get(template, direction, scope)

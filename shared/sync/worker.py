@@ -46,7 +46,7 @@ from shared.observability import correlation_scope, log
 from shared.runtime import Runtime
 from shared.state.store import ConcurrencyConflict, decode_key, encode_key
 from shared.sync.parking import Parking
-from shared.sync.runs import ALL, DIRECTION_OUT, Outcome, RunStatus, scope_of
+from shared.sync.runs import ALL, DIRECTION_OUT, Outcome, RunStatus, is_recorded, record_unscoped_failure, scope_of
 from shared.telemetry import metrics
 
 logger = logging.getLogger("loyaltysync.worker")
@@ -267,6 +267,9 @@ def run_pending_refreshes(runtime: Runtime) -> dict[str, str]:
             log(logger, logging.ERROR, "template refresh failed to start; pending again", template=template,
                 error=f"{type(exc).__name__}: {exc}")
             runtime.state.refresh.request(template, f"retry: {type(exc).__name__}")
+            if not is_recorded(exc):  # status and the page show it, as every trigger's failure
+                record_unscoped_failure(runtime.state, template, DIRECTION_OUT, ALL,
+                                        f"refresh: {type(exc).__name__}: {exc}", exc)
             outcome = "failed"
         results[template] = outcome
         metrics.record_refresh(template, outcome)

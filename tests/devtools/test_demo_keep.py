@@ -51,7 +51,7 @@ def test_the_demo_prints_where_the_status_page_and_the_services_are(demo: tuple[
                                                                               dict[str, str]]) -> None:
     _, urls = demo
     assert {"Status page", "Ops status", "Dataverse", "Commerce (F&O)"} <= set(urls)
-    assert urls["Status page"].split()[0].endswith("/api/ops/dashboard")
+    assert "/api/ops/dashboard?token=" in urls["Status page"].split()[0]
 
 
 def test_the_demo_prints_its_pid_and_which_templates_arrive_by_event_and_by_timer(
@@ -67,6 +67,17 @@ def test_the_curl_example_names_a_card_that_exists(demo: tuple[subprocess.Popen[
     url = printed["curl url"]
     assert "<CardNumber>" not in url
     assert requests.get(url, headers=AUTH, timeout=10).status_code == 200
+
+
+def test_the_printed_status_page_url_opens_the_page_and_the_bare_page_is_refused(
+        demo: tuple[subprocess.Popen[str], dict[str, str]]) -> None:
+    _, urls = demo
+    page = urls["Status page"].split()[0]
+    with requests.Session() as browser:
+        opened = browser.get(page, timeout=30)  # 303 to the page, the session in a cookie
+        assert opened.status_code == 200 and "Loyalty sync" in opened.text and "token=" not in opened.url
+    bare = requests.get(page.split("?")[0], timeout=30)
+    assert bare.status_code == 403 and "token" in bare.text
 
 
 def test_the_kept_host_answers_the_ops_endpoints(demo: tuple[subprocess.Popen[str], dict[str, str]]) -> None:

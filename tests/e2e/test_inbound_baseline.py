@@ -471,3 +471,41 @@ def test_a_sync_killed_in_the_middle_of_a_baseline_is_resumed_by_the_next_run(fa
     mark = runtime.state.watermarks.get(CARDS, DIRECTION_IN, "all")
     assert mark.delta_link == plan.delta_link and mark.last_run_id == plan.run_id
     assert mark.open_run == "" and mark.last_status == "completed"
+
+
+def test_a_dataverse_key_spelt_in_another_case_than_commerces_is_decided_under_commerces_spelling(
+        runtime: Runtime, stores: Stores) -> None:
+    """Both services match keys case-insensitively: Dataverse's ``cczz`` is Commerce's CCZZ, synced before. The
+    baseline decides it under Commerce's spelling: its state is found (no false conflict) and no second state is
+    made under Dataverse's spelling."""
+    create = {k: v for k, v in card_row(CardNumber="CCZZ").items() if k != "ReplacementCardNumber"}
+    stores.create_in_commerce("RetailLoyaltyCards", create)
+    runtime.scan(CARDS).run()
+    [row] = [r for r in stores.dataverse_rows(DV_CARDS) if r["msdyn_cardnumber"] == "CCZZ"]
+    stores.change_in_dataverse(f"{DV_CARDS}({row['msdyn_loyaltycardid']})", {"msdyn_cardnumber": "cczz"})
+
+    summary = runtime.inbound(CARDS).run()
+
+    assert summary.conflicts == 0 and list(runtime.state.conflicts.all(CARDS)) == []
+    keys = [s.row_key for s in runtime.state.synced.iter(CARDS) if s.row_key.casefold() == "cczz"]
+    assert keys == [encode_key(("CCZZ",))]
+
+
+def test_a_key_in_another_case_found_only_by_the_look_up_is_decided_under_commerces_spelling(
+        runtime: Runtime, stores: Stores) -> None:
+    """The same key, where Commerce's collation put CCZZ beyond what the range's read returned (the emulators collate
+    alike, so the range is handed that read): the look-up finds it, and it goes the change feed's way, under
+    Commerce's spelling: no false conflict, no second state."""
+    create = {k: v for k, v in card_row(CardNumber="CCZZ").items() if k != "ReplacementCardNumber"}
+    stores.create_in_commerce("RetailLoyaltyCards", create)
+    runtime.scan(CARDS).run()
+    [row] = [r for r in stores.dataverse_rows(DV_CARDS) if r["msdyn_cardnumber"] == "CCZZ"]
+    stores.change_in_dataverse(f"{DV_CARDS}({row['msdyn_loyaltycardid']})", {"msdyn_cardnumber": "cczz"})
+    summary = RunSummary(template=CARDS, scope="all", run_id="range", direction=DIRECTION_IN)
+
+    small_ranges(runtime, CARDS, 10).compare.process(None, None, first=True, summary=summary,
+                                                     commerce=([], ("0",)))  # a read complete through "0" only
+
+    assert summary.conflicts == 0 and list(runtime.state.conflicts.all(CARDS)) == []
+    keys = [s.row_key for s in runtime.state.synced.iter(CARDS) if s.row_key.casefold() == "cczz"]
+    assert keys == [encode_key(("CCZZ",))]

@@ -165,3 +165,20 @@ def test_an_agents_delete_of_a_special_key_deletes_it_in_commerce_or_parks_it_wh
     assert summary.failed == len(NO_FO_ROUTE)
     remaining = {row["CardNumber"] for row in stores.commerce_rows("loyalty_cards")}
     assert remaining & set(CARDS) == NO_FO_ROUTE
+
+
+def test_a_key_read_by_filter_holding_a_star_never_takes_another_row_that_matches_it_as_a_wildcard(
+        runtime: Runtime, stores: Stores) -> None:
+    """``eq 'SK/*'`` is a wildcard match in F&O: it finds SK/OTHER. The key ``SK/*`` is not in Commerce, so nothing
+    is written (not SK/OTHER's data, under either key)."""
+    create_cards(stores, ["SK/OTHER"])
+    assert runtime.outbound("loyalty_cards").commerce.get("RetailLoyaltyCards", {"CardNumber": "SK/*"}) is None
+    assert runtime.outbound("loyalty_cards").sync_key({"CardNumber": "SK/*"}) == "unchanged"
+    assert stores.dataverse_writes() == 0
+
+
+def test_a_key_read_by_filter_holding_a_star_finds_its_own_row_among_the_wildcard_matches(
+        runtime: Runtime, stores: Stores) -> None:
+    create_cards(stores, ["SK/!", "SK/*"])  # "!" sorts before "*": the wildcard's first match is the other row
+    row = runtime.outbound("loyalty_cards").commerce.get("RetailLoyaltyCards", {"CardNumber": "SK/*"})
+    assert row is not None and row["CardNumber"] == "SK/*"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import requests
 
 from shared.runtime import Runtime, get_runtime
 from shared.settings import get_settings
+from tests.configured import runtime_with
 from tests.e2e.stores import Stores
 
 pytestmark = pytest.mark.two_way
@@ -119,6 +121,40 @@ def test_the_outbound_side_detects_a_conflict_too(runtime: Runtime, stores: Stor
     assert stores.actual("loyalty_cards")[(card,)]["msdyn_partynumber"] == "HQ-EDIT"
 
 
+def test_with_dataverse_wins_the_agents_edit_wins_where_the_outbound_timer_finds_the_conflict(
+        stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = runtime_with(monkeypatch, SYNC_CONFLICT_POLICY="dataverse_wins")
+    synced(runtime)
+    card = str(stores.commerce_rows("loyalty_cards")[3]["CardNumber"])
+    stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "HQ-EDIT"})
+    stores.change_in_dataverse(card_path(card), {"msdyn_partynumber": "AGENT-EDIT"})
+    runtime.scan("loyalty_cards").run()  # the outbound timer runs first and finds the conflict
+    [conflict] = list(runtime.state.conflicts.all("loyalty_cards"))
+    assert conflict["winner"] == "dataverse" and conflict["detected_by"].startswith("fo_to_dataverse")
+    assert stores.actual("loyalty_cards")[(card,)]["msdyn_partynumber"] == "AGENT-EDIT"
+    assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["PartyNumber"] == "AGENT-EDIT"
+
+
+def test_the_change_feed_decides_a_key_dataverse_spells_in_another_case_under_commerces_spelling(
+        runtime: Runtime, stores: Stores) -> None:
+    """Both services match keys case-insensitively: an agent's edit of ``lc`` spelt in lower case is Commerce's card,
+    its synced state is found (no false conflict), no second state is made, and the edit lands."""
+    synced(runtime)
+    card = str(stores.commerce_rows("loyalty_cards")[4]["CardNumber"])
+    stores.create_in_commerce("RetailLoyaltyCards", {**{k: v for k, v in stores.commerce_row(
+        f"RetailLoyaltyCards('{card}')").items() if not k.startswith("@")}, "CardNumber": "CASE-A"})
+    runtime.scan("loyalty_cards").run()
+    runtime.inbound("loyalty_cards").run()
+    [row] = [r for r in stores.dataverse_rows("msdyn_loyaltycards") if r["msdyn_cardnumber"] == "CASE-A"]
+    stores.change_in_dataverse(f"msdyn_loyaltycards({row['msdyn_loyaltycardid']})",
+                               {"msdyn_cardnumber": "case-a", "msdyn_partynumber": "AGENT-CASE"})
+    summary = runtime.inbound("loyalty_cards").run()
+    assert summary.conflicts == 0 and list(runtime.state.conflicts.all("loyalty_cards")) == []
+    assert [s.row_key for s in runtime.state.synced.iter("loyalty_cards") if s.row_key.casefold() == "case-a"] == [
+        "CASE-A"]
+    assert stores.commerce_row("RetailLoyaltyCards('CASE-A')")["PartyNumber"] == "AGENT-CASE"
+
+
 def test_repeated_runs_in_both_directions_converge_with_zero_writes(runtime: Runtime, stores: Stores) -> None:
     synced(runtime)
     card = str(stores.commerce_rows("loyalty_cards")[4]["CardNumber"])
@@ -218,6 +254,30 @@ def test_a_row_deleted_in_dataverse_is_deleted_in_commerce_with_the_delete_polic
     assert runtime.scan("loyalty_cards").run()[0].written == 0
 
 
+def test_a_reverse_delete_is_conditional_on_the_etag_it_read_so_a_commerce_edit_made_meanwhile_survives(
+        runtime: Runtime, stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    inbound = runtime.inbound("loyalty_cards")
+    monkeypatch.setattr(inbound, "delete_policy", "delete")
+    synced(runtime)
+    card = str(stores.commerce_rows("loyalty_cards")[9]["CardNumber"])
+    stores.delete_in_dataverse(card_path(card))
+    read = inbound.commerce.get
+    edited: list[str] = []
+
+    def then_edited_in_hq(entity_set: str, key: dict[str, str], **options: Any) -> dict[str, Any] | None:
+        row = read(entity_set, key, **options)
+        if key == {"CardNumber": card} and not edited:  # after the delete's read, before its DELETE
+            stores.edit_in_hq("RetailLoyaltyCards", key, {"PartyNumber": "HQ-MEANWHILE"})
+            edited.append(card)
+        return row
+
+    monkeypatch.setattr(inbound.commerce, "get", then_edited_in_hq)
+    inbound.run()
+    assert edited == [card]
+    assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["PartyNumber"] == "HQ-MEANWHILE"
+    assert stores.actual("loyalty_cards")[(card,)]["msdyn_partynumber"] == "HQ-MEANWHILE"  # and it goes back
+
+
 def test_a_parked_dataverse_edit_outlives_commerce_runs_and_replays_into_commerce(runtime: Runtime,
                                                                                    stores: Stores) -> None:
     from shared.sync import operations
@@ -250,6 +310,33 @@ def test_this_apps_own_delete_does_not_come_back_to_delete_a_card_re_created_in_
     stores.create_in_commerce("RetailLoyaltyCards", {k: v for k, v in row.items() if not k.startswith("@")})
     summary = runtime.inbound("loyalty_cards").run()  # the change feed returns that delete
     assert summary.deleted == 0
+    assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["CardNumber"] == card
+
+
+def test_this_apps_own_delete_seen_by_change_tracking_while_its_tombstone_stands_is_no_agents_delete(
+        runtime: Runtime, stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outbound delete puts a tombstone in the synced state, deletes the Dataverse row, then removes the tombstone.
+    A reverse run in that window finds the delete in the change feed: it is this app's, not an agent's."""
+    inbound = runtime.inbound("loyalty_cards")
+    monkeypatch.setattr(inbound, "delete_policy", "delete")
+    synced(runtime)
+    card = str(stores.commerce_rows("loyalty_cards")[8]["CardNumber"])
+    row = stores.commerce_row(f"RetailLoyaltyCards('{card}')")
+    stores.delete_in_commerce(f"RetailLoyaltyCards('{card}')")
+    engine = runtime.outbound("loyalty_cards")
+    delete_row = engine.writer.delete
+    reverse: list[Any] = []
+
+    def then_the_reverse_timer_runs(key: tuple[str, ...]) -> bool:
+        existed = delete_row(key)
+        stores.create_in_commerce("RetailLoyaltyCards", {k: v for k, v in row.items() if not k.startswith("@")})
+        reverse.append(inbound.run())  # the tombstone still stands
+        return existed
+
+    monkeypatch.setattr(engine.writer, "delete", then_the_reverse_timer_runs)
+    runtime.scan("loyalty_cards").run()
+    [summary] = reverse
+    assert (summary.deleted, summary.conflicts) == (0, 0)
     assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["CardNumber"] == card
 
 

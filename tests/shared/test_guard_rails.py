@@ -298,6 +298,17 @@ def test_a_passed_preflight_is_trusted_for_a_while(runtime: Runtime, stores: Sto
     assert whoami_calls(stores) == 2
 
 
+def test_a_failed_preflight_is_never_cached_as_passed(runtime: Runtime, stores: Stores,
+                                                       monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A second run right after a failed check is refused again (only a check that passed is trusted for a while)."""
+    app = get_runtime_with(monkeypatch,
+                           SYNC_MAPPINGS_DIR=str(templates_with(tmp_path, "loyalty_cards", misspell_party_number_column)))
+    for _ in range(2):
+        with pytest.raises(PreflightError, match="msdyn_partynumbr"):
+            app.scan("loyalty_cards").run()
+    assert stores.dataverse_writes() == 0 and list(app.state.parked.all("loyalty_cards")) == []
+
+
 def get_runtime_with(monkeypatch: pytest.MonkeyPatch, **settings: str) -> Runtime:
     configure(monkeypatch, **settings)
     return get_runtime()
@@ -317,6 +328,23 @@ def test_a_run_whose_first_records_all_fail_the_same_way_stops_as_failed(
     assert len(list(runtime.state.parked.all("loyalty_cards"))) == 20
     [row] = status_of(capsys, "loyalty_cards")
     assert row["status"] == "failed" and "SYNC_FAIL_FAST_RECORDS=0" in row["reason"] and row["failed_at"]
+
+
+def test_unchanged_records_disarm_fail_fast_so_a_re_run_parks_its_failing_changed_records(
+        runtime: Runtime, stores: Stores, capsys: pytest.CaptureFixture[str]) -> None:
+    """An ordinary re-run: its first records are unchanged (they landed before, so the template fits and the services
+    answer), then 25 changed records fail the same way. That is their data, not the configuration: they are parked
+    and the run completes (docs: fail fast)."""
+    assert cli(capsys, "sync", "loyalty_cards")[0] == 0
+    changed = [str(row["CardNumber"]) for row in stores.commerce_rows("loyalty_cards")][-25:]
+    for card in changed:
+        stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": f"P-{card}"})
+    every_write_refused(stores)
+    code, out, _ = cli(capsys, "--json", "sync", "loyalty_cards")
+    [summary] = json.loads(out)
+    assert (code, summary["status"], summary["parked"], summary["unchanged"]) == (
+        EXIT_PARKED, "completed", 25, 35)
+    assert sorted(json.loads(e["key"])[0] for e in runtime.state.parked.all("loyalty_cards")) == sorted(changed)
 
 
 def test_with_fail_fast_off_every_record_is_parked_and_the_exit_code_says_so(

@@ -106,14 +106,14 @@ class Scan:
                 # Under the scopes the run was asked for (``--company usmf``: usmf), ``all`` when it was not told.
                 named = [scope_of(c.lower()) for c in legal_entities] if engine.plan.company_specific else []
                 for scope in named or [ALL]:
-                    record_unscoped_failure(engine.state, engine.name, DIRECTION_OUT, scope, str(exc))
+                    record_unscoped_failure(engine.state, engine.name, DIRECTION_OUT, scope, str(exc), exc)
                 raise
         if not engine.plan.company_specific:
             return [None]
         try:
             companies = [c.lower() for c in legal_entities] or engine.commerce.legal_entities()
         except LegalEntitiesError as exc:
-            record_unscoped_failure(engine.state, engine.name, DIRECTION_OUT, ALL, str(exc))
+            record_unscoped_failure(engine.state, engine.name, DIRECTION_OUT, ALL, str(exc), exc)
             raise
         clear_unscoped_failure(engine.state, engine.name, DIRECTION_OUT, ALL)  # ``all`` is no scope of this template
         return list(companies)
@@ -152,6 +152,7 @@ class Scan:
             pool.finish()
         except RunAborted as exc:  # the first records all failed the same way: failed, with that reason
             pool.abandon()
+            engine.state.parked.stop_waiting(engine.name, exc.keys)  # the cause is one for all, not their data
             summary.failed = max(summary.failed, pool.guard.failures)  # none landed: each one seen was parked
             summary.seen = max(summary.seen, summary.failed)
             return run.fail(exc)
@@ -198,15 +199,19 @@ class Scan:
             return run.summary
         total: list[int] = []
         queued = 0
-        for page in self.checkpoints.pages(plan):
-            if page.status != PageStatus.DONE:
+        try:  # a failed read of the keys (or a full queue) fails the run with its reason; the next run resumes it
+            for page in self.checkpoints.pages(plan):
+                if page.status != PageStatus.DONE:
+                    self._queue(plan, page.index, "page")
+                    queued += 1
+            while not plan.planning_done:
+                plan, page, _ = self.planner.plan_next(company, plan, keys_only=True, total=total)
                 self._queue(plan, page.index, "page")
                 queued += 1
-        while not plan.planning_done:
-            plan, page, _ = self.planner.plan_next(company, plan, keys_only=True, total=total)
-            self._queue(plan, page.index, "page")
-            queued += 1
-            run.heartbeat()
+                run.heartbeat()
+        except BaseException as exc:
+            run.fail(exc)
+            raise
         run.summary.status = RunStatus.FANNED_OUT
         run.summary.detail = f"{plan.planned} key ranges, {queued} queued"
         log(logger, logging.INFO, "run fanned out", template=plan.template, scope=plan.scope, run_id=plan.run_id,
@@ -251,7 +256,9 @@ class Scan:
             summary = self.ranges.run_task(task, plan, page)
         except RunAborted as exc:
             # The range's first records all failed the same way: the run fails with the reason and lets its lease
-            # go, so the other ranges stop (stale); the next timer run resumes it, after its preflight.
+            # go, so the other ranges stop (stale); the next timer run resumes it, after its preflight. Its parked
+            # records go with the next run again (the cause is one for all, not their data).
+            engine.state.parked.stop_waiting(engine.name, exc.keys)
             abort_run(engine.state, task.template, DIRECTION_OUT, task.scope, task.run_id, f"RunAborted: {exc}")
             return "failed"
         pages = self.checkpoints.pages(plan)

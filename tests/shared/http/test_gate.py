@@ -201,3 +201,53 @@ def test_a_resource_based_429_of_the_commerce_emulator_waits_30_s_and_holds_the_
         assert client.gate.blocks == 1  # every request of the identity waited, not only this one
     finally:
         emulator.stop()
+
+
+class ArrivalAtHandBack(ResumeGate):
+    """The real gate, with one more request of the identity arriving at the very moment a refused request's ticket
+    is handed back (``arrivals``: whether it would have passed), the moment no scheduling can be trusted with."""
+
+    def __init__(self) -> None:
+        super().__init__(sleep=lambda s: None)
+        self.arrivals: list[bool] = []
+
+    def done(self, ticket: Ticket, *, success: bool, burst_remaining: int | None = None) -> None:
+        if not success:
+            self.arrivals.append(self.blocked_for() == 0 and not self.resuming)
+        super().done(ticket, success=success, burst_remaining=burst_remaining)
+
+
+def test_no_request_slips_into_a_throttled_identity_between_the_429_and_the_gate_closing(
+        server: ScriptedServer) -> None:
+    client = core(server.url, attempts=1)
+    client.gate = gate = ArrivalAtHandBack()
+    server.script(Answer(429, THROTTLED, {"Retry-After": "5"}))
+    with pytest.raises(ThrottledError):
+        client.request("GET", "x")
+    assert gate.arrivals == [False]  # the gate was closed before the throttled ticket came back
+
+
+class ManualTime:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_what_a_response_reports_left_is_also_taken_by_earlier_requests_not_answered_yet() -> None:
+    gate = ResumeGate(sleep=lambda s: None, clock=ManualTime())
+    first, second, third = gate.enter(), gate.enter(), gate.enter()
+    gate.done(third, success=True, burst_remaining=2)  # answered first: the server may admit the other two after it
+    assert gate.blocked_for() > 0 and gate.resuming  # 2 left, both taken by the earlier requests on their way
+    for ticket in (first, second):
+        gate.done(ticket, success=True)
+
+
+def test_what_a_response_reports_left_with_room_for_the_earlier_requests_keeps_the_gate_open() -> None:
+    gate = ResumeGate(sleep=lambda s: None, clock=ManualTime())
+    first, second, third = gate.enter(), gate.enter(), gate.enter()
+    gate.done(third, success=True, burst_remaining=3)
+    assert gate.blocked_for() == 0 and not gate.resuming
+    for ticket in (first, second):
+        gate.done(ticket, success=True)

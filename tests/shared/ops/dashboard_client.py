@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 from collections.abc import Sequence
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import azure.functions as func
 
 from devtools.functions_host import invoke_http
+from shared.ops.access import LOCAL_COOKIE, local_session
 
 HOST = "127.0.0.1:7071"
 PAGE = f"http://{HOST}/api/ops/dashboard"
@@ -25,19 +27,36 @@ def principal(*, roles: Sequence[str] = (), groups: Sequence[str] = (), name: st
     return base64.b64encode(json.dumps(body).encode()).decode()
 
 
-def get(headers: dict[str, str] | None = None, *, url: str = PAGE) -> func.HttpResponse:
+def signed_in(headers: dict[str, str] | None) -> dict[str, str]:
+    """``headers`` with local mode's session cookie added, as a browser has it after opening the page once with the
+    token (only in local mode with ``SYNC_DASHBOARD_TOKEN`` set, as the tests' ``local`` fixture does)."""
+    headers = dict(headers or {})
+    token = os.environ.get("SYNC_DASHBOARD_TOKEN")
+    if os.environ.get("SYNC_DASHBOARD_AUTH") != "local" or not token:
+        return headers
+    session = f"{LOCAL_COOKIE}={local_session(token)}"
+    headers["Cookie"] = f"{headers['Cookie']}; {session}" if headers.get("Cookie") else session
+    return headers
+
+
+def get(headers: dict[str, str] | None = None, *, url: str = PAGE, session: bool = True) -> func.HttpResponse:
+    """A GET of the page (``session``: with local mode's session cookie, when the test runs in local mode)."""
     import function_app
 
-    req = func.HttpRequest("GET", url, headers={"Host": HOST, **(headers or {})}, body=b"")
+    sent = signed_in(headers) if session else dict(headers or {})
+    req = func.HttpRequest("GET", url, headers={"Host": HOST, **sent}, body=b"",
+                           params=dict(parse_qsl(urlsplit(url).query)))
     return invoke_http(function_app.app, "dashboard", req)
 
 
-def post(action: str, fields: dict[str, str], headers: dict[str, str] | None = None) -> func.HttpResponse:
+def post(action: str, fields: dict[str, str], headers: dict[str, str] | None = None, *,
+         session: bool = True) -> func.HttpResponse:
     import function_app
 
+    sent = signed_in(headers) if session else dict(headers or {})
     req = func.HttpRequest("POST", f"{PAGE}/actions/{action}", route_params={"action": action},
                            headers={"Host": HOST, "Content-Type": "application/x-www-form-urlencoded",
-                                    **(headers or {})}, body=urlencode(fields).encode())
+                                    **sent}, body=urlencode(fields).encode())
     return invoke_http(function_app.app, "dashboard_action", req)
 
 

@@ -4,9 +4,11 @@ emulators and Azurite: who may see it, cross-site posts refused, what it shows (
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import azure.functions as func
 import pytest
+from azure.core.exceptions import HttpResponseError
 
 from devtools.functions_host import functions
 from shared.runtime import Runtime
@@ -14,7 +16,7 @@ from shared.state.queues import QueueKind
 from shared.state.store import encode_key
 from shared.sync import operations
 from tests.e2e.stores import Stores
-from tests.shared.ops.dashboard_client import HOST, Session, get, post, principal
+from tests.shared.ops.dashboard_client import HOST, PAGE, Session, get, post, principal
 from tests.shared.ops.poison_queues import poison_as_host
 from tests.shared.sync.test_operations import add_currency, park_an_amount_point_in_unknown_currency
 
@@ -24,9 +26,15 @@ SCRIPT_KEY = "<script>alert(1)</script>"
 SCRIPT_REASON = '<img src=x onerror=alert("reason")>'
 
 
+LOCAL_TOKEN = "a-local-token-of-32-characters-or-more"
+
+
 @pytest.fixture()
 def local(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local mode with a known token; the client's requests carry the session cookie of a browser that opened the
+    page once with it (``dashboard_client.signed_in``)."""
     monkeypatch.setenv("SYNC_DASHBOARD_AUTH", "local")
+    monkeypatch.setenv("SYNC_DASHBOARD_TOKEN", LOCAL_TOKEN)
     monkeypatch.delenv("WEBSITE_SITE_NAME", raising=False)
 
 
@@ -59,6 +67,69 @@ def test_the_page_functions_are_anonymous_level_and_the_json_endpoints_keep_the_
 def test_local_mode_serves_the_page_on_a_loopback_host_without_sign_in(runtime: Runtime, local: None) -> None:
     response = get()
     assert response.status_code == 200 and "local operator" in text(response)
+
+
+def test_local_mode_refuses_a_request_without_its_session_whatever_host_it_names(runtime: Runtime, local: None) -> None:
+    """Another machine on the network sends ``Host: localhost:7071``: no session cookie, no page and no action."""
+    page = get({"Host": "localhost:7071"}, url="http://localhost:7071/api/ops/dashboard", session=False)
+    assert page.status_code == 403
+    assert text(page).startswith("forbidden: SYNC_DASHBOARD_AUTH=local needs the token this app printed when it "
+                                 "started: open /api/ops/dashboard?token=<token> once")
+    action = post("pause", {"template": "loyalty_cards", "csrf": "x" * 43},
+                  {"Origin": f"http://{HOST}", "Sec-Fetch-Site": "same-origin", "Cookie": f"ops_csrf={'x' * 43}"},
+                  session=False)
+    assert action.status_code == 403 and "needs the token" in text(action)
+    assert not runtime.state.callbacks.is_paused("loyalty_cards")
+
+
+def test_the_token_opens_a_session_in_an_httponly_samesite_strict_cookie_and_leaves_the_address_bar(
+        runtime: Runtime, local: None) -> None:
+    opened = get(url=f"{PAGE}?token={LOCAL_TOKEN}", session=False)
+    assert (opened.status_code, opened.headers["Location"]) == (303, "/api/ops/dashboard")
+    [cookie] = opened.headers.get_all("Set-Cookie")
+    name, _, rest = cookie.partition("=")
+    value = rest.split(";")[0]
+    assert name == "ops_local" and LOCAL_TOKEN not in cookie
+    assert "; HttpOnly" in cookie and "; SameSite=Strict" in cookie and "Path=/api/ops/dashboard" in cookie
+    assert get({"Cookie": f"ops_local={value}"}, session=False).status_code == 200
+
+
+def test_a_wrong_token_opens_nothing(runtime: Runtime, local: None) -> None:
+    response = get(url=f"{PAGE}?token={'x' * 40}", session=False)
+    assert response.status_code == 403 and response.headers.get_all("Set-Cookie") == []
+
+
+def test_without_a_token_setting_each_process_makes_one_and_logs_the_url_once(
+        runtime: Runtime, local: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from shared.ops import access
+
+    monkeypatch.delenv("SYNC_DASHBOARD_TOKEN")
+    monkeypatch.setattr(access, "_made_token", [])
+    with caplog.at_level("WARNING", logger="loyaltysync.ops"):
+        access.announce_local_token()
+        access.announce_local_token()
+    [line] = [r.getMessage() for r in caplog.records if "status page in local mode" in r.getMessage()]
+    token = re.search(r"token=([\w-]+)", line)
+    assert token is not None and len(token.group(1)) >= 32
+    opened = get(url=f"{PAGE}?token={token.group(1)}", session=False)
+    assert opened.status_code == 303
+
+
+@pytest.mark.parametrize("value", ["locale", "Easyauth ", "none"])
+def test_a_misspelt_auth_setting_is_a_403_naming_the_setting_and_its_values(monkeypatch: pytest.MonkeyPatch,
+                                                                             value: str) -> None:
+    monkeypatch.setenv("SYNC_DASHBOARD_AUTH", value)
+    response = get()
+    assert response.status_code == 403
+    assert text(response).startswith(f"forbidden: SYNC_DASHBOARD_AUTH is {value!r}: it must be one of easyauth, local")
+
+
+def test_the_sample_settings_do_not_ship_local_mode() -> None:
+    import json
+    from pathlib import Path
+
+    sample = json.loads((Path(__file__).resolve().parents[3] / "local.settings.json.sample").read_text())
+    assert sample["Values"].get("SYNC_DASHBOARD_AUTH", "easyauth") != "local"
 
 
 def test_local_mode_is_refused_where_website_site_name_says_azure(local: None, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,9 +210,13 @@ def test_a_post_from_another_origin_is_refused_naming_it(runtime: Runtime, local
     assert not runtime.state.callbacks.is_paused("loyalty_cards")
 
 
-def test_a_post_the_browser_marks_cross_site_is_refused(runtime: Runtime, local: None) -> None:
-    response = Session().post("pause", {"template": "loyalty_cards"}, headers={"Sec-Fetch-Site": "cross-site"})
-    assert response.status_code == 403 and "Sec-Fetch-Site: cross-site" in text(response)
+@pytest.mark.parametrize("fetch_site", ["cross-site", "same-site", "none"])
+def test_a_post_the_browser_does_not_mark_same_origin_is_refused(runtime: Runtime, local: None, fetch_site: str) -> None:
+    """``same-site`` is a sibling subdomain (another app under the same site), ``none`` a request no page made: only
+    the page's own origin may post, whatever the Origin header says."""
+    response = Session().post("pause", {"template": "loyalty_cards"}, headers={"Sec-Fetch-Site": fetch_site})
+    assert response.status_code == 403 and f"Sec-Fetch-Site: {fetch_site}" in text(response)
+    assert not runtime.state.callbacks.is_paused("loyalty_cards")
 
 
 def test_a_post_without_origin_or_sec_fetch_site_is_refused(runtime: Runtime, local: None) -> None:
@@ -335,3 +410,33 @@ def test_a_replay_refused_again_says_why_on_the_page(runtime: Runtime, stores: S
     session.post("replay", {"template": "loyalty_reward_points", "row_key": "XTS-AMOUNT"})
     assert ("loyalty_reward_points: replayed 1 parked: 1 parked; XTS-AMOUNT still refused: Couldn&#x27;t resolve the "
             "guid for the field: isocurrencycode") in session.html()
+
+
+# -- a part that cannot be read ----------------------------------------------------------------------------------
+
+
+def refused(error: Exception) -> Any:
+    def fail(*_args: Any, **_kwargs: Any) -> Any:
+        raise error
+
+    return fail
+
+
+def test_a_poison_queue_that_cannot_be_peeked_shows_its_error_in_place_and_the_rest_renders(
+        runtime: Runtime, local: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime.queues, "peek_poison", refused(HttpResponseError("peek refused: 503 ServerBusy")))
+    response = get()
+    assert response.status_code == 200
+    html = text(response)
+    assert 'data-section="loyalty_cards.poison"' in html and "peek refused: 503 ServerBusy" in html
+    assert html.count('class="status-row') >= 3 and 'id="no-parked"' in html
+
+
+def test_a_throttled_table_shows_its_error_in_place_and_the_rest_renders(runtime: Runtime, local: None,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    busy = HttpResponseError("The server is busy. ErrorCode:ServerBusy")
+    monkeypatch.setattr(runtime.state.parked, "all", refused(busy))
+    monkeypatch.setattr(runtime.state.conflicts, "all", refused(busy))
+    html = text(get())
+    assert 'data-section="parked"' in html and 'data-section="conflicts"' in html and "ServerBusy" in html
+    assert html.count('class="status-row') >= 3 and 'id="no-poison"' in html

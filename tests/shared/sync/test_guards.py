@@ -91,9 +91,14 @@ def a_single_write_rejected_by_dataverse(runtime: Runtime, stores: Stores, datav
     return missing
 
 
-def test_a_record_whose_single_write_failed_is_written_by_the_next_scan(runtime: Runtime, stores: Stores,
-                                                                        dataverse_emulator: Any) -> None:
-    a_single_write_rejected_by_dataverse(runtime, stores, dataverse_emulator)
+def changed_in_hq(stores: Stores, key: tuple[str, ...]) -> None:
+    """A validation refusal waits for the record to change in Commerce (or a replay): it changes."""
+    stores.change_in_commerce(f"RetailLoyaltyCards('{key[0]}')", {"PartyNumber": "EDITED"})
+
+
+def test_a_record_whose_single_write_failed_is_written_by_the_next_scan_once_it_changed(
+        runtime: Runtime, stores: Stores, dataverse_emulator: Any) -> None:
+    changed_in_hq(stores, a_single_write_rejected_by_dataverse(runtime, stores, dataverse_emulator))
 
     timer_run(runtime)
 
@@ -104,6 +109,7 @@ def test_a_parked_record_leaves_the_parked_table_once_the_next_scan_writes_it(ru
                                                                               dataverse_emulator: Any) -> None:
     key = a_single_write_rejected_by_dataverse(runtime, stores, dataverse_emulator)
     assert [json.loads(parked["key"]) for parked in runtime.state.parked.all(CARDS)] == [list(key)]
+    changed_in_hq(stores, key)
 
     timer_run(runtime)
 
@@ -149,3 +155,17 @@ def test_a_fanned_out_run_is_not_finalised_before_its_planning_ends(runtime: Run
     counts = json.loads(mark.last_counts)
     assert (counts["seen"], counts["written"], counts["deleted"]) == (60, 1, 0)
     assert stores.actual(CARDS)[(last,)]["msdyn_partynumber"] == "IN-THE-LAST-RANGE"
+
+
+def test_a_changed_record_whose_state_a_callback_rewrote_while_the_chunk_was_written_keeps_the_newer_state(
+        runtime: Runtime, stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunk replaces states it read (ETag-guarded), not only creates new ones: a key synced before, changed in
+    HQ, and synced again by a callback while the timer's chunk is in flight ends with the callback's newer data."""
+    timer_run(runtime)  # every card synced: the next run's chunk replaces existing states
+    card = str(stores.commerce_rows(CARDS)[5]["CardNumber"])
+    stores.change_in_commerce(f"RetailLoyaltyCards('{card}')", {"PartyNumber": "MIDDLE"})
+    assert a_callback_syncs_an_hq_edit_while_the_chunk_is_in_flight(runtime, stores, monkeypatch) == card
+
+    timer_run(runtime)  # its chunk holds the card as MIDDLE; the callback wrote NEWER meanwhile
+
+    assert stores.actual(CARDS)[(card,)]["msdyn_partynumber"] == "NEWER"

@@ -64,3 +64,20 @@ def test_a_failed_run_records_its_reason_and_the_next_completed_run_clears_it(st
     assert (failed.last_status, failed.last_error) == ("failed", "ServerError: HTTP 500")
     begin(state).finish(advance=True)
     assert state.watermarks.get("loyalty_cards", "fo_to_dataverse", "all").last_error == ""
+
+
+def test_a_run_finishing_after_a_newer_run_moved_the_watermark_on_never_moves_it_back(state: StateStore,
+                                                                                      clock: ManualClock) -> None:
+    first = begin(state)
+    first.finish(advance=False)  # it failed: its run stays open and a later run resumes it
+    clock.advance(60)
+    newer = begin(state)
+    newer.finish(advance=True, delta_link="newer-link")
+    resumed = Run.begin(state, "loyalty_cards", "fo_to_dataverse", "all", 60, resume=lambda _: first.summary.run_id)
+    assert isinstance(resumed, Run)
+    resumed.started_at = first.started_at  # a resumed run keeps its first start, as the scan planner does
+    resumed.finish(advance=True, delta_link="older-link")
+    mark = state.watermarks.get("loyalty_cards", "fo_to_dataverse", "all")
+    assert (mark.last_run_id, mark.last_run_started, mark.delta_link) == (newer.summary.run_id, newer.started_at,
+                                                                         "newer-link")
+    assert mark.lease_owner == ""  # the lease is let go all the same
