@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 BE = r"/_emulator/business-events"
 
 
-def _optional_json(handler: CommerceRequestHandler) -> dict[str, Any]:
+def optional_json(handler: CommerceRequestHandler) -> dict[str, Any]:
     if not handler.body.strip():
         return {}
     body = handler.read_json()
@@ -58,7 +58,7 @@ def _info(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
 
 
 def _reset(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
-    body = _optional_json(handler)
+    body = optional_json(handler)
     allowed = {"cards", "reward_points", "levels_per_company", "seed", "lines"}
     texts = {"as_of", "never_expires", "open_valid_to"}  # loyalty lines and tiers (emulators.commerce.loyalty_seed)
     unknown = set(body) - allowed - texts
@@ -73,7 +73,7 @@ def _reset(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
 
 
 def _config(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
-    body = _optional_json(handler)
+    body = optional_json(handler)
     server = handler.server
     try:
         if "page_size" in body:
@@ -97,7 +97,7 @@ def _endpoints_get(handler: CommerceRequestHandler, match: re.Match[str]) -> Non
 
 
 def _endpoints_post(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
-    body = _optional_json(handler)
+    body = optional_json(handler)
     if not isinstance(body.get("url"), str):
         raise EmulatorHTTPError(400, "", "'url' (string) is required.")
     sets = body.get("entity_sets")
@@ -136,13 +136,13 @@ def _be_config(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
         handler.send_json(200, publisher.settings.as_json())
         return
     try:
-        handler.send_json(200, publisher.configure(**_optional_json(handler)))
+        handler.send_json(200, publisher.configure(**optional_json(handler)))
     except (TypeError, ValueError) as exc:
         raise EmulatorHTTPError(400, "", str(exc)) from None
 
 
 def _publish(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
-    body = _optional_json(handler)
+    body = optional_json(handler)
     key = body.get("key")
     if not isinstance(body.get("entity_set"), str) or not isinstance(key, dict):
         raise EmulatorHTTPError(400, "", "'entity_set' (string) and 'key' (object) are required.")
@@ -157,7 +157,7 @@ def _publish(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
 
 
 def _flush(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
-    timeout = float(_optional_json(handler).get("timeout", 30))
+    timeout = float(optional_json(handler).get("timeout", 30))
     handler.send_json(200, {"drained": handler.server.publisher.flush(timeout)})
 
 
@@ -174,7 +174,7 @@ def _errors(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
 
 
 def _resend(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
-    ids = _optional_json(handler).get("ids")
+    ids = optional_json(handler).get("ids")
     count = handler.server.publisher.resend([int(i) for i in ids] if ids is not None else None)
     handler.send_json(202, {"resent": count})
 
@@ -195,7 +195,7 @@ def _writes_delete(handler: CommerceRequestHandler, match: re.Match[str]) -> Non
 
 def _hq_edit(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
     eset = entity_set(match.group("set"))
-    body = _optional_json(handler)
+    body = optional_json(handler)
     if eset is None or not isinstance(body.get("key"), dict):
         raise EmulatorHTTPError(400, "", "Name an entity set in the path and its key as {'key': {...}}.")
     key = handler.server.store.key_of(eset, body["key"])

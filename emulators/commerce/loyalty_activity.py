@@ -71,6 +71,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from emulators.common.server import EmulatorHTTPError, Route
 
+from .admin import optional_json
 from .entities import LOYALTY_CARD_TIERS_V2 as TIERS
 from .entities import RETAIL_LOYALTY_CARD_REWARD_POINT_TRANSACTIONS as LINES
 from .entities import RETAIL_LOYALTY_REWARD_POINTS as REWARD_POINTS
@@ -101,15 +102,6 @@ class ActivityIn(BaseModel):
     expiration_date: date | None = None
     never_expires: bool = False
     operating_unit: str | None = None
-
-
-def _body(handler: CommerceRequestHandler) -> dict[str, Any]:
-    if not handler.body.strip():
-        return {}
-    body = handler.read_json()
-    if not isinstance(body, dict):
-        raise EmulatorHTTPError(400, "", "A JSON object is expected.")
-    return body
 
 
 def _activity(handler: CommerceRequestHandler, raw: Any) -> Activity:
@@ -154,7 +146,7 @@ def _apply(handler: CommerceRequestHandler, activity: Activity) -> dict[str, Any
 def _clock(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
     server = handler.server
     if handler.method == "POST":
-        body = _body(handler)
+        body = optional_json(handler)
         try:
             if "now" in body:
                 now = datetime.fromisoformat(str(body["now"]).replace("Z", "+00:00"))
@@ -169,11 +161,11 @@ def _clock(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
 
 
 def _one(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
-    handler.send_json(201, _apply(handler, _activity(handler, _body(handler))))
+    handler.send_json(201, _apply(handler, _activity(handler, optional_json(handler))))
 
 
 def _many(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
-    given = _body(handler).get("activities")
+    given = optional_json(handler).get("activities")
     if not isinstance(given, list):
         raise EmulatorHTTPError(400, "", "'activities' (a list of activities) is required.")
     activities = [_activity(handler, raw) for raw in given]  # all well-formed before any is applied
@@ -219,7 +211,7 @@ def _tiers(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
     card = loyalty_card(handler, number)
     if card is None:
         raise EmulatorHTTPError(404, "", f"The loyalty card '{number}' does not exist.")
-    given = _body(handler).get("rows")
+    given = optional_json(handler).get("rows")
     if not isinstance(given, list):
         raise EmulatorHTTPError(400, "", "'rows' (a list of LoyaltyCardTiersV2 rows) is required.")
     rows = []
