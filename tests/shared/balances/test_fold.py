@@ -62,7 +62,7 @@ def test_lines_with_nothing_remaining_add_nothing_to_available() -> None:
 
 def test_unvested_sums_remaining_of_lines_starting_after_today() -> None:
     balance = balance_of(earn(100, start="2026-06-16"), earn(30))
-    assert (balance.unvested, balance.available) == (100, 30)
+    assert (balance.unvested, balance.available) == (Decimal(100), Decimal(30))
 
 
 def test_an_empty_start_date_counts_as_vested() -> None:
@@ -74,7 +74,7 @@ def test_an_empty_start_date_counts_as_vested() -> None:
 
 def test_expired_sums_remaining_of_lines_whose_expiration_date_has_passed() -> None:
     balance = balance_of(earn(100, remaining=40, expires="2026-06-14"), earn(10))
-    assert (balance.expired, balance.available) == (40, 10)
+    assert (balance.expired, balance.available) == (Decimal(40), Decimal(10))
 
 
 def test_the_empty_date_never_expires() -> None:
@@ -84,18 +84,18 @@ def test_the_empty_date_never_expires() -> None:
 @pytest.mark.parametrize("far", ["2154-12-31", "2200-01-01", "9999-12-31"])
 def test_dates_from_fo_largest_date_on_never_expire(far: str) -> None:
     balance = balance_of(earn(100, expires=far))
-    assert (balance.available, balance.next_change_date, balance.expiring_soon) == (100, None, 0)
+    assert (balance.available, balance.next_change_date, balance.expiring_soon) == (Decimal(100), None, Decimal(0))
 
 
 def test_the_configured_never_expires_date_never_expires() -> None:
     settings = BalanceSettings(never_expires=date(2099, 12, 31))
     balance = balance_of(earn(100, expires="2099-12-31"), today=date(2100, 1, 1), settings=settings)
-    assert (balance.expired, balance.available) == (0, 100)
+    assert (balance.expired, balance.available) == (Decimal(0), Decimal(100))
 
 
 def test_an_expired_line_is_not_unvested_even_if_it_starts_later() -> None:
     balance = balance_of(earn(100, start="2026-07-01", expires="2026-06-01"))
-    assert (balance.expired, balance.unvested) == (100, 0)
+    assert (balance.expired, balance.unvested) == (Decimal(100), Decimal(0))
 
 
 # -- issued and used ---------------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ def test_negative_amounts_are_not_issued() -> None:
 
 def test_expiring_soon_sums_available_lines_expiring_within_the_horizon_with_the_earliest_date() -> None:
     balance = balance_of(earn(10, expires="2026-07-15"), earn(5, expires="2026-06-20"), earn(7, expires="2026-07-16"))
-    assert (balance.expiring_soon, balance.expiring_soon_date) == (15, date(2026, 6, 20))
+    assert (balance.expiring_soon, balance.expiring_soon_date) == (Decimal(15), date(2026, 6, 20))
 
 
 def test_the_horizon_is_a_setting() -> None:
@@ -134,7 +134,7 @@ def test_the_horizon_is_a_setting() -> None:
 
 def test_unvested_lines_are_not_expiring_soon() -> None:
     balance = balance_of(earn(10, start="2026-06-20", expires="2026-07-01"))
-    assert (balance.expiring_soon, balance.expiring_soon_date) == (0, None)
+    assert (balance.expiring_soon, balance.expiring_soon_date) == (Decimal(0), None)
 
 
 def test_nothing_expiring_soon_has_no_date() -> None:
@@ -163,8 +163,10 @@ def test_a_card_is_folded_again_when_a_line_enters_the_expiring_soon_horizon() -
 
 def test_the_balance_on_its_next_change_date_differs() -> None:
     lines = (earn(10, expires="2026-06-20"), earn(5))
-    before, after = balance_of(*lines), balance_of(*lines, today=balance_of(*lines).next_change_date)
-    assert (before.available, after.available, after.expired) == (15, 5, 10)
+    before = balance_of(*lines)
+    assert before.next_change_date is not None
+    after = balance_of(*lines, today=before.next_change_date)
+    assert (before.available, after.available, after.expired) == (Decimal(15), Decimal(5), Decimal(10))
 
 
 # -- dates -------------------------------------------------------------------------------------------------
