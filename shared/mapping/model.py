@@ -135,6 +135,280 @@ class FieldRow(_Strict):
         return self
 
 
+_LOGICAL_NAME = r"^[a-z][a-z0-9_]{0,127}$"
+# -- app-owned tables: the ``dataverse.table`` block (docs/protocol-notes.md §2.14) ---------------------------------
+#
+# A template whose Dataverse table no Microsoft solution provides declares it here, as data; ``python -m shared.cli
+# provision`` creates what is missing (shared/provision.py). Names follow Dataverse's rules: a schema name starts
+# with the publisher's customization prefix and ``_``; the logical name is the schema name in lower case (§2.14).
+
+_SCHEMA_NAME = r"^[A-Za-z][A-Za-z0-9]{1,7}_[A-Za-z0-9_]{1,120}$"  # <prefix>_<Name>; prefixes are 2-8 characters
+TableColumnType = Literal["string", "integer", "bigint", "decimal", "money", "datetime", "date", "boolean", "choice"]
+# Which table column types a template field of each ``dataverse_type`` may write (a date-only column takes a date).
+FIELD_COLUMN_TYPES: dict[str, frozenset[str]] = {
+    "string": frozenset({"string"}), "integer": frozenset({"integer"}), "bigint": frozenset({"bigint"}),
+    "decimal": frozenset({"decimal", "money"}), "datetime": frozenset({"datetime", "date"}),
+    "date": frozenset({"date"}), "choice": frozenset({"choice"}), "boolean": frozenset({"boolean"}),
+}
+# Column types an alternate key may hold (DOC, define-alternate-keys-entity.md): Decimal, Integer, String, DateTime,
+# Lookup, Picklist. Bytes per key part, to check the 900-byte limit: strings as nvarchar (2 bytes a character), the
+# rest their SQL sizes (inferred).
+KEY_COLUMN_BYTES: dict[str, int | None] = {"string": None, "integer": 4, "decimal": 17, "datetime": 8, "date": 8,
+                                           "choice": 4, "lookup": 16}
+MAX_KEYS, MAX_KEY_COLUMNS, MAX_KEY_BYTES = 10, 16, 900
+# Value ranges Dataverse accepts per column type (DOC, create-update-column-definitions-using-web-api.md).
+_RANGES: dict[str, tuple[float, float, int]] = {  # type -> (min, max, max precision)
+    "integer": (-2_147_483_648, 2_147_483_647, 0),
+    "bigint": (-9_223_372_036_854_775_808, 9_223_372_036_854_775_807, 0),
+    "decimal": (-100_000_000_000, 100_000_000_000, 10),
+    "money": (-922_337_203_685_477, 922_337_203_685_477, 4),
+}
+
+
+def _prefix(schema_name: str) -> str:
+    return schema_name.split("_", 1)[0]
+
+
+class _Named(_Strict):
+    schema_name: str = Field(pattern=_SCHEMA_NAME, description="<publisher prefix>_<Name>; case as Dataverse shows it")
+    display_name: str = Field(min_length=1, max_length=100)
+    description: str = ""
+
+    @property
+    def logical_name(self) -> str:
+        """The logical name: the schema name in lower case (§2.14)."""
+        return self.schema_name.lower()
+
+
+class PrimaryNameColumn(_Named):
+    """The table's primary-name column (a string; exactly one per table, §2.14)."""
+
+    max_length: int = Field(default=100, ge=1, le=4000)
+    required: bool = False
+
+
+class ChoiceOption(_Strict):
+    value: int
+    label: str = Field(min_length=1)
+
+
+class TableColumn(_Named):
+    """One column of an app-owned table. ``max_length``: strings; ``precision``, ``min``, ``max``: numbers;
+    ``options``: a choice's values and labels; ``true_label``/``false_label``: a boolean's."""
+
+    type: TableColumnType
+    required: bool = False
+    max_length: int | None = Field(default=None, ge=1, le=4000)
+    precision: int | None = Field(default=None, ge=0)
+    min: float | None = None
+    max: float | None = None
+    options: list[ChoiceOption] = Field(default_factory=list)
+    true_label: str = "Yes"
+    false_label: str = "No"
+
+    @model_validator(mode="after")
+    def _by_type(self) -> TableColumn:
+        where = f"column {self.schema_name}"
+        if self.type == "string" and self.max_length is None:
+            raise ValueError(f"{where}: a string column needs max_length")
+        if self.type != "string" and self.max_length is not None:
+            raise ValueError(f"{where}: max_length applies to string columns only")
+        if self.type == "choice":
+            values = [o.value for o in self.options]
+            if not values:
+                raise ValueError(f"{where}: a choice column needs options")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{where}: an option value appears twice")
+        elif self.options:
+            raise ValueError(f"{where}: options apply to choice columns only")
+        numeric = _RANGES.get(self.type)
+        if numeric is None:
+            if self.precision is not None or self.min is not None or self.max is not None:
+                raise ValueError(f"{where}: precision, min and max apply to integer, bigint, decimal and money")
+            return self
+        low, high, max_precision = numeric
+        if self.precision is not None and self.precision > max_precision:
+            raise ValueError(f"{where}: precision {self.precision} is above {max_precision}, the most a {self.type} "
+                             "column takes")
+        if (self.min is not None and self.min < low) or (self.max is not None and self.max > high):
+            raise ValueError(f"{where}: min and max must lie within {low:g}..{high:g} for a {self.type} column")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"{where}: min is above max")
+        return self
+
+    @property
+    def minimum(self) -> float:
+        return self.min if self.min is not None else _RANGES[self.type][0]
+
+    @property
+    def maximum(self) -> float:
+        return self.max if self.max is not None else _RANGES[self.type][1]
+
+    @property
+    def scale(self) -> int:
+        """Digits after the decimal point: ``precision``, else 2 (Dataverse's default for decimal and money)."""
+        return self.precision if self.precision is not None else (0 if self.type in ("integer", "bigint") else 2)
+
+
+class TableLookup(_Named):
+    """A lookup column created with its one-to-many relationship (``RelationshipDefinitions``, §2.14). Its schema
+    name is the navigation property ``@odata.bind`` names, case-sensitive (§2.6)."""
+
+    relationship_schema_name: str = Field(pattern=_SCHEMA_NAME)
+    referenced_entity: str = Field(pattern=_LOGICAL_NAME, description="logical name of the table looked up")
+    referenced_attribute: str = Field(pattern=_LOGICAL_NAME, description="its primary id")
+    required: bool = False
+    on_delete: Literal["RemoveLink", "Cascade", "Restrict"] = Field(
+        default="RemoveLink", description="what deleting the referenced row does to these rows (CascadeConfiguration)")
+
+
+class TableKey(_Named):
+    """An alternate key: the logical names of its columns (a lookup by its logical name)."""
+
+    columns: list[str] = Field(min_length=1, max_length=MAX_KEY_COLUMNS)
+
+
+class TableSpec(_Named):
+    """An app-owned Dataverse table, created by ``python -m shared.cli provision`` (docs/protocol-notes.md §2.14)."""
+
+    display_collection_name: str = Field(min_length=1, max_length=100)
+    ownership: Literal["OrganizationOwned", "UserOwned"] = "OrganizationOwned"
+    has_notes: bool = False
+    has_activities: bool = False
+    change_tracking: bool = True
+    primary_name: PrimaryNameColumn
+    columns: list[TableColumn] = Field(default_factory=list)
+    lookups: list[TableLookup] = Field(default_factory=list)
+    keys: list[TableKey] = Field(default_factory=list, max_length=MAX_KEYS)
+
+    @property
+    def prefix(self) -> str:
+        """The publisher's customization prefix every schema name here starts with."""
+        return _prefix(self.schema_name)
+
+    @property
+    def primary_id(self) -> str:
+        """The primary id column Dataverse adds: ``<logical name>id``."""
+        return f"{self.logical_name}id"
+
+    def column_types(self) -> dict[str, str]:
+        """Logical name -> type of every column declared here (the primary name a string, lookups ``lookup``)."""
+        types = {self.primary_name.logical_name: "string"}
+        types |= {c.logical_name: c.type for c in self.columns}
+        types |= {lk.logical_name: "lookup" for lk in self.lookups}
+        return types
+
+    def column(self, logical_name: str) -> TableColumn | None:
+        return next((c for c in self.columns if c.logical_name == logical_name), None)
+
+    def lookup(self, navigation_property: str) -> TableLookup | None:
+        return next((lk for lk in self.lookups if lk.schema_name == navigation_property), None)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TableSpec:
+        named: list[tuple[str, str]] = [("table", self.schema_name), ("primary_name", self.primary_name.schema_name)]
+        named += [("column", c.schema_name) for c in self.columns]
+        named += [("lookup", lk.schema_name) for lk in self.lookups]
+        named += [("relationship", lk.relationship_schema_name) for lk in self.lookups]
+        named += [("key", k.schema_name) for k in self.keys]
+        for what, name in named:
+            if _prefix(name).lower() != self.prefix.lower():
+                raise ValueError(f"{what} {name}: schema names start with the table's publisher prefix "
+                                 f"'{self.prefix}_' (one publisher per table)")
+        seen: set[str] = {self.primary_id}
+        for what, name in named[1:]:
+            if what in ("relationship", "key"):
+                continue
+            if name.lower() in seen:
+                raise ValueError(f"{what} {name}: the logical name {name.lower()!r} is taken (logical names are the "
+                                 "schema names in lower case and must be unique in a table)")
+            seen.add(name.lower())
+        for what in ("relationship", "key"):
+            names = [n.lower() for w, n in named if w == what]
+            if len(set(names)) != len(names):
+                raise ValueError(f"a {what} schema name appears twice")
+        types = self.column_types()
+        for key in self.keys:
+            size = 0
+            for part in key.columns:
+                kind = types.get(part)
+                if kind is None:
+                    raise ValueError(f"key {key.schema_name}: {part!r} is no column of the table (name columns by "
+                                     f"logical name: {', '.join(sorted(types))})")
+                if kind not in KEY_COLUMN_BYTES:
+                    raise ValueError(f"key {key.schema_name}: column {part} is a {kind}; a key takes decimal, integer, "
+                                     "string, date/time, lookup or choice columns")
+                per = KEY_COLUMN_BYTES[kind]
+                column = self.column(part)
+                length = (column.max_length if column is not None else self.primary_name.max_length) or 0
+                size += per if per is not None else 2 * length
+            if len(set(key.columns)) != len(key.columns):
+                raise ValueError(f"key {key.schema_name}: a column appears twice")
+            if size > MAX_KEY_BYTES:
+                raise ValueError(f"key {key.schema_name}: its columns take {size} bytes, above the {MAX_KEY_BYTES} a "
+                                 "key may (strings count 2 bytes a character: shorten max_length)")
+        column_sets = [frozenset(k.columns) for k in self.keys]
+        if len(set(column_sets)) != len(column_sets):
+            raise ValueError("two keys have the same columns")
+        return self
+
+
+def table_problems(template_fields: list[FieldRow], dataverse: DataverseSide, value_maps: dict[str, ValueMap],
+                   table: TableSpec) -> list[str]:
+    """Where a template's ``fields`` and ``dataverse`` block disagree with the table it declares: every column the
+    template writes must be declared, with a type that takes the value; the upsert key must be one of its keys."""
+    problems: list[str] = []
+    if dataverse.logical_name != table.logical_name:
+        problems.append(f"dataverse.logical_name {dataverse.logical_name!r} must be the table's logical name "
+                        f"{table.logical_name!r} (its schema name in lower case)")
+    if dataverse.primary_id != table.primary_id:
+        problems.append(f"dataverse.primary_id {dataverse.primary_id!r} must be {table.primary_id!r} (Dataverse "
+                        "names the primary id <logical name>id)")
+    types = table.column_types()
+    for i, row in enumerate(template_fields):
+        where = f"fields[{i}] ({row.fo_field})"
+        if row.lookup is not None:
+            lookup = table.lookup(row.lookup.navigation_property)
+            if lookup is None:
+                close = [lk.schema_name for lk in table.lookups
+                         if lk.schema_name.lower() == row.lookup.navigation_property.lower()]
+                hint = f" (the case differs: {close[0]!r}; navigation properties are case-sensitive)" if close else ""
+                problems.append(f"{where}: the lookup {row.lookup.navigation_property!r} is not in "
+                                f"dataverse.table.lookups{hint}")
+            elif lookup.referenced_attribute != row.lookup.primary_id:
+                problems.append(f"{where}: lookup.primary_id {row.lookup.primary_id!r} is not the referenced "
+                                f"attribute {lookup.referenced_attribute!r} of the table's lookup {lookup.schema_name}")
+            continue
+        kind = types.get(row.dataverse_column)
+        if kind is None:
+            problems.append(f"{where}: column {row.dataverse_column!r} is not declared in dataverse.table (add it to "
+                            "columns; logical names are the schema names in lower case)")
+            continue
+        allowed = FIELD_COLUMN_TYPES.get(row.dataverse_type, frozenset({row.dataverse_type}))
+        if kind not in allowed:
+            problems.append(f"{where}: dataverse_type {row.dataverse_type!r} cannot be written to the table's "
+                            f"{kind} column {row.dataverse_column}")
+            continue
+        column = table.column(row.dataverse_column)
+        if column is not None and column.type == "choice" and row.value_map in value_maps:
+            wanted = {e.dataverse for e in value_maps[row.value_map].entries if isinstance(e.dataverse, int)}
+            missing = sorted(wanted - {o.value for o in column.options})
+            if missing:
+                problems.append(f"{where}: value map {row.value_map} writes {missing}, not among the options of "
+                                f"column {column.schema_name}")
+    if dataverse.company is not None and table.lookup(dataverse.company.navigation_property) is None:
+        problems.append(f"dataverse.company: the lookup {dataverse.company.navigation_property!r} is not in "
+                        "dataverse.table.lookups")
+    key = frozenset(part if part in types else part.lower() for part in dataverse.alternate_key)
+    if table.keys and key not in {frozenset(k.columns) for k in table.keys}:
+        problems.append(f"dataverse.alternate_key {dataverse.alternate_key} is none of the keys of dataverse.table "
+                        f"({'; '.join(', '.join(k.columns) for k in table.keys)}): upserts address rows by it")
+    elif not table.keys:
+        problems.append("dataverse.table declares no keys: upserts address rows by dataverse.alternate_key, which "
+                        "must be one of them")
+    return problems
+
+
 class CommerceSide(_Strict):
     entity_set: str = Field(min_length=1)
     data_entity: str | None = None
@@ -158,9 +432,8 @@ class DataverseSide(_Strict):
     primary_id: str = Field(min_length=1)
     alternate_key: list[str] = Field(min_length=1)
     company: CompanySpec | None = None
+    table: TableSpec | None = Field(default=None, description="an app-owned table: created by provision (§2.14)")
 
-
-_LOGICAL_NAME = r"^[a-z][a-z0-9_]{0,127}$"
 
 
 class DataEventSpec(_Strict):
@@ -255,6 +528,10 @@ class Template(_Strict):
                 raise ValueError(f"dataverse alternate key column {column!r} is not a mapped dataverse_column")
         if company is not None and company.navigation_property not in self.dataverse.alternate_key:
             raise ValueError("the company lookup must be part of the Dataverse alternate key")
+        if self.dataverse.table is not None:
+            problems = table_problems(self.fields, self.dataverse, self.value_maps, self.dataverse.table)
+            if problems:
+                raise ValueError("dataverse.table: " + "; ".join(problems))
         if self.data_event is not None:
             named, key = set(self.data_event.key_columns), set(self.commerce.key)
             if named != key:
