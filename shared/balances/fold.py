@@ -216,17 +216,20 @@ def _datetime(value: date | None) -> str | None:
     return None if value is None else f"{value.isoformat()}T00:00:00Z"
 
 
-BALANCE_FIELDS = ("CardNumber", "RewardPointId", "AvailablePoints", "UnvestedPoints", "ExpiredPoints", "IssuedPoints",
-                  "UsedPoints", "ExpiringSoonPoints", "ExpiringSoonDate", "NextChangeDate", "LastTransactionDate",
-                  "AsOfDate")
+BALANCE_FIELDS = ("Name", "CardNumber", "RewardPointId", "Card", "RewardPoint", "AvailablePoints", "UnvestedPoints",
+                  "ExpiredPoints", "IssuedPoints", "UsedPoints", "ExpiringSoonPoints", "ExpiringSoonDate",
+                  "NextChangeDate", "LastTransactionDate", "AsOfDate")
 
 
 def as_row(balance: Balance) -> dict[str, Any]:
     """The balance as the row an aggregate template maps (its ``fo_property`` names): numbers, and dates as F&O
     sends dates (midnight UTC)."""
     return {
+        "Name": f"{balance.card_number} {balance.reward_point_id}",
         "CardNumber": balance.card_number,
         "RewardPointId": balance.reward_point_id,
+        "Card": balance.card_number,  # the same codes again, for the lookups to the card and the reward point
+        "RewardPoint": balance.reward_point_id,
         "AvailablePoints": _number(balance.available),
         "UnvestedPoints": _number(balance.unvested),
         "ExpiredPoints": _number(balance.expired),

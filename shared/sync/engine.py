@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +100,8 @@ class OutboundSync:
         self.page_size = page_size  # keys per checkpointed range of a full scan
         self.identities = identities or [dataverse]  # application users the bulk chunks are spread over
         self.fail_fast = fail_fast  # a scan whose first this many records all fail one way stops (0: never)
+        # What reads a scan's key ranges (None: ``RangeReader``, one row per key); an aggregate reads lines.
+        self.reader_factory: Callable[[Any, int], Any] | None = None
 
     # -- scopes ------------------------------------------------------------------------------------
 
@@ -115,7 +117,7 @@ class OutboundSync:
         return ChunkPool(lambda chunk, client: self._flush(chunk, partition, parked, client, guard), self.identities,
                          guard=guard)
 
-    def compare_rows(self, rows: list[dict[str, Any]], partition: str, parked: set[str], summary: RunSummary,
+    def compare_rows(self, rows: Iterable[dict[str, Any]], partition: str, parked: set[str], summary: RunSummary,
                      pool: ChunkPool, seen: Callable[[str], None]) -> None:
         """Map one page of Commerce rows, compare each with the state in the page's key range, and submit the
         changed ones in chunks; every key seen (mappable or not) is reported to ``seen``."""
@@ -131,8 +133,23 @@ class OutboundSync:
                     seen(encode_key(self.plan.key_of(row)))
                 continue
             mapped.append((encode_key(record.key), record, row))
+        self.compare_records(mapped, partition, parked, summary, pool, seen)
+
+    def compare_records(self, mapped: list[tuple[str, DataverseRecord, Mapping[str, Any]]], partition: str,
+                        parked: set[str], summary: RunSummary, pool: ChunkPool, seen: Callable[[str], None], *,
+                        known: dict[str, SyncedState] | None = None,
+                        before_write: Callable[[list[Pending]], None] | None = None) -> None:
+        """Compare mapped records (row key, record, source row) with the state in their key range (or ``known``)
+        and submit the changed ones in chunks, after ``before_write`` saw them all; every key is reported to
+        ``seen``."""
         keys = [row_key for row_key, _, _ in mapped]
-        known = self.state.synced.between(partition, min(keys), max(keys)) if keys else {}
+        if known is None:
+            known = self.state.synced.between(partition, min(keys), max(keys)) if keys else {}
+        if before_write is not None:
+            changed = [(record, row, known.get(row_key)) for row_key, record, row in mapped
+                       if (known.get(row_key) is None or known[row_key].content_hash != record.content_hash)]
+            if changed:
+                before_write(changed)
         pending: list[Pending] = []
         for row_key, record, fo_row in mapped:
             seen(row_key)
@@ -166,7 +183,7 @@ class OutboundSync:
                 continue
             heartbeat()
             key = decode_key(previous.row_key)
-            current = self.commerce.get(self.entity_set, self.plan.key_as_dict(key), select=list(self.plan.select_properties))
+            current = self.fetch(key)
             if current is not None:
                 if not delete:
                     summary.count(self._sync_row(current, partition, {previous.row_key: previous}, parked=set(),
@@ -239,6 +256,10 @@ class OutboundSync:
 
     # -- one key (callbacks, replays, the other direction) -----------------------------------------
 
+    def fetch(self, key: tuple[str, ...]) -> dict[str, Any] | None:
+        """The source row of ``key`` as Commerce has it now (None: it has none): one read by key."""
+        return self.commerce.get(self.entity_set, self.plan.key_as_dict(key), select=list(self.plan.select_properties))
+
     def sync_key(self, fo_key: Mapping[str, Any], *, source: str = "callback", control_number: int = 0,
                  decided: bool = False, force: bool = False, ours: frozenset[str] = frozenset()) -> str:
         """Re-read one record from Commerce and bring Dataverse in line; returns the outcome.
@@ -250,7 +271,7 @@ class OutboundSync:
         partition = self.partition(self.plan.company_of(key))
         row_key = encode_key(key)
         previous = self.state.synced.get(partition, row_key)
-        current = self.commerce.get(self.entity_set, self.plan.key_as_dict(key), select=list(self.plan.select_properties))
+        current = self.fetch(key)
         if current is None:
             if previous is None:
                 # Never written and gone from Commerce: nothing is left to sync, so no earlier failure of the
@@ -308,8 +329,7 @@ class OutboundSync:
                 log(logger, logging.INFO, "concurrent sync of the same key; re-reading", template=self.name,
                     key=row_key)
                 previous = self.state.synced.get(partition, row_key)
-                fresh = self.commerce.get(self.entity_set, self.plan.key_as_dict(record.key),
-                                          select=list(self.plan.select_properties))
+                fresh = self.fetch(record.key)
                 if fresh is None:
                     raise ConcurrencyConflict(f"{row_key} was deleted in Commerce while being synced") from None
                 row = fresh

@@ -19,7 +19,7 @@ from tests.data_events import data_event
 from tests.shared.mapping.test_catalog import write_variant
 
 
-def test_the_three_templates_name_their_virtual_tables_and_key_columns_as_inferred() -> None:
+def test_the_templates_name_their_virtual_tables_and_key_columns_as_inferred() -> None:
     sections = {t.name: t.data_event for t in load_catalog()}
     assert {name: (s.virtual_table, s.key_columns, s.basis) for name, s in sections.items() if s} == {
         "loyalty_cards": ("mserp_retailloyaltycardentity", {"CardNumber": "mserp_cardnumber"}, "inferred"),
@@ -27,6 +27,8 @@ def test_the_three_templates_name_their_virtual_tables_and_key_columns_as_inferr
                            {"dataAreaId": "mserp_dataareaid", "LevelPhrase": "mserp_levelphrase"}, "inferred"),
         "loyalty_reward_points": ("mserp_retailloyaltyrewardpointentity",
                                   {"RewardPointId": "mserp_rewardpointid"}, "inferred"),
+        "loyalty_card_balances": ("mserp_retailloyaltycardrewardpointtransactionentity",
+                                  {"CardNumber": "mserp_cardnumber", "RewardPointId": "mserp_rewardpointid"}, "inferred"),
     }
 
 
