@@ -16,6 +16,7 @@
     python -m shared.cli poison list [--template loyalty_cards] [--queue callbacks|pages]
     python -m shared.cli poison show loyalty_cards MESSAGE_ID        # decoded body, insertion time, dequeue count
     python -m shared.cli poison requeue loyalty_cards MESSAGE_ID [...] | --all [--queue callbacks|pages]
+    python -m shared.cli provision [--template NAME] [--dry-run]    # create the app-owned Dataverse tables
 
 Reads the same app settings as the Function App (environment variables).
 """
@@ -38,11 +39,13 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from shared.commerce.client import LegalEntitiesError
+from shared.dataverse.metadata import MetadataClient
 from shared.http.errors import ApiError
 from shared.mapping.catalog import MappingFileError
 from shared.observability import correlation_scope
 from shared.ops import drift, queries
 from shared.preflight import PreflightError
+from shared.provision import KeyProgress, Provisioner, ProvisionError, app_owned
 from shared.runtime import Runtime, build_runtime, get_runtime
 from shared.settings import ConfigError, describe, get_settings
 from shared.state.queues import QueueKind
@@ -496,6 +499,74 @@ def cmd_resync(runtime: Runtime, args: argparse.Namespace) -> Report:
     return Report([result.as_dict()], exit_code=1 if result.outcome in ("parked", drift.NOT_FOUND) else 0)
 
 
+# -- provision: the app-owned Dataverse tables of the templates' dataverse.table blocks (shared/provision.py) ------
+
+
+class KeyBar:
+    """A tqdm bar of the alternate keys whose index is Active, on an interactive terminal; lines otherwise."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm[Any] | None = None
+        self.last: list[str] | None = None
+
+    def __call__(self, report: KeyProgress) -> None:
+        if not sys.stderr.isatty():
+            if report.waiting and report.waiting != self.last:
+                print(f"keys active {report.active}/{report.total}; waiting for: {', '.join(report.waiting)}",
+                      file=sys.stderr)
+            self.last = report.waiting
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=report.total, desc="alternate key indexes", unit="key", leave=True)
+        self.bar.update(report.active - self.bar.n)
+        self.bar.set_postfix_str(", ".join(report.waiting)[:80])
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def cmd_provision(runtime: Runtime, args: argparse.Namespace) -> Report:
+    """Create what the templates' ``dataverse.table`` blocks declare and Dataverse lacks, in the solution of
+    ``SYNC_DATAVERSE_SOLUTION``; wait until every key is Active. ``--dry-run``: every metadata request it would send,
+    nothing written. Exit 1 on a problem (one line each, what to do), a failed key index or a wait that ran out."""
+    if args.template:
+        _check_template(runtime, args.template)
+    templates = app_owned(runtime.catalog, [args.template] if args.template else None)
+    if args.template and not templates:
+        raise UsageError(f"template {args.template!r} declares no app-owned table (dataverse.table)")
+    if not templates:
+        print("nothing to provision: no template declares an app-owned table (dataverse.table)", file=sys.stderr)
+        return Report(None)
+    bar = KeyBar()
+    provisioner = Provisioner(MetadataClient(runtime.dataverse.core), templates, runtime.settings.dataverse_solution,
+                              wait_s=runtime.settings.provision_wait_s, progress=bar,
+                              say=(lambda line: print(line, file=sys.stderr)) if args.verbose else None)
+    plan = provisioner.plan()
+    for problem in plan.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if plan.problems:
+        return Report(None, exit_code=EXIT_FAILED)
+    if args.dry_run:
+        if not plan.requests:
+            print(f"nothing to create: the tables of {', '.join(t.name for t in templates)} are complete in "
+                  "Dataverse (keys are not waited for in a dry run)", file=sys.stderr)
+        return Report([{"#": i, **r.as_row()} for i, r in enumerate(plan.requests, 1)])
+    try:
+        outcome = provisioner.apply(plan)
+    except ProvisionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return Report(None, exit_code=EXIT_FAILED)
+    finally:
+        bar.close()
+    print(f"{len(outcome.sent)} metadata request{'' if len(outcome.sent) == 1 else 's'} sent (solution "
+          f"{runtime.settings.dataverse_solution})", file=sys.stderr)
+    for problem in outcome.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return Report(outcome.tables, exit_code=EXIT_FAILED if outcome.problems else 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -583,6 +654,12 @@ def build_parser() -> argparse.ArgumentParser:
     requeue_p.add_argument("--all", action="store_true", help="every poison message of the template")
     requeue_p.add_argument("--queue", choices=queue_kinds, help="only this queue's poison messages")
     requeue_p.set_defaults(func=cmd_poison_requeue)
+    provision_p = sub.add_parser("provision", help="create the app-owned Dataverse tables the templates declare "
+                                                   "(dataverse.table): columns, lookups, keys; waits for the keys")
+    provision_p.add_argument("--template", help="only this template's table")
+    provision_p.add_argument("--dry-run", action="store_true",
+                             help="list every metadata request it would send (method, path, key facts); send none")
+    provision_p.set_defaults(func=cmd_provision, read_only=True)
     subparsers = [*sub.choices.values(), *poison_sub.choices.values()]
     for subparser in subparsers:  # --json and -v after the subcommand too (SUPPRESS: keep the first)
         subparser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,

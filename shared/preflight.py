@@ -9,6 +9,9 @@ let a run read every record from Commerce and park each one with the same error.
 * per template, Dataverse: the table's attributes from ``EntityDefinitions(LogicalName='<table>')/Attributes``
   against every column the template names (the primary id, mapped columns, lookup and company attributes), one
   read of its entity set (``$top=1``), and one of each lookup's table with its match column;
+* per template that declares an app-owned table (``dataverse.table``): the table, each column it declares and each
+  alternate key, whose index must be ``Active`` (docs/protocol-notes.md §2.14); what is missing or not active is named
+  with the command that fixes it, ``python -m shared.cli provision``;
 * companies named by ``SYNC_LEGAL_ENTITIES`` (or ``--company``) against F&O's ``LegalEntities``.
 
 A check that passed is trusted for ``SYNC_PREFLIGHT_CACHE_S`` seconds (a failure never is), so a timer that
@@ -29,6 +32,7 @@ from functools import partial
 
 from shared.commerce.client import CommerceClient, LegalEntitiesError
 from shared.dataverse.client import DataverseClient
+from shared.dataverse.metadata import ACTIVE, MetadataClient
 from shared.http.errors import ApiError, AuthError, BadRequestError, CredentialError, NotFoundError, TransportError
 from shared.mapping.catalog import Catalog
 from shared.mapping.model import Template
@@ -39,6 +43,7 @@ logger = logging.getLogger("loyaltysync.preflight")
 DATAVERSE_EXAMPLE = "https://<org>.crm.dynamics.com"
 COMMERCE_EXAMPLE = "https://<env>.operations.dynamics.com"
 _PROPERTY = re.compile(r"property named '([^']+)'", re.IGNORECASE)
+PROVISION = "python -m shared.cli provision"
 
 
 @dataclass(frozen=True)
@@ -223,6 +228,10 @@ class Preflight:
         try:
             attributes = self.dataverse.attribute_names(dv.logical_name)
         except NotFoundError as exc:
+            if dv.table is not None:
+                mine.append(Problem(f"{subject}: dataverse.table", f"Dataverse has no table {dv.logical_name!r} yet "
+                                    f"(the template declares it, app-owned): create it with {PROVISION}"))
+                return True
             mine.append(Problem(f"{subject}: dataverse.logical_name", f"Dataverse has no table {dv.logical_name!r} "
                                 f"({_reason(exc)}); fix dataverse.logical_name in {_file(template)}"))
             return True
@@ -230,7 +239,11 @@ class Preflight:
             mine.append(Problem(subject, f"reading the columns of Dataverse table {dv.logical_name!r} failed "
                                 f"({_reason(exc)})"))
             return True
+        if dv.table is not None:
+            self._app_owned(template, attributes, mine)
         for where, column, setting in self._columns(template):
+            if dv.table is not None and column.lower() in dv.table.column_types():
+                continue  # named by _app_owned, with the fix
             if column.lower() not in attributes:
                 close = difflib.get_close_matches(column.lower(), sorted(attributes), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -246,6 +259,37 @@ class Preflight:
         for where, entity_set, select, setting in reads:
             self._probe(mine, f"{subject}: {where}", entity_set, select, f"fix {setting} in {_file(template)}")
         return True
+
+    def _app_owned(self, template: Template, attributes: set[str], mine: list[Problem]) -> None:
+        """An app-owned table: every column it declares exists, every key exists and its index is Active."""
+        table = template.dataverse.table
+        assert table is not None
+        subject = f"template {template.name}: dataverse.table"
+        missing = [name for name in table.column_types() if name not in attributes]
+        if missing:
+            mine.append(Problem(subject, f"Dataverse table {table.logical_name} lacks the column"
+                                f"{'s' if len(missing) > 1 else ''} {', '.join(missing)} the template declares: add "
+                                f"{'them' if len(missing) > 1 else 'it'} with {PROVISION}"))
+        try:
+            keys = MetadataClient(self.dataverse.core).keys(table.logical_name)
+        except ApiError as exc:
+            mine.append(Problem(subject, f"reading the keys of Dataverse table {table.logical_name} failed "
+                                f"({_reason(exc)})"))
+            return
+        for key in table.keys:
+            found = keys.get(key.schema_name.lower())
+            if found is None:
+                mine.append(Problem(subject, f"Dataverse table {table.logical_name} has no key {key.schema_name} "
+                                    f"({', '.join(key.columns)}): create it with {PROVISION}"))
+            elif found.status == "Failed":
+                mine.append(Problem(subject, f"the index of key {key.schema_name} on {table.logical_name} failed to "
+                                    "build (usually rows that share its values): remove the duplicates, reactivate the "
+                                    "key (maker portal, Tables > Keys, or the ReactivateEntityKey message), then run "
+                                    f"{PROVISION}"))
+            elif found.status != ACTIVE:
+                mine.append(Problem(subject, f"the index of key {key.schema_name} on {table.logical_name} is "
+                                    f"{found.status or 'not reported'}, not Active: upserts by it fail until it is; "
+                                    f"{PROVISION} waits for it"))
 
     @staticmethod
     def _columns(template: Template) -> list[tuple[str, str, str]]:

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     reverse_delete_policy: Literal["ignore", "delete"] = Field(default="ignore",
                                                                validation_alias="SYNC_REVERSE_DELETE_POLICY")
     mappings_dir: Path | None = Field(default=None, validation_alias="SYNC_MAPPINGS_DIR")
+    # The Dataverse solution ``provision`` creates app-owned tables in (its publisher's prefix must be the templates'
+    # schema-name prefix, ``lsync`` in mappings/), and how long it waits for their alternate keys' indexes.
+    dataverse_solution: str = Field(default="LoyaltySync", min_length=1, max_length=65, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    validation_alias="SYNC_DATAVERSE_SOLUTION")
+    provision_wait_s: float = Field(default=1800.0, gt=0, validation_alias="SYNC_PROVISION_WAIT_S")
 
     http_connect_timeout_s: float = Field(default=5.0, gt=0, validation_alias="SYNC_HTTP_CONNECT_TIMEOUT_S")
     http_read_timeout_s: float = Field(default=30.0, gt=0, validation_alias="SYNC_HTTP_READ_TIMEOUT_S")

@@ -156,6 +156,16 @@ def choice_out_of_range(table: Table, column: str, value: int, accepted: tuple[i
     )
 
 
+def value_out_of_range(table: Table, column: str, value: float, low: float | None, high: float | None) -> EmulatorHTTPError:
+    """A number outside the column's MinValue..MaxValue (validation code 0x80044331 per §2.2; text inferred)."""
+    return dataverse_error(
+        400,
+        VALIDATION_MAX_LENGTH,
+        f"A validation error occurred. The value {value:g} of '{column}' on record of type '{table.logical_name}' is "
+        f"outside the valid range({'' if low is None else f'{low:g}'} - {'' if high is None else f'{high:g}'}).",
+    )
+
+
 def required_missing(table: Table, column: str) -> EmulatorHTTPError:
     """Required column missing or nulled (InvalidArgument code per §2.2; text inferred)."""
     return dataverse_error(

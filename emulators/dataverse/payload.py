@@ -123,7 +123,20 @@ def validate_value(table: Table, column: Column, value: Any) -> Any:
             raise errors.conversion_error(value, edm)
         if kind is ColumnType.CHOICE and column.choices is not None and value not in column.choices:
             raise errors.choice_out_of_range(table, column.name, value, column.choices)
+        _check_range(table, column, value)
         return value
+    if kind in (ColumnType.DECIMAL, ColumnType.MONEY):
+        if isinstance(value, str) and re.fullmatch(r"-?\d+(\.\d+)?", value):
+            value = float(value)  # Edm.Decimal may travel as a string (IEEE754Compatible)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise errors.conversion_error(value, edm)
+        _check_range(table, column, value)
+        # Stored rounded to the column's precision (inferred: the platform keeps that many digits).
+        return round(float(value), column.precision if column.precision is not None else 2)
+    if kind is ColumnType.DATE:
+        if not isinstance(value, str):
+            raise errors.conversion_error(value, edm)
+        return normalise_date(value, edm)
     if kind is ColumnType.BOOLEAN:
         if not isinstance(value, bool):
             raise errors.conversion_error(value, edm)
@@ -133,6 +146,24 @@ def validate_value(table: Table, column: Column, value: Any) -> Any:
             raise errors.conversion_error(value, edm)
         return normalise_datetime(value, edm)
     raise errors.conversion_error(value, edm)  # pragma: no cover - GUID columns are not writable
+
+
+def _check_range(table: Table, column: Column, value: float) -> None:
+    """A number outside the column's MinValue..MaxValue (code 0x80044331 per §2.2; text inferred)."""
+    low = column.minimum if column.minimum is not None else float("-inf")
+    high = column.maximum if column.maximum is not None else float("inf")
+    if not low <= value <= high:
+        raise errors.value_out_of_range(table, column.name, value, column.minimum, column.maximum)
+
+
+def normalise_date(text: str, edm: str = "Edm.Date") -> str:
+    """A date-only column (``Format: DateOnly``) keeps the date: ``YYYY-MM-DD``; a date-time value gives its date
+    as written, no time-zone shift (inferred: date-only values have no time zone)."""
+    candidate = text.strip()[:10]
+    try:
+        return datetime.strptime(candidate, "%Y-%m-%d").strftime("%Y-%m-%d")
+    except ValueError as exc:
+        raise errors.conversion_error(text, edm) from exc
 
 
 def normalise_datetime(text: str, edm: str = "Edm.DateTimeOffset") -> str:

@@ -200,6 +200,8 @@ def _decode_value(table: Table, name: str, text: str | None) -> Any:
         return int(text)
     if kind is ColumnType.BOOLEAN:
         return text == "1"
+    if kind in (ColumnType.DECIMAL, ColumnType.MONEY):
+        return float(text)
     return text
 
 

@@ -31,6 +31,9 @@ class ColumnType(StrEnum):
     INT64 = "int64"  # Edm.Int64 (big integer)
     BOOLEAN = "boolean"  # Edm.Boolean (two options)
     GUID = "guid"  # Edm.Guid (primary id, lookup values)
+    DECIMAL = "decimal"  # Edm.Decimal (decimal number)
+    MONEY = "money"  # Edm.Decimal (currency)
+    DATE = "date"  # Edm.Date (DateTimeAttributeMetadata with Format DateOnly; read back as YYYY-MM-DD, inferred)
 
 
 EDM_TYPE_NAMES: dict[ColumnType, str] = {
@@ -41,6 +44,9 @@ EDM_TYPE_NAMES: dict[ColumnType, str] = {
     ColumnType.INT64: "Edm.Int64",
     ColumnType.BOOLEAN: "Edm.Boolean",
     ColumnType.GUID: "Edm.Guid",
+    ColumnType.DECIMAL: "Edm.Decimal",
+    ColumnType.MONEY: "Edm.Decimal",
+    ColumnType.DATE: "Edm.Date",
 }
 
 
@@ -53,6 +59,9 @@ class Column:
     max_length: int | None = None
     required: bool = False
     choices: tuple[int, ...] | None = None
+    minimum: float | None = None  # numbers: MinValue / MaxValue of the column's metadata
+    maximum: float | None = None
+    precision: int | None = None  # decimal and money: digits after the point
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,7 @@ class Table:
     change_tracking: bool = True  # ChangeTrackingEnabled (§2.11); inferred for the msdyn_ tables
     bulk_messages: bool = True  # Create/Update/UpsertMultiple available (inferred)
     seeded: bool = False  # reference table whose seed rows survive /_emulator/reset
+    primary_name: str | None = None  # the IsPrimaryName column (app-owned tables; inferred for the others)
 
     @property
     def qualified_name(self) -> str:
@@ -222,8 +232,47 @@ COMPANIES = Table(
     change_tracking=False,  # the emulator's choice: only the msdyn_ loyalty tables track changes
 )
 
-#: All tables by entity-set name.
-TABLES: dict[str, Table] = _table_map([LOYALTY_CARDS, LOYALTY_LEVELS, LOYALTY_REWARD_POINTS, TRANSACTION_CURRENCIES, COMPANIES])
+# Publishers and solutions (docs/protocol-notes.md §2.14 "Solution"): the system tables ``publisher`` and
+# ``solution`` (entity sets ``publishers``, ``solutions``; a solution's publisher is the lookup ``publisherid``).
+# Only the columns provisioning reads and writes; lengths inferred.
+PUBLISHERS = Table(
+    entity_set="publishers",
+    logical_name="publisher",
+    primary_id="publisherid",
+    columns=_columns(
+        Column("uniquename", S, max_length=256, required=True),
+        Column("friendlyname", S, max_length=256, required=True),
+        Column("customizationprefix", S, max_length=8, required=True),
+        Column("customizationoptionvalueprefix", I32, minimum=10_000, maximum=99_999),
+        Column("description", S, max_length=2000),
+    ),
+    alternate_keys=(("uniquename",),),
+    seeded=True,
+    change_tracking=False,
+)
+
+SOLUTIONS = Table(
+    entity_set="solutions",
+    logical_name="solution",
+    primary_id="solutionid",
+    columns=_columns(
+        Column("uniquename", S, max_length=65, required=True),
+        Column("friendlyname", S, max_length=256, required=True),
+        Column("version", S, max_length=256, required=True),
+        Column("description", S, max_length=2000),
+    ),
+    lookups={"publisherid": Lookup("publisherid", "publishers")},
+    alternate_keys=(("uniquename",),),
+    seeded=True,
+    change_tracking=False,
+)
+
+#: All tables by entity-set name (app-owned tables are added at run time: :mod:`.customization`).
+TABLES: dict[str, Table] = _table_map([LOYALTY_CARDS, LOYALTY_LEVELS, LOYALTY_REWARD_POINTS, TRANSACTION_CURRENCIES,
+                                       COMPANIES, PUBLISHERS, SOLUTIONS])
+
+#: The solution app-owned tables go into, and its publisher's customization prefix (the template files' ``lsync``).
+DEFAULT_SOLUTIONS: tuple[tuple[str, str], ...] = (("LoyaltySync", "lsync"),)
 
 #: Default seed rows (demo data; names are illustrative).
 DEFAULT_CURRENCIES: tuple[tuple[str, str], ...] = (

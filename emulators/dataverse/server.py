@@ -7,6 +7,11 @@ tracking and service protection as new routes / hooks):
 =========================================  ==============================================
 ``GET  /api/data/v9.2/WhoAmI``             §5.1 WhoAmI (+ ``x-ms-dop-hint``)
 ``GET  .../EntityDefinitions(LogicalName='<t>')/Attributes``  §5.1 a table's attributes (shape inferred)
+``POST EntityDefinitions``, ``…/Attributes``, ``…/Keys``, ``RelationshipDefinitions``  §2.14 (:mod:`.customization`)
+``GET  EntityDefinitions(LogicalName='<t>')[/Keys]``  §2.14 a table's definition, its keys' index states
+``POST /_emulator/keys``                   admin: set a key's index state (Active, Failed, ...)
+``POST|DELETE /_emulator/solutions[/<n>]``  admin: make / remove a solution and its publisher's prefix
+``POST /_emulator/metadata/reset``         admin: forget the app-owned tables, restore the seeded solutions
 ``GET|POST /api/data/v9.2/<set>``          §2.8 query + paging / §2.3 create
 ``GET|PATCH|DELETE /api/data/v9.2/<set>(<key>)``  §2.5/§2.7 retrieve, upsert, delete
 ``POST /_emulator/reset``                  admin: empty the msdyn_ tables (seeds kept)
@@ -40,6 +45,7 @@ from emulators.common.server import EmulatorHTTPError, EmulatorRequestHandler, E
 from emulators.common.throttling import ServiceProtection, ServiceProtectionTracker
 
 from . import batch, bulk, changetracking, errors, operations, protection
+from .customization import ENTITY_PROPERTIES, KEY_PROPERTIES, SOLUTION_HEADER, Customizations, parse_select
 from .errors import error_annotations
 from .metadata import ATTRIBUTES_PATTERN, attributes_body
 from .query import (
@@ -54,7 +60,7 @@ from .query import (
     strip_skiptoken,
 )
 from .references import EntityRef, require_row, resolve_key, split_resource_path
-from .schema import DEFAULT_COMPANIES, DEFAULT_CURRENCIES, TABLES, Table
+from .schema import DEFAULT_COMPANIES, DEFAULT_CURRENCIES, DEFAULT_SOLUTIONS, TABLES, Table
 from .store import Row, Store
 
 API_PATH = "/api/data/v9.2/"
@@ -62,6 +68,7 @@ REQUEST_LOG_SIZE = 10_000
 ODATA_JSON = "application/json; odata.metadata=minimal"
 
 SeedRows = Iterable[str | tuple[str, str]]
+ENTITY_PATTERN = r"/api/data/v9\.2/EntityDefinitions\(LogicalName='(?P<logical_name>[^']*)'\)"
 
 
 class DataverseServer(EmulatorServer):
@@ -78,6 +85,8 @@ class DataverseServer(EmulatorServer):
         expire_after_s: float | None = None,
         service_protection: ServiceProtection | None = None,
         bulk_max_payload_bytes: int | None = None,
+        solutions: Iterable[tuple[str, str]] | None = None,
+        key_activation_polls: int = 2,
         verbose: bool = False,
     ) -> None:
         super().__init__(DataverseRequestHandler, port, name="dataverse", verbose=verbose)
@@ -98,6 +107,45 @@ class DataverseServer(EmulatorServer):
         self.user_id = str(uuid.uuid4())
         self._seed("cdm_companies", "cdm_companycode", "cdm_name", companies or DEFAULT_COMPANIES)
         self._seed("transactioncurrencies", "isocurrencycode", "currencyname", currencies or DEFAULT_CURRENCIES)
+        #: App-owned tables made through the metadata API (§2.14); a new key is Pending for that many reads of Keys.
+        self.customizations = Customizations(self.store, key_activation_polls=key_activation_polls)
+        self.initial_key_activation_polls = max(0, key_activation_polls)
+        self.seed_solutions = tuple(DEFAULT_SOLUTIONS if solutions is None else solutions)
+        for unique_name, prefix in self.seed_solutions:
+            self.add_solution(unique_name, prefix)
+
+    def add_solution(self, unique_name: str, prefix: str, *, seeded: bool = True) -> None:
+        """A solution and its publisher (``<prefix>publisher``, customization prefix ``prefix``): what an
+        administrator makes in the maker portal before provisioning. Replaces a solution of that name."""
+        with self.store.lock:
+            old = self.store.find_by_key("solutions", {"uniquename": unique_name})
+            if old is not None:
+                self.store.delete("solutions", old["solutionid"])
+            publisher = self.store.find_by_key("publishers", {"uniquename": f"{prefix}publisher"})
+            insert = self.store.seed if seeded else self.store.insert
+            if publisher is None:
+                publisher = insert("publishers", {"uniquename": f"{prefix}publisher", "friendlyname": f"{prefix} publisher",
+                                                  "customizationprefix": prefix,
+                                                  "customizationoptionvalueprefix": 10_000 + sum(map(ord, prefix))})
+            insert("solutions", {"uniquename": unique_name, "friendlyname": unique_name, "version": "1.0.0.0",
+                                 "_publisherid_value": publisher["publisherid"]})
+
+    def remove_solution(self, unique_name: str) -> bool:
+        with self.store.lock:
+            old = self.store.find_by_key("solutions", {"uniquename": unique_name})
+            return old is not None and self.store.delete("solutions", old["solutionid"])
+
+    def reset_metadata(self) -> None:
+        """Forget every app-owned table and restore the seeded solutions (admin)."""
+        self.customizations.reset()
+        self.customizations.key_activation_polls = self.initial_key_activation_polls
+        self.store.reset(["solutions", "publishers"])
+        for row in self.store.rows("solutions"):
+            self.store.delete("solutions", row["solutionid"])
+        for row in self.store.rows("publishers"):
+            self.store.delete("publishers", row["publisherid"])
+        for unique_name, prefix in self.seed_solutions:
+            self.add_solution(unique_name, prefix)
 
     @property
     def api_url(self) -> str:
@@ -129,11 +177,15 @@ def start_dataverse(
     expire_after_s: float | None = None,
     service_protection: ServiceProtection | None = None,
     bulk_max_payload_bytes: int | None = None,
+    solutions: Iterable[tuple[str, str]] | None = None,
+    key_activation_polls: int = 2,
     verbose: bool = False,
 ) -> DataverseServer:
     """Build and start a Dataverse emulator; ``companies``/``currencies`` override the seeds
     (codes, or ``(code, name)`` pairs); ``expire_after_s`` expires change-tracking delta
-    tokens that many seconds after they were issued (default: never). Call ``.stop()`` when done."""
+    tokens that many seconds after they were issued (default: never); ``solutions``: ``(unique name, publisher
+    prefix)`` pairs that exist (default ``LoyaltySync``/``lsync``); ``key_activation_polls``: how many reads of a
+    table's Keys a new key stays Pending/InProgress (0: Active at once). Call ``.stop()`` when done."""
     server = DataverseServer(
         port,
         page_size_cap=page_size_cap,
@@ -143,6 +195,8 @@ def start_dataverse(
         expire_after_s=expire_after_s,
         service_protection=service_protection,
         bulk_max_payload_bytes=bulk_max_payload_bytes,
+        solutions=solutions,
+        key_activation_polls=key_activation_polls,
         verbose=verbose,
     )
     return server.start()
@@ -270,7 +324,49 @@ class DataverseRequestHandler(EmulatorRequestHandler):
 
     def entity_attributes(self, match: re.Match[str]) -> None:
         """A table's attributes (:mod:`.metadata`; the response shape is inferred)."""
-        self.send_json(200, attributes_body(self.server.api_url, match.group("logical_name"), self.query_items))
+        self.send_json(200, attributes_body(self.server.api_url, match.group("logical_name"), self.query_items,
+                                            self.server.customizations))
+
+    # -- metadata creates and reads (docs/protocol-notes.md §2.14, :mod:`.customization`) --------------------------
+    def _solution(self) -> str:
+        return self.server.customizations.solution(self.header(SOLUTION_HEADER))
+
+    def _created(self, path: str) -> None:
+        self.send_empty(204, headers={"OData-EntityId": self.server.api_url + path})
+
+    def create_entity(self, match: re.Match[str]) -> None:
+        solution = self._solution()
+        entity = self.server.customizations.create_entity(self.read_json(), solution)
+        self._created(f"EntityDefinitions({entity.metadata_id})")
+
+    def create_attribute(self, match: re.Match[str]) -> None:
+        self._solution()
+        entity, attribute = self.server.customizations.create_attribute(match.group("logical_name"), self.read_json())
+        self._created(f"EntityDefinitions({entity.metadata_id})/Attributes({attribute.metadata_id})")
+
+    def create_relationship(self, match: re.Match[str]) -> None:
+        self._solution()
+        _, attribute = self.server.customizations.create_relationship(self.read_json())
+        self._created(f"RelationshipDefinitions({attribute.metadata_id})")
+
+    def create_key(self, match: re.Match[str]) -> None:
+        self._solution()
+        entity, key = self.server.customizations.create_key(match.group("logical_name"), self.read_json())
+        self._created(f"EntityDefinitions({entity.metadata_id})/Keys({key.metadata_id})")
+
+    def entity_definition(self, match: re.Match[str]) -> None:
+        logical_name = match.group("logical_name")
+        select = parse_select(self.query_items, ENTITY_PROPERTIES, "EntityMetadata")
+        body = {"@odata.context": f"{self.server.api_url}$metadata#EntityDefinitions({','.join(select)})/$entity",
+                **self.server.customizations.entity_body(logical_name, select)}
+        self.send_json(200, body)
+
+    def entity_keys(self, match: re.Match[str]) -> None:
+        logical_name = match.group("logical_name")
+        select = parse_select(self.query_items, KEY_PROPERTIES, "EntityKeyMetadata")
+        self.send_json(200, {"@odata.context": f"{self.server.api_url}$metadata#EntityDefinitions('{logical_name}')/"
+                                               f"Keys({','.join(select)})",
+                             "value": self.server.customizations.keys_body(logical_name, select)})
 
     def resource(self, match: re.Match[str]) -> None:
         """``<set>`` or ``<set>(<key>)``: dispatch on method and addressing."""
@@ -401,6 +497,38 @@ class DataverseRequestHandler(EmulatorRequestHandler):
         self.server.request_log.clear()
         self.send_empty(204)
 
+    def admin_keys(self, match: re.Match[str]) -> None:
+        """``POST /_emulator/keys`` ``{"table": "<logical name>", "key": "<key logical name>" (optional: every key),
+        "status": "Active"|"Failed"|"Pending"|"InProgress"}``: set a key's index state now;
+        ``{"activation_polls": N}``: how many reads of Keys a key created from now on stays Pending/InProgress."""
+        body = self.read_json()
+        if isinstance(body, dict) and isinstance(body.get("activation_polls"), int) and "table" not in body:
+            self.server.customizations.key_activation_polls = max(0, body["activation_polls"])
+            self.send_json(200, {"activation_polls": self.server.customizations.key_activation_polls})
+            return
+        if not isinstance(body, dict) or not isinstance(body.get("table"), str):
+            raise errors.bad_request("send {\"table\": ..., \"key\": ..., \"status\": ...}")
+        names = self.server.customizations.set_key_status(body["table"], body.get("key"), str(body.get("status")))
+        self.send_json(200, {"keys": names})
+
+    def admin_solutions(self, match: re.Match[str]) -> None:
+        """``POST /_emulator/solutions`` ``{"unique_name": ..., "prefix": ...}`` makes (or replaces) a solution and
+        its publisher; ``DELETE /_emulator/solutions/<name>`` removes one."""
+        if self.method == "DELETE":
+            found = self.server.remove_solution(match.group("name") or "")
+            self.send_empty(204 if found else 404)
+            return
+        body = self.read_json()
+        if not isinstance(body, dict) or not isinstance(body.get("unique_name"), str) or not isinstance(
+                body.get("prefix"), str):
+            raise errors.bad_request("send {\"unique_name\": ..., \"prefix\": ...}")
+        self.server.add_solution(body["unique_name"], body["prefix"], seeded=False)
+        self.send_empty(204)
+
+    def admin_metadata_reset(self, match: re.Match[str]) -> None:
+        self.server.reset_metadata()
+        self.send_empty(204)
+
     def admin_rows(self, match: re.Match[str]) -> None:
         entity_set = match.group("set")
         if self.server.store.table(entity_set) is None:
@@ -411,6 +539,12 @@ class DataverseRequestHandler(EmulatorRequestHandler):
         Route.make("GET", r"/api/data/v9\.2/WhoAmI(?:\(\))?", "WhoAmI", whoami),
         Route.make("GET", r"/api/data/v9\.2/\$metadata", "$metadata", metadata),
         Route.make("GET", ATTRIBUTES_PATTERN, "EntityDefinitions", entity_attributes),
+        Route.make("POST", ATTRIBUTES_PATTERN, "EntityDefinitions.Attributes", create_attribute),
+        Route.make("GET", ENTITY_PATTERN + "/Keys", "EntityDefinitions.Keys", entity_keys),
+        Route.make("POST", ENTITY_PATTERN + "/Keys", "EntityDefinitions.Keys", create_key),
+        Route.make("GET", ENTITY_PATTERN, "EntityDefinitions", entity_definition),
+        Route.make("POST", r"/api/data/v9\.2/EntityDefinitions", "EntityDefinitions", create_entity),
+        Route.make("POST", r"/api/data/v9\.2/RelationshipDefinitions", "RelationshipDefinitions", create_relationship),
         Route.make("POST", batch.BATCH_PATTERN, "$batch", batch.handle_batch),
         Route.make("POST", bulk.BULK_PATTERN, "bulk", bulk.handle_bulk),
         Route.make(("GET", "POST", "PATCH", "PUT", "DELETE"), r"/api/data/v9\.2/(?P<rest>.+)", "resource", resource),
@@ -419,6 +553,10 @@ class DataverseRequestHandler(EmulatorRequestHandler):
             "POST", r"/_emulator/change-tracking/expire", "admin.change-tracking.expire", admin_expire_delta_tokens, admin=True
         ),
         Route.make("GET", r"/_emulator/rows/(?P<set>[A-Za-z0-9_]+)", "admin.rows", admin_rows, admin=True),
+        Route.make("POST", r"/_emulator/keys", "admin.keys", admin_keys, admin=True),
+        Route.make(("POST", "DELETE"), r"/_emulator/solutions(?:/(?P<name>[^/]+))?", "admin.solutions", admin_solutions,
+                   admin=True),
+        Route.make("POST", r"/_emulator/metadata/reset", "admin.metadata.reset", admin_metadata_reset, admin=True),
         Route.make("GET", r"/_emulator/requests", "admin.requests", admin_requests, admin=True),
         Route.make("DELETE", r"/_emulator/requests", "admin.requests.clear", admin_requests_clear, admin=True),
         *protection.admin_routes(),

@@ -294,6 +294,40 @@ class Store:
         if seeded:
             self._seed_ids[entity_set].add(row_id)
 
+    # -- tables defined at run time (app-owned tables, :mod:`.customization`) ---------------------------
+    def define_table(self, table: Table) -> None:
+        """Add a table, or replace its definition (a column, a lookup or an active key was added): its rows stay,
+        its key index is rebuilt for the keys ``table`` declares."""
+        with self.lock:
+            name = table.entity_set
+            self.tables[name] = table
+            self._rows.setdefault(name, {})
+            self._seed_ids.setdefault(name, set())
+            self._key_index[name] = {tuple(key): {} for key in table.alternate_keys}
+            self._sorted[name] = {}
+            self._index_rebuild(name)
+
+    def drop_table(self, entity_set: str) -> None:
+        """Forget a table defined at run time, rows and change history with it."""
+        with self.lock:
+            for index in (self.tables, self._rows, self._seed_ids, self._key_index, self._sorted):
+                index.pop(entity_set, None)
+            self.change_log = [c for c in self.change_log if c.entity_set != entity_set]
+            self.change_log_floor.pop(entity_set, None)
+
+    def has_duplicates(self, entity_set: str, names: tuple[str, ...]) -> bool:
+        """Whether two rows share the (all non-null) values of ``names``: an alternate key's index on them fails."""
+        seen: set[tuple[Any, ...]] = set()
+        with self.lock:
+            for row in self._rows[entity_set].values():
+                values = tuple(_normalise_key_value(row.get(n)) for n in names)
+                if any(v is None for v in values):
+                    continue
+                if values in seen:
+                    return True
+                seen.add(values)
+        return False
+
     def seed(self, entity_set: str, values: Mapping[str, Any]) -> Row:
         """Insert a reference row that survives :meth:`reset`."""
         with self.lock:
