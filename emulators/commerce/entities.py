@@ -44,8 +44,26 @@ TENDER_TYPE = EnumType(
 DAY_MONTH_YEAR = EnumType("RetailDayMonthYear", (("Day", 0), ("Month", 1), ("Year", 2)))
 REWARD_POINT_TYPE = EnumType("RetailLoyaltyRewardPointType", (("Quantity", 1), ("Amount", 2)))
 NO_YES = EnumType("NoYes", (("No", 0), ("Yes", 1)))
+# Loyalty transactions and card tiers (docs/domain-notes.md §8; enum names and members as a client generated from a
+# real $metadata shows them, docs/protocol-notes.md §3.8).
+ENTRY_TYPE = EnumType(
+    "RetailLoyaltyRewardPointEntryType",
+    (("Earn", 1), ("Redeem", 2), ("ReturnEarned", 3), ("Adjust", 4), ("Refund", 5)),
+)
+TRANSACTION_TYPE = EnumType(
+    "RetailLoyaltyTransactionType",
+    (("RetailTransaction", 1), ("SalesOrder", 2), ("LoyaltyAdjustment", 3), ("NonTransactionalActivity", 4)),
+)
+AFFILIATION_TYPE = EnumType("RetailAffiliationType", (("General", 0), ("Loyalty", 1)))
 
-ENUM_TYPES: tuple[EnumType, ...] = (TENDER_TYPE, DAY_MONTH_YEAR, REWARD_POINT_TYPE, NO_YES)
+ENUM_TYPES: tuple[EnumType, ...] = (TENDER_TYPE, DAY_MONTH_YEAR, REWARD_POINT_TYPE, NO_YES, ENTRY_TYPE,
+                                    TRANSACTION_TYPE, AFFILIATION_TYPE)
+
+#: F&O's empty date in the loyalty tier and transaction entities (an open ``ValidTo``; by default the
+#: ``ExpirationDate`` of never-expiring points): 1900-01-01 at midnight UTC, the instant of the business events'
+#: empty date ``/Date(-2208988800000)/`` (docs/domain-notes.md §6). Inferred, like the never-expires value
+#: (docs/domain-notes.md §11), which the emulator takes as a parameter.
+EMPTY_DATE_MIDNIGHT = "1900-01-01T00:00:00Z"
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,8 @@ class Property:
     date_only: bool = False
     #: AX 2012 reference lengths (docs/domain-notes.md §6); documentation only, neither emitted nor enforced.
     max_length: int | None = None
+    #: A key part that may hold the empty string (e.g. a transaction line's SalesOrderId; inferred).
+    empty_allowed: bool = False
 
     @property
     def type_name(self) -> str:
@@ -74,9 +94,9 @@ class Property:
 
 
 def _string(name: str, *, nullable: bool = True, mandatory: bool = False, label: str = "",
-            max_length: int | None = None, default: Any = None) -> Property:
+            max_length: int | None = None, default: Any = None, empty_allowed: bool = False) -> Property:
     return Property(name, "Edm.String", nullable=nullable, mandatory=mandatory, label=label,
-                    max_length=max_length, default=default)
+                    max_length=max_length, default=default, empty_allowed=empty_allowed)
 
 
 def _enum(name: str, enum: EnumType, *, default: Any = None, mandatory: bool = False,
@@ -88,6 +108,19 @@ def _enum(name: str, enum: EnumType, *, default: Any = None, mandatory: bool = F
 
 def _int(name: str, edm_type: str = "Edm.Int32", *, default: int = 0, label: str = "") -> Property:
     return Property(name, edm_type, nullable=False, default=default, label=label)
+
+
+def _decimal(name: str, *, label: str = "") -> Property:
+    # Edm.Decimal fields are not nullable (as the generated client shows them, docs/protocol-notes.md §3.8); 0 when
+    # omitted (inferred, as X++ real fields default to 0).
+    return Property(name, "Edm.Decimal", nullable=False, default=0, label=label)
+
+
+def _date(name: str, *, label: str = "", key: bool = False) -> Property:
+    # F&O date fields exposed as DateTimeOffset at midnight UTC (docs/domain-notes.md §6); the empty date when
+    # omitted (inferred). Key parts are mandatory like every key part.
+    return Property(name, "Edm.DateTimeOffset", nullable=False, default=EMPTY_DATE_MIDNIGHT, label=label,
+                    date_only=True, mandatory=key)
 
 
 @dataclass(frozen=True)
@@ -215,11 +248,114 @@ LEGAL_ENTITIES = EntitySet(
     ),
 )
 
+# -- card tiers and reward-point transactions (docs/protocol-notes.md §3.8) ---------------------------------------
+# Collection names, keys, property names, EDM types and nullability are those of a client generated from a real
+# $metadata (seen in public code), so they are inferred until a tenant's $metadata confirms them. None of the keys
+# holds dataAreaId: the entities are shared across companies (inferred), so cross-company does not change a read.
+# Entity-type names, data-entity names, table names and labels are inferred. None of them has a modified time.
+
+LOYALTY_CARD_TIERS_V2 = EntitySet(
+    name="LoyaltyCardTiersV2",
+    entity_type="LoyaltyCardTierV2",  # inferred
+    # All six are natural keys; a row with an empty LoyaltyTierId is program membership only (inferred).
+    keys=("LoyaltyProgramName", "LoyaltyTierAffiliationName", "LoyaltyTierId", "LoyaltyCardNumber", "ValidFrom",
+          "ValidTo"),
+    company_specific=False,
+    data_entity="RetailLoyaltyCardTierV2Entity",  # inferred
+    table="RetailLoyaltyCardTier",  # inferred (docs/domain-notes.md §8)
+    table_label="Loyalty card tiers",  # inferred
+    business_event_id="LoyaltyCardTierChangedBusinessEvent",  # custom event: inferred
+    properties=(
+        _string("LoyaltyProgramName", nullable=False, mandatory=True, label="Loyalty program"),
+        _string("LoyaltyTierAffiliationName", nullable=False, mandatory=True, label="Affiliation"),
+        # A key part that may be empty: program membership without a tier (inferred), so not mandatory.
+        _string("LoyaltyTierId", nullable=False, label="Tier", empty_allowed=True),
+        _string("LoyaltyCardNumber", nullable=False, mandatory=True, label="Card number", max_length=30),
+        _date("ValidFrom", label="Valid from", key=True),
+        # The empty date is an open ValidTo (inferred), so it is not mandatory either.
+        Property("ValidTo", "Edm.DateTimeOffset", nullable=False, default=EMPTY_DATE_MIDNIGHT, label="Valid to",
+                 date_only=True),
+        _enum("AffiliationType", AFFILIATION_TYPE, default="Loyalty", label="Affiliation type"),
+    ),
+)
+
+RETAIL_LOYALTY_TIERS = EntitySet(
+    name="RetailLoyaltyTiers",
+    entity_type="RetailLoyaltyTier",  # inferred
+    keys=("LoyaltyName", "TierId"),
+    company_specific=False,
+    data_entity="RetailLoyaltyTierEntity",  # inferred
+    table="RetailLoyaltyTier",  # inferred
+    table_label="Loyalty tiers",  # inferred
+    business_event_id="RetailLoyaltyTierChangedBusinessEvent",  # custom event: inferred
+    properties=(
+        _string("LoyaltyName", nullable=False, mandatory=True, label="Loyalty program"),
+        _string("TierId", nullable=False, mandatory=True, label="Tier"),
+        # A validation-period id (inferred); the generated client shows no Description property.
+        _string("ValidDateInterval", label="Validation period"),
+        # A higher level is a higher tier (inferred, docs/domain-notes.md §11).
+        _decimal("TierLevel", label="Tier level"),
+    ),
+)
+
+RETAIL_LOYALTY_CARD_REWARD_POINT_TRANSACTIONS = EntitySet(
+    name="RetailLoyaltyCardRewardPointTransactions",
+    entity_type="RetailLoyaltyCardRewardPointTransaction",  # inferred
+    keys=("LoyaltyTransactionLineNumber", "OperatingUnitNumber", "Terminal", "TransactionNumber",
+          "LoyaltyTransactionCompany", "SalesOrderId", "AdjustmentId", "CardNumber"),
+    company_specific=False,
+    data_entity="RetailLoyaltyCardRewardPointTransactionEntity",  # the CDM entity (docs/protocol-notes.md §3.6)
+    table="RetailLoyaltyCardRewardPointTrans",  # inferred
+    table_label="Loyalty transactions",  # the CDM entity's label
+    # A custom event (inferred); with it, the virtual table mserp_retailloyaltycardrewardpointtransactionentity
+    # (inferred name, docs/protocol-notes.md §4.4) gets data events when lines change.
+    business_event_id="RetailLoyaltyCardRewardPointTransactionChangedBusinessEvent",
+    properties=(
+        # Key parts: every string may be empty except the card number (a sales-transaction line has no sales order
+        # or adjustment id, an adjustment no terminal or transaction; inferred).
+        _decimal("LoyaltyTransactionLineNumber", label="Line number"),
+        _string("OperatingUnitNumber", nullable=False, label="Operating unit number", empty_allowed=True),
+        _string("Terminal", nullable=False, label="Register number", empty_allowed=True),
+        _string("TransactionNumber", nullable=False, label="Transaction number", empty_allowed=True),
+        _string("LoyaltyTransactionCompany", nullable=False, mandatory=True, label="Company", max_length=4),
+        _string("SalesOrderId", nullable=False, label="Sales order", empty_allowed=True),
+        _string("AdjustmentId", nullable=False, label="Adjustment", empty_allowed=True),
+        _string("CardNumber", nullable=False, mandatory=True, label="Card number", max_length=30),
+        _string("LoyaltyTierLoyaltyProgramName", label="Tier loyalty program"),
+        _string("LoyaltyOtherActivityTypeName", label="Other activity type"),
+        _enum("EntryType", ENTRY_TYPE, mandatory=True, label="Entry type"),
+        _string("CustomerAccount", label="Customer account"),
+        _decimal("SalesLineLineNum", label="Sales order line number"),
+        # Signed: negative for Redeem, ReturnEarned and negative Adjust lines (docs/protocol-notes.md §3.8).
+        _decimal("RewardPointAmountQty", label="Reward points"),
+        # Never-expiring points carry the emulator's never-expires value (a parameter; inferred).
+        _date("ExpirationDate", label="Expiration date"),
+        _date("StartDate", label="Start date"),  # vesting: the points are available from this date (inferred)
+        _enum("LoyaltyTransactionType", TRANSACTION_TYPE, label="Transaction type"),
+        _int("EntryTime", label="Entry time"),  # seconds since midnight (inferred, docs/domain-notes.md §6)
+        _string("NonTransactionalActivityId", label="Non-transactional activity"),
+        _string("CustomerAccountCompany", label="Customer account company", max_length=4),
+        # Lowered on earlier earn lines when points are redeemed or returned (inferred, docs/protocol-notes.md §3.8).
+        _decimal("Remaining", label="Remaining"),
+        _string("LoyaltyProgramName", label="Loyalty program"),
+        _string("OperatorId", label="Operator"),
+        _enum("CardTenderType", TENDER_TYPE, default="AsCardTender", label="Card type"),
+        _decimal("RetailTransactionSalesTransLineNum", label="Transaction line number"),
+        _string("ReceiptId", label="Receipt number"),
+        _string("RewardPointId", label="Reward point ID", max_length=64),
+        _date("EntryDate", label="Entry date"),
+        _string("LoyaltyTierId", label="Tier"),
+    ),
+)
+
 ENTITY_SETS: tuple[EntitySet, ...] = (
     RETAIL_LOYALTY_CARDS,
     LOYALTY_LEVELS,
     RETAIL_LOYALTY_REWARD_POINTS,
     LEGAL_ENTITIES,
+    LOYALTY_CARD_TIERS_V2,
+    RETAIL_LOYALTY_TIERS,
+    RETAIL_LOYALTY_CARD_REWARD_POINT_TRANSACTIONS,
 )
 ENTITY_SETS_BY_NAME: dict[str, EntitySet] = {s.name: s for s in ENTITY_SETS}
 

@@ -58,6 +58,18 @@ class SeedConfig:
     levels_per_company: int = 4
     companies: tuple[str, ...] = ("usmf", "usrt", "demf")
     seed: int = 42
+    #: Reward-point transaction lines in all (-1: eight per card); see emulators.commerce.loyalty_seed.
+    lines: int = -1
+    #: The day the generated history runs up to, and the emulator clock's start (midnight UTC).
+    as_of: str = "2026-12-01"
+    #: ExpirationDate of never-expiring points (inferred, docs/domain-notes.md §11: set it to the app's setting).
+    never_expires: str = "1900-01-01T00:00:00Z"
+    #: ValidTo of an open-ended card tier (inferred: F&O's empty date).
+    open_valid_to: str = "1900-01-01T00:00:00Z"
+
+    @property
+    def line_count(self) -> int:
+        return self.cards * 8 if self.lines < 0 else self.lines
 
 
 def company_name(company: str) -> str:

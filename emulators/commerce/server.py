@@ -21,6 +21,8 @@ import re
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any, ClassVar, cast
 from urllib.parse import quote, unquote
 
@@ -29,13 +31,24 @@ from emulators.common.odata import ODataQueryError, parse_key_segment
 from emulators.common.server import EmulatorHTTPError, EmulatorRequestHandler, EmulatorServer, Route, RouteHandler
 from emulators.common.throttling import ServiceProtection, ServiceProtectionTracker
 
-from . import admin, errors, query, throttling
-from .entities import ENTITY_SETS, EntitySet, entity_set
+from . import admin, errors, loyalty_activity, loyalty_odata, query, throttling
+from .entities import (
+    EMPTY_DATE_MIDNIGHT,
+    ENTITY_SETS,
+    LOYALTY_CARD_TIERS_V2,
+    RETAIL_LOYALTY_CARD_REWARD_POINT_TRANSACTIONS,
+    RETAIL_LOYALTY_TIERS,
+    EntitySet,
+    entity_set,
+)
+from .loyalty_lines import LineStore
+from .loyalty_rules import Ledger
+from .loyalty_seed import build_loyalty
 from .metadata import build_metadata
 from .publisher import BusinessEventPublisher
 from .seed import SeedConfig, build_seed
 from .store import DuplicateKeyError, EntityStore, ETagMismatchError, Key, NotFoundError
-from .validation import validate_create, validate_update
+from .validation import format_datetime, validate_create, validate_update
 from .write_failures import WriteFailures
 
 #: JSON content type of F&O OData responses (the streaming/IEEE754 parameters are inferred).
@@ -60,6 +73,10 @@ class CommerceEmulator(EmulatorServer):
         publisher_options: Mapping[str, Any] | None = None,
         service_protection: ServiceProtection | None = None,
         verbose: bool = False,
+        lines: int = -1,
+        as_of: str = "2026-12-01",
+        never_expires: str = EMPTY_DATE_MIDNIGHT,
+        open_valid_to: str = EMPTY_DATE_MIDNIGHT,
     ) -> None:
         super().__init__(CommerceRequestHandler, port, name="commerce", verbose=verbose)
         #: §3.5 user-based limits (None = off; see :mod:`emulators.commerce.throttling`).
@@ -67,7 +84,8 @@ class CommerceEmulator(EmulatorServer):
         companies = tuple(c.lower() for c in companies)
         if default_company.lower() not in companies:
             raise ValueError(f"default_company '{default_company}' is not one of {companies}")
-        self.seed_config = SeedConfig(cards, reward_points, levels_per_company, companies, seed)
+        self.seed_config = SeedConfig(cards, reward_points, levels_per_company, companies, seed, lines, as_of,
+                                      never_expires, open_valid_to)
         self.default_company = default_company.lower()
         self.page_size = _page_size(page_size)
         self.store = EntityStore(ENTITY_SETS)
@@ -79,6 +97,11 @@ class CommerceEmulator(EmulatorServer):
         #: The write requests received on ``/data``, oldest first (``GET /_emulator/writes``).
         self.writes: deque[dict[str, Any]] = deque(maxlen=10_000)
         self._writes_lock = threading.Lock()
+        #: Transaction lines (their own compact store) and the rules that post to them (set by reseed).
+        self.ledger: Ledger
+        self.lines: LineStore
+        #: The emulator clock: when an admin activity without a time happens (starts at the seed's as_of).
+        self.clock: datetime
         self.reseed()
 
     @property
@@ -91,7 +114,17 @@ class CommerceEmulator(EmulatorServer):
             fields = {**self.seed_config.__dict__, **overrides}
             fields["companies"] = tuple(c.lower() for c in fields["companies"])
             self.seed_config = SeedConfig(**fields)
-        self.store.load(build_seed(self.seed_config))
+        config = self.seed_config
+        rows = build_seed(config)
+        loyalty = build_loyalty(rows["RetailLoyaltyCards"], rows["RetailLoyaltyRewardPoints"], lines=config.line_count,
+                                as_of=date.fromisoformat(config.as_of), seed=config.seed, company=self.default_company,
+                                never_expires=config.never_expires, open_valid_to=config.open_valid_to)
+        rows[RETAIL_LOYALTY_TIERS.name] = loyalty.tiers
+        rows[LOYALTY_CARD_TIERS_V2.name] = loyalty.card_tiers
+        self.store.load(rows)
+        self.ledger = loyalty.ledger
+        self.lines = loyalty.ledger.store
+        self.clock = datetime.fromisoformat(config.as_of).replace(tzinfo=UTC)
         self.clear_writes()
         return self.counts()
 
@@ -112,7 +145,7 @@ class CommerceEmulator(EmulatorServer):
             self.writes.clear()
 
     def counts(self) -> dict[str, int]:
-        return {s.name: self.store.count(s) for s in ENTITY_SETS}
+        return {s.name: self.lines.count if s is LINES else self.store.count(s) for s in ENTITY_SETS}
 
     def set_page_size(self, page_size: int) -> None:
         self.page_size = _page_size(page_size)
@@ -146,30 +179,46 @@ def start_commerce(
     publisher_options: Mapping[str, Any] | None = None,
     service_protection: ServiceProtection | None = None,
     verbose: bool = False,
+    lines: int = -1,
+    as_of: str = "2026-12-01",
+    never_expires: str = EMPTY_DATE_MIDNIGHT,
+    open_valid_to: str = EMPTY_DATE_MIDNIGHT,
 ) -> CommerceEmulator:
     """Build and start the emulator on 127.0.0.1 (port 0 = a free port); call ``.stop()`` when done.
 
     ``publisher_options`` go to :class:`BusinessEventPublisher` (``timeout``, ``retries``,
     ``retry_wait``, ``duplicate_delivery``, ``out_of_order``, ``initiating_user``).
-    ``service_protection`` turns on the §3.5 user-based 429 limits (off by default).
+    ``service_protection`` turns on the §3.5 user-based 429 limits (off by default). ``lines`` transaction lines
+    (-1: eight per card) are generated up to ``as_of``; ``never_expires`` is the ``ExpirationDate`` of points that
+    never expire and ``open_valid_to`` the ``ValidTo`` of an open card tier (both inferred: set them as the app's
+    settings say). See :mod:`emulators.commerce.loyalty_activity` for the loyalty admin API.
     """
     server = CommerceEmulator(
         port, cards=cards, reward_points=reward_points, levels_per_company=levels_per_company,
         companies=companies, default_company=default_company, page_size=page_size, seed=seed,
         publisher_options=publisher_options, service_protection=service_protection, verbose=verbose,
+        lines=lines, as_of=as_of, never_expires=never_expires, open_valid_to=open_valid_to,
     )
     server.start()
     return server
 
 
+LINES = RETAIL_LOYALTY_CARD_REWARD_POINT_TRANSACTIONS
+
+
 def format_key(entity_set: EntitySet, row: Mapping[str, Any]) -> str:
-    """URL key segment: ``'X'`` for single keys, ``dataAreaId='usmf',LevelPhrase='Gold'`` otherwise."""
-    def literal(value: Any) -> str:
+    """URL key segment: ``'X'`` for single keys, ``dataAreaId='usmf',LevelPhrase='Gold'`` otherwise; numbers and
+    DateTimeOffset values bare (``ValidFrom=2024-01-01T00:00:00Z``, docs/protocol-notes.md §3.8)."""
+    def literal(name: str) -> str:
+        value = row[name]
+        prop = entity_set.prop(name)
+        if prop is not None and prop.edm_type in ("Edm.DateTimeOffset", "Edm.Decimal", "Edm.Int32", "Edm.Int64"):
+            return quote(str(value), safe=":")
         return "'" + quote(str(value).replace("'", "''"), safe="'") + "'"
 
     if len(entity_set.keys) == 1:
-        return literal(row[entity_set.keys[0]])
-    return ",".join(f"{k}={literal(row[k])}" for k in entity_set.keys)
+        return literal(entity_set.keys[0])
+    return ",".join(f"{k}={literal(k)}" for k in entity_set.keys)
 
 
 def _split_resource(path: str) -> tuple[str, str | None, str | None]:
@@ -197,6 +246,25 @@ def _split_resource(path: str) -> tuple[str, str | None, str | None]:
     if key_text is not None and re.fullmatch(r"/[A-Za-z_][A-Za-z0-9_]*", rest):
         return name, key_text, rest[1:]
     raise errors.not_found(path)
+
+
+def _key_value(eset: EntitySet, name: str, value: Any) -> Any:
+    """A key part of the URL as the store keys it: strings as sent (quoted literals), a DateTimeOffset bare with
+    its offset (as the stored text, docs/protocol-notes.md §3.8), a number bare (messages inferred)."""
+    prop = eset.prop(name)
+    edm = prop.edm_type if prop is not None else "Edm.String"
+    if edm == "Edm.DateTimeOffset":
+        if not isinstance(value, datetime):
+            raise errors.bad_request(f"The key value for '{name}' must be an Edm.DateTimeOffset literal such as "
+                                     "2024-01-01T00:00:00Z (unquoted).")
+        return format_datetime(value)
+    if edm in ("Edm.Decimal", "Edm.Int32", "Edm.Int64"):
+        if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+            raise errors.bad_request(f"The key value for '{name}' must be an {edm} literal such as 1 (unquoted).")
+        return value
+    if not isinstance(value, str):
+        raise errors.bad_request(f"The key value for '{name}' must be a string literal such as '{value}'.")
+    return value
 
 
 class CommerceRequestHandler(EmulatorRequestHandler):
@@ -270,9 +338,7 @@ class CommerceRequestHandler(EmulatorRequestHandler):
             if set(values) != set(eset.keys) or len(pairs) != len(eset.keys):
                 raise mismatch
         for name, value in values.items():
-            if not isinstance(value, str):
-                raise errors.bad_request(
-                    f"The key value for '{name}' must be a string literal such as '{value}'.")
+            values[name] = _key_value(eset, name, value)
         return self.server.store.key_of(eset, values)
 
     def _entity_body(self, eset: EntitySet, row: Mapping[str, Any], etag: str) -> dict[str, Any]:
@@ -328,6 +394,9 @@ class CommerceRequestHandler(EmulatorRequestHandler):
         entity_ops[self.method](eset, self._key(eset, key_text), prop)
 
     def _get_collection(self, eset: EntitySet) -> None:
+        if eset is LINES:
+            loyalty_odata.get_collection(self)
+            return
         options = query.parse_query_options(eset, self.query_items)
         cross = query.is_cross_company(self.query)
         result = query.run_query(eset, self.server.store.rows(eset), options, default_company=self.server.default_company,
@@ -353,6 +422,9 @@ class CommerceRequestHandler(EmulatorRequestHandler):
     def _get_entity(self, eset: EntitySet, key: Key, prop: str | None) -> None:
         # Addressing by key reaches any company named in the key (inferred; §3.1 only says
         # that collection reads default to the caller's company).
+        if eset is LINES:
+            loyalty_odata.get_entity(self, key, prop)
+            return
         row, etag = self._find(eset, key)
         if prop is None:
             self.send_odata(200, self._entity_body(eset, row, etag), headers={"ETag": etag})
@@ -365,6 +437,9 @@ class CommerceRequestHandler(EmulatorRequestHandler):
         })
 
     def _post(self, eset: EntitySet) -> None:
+        if eset is LINES:
+            loyalty_odata.post(self)
+            return
         row = validate_create(eset, self.read_json(), default_company=self.server.default_company,
                               companies=self.server.companies)
         self.server.write_failures.check(eset, self.server.store.key_of(eset, row))
@@ -378,6 +453,9 @@ class CommerceRequestHandler(EmulatorRequestHandler):
                         headers={"Location": self._location(eset, stored), "ETag": etag})
 
     def _patch(self, eset: EntitySet, key: Key, prop: str | None) -> None:
+        if eset is LINES:
+            loyalty_odata.patch(self, key)
+            return
         current, _ = self._find(eset, key)
         changes = validate_update(eset, self.read_json(), current)
         self.server.write_failures.check(eset, key)
@@ -391,6 +469,9 @@ class CommerceRequestHandler(EmulatorRequestHandler):
         self.send_empty(204, headers={"ETag": etag})
 
     def _delete(self, eset: EntitySet, key: Key, prop: str | None) -> None:
+        if eset is LINES:
+            loyalty_odata.delete(self, key)
+            return
         try:
             removed = self.server.store.delete(eset, key, self.header("If-Match"))
         except NotFoundError:
@@ -410,6 +491,7 @@ def _handler(method: Callable[[CommerceRequestHandler, re.Match[str]], None]) ->
 
 CommerceRequestHandler.routes = [
     *admin.routes(),
+    *loyalty_activity.routes(),
     *throttling.admin_routes(),
     Route.make("GET", r"/data/?", "odata.service", _handler(CommerceRequestHandler.handle_service_document)),
     Route.make("GET", r"/data/\$metadata", "odata.metadata", _handler(CommerceRequestHandler.handle_metadata)),

@@ -80,6 +80,11 @@ def _coerce(entity_set: EntitySet, prop: Property, value: Any, enum_errors: list
         return value
     if prop.edm_type == "Edm.DateTimeOffset":
         return _coerce_datetime(prop, value)
+    if prop.edm_type == "Edm.Decimal":
+        # A JSON number (IEEE754Compatible=false, so not a string); kept as sent, int or float.
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _type_error(prop, value)
+        return value
     raise _type_error(prop, value)  # pragma: no cover - no other types are declared
 
 
@@ -133,7 +138,8 @@ def validate_create(entity_set: EntitySet, body: Any, *, default_company: str,
         if row["dataAreaId"] not in {c.lower() for c in companies}:
             infolog.append(f"Company '{row['dataAreaId']}' does not exist.")  # text inferred
     for prop in entity_set.properties:
-        if (prop.mandatory or prop.name in entity_set.keys) and _is_blank(row.get(prop.name)):
+        required = prop.mandatory or (prop.name in entity_set.keys and not prop.empty_allowed)
+        if required and _is_blank(row.get(prop.name)):
             infolog.append(f"Field '{prop.label or prop.name}' must be filled in.")
     if infolog:
         raise errors.write_failed(entity_set, infolog)

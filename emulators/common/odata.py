@@ -649,6 +649,12 @@ def _parse_key_value(text: str, pos: int) -> tuple[Any, int]:
     end = raw_match.end() if raw_match else pos
     if _GUID_RE.fullmatch(raw):
         return str(uuid.UUID(raw)), end
+    if _DATETIME_RE.fullmatch(raw) and re.search(r"T.*(?:Z|[+-]\d{2}:\d{2})$", raw):
+        # An Edm.DateTimeOffset key part is written bare, with its offset: ValidFrom=2024-01-01T00:00:00Z (§3.8).
+        try:
+            return _parse_datetime(raw), end
+        except ValueError:
+            raise _key_error(text) from None
     if raw in ("true", "false"):
         return raw == "true", end
     if raw == "null":
@@ -664,7 +670,8 @@ def parse_key_segment(text: str) -> list[tuple[str | None, Any]]:
     """Parse the inside of ``set(...)`` (already percent-decoded), §2.5 / §3.1.
 
     ``'ABC'`` → ``[(None, 'ABC')]``; a bare GUID → ``[(None, '<lower-case guid>')]``;
-    ``a='x',b=2,_c_value=<guid>`` → ``[('a','x'), ('b',2), ('_c_value','<guid>')]``.
+    ``a='x',b=2,_c_value=<guid>`` → ``[('a','x'), ('b',2), ('_c_value','<guid>')]``; a bare
+    ``2024-01-01T00:00:00Z`` (with its offset) → an aware ``datetime``.
     Quotes are unescaped (``''`` → ``'``); commas and ``=`` inside quotes are data.
     """
     if not text.strip():
