@@ -114,7 +114,9 @@ class Sides:
         self.key_columns = {prop: column for column, prop in plan.dataverse_key_properties.items()}
         # Commerce's key order within a scope, as Dataverse columns: the range filter on the Dataverse side.
         self.order_columns = [self.key_columns[prop] for prop in self.reader.order]
-        self.select = [self.primary_id, *(f"_{c}_value" if c in self.lookups else c for c in plan.dataverse_columns)]
+        # A lookup reads back as _<attribute>_value: its logical name, the navigation property in lower case.
+        self.select = [self.primary_id,
+                       *(f"_{c.lower()}_value" if c in self.lookups else c for c in plan.dataverse_columns)]
         self.datetimes = frozenset(row.dataverse_column for row in plan.template.fields if row.dataverse_type == "datetime")
         self.folded = frozenset({*self.key_columns.values(), *self.lookups})
 
@@ -178,7 +180,7 @@ class Sides:
             if spec is None:
                 columns[column] = dv_row.get(column)
                 continue
-            guid = dv_row.get(f"_{column}_value")
+            guid = dv_row.get(f"_{column.lower()}_value")
             columns[column] = (self.engine.dataverse.code_of(spec.entity_set, spec.primary_id, spec.match_column,
                                                              str(guid)) if guid else None)
         return columns

@@ -116,7 +116,7 @@ class Stores:
             columns = {}
             for column in plan.dataverse_columns:
                 if column in lookups:
-                    guid = row.get(f"_{column}_value")
+                    guid = row.get(f"_{column.lower()}_value")  # the lookup's logical name
                     columns[column] = codes[column].get(guid) if guid else None
                 else:
                     columns[column] = row.get(column)

@@ -1,0 +1,311 @@
+"""Points balances end to end: Commerce's transaction lines folded into lsync_loyaltycardbalance (the aggregate
+template loyalty_card_balances), against both emulators and Azurite: the first build, the incremental pass after
+redemptions, returns, vesting and expiry, pooled cards, a crash mid-build, deletes and the cost in requests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+import requests
+
+from emulators.commerce.loyalty_activity import CommerceLoyaltyAdmin
+from shared.balances.fold import BalanceSettings, as_row
+from shared.dataverse.metadata import MetadataClient
+from shared.mapping.plan import LookupValue
+from shared.provision import Provisioner, app_owned
+from shared.runtime import Runtime
+from shared.sync.aggregate import INCREMENTAL_SCOPE, AggregateSync
+from shared.sync.runs import DIRECTION_OUT
+from tests.clock import ManualClock
+from tests.e2e.stores import Stores
+
+TEMPLATE = "loyalty_card_balances"
+TABLE = "lsync_loyaltycardbalances"
+AS_OF = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # the emulator's lines are generated up to its as_of, 2026-12-01
+
+
+@pytest.fixture()
+def clock(runtime: Runtime) -> ManualClock:
+    clock = ManualClock(AS_OF)
+    runtime.state.clock = clock
+    return clock
+
+
+@pytest.fixture()
+def admin(stores: Stores) -> CommerceLoyaltyAdmin:
+    return CommerceLoyaltyAdmin(stores.commerce_url)
+
+
+@pytest.fixture()
+def engine(runtime: Runtime, stores: Stores, clock: ManualClock) -> Iterator[AggregateSync]:
+    """The balance table provisioned, cards and reward points synced (the lookups' targets), the engine."""
+    provisioner = Provisioner(MetadataClient(runtime.dataverse.core), app_owned(runtime.catalog, [TEMPLATE]),
+                              runtime.settings.dataverse_solution, clock=clock, sleep=clock.advance)
+    outcome = provisioner.apply(provisioner.plan())
+    assert outcome.problems == []
+    runtime.scan("loyalty_cards").run()
+    runtime.scan("loyalty_reward_points").run()
+    engine = runtime.outbound(TEMPLATE)
+    assert isinstance(engine, AggregateSync)
+    yield engine
+
+
+def build(runtime: Runtime) -> Any:
+    [summary] = runtime.scan(TEMPLATE).run()
+    return summary
+
+
+def expected(stores: Stores, today: date) -> dict[tuple[str, ...], dict[str, Any]]:
+    """What Dataverse should hold: Commerce's lines of each card folded as of ``today``, through the plan."""
+    runtime = stores.runtime
+    engine = runtime.outbound(TEMPLATE)
+    assert isinstance(engine, AggregateSync)
+    plan = runtime.catalog.plan(TEMPLATE)
+    rows = sorted(runtime.commerce.iter_rows(plan.template.commerce.entity_set, select=list(plan.select_properties)),
+                  key=lambda r: (r["CardNumber"], r["RewardPointId"]))
+    result: dict[tuple[str, ...], dict[str, Any]] = {}
+    for fold in engine.fold_cards(rows, today):
+        for balance in fold.balances:
+            record = plan.to_dataverse(as_row(balance))
+            result[record.key] = {k: (v.match_value if isinstance(v, LookupValue) else v)
+                                  for k, v in record.columns.items() if k != "lsync_asof"}
+    return result
+
+
+def actual(stores: Stores) -> dict[tuple[str, ...], dict[str, Any]]:
+    return {key: {k: v for k, v in columns.items() if k != "lsync_asof"}
+            for key, columns in stores.actual(TEMPLATE).items()}
+
+
+def written_keys(stores: Stores, since: int) -> set[tuple[str, str]]:
+    """The balance rows the app wrote after request number ``since`` of the emulator's request log."""
+    log = requests.get(f"{stores.dataverse_url}/_emulator/requests", timeout=10).json()["value"][since:]
+    keys: set[tuple[str, str]] = set()
+    for entry in log:
+        if entry["method"] == "GET" or TABLE not in entry["path"]:
+            continue
+        body = entry.get("body") or {}
+        for target in body.get("Targets", [body]):
+            ref = target.get("@odata.id", "")
+            if "lsync_cardnumber=" in ref:
+                card = ref.split("lsync_cardnumber='", 1)[1].split("'", 1)[0]
+                point = ref.split("lsync_rewardpointid='", 1)[1].split("'", 1)[0]
+                keys.add((card, point))
+    return keys
+
+
+def request_count(stores: Stores) -> int:
+    return len(requests.get(f"{stores.dataverse_url}/_emulator/requests", timeout=10).json()["value"])
+
+
+def a_card_with_points(stores: Stores, *, tender: str = "AsCardTender") -> tuple[str, str]:
+    """A card of that tender type with available points on a redeemable reward point."""
+    today = AS_OF.date()
+    for key, columns in sorted(expected(stores, today).items()):
+        card = key[0]
+        row = next(r for r in stores.commerce_rows("loyalty_cards") if r["CardNumber"] == card)
+        if row["CardTenderType"] == tender and columns["lsync_available"] and columns["lsync_available"] >= 5:
+            return key  # type: ignore[return-value]
+    raise AssertionError(f"no {tender} card with points in the generated data")
+
+
+# -- the first build ----------------------------------------------------------------------------------------------
+
+
+def test_the_first_build_writes_one_row_per_card_and_reward_point_exactly(engine: AggregateSync, runtime: Runtime,
+                                                                          stores: Stores) -> None:
+    summary = build(runtime)
+    want = expected(stores, AS_OF.date())
+    got = actual(stores)
+    print({k: {c: (got[k].get(c), w[c]) for c in w if got[k].get(c) != w[c]} for k, w in list(want.items())[:2]})
+    assert actual(stores) == want
+    assert (summary.written, summary.failed) == (len(want), 0) and len(want) > 0
+
+
+def test_a_second_build_writes_nothing(engine: AggregateSync, runtime: Runtime, stores: Stores) -> None:
+    build(runtime)
+    before = stores.dataverse_writes()
+    again = build(runtime)
+    assert (stores.dataverse_writes(), again.written, again.unchanged) == (before, 0, again.seen)
+
+
+def test_the_rows_look_up_their_card_and_reward_point(engine: AggregateSync, runtime: Runtime, stores: Stores) -> None:
+    build(runtime)
+    cards = stores.codes("msdyn_loyaltycards", "msdyn_loyaltycardid", "msdyn_cardnumber")
+    points = stores.codes("msdyn_loyaltyrewardpoints", "msdyn_loyaltyrewardpointid", "msdyn_rewardpointid")
+    rows = stores.dataverse_rows(TABLE)
+    assert rows and all(cards[r["_lsync_card_value"]] == r["lsync_cardnumber"]
+                        and points[r["_lsync_rewardpoint_value"]] == r["lsync_rewardpointid"] for r in rows)
+
+
+# -- the incremental pass ---------------------------------------------------------------------------------------
+
+
+def test_a_redemption_changes_exactly_that_cards_balance_row(engine: AggregateSync, runtime: Runtime, stores: Stores,
+                                                             admin: CommerceLoyaltyAdmin, clock: ManualClock) -> None:
+    build(runtime)
+    card, point = a_card_with_points(stores)
+    admin.redeem(card, 5, reward_point=point, at=AS_OF + timedelta(hours=1))
+    clock.advance(3600)
+    since = request_count(stores)
+    summary = engine.incremental()
+    assert written_keys(stores, since) == {(card, point)}
+    assert summary.written == 1
+    assert actual(stores) == expected(stores, AS_OF.date())
+
+
+def test_a_return_changes_exactly_that_cards_balance_row(engine: AggregateSync, runtime: Runtime, stores: Stores,
+                                                         admin: CommerceLoyaltyAdmin, clock: ManualClock) -> None:
+    build(runtime)
+    card, point = a_card_with_points(stores)
+    admin.return_earned(card, 3, reward_point=point, at=AS_OF + timedelta(hours=1))
+    since = request_count(stores)
+    engine.incremental()
+    assert written_keys(stores, since) == {(card, point)}
+    assert actual(stores) == expected(stores, AS_OF.date())
+
+
+def test_a_redemption_on_a_pooled_card_recomputes_every_card_of_the_customer(
+        engine: AggregateSync, runtime: Runtime, stores: Stores, admin: CommerceLoyaltyAdmin) -> None:
+    build(runtime)
+    card, point = a_card_with_points(stores, tender="AsContactTender")
+    pool = set(admin.card_pool(card))
+    result = admin.redeem(card, 5, reward_point=point, at=AS_OF + timedelta(hours=1))
+    consumed = {(line["CardNumber"], line["RewardPointId"]) for line in result.changed}
+    since = request_count(stores)
+    engine.incremental()
+    assert consumed <= written_keys(stores, since)
+    assert {c for c, _ in written_keys(stores, since)} <= pool | {card}
+    assert actual(stores) == expected(stores, AS_OF.date())
+
+
+def test_a_vesting_date_passing_changes_exactly_the_rows_due_that_day(engine: AggregateSync, runtime: Runtime,
+                                                                       stores: Stores, clock: ManualClock) -> None:
+    build(runtime)
+    rows = actual(stores)
+    first = min(columns["lsync_nextchangedate"] for columns in rows.values() if columns["lsync_nextchangedate"])
+    day = date.fromisoformat(first[:10])
+    clock.advance((datetime(day.year, day.month, day.day, 9, tzinfo=UTC) - clock.now()).total_seconds())
+    want = expected(stores, day)
+    changed = {key for key, columns in want.items() if columns != rows.get(key)}
+    since = request_count(stores)
+    engine.incremental()
+    assert changed and written_keys(stores, since) == changed
+    assert actual(stores) == want
+
+
+def test_an_expiry_moves_points_from_available_to_expired(engine: AggregateSync, runtime: Runtime, stores: Stores,
+                                                          admin: CommerceLoyaltyAdmin, clock: ManualClock) -> None:
+    build(runtime)
+    card, point = a_card_with_points(stores)
+    expires = AS_OF.date() + timedelta(days=2)
+    admin.earn(card, 40, reward_point=point, at=AS_OF + timedelta(hours=1), start_date=AS_OF.date(),
+               expiration_date=expires)
+    engine.incremental()
+    before = actual(stores)[(card, point)]
+    clock.advance(3 * 86_400)  # the day after the expiration date
+    since = request_count(stores)
+    engine.incremental()
+    after = actual(stores)[(card, point)]
+    assert (card, point) in written_keys(stores, since)
+    assert (after["lsync_expired"] - before["lsync_expired"], before["lsync_available"] - after["lsync_available"]) \
+        == (40, 40) or after == expected(stores, clock.now().date())[(card, point)]
+    assert actual(stores) == expected(stores, clock.now().date())
+
+
+def test_an_incremental_pass_with_nothing_new_writes_nothing(engine: AggregateSync, runtime: Runtime,
+                                                             stores: Stores) -> None:
+    build(runtime)
+    engine.incremental()
+    before = stores.dataverse_writes()
+    summary = engine.incremental()
+    assert (stores.dataverse_writes(), summary.written) == (before, 0)
+
+
+def test_the_incremental_pass_reads_few_commerce_pages(engine: AggregateSync, runtime: Runtime, stores: Stores,
+                                                       admin: CommerceLoyaltyAdmin) -> None:
+    build(runtime)
+    engine.incremental()
+    cards = sorted({k[0] for k in actual(stores)})[:30]
+    admin.post_activities([{"kind": "earn", "card": c, "points": 7, "at": (AS_OF + timedelta(hours=2)).isoformat()}
+                           for c in cards])
+    requests.post(f"{stores.commerce_url}/_emulator/stats/reset", timeout=10).raise_for_status()
+    engine.incremental()
+    stats = requests.get(f"{stores.commerce_url}/_emulator/stats", timeout=10).json()
+    assert stats["by_method"].get("GET", 0) <= 4  # the recent lines, then the 30 cards' lines in one or two reads
+
+
+def test_an_incremental_pass_before_any_build_is_skipped(engine: AggregateSync) -> None:
+    summary = engine.incremental()
+    assert summary.status == "skipped"
+
+
+# -- deletes, agents' edits, crashes ----------------------------------------------------------------------------
+
+
+def test_a_card_whose_lines_are_gone_loses_its_rows_through_the_delete_guard(engine: AggregateSync, runtime: Runtime,
+                                                                             stores: Stores) -> None:
+    build(runtime)
+    card, point = sorted(actual(stores))[0]
+    for line in CommerceLoyaltyAdmin(stores.commerce_url).card_lines(card):
+        key = {p: line[p] for p in engine.spec.line_key}
+        stores.edit_in_hq(engine.entity_set, key, delete=True)
+    summary = build(runtime)
+    assert summary.deleted >= 1 and not any(k[0] == card for k in actual(stores))
+    assert actual(stores) == expected(stores, AS_OF.date())
+
+
+def test_an_agents_edit_is_overwritten_by_the_next_write_of_the_row(engine: AggregateSync, runtime: Runtime,
+                                                                    stores: Stores,
+                                                                    admin: CommerceLoyaltyAdmin) -> None:
+    build(runtime)
+    card, point = a_card_with_points(stores)
+    stores.change_in_dataverse(f"{TABLE}(lsync_cardnumber='{card}',lsync_rewardpointid='{point}')",
+                               {"lsync_available": 999999})
+    admin.redeem(card, 1, reward_point=point, at=AS_OF + timedelta(hours=1))
+    engine.incremental()
+    assert actual(stores)[(card, point)] == expected(stores, AS_OF.date())[(card, point)]
+
+
+def test_a_build_that_crashed_mid_way_resumes_without_rewriting_what_it_wrote(engine: AggregateSync, runtime: Runtime,
+                                                                             stores: Stores,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    scan = runtime.scan(TEMPLATE)
+    scan.reader.page_size = 100  # several key ranges
+    ranges = 0
+    process = scan.ranges.process
+
+    def crash_on_the_third(*args: Any, **kwargs: Any) -> None:
+        nonlocal ranges
+        ranges += 1
+        if ranges == 3:
+            raise ConnectionError("worker lost")
+        process(*args, **kwargs)
+
+    monkeypatch.setattr(scan.ranges, "process", crash_on_the_third)
+    with pytest.raises(ConnectionError):
+        scan.run()
+    written_before = len(stores.actual(TEMPLATE))
+    assert written_before > 0
+    monkeypatch.setattr(scan.ranges, "process", process)
+    mark = runtime.state.watermarks.get(TEMPLATE, DIRECTION_OUT, "all")
+    runtime.state.watermarks.save(type(mark)(**{**mark.__dict__, "lease_owner": "", "lease_until": ""}))
+    [summary] = scan.run()
+    assert summary.written == len(expected(stores, AS_OF.date())) - written_before
+    assert actual(stores) == expected(stores, AS_OF.date())
+
+
+def test_the_incremental_pass_has_its_own_status_row(engine: AggregateSync, runtime: Runtime) -> None:
+    build(runtime)
+    engine.incremental()
+    mark = runtime.state.watermarks.get(TEMPLATE, DIRECTION_OUT, INCREMENTAL_SCOPE)
+    assert mark.last_status == "completed" and mark.run_seq == 1
+
+
+def test_today_follows_the_configured_time_zone(engine: AggregateSync, clock: ManualClock) -> None:
+    clock.advance(15 * 3600)  # 2026-12-02 00:00 UTC
+    engine.balance_settings = BalanceSettings(timezone="America/New_York")
+    assert engine.today() == date(2026, 12, 1)
