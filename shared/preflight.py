@@ -188,7 +188,8 @@ class Preflight:
         entity_set = template.commerce.entity_set
         subject = f"template {template.name}"
         try:
-            next(iter(self.commerce.iter_pages(entity_set, select=list(plan.select_properties), top=1)), None)
+            next(iter(self.commerce.iter_pages(entity_set, select=list(plan.select_properties), top=1,
+                                               where=template.commerce.filter)), None)
         except AuthError as exc:
             if exc.status == 401:
                 mine.append(self._commerce_down(exc, entity_set))
@@ -204,6 +205,16 @@ class Preflight:
         except ApiError as exc:  # unreachable, no token, or the service failing: every template would say the same
             mine.append(self._commerce_down(exc, entity_set))
             return False
+        for name, spec in template.derived.items():  # a derived column's reference data (RetailLoyaltyTiers)
+            levels = spec.levels
+            try:
+                next(iter(self.commerce.iter_pages(levels.entity_set, select=[levels.program, levels.tier, levels.level],
+                                                   top=1)), None)
+            except ApiError as exc:
+                mine.append(Problem(f"{subject}: derived.{name}.levels", f"F&O refused reading {levels.entity_set} "
+                                    f"with {levels.program}, {levels.tier}, {levels.level} ({_reason(exc)}); fix "
+                                    f"derived.{name}.levels in {_file(template)}, or give the app's F&O user a role "
+                                    f"that reads {levels.entity_set}"))
         return True
 
     def _commerce_down(self, exc: ApiError, entity_set: str) -> Problem:

@@ -46,6 +46,21 @@ def reward_point_row(**overrides: Any) -> dict[str, Any]:
     return row
 
 
+def card_tier_row(**overrides: Any) -> dict[str, Any]:
+    """A ``LoyaltyCardTiersV2`` row: card LC-000123 in the Gold tier of program CRM, open-ended since 2024-01-01."""
+    row = {
+        "LoyaltyCardNumber": "LC-000123",
+        "LoyaltyProgramName": "CRM",
+        "LoyaltyTierAffiliationName": "CRM",
+        "LoyaltyTierId": "GOLD",
+        "ValidFrom": "2024-01-01T00:00:00Z",
+        "ValidTo": "1900-01-01T00:00:00Z",  # F&O's empty date: open-ended (inferred)
+        "AffiliationType": "Loyalty",
+    }
+    row.update(overrides)
+    return row
+
+
 def business_event(**overrides: Any) -> dict[str, Any]:
     event = {
         "BusinessEventId": "RetailLoyaltyCardChangedBusinessEvent",

@@ -19,7 +19,7 @@ from tests.e2e.stores import Stores
 from tests.otel import Telemetry
 
 REPO = Path(__file__).resolve().parents[1]
-TEMPLATES = ["loyalty_cards", "loyalty_levels", "loyalty_reward_points"]
+TEMPLATES = ["loyalty_card_tiers", "loyalty_cards", "loyalty_levels", "loyalty_reward_points"]
 PER_TEMPLATE = ["timer", "timer_inbound", "callback", "worker", "pages"]
 OPS = ["ops_status", "ops_parked", "ops_conflicts", "ops_parked_one", "ops_replay", "ops_pause", "ops_resume",
        "ops_reconcile", "ops_sync", "ops_resync", "ops_approve_deletes", "ops_break_lease", "ops_poison",

@@ -22,7 +22,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -655,6 +655,12 @@ def _parse_key_value(text: str, pos: int) -> tuple[Any, int]:
             return _parse_datetime(raw), end
         except ValueError:
             raise _key_error(text) from None
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+        # An Edm.Date key part (a Dataverse date-only column) is written bare too: lsync_validfrom=2024-01-01.
+        try:
+            return date.fromisoformat(raw), end
+        except ValueError:
+            raise _key_error(text) from None
     if raw in ("true", "false"):
         return raw == "true", end
     if raw == "null":
@@ -716,6 +722,8 @@ def format_key_literal(value: Any) -> str:
         return repr(value)
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
     if isinstance(value, str):
         if _GUID_RE.fullmatch(value):
             return value.lower()

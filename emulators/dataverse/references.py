@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 from emulators.common.odata import ODataQueryError, format_key, parse_key_segment
@@ -106,6 +107,12 @@ def _check_key_value(table: Table, name: str, value: Any, key_text: str) -> Any:
             raise errors.conversion_error(value, "Edm.Guid")
     elif column_type is ColumnType.STRING and not isinstance(value, str):
         raise errors.conversion_error(value, "Edm.String")
+    elif column_type is ColumnType.DATE:
+        # A date-only column is Edm.Date: a bare 2024-01-01; quoted it is an Edm.String that does not convert (inferred
+        # wording, as for GUIDs). Stored as YYYY-MM-DD, so the key compares as that text.
+        if not isinstance(value, date) or isinstance(value, datetime):
+            raise errors.conversion_error(value, "Edm.Date")
+        return value.isoformat()
     if isinstance(value, str) and not KEY_UNSAFE.isdisjoint(value):
         raise errors.unaddressable_key(table, value)
     return value

@@ -7,11 +7,12 @@ Wire facts follow docs/protocol-notes.md §3: entity keys include ``dataAreaId``
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.http.core import HttpCore
 from shared.http.errors import ApiError, NotFoundError, UnaddressableKeyError
-from shared.http.urls import FO_KEY_UNSAFE, addressable, key_segment, literal
+from shared.http.urls import FO_KEY_UNSAFE, DateTimeOffsetLiteral, addressable, key_segment, literal
 
 ODATA_HEADERS = {"Accept": "application/json;odata.metadata=minimal", "OData-MaxVersion": "4.0", "OData-Version": "4.0"}
 
@@ -59,17 +60,20 @@ class CommerceClient:
 
         yield from self.core.iter_pages(f"data/{entity_set}", params=params, headers=ODATA_HEADERS, on_first=first)
 
-    def get(self, entity_set: str, key: Mapping[str, str], *, select: list[str] | None = None) -> dict[str, Any] | None:
+    def get(self, entity_set: str, key: Mapping[str, str], *, select: list[str] | None = None,
+            where: str | None = None) -> dict[str, Any] | None:
         """One row by its full key; None when F&O answers 404. A key holding ``/`` or ``\\`` cannot be put in a
         path (F&O answers 404 "No route data was found", docs/protocol-notes.md §3.1): it is read with ``$filter`` on
-        every key field and matched exactly here, since ``eq '…*…'`` is a wildcard match in F&O."""
+        every key field and matched exactly here, since ``eq '…*…'`` is a wildcard match in F&O. ``where`` (a
+        template's source filter) reads it that way too, with the filter: a row the filter leaves out is None."""
         params = {"cross-company": "true"}
         if select:
             params["$select"] = ",".join(select)
-        if not addressable(key, FO_KEY_UNSAFE):
+        if where or not addressable(key, FO_KEY_UNSAFE):
             if select:
                 params["$select"] = ",".join([*select, *(name for name in key if name not in select)])
-            params["$filter"] = " and ".join(f"{name} eq {literal(value)}" for name, value in key.items())
+            params["$filter"] = " and ".join([*(f"{name} eq {literal(value)}" for name, value in key.items()),
+                                              *([f"({where})"] if where else [])])
             for page in self.core.iter_pages(f"data/{entity_set}", params=params, headers=ODATA_HEADERS):
                 for row in page:
                     if all(_same_key_value(name, row.get(name), value) for name, value in key.items()):
@@ -128,7 +132,21 @@ class CommerceClient:
 
 
 def _same_key_value(name: str, actual: Any, wanted: str) -> bool:
-    """Exact key match; ``dataAreaId`` compares case-insensitively (F&O stores it in lower case)."""
+    """Exact key match; ``dataAreaId`` compares case-insensitively (F&O stores it in lower case); a date key part as
+    a date (``2024-01-01`` is the row's UTC date), a date-time one as an instant."""
     if not isinstance(actual, str):
         return False
+    if isinstance(wanted, DateTimeOffsetLiteral):
+        mine, theirs = _instant(actual), _instant(wanted.odata())
+        if mine is None or theirs is None:
+            return False
+        return mine.date() == theirs.date() if "T" not in wanted else mine == theirs
     return actual.lower() == wanted.lower() if name == "dataAreaId" else actual == wanted
+
+
+def _instant(text: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)

@@ -12,8 +12,28 @@ _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 _PATH_SAFE = "'(),=_-.~:@!$*;"
 
 
+class DateTimeOffsetLiteral(str):
+    """A date key part as F&O OData addresses it: a bare ``Edm.DateTimeOffset`` (``ValidFrom=2024-01-01T00:00:00Z``,
+    never quoted: docs/protocol-notes.md §3.1). A bare date (``2024-01-01``) stands for midnight UTC, how F&O exposes a
+    date field (docs/domain-notes.md §6, inferred); a full value F&O sent is rendered exactly as sent, so keyset
+    paging (``gt <last>``) never re-reads or skips a row over a time part. Still a ``str`` everywhere else."""
+
+    def odata(self) -> str:
+        return str(self) if "T" in self else f"{self}T00:00:00Z"
+
+
+class DateLiteral(str):
+    """A date key part as Dataverse addresses a date-only column: a bare ``Edm.Date`` (``lsync_validfrom=2024-01-01``;
+    date-only columns are ``Edm.Date`` in the Web API, inferred from the ``DateOnly`` behaviour). Still a ``str``."""
+
+    def odata(self) -> str:
+        return str(self)[:10]
+
+
 def literal(value: Any, *, guid: bool = False) -> str:
-    """An OData literal: strings single-quoted with ``'`` doubled; numbers, booleans and GUIDs bare."""
+    """An OData literal: strings single-quoted with ``'`` doubled; numbers, booleans, GUIDs and dates bare."""
+    if isinstance(value, (DateTimeOffsetLiteral, DateLiteral)):
+        return value.odata()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -49,8 +69,9 @@ FO_KEY_UNSAFE = frozenset("/\\")
 
 
 def addressable(key: Mapping[str, Any], unsafe: frozenset[str]) -> bool:
-    """True when no string value of ``key`` holds a character of ``unsafe``."""
-    return not any(isinstance(value, str) and not unsafe.isdisjoint(value) for value in key.values())
+    """True when no string value of ``key`` holds a character of ``unsafe`` (a date is a bare literal, not data)."""
+    return not any(isinstance(value, str) and not isinstance(value, (DateTimeOffsetLiteral, DateLiteral))
+                   and not unsafe.isdisjoint(value) for value in key.values())
 
 
 def odata_id(entity_set: str, key: Mapping[str, Any], *, guid_columns: frozenset[str] = frozenset()) -> str:

@@ -51,8 +51,9 @@ class MapType(StrEnum):
         return self in (MapType.TO_COMMERCE, MapType.TO_COMMERCE_TRANSFORMED)
 
 
-FoType = Literal["string", "int32", "int64", "decimal", "datetimeoffset", "enum"]
-DataverseType = Literal["string", "integer", "bigint", "decimal", "datetime", "choice", "boolean", "lookup"]
+FoType = Literal["string", "int32", "int64", "decimal", "datetimeoffset", "enum", "derived"]
+# ``date``: a date-only column (``DateOnly``) fed by an F&O date exposed as DateTimeOffset (docs/domain-notes.md §6).
+DataverseType = Literal["string", "integer", "bigint", "decimal", "datetime", "date", "choice", "boolean", "lookup"]
 
 
 class _Strict(BaseModel):
@@ -115,11 +116,27 @@ class FieldRow(_Strict):
     value_map: str | None = None
     default: str | int | bool | None = None
     lookup: LookupSpec | None = None
+    derive: str | None = Field(default=None, description="a derived column: the name of an entry of the template's "
+                               "'derived' block, computed by the engine (no F&O field)")
     basis: Basis = "documented"
     note: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_names(cls, data: object) -> object:
+        """A derived row names no F&O field: its pseudo-property is ``@<derive>``, filled in here."""
+        if isinstance(data, dict) and data.get("derive"):
+            name = f"@{data['derive']}"
+            data = {"fo_field": name, "fo_property": name, "fo_type": "derived", **data}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> FieldRow:
+        if self.derive is not None and (self.fo_property != f"@{self.derive}" or self.map_type is not MapType.TO_DATAVERSE
+                                        or self.fo_type != "derived" or self.lookup is not None):
+            raise ValueError("a derived row ('derive') takes no F&O field, fo_type 'derived', map type '>' and no lookup")
+        if self.derive is None and self.fo_type == "derived":
+            raise ValueError("fo_type 'derived' needs 'derive' (the name of an entry of the template's 'derived' block)")
         if self.fo_field.upper() != self.fo_property.upper():
             raise ValueError(f"fo_field {self.fo_field!r} and fo_property {self.fo_property!r} must match case-insensitively")
         if self.map_type.transformed and self.value_map is None and self.default is None:
@@ -420,6 +437,9 @@ class CommerceSide(_Strict):
     data_entity: str | None = None
     key: list[str] = Field(min_length=1)
     company_specific: bool
+    filter: str | None = Field(default=None, min_length=1,
+                               description="an OData $filter clause every read of the set adds (a source filter, as "
+                                           "dual-write maps have): rows it leaves out are not synced")
 
 
 class CompanySpec(_Strict):
@@ -509,6 +529,33 @@ class AggregateSpec(_Strict):
         return value
 
 
+class TierLevels(_Strict):
+    """Where a tier's level is read: an F&O entity set of tiers (``RetailLoyaltyTiers``, docs/protocol-notes.md §3.8)."""
+
+    entity_set: str = Field(min_length=1)
+    program: str = Field(min_length=1, description="its program property (LoyaltyName)")
+    tier: str = Field(min_length=1, description="its tier id property (TierId)")
+    level: str = Field(min_length=1, description="its level property (TierLevel: a higher level is a higher tier)")
+
+
+class CurrentTierSpec(_Strict):
+    """The ``current_tier`` rule (docs/domain-notes.md §11, inferred): within each group of rows (a card in a program),
+    among the rows valid today (``valid_from`` <= today <= ``valid_to``, the empty date 1900-01-01 as ``valid_to``
+    meaning open), the one whose tier has the highest level is the current one (``shared.mapping.derive``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    comment: str = Field(default="", alias="$comment")
+    rule: Literal["current_tier"]
+    group_by: list[str] = Field(min_length=1)
+    program: str = Field(min_length=1, description="the row's program property, which the levels are keyed by")
+    tier: str = Field(min_length=1)
+    valid_from: str = Field(min_length=1)
+    valid_to: str = Field(min_length=1)
+    levels: TierLevels
+    basis: Basis = "inferred"
+
+
 class Template(_Strict):
     """One template file: a dual-write map plus what this app needs to run it. ``kind`` ``rows`` (the default)
     syncs the rows of an entity set; ``aggregate`` folds groups of source lines into one record each."""
@@ -530,6 +577,8 @@ class Template(_Strict):
     data_event: DataEventSpec | None = Field(default=None, description="F&O data events of the entity (no code in F&O)")
     kind: Literal["rows", "aggregate"] = "rows"
     aggregate: AggregateSpec | None = None
+    derived: dict[str, CurrentTierSpec] = Field(default_factory=dict,
+                                                description="derived columns: each a named rule the engine applies")
 
     @field_validator("name")
     @classmethod
@@ -552,12 +601,16 @@ class Template(_Strict):
                 raise ValueError(f"fields[{i}] ({row.fo_field}): value_map {row.value_map!r} is not defined in value_maps")
         for attr in ("fo_property", "dataverse_column"):
             seen: set[str] = set()
-            for row in self.fields:
+            # One F&O field may feed two columns one way (a key column and a lookup by the same code); a field that
+            # flows back to F&O must come from one column only.
+            rows = self.rows_for(Direction.TO_COMMERCE) if attr == "fo_property" else self.fields
+            for row in rows:
                 name = getattr(row, attr).lower()
                 if name in seen:
                     raise ValueError(f"{attr} {getattr(row, attr)!r} is mapped twice")
                 seen.add(name)
-        by_fo = {row.fo_property: row for row in self.fields}
+        by_fo = {row.fo_property: row for row in self.fields if row.lookup is None}
+        by_fo |= {row.fo_property: row for row in self.fields if row.fo_property not in by_fo}
         company = self.dataverse.company
         if self.commerce.company_specific != (company is not None):
             raise ValueError("commerce.company_specific and dataverse.company must go together")
@@ -569,9 +622,9 @@ class Template(_Strict):
             key_row = by_fo.get(part)
             if key_row is None:
                 raise ValueError(f"commerce key part {part!r} is not a mapped fo_property")
-            if self.kind == "aggregate":
-                continue
-            if key_row.map_type is not MapType.BOTH:
+            if self.one_way and key_row.map_type is not MapType.TO_DATAVERSE:
+                raise ValueError(f"key field {part!r} must be mapped '>' (no field of this template flows to F&O)")
+            if not self.one_way and key_row.map_type is not MapType.BOTH:
                 raise ValueError(f"key field {part!r} must be mapped '=' (keys are bidirectional, DIPV1004)")
         by_dv = {row.dataverse_column for row in self.fields}
         for column in self.dataverse.alternate_key:
@@ -593,6 +646,7 @@ class Template(_Strict):
                             f"{', '.join(sorted(named - key))} not in commerce.key" if named - key else ""]
                 raise ValueError("data_event.key_columns must name exactly the commerce key properties "
                                  f"({', '.join(self.commerce.key)}): {'; '.join(p for p in problems if p)}")
+        self._check_derived()
         return self
 
     def _check_aggregate(self) -> None:
@@ -619,6 +673,28 @@ class Template(_Strict):
             if not row.map_type.allows(Direction.TO_DATAVERSE) or row.map_type.allows(Direction.TO_COMMERCE):
                 raise ValueError(f"fields ({row.fo_field}): an aggregate is one-way, Commerce -> Dataverse: map it "
                                  "'>' or '>>'")
+
+    def _check_derived(self) -> None:
+        used = {row.derive for row in self.fields if row.derive is not None}
+        for name in sorted(used - set(self.derived)):
+            raise ValueError(f"a field derives {name!r}, which the 'derived' block does not define")
+        for name in sorted(set(self.derived) - used):
+            raise ValueError(f"derived.{name} is defined but no field writes it (add a row with \"derive\": {name!r})")
+        mapped = {row.fo_property for row in self.fields if row.derive is None}
+        for name, spec in self.derived.items():
+            order = [p for p in self.commerce.key if p != "dataAreaId"]
+            if order[:len(spec.group_by)] != spec.group_by:
+                raise ValueError(f"derived.{name}.group_by {spec.group_by} must be the first parts of commerce.key "
+                                 f"({', '.join(order)}): a scan reads in key order, so each group's rows come together")
+            for what in ("program", "tier", "valid_from", "valid_to"):
+                prop = getattr(spec, what)
+                if prop not in mapped:
+                    raise ValueError(f"derived.{name}.{what}: {prop!r} is not a mapped fo_property")
+
+    @property
+    def one_way(self) -> bool:
+        """True when no field flows Dataverse -> F&O: the reverse direction has nothing to do for this template."""
+        return not self.rows_for(Direction.TO_COMMERCE)
 
     def rows_for(self, direction: Direction) -> list[FieldRow]:
         return [row for row in self.fields if row.map_type.allows(direction)]

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.balances.registry import FOLDS
+from shared.http.urls import DateLiteral, DateTimeOffsetLiteral
 from shared.mapping.model import Direction, FieldRow, LookupSpec, Template, ValueMap
 
 INT32 = (-(2**31), 2**31 - 1)
@@ -118,6 +119,42 @@ def _datetime(row: FieldRow) -> Converter:
     return convert
 
 
+def _date(row: FieldRow) -> Converter:
+    """An F&O date (a DateTimeOffset at midnight UTC, docs/domain-notes.md §6) for a date-only column: its UTC date,
+    ``2024-01-01``. The empty date 1900-01-01 is kept as a date (it can be part of a key: an open ValidTo, inferred)."""
+    as_datetime = _datetime(row)
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, str) and len(value) == 10 and _CANONICAL_DATE.match(value):
+            return value  # already a date (a key read back from state)
+        instant = as_datetime(value)
+        return None if instant is None else instant[:10]
+
+    return convert
+
+
+_CANONICAL_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_WCF_DATE = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$")
+EMPTY_DATE = "1900-01-01"  # F&O's "no date" (docs/domain-notes.md §6)
+
+
+def _from_wcf(value: str) -> str:
+    """A data event's ``/Date(<ms>)/`` (docs/protocol-notes.md §4.4) as an ISO instant in UTC; other text unchanged."""
+    match = _WCF_DATE.match(value)
+    if match is None:
+        return value
+    return datetime.fromtimestamp(int(match.group(1)) / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _boolean(row: FieldRow) -> Converter:
+    def convert(value: Any) -> Any:
+        if value is None or isinstance(value, bool):
+            return value
+        raise MappingError(row.fo_property, f"expected true or false, got {type(value).__name__} {value!r}")
+
+    return convert
+
+
 def _value_map(row: FieldRow, value_map: ValueMap) -> Converter:
     # Value maps write F&O members in lowerCamel; OData sends PascalCase: matched case-insensitively (inferred).
     table = {entry.fo.lower(): entry.dataverse for entry in value_map.entries}
@@ -156,6 +193,10 @@ def _converter(template: Template, row: FieldRow) -> Converter:
         base = _integer(row, INT64, "big integer")
     elif row.dataverse_type == "datetime":
         base = _datetime(row)
+    elif row.dataverse_type == "date":
+        base = _date(row)
+    elif row.dataverse_type == "boolean":
+        base = _boolean(row)
     elif row.dataverse_type == "decimal":
         base = _decimal(row)
     else:  # pragma: no cover - the model rules out other combinations
@@ -259,8 +300,10 @@ class Plan:
             for row in rows
         ]
         self.select_properties: tuple[str, ...] = tuple(
-            dict.fromkeys([*self.key_properties, *(prop for prop, _, _ in self._to_dataverse)])
+            dict.fromkeys([*self.key_properties, *(prop for prop, _, _ in self._to_dataverse if not prop.startswith("@"))])
         )
+        # Derived columns (``derive``): computed by the engine into the row as ``@<name>`` before it is mapped.
+        self.derived = dict(template.derived)
         self.dataverse_columns: tuple[str, ...] = tuple(column for _, column, _ in self._to_dataverse)
         # An aggregate template reads its fold's source lines, and leaves the fold's volatile outputs (the as-of
         # date) out of the content hash: they are written with a changed record, but never make one changed.
@@ -287,12 +330,29 @@ class Plan:
         self._image: list[tuple[str, Converter]] = [
             (row.fo_property, _image_normalizer(template, row)) for row in template.rows_for(Direction.TO_COMMERCE)
         ]
-        key_columns = {row.fo_property: row.dataverse_column for row in template.fields}
+        # A key field that also feeds a lookup (the card number) is keyed by its plain column.
+        key_rows = {row.fo_property: row for row in template.fields if row.lookup is None}
+        key_columns = {prop: row.dataverse_column for prop, row in key_rows.items()}
         self.alternate_key_columns: tuple[str, ...] = tuple(template.dataverse.alternate_key)
         self.dataverse_key_properties = {key_columns[p]: p for p in self.key_properties if p in key_columns}
+        # Date and date-time key parts (LoyaltyCardTiersV2's ValidFrom/ValidTo): canonical in the key tuple (a date,
+        # or a UTC instant in whole seconds), bare literals in F&O and Dataverse URLs (docs/protocol-notes.md §2.5, §3.1).
+        self._key_converters: dict[str, Converter] = {}
+        for prop in self.key_properties:
+            key_row = key_rows.get(prop)
+            if key_row is not None and key_row.fo_type == "datetimeoffset":
+                self._key_converters[prop] = _date(key_row) if key_row.dataverse_type == "date" else _datetime(key_row)
+        self.date_key_properties = frozenset(self._key_converters)
+        self.dataverse_date_columns = frozenset(
+            column for column, prop in self.dataverse_key_properties.items() if prop in self._key_converters
+            and key_rows[prop].dataverse_type == "date")
+        self.dataverse_datetime_columns = frozenset(
+            column for column, prop in self.dataverse_key_properties.items() if prop in self._key_converters
+            and key_rows[prop].dataverse_type == "datetime")
 
     def key_of(self, fo_row: Mapping[str, Any]) -> tuple[str, ...]:
-        """The F&O key in ``commerce.key`` order; ``dataAreaId`` lower-cased (F&O stores it so, inferred)."""
+        """The F&O key in ``commerce.key`` order; ``dataAreaId`` lower-cased (F&O stores it so, inferred); a date key
+        part as its UTC date (``2024-01-01``), a date-time one as its UTC instant (``2024-01-01T10:00:00Z``)."""
         parts: list[str] = []
         for prop in self.key_properties:
             value = fo_row.get(prop)
@@ -300,8 +360,27 @@ class Plan:
                 raise MappingError(prop, "key field is missing or empty")
             if not isinstance(value, str):
                 raise MappingError(prop, f"key field must be a string, got {value!r}")
+            convert = self._key_converters.get(prop)
+            if convert is not None:
+                value = convert(_from_wcf(value))
             parts.append(value.lower() if prop == "dataAreaId" else value)
         return tuple(parts)
+
+    def fo_literal(self, prop: str, value: Any) -> Any:
+        """A key value as an F&O URL or ``$filter`` takes it: date key parts bare (``DateTimeOffsetLiteral``), the
+        rest unchanged (quoted as strings)."""
+        if prop in self._key_converters and isinstance(value, str):
+            return DateTimeOffsetLiteral(value)
+        return value
+
+    def dataverse_literal(self, column: str, value: Any) -> Any:
+        """A key column's value as a Dataverse key URL or ``$filter`` takes it: a date-only column as a bare date, a
+        date-time one as a bare DateTimeOffset; F&O's instant is cut to its date for a date column."""
+        if isinstance(value, str) and column in self.dataverse_date_columns:
+            return DateLiteral(value[:10])
+        if isinstance(value, str) and column in self.dataverse_datetime_columns:
+            return DateTimeOffsetLiteral(value)
+        return value
 
     def company_of(self, key: tuple[str, ...]) -> str | None:
         if not self.company_specific:
@@ -350,4 +429,5 @@ class Plan:
         return {prop: normalize(values.get(prop)) for prop, normalize in self._image}
 
     def key_as_dict(self, key: tuple[str, ...]) -> dict[str, str]:
-        return dict(zip(self.key_properties, key, strict=True))
+        """The key by property, ready for an F&O URL (date parts are ``DateTimeOffsetLiteral``: still strings)."""
+        return {prop: self.fo_literal(prop, part) for prop, part in zip(self.key_properties, key, strict=True)}

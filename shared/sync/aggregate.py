@@ -243,7 +243,7 @@ class AggregateSync(OutboundSync):
         if mapped:
             self.compare_records(mapped, partition, parked, summary, pool, seen, before_write=self._due_of(folds))
 
-    def fetch(self, key: tuple[str, ...]) -> dict[str, Any] | None:
+    def read(self, key: tuple[str, ...]) -> dict[str, Any] | None:
         """The folded record of one group as Commerce's lines make it now (None: the group has no line left)."""
         card, point = key[0], key[1]
         where = (f"{self.range_key} eq {literal(card)} and {self.spec.group_key[1]} eq {literal(point)}"

@@ -39,7 +39,7 @@ from opentelemetry.trace import Span
 from pydantic import ValidationError
 
 from shared.clock import SYSTEM_CLOCK
-from shared.mapping.plan import Plan
+from shared.mapping.plan import EMPTY_DATE, Plan
 from shared.messages.data_events import DataChange, DataEvent, DataEventError, looks_like_data_event, parse_data_event
 from shared.messages.events import (
     MAX_KEY_LENGTH,
@@ -284,6 +284,11 @@ def key_from_data_event(plan: Plan, event: DataEvent) -> dict[str, str] | Callba
         values = image.values(column)
         if len(values) > 1:
             return _error(400, f"more than one attribute names key column {column} (key field {prop})")
+        if not values and prop in plan.date_key_properties:
+            # A data event drops null dates, and F&O's empty date is null there (docs/protocol-notes.md §4.4): an
+            # absent date key part is the empty date 1900-01-01 (an open ValidTo; inferred).
+            key[prop] = EMPTY_DATE
+            continue
         if not values:
             missing.append(f"{prop} ({column})")
             continue

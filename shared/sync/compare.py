@@ -136,10 +136,8 @@ class Sides:
             after = through
 
     def commerce_row(self, key: tuple[str, ...]) -> dict[str, Any] | None:
-        """One Commerce record by its full key (None: Commerce does not have it)."""
-        plan = self.plan
-        return self.engine.commerce.get(plan.template.commerce.entity_set, plan.key_as_dict(key),
-                                        select=list(plan.select_properties))
+        """One Commerce record by its full key, with its derived columns (None: Commerce does not have it)."""
+        return self.engine.read(key)
 
     # -- Dataverse ---------------------------------------------------------------------------------------
 
@@ -153,11 +151,18 @@ class Sides:
             except LookupMissingError:
                 return  # the company is not in Dataverse: no row can point at it
             clauses.append(f"_{self.company.navigation_property}_value eq {guid}")
-        where = range_filter(self.order_columns, after, through)
+        where = range_filter(self.order_columns, self._typed(after), self._typed(through))
         if where:
             clauses.append(f"({where})" if clauses else where)
         yield from self.engine.dataverse.iter_rows(self.entity_set, select=self.select,
                                                    filter=" and ".join(clauses) or None)
+
+    def _typed(self, bound: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        """An F&O range bound as Dataverse literals of the key columns (a date column's part as a bare date)."""
+        if bound is None:
+            return None
+        return tuple(self.plan.dataverse_literal(column, value)
+                     for column, value in zip(self.order_columns, bound, strict=True))
 
     def key_of(self, dv_row: Mapping[str, Any], company: str | None) -> tuple[str, ...] | None:
         """The F&O key of a Dataverse row of this scope; None when a key column is empty."""

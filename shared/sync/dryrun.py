@@ -93,7 +93,7 @@ class DryRun:
         """One key range as ``OutboundSync.compare_rows`` sees it; findings in Commerce's key order."""
         mapped: list[tuple[str, DataverseRecord]] = []
         findings: list[Finding] = []
-        for row in key_range.rows:
+        for row in self.engine.derive(key_range.rows, contiguous=True):
             summary.seen += 1
             live.seen += 1
             if progress is not None:

@@ -45,6 +45,7 @@ from shared.state.store import (
 )
 from shared.sync.chunks import ChunkPool, Pending
 from shared.sync.conflicts import ConflictResolver, Verdict
+from shared.sync.derived import Deriver
 from shared.sync.digests import KeyDigests
 from shared.sync.failfast import FailFast
 from shared.sync.guard import DeleteGuard
@@ -102,6 +103,28 @@ class OutboundSync:
         self.fail_fast = fail_fast  # a scan whose first this many records all fail one way stops (0: never)
         # What reads a scan's key ranges (None: ``RangeReader``, one row per key); an aggregate reads lines.
         self.reader_factory: Callable[[Any, int], Any] | None = None
+        # Derived columns (``shared.sync.derived``), computed into each row read before it is mapped; the clock is
+        # read through the state store so a test's clock reaches "today".
+        self.deriver = Deriver(plan, commerce, lambda: state.clock)
+        # A one-way template (no field flows to F&O) has no Dataverse edit to look for before it overwrites.
+        self.two_way = two_way and not plan.template.one_way
+
+    def derive(self, rows: list[dict[str, Any]], *, contiguous: bool = False) -> list[dict[str, Any]]:
+        """``rows`` with the template's derived columns set (the rows themselves when it has none)."""
+        return self.deriver.augment(rows, contiguous=contiguous) if self.deriver else rows
+
+    def read(self, key: tuple[str, ...]) -> dict[str, Any] | None:
+        """One Commerce row by its full key, with its derived columns (None: Commerce does not have it)."""
+        row = self.commerce.get(self.entity_set, self.plan.key_as_dict(key), select=list(self.plan.select_properties),
+                                where=self.plan.template.commerce.filter)
+        return None if row is None else self.derive([row])[0]
+
+    def where(self, clause: str | None) -> str | None:
+        """``clause`` (a key range, a group) and the template's source filter (``commerce.filter``), if any."""
+        source = self.plan.template.commerce.filter
+        if not source or not clause:
+            return clause or source
+        return f"({clause}) and ({source})"
 
     # -- scopes ------------------------------------------------------------------------------------
 
@@ -122,7 +145,7 @@ class OutboundSync:
         """Map one page of Commerce rows, compare each with the state in the page's key range, and submit the
         changed ones in chunks; every key seen (mappable or not) is reported to ``seen``."""
         mapped: list[tuple[str, DataverseRecord, Mapping[str, Any]]] = []
-        for row in rows:
+        for row in self.derive(list(rows), contiguous=True):
             summary.read()
             try:
                 record = self.plan.to_dataverse(row)
@@ -183,7 +206,7 @@ class OutboundSync:
                 continue
             heartbeat()
             key = decode_key(previous.row_key)
-            current = self.fetch(key)
+            current = self.read(key)
             if current is not None:
                 if not delete:
                     summary.count(self._sync_row(current, partition, {previous.row_key: previous}, parked=set(),
@@ -256,10 +279,6 @@ class OutboundSync:
 
     # -- one key (callbacks, replays, the other direction) -----------------------------------------
 
-    def fetch(self, key: tuple[str, ...]) -> dict[str, Any] | None:
-        """The source row of ``key`` as Commerce has it now (None: it has none): one read by key."""
-        return self.commerce.get(self.entity_set, self.plan.key_as_dict(key), select=list(self.plan.select_properties))
-
     def sync_key(self, fo_key: Mapping[str, Any], *, source: str = "callback", control_number: int = 0,
                  decided: bool = False, force: bool = False, ours: frozenset[str] = frozenset()) -> str:
         """Re-read one record from Commerce and bring Dataverse in line; returns the outcome.
@@ -268,10 +287,21 @@ class OutboundSync:
         this app itself just wrote to Dataverse, which the conflict check must not take for an agent's edit.
         """
         key = self.plan.key_of(fo_key)
+        if self.deriver:
+            return self._sync_group(key, source=source, control_number=control_number, decided=decided, force=force,
+                                    ours=ours)
+        partition = self.partition(self.plan.company_of(key))
+        previous = self.state.synced.get(partition, encode_key(key))  # before Commerce is read: a later sync wins
+        return self._sync_one(key, previous, self.read(key), source=source, control_number=control_number,
+                              decided=decided, force=force, ours=ours)
+
+    def _sync_one(self, key: tuple[str, ...], previous: SyncedState | None, current: dict[str, Any] | None, *,
+                  source: str, control_number: int, decided: bool, force: bool, ours: frozenset[str],
+                  parked: set[str] | None = None) -> str:
+        """Bring Dataverse in line with ``current``, Commerce's row of ``key`` read after ``previous``, its state
+        (None: Commerce has no such row)."""
         partition = self.partition(self.plan.company_of(key))
         row_key = encode_key(key)
-        previous = self.state.synced.get(partition, row_key)
-        current = self.fetch(key)
         if current is None:
             if previous is None:
                 # Never written and gone from Commerce: nothing is left to sync, so no earlier failure of the
@@ -280,8 +310,36 @@ class OutboundSync:
                 return Outcome.UNCHANGED
             return self._delete(key, previous, partition, source=source)
         known = {row_key: previous} if previous else {}
-        return self._sync_row(current, partition, known, self.state.parked.keys(self.name), source=source,
-                              control_number=control_number, decided=decided, force=force, ours=ours)
+        return self._sync_row(current, partition, known, self.state.parked.keys(self.name) if parked is None else parked,
+                              source=source, control_number=control_number, decided=decided, force=force, ours=ours)
+
+    def _sync_group(self, key: tuple[str, ...], *, source: str, control_number: int, decided: bool, force: bool,
+                    ours: frozenset[str]) -> str:
+        """A key of a template with derived columns: its whole group is read once (one ``$filter``), the key's record
+        synced, then every other record of the group whose content changed (a change to one tier row can flip
+        another's current flag). A key the group read does not list is read by key, to confirm a delete. The
+        group's states are read before Commerce is, as for one key. Returns the key's own outcome."""
+        spec = next(iter(self.deriver.specs.values()))
+        partition = self.partition(self.plan.company_of(key))
+        prefix = encode_key(key[:len(spec.group_by)]) + "|"
+        known = self.state.synced.between(partition, prefix, prefix + "\x7f")  # encoded keys are ASCII below 0x7f
+        parked = self.state.parked.keys(self.name)
+        group = self.deriver.augment(self.deriver.group_rows(spec, self.plan.key_as_dict(key)), whole=True)
+        mine = [row for row in group if self._same_key(row, key)]
+        row_key = encode_key(key)
+        previous = known.pop(row_key, None)
+        outcome = self._sync_one(key, previous, mine[0] if mine else self.read(key), source=source,
+                                 control_number=control_number, decided=decided, force=force, ours=ours, parked=parked)
+        for row in group:
+            if self._same_key(row, key) is False:
+                self._sync_row(row, partition, known, parked, source=source)
+        return outcome
+
+    def _same_key(self, row: Mapping[str, Any], key: tuple[str, ...]) -> bool | None:
+        try:
+            return tuple(p.casefold() for p in self.plan.key_of(row)) == tuple(p.casefold() for p in key)
+        except MappingError:
+            return None
 
     # -- one record --------------------------------------------------------------------------------
 
@@ -329,7 +387,7 @@ class OutboundSync:
                 log(logger, logging.INFO, "concurrent sync of the same key; re-reading", template=self.name,
                     key=row_key)
                 previous = self.state.synced.get(partition, row_key)
-                fresh = self.fetch(record.key)
+                fresh = self.read(record.key)
                 if fresh is None:
                     raise ConcurrencyConflict(f"{row_key} was deleted in Commerce while being synced") from None
                 row = fresh

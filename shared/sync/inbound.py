@@ -48,7 +48,15 @@ from shared.sync.baseline import Baseline
 from shared.sync.conflicts import Verdict
 from shared.sync.engine import OutboundSync
 from shared.sync.parking import Parking
-from shared.sync.runs import MAX_CONFLICT_ROUNDS, Outcome, Progress, Run, RunSummary, record_unscoped_failure
+from shared.sync.runs import (
+    MAX_CONFLICT_ROUNDS,
+    Outcome,
+    Progress,
+    Run,
+    RunStatus,
+    RunSummary,
+    record_unscoped_failure,
+)
 from shared.sync.twoway import SharedImage
 
 logger = logging.getLogger("loyaltysync.inbound")
@@ -122,7 +130,11 @@ class InboundSync:
 
     def _begin(self, progress: Progress | None) -> tuple[Run, RunCheckpoint] | RunSummary:
         """Preflight, lease, then either the change feed (done here: its summary) or the baseline to run: a new one
-        (no delta link, or the stored one rejected) or the open one a failed or crashed run left (its checkpoints)."""
+        (no delta link, or the stored one rejected) or the open one a failed or crashed run left (its checkpoints).
+        A one-way template (no field flows to F&O) has nothing to read: a skipped summary, no request, no lease."""
+        if self.plan.template.one_way:
+            return RunSummary(template=self.name, scope=SCOPE, run_id="", direction=DIRECTION, status=RunStatus.SKIPPED,
+                              detail="one-way template: no field flows Dataverse -> F&O")
         if self.preflight is not None:  # a failure is recorded as this direction's failed run, then raised
             try:
                 self.preflight.require(self.name)

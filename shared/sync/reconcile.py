@@ -149,7 +149,7 @@ class _ScopeRun:
         """Compare one key range of both stores; findings in Commerce's key order, then the range's extras."""
         summary = self.summary
         records: dict[MatchKey, tuple[DataverseRecord, dict[str, Any]]] = {}
-        for row in key_range.rows:
+        for row in self.engine.derive(key_range.rows, contiguous=True):
             summary.commerce += 1
             self._tick()
             try:

@@ -54,7 +54,7 @@ class DataverseWriter:
                 assert company is not None and self.company_key is not None
                 key[self.company_key] = self.company_guid(company)
             else:
-                key[column] = record_columns[column]
+                key[column] = self.plan.dataverse_literal(column, record_columns[column])  # a date bare, not quoted
         return key
 
     def key_for(self, key: tuple[str, ...]) -> dict[str, Any]:

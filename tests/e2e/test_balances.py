@@ -249,7 +249,7 @@ def test_an_incremental_pass_before_any_build_is_skipped(engine: AggregateSync) 
 def test_a_card_whose_lines_are_gone_loses_its_rows_through_the_delete_guard(engine: AggregateSync, runtime: Runtime,
                                                                              stores: Stores) -> None:
     build(runtime)
-    card, point = sorted(actual(stores))[0]
+    card, _ = sorted(actual(stores))[0]
     for line in CommerceLoyaltyAdmin(stores.commerce_url).card_lines(card):
         key = {p: line[p] for p in engine.spec.line_key}
         stores.edit_in_hq(engine.entity_set, key, delete=True)

@@ -74,8 +74,17 @@ class RangeReader:
              on_total: Callable[[int], None] | None = None) -> Iterator[list[dict[str, Any]]]:
         select = self.order if keys_only else list(self.engine.plan.select_properties)
         return self.engine.commerce.iter_pages(self.engine.entity_set, select=select, company=company,
-                                               order_by=self.order, where=range_filter(self.order, after, through),
+                                               order_by=self.order,
+                                               where=self.engine.where(range_filter(self.order, self.typed(after),
+                                                                                    self.typed(through))),
                                                top=top, on_total=on_total)
+
+    def typed(self, key: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        """A range bound (from a row, or a checkpoint's JSON) as F&O literals: date parts bare, exactly as read."""
+        if key is None:
+            return None
+        plan = self.engine.plan
+        return tuple(plan.fo_literal(prop, value) for prop, value in zip(self.order, key, strict=True))
 
     def rows(self, company: str | None, page: PageCheckpoint) -> Iterable[dict[str, Any]]:
         return [row for chunk in self.read(company, page.after, page.through) for row in chunk]

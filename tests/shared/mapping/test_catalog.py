@@ -26,7 +26,8 @@ def write_variant(tmp_path: Path, name: str, change: Any) -> Path:
 
 
 def test_the_loyalty_templates_load() -> None:
-    assert sorted(t.name for t in load_catalog()) == ["loyalty_card_balances", "loyalty_cards", "loyalty_levels",
+    assert sorted(t.name for t in load_catalog()) == ["loyalty_card_balances", "loyalty_card_tiers", "loyalty_cards",
+                                                      "loyalty_levels",
                                                       "loyalty_reward_points"]
 
 

@@ -29,6 +29,10 @@ def test_the_templates_name_their_virtual_tables_and_key_columns_as_inferred() -
                                   {"RewardPointId": "mserp_rewardpointid"}, "inferred"),
         "loyalty_card_balances": ("mserp_retailloyaltycardrewardpointtransactionentity",
                                   {"CardNumber": "mserp_cardnumber", "RewardPointId": "mserp_rewardpointid"}, "inferred"),
+        "loyalty_card_tiers": ("mserp_retailloyaltycardtierv2entity",
+                               {p: f"mserp_{p.lower()}" for p in ("LoyaltyCardNumber", "LoyaltyProgramName",
+                                                                 "LoyaltyTierAffiliationName", "LoyaltyTierId",
+                                                                 "ValidFrom", "ValidTo")}, "inferred"),
     }
 
 
