@@ -32,7 +32,8 @@ AS_OF = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # the emulator's lines are gene
 @pytest.fixture(scope="module")
 def commerce_emulator() -> Iterator[object]:
     """F&O's own page size (10,000), so request counts are counts of queries, not of small test pages."""
-    server = start_commerce(port=0, publisher_options={"retry_wait": 0.05, "timeout": 10.0}, **SEED)
+    server = start_commerce(port=0, publisher_options={"retry_wait": 0.05, "timeout": 10.0}, cards=SEED["cards"],
+                            reward_points=SEED["reward_points"], levels_per_company=SEED["levels_per_company"])
     yield server
     server.stop()
 
