@@ -32,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--event-timeout", type=float, default=10.0, help="business-event HTTP timeout (s)")
     parser.add_argument("--event-retries", type=int, default=3)
     parser.add_argument("--event-retry-wait", type=float, default=1.0)
+    parser.add_argument("--lines", type=int, default=-1,
+                        help="reward-point transaction lines to generate (-1: eight per card)")
+    parser.add_argument("--as-of", default="2026-12-01", help="the day the generated lines run up to")
     add_cli_arguments(parser)
     args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
     forwarded = ["--port", str(args.port)] + (["--verbose"] if args.verbose else [])
@@ -49,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             publisher_options={"timeout": args.event_timeout, "retries": args.event_retries,
                                "retry_wait": args.event_retry_wait},
             service_protection=from_cli_arguments(args),
+            lines=args.lines,
+            as_of=args.as_of,
         )
 
     return run_cli(build, forwarded, prog="python -m emulators.commerce")

@@ -127,11 +127,13 @@ class AggregateSync(OutboundSync):
         self.balance_settings = balances or BalanceSettings()
         self.overlap = timedelta(minutes=self.spec.overlap_minutes if overlap_minutes is None else overlap_minutes)
         self.filter_chars = filter_chars
-        self.compare_size = max(self.bulk_size, 1000)  # folded records compared against one state read
+        self.compare_size = max(self.bulk_size, 2000)  # folded records compared against one state read
         self.range_key = self.spec.range_key
         pooling = self.spec.pooling
         self.pooled_values = frozenset(v.lower() for v in pooling.pooled_values) if pooling else frozenset()
         self.reader_factory = LineReader  # scans read lines in ranges of whole cards
+        self.lines_read = 0  # source lines folded by this engine (all runs): what a benchmark divides by
+        self.changed_cards: set[str] = set()  # cards with a changed record in the last recompute
 
     def today(self) -> date:
         return self.balance_settings.today(self.state.clock.now())
@@ -160,7 +162,9 @@ class AggregateSync(OutboundSync):
             fold.due = min(days) if days else None
             return fold
 
+        lines = 0
         for row in rows:
+            lines += 1
             card = row.get(self.range_key)
             card = card if isinstance(card, str) else ""
             if current is None or card != current.card:
@@ -187,6 +191,7 @@ class AggregateSync(OutboundSync):
             folder.add(line)
         if current is not None:
             yield finish(current)
+        self.lines_read += lines
 
     def _map(self, fold: CardFold, mapped: list[Mapped], summary: RunSummary, seen: Callable[[str], None],
              guard: Any, source: str) -> None:
@@ -217,6 +222,7 @@ class AggregateSync(OutboundSync):
         the write then never leaves a card without its due entry)."""
         def record(changed: list[Pending]) -> None:
             due: dict[str, date] = {}
+            self.changed_cards.update(record_.key[0] for record_, _, _ in changed)
             for record_, _, _ in changed:
                 fold = folds.get(record_.key[0])
                 if fold is not None and fold.due is not None:
@@ -238,10 +244,17 @@ class AggregateSync(OutboundSync):
             self._map(fold, mapped, summary, seen, pool.guard, "timer")
             folds[fold.card] = fold
             if len(mapped) >= self.compare_size:
-                self.compare_records(mapped, partition, parked, summary, pool, seen, before_write=self._due_of(folds))
+                self._compare(mapped, folds, partition, parked, summary, pool, seen)
                 mapped, folds = [], {}
         if mapped:
-            self.compare_records(mapped, partition, parked, summary, pool, seen, before_write=self._due_of(folds))
+            self._compare(mapped, folds, partition, parked, summary, pool, seen)
+
+    def _compare(self, mapped: list[Mapped], folds: dict[str, CardFold], partition: str, parked: set[str],
+                 summary: RunSummary, pool: ChunkPool, seen: Callable[[str], None]) -> None:
+        # The states of a batch of whole cards in one query over every bucket (not one per bucket).
+        known = self.state.synced.among(partition, [row_key for row_key, _, _ in mapped])
+        self.compare_records(mapped, partition, parked, summary, pool, seen, known=known,
+                             before_write=self._due_of(folds))
 
     def read(self, key: tuple[str, ...]) -> dict[str, Any] | None:
         """The folded record of one group as Commerce's lines make it now (None: the group has no line left)."""
@@ -304,43 +317,47 @@ class AggregateSync(OutboundSync):
         today = self.today()
         customers: set[str] = set()
         done: set[str] = set()
+        self.changed_cards = set()
         todo = {c for c in cards if c}
+        mapped: list[Mapped] = []
+        folds: dict[str, CardFold] = {}
+        known: dict[str, SyncedState] = {}
+        seen: set[str] = set()
         try:
             while todo:
                 for batch, where in self._or_batches(self.range_key, todo):
-                    self._recompute_batch(batch, where, partition, parked, pool, summary, today, customers, source)
+                    self._read_cards(batch, where, partition, pool, summary, today, source, mapped, folds, known, seen)
                 done |= todo
+                customers = set().union(*(f.customers for f in folds.values()))
                 todo = (self.cards_of_customers(customers) - done) if pooled and customers else set()
+            # Every changed record of the cards at once: chunks as large as SYNC_BULK_SIZE, not one per read.
+            self.compare_records(mapped, partition, parked, summary, pool, seen.add, known=dict(known),
+                                 before_write=self._due_of(folds))
+            pool.wait()
+            for row_key, previous in known.items():
+                if row_key not in seen and not previous.deleting:
+                    summary.count(self._delete(decode_key(row_key), previous, partition, source=source))
             pool.finish()
         except BaseException:
             pool.abandon()
             raise
         return customers
 
-    def _recompute_batch(self, batch: list[str], where: str, partition: str, parked: set[str], pool: ChunkPool,
-                         summary: RunSummary, today: date, customers: set[str], source: str) -> None:
+    def _read_cards(self, batch: list[str], where: str, partition: str, pool: ChunkPool, summary: RunSummary,
+                    today: date, source: str, mapped: list[Mapped], folds: dict[str, CardFold],
+                    known: dict[str, SyncedState], seen: set[str]) -> None:
+        """One or-ed read of a batch of cards: every line of each, folded; their states read too."""
         wanted = set(batch)
         rows = (row for page in self.commerce.iter_pages(self.entity_set, select=list(self.plan.select_properties),
                                                          where=where, order_by=self.reader_sort())
                 for row in page if row.get(self.range_key) in wanted)  # exact: eq '…*…' is a wildcard in F&O
-        known: dict[str, SyncedState] = {}
         for card in batch:
             known.update(self.state.synced.with_prefix(partition, encode_key((card,)) + "|"))
-        seen: set[str] = set()
-        mapped: list[Mapped] = []
-        folds: dict[str, CardFold] = {}
+        start = len(mapped)
         for fold in self.fold_cards(rows, today):
-            customers |= fold.customers
             folds[fold.card] = fold
             self._map(fold, mapped, summary, seen.add, pool.guard, source)
-        for row_key, _, _ in mapped:
-            seen.add(row_key)
-        self.compare_records(mapped, partition, parked, summary, pool, seen.add, known=dict(known),
-                             before_write=self._due_of(folds))
-        pool.wait()
-        for row_key, previous in known.items():
-            if row_key not in seen and not previous.deleting:
-                summary.count(self._delete(decode_key(row_key), previous, partition, source=source))
+        seen.update(row_key for row_key, _, _ in mapped[start:])
 
     def reader_sort(self) -> list[str]:
         return list(dict.fromkeys([self.range_key, *self.spec.group_key]))
