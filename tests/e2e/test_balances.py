@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 
+from devtools.functions_host import QueuePump, invoke_http
 from emulators.commerce.loyalty_activity import CommerceLoyaltyAdmin
 from emulators.commerce.server import start_commerce
 from shared.balances.fold import BalanceSettings, as_row
@@ -21,7 +22,9 @@ from shared.runtime import Runtime
 from shared.sync.aggregate import INCREMENTAL_SCOPE, AggregateSync
 from shared.sync.runs import DIRECTION_OUT
 from tests.clock import ManualClock
+from tests.builders import as_body
 from tests.conftest import SEED
+from tests.data_events import data_event, webhook_request
 from tests.e2e.stores import Stores
 
 TEMPLATE = "loyalty_card_balances"
@@ -242,6 +245,25 @@ def test_the_incremental_pass_reads_few_commerce_pages(engine: AggregateSync, ru
 def test_an_incremental_pass_before_any_build_is_skipped(engine: AggregateSync) -> None:
     summary = engine.incremental()
     assert summary.status == "skipped"
+
+
+def test_a_data_event_on_the_transactions_virtual_table_recomputes_its_card(
+        engine: AggregateSync, runtime: Runtime, stores: Stores, admin: CommerceLoyaltyAdmin, pump: QueuePump) -> None:
+    import function_app
+
+    build(runtime)
+    card, point = a_card_with_points(stores)
+    line = admin.redeem(card, 2, reward_point=point, at=AS_OF + timedelta(hours=1)).line
+    spec = engine.plan.template.data_event
+    assert spec is not None
+    attributes = {column: line[prop] for prop, column in spec.key_columns.items()}
+    event = data_event(table=spec.virtual_table, attributes=attributes)
+    before = versions(stores)
+    response = invoke_http(function_app.app, f"callback_{TEMPLATE}", webhook_request(TEMPLATE, as_body(event)))
+    assert response.status_code == 202
+    assert pump.drain() == 1
+    assert written(stores, before) == {(card, point)}
+    assert actual(stores) == expected(stores, AS_OF.date())
 
 
 # -- deletes, agents' edits, crashes ----------------------------------------------------------------------------
