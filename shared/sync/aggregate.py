@@ -38,9 +38,10 @@ from shared.balances.fold import Balance, BalanceSettings, Folder, as_row
 from shared.balances.lines import LineError, line_of
 from shared.commerce.client import CommerceClient
 from shared.dataverse.client import DataverseClient
+from shared.http.errors import ApiError
 from shared.http.urls import literal
 from shared.mapping.model import AggregateSpec
-from shared.mapping.plan import DataverseRecord, MappingError, Plan
+from shared.mapping.plan import DataverseRecord, MappingError, Plan, column_digests
 from shared.observability import log
 from shared.state.checkpoints import PageCheckpoint, RunCheckpoint
 from shared.state.store import StateStore, SyncedState, decode_key, encode_key
@@ -307,10 +308,11 @@ class AggregateSync(OutboundSync):
         return cards
 
     def recompute(self, cards: Iterable[str], summary: RunSummary, *, source: str,
-                  pooled: bool = False) -> set[str]:
+                  pooled: bool = False, overwrite: frozenset[str] = frozenset()) -> set[str]:
         """Re-read every line of ``cards`` (several cards a request), fold them and write what changed; a record
         whose group has no line left is deleted. ``pooled``: also the cards of the pooled customers those lines
-        name. Returns the pooled customers seen."""
+        name; ``overwrite``: row keys edited in Dataverse, written whole even when unchanged here. Returns the pooled
+        customers seen."""
         partition = self.partition(None)
         parked = self.state.parked.keys(self.name)
         pool = self.chunk_pool(partition, parked)
@@ -330,6 +332,9 @@ class AggregateSync(OutboundSync):
                 done |= todo
                 customers = set().union(*(f.customers for f in folds.values()))
                 todo = (self.cards_of_customers(customers) - done) if pooled and customers else set()
+            for row_key in overwrite & known.keys():  # edited in Dataverse: written whole, whatever its hash
+                state = known[row_key]
+                known[row_key] = SyncedState(state.row_key, "", state.etag, state.control_number, state.shared, "")
             # Every changed record of the cards at once: chunks as large as SYNC_BULK_SIZE, not one per read.
             self.compare_records(mapped, partition, parked, summary, pool, seen.add, known=dict(known),
                                  before_write=self._due_of(folds))
@@ -468,9 +473,11 @@ class AggregateSync(OutboundSync):
         pooled = self.cards_of_customers(customers) if customers else set()
         due = list(aggregates.due_through(self.name, self.today()))
         due_cards = {card for _, _, card in due}
-        touched = cards | pooled | due_cards
+        edited, delta_link = self.edits_in_dataverse(run.lease.delta_link or None)
+        edited_cards = {decode_key(row_key)[0] for row_key in edited}
+        touched = cards | pooled | due_cards | edited_cards
         run.heartbeat()
-        self.recompute(touched, summary, source="incremental", pooled=False)
+        self.recompute(touched, summary, source="incremental", pooled=False, overwrite=frozenset(edited))
         aggregates.remove_due(due)
         keep = newest - self.overlap
         digests = KeyDigests()
@@ -479,8 +486,60 @@ class AggregateSync(OutboundSync):
                 digests.add_digest(digest)
         aggregates.save_mark(self.name, type(mark)(newest.isoformat(), digests.to_bytes()))
         summary.detail = (f"{lines} recent lines ({fresh} new), {len(cards)} cards touched, {len(pooled)} pooled, "
-                          f"{len(due_cards)} due; {len(touched)} recomputed")
+                          f"{len(due_cards)} due, {len(edited)} rows edited in Dataverse; {len(touched)} recomputed")
         log(logger, logging.INFO, "incremental pass done", template=self.name, run_id=summary.run_id, lines=lines,
             new_lines=fresh, cards=len(cards), pooled=len(pooled), due=len(due_cards), recomputed=len(touched),
             **summary.counts())
-        return run.finish(advance=True)
+        return run.finish(advance=True, delta_link=delta_link)
+
+    # -- one-way: edits in Dataverse ------------------------------------------------------------------------------
+
+    def edits_in_dataverse(self, delta_link: str | None) -> tuple[dict[str, list[str]], str]:
+        """The balance rows changed in Dataverse since ``delta_link`` (change tracking, docs/protocol-notes.md §2.11)
+        whose columns are not what this app last wrote (compared with the column digests in the synced state),
+        each with the columns that differ, logged; and the link to resume from. Without a link the feed's baseline
+        only yields the first link (the build just wrote every row). Lookup columns are not compared (reading a
+        lookup back as its code costs a read per row): an edit of only a lookup is overwritten by the next change.
+        A link Dataverse no longer takes starts a new baseline."""
+        dv = self.plan.template.dataverse
+        key_columns = list(self.plan.alternate_key_columns)
+        lookups = {row.lookup.navigation_property for row in self.plan.template.fields if row.lookup}
+        columns = list(self.plan.dataverse_columns)
+        compared = [(n, c) for n, c in enumerate(columns) if c not in lookups]
+        select = [dv.primary_id, *(c for _, c in compared)]
+        try:
+            feed = self.dataverse.changes(dv.entity_set, select=select, delta_link=delta_link)
+            rows = [row for row in feed if not row.get("@removed")] if delta_link else [None for _ in feed]
+        except ApiError as exc:
+            if delta_link is None:
+                raise
+            log(logger, logging.WARNING, "change tracking link refused; taking a new baseline", template=self.name,
+                error=f"{type(exc).__name__}: {exc}")
+            return self.edits_in_dataverse(None)
+        assert feed.delta_link is not None
+        partition = self.partition(None)
+        edited: dict[str, list[str]] = {}
+        for row in rows:
+            if row is None or any(not isinstance(row.get(c), str) for c in key_columns):
+                continue
+            row_key = encode_key(tuple(str(row[c]) for c in key_columns))
+            state = self.state.synced.get(partition, row_key)
+            if state is None or len(state.columns) != 12 * (len(columns) + 1):
+                continue
+            differing = [column for n, column in compared
+                         if column_digests({column: _as_written(row.get(column))}, None)[:12]
+                         != state.columns[12 * n:12 * n + 12]]
+            if differing:
+                edited[row_key] = differing
+                log(logger, logging.WARNING, "balance row edited in Dataverse; it is overwritten (this table is "
+                    "one-way: Commerce -> Dataverse)", template=self.name, key=row_key, columns=",".join(differing))
+        return edited, feed.delta_link
+
+
+def _as_written(value: Any) -> Any:
+    """A Dataverse value as this app wrote it: a whole decimal as an int (the fold writes whole numbers so)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+

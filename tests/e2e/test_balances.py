@@ -280,16 +280,32 @@ def test_a_card_whose_lines_are_gone_loses_its_rows_through_the_delete_guard(eng
     assert actual(stores) == expected(stores, AS_OF.date())
 
 
-def test_an_agents_edit_is_overwritten_by_the_next_write_of_the_row(engine: AggregateSync, runtime: Runtime,
-                                                                    stores: Stores,
-                                                                    admin: CommerceLoyaltyAdmin) -> None:
+def test_an_agents_edit_is_overwritten_by_the_next_pass_and_logged(engine: AggregateSync, runtime: Runtime,
+                                                                   stores: Stores,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
     build(runtime)
+    engine.incremental()  # takes the change-tracking link
     card, point = a_card_with_points(stores)
     stores.change_in_dataverse(f"{TABLE}(lsync_cardnumber='{card}',lsync_rewardpointid='{point}')",
                                {"lsync_available": 999999})
-    admin.redeem(card, 1, reward_point=point, at=AS_OF + timedelta(hours=1))
-    engine.incremental()
+    before = versions(stores)
+    with caplog.at_level("WARNING", logger="loyaltysync.sync"):
+        engine.incremental()
+    assert written(stores, before) == {(card, point)}
     assert actual(stores)[(card, point)] == expected(stores, AS_OF.date())[(card, point)]
+    assert any("edited in Dataverse" in r.getMessage() and card in r.getMessage() for r in caplog.records)
+
+
+def test_the_apps_own_writes_are_not_taken_for_edits(engine: AggregateSync, runtime: Runtime, stores: Stores,
+                                                     admin: CommerceLoyaltyAdmin) -> None:
+    build(runtime)
+    engine.incremental()
+    card, point = a_card_with_points(stores)
+    admin.redeem(card, 1, reward_point=point, at=AS_OF + timedelta(hours=1))
+    assert engine.incremental().written == 1
+    before = versions(stores)
+    summary = engine.incremental()
+    assert (summary.written, written(stores, before)) == (0, set())
 
 
 def test_a_build_that_crashed_mid_way_resumes_without_rewriting_what_it_wrote(engine: AggregateSync, runtime: Runtime,
