@@ -315,6 +315,8 @@ class Plan:
             extra = (pooling.tender_property, pooling.customer_property) if pooling else ()
             self.select_properties = tuple(dict.fromkeys([*fold.source_properties, *extra]))
             self._hashed = frozenset(column for prop, column, _ in self._to_dataverse if prop not in fold.volatile)
+        self.volatile_columns: frozenset[str] = (frozenset(self.dataverse_columns) - self._hashed
+                                                 if self._hashed is not None else frozenset())
         self._lookup_specs: dict[str, LookupSpec] = {}
         self._to_commerce: list[tuple[str, str, Converter]] = []
         for row in template.rows_for(Direction.TO_COMMERCE):

@@ -257,6 +257,10 @@ class AggregateSync(OutboundSync):
         self.compare_records(mapped, partition, parked, summary, pool, seen, known=known,
                              before_write=self._due_of(folds))
 
+    def folded_rows(self, lines: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Lines ordered by card, folded as of today into the records' source rows (what reconcile compares)."""
+        return [as_row(balance) for fold in self.fold_cards(lines, self.today()) for balance in fold.balances]
+
     def read(self, key: tuple[str, ...]) -> dict[str, Any] | None:
         """The folded record of one group as Commerce's lines make it now (None: the group has no line left)."""
         card, point = key[0], key[1]

@@ -20,9 +20,11 @@ from shared.mapping.plan import LookupValue
 from shared.provision import Provisioner, app_owned
 from shared.runtime import Runtime
 from shared.sync.aggregate import INCREMENTAL_SCOPE, AggregateSync
+from shared.sync.compare import Finding
+from shared.sync.reconcile import Reconciler
 from shared.sync.runs import DIRECTION_OUT
-from tests.clock import ManualClock
 from tests.builders import as_body
+from tests.clock import ManualClock
 from tests.conftest import SEED
 from tests.data_events import data_event, webhook_request
 from tests.e2e.stores import Stores
@@ -335,6 +337,22 @@ def test_a_build_that_crashed_mid_way_resumes_without_rewriting_what_it_wrote(en
     want = expected(stores, AS_OF.date())
     assert written(stores, before) == set(want) - set(before)  # the ranges done before the crash are not redone
     assert (summary.written, actual(stores)) == (len(want), want)
+
+
+def test_reconcile_finds_an_edited_and_a_deleted_balance_row_and_repairs_them(engine: AggregateSync,
+                                                                            runtime: Runtime, stores: Stores) -> None:
+    build(runtime)
+    (card, point), (gone_card, gone_point) = sorted(actual(stores))[:2]
+    stores.change_in_dataverse(f"{TABLE}(lsync_cardnumber='{card}',lsync_rewardpointid='{point}')",
+                               {"lsync_issued": 1})
+    stores.delete_in_dataverse(f"{TABLE}(lsync_cardnumber='{gone_card}',lsync_rewardpointid='{gone_point}')")
+    findings: list[Finding] = []
+    summary = Reconciler(engine).run(None, findings.append)
+    assert sorted((f.kind, f.key, [c.column for c in f.columns]) for f in findings) == [
+        ("different", (card, point), ["lsync_issued"]), ("missing", (gone_card, gone_point), [])]
+    assert summary.equal == len(expected(stores, AS_OF.date())) - 2  # the as-of date is not compared
+    Reconciler(engine).run(None, findings.append, repair=True)
+    assert actual(stores) == expected(stores, AS_OF.date())
 
 
 def test_the_incremental_pass_has_its_own_status_row(engine: AggregateSync, runtime: Runtime) -> None:
