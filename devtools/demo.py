@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Starting Azurite and the emulators ...")
         azurite = start_azurite()
         stack.callback(azurite.stop)
-        dataverse = start_dataverse(port=0)
+        dataverse = start_dataverse(port=0, key_activation_polls=1)  # a new key's index is Active at its first read
         stack.callback(dataverse.stop)
         commerce = start_commerce(port=0, cards=args.cards, reward_points=args.reward_points,
                                   levels_per_company=args.levels_per_company)
@@ -165,6 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from shared.runtime import get_runtime
 
         runtime = get_runtime()
+        from shared.provision import app_owned
+        if app_owned(runtime.catalog):
+            from shared.cli import main as cli_main
+            print("\n0. The app-owned Dataverse tables the templates declare: python -m shared.cli provision")
+            if cli_main(["provision"]) != 0:
+                return 1
         print("\n1. Initial sync: each template's timer plans key ranges and queues them; the page workers write them")
         started = time.monotonic()
         for template in runtime.catalog:

@@ -1,4 +1,4 @@
-"""The README's screenshot of the status page (docs/dashboard.png), taken as the browser test sees the page.
+"""The status page's screenshot in docs/operations.md (docs/dashboard.png), taken as the browser test sees the page.
 
     .venv/bin/python -m devtools.screenshot [--out docs/dashboard.png]
 

@@ -1,9 +1,9 @@
 // Function App (Flex Consumption, Python 3.11) with a user-assigned managed identity, its storage account
 // (host storage + sync state tables and queues), Application Insights with Entra ID (managed identity) ingestion,
-// App Service Authentication for the status page, and the alert rules of README "Alerts".
+// App Service Authentication for the status page, and the alert rules of docs/operations.md "Alerts".
 // `azd up` asks only for the parameters infra/main.parameters.json leaves open (the two service URLs and the
 // alert e-mail). The identity must also be an application user in Dataverse and a Microsoft Entra application
-// in F&O (README, "Deploy"): those are tenant steps Bicep cannot do.
+// in F&O (docs/deployment.md, "Tenant steps Bicep cannot do"): those are tenant steps Bicep cannot do.
 targetScope = 'resourceGroup'
 
 @description('Name prefix for every resource (azd: the environment name)')
@@ -31,13 +31,13 @@ param operatorsGroupId string = ''
 @description('App role (in the app registration above) whose holders may use the status page')
 param operatorsRole string = 'LoyaltySync.Operator'
 
-// The instance cap and the key-range size go together (README "Scaling out"): the shared Dataverse budget is
+// The instance cap and the key-range size go together (docs/throughput.md "Scaling out"): the shared Dataverse budget is
 // split among the live instances, so a range's wall time grows with them and must stay well inside the
 // 10-minute function timeout. 8 instances with 5,000-key ranges is the recommendation; 40 is the lowest cap
 // Microsoft's Flex Consumption samples accept (@minValue(40) there), so it is the default that deploys
 // everywhere, with 2,000-key ranges (about 300 s each at 40 instances). Where the plan takes a lower cap
 // (inferred: the documented minimum has changed over time), set 8 and 5000.
-@description('Most instances the app scales out to (README "Scaling out")')
+@description('Most instances the app scales out to (docs/throughput.md "Scaling out")')
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
@@ -197,7 +197,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
 // callbacks and the ops endpoints keep their function keys); the page itself requires the signed-in principal
 // that Easy Auth injects (X-MS-CLIENT-PRINCIPAL, which external requests cannot set while Easy Auth is on) and
 // checks the operators' group or app role. No client secret: sign-in uses the OpenID Connect implicit flow for
-// an ID token (enable "ID tokens" on the app registration; README "Deploy").
+// an ID token (enable "ID tokens" on the app registration; docs/deployment.md "Tenant steps Bicep cannot do").
 resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(operatorsAuthClientId)) {
   parent: app
   name: 'authsettingsV2'
@@ -218,7 +218,7 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(operatorsAuth
   }
 }
 
-// ---- Alerts (README "Alerts"): log search rules on the workspace's AppMetrics / AppTraces tables --------------
+// ---- Alerts (docs/operations.md "Alerts"): log search rules on the workspace's AppMetrics / AppTraces tables --------------
 
 resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
   name: '${name}-alerts-${suffix}'
@@ -237,7 +237,7 @@ var alerts = [
   {
     key: 'parked-growing'
     displayName: 'Loyalty sync: parked records growing'
-    description: 'More than ${parkedPerHourThreshold} records of one template were parked in the last hour (they wait for a replay: README "Failed records").'
+    description: 'More than ${parkedPerHourThreshold} records of one template were parked in the last hour (they wait for a replay: docs/operations.md "Runbook").'
     severity: 2
     frequency: 'PT15M'
     window: 'PT1H'
@@ -263,7 +263,7 @@ var alerts = [
   {
     key: 'poison-messages'
     displayName: 'Loyalty sync: poison messages'
-    description: 'Messages that failed every delivery wait in a poison queue (README "Poison messages": inspect and requeue).'
+    description: 'Messages that failed every delivery wait in a poison queue (docs/operations.md "Poison messages": inspect and requeue).'
     severity: 2
     frequency: 'PT15M'
     window: 'PT15M'
@@ -276,7 +276,7 @@ var alerts = [
   {
     key: 'throttled-share'
     displayName: 'Loyalty sync: high share of 429 responses'
-    description: 'More than ${throttledSharePercent}% of one API\'s requests were throttled (429) in 15 minutes: lower SYNC_* concurrency or the instance cap (README "Scaling out").'
+    description: 'More than ${throttledSharePercent}% of one API\'s requests were throttled (429) in 15 minutes: lower SYNC_* concurrency or the instance cap (docs/operations.md "Runbook").'
     severity: 3
     frequency: 'PT5M'
     window: 'PT15M'
@@ -289,7 +289,7 @@ var alerts = [
   {
     key: 'auto-paused'
     displayName: 'Loyalty sync: template auto-paused'
-    description: 'A burst of failures paused a template (README "Auto-pause"); its work is held until an operator resumes it.'
+    description: 'A burst of failures paused a template (docs/operations.md "Runbook"); its work is held until an operator resumes it.'
     severity: 1
     frequency: 'PT5M'
     window: 'PT15M'

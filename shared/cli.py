@@ -148,7 +148,7 @@ def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str],
 # -- subcommands: each one a function of the runtime and the parsed arguments ------------------------
 
 
-# Exit codes (README: Operator command line). 0: nothing failed, nothing parked. EXIT_FAILED (1), EXIT_SKIPPED (3)
+# Exit codes (docs/operations.md: Exit codes). 0: nothing failed, nothing parked. EXIT_FAILED (1), EXIT_SKIPPED (3)
 # and EXIT_DELETES_HELD (4) are ``sync``'s, below; 2 is argparse's usage error (an unknown template or company too).
 EXIT_PARKED = 5  # records were parked (sync, replay), or are (status, parked)
 EXIT_CONFIG = 6  # a setting or a template file is invalid: one line each, naming the setting and the fix

@@ -1,6 +1,6 @@
 """App settings, read from the environment (Function App settings / ``local.settings.json``).
 
-Every setting, its default and whether it is secret is listed in the README's configuration table.
+Every setting, its default and whether it is secret is listed in docs/configuration.md (one table).
 """
 
 from __future__ import annotations

@@ -503,8 +503,10 @@ class DataverseRequestHandler(EmulatorRequestHandler):
         ``{"activation_polls": N}``: how many reads of Keys a key created from now on stays Pending/InProgress."""
         body = self.read_json()
         if isinstance(body, dict) and isinstance(body.get("activation_polls"), int) and "table" not in body:
+            previous = self.server.customizations.key_activation_polls
             self.server.customizations.key_activation_polls = max(0, body["activation_polls"])
-            self.send_json(200, {"activation_polls": self.server.customizations.key_activation_polls})
+            self.send_json(200, {"activation_polls": self.server.customizations.key_activation_polls,
+                                 "previous": previous})
             return
         if not isinstance(body, dict) or not isinstance(body.get("table"), str):
             raise errors.bad_request("send {\"table\": ..., \"key\": ..., \"status\": ...}")

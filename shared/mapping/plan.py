@@ -402,14 +402,15 @@ class Plan:
         """A Dataverse row as F&O properties, for the rows the map lets flow Dataverse -> F&O.
 
         ``>``/``>>`` rows (``msdyn_replacementcardnumber``) never appear; value maps run backwards;
-        a lookup is read from ``_<nav>_value`` and turned back into its code by ``lookup_code``.
+        a lookup is read from ``_<nav in lower case: the attribute's logical name>_value`` and turned back into
+        its code by ``lookup_code``.
         Columns the row does not carry are left out.
         """
         result: dict[str, Any] = {}
         for prop, column, convert in self._to_commerce:
             if column.startswith("@lookup:"):
                 spec = self._lookup_specs[column]
-                lookup_column = f"_{spec.navigation_property}_value"
+                lookup_column = f"_{spec.navigation_property.lower()}_value"
                 if lookup_column in dv_row:
                     guid = dv_row[lookup_column]
                     result[prop] = lookup_code(spec, str(guid)) if guid else None

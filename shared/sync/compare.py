@@ -115,9 +115,7 @@ class Sides:
         self.key_columns = {prop: column for column, prop in plan.dataverse_key_properties.items()}
         # Commerce's key order within a scope, as Dataverse columns: the range filter on the Dataverse side.
         self.order_columns = [self.key_columns[prop] for prop in self.reader.order]
-        # A lookup reads back as _<attribute>_value: its logical name, the navigation property in lower case.
-        self.select = [self.primary_id,
-                       *(f"_{c.lower()}_value" if c in self.lookups else c for c in plan.dataverse_columns)]
+        self.select = [self.primary_id, *(f"_{c.lower()}_value" if c in self.lookups else c for c in plan.dataverse_columns)]
         self.datetimes = frozenset(row.dataverse_column for row in plan.template.fields if row.dataverse_type == "datetime")
         self.folded = frozenset({*self.key_columns.values(), *self.lookups})
 

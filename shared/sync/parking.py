@@ -20,7 +20,7 @@ UNEXPECTED = "unexpected"  # a fault of this code, not of the data or the servic
 
 
 def error_class_of(exc: BaseException) -> str:
-    """The class an operator sees on a parked record (README: Failed records)."""
+    """The class an operator sees on a parked record (docs/operations.md: Failed records)."""
     if isinstance(exc, ApiError):
         return exc.error_class
     if isinstance(exc, MappingError):

@@ -31,7 +31,8 @@ class SharedImage:
         lookups = [row.lookup.navigation_property for row in plan.template.fields if row.lookup is not None]
         self.select = sorted({dv.primary_id, *self.key_columns, *(
             row.dataverse_column for row in plan.template.fields if row.lookup is None
-        ), *(f"_{nav}_value" for nav in lookups), *([f"_{self.company.navigation_property}_value"] if self.company else [])})
+        ), *(f"_{nav.lower()}_value" for nav in lookups),
+            *([f"_{self.company.navigation_property.lower()}_value"] if self.company else [])})
 
     def lookup_code(self, spec: LookupSpec, guid: str) -> str | None:
         return self.dataverse.code_of(spec.entity_set, spec.primary_id, spec.match_column, guid)
@@ -49,7 +50,7 @@ class SharedImage:
         key: dict[str, str] = {}
         for prop in self.plan.key_properties:
             if prop == "dataAreaId" and self.company is not None:
-                guid = dv_row.get(f"_{self.company.navigation_property}_value")
+                guid = dv_row.get(f"_{self.company.navigation_property.lower()}_value")
                 code = self.dataverse.code_of(self.company.entity_set, self.company.primary_id,
                                               self.company.match_column, str(guid)) if guid else None
                 if not code:

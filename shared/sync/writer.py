@@ -35,7 +35,7 @@ class DataverseWriter:
         self.entity_set = dv.entity_set
         self.company = dv.company
         # A key part that is a lookup is addressed as _<nav>_value=<guid> (docs/protocol-notes.md §2.5).
-        self.company_key = f"_{self.company.navigation_property}_value" if self.company else None
+        self.company_key = f"_{self.company.navigation_property.lower()}_value" if self.company else None
         self.guid_columns = frozenset({self.company_key} if self.company_key else set())
         self.logical_name = dv.logical_name
         self.primary_id = dv.primary_id

@@ -1,4 +1,4 @@
-"""OpenTelemetry metrics and traces (README: Metrics and traces).
+"""OpenTelemetry metrics and traces (docs/operations.md: Metrics and traces).
 
 ``setup`` turns the Azure Monitor exporter on when ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set (and
 only then); ``metrics`` holds every instrument and the small functions the sync calls to record on them;

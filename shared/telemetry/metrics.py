@@ -1,4 +1,4 @@
-"""Every instrument of the app, with the functions the sync records through (README: Metrics and traces).
+"""Every instrument of the app, with the functions the sync records through (docs/operations.md: Metrics and traces).
 
 Instruments come from the process's ``MeterProvider``: the Azure Monitor one when ``setup.configure`` found a
 connection string, else OpenTelemetry's no-op default (recording costs a function call). ``bind`` points

@@ -7,7 +7,7 @@ kill is checked to have interrupted a run: the scan's run is still open in its w
 
 The figures (records, faults injected by kind, retries, kills with the progress they interrupted, queue function
 failures, missing, duplicated, stale, not deleted, parked, poisoned) are printed on every run (``-s``) and carried
-in the assertion message on failure; the README's reliability section quotes them.
+in the assertion message on failure; docs/design.md's reliability section quotes them.
 """
 
 from __future__ import annotations

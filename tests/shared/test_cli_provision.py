@@ -128,3 +128,57 @@ def test_provision_of_a_template_without_a_table_block_is_a_usage_error(app: Run
     with pytest.raises(SystemExit) as exc:
         cli.main(["provision", "--template", "loyalty_cards"])
     assert exc.value.code == 2
+
+
+def test_a_provisioned_table_takes_a_templates_sync_like_the_microsoft_tables(app: Runtime, dataverse_emulator: object,
+                                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    url = dataverse_emulator.url  # type: ignore[attr-defined]
+    assert cli.main(["provision"]) == 0
+    assert cli.main(["sync", "loyalty_cards"]) == 0
+    assert cli.main(["sync", TEMPLATE]) == 0
+    cards = requests.get(f"{url}/_emulator/rows/msdyn_loyaltycards", timeout=5).json()["value"]
+    snapshots = requests.get(f"{url}/_emulator/rows/lsync_cardsnapshots", timeout=5).json()["value"]
+    assert sorted(r["lsync_cardnumber"] for r in snapshots) == sorted(r["msdyn_cardnumber"] for r in cards)
+    replaced = [r for r in cards if r["msdyn_replacementcardnumber"]]
+    assert replaced, "the seed has replaced cards: the lookup is exercised"
+    by_number = {r["lsync_cardnumber"]: r for r in snapshots}
+    ids = {r["msdyn_cardnumber"]: r["msdyn_loyaltycardid"] for r in cards}
+    for card in replaced:
+        assert by_number[card["msdyn_cardnumber"]]["_lsync_replacementcardid_value"] == ids[
+            card["msdyn_replacementcardnumber"]]
+
+
+def test_a_provisioned_table_with_a_mixed_case_lookup_is_read_back_by_the_lookups_logical_name(
+        app: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
+    # The lookup's navigation property is lsync_ReplacementCardId; its value reads as _lsync_replacementcardid_value.
+    assert cli.main(["provision"]) == 0
+    assert cli.main(["sync", "loyalty_cards"]) == 0
+    assert cli.main(["sync", TEMPLATE]) == 0
+    assert cli.main(["sync", TEMPLATE, "--direction", "inbound"]) == 0
+    capsys.readouterr()
+    code = cli.main(["reconcile", TEMPLATE])
+    assert code == 0, capsys.readouterr().out
+
+
+def test_the_test_helper_provisions_idempotently(app: Runtime, dataverse_emulator: object) -> None:
+    from tests.provisioning import provision_app_tables
+
+    url = dataverse_emulator.url  # type: ignore[attr-defined]
+    assert len(provision_app_tables(app, url).sent) == 10
+    assert provision_app_tables(app, url).sent == []
+    assert problems(app) == []
+
+
+def test_preflight_names_a_failed_key_index_and_reactivate_entity_key(app: Runtime, dataverse_emulator: object) -> None:
+    url = dataverse_emulator.url  # type: ignore[attr-defined]
+    assert cli.main(["provision"]) == 0
+    requests.post(f"{url}/_emulator/keys", json={"table": "lsync_cardsnapshot", "status": "Failed"},
+                  timeout=5).raise_for_status()
+    found = problems(app)
+    assert len(found) == 1 and "failed to build" in found[0] and "ReactivateEntityKey" in found[0]
+
+
+def test_check_prints_the_missing_table_with_the_fix_and_exits_1(app: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check", "--template", TEMPLATE]) == cli.EXIT_FAILED
+    assert f"Dataverse has no table 'lsync_cardsnapshot' yet (the template declares it, app-owned): create it with {FIX}" \
+        in capsys.readouterr().out

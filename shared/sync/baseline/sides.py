@@ -95,7 +95,7 @@ class BaselineSides:
         columns = {prop: column for column, prop in plan.dataverse_key_properties.items()}
         # The Dataverse column of each key property; dataAreaId of a company-specific table is the company lookup.
         self.columns: dict[str, str] = {p: columns[p] for p in self.order if p in columns}
-        self.company_value = f"_{self.company.navigation_property}_value" if self.company is not None else ""
+        self.company_value = f"_{self.company.navigation_property.lower()}_value" if self.company is not None else ""
         self.dv_order = [self.columns[p] for p in self.order if p in self.columns]
         self.select = select  # the Dataverse columns a comparison needs (the shared image's)
         self._companies: list[tuple[str, str]] | None = None  # (code casefolded, GUID), for a company-specific table

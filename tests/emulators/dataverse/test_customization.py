@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from emulators.dataverse.server import DataverseServer, start_dataverse
-from tests.emulators.dataverse.support import Api
+from tests.emulators.dataverse.support import Api, batch_body, http_part, read_batch
 
 SOLUTION = {"MSCRM.SolutionUniqueName": "LoyaltySync"}
 TABLE = "lsync_cardsnapshot"
@@ -121,7 +121,7 @@ def test_a_primary_name_that_is_not_a_string_is_refused(api: Api) -> None:
 def test_a_create_without_the_solution_header_is_refused(api: Api) -> None:
     response = api.post("EntityDefinitions", table_body(string_attribute("lsync_Name", primary=True)))
     assert response.status_code == 400
-    assert "MSCRM.SolutionUniqueName" in error_of(response)["message"]
+    assert "Send the header MSCRM.SolutionUniqueName" in error_of(response)["message"]
     assert api.get(f"EntityDefinitions(LogicalName='{TABLE}')").status_code == 404
 
 
@@ -136,7 +136,7 @@ def test_a_column_create_without_the_solution_header_is_refused(api: Api) -> Non
     create_table(api)
     response = api.post(f"EntityDefinitions(LogicalName='{TABLE}')/Attributes", string_attribute("lsync_Party"))
     assert response.status_code == 400
-    assert "MSCRM.SolutionUniqueName" in error_of(response)["message"]
+    assert "Send the header MSCRM.SolutionUniqueName" in error_of(response)["message"]
 
 
 def test_a_solution_made_by_the_admin_route_is_accepted(api: Api, emulator: DataverseServer) -> None:
@@ -269,7 +269,7 @@ def test_a_relationship_without_the_solution_header_is_refused(api: Api) -> None
     create_table(api)
     response = api.post("RelationshipDefinitions", lookup_body())
     assert response.status_code == 400
-    assert "MSCRM.SolutionUniqueName" in error_of(response)["message"]
+    assert "Send the header MSCRM.SolutionUniqueName" in error_of(response)["message"]
 
 
 # -- keys -----------------------------------------------------------------------------------------------------------
@@ -345,3 +345,14 @@ def test_a_new_table_is_change_tracked(api: Api) -> None:
     api.post(SET, {"lsync_name": "one"}).raise_for_status()
     delta = api.get(first.json()["@odata.deltaLink"], Prefer="odata.track-changes").json()
     assert [r["lsync_name"] for r in delta["value"]] == ["one"]
+
+
+def test_a_new_tables_rows_are_upserted_by_its_active_key_inside_a_batch(api: Api, emulator: DataverseServer) -> None:
+    create_table(api)
+    api.post(f"EntityDefinitions(LogicalName='{TABLE}')/Keys", key_body("lsync_cardnumber"), **SOLUTION).raise_for_status()
+    requests.post(f"{emulator.url}/_emulator/keys", json={"table": TABLE, "status": "Active"}, timeout=5).raise_for_status()
+    root = "/api/data/v9.2/"
+    body = batch_body(http_part("PATCH", f"{root}{SET}(lsync_cardnumber='C-1')", {"lsync_name": "one"}),
+                      http_part("PATCH", f"{root}{SET}(lsync_cardnumber='C-2')", {"lsync_name": "two"}))
+    assert [r.status for r in read_batch(api.batch(body))] == [204, 204]
+    assert sorted(r["lsync_name"] for r in api.get(f"{SET}?$select=lsync_name").json()["value"]) == ["one", "two"]
