@@ -21,7 +21,8 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str, code: int = 0) -> list[d
 def test_status_lists_never_run_templates(runtime: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
     rows = run(capsys, "status")
     assert {r["template"]: r["status"] for r in rows} == {
-        "loyalty_cards": "never run", "loyalty_levels": "never run", "loyalty_reward_points": "never run"}
+        "loyalty_cards": "never run", "loyalty_levels": "never run", "loyalty_reward_points": "never run",
+        "loyalty_card_tiers": "never run", "loyalty_card_balances": "never run"}
 
 
 def test_sync_runs_a_template_and_status_shows_its_watermark(runtime: Runtime, stores: Stores,
