@@ -83,6 +83,7 @@ def test_each_template_has_a_timer_on_its_schedule_and_a_post_route() -> None:
 @pytest.mark.parametrize("template", TEMPLATES)
 def test_every_timer_fans_its_template_out_and_the_page_workers_finish_it(runtime: Runtime, stores: Stores,
                                                                          pump: QueuePump, template: str) -> None:
+    stores.prepare(template)  # the tier table provisioned and the cards it looks up synced
     invoke_timer(app(), f"timer_{template}")
     assert stores.differences(template) != []  # the timer only planned and queued key ranges
 

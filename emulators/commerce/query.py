@@ -80,7 +80,8 @@ def parse_query_options(entity_set: EntitySet, items: Sequence[tuple[str, str]])
     predicate = None
     if options.get("$filter", "").strip():
         try:
-            predicate = parse_filter(options["$filter"], allow_in=False, wildcard_eq=True)
+            predicate = parse_filter(options["$filter"], allow_in=False, wildcard_eq=True,
+                                     types={p.name: p.edm_type for p in entity_set.properties})
         except ODataQueryError as exc:
             raise errors.bad_request(str(exc), query=True) from None
         for prop in sorted(getattr(predicate, "properties", ())):

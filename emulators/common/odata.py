@@ -326,7 +326,9 @@ def _wildcard_predicate(regex: re.Pattern[str], value_of: _Value, negate: bool) 
 
 
 class _FilterParser:
-    def __init__(self, text: str, *, allow_in: bool, wildcard_eq: bool) -> None:
+    def __init__(self, text: str, *, allow_in: bool, wildcard_eq: bool,
+                 types: Mapping[str, str] | None = None) -> None:
+        self.types = types or {}
         self.text = text
         self.tokens = _tokenize(text)
         self.index = 0
@@ -421,12 +423,25 @@ class _FilterParser:
         self.advance()
 
     def make_comparison(self, op: str, left: _Operand, right: _Operand) -> _Pred:
+        self.check_types(op, left, right)
         if self.wildcard_eq and op in ("eq", "ne"):
             for literal, other in ((right, left), (left, right)):
                 if literal.literal_kind == "string" and "*" in literal.literal_value:
                     return _wildcard_predicate(_wildcard_regex(literal.literal_value), other.evaluate, op == "ne")
         lhs, rhs = left.evaluate, right.evaluate
         return lambda row: compare_values(op, lhs(row), rhs(row))
+
+    def check_types(self, op: str, left: _Operand, right: _Operand) -> None:
+        """A date property compared with a quoted literal is refused, as Microsoft.OData refuses it (the wording is
+        Microsoft.OData's; that both services answer it with a 400 is inferred). Only dates are checked."""
+        for prop, literal in ((left, right), (right, left)):
+            edm = self.types.get(prop.path or "")
+            if edm in ("Edm.DateTimeOffset", "Edm.Date") and literal.literal_kind == "string":
+                kinds = {"eq": "Equal", "ne": "NotEqual", "gt": "GreaterThan", "ge": "GreaterThanOrEqual",
+                         "lt": "LessThan", "le": "LessThanOrEqual"}
+                pair = (edm, "Edm.String") if prop is left else ("Edm.String", edm)
+                raise ODataQueryError(f"A binary operator with incompatible types was detected. Found operand types "
+                                      f"'{pair[0]}' and '{pair[1]}' for operator kind '{kinds.get(op, op)}'.")
 
     def parse_in_operator(self, left: _Operand) -> _Pred:
         token = self.advance()  # 'in'
@@ -564,15 +579,17 @@ class _FilterParser:
         return _Operand(crm_in)
 
 
-def parse_filter(text: str, *, allow_in: bool = True, wildcard_eq: bool = False) -> Callable[[Mapping[str, Any]], bool]:
+def parse_filter(text: str, *, allow_in: bool = True, wildcard_eq: bool = False,
+                 types: Mapping[str, str] | None = None) -> Callable[[Mapping[str, Any]], bool]:
     """Compile an OData ``$filter`` expression into a row predicate.
 
     ``allow_in``: accept ``prop in (...)`` and ``Microsoft.Dynamics.CRM.In`` (Dataverse,
     §2.8). False rejects both (F&O, §3.2). ``wildcard_eq``: F&O ``eq '*text*'`` semantics.
     The result is a :class:`FilterPredicate` (its ``properties`` lists referenced columns).
+    ``types`` (property -> Edm type name): a date property compared with a quoted literal is refused.
     Raises :class:`ODataQueryError` with an OData-style message on malformed input.
     """
-    return _FilterParser(text, allow_in=allow_in, wildcard_eq=wildcard_eq).parse()
+    return _FilterParser(text, allow_in=allow_in, wildcard_eq=wildcard_eq, types=types).parse()
 
 
 # --------------------------------------------------------------------------------------

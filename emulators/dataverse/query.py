@@ -102,7 +102,8 @@ def parse_collection_query(table: Table, items: Iterable[tuple[str, str]]) -> Co
     orderby: SortSpec = []
     try:
         if "$filter" in options:
-            compiled = parse_filter(options["$filter"], allow_in=True)
+            dates = {name: "Edm.Date" for name in table.columns if table.property_type(name) is ColumnType.DATE}
+            compiled = parse_filter(options["$filter"], allow_in=True, types=dates)
             assert isinstance(compiled, FilterPredicate)
             predicate = compiled
         if "$orderby" in options:

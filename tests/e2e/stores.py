@@ -25,10 +25,13 @@ class Stores:
 
     # -- Commerce (through the emulator's OData API, as a user in F&O would change data) -----------
 
-    def commerce_rows(self, template: str) -> list[dict[str, Any]]:
+    def commerce_rows(self, template: str, *, filtered: bool = False) -> list[dict[str, Any]]:
+        """The entity's rows (``filtered``: only those the template's ``commerce.filter`` keeps)."""
         plan = self.runtime.catalog.plan(template)
         entity_set = plan.template.commerce.entity_set
-        return list(self.runtime.commerce.iter_rows(entity_set, select=list(plan.select_properties)))
+        where = plan.template.commerce.filter if filtered else None
+        return [row for page in self.runtime.commerce.iter_pages(entity_set, select=list(plan.select_properties),
+                                                                 where=where) for row in page]
 
     def change_in_commerce(self, path: str, body: dict[str, Any]) -> None:
         requests.patch(f"{self.commerce_url}/data/{path}", json=body, headers=self.headers, timeout=10).raise_for_status()
@@ -92,13 +95,37 @@ class Stores:
     def codes(self, entity_set: str, primary_id: str, match_column: str) -> dict[str, str]:
         return {row[primary_id]: row[match_column] for row in self.dataverse_rows(entity_set)}
 
+    # -- a template's prerequisites ----------------------------------------------------------------
+
+    def prepare(self, template: str) -> None:
+        """What a template needs before it can sync: its app-owned table provisioned (as ``python -m shared.cli
+        provision`` does, keys waited for on a test clock), and the templates its lookups point at synced."""
+        from shared.dataverse.metadata import MetadataClient
+        from shared.provision import Provisioner, app_owned
+        from tests.clock import ManualClock
+
+        plan = self.runtime.catalog.plan(template)
+        if plan.template.dataverse.table is not None:
+            requests.post(f"{self.dataverse_url}/_emulator/metadata/reset", timeout=10).raise_for_status()
+            clock = ManualClock()
+            provisioner = Provisioner(MetadataClient(self.runtime.dataverse.core), app_owned(self.runtime.catalog,
+                                      [template]), "LoyaltySync", clock=clock, sleep=clock.advance, poll_s=1.0)
+            provisioner.apply(provisioner.plan())
+        targets = {row.lookup.entity_set for row in plan.template.fields if row.lookup is not None}
+        for other in self.runtime.catalog:
+            if other.name != template and other.dataverse.entity_set in targets:
+                self.runtime.scan(other.name).run()
+
     # -- the comparison --------------------------------------------------------------------------
 
     def expected(self, template: str) -> dict[tuple[str, ...], dict[str, Any]]:
-        """What Dataverse should hold: every Commerce row through the template's plan."""
+        """What Dataverse should hold: every Commerce row the template's source filter keeps, through its plan (with
+        its derived columns, as the engine computes them)."""
         plan = self.runtime.catalog.plan(template)
+        engine = self.runtime.outbound(template)
+        rows = self.commerce_rows(template, filtered=True)
         result = {}
-        for row in self.commerce_rows(template):
+        for row in engine.deriver.augment(rows, whole=True) if engine.deriver else rows:
             record = plan.to_dataverse(row)
             columns = {k: (v.match_value if isinstance(v, LookupValue) else v) for k, v in record.columns.items()}
             result[record.key] = columns
@@ -116,7 +143,7 @@ class Stores:
             columns = {}
             for column in plan.dataverse_columns:
                 if column in lookups:
-                    guid = row.get(f"_{column.lower()}_value")  # the lookup's logical name
+                    guid = row.get(f"_{column.lower()}_value")
                     columns[column] = codes[column].get(guid) if guid else None
                 else:
                     columns[column] = row.get(column)
