@@ -5,6 +5,9 @@
   ``<template>.due~<bucket>`` (hashed like the synced states, so no partition grows with the whole table), so the
   cards due by a day are one range query per bucket. Entries are never updated in place: a card whose due day
   moves gets a new entry, and an old one only costs a recompute that finds nothing changed.
+* **Pool index**: partitions ``<template>.pool~<bucket>``, row key ``<customer>|<card>``: the cards whose lines name
+  a customer with a pooled tender ("As contact tender"), so an incremental pass finds a customer's cards without
+  reading Commerce (F&O may have no index on the customer of a transaction line: inferred).
 * **Incremental mark**: partition ``<template>.mark``: the newest watermark value (``EntryDate`` and time) an
   incremental pass read, and the digests of the source lines it read at or after ``mark - overlap`` (the window
   the next pass reads again), so lines read before are not taken for new ones.
@@ -90,6 +93,35 @@ class AggregateState:
                                                       parameters={"pk": f"{template}.due~{bucket:02x}"},
                                                       select=["RowKey"]))
 
+    # -- pool index: the cards of each pooled customer ---------------------------------------------------------
+
+    def _pool_pk(self, template: str, customer: str) -> str:
+        return f"{template}.pool~{bucket_of(encode_key((customer,)), self.buckets):02x}"
+
+    def add_pool(self, template: str, pairs: Iterable[tuple[str, str]]) -> None:
+        """Record that each (customer, card) pooled: the card's lines name that customer with a pooled tender."""
+        by_pk: dict[str, list[Operation]] = {}
+        for customer, card in set(pairs):
+            pk = self._pool_pk(template, customer)
+            row_key = f"{encode_key((customer,))}|{encode_key((card,))}"
+            by_pk.setdefault(pk, []).append(Operation("upsert", {"PartitionKey": pk, "RowKey": row_key}))
+        for operations in by_pk.values():
+            for start in range(0, len(operations), MAX_OPERATIONS):
+                submit(self.table, operations[start:start + MAX_OPERATIONS])
+
+    def pooled_cards(self, template: str, customers: Iterable[str]) -> dict[str, set[str]]:
+        """The cards recorded for each customer (a customer with none recorded is left out)."""
+        found: dict[str, set[str]] = {}
+        for customer in set(customers):
+            prefix = f"{encode_key((customer,))}|"
+            query = self.table.query_entities(
+                "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                parameters={"pk": self._pool_pk(template, customer), "low": prefix, "high": prefix[:-1] + "}"},
+                select=["RowKey"])
+            for entity in query:
+                found.setdefault(customer, set()).add(decode_key(entity["RowKey"].split("|", 1)[1])[0])
+        return found
+
     # -- incremental mark -------------------------------------------------------------------------------------
 
     def mark(self, template: str) -> IncrementalMark:
@@ -112,7 +144,9 @@ class AggregateState:
 
     def drop(self, template: str) -> None:
         """Forget the template's due index and mark (a rebuild from nothing)."""
-        for pk in [f"{template}.mark", *(f"{template}.due~{b:02x}" for b in range(self.buckets))]:
+        partitions = [f"{template}.mark", *(f"{template}.{kind}~{b:02x}" for kind in ("due", "pool")
+                                             for b in range(self.buckets))]
+        for pk in partitions:
             for entity in list(self.table.query_entities("PartitionKey eq @pk", parameters={"pk": pk},
                                                          select=["RowKey"])):
                 with contextlib.suppress(ResourceNotFoundError):

@@ -65,7 +65,8 @@ class CardFold:
     card: str
     balances: list[Balance] = field(default_factory=list)
     bad: dict[str, tuple[LineError, Mapping[str, Any]]] = field(default_factory=dict)
-    customers: set[str] = field(default_factory=set)
+    customers: set[str] = field(default_factory=set)  # every customer its lines name (the pool index)
+    pooled: set[str] = field(default_factory=set)  # those named with a pooled tender: their cards are affected
     due: date | None = None
 
 
@@ -141,6 +142,11 @@ class AggregateSync(OutboundSync):
 
     # -- folding ------------------------------------------------------------------------------------------------
 
+    def _customer(self, row: Mapping[str, Any]) -> str | None:
+        pooling = self.spec.pooling
+        customer = row.get(pooling.customer_property) if pooling is not None else None
+        return customer if isinstance(customer, str) and customer else None
+
     def _pooled_customer(self, row: Mapping[str, Any]) -> str | None:
         pooling = self.spec.pooling
         if pooling is None:
@@ -172,9 +178,11 @@ class AggregateSync(OutboundSync):
                 if current is not None:
                     yield finish(current)
                 current, folders = CardFold(card), {}
-            customer = self._pooled_customer(row)
+            customer = self._customer(row)
             if customer is not None:
                 current.customers.add(customer)
+                if self._pooled_customer(row) is not None:
+                    current.pooled.add(customer)
             try:
                 line = line_of(row)
             except LineError as exc:
@@ -219,17 +227,22 @@ class AggregateSync(OutboundSync):
             mapped.append((encode_key(record.key), record, row))
 
     def _due_of(self, folds: dict[str, CardFold]) -> Callable[[list[Pending]], None]:
-        """Before changed records are written: the due days of their cards go into the due index (a crash after
-        the write then never leaves a card without its due entry)."""
+        """Before changed records are written: the due days of their cards go into the due index, their pooled
+        customers into the pool index (a crash after the write then never leaves a card without its entries)."""
         def record(changed: list[Pending]) -> None:
             due: dict[str, date] = {}
+            pool: set[tuple[str, str]] = set()
             self.changed_cards.update(record_.key[0] for record_, _, _ in changed)
             for record_, _, _ in changed:
                 fold = folds.get(record_.key[0])
                 if fold is not None and fold.due is not None:
                     due[fold.card] = fold.due
+                if fold is not None:
+                    pool.update((customer, fold.card) for customer in fold.customers)
             if due:
                 self.state.aggregates.add_due(self.name, due)
+            if pool:
+                self.state.aggregates.add_pool(self.name, pool)
         return record
 
     # -- full build (driven range by range by ``shared.sync.scan``) ----------------------------------------------
@@ -295,12 +308,15 @@ class AggregateSync(OutboundSync):
             yield batch, " or ".join(clauses)
 
     def cards_of_customers(self, customers: Iterable[str]) -> set[str]:
-        """Every card with a line of one of ``customers`` (their pooled cards)."""
+        """Every card of ``customers`` (their pooled cards): from the pool index the folds keep; a customer it
+        does not know yet is looked up in Commerce (every card with a line naming it)."""
         pooling = self.spec.pooling
         if pooling is None:
             return set()
-        cards: set[str] = set()
-        for batch, where in self._or_batches(pooling.customer_property, customers):
+        wanted = set(customers)
+        known = self.state.aggregates.pooled_cards(self.name, wanted)
+        cards: set[str] = set().union(*known.values()) if known else set()
+        for batch, where in self._or_batches(pooling.customer_property, wanted - known.keys()):
             wanted = {c.casefold() for c in batch}
             for page in self.commerce.iter_pages(self.entity_set, select=[self.range_key, pooling.customer_property],
                                                  where=where):
@@ -334,7 +350,7 @@ class AggregateSync(OutboundSync):
                 for batch, where in self._or_batches(self.range_key, todo):
                     self._read_cards(batch, where, partition, pool, summary, today, source, mapped, folds, known, seen)
                 done |= todo
-                customers = set().union(*(f.customers for f in folds.values()))
+                customers = set().union(*(f.pooled for f in folds.values()))
                 todo = (self.cards_of_customers(customers) - done) if pooled and customers else set()
             for row_key in overwrite & known.keys():  # edited in Dataverse: written whole, whatever its hash
                 state = known[row_key]
