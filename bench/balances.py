@@ -165,11 +165,13 @@ def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
     incremental_s = time.perf_counter() - started
     fo_stats, dv_stats = _stats(fo_url), _stats(dv_url)
     fo_requests, dv_requests = int(fo_stats["total"]), int(dv_stats["total"])
+    dv_writes = sum(n for method, n in dv_stats["by_method"].items() if method != "GET")
     changed_cards = len(engine.changed_cards)
     changed = incremental.written
     print(f"incremental pass: {posted} new lines ({refused} redemptions refused, earned instead) on {len(touched)} "
           f"cards -> {changed} balances of {changed_cards} cards written in {incremental_s:.1f} s; {fo_requests} F&O "
-          f"requests, {dv_requests} Dataverse requests ({incremental.detail})", flush=True)
+          f"requests, {dv_requests} Dataverse requests ({dv_writes} writes; the rest read the balance table's change "
+          f"tracking) ({incremental.detail})", flush=True)
 
     figures = {
         "balances_lines": lines,
@@ -189,6 +191,7 @@ def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
         "balances_changed": changed,
         "balances_fo_requests": fo_requests,
         "balances_dv_requests": dv_requests,
+        "balances_dv_write_requests": dv_writes,
         "balances_fo_requests_per_changed_card": round(fo_requests / max(changed_cards, 1), 3),
         "balances_dv_requests_per_1000": round(dv_requests / max(changed, 1) * 1000, 3),
         "balances_peak_rss_mb": round(_rss_mb(), 1),
