@@ -90,8 +90,27 @@ def load_catalog(directory: Path | None = None) -> Catalog:
     files = sorted(directory.glob("*.json"))
     if not files:
         raise MappingFileError(f"{directory}: no template files (*.json) found")
-    templates: dict[str, Template] = {}
+    loaded: dict[str, Template] = {}
     for path in files:
         template = load_template(path)
-        templates[template.name] = template
+        loaded[template.name] = template
+    templates = {t.name: t for t in dependency_order(list(loaded.values()))}
     return Catalog(templates=templates, plans={name: Plan(t) for name, t in templates.items()})
+
+
+def dependency_order(templates: list[Template]) -> list[Template]:
+    """Templates in file order, except that one whose lookups point at another template's table comes after it
+    (``sync --all`` on an empty Dataverse then writes the cards before the balances that look them up)."""
+    by_table = {t.dataverse.entity_set: t.name for t in templates}
+    needs = {t.name: {by_table[row.lookup.entity_set] for row in t.fields
+                      if row.lookup is not None and by_table.get(row.lookup.entity_set) not in (None, t.name)}
+             for t in templates}
+    ordered: list[Template] = []
+    placed: set[str] = set()
+    pending = list(templates)
+    while pending:
+        ready = next((t for t in pending if needs[t.name] <= placed), pending[0])  # a cycle keeps file order
+        ordered.append(ready)
+        placed.add(ready.name)
+        pending.remove(ready)
+    return ordered

@@ -119,8 +119,8 @@ def test_the_legal_entities_failure_leaves_status_once_the_companies_are_known(
     (["replay", "loyalty_vouchers", "K"], "unknown template 'loyalty_vouchers'"),
     (["replay", "loyalty_cards"], "name ROW_KEYs (see 'parked') or use --all"),
     (["parked", "--show", "K"], "--show needs --template"),
-    (["sync"], "unknown template None; known: loyalty_card_balances, loyalty_card_tiers, loyalty_cards, "
-               "loyalty_levels, loyalty_reward_points"),
+    (["sync"], "unknown template None; known: loyalty_cards, loyalty_card_tiers, loyalty_levels, "
+               "loyalty_reward_points, loyalty_card_balances"),
 ])
 def test_usage_errors_name_the_problem(runtime: Runtime, capsys: pytest.CaptureFixture[str], argv: list[str],
                                        problem: str) -> None:
