@@ -50,7 +50,8 @@ def test_sync_of_a_paused_template_refuses_in_one_line_unless_forced(
 
 
 def test_sync_all_leaves_a_paused_template_out_and_says_so(runtime: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
-    cli(capsys, "pause", "loyalty_cards")
+    for name in ("loyalty_cards", "loyalty_card_tiers", "loyalty_card_balances"):  # and the two that look cards up
+        cli(capsys, "pause", name)
     code, out, err = cli(capsys, "sync", "--all", "--json")
     assert code == EXIT_PAUSED and "loyalty_cards is paused" in err
     assert {s["template"] for s in json.loads(out)} == {"loyalty_levels", "loyalty_reward_points"}
