@@ -132,6 +132,80 @@ def guard_rails(app: Any, runtime: Any, dataverse_url: str, commerce: Any) -> bo
     return bool(landed == party and not list(runtime.state.parked.all("loyalty_cards")))
 
 
+BALANCES = "loyalty_card_balances"
+AGENT_COLUMNS = ("lsync_rewardpointid", "lsync_available", "lsync_unvested", "lsync_expired", "lsync_issued",
+                 "lsync_used", "lsync_expiringsoon", "lsync_expiringsoondate", "lsync_nextchangedate",
+                 "lsync_lasttransactiondate", "lsync_asof")
+
+
+def agent_view(dataverse_url: str, card: str) -> list[dict[str, Any]]:
+    """What an agent reads for a card: its balance rows in Dataverse."""
+    url = (f"{dataverse_url}/api/data/v9.2/lsync_loyaltycardbalances?$select={','.join(AGENT_COLUMNS)}"
+           f"&$filter=lsync_cardnumber eq '{card}'")
+    rows: list[dict[str, Any]] = requests.get(url, headers=bearer(), timeout=10).json()["value"]
+    return [{c.removeprefix("lsync_"): str(r.get(c)) for c in AGENT_COLUMNS} for r in rows]
+
+
+class _MovedClock:
+    """The app's clock moved ahead by ``days`` (the demo's "time passes")."""
+
+    def __init__(self, base: Any, days: float) -> None:
+        self.base, self.offset = base, days * 86_400.0
+
+    def now(self) -> Any:
+        from datetime import timedelta
+        return self.base.now() + timedelta(seconds=self.offset)
+
+    def monotonic(self) -> float:
+        return float(self.base.monotonic()) + self.offset
+
+
+def points_balance(app: Any, runtime: Any, dataverse_url: str, commerce: Any) -> bool:
+    """6. A card's points balance, as an agent reads it: after a redemption in Commerce, and after its points vest
+    or expire (the app's clock moved to the card's next change date)."""
+    from datetime import date, datetime
+
+    from emulators.commerce.loyalty_activity import CommerceLoyaltyAdmin, LoyaltyActivityRefused
+    from shared.cli import print_table
+
+    if runtime.catalog.get(BALANCES) is None:
+        return True
+    print("\n6. Points balances (lsync_loyaltycardbalance, folded from Commerce's transaction lines; one-way)")
+    rows = [r for r in requests.get(f"{dataverse_url}/api/data/v9.2/lsync_loyaltycardbalances?$select=lsync_cardnumber,"
+                                    "lsync_rewardpointid,lsync_available,lsync_nextchangedate&$filter=lsync_available "
+                                    "gt 20 and lsync_nextchangedate ne null", headers=bearer(), timeout=10).json()["value"]]
+    if not rows:
+        print("   no card with points and a next change date in the generated data")
+        return False
+    admin = CommerceLoyaltyAdmin(commerce.url)
+    for row in rows:  # the first card Commerce lets redeem (not "No tender", "Blocked" or a non-redeemable point)
+        card, point = row["lsync_cardnumber"], row["lsync_rewardpointid"]
+        first = agent_view(dataverse_url, card)
+        try:
+            admin.redeem(card, 10, reward_point=point, at=datetime.now().astimezone())
+        except LoyaltyActivityRefused:
+            continue
+        break
+    else:
+        print("   no card in the generated data may redeem")
+        return False
+    print(f"   card {card} as an agent reads it:")
+    print_table(first)
+    invoke_timer(app, f"timer_incremental_{BALANCES}")
+    after = agent_view(dataverse_url, card)
+    print(f"   after a redemption of 10 {point} points in Commerce (incremental timer):")
+    print_table(after)
+    changed = next(r for r in after if r["rewardpointid"] == point)
+    nxt = changed["nextchangedate"]
+    days = (date.fromisoformat(nxt[:10]) - runtime.state.clock.now().date()).days if nxt != "None" else 0
+    if days > 0:
+        runtime.state.clock = _MovedClock(runtime.state.clock, days)
+        invoke_timer(app, f"timer_incremental_{BALANCES}")
+        print(f"   {days} days later, on its next change date {nxt[:10]} (points vest or expire; no transaction):")
+        print_table(agent_view(dataverse_url, card))
+    return after != first  # the redemption reached the agent's view
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the sync end to end on Azurite and the local emulators.")
     parser.add_argument("--cards", type=int, default=500)
@@ -174,9 +248,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n1. Initial sync: each template's timer plans key ranges and queues them; the page workers write them")
         started = time.monotonic()
         for template in runtime.catalog:
-            invoke_timer(function_app.app, f"timer_{template.name}")
+            if template.aggregate is None:  # the balances fold after the cards they look up are in (below)
+                invoke_timer(function_app.app, f"timer_{template.name}")
         pump = QueuePump(function_app.app, azurite.connection_string)
         ranges = pump.drain(300)
+        for template in runtime.catalog:
+            if template.aggregate is not None:
+                invoke_timer(function_app.app, f"timer_{template.name}")
+        ranges += pump.drain(300)
         print(f"   {ranges} key ranges done in {time.monotonic() - started:.1f} s")
         print_table(status_rows(runtime))
 
@@ -204,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print("\n3. An agent's edit in Dataverse reaches Commerce (change tracking, inbound timer trigger)")
         for template in runtime.catalog:  # the baseline: the timer takes the token and queues key ranges
-            invoke_timer(function_app.app, f"timer_inbound_{template.name}")
+            if template.aggregate is None:  # an aggregate (balances) is one-way: no inbound timer
+                invoke_timer(function_app.app, f"timer_inbound_{template.name}")
         baseline_ranges = pump.drain(120)  # the page workers compare them: every row the initial sync wrote is equal
         print(f"   baseline: {baseline_ranges} key ranges compared by the page workers")
         agent_party = "AGENT-EDIT-1"
@@ -222,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"   next Commerce -> Dataverse run: {marks['fo_to_dataverse'].last_counts}")
 
         guarded = guard_rails(function_app.app, runtime, dataverse.url, commerce)
+        balances_ok = points_balance(function_app.app, runtime, dataverse.url, commerce)
 
         print("\n5. What landed in Dataverse")
         rows = [{"entity set": t.dataverse.entity_set, "rows": str(count_rows(dataverse.url, t.dataverse.entity_set))}
@@ -233,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"   - {entry['PartitionKey']} {entry['key']}: {entry['error_class']}: {entry['error'][:100]}")
         expected_after = next(e.dataverse for e in runtime.catalog.templates["loyalty_cards"]
                               .value_maps["RetailLoyaltyTenderTypeBase"].entries if e.member == new_type)
-        ok = after == expected_after and in_commerce == agent_party and guarded
+        ok = after == expected_after and in_commerce == agent_party and guarded and balances_ok
         print("\nDemo " + ("succeeded." if ok else "FAILED: a change did not land (see above)."))
         if args.keep:
             settings = emulator_settings(dataverse.url, commerce.url, azurite.connection_string)

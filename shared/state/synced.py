@@ -90,16 +90,6 @@ class SyncedStates:
                         "low": min(asked), "high": max(asked)}, select=_COLUMNS)
         return {e["RowKey"]: _synced(e) for e in query if e["RowKey"] in asked}
 
-    def with_prefix(self, partition: str, prefix: str) -> dict[str, SyncedState]:
-        """The states whose row key starts with ``prefix`` (e.g. every key of one card: ``encode_key((card,)) + '|'``),
-        in one query over the scope's state buckets."""
-        stop = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        query = self.table.query_entities(
-            "PartitionKey ge @first and PartitionKey le @last and RowKey ge @low and RowKey lt @high",
-            parameters={"first": f"{partition}~00", "last": f"{partition}~{self.buckets - 1:02x}",
-                        "low": prefix, "high": stop}, select=_COLUMNS)
-        return {e["RowKey"]: _synced(e) for e in query}
-
     def iter(self, partition: str, buckets: Sequence[int] | None = None) -> Iterator[SyncedState]:
         """Every state of a scope (or of some of its ``buckets``), streamed bucket by bucket, page by page
         (never all in memory)."""

@@ -329,10 +329,9 @@ class AggregateSync(OutboundSync):
 
     def recompute(self, cards: Iterable[str], summary: RunSummary, *, source: str,
                   pooled: bool = False, overwrite: frozenset[str] = frozenset()) -> set[str]:
-        """Re-read every line of ``cards`` (several cards a request), fold them and write what changed; a record
-        whose group has no line left is deleted. ``pooled``: also the cards of the pooled customers those lines
-        name; ``overwrite``: row keys edited in Dataverse, written whole even when unchanged here. Returns the pooled
-        customers seen."""
+        """Re-read every line of ``cards`` (several cards a request), fold them and write what changed. ``pooled``:
+        also the cards of the pooled customers those lines name; ``overwrite``: row keys edited in Dataverse, written
+        whole even when unchanged here. Returns the pooled customers seen."""
         partition = self.partition(None)
         parked = self.state.parked.keys(self.name)
         pool = self.chunk_pool(partition, parked)
@@ -358,10 +357,6 @@ class AggregateSync(OutboundSync):
             # Every changed record of the cards at once: chunks as large as SYNC_BULK_SIZE, not one per read.
             self.compare_records(mapped, partition, parked, summary, pool, seen.add, known=dict(known),
                                  before_write=self._due_of(folds))
-            pool.wait()
-            for row_key, previous in known.items():
-                if row_key not in seen and not previous.deleting:
-                    summary.count(self._delete(decode_key(row_key), previous, partition, source=source))
             pool.finish()
         except BaseException:
             pool.abandon()
@@ -376,13 +371,17 @@ class AggregateSync(OutboundSync):
         rows = (row for page in self.commerce.iter_pages(self.entity_set, select=list(self.plan.select_properties),
                                                          where=where, order_by=self.reader_sort())
                 for row in page if row.get(self.range_key) in wanted)  # exact: eq '…*…' is a wildcard in F&O
-        for card in batch:
-            known.update(self.state.synced.with_prefix(partition, encode_key((card,)) + "|"))
         start = len(mapped)
         for fold in self.fold_cards(rows, today):
             folds[fold.card] = fold
             self._map(fold, mapped, summary, seen.add, pool.guard, source)
-        seen.update(row_key for row_key, _, _ in mapped[start:])
+        # The states of the records folded, by key (a point read each: a range over every bucket would scan the
+        # table). A reward point whose lines all went is left to the full build's delete search.
+        for row_key, _, _ in mapped[start:]:
+            seen.add(row_key)
+            state = self.state.synced.get(partition, row_key)
+            if state is not None:
+                known[row_key] = state
 
     def reader_sort(self) -> list[str]:
         return list(dict.fromkeys([self.range_key, *self.spec.group_key]))
