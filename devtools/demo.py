@@ -161,7 +161,7 @@ class _MovedClock:
 
 
 def points_balance(app: Any, runtime: Any, dataverse_url: str, commerce: Any) -> bool:
-    """6. A card's points balance, as an agent reads it: after a redemption in Commerce, and after its points vest
+    """5. A card's points balance, as an agent reads it: after a redemption in Commerce, and after its points vest
     or expire (the app's clock moved to the card's next change date)."""
     from datetime import date, datetime
 
@@ -170,7 +170,7 @@ def points_balance(app: Any, runtime: Any, dataverse_url: str, commerce: Any) ->
 
     if runtime.catalog.get(BALANCES) is None:
         return True
-    print("\n6. Points balances (lsync_loyaltycardbalance, folded from Commerce's transaction lines; one-way)")
+    print("\n5. Points balances (lsync_loyaltycardbalance, folded from Commerce's transaction lines; one-way)")
     rows = [r for r in requests.get(f"{dataverse_url}/api/data/v9.2/lsync_loyaltycardbalances?$select=lsync_cardnumber,"
                                     "lsync_rewardpointid,lsync_available,lsync_nextchangedate&$filter=lsync_available "
                                     "gt 20 and lsync_nextchangedate ne null", headers=bearer(), timeout=10).json()["value"]]
@@ -304,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         guarded = guard_rails(function_app.app, runtime, dataverse.url, commerce)
         balances_ok = points_balance(function_app.app, runtime, dataverse.url, commerce)
 
-        print("\n5. What landed in Dataverse")
+        print("\n6. What landed in Dataverse")
         rows = [{"entity set": t.dataverse.entity_set, "rows": str(count_rows(dataverse.url, t.dataverse.entity_set))}
                 for t in runtime.catalog]
         print_table(rows)
