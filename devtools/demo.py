@@ -345,7 +345,8 @@ def keep_running(app: Any, runtime: Any, pump: QueuePump, host_url: str, commerc
                 if time.monotonic() >= next_timers:
                     for template in runtime.catalog:
                         invoke_timer(app, f"timer_{template.name}")
-                        invoke_timer(app, f"timer_inbound_{template.name}")
+                        # a one-way aggregate (balances) has its incremental pass instead of an inbound timer
+                        invoke_timer(app, f"timer_{'incremental' if template.aggregate else 'inbound'}_{template.name}")
                     next_timers = time.monotonic() + timer_every
             except Exception as exc:  # the host logs a failed invocation and carries on; so does this loop
                 logging.getLogger("loyaltysync.demo").warning("invocation failed: %s", exc)
