@@ -5,9 +5,11 @@ For each template: ``timer_<template>`` (Commerce -> Dataverse scan, on the file
 ``callback_<template>`` (POST /api/callbacks/<template>: validate a business event and queue it) and
 ``worker_<template>`` (queue trigger: re-read the record from Commerce and write it). Once:
 ``callback_unknown_template`` (404 for any other name), ``timer_retry_parked`` (retries parked records),
+``timer_refresh_pending`` (starts the pending template refreshes that are due),
 ``timer_telemetry_sample`` (the backlog gauges' storage sample) and ``ops_*`` (operator endpoints under
 /api/ops, admin key: the Blueprint in ``shared/ops/endpoints.py``). Logic lives in ``shared/``. Telemetry is
-exported to Azure Monitor when ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set (``shared/telemetry/setup.py``).
+exported to Azure Monitor when ``APPLICATIONINSIGHTS_CONNECTION_STRING`` is set (``shared/telemetry/setup.py``);
+the Azure SDK logs at ``SYNC_AZURE_SDK_LOG_LEVEL`` (default WARNING).
 """
 
 import azure.functions as func
@@ -15,8 +17,10 @@ import azure.functions as func
 from shared.mapping.catalog import load_catalog
 from shared.ops.endpoints import bp as ops_endpoints
 from shared.telemetry.setup import configure as configure_telemetry
+from shared.telemetry.setup import configure_azure_sdk_logging
 from shared.triggers import register_shared, register_template
 
+configure_azure_sdk_logging()  # the SDK's per-request HTTP lines at WARNING unless SYNC_AZURE_SDK_LOG_LEVEL says
 configure_telemetry()
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 

@@ -249,8 +249,10 @@ class LocalFunctionsHost:
     process unless it is set already (the page refuses it wherever ``WEBSITE_SITE_NAME`` says Azure), and
     ``stop`` takes it back."""
 
-    def __init__(self, app: func.FunctionApp, port: int = 0) -> None:
+    def __init__(self, app: func.FunctionApp, port: int = 0, *, master_key: str | None = None,
+                 easy_auth: dict[str, str] | None = None) -> None:
         routes: list[tuple[bool, re.Pattern[str], str, set[str]]] = []
+        self.admin_level: set[str] = set()
         for fn in functions(app).values():
             trigger = fn.get_trigger()
             route = getattr(trigger, "route", None)
@@ -258,10 +260,19 @@ class LocalFunctionsHost:
                 continue
             methods = {str(getattr(m, "value", m)).upper() for m in (getattr(trigger, "methods", None) or ["POST"])}
             routes.append(("{" in route, _route_regex(route), str(fn.get_function_name()), methods))
+            if getattr(trigger, "auth_level", None) == func.AuthLevel.ADMIN:
+                self.admin_level.add(str(fn.get_function_name()))
         routes.sort(key=lambda r: r[0])  # literal routes win over parameter routes
         host = self
         self.app = app
         self.routes = routes
+        # With a master key, admin-level functions answer 401 to a request without it (x-functions-key or ?code=),
+        # as the host does; without one (the default) no key is checked (local equipment only).
+        self.master_key = master_key
+        # App Service Authentication in front of the app, when given: bearer token -> the X-MS-CLIENT-PRINCIPAL
+        # header (base64 JSON) it stands for. As the platform does, a client's own X-MS-CLIENT-PRINCIPAL* headers
+        # are dropped, a known token's principal is injected, and an unknown bearer token answers 401.
+        self.easy_auth = easy_auth
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -297,10 +308,27 @@ class LocalFunctionsHost:
         parts = urlsplit(handler.path)
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
+        headers = dict(handler.headers)
+        if self.easy_auth is not None:
+            headers = {k: v for k, v in headers.items() if not k.lower().startswith("x-ms-client-principal")}
+            scheme, _, token = (handler.headers.get("Authorization") or "").partition(" ")
+            if scheme.lower() == "bearer":
+                if token not in self.easy_auth:
+                    handler.send_response(401)
+                    handler.send_header("Content-Length", "0")
+                    handler.end_headers()
+                    return
+                headers["X-MS-CLIENT-PRINCIPAL"] = self.easy_auth[token]
         for _, regex, name, methods in self.routes:
             match = regex.match(parts.path)
             if match and handler.command in methods:
-                req = func.HttpRequest(handler.command, self.url + handler.path, headers=dict(handler.headers),
+                if self.master_key is not None and name in self.admin_level and self.master_key not in (
+                        handler.headers.get("x-functions-key"), dict(parse_qsl(parts.query)).get("code")):
+                    handler.send_response(401)
+                    handler.send_header("Content-Length", "0")
+                    handler.end_headers()
+                    return
+                req = func.HttpRequest(handler.command, self.url + handler.path, headers=headers,
                                        params=dict(parse_qsl(parts.query)), route_params=match.groupdict(), body=body)
                 try:
                     response = invoke_http(self.app, name, req)

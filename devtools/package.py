@@ -7,6 +7,13 @@ files a fresh checkout holds (``git ls-files``: tracked plus untracked-but-not-g
 shows up before it is committed), asks the same ``ignore`` package (pinned in ``package.json`` to the major
 version the action uses) which of them it ignores, and zips the rest.
 
+``func azure functionapp publish`` (Core Tools) reads the same file with another matcher: ``GitIgnoreParser``
+(``src/Azure.Functions.Cli/Common/GitIgnoreParser.cs``, a port of the ``gitignore-parser`` npm package) turns
+each pattern into a regular expression anchored at the start of the file's relative path, matched as a prefix,
+with ``*`` for one or more characters other than ``/`` and ``**`` for one or more of any. ``core_tools_denies``
+is that matcher in Python; ``core_tools_files`` lists what Core Tools would publish, so a test holds the file to
+both readers.
+
     .venv/bin/python -m devtools.package [--out dist/app.zip]
 """
 
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -59,12 +67,55 @@ def ignored_paths(paths: list[str], root: Path = REPO) -> set[str]:
 
 def package_files(root: Path = REPO) -> list[str]:
     """The files the deployment package holds: a file is removed when it, or a folder above it, is ignored."""
-    files = checkout_files(root)
+    return kept_by_action(checkout_files(root), root)
+
+
+def kept_by_action(files: list[str], root: Path = REPO) -> list[str]:
+    """Of ``files`` (relative paths, which need not exist), those functions-action (and azd) would ship."""
     ignored = ignored_paths(with_parents(files), root)
 
     def kept(name: str) -> bool:
         parts = name.split("/")
         return not any("/".join(parts[: i + 1]) in ignored for i in range(len(parts)))
+
+    return [name for name in files if kept(name)]
+
+
+# -- Core Tools (func azure functionapp publish) -------------------------------------------------------------
+
+CORE_TOOLS_SKIPPED_FOLDERS = (".git", ".vscode")  # GetLocalFiles leaves these out whatever .funcignore says
+CORE_TOOLS_SKIPPED_FILES = (".funcignore", ".gitignore", "local.settings.json", "project.lock.json")
+
+
+def _core_tools_pattern(pattern: str) -> str:
+    """``GitIgnoreParser.PrepareRegexPattern``: escape, then ``**`` -> ``(.+)`` and ``*`` -> ``([^/]+)``."""
+    escaped = re.sub(r"[\-\[\]/{}()+?.\\^$|]", lambda m: "\\" + m.group(0), pattern)
+    return escaped.replace("**", "(.+)").replace("*", "([^\\/]+)")
+
+
+def core_tools_denies(rules: str) -> re.Pattern[str] | None:
+    """The positive regular expression Core Tools builds from ``.funcignore`` (None: it has no pattern); its
+    ``Denies(path)`` is ``positive matches and no negative matches``. This file has no ``!`` rules (asserted)."""
+    lines = [line.strip() for line in rules.split("\n")]
+    patterns = [line for line in lines if line and not line.startswith("#")]
+    if any(line.startswith("!") for line in patterns):
+        raise ValueError(".funcignore: negated patterns are read differently by Core Tools; none are used here")
+    patterns = sorted(line[1:] if line.startswith("/") else line for line in patterns)
+    if not patterns:
+        return None
+    return re.compile("^((" + ")|(".join(_core_tools_pattern(p) for p in patterns) + "))")
+
+
+def core_tools_files(files: list[str], root: Path = REPO) -> list[str]:
+    """Of ``files`` (relative paths), those ``func azure functionapp publish`` would upload."""
+    funcignore = root / ".funcignore"
+    denies = core_tools_denies(funcignore.read_text() if funcignore.exists() else "")
+
+    def kept(name: str) -> bool:
+        parts = name.split("/")
+        if any(part in CORE_TOOLS_SKIPPED_FOLDERS for part in parts[:-1]) or parts[-1] in CORE_TOOLS_SKIPPED_FILES:
+            return False
+        return denies is None or not denies.match(name)
 
     return [name for name in files if kept(name)]
 

@@ -55,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.settle:
                 serve_until_idle(pump, args.idle_s, deadline)
                 invoke_timer(app, "timer_retry_parked")
+                invoke_timer(app, "timer_refresh_pending")  # a pending template refresh that is due starts
                 serve_until_idle(pump, args.idle_s, deadline)
                 return 0
             if runtime.settings.fan_out:

@@ -1,6 +1,9 @@
 // Function App (Flex Consumption, Python 3.11) with a user-assigned managed identity, its storage account
 // (host storage + sync state tables and queues), Application Insights with Entra ID (managed identity) ingestion,
-// App Service Authentication for the status page, and the alert rules of docs/operations.md "Alerts".
+// App Service Authentication for the status page, a Key Vault for the secrets (read by the app's identity through
+// Key Vault references), and the alert rules of docs/operations.md "Alerts". App settings are written by
+// appsettings.bicep: a redeployment keeps every operator-owned setting (docs/deployment.md, "Settings: the
+// deployment's and the operator's").
 // `azd up` asks only for the parameters infra/main.parameters.json leaves open (the two service URLs and the
 // alert e-mail). The identity must also be an application user in Dataverse and a Microsoft Entra application
 // in F&O (docs/deployment.md, "Tenant steps Bicep cannot do"): those are tenant steps Bicep cannot do.
@@ -15,20 +18,40 @@ param location string = resourceGroup().location
 param dataverseUrl string
 @description('https://<env>.operations.dynamics.com')
 param commerceUrl string
-@description('Comma-separated legal entities for company-specific templates; empty = all from LegalEntities')
+// Operator-owned settings with a first value: these parameters are written on the first deployment only
+// (appsettings.bicep); afterwards the app setting is the operator's, and a redeployment keeps it.
+@description('First value of SYNC_LEGAL_ENTITIES (comma-separated legal entities; empty = all from LegalEntities)')
 param legalEntities string = ''
+@description('First value of SYNC_DELETE_POLICY')
 @allowed(['delete', 'ignore'])
 param deletePolicy string = 'delete'
+@description('First value of SYNC_CONFLICT_POLICY')
 @allowed(['commerce_wins', 'dataverse_wins'])
 param conflictPolicy string = 'commerce_wins'
+
+@description('The callback secret to store in Key Vault (secret sync-callback-secret; the app reads it as SYNC_CALLBACK_SECRET through a Key Vault reference). Empty: the secret in the vault is left as it is (set it with az keyvault secret set)')
+@secure()
+param callbackSecret string = ''
+
+// Storage network rules (docs: deployment, "Storage network rules"). Both empty (the default): the account
+// accepts requests from any network, authorised by Entra ID only (shared keys are off), as before. Either set:
+// the account denies every other network; the app then reaches it only through its VNet integration
+// (appSubnetId, whose subnet must be listed in storageAllowedSubnetIds with the Microsoft.Storage service
+// endpoint), and an operator's laptop only from a listed IP range (or through the remote CLI).
+@description('Public IP addresses or CIDR ranges allowed to reach the storage account (e.g. an office range); empty and no subnets = every network')
+param storageAllowedIpRules array = []
+@description('Subnet resource ids allowed to reach the storage account (service endpoint Microsoft.Storage)')
+param storageAllowedSubnetIds array = []
+@description('Subnet the function app is integrated with (delegated to Microsoft.App/environments); empty = no VNet integration')
+param appSubnetId string = ''
 
 @description('Where the alert rules send their e-mail (the action group)')
 param alertEmail string
 @description('Client id of the Microsoft Entra app registration operators sign in to for the status page; empty = no sign-in (the page then answers 403 in Azure)')
 param operatorsAuthClientId string = ''
-@description('Object id of the Entra group whose members may use the status page (or use the app role below)')
+@description('First value of SYNC_OPERATORS_GROUP_ID: the Entra group whose members may use the status page and the ops endpoints (or use the app role below)')
 param operatorsGroupId string = ''
-@description('App role (in the app registration above) whose holders may use the status page')
+@description('First value of SYNC_OPERATORS_ROLE: the app role (in the app registration above) whose holders may use the status page and the ops endpoints')
 param operatorsRole string = 'LoyaltySync.Operator'
 
 // The instance cap and the key-range size go together (docs/throughput.md "Scaling out"): the shared Dataverse budget is
@@ -41,7 +64,7 @@ param operatorsRole string = 'LoyaltySync.Operator'
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
-@description('SYNC_PAGE_SIZE: keys per key range of a full scan or baseline; lower it as the instance cap grows')
+@description('First value of SYNC_PAGE_SIZE: keys per key range of a full scan or baseline; lower it as the instance cap grows')
 @minValue(10)
 @maxValue(10000)
 param pageSize int = 2000
@@ -56,13 +79,26 @@ param missedRunsBeforeAlert int = 3
 param parkedPerHourThreshold int = 0
 @description('Alert when more than this percentage of one API\'s requests drew a 429 within 15 minutes')
 param throttledSharePercent int = 10
-@description('Auto-pause: more than this many failures of one template within autoPauseMinutes pause it (0 = off)')
+@description('First values of SYNC_AUTO_PAUSE_FAILURES and _MINUTES: more than this many failures of one template within autoPauseMinutes pause it (0 = off)')
 param autoPauseFailures int = 100
 param autoPauseMinutes int = 15
 
 var suffix = uniqueString(resourceGroup().id, name)
 var storageName = toLower(take('${replace(name, '-', '')}${suffix}', 24))
 var deploymentContainer = 'app-package'
+// The Functions host keeps timer schedules and locks in azure-webjobs-hosts and its keys in azure-webjobs-secrets;
+// created here so that the identity's blob role can be scoped to these containers instead of the account.
+var blobContainers = [deploymentContainer, 'azure-webjobs-hosts', 'azure-webjobs-secrets']
+// SYNC_QUEUE_PREFIX is the deployment's (the queues below carry it): each template's callbacks queue and key-range
+// queue (shared/state/queues.py) and the poison queue the host moves a message to after 5 failed deliveries.
+var queuePrefix = 'loyaltysync'
+var queueNames = flatten(map(templates, t => [
+  '${queuePrefix}-${replace(t, '_', '-')}'
+  '${queuePrefix}-${replace(t, '_', '-')}-poison'
+  '${queuePrefix}-pages-${replace(t, '_', '-')}'
+  '${queuePrefix}-pages-${replace(t, '_', '-')}-poison'
+]))
+var restrictStorageNetwork = !empty(storageAllowedIpRules) || !empty(storageAllowedSubnetIds)
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: '${name}-id-${suffix}'
@@ -79,30 +115,103 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowSharedKeyAccess: false
     defaultToOAuthAuthentication: true
     minimumTlsVersion: 'TLS1_2'
+    networkAcls: restrictStorageNetwork ? {
+      defaultAction: 'Deny'
+      bypass: 'AzureServices'
+      ipRules: map(storageAllowedIpRules, ip => { value: ip, action: 'Allow' })
+      virtualNetworkRules: map(storageAllowedSubnetIds, id => { id: id, action: 'Allow' })
+    } : { defaultAction: 'Allow', bypass: 'AzureServices' }
   }
   resource blobService 'blobServices' = {
     name: 'default'
-    resource container 'containers' = { name: deploymentContainer }
+  }
+  resource queueService 'queueServices' = {
+    name: 'default'
+  }
+  resource tableService 'tableServices' = {
+    name: 'default'
   }
 }
 
-// The host's storage needs Storage Blob Data Owner (Microsoft's documented role for AzureWebJobsStorage with a
-// managed identity); Queue Data Contributor for the queue triggers and our queues; Table Data Contributor for
-// the sync state tables.
-var storageRoles = [
-  'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blob Data Owner
-  '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Storage Queue Data Contributor
-  '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Storage Table Data Contributor
-]
-resource storageRoleAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for role in storageRoles: {
-  name: guid(storage.id, identity.id, role)
-  scope: storage
+resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for c in blobContainers: {
+  parent: storage::blobService
+  name: c
+}]
+
+resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for q in queueNames: {
+  parent: storage::queueService
+  name: q
+}]
+
+// The identity's data roles, each scoped to what the app uses (no role on the whole account): Storage Blob Data
+// Owner (Microsoft's documented role for AzureWebJobsStorage with a managed identity) on the three containers
+// above; Storage Queue Data Contributor on each queue above; Storage Table Data Contributor on the table service:
+// the app creates its tables itself, named by SYNC_TABLE_PREFIX (an operator's setting), and `check` lists them,
+// so a per-table scope would break on a prefix change. A template added to mappings/ needs its name in the
+// `templates` parameter for its queues (and their role) to exist.
+var blobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var queueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+var tableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+
+resource containerRoleAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (c, i) in blobContainers: {
+  name: guid(containers[i].id, identity.id, blobDataOwner)
+  scope: containers[i]
   properties: {
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', blobDataOwner)
   }
 }]
+
+resource queueRoleAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (q, i) in queueNames: {
+  name: guid(queues[i].id, identity.id, queueDataContributor)
+  scope: queues[i]
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', queueDataContributor)
+  }
+}]
+
+resource tableRoleAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage::tableService.id, identity.id, tableDataContributor)
+  scope: storage::tableService
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', tableDataContributor)
+  }
+}
+
+// Secrets: a vault with Azure RBAC (no access policies); the app's identity reads secrets (Key Vault Secrets User),
+// App Service resolves the Key Vault references of the app settings with it (keyVaultReferenceIdentity).
+var callbackSecretName = 'sync-callback-secret'
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: take('${replace(name, '-', '')}kv${suffix}', 24)
+  location: location
+  properties: {
+    tenantId: tenant().tenantId
+    sku: { family: 'A', name: 'standard' }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 7
+  }
+  resource callbackSecretValue 'secrets' = if (!empty(callbackSecret)) {
+    name: callbackSecretName
+    properties: { value: callbackSecret }
+  }
+}
+
+var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
+resource vaultRoleAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(vault.id, identity.id, keyVaultSecretsUser)
+  scope: vault
+  properties: {
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUser)
+  }
+}
 
 resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: '${name}-logs-${suffix}'
@@ -154,6 +263,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    keyVaultReferenceIdentity: identity.id
+    virtualNetworkSubnetId: empty(appSubnetId) ? null : appSubnetId
     functionAppConfig: {
       deployment: {
         storage: {
@@ -165,36 +276,73 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: { maximumInstanceCount: maximumInstanceCount, instanceMemoryMB: 2048 }
       runtime: { name: 'python', version: '3.11' }
     }
+    // No appSettings here: appsettings.bicep writes them, keeping the operator's (a site PUT that lists
+    // appSettings replaces them all). FTP and FTPS off: deployments go through the authenticated deployment API.
     siteConfig: {
       minTlsVersion: '1.2'
-      appSettings: [
-        { name: 'AzureWebJobsStorage__accountName', value: storage.name }
-        { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
-        { name: 'AzureWebJobsStorage__clientId', value: identity.properties.clientId }
-        { name: 'AZURE_CLIENT_ID', value: identity.properties.clientId }
-        { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
-        { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${identity.properties.clientId};Authorization=AAD' }
-        { name: 'DATAVERSE_URL', value: dataverseUrl }
-        { name: 'COMMERCE_URL', value: commerceUrl }
-        { name: 'SYNC_STORAGE_TABLE_ENDPOINT', value: storage.properties.primaryEndpoints.table }
-        { name: 'SYNC_STORAGE_QUEUE_ENDPOINT', value: storage.properties.primaryEndpoints.queue }
-        { name: 'SYNC_QUEUE_PREFIX', value: 'loyaltysync' }
-        { name: 'SYNC_CONFLICT_POLICY', value: conflictPolicy }
-        { name: 'SYNC_LEGAL_ENTITIES', value: legalEntities }
-        { name: 'SYNC_DELETE_POLICY', value: deletePolicy }
-        { name: 'SYNC_OPERATORS_GROUP_ID', value: operatorsGroupId }
-        { name: 'SYNC_OPERATORS_ROLE', value: operatorsRole }
-        { name: 'SYNC_PAGE_SIZE', value: string(pageSize) }
-        { name: 'SYNC_AUTO_PAUSE_FAILURES', value: string(autoPauseFailures) }
-        { name: 'SYNC_AUTO_PAUSE_MINUTES', value: string(autoPauseMinutes) }
-      ]
+      ftpsState: 'Disabled'
     }
   }
-  dependsOn: [ storageRoleAssignments, insightsRoleAssignment ]
+  dependsOn: [ containerRoleAssignments, queueRoleAssignments, tableRoleAssignment, insightsRoleAssignment,
+    vaultRoleAssignment ]
 }
 
-// App Service Authentication (Easy Auth) for the status page. Anonymous requests still reach the app (the
-// callbacks and the ops endpoints keep their function keys); the page itself requires the signed-in principal
+// Basic (user name and password) publishing credentials off for the deployment endpoint (scm) and FTP: deployments
+// sign in with Entra ID (the workflow's OpenID Connect login, az, azd, Core Tools).
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: app
+  name: 'scm'
+  properties: { allow: false }
+}
+
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: app
+  name: 'ftp'
+  properties: { allow: false }
+}
+
+// Settings the deployment owns: every value derives from a resource above or a deployment parameter.
+var deploymentOwnedSettings = {
+  AzureWebJobsStorage__accountName: storage.name
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identity.properties.clientId
+  AZURE_CLIENT_ID: identity.properties.clientId
+  APPLICATIONINSIGHTS_CONNECTION_STRING: insights.properties.ConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+  DATAVERSE_URL: dataverseUrl
+  COMMERCE_URL: commerceUrl
+  SYNC_STORAGE_TABLE_ENDPOINT: storage.properties.primaryEndpoints.table
+  SYNC_STORAGE_QUEUE_ENDPOINT: storage.properties.primaryEndpoints.queue
+  SYNC_QUEUE_PREFIX: queuePrefix
+  // A Key Vault reference (versionless: the latest version of the secret), never the secret itself.
+  SYNC_CALLBACK_SECRET: '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${callbackSecretName}/)'
+}
+
+// Operator-owned settings with a first value: written where the site has none (the first deployment).
+var operatorDefaultSettings = {
+  SYNC_CONFLICT_POLICY: conflictPolicy
+  SYNC_LEGAL_ENTITIES: legalEntities
+  SYNC_DELETE_POLICY: deletePolicy
+  SYNC_OPERATORS_GROUP_ID: operatorsGroupId
+  SYNC_OPERATORS_ROLE: operatorsRole
+  SYNC_PAGE_SIZE: string(pageSize)
+  SYNC_AUTO_PAUSE_FAILURES: string(autoPauseFailures)
+  SYNC_AUTO_PAUSE_MINUTES: string(autoPauseMinutes)
+}
+
+module appSettings 'appsettings.bicep' = {
+  name: '${name}-appsettings'
+  params: {
+    appName: app.name
+    deploymentOwned: deploymentOwnedSettings
+    operatorDefaults: operatorDefaultSettings
+  }
+  dependsOn: [ vault::callbackSecretValue ]
+}
+
+// App Service Authentication (Easy Auth) for the status page and the remote CLI's access tokens (audience
+// api://<client id>, for /api/ops/entra/*). Anonymous requests still reach the app (the callbacks and
+// /api/ops/* keep their keys); the page and /api/ops/entra/* require the signed-in principal
 // that Easy Auth injects (X-MS-CLIENT-PRINCIPAL, which external requests cannot set while Easy Auth is on) and
 // checks the operators' group or app role. No client secret: sign-in uses the OpenID Connect implicit flow for
 // an ID token (enable "ID tokens" on the app registration; docs/deployment.md "Tenant steps Bicep cannot do").
@@ -335,3 +483,4 @@ output AZURE_FUNCTION_APP_NAME string = app.name
 output AZURE_FUNCTION_APP_URL string = 'https://${app.properties.defaultHostName}'
 output STATUS_PAGE_URL string = 'https://${app.properties.defaultHostName}/api/ops/dashboard'
 output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.properties.clientId
+output AZURE_KEY_VAULT_NAME string = vault.name

@@ -19,7 +19,11 @@
     python -m shared.cli poison requeue loyalty_cards MESSAGE_ID [...] | --all [--queue callbacks|pages]
     python -m shared.cli provision [--template NAME] [--dry-run]    # create the app-owned Dataverse tables
 
-Reads the same app settings as the Function App (environment variables).
+Reads the same app settings as the Function App (environment variables). With --remote <app URL> it drives a
+deployed app through its /api/ops endpoints instead (same output, same exit codes; shared/ops/source.py):
+
+    python -m shared.cli --remote https://<app>.azurewebsites.net --app-id <client id> status
+    SYNC_REMOTE_KEY=<master key> python -m shared.cli --remote https://<app>.azurewebsites.net parked
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import contextlib
 import getpass
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +50,7 @@ from shared.http.errors import ApiError
 from shared.mapping.catalog import MappingFileError
 from shared.observability import correlation_scope
 from shared.ops import drift, queries
+from shared.ops.source import Credentials, LocalSource, OpsClient, Refused, RemoteSource, Source, SourceError
 from shared.preflight import PreflightError
 from shared.provision import KeyProgress, Provisioner, ProvisionError, app_owned
 from shared.runtime import Runtime, build_runtime, get_runtime
@@ -65,13 +71,33 @@ def cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+TABLE_WIDTH: int | None = None  # ``--width``: tables are cut to fit this many columns (None: as wide as they are)
+NARROWEST = 12  # a column is never cut below this (or its header)
+
+
+def fit(widths: dict[str, int], width: int | None) -> dict[str, int]:
+    """Column widths that fit ``width`` (two spaces between columns): the widest column is cut first."""
+    if width is None:
+        return widths
+    fitted = dict(widths)
+    while sum(fitted.values()) + 2 * (len(fitted) - 1) > width:
+        excess = sum(fitted.values()) + 2 * (len(fitted) - 1) - width
+        widest = max(fitted, key=lambda c: fitted[c] - max(len(c), NARROWEST))
+        floor = max(len(widest), NARROWEST)
+        if fitted[widest] <= floor:
+            break  # nothing left to cut
+        fitted[widest] = max(floor, fitted[widest] - excess)
+    return fitted
+
+
 def print_table(rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         print("(none)")
         return
     columns = list(rows[0])
     cells = [{c: cell(r.get(c)) for c in columns} for r in rows]
-    widths = {c: max(len(c), *(len(r[c]) for r in cells)) for c in columns}
+    widths = fit({c: max(len(c), *(len(r[c]) for r in cells)) for c in columns}, TABLE_WIDTH)
+    cells = [{c: v if len(v) <= widths[c] else v[:widths[c] - 1] + "…" for c, v in r.items()} for r in cells]
     print("  ".join(c.ljust(widths[c]) for c in columns))
     print("  ".join("-" * widths[c] for c in columns))
     for row in cells:
@@ -120,9 +146,10 @@ class SyncDirection(StrEnum):
 
 
 def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str],
-         direction: str = SyncDirection.OUTBOUND) -> list[RunSummary]:
+         direction: str = SyncDirection.OUTBOUND, *, misconfigured: list[str] | None = None) -> list[RunSummary]:
     """Each template in turn; one whose legal entities cannot be listed is one error line on stderr and a
-    failed summary (``status`` shows it with its reason), and the next template still runs."""
+    failed summary (``status`` shows it with its reason), and the next template still runs. A template whose
+    preflight found a setting or its file to fix is added to ``misconfigured``."""
     summaries: list[RunSummary] = []
     bar = ProgressBar()
     for name in templates:
@@ -131,6 +158,8 @@ def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str],
                 summaries.extend(runtime.scan(name).run(companies or runtime.settings.legal_entities, progress=bar))
             except (LegalEntitiesError, PreflightError) as exc:
                 print(f"error: {name}: {exc}", file=sys.stderr)
+                if isinstance(exc, PreflightError) and exc.configuration and misconfigured is not None:
+                    misconfigured.append(name)
                 summaries.append(RunSummary(template=name, scope=ALL, run_id="", direction=DIRECTION, mode="-",
                                             status=RunStatus.FAILED, detail=str(exc)))
             finally:
@@ -140,6 +169,8 @@ def sync(runtime: Runtime, templates: Sequence[str], companies: Sequence[str],
                 summaries.append(runtime.inbound(name).run(progress=bar))
             except PreflightError as exc:
                 print(f"error: {name}: {exc}", file=sys.stderr)
+                if exc.configuration and misconfigured is not None:
+                    misconfigured.append(name)
                 summaries.append(RunSummary(template=name, scope=ALL, run_id="", direction=DIRECTION_IN, mode="-",
                                             status=RunStatus.FAILED, detail=str(exc)))
             finally:
@@ -186,37 +217,53 @@ class Report:
     exit_code: int = 0
 
 
-Command = Callable[[Runtime, argparse.Namespace], Report]
+Command = Callable[[Source, argparse.Namespace], Report]
 
 
-def _check_template(runtime: Runtime, name: str | None) -> None:
-    if not queries.is_known(runtime, name):
+def _check_template(source: Source, name: str | None) -> None:
+    if name is None or name not in source.templates():
         raise UsageError(f"unknown template {name!r}")
 
 
-def cmd_status(runtime: Runtime, args: argparse.Namespace) -> Report:
-    """Exit code: a scope whose last run failed (1), else one whose deletes are held (4), else one whose last
-    run parked records (5)."""
-    rows = queries.status_rows(runtime)
+def _local(source: Source, what: str) -> Runtime:
+    """The runtime of a command that runs here only (``--remote`` serves it not)."""
+    if not isinstance(source, LocalSource):
+        raise UsageError(f"{what} runs where the app's settings are, not with --remote")
+    return source.runtime
+
+
+def cmd_status(source: Source, args: argparse.Namespace) -> Report:
+    """Exit code: a scope whose last run failed (1), else one whose deletes are held (4), else records parked now
+    (5: whichever run or callback parked them; a run whose parked records have all been replayed since is no
+    longer counted)."""
+    rows = source.status_rows()
     poisoned = {row["template"]: row["poison"] for row in rows if row["poison"]}
     if poisoned and not args.json:
         print(f"poison messages: {', '.join(f'{t} {n}' for t, n in poisoned.items())}; see python -m shared.cli "
               "poison list", file=sys.stderr)
+    if not args.json:
+        for refresh in source.refreshes().values():
+            if refresh["pending"]:
+                print(f"refresh pending: {refresh['template']} ({refresh['requests']} callback(s) since "
+                      f"{refresh['first_requested_at']}; starts at most every SYNC_REFRESH_MIN_INTERVAL_S)",
+                      file=sys.stderr)
     statuses = {row["status"] for row in rows}
     code = (EXIT_FAILED if RunStatus.FAILED in statuses else EXIT_DELETES_HELD if RunStatus.DELETES_HELD in statuses
-            else EXIT_PARKED if RunStatus.COMPLETED_WITH_PARKED in statuses else 0)
+            else EXIT_PARKED if any(row.get("parked") for row in rows) else 0)
     return Report(rows, exit_code=code)
 
 
-def cmd_sync(runtime: Runtime, args: argparse.Namespace) -> Report:
-    known = queries.known_templates(runtime)
+def cmd_sync(source: Source, args: argparse.Namespace) -> Report:
+    known = source.templates()
     names = known if args.all else [args.template]
-    unknown = [n for n in names if not queries.is_known(runtime, n)]
+    unknown = [n for n in names if n not in known]
     if unknown:
         raise UsageError(f"unknown template {unknown[0]!r}; known: {', '.join(known)}")
-    _check_companies(runtime, names, args.company)
+    if isinstance(source, LocalSource):
+        _check_companies(source.runtime, names, args.company)
     if args.dry_run:
-        return dry_run(runtime, names, args)
+        return dry_run(source, names, args)
+    runtime = _local(source, "sync (but for --dry-run: a sync runs on its timer in Azure)")
     paused = [] if args.force else [p for p in (queries.pause_state(runtime, n) for n in names) if p.paused]
     for pause in paused:
         print(f"error: {pause.template} is paused ({pause.describe()}); not synced. "
@@ -226,6 +273,7 @@ def cmd_sync(runtime: Runtime, args: argparse.Namespace) -> Report:
     names = [n for n in names if n not in {p.template for p in paused}]
     if paused and not args.all:
         return Report(None, exit_code=EXIT_PAUSED)
+    misconfigured: list[str] = []
     if args.incremental:
         engines = [runtime.outbound(n) for n in names]
         plain = [e.name for e in engines if not isinstance(e, AggregateSync)]
@@ -233,10 +281,10 @@ def cmd_sync(runtime: Runtime, args: argparse.Namespace) -> Report:
             raise UsageError(f"--incremental is for aggregate templates; {plain[0]!r} is not one")
         summaries = [e.incremental() for e in engines if isinstance(e, AggregateSync)]
     else:
-        summaries = sync(runtime, names, args.company, SyncDirection(args.direction))
+        summaries = sync(runtime, names, args.company, SyncDirection(args.direction), misconfigured=misconfigured)
     for s in summaries:
         explain(s)
-    code = sync_exit_code(summaries)
+    code = EXIT_CONFIG if misconfigured else sync_exit_code(summaries)
     if paused and code in (0, EXIT_PARKED):
         code = EXIT_PAUSED  # sync --all left paused templates out
     return Report([summary_row(s) for s in summaries], exit_code=code)
@@ -275,21 +323,21 @@ def explain(s: RunSummary) -> None:
               f"approve-deletes {s.template}{_scope_flags(s)}", file=sys.stderr)
 
 
-def cmd_conflicts(runtime: Runtime, args: argparse.Namespace) -> Report:
+def cmd_conflicts(source: Source, args: argparse.Namespace) -> Report:
     if args.template:
-        _check_template(runtime, args.template)
+        _check_template(source, args.template)
     return Report([{"template": e["PartitionKey"], "key": e["key"], "winner": e["winner"],
                     "detected_at": e["detected_at"], "commerce": e["commerce"], "dataverse": e["dataverse"]}
-                   for e in queries.conflicts(runtime, args.template)])
+                   for e in source.conflicts(args.template)])
 
 
-def cmd_parked(runtime: Runtime, args: argparse.Namespace) -> Report:
+def cmd_parked(source: Source, args: argparse.Namespace) -> Report:
     """Exit code 5 when any record is parked (``--show``: 1 when the record is not)."""
     if args.template:
-        _check_template(runtime, args.template)
+        _check_template(source, args.template)
     if args.show:
-        return show_parked(runtime, args)
-    entries = queries.parked(runtime, args.template, error_class=args.error_class, direction=args.direction)
+        return show_parked(source, args)
+    entries = source.parked(args.template, args.error_class, args.direction)
     code = EXIT_PARKED if entries else 0
     summary = queries.parked_summary(entries)
     if args.summary:
@@ -305,12 +353,12 @@ def cmd_parked(runtime: Runtime, args: argparse.Namespace) -> Report:
     return Report(None, exit_code=code)
 
 
-def show_parked(runtime: Runtime, args: argparse.Namespace) -> Report:
+def show_parked(source: Source, args: argparse.Namespace) -> Report:
     """``parked --show KEY``: one record in full, as JSON whatever ``--json`` says; the key as ``parked`` lists it,
     without the ``%in%`` prefix, as key parts or as the JSON key (a key parked in both directions: both, a list)."""
     if not args.template:
         raise UsageError("--show needs --template")
-    found = queries.find_parked(runtime, args.template, args.show)
+    found = queries.match_parked(source.parked(args.template), args.show)
     if not found:
         print(f"no parked record {' '.join(args.show)!r} in {args.template}", file=sys.stderr)
         return Report(None, exit_code=1)
@@ -318,57 +366,57 @@ def show_parked(runtime: Runtime, args: argparse.Namespace) -> Report:
     return Report(None)
 
 
-def cmd_replay(runtime: Runtime, args: argparse.Namespace) -> Report:
+def cmd_replay(source: Source, args: argparse.Namespace) -> Report:
     if args.template:
-        _check_template(runtime, args.template)
+        _check_template(source, args.template)
     if not args.all and not args.row_keys:
         raise UsageError("name ROW_KEYs (see 'parked') or use --all")
-    results = operations.replay(runtime, args.template, None if args.all else args.row_keys)
+    results = source.replay(args.template, None if args.all else args.row_keys)
     # Exit code: a record parked again (5), else one not replayed (1: skipped, or no parked record of that key).
-    missed = any(r.outcome == "skipped" or (r.outcome == Outcome.NOT_FOUND and r.detail) for r in results)
-    code = EXIT_PARKED if any(r.outcome == Outcome.PARKED for r in results) else EXIT_FAILED if missed else 0
-    return Report([r.as_dict() for r in results], exit_code=code)
+    missed = any(r["outcome"] == "skipped" or (r["outcome"] == Outcome.NOT_FOUND and r["detail"]) for r in results)
+    code = EXIT_PARKED if any(r["outcome"] == Outcome.PARKED for r in results) else EXIT_FAILED if missed else 0
+    return Report(results, exit_code=code)
 
 
-def cmd_pause(runtime: Runtime, args: argparse.Namespace) -> Report:
-    _check_template(runtime, args.template)
-    operations.pause(runtime, args.template, by=_operator())
-    return Report([{"template": args.template, "paused": True}])
+def cmd_pause(source: Source, args: argparse.Namespace) -> Report:
+    _check_template(source, args.template)
+    return Report([source.pause(args.template, by=_operator())])
 
 
-def cmd_resume(runtime: Runtime, args: argparse.Namespace) -> Report:
+def cmd_resume(source: Source, args: argparse.Namespace) -> Report:
     """Exit 7 when ``SYNC_PAUSED_TEMPLATES`` still pauses the template: only a change of that setting resumes it
     (a pause by command is lifted all the same; held callbacks stay held)."""
-    _check_template(runtime, args.template)
-    pause = queries.pause_state(runtime, args.template)
-    if pause.by_setting:
-        if pause.by_command:
-            runtime.state.callbacks.set_paused(args.template, False, by=_operator())
-        held = queries.held_callbacks(runtime, args.template)
+    _check_template(source, args.template)
+    try:
+        return Report([source.resume(args.template, by=_operator())])
+    except Refused as refused:
+        held = refused.body.get("held_callbacks", 0)
         print(f"error: {args.template} stays paused: the setting {queries.PAUSE_SETTING} lists it; remove it from "
               f"that app setting to resume ({held} held callbacks stay held until then)", file=sys.stderr)
         return Report([{"template": args.template, "paused": True, "paused_by": f"setting {queries.PAUSE_SETTING}",
                         "requeued": 0}], exit_code=EXIT_PAUSED)
-    requeued = operations.resume(runtime, args.template, by=_operator())
-    return Report([{"template": args.template, "paused": False, "requeued": requeued}])
 
 
-def cmd_check(runtime: Runtime, args: argparse.Namespace) -> Report:
-    """Everything a run would fail on, checked now and nothing written: one line per problem (what to fix: a
-    setting, or a template and its row; and how), exit 1; or one ``ok`` line, exit 0."""
+def cmd_check(source: Source, args: argparse.Namespace) -> Report:
+    """Everything a run would fail on, checked now and nothing written: one line per problem on stderr (what to
+    fix: a setting, or a template and its row; and how), exit 6 when a setting or a template must change, 1 when
+    only a service or the network failed; or one ``ok`` line, exit 0."""
     if args.template:
-        _check_template(runtime, args.template)
-    problems = queries.check(runtime, args.template)
+        _check_template(source, args.template)
+    problems = source.check(args.template)
     if args.json:
-        print(json.dumps([{"subject": p.subject, "problem": p.detail} for p in problems], indent=2))
+        print(json.dumps(problems, indent=2))
     elif problems:
         for problem in problems:
-            print(problem)
+            line = " ".join(f"{problem['subject']}: {problem['problem']}".split())
+            print(f"error: {line}", file=sys.stderr)
     else:
-        names = [args.template] if args.template else queries.known_templates(runtime)
+        names = [args.template] if args.template else source.templates()
         print(f"ok: Dataverse, Commerce, Table Storage and {len(names)} template{'s' if len(names) > 1 else ''} "
               f"({', '.join(names)}) checked")
-    return Report(None, exit_code=EXIT_FAILED if problems else 0)
+    if not problems:
+        return Report(None)
+    return Report(None, exit_code=EXIT_CONFIG if any(not p["transient"] for p in problems) else EXIT_FAILED)
 
 
 def _operator() -> str:
@@ -378,65 +426,55 @@ def _operator() -> str:
         return "cli"
 
 
-def cmd_approve_deletes(runtime: Runtime, args: argparse.Namespace) -> Report:
-    _check_template(runtime, args.template)
+def cmd_approve_deletes(source: Source, args: argparse.Namespace) -> Report:
+    _check_template(source, args.template)
     try:
-        approval = operations.approve_deletes(runtime, args.template, args.company, by=args.by or _operator())
-    except operations.OperatorError as exc:
-        raise UsageError(str(exc)) from None
-    except operations.NothingToDo as exc:
+        return Report([source.approve_deletes(args.template, args.company, by=args.by or _operator())])
+    except Refused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return Report(None, exit_code=1)
-    return Report([approval.as_dict()])
 
 
-def cmd_break_lease(runtime: Runtime, args: argparse.Namespace) -> Report:
-    _check_template(runtime, args.template)
-    try:
-        results = operations.break_lease(runtime, args.template, args.company, operations.DIRECTIONS[args.direction],
-                                         by=args.by or _operator())
-    except operations.OperatorError as exc:
-        raise UsageError(str(exc)) from None
-    return Report([r.as_dict() for r in results])
+def cmd_break_lease(source: Source, args: argparse.Namespace) -> Report:
+    _check_template(source, args.template)
+    return Report(source.break_lease(args.template, args.company, args.direction, by=args.by or _operator()))
 
 
 # -- poison messages: what the host gave up on after maxDequeueCount failed deliveries -----------------------
 
 
-def cmd_poison_list(runtime: Runtime, args: argparse.Namespace) -> Report:
+def cmd_poison_list(source: Source, args: argparse.Namespace) -> Report:
     """The poison messages (at most the first 32 of each poison queue: Storage peeks no further), with each
     queue's count; the bodies are cut to 100 characters (``poison show`` prints one whole)."""
     if args.template:
-        _check_template(runtime, args.template)
-    messages = queries.poison(runtime, args.template, args.queue)
-    return Report([{"template": m.template, "queue": m.kind, "id": m.id, "inserted_on": m.inserted_on,
-                    "dequeue_count": m.dequeue_count, "body": m.body if args.json else m.body[:100]}
-                   for m in messages])
+        _check_template(source, args.template)
+    return Report([{"template": m["template"], "queue": m["kind"], "id": m["id"], "inserted_on": m["inserted_on"],
+                    "dequeue_count": m["dequeue_count"], "body": m["body"] if args.json else m["body"][:100]}
+                   for m in source.poison(args.template, args.queue)])
 
 
-def cmd_poison_show(runtime: Runtime, args: argparse.Namespace) -> Report:
+def cmd_poison_show(source: Source, args: argparse.Namespace) -> Report:
     """One poison message in full, as JSON (its body parsed when it is JSON); exit 1 when it is not there."""
-    _check_template(runtime, args.template)
-    message = queries.poison_one(runtime, args.template, args.message_id, args.queue)
+    _check_template(source, args.template)
+    message = next((m for m in source.poison(args.template, args.queue) if m["id"] == args.message_id), None)
     if message is None:
         print(f"no poison message {args.message_id!r} in {args.template}'s poison queues (see: python -m shared.cli "
               "poison list)", file=sys.stderr)
         return Report(None, exit_code=1)
-    shown = message.as_dict()
+    shown = dict(message)
     with contextlib.suppress(ValueError):
-        shown["body"] = json.loads(message.body)
+        shown["body"] = json.loads(message["body"])
     print(json.dumps(shown, indent=2, default=str))
     return Report(None)
 
 
-def cmd_poison_requeue(runtime: Runtime, args: argparse.Namespace) -> Report:
+def cmd_poison_requeue(source: Source, args: argparse.Namespace) -> Report:
     """Exit 1 when a message named is not (or no longer) in the poison queues; a second requeue sends nothing."""
-    _check_template(runtime, args.template)
+    _check_template(source, args.template)
     if not args.all and not args.message_ids:
         raise UsageError("name MESSAGE_IDs (see 'poison list') or use --all")
-    results = queries.requeue_poison(runtime, args.template, None if args.all else args.message_ids, args.queue)
-    return Report([r.as_dict() for r in results],
-                  exit_code=EXIT_FAILED if any(r.outcome == "not_found" for r in results) else 0)
+    results = source.requeue_poison(args.template, None if args.all else args.message_ids, args.queue)
+    return Report(results, exit_code=EXIT_FAILED if any(r["outcome"] == "not_found" for r in results) else 0)
 
 
 # -- drift: dry runs, reconcile, resync (shared/ops/drift.py); findings are printed as they are found -----------
@@ -462,7 +500,7 @@ def _summaries(fmt: str, writer: drift.FindingWriter, rows: list[dict[str, Any]]
             print("summary: " + " ".join(f"{k}={v}" for k, v in row.items()), file=sys.stderr)
 
 
-def dry_run(runtime: Runtime, names: Sequence[str], args: argparse.Namespace) -> Report:
+def dry_run(source: Source, names: Sequence[str], args: argparse.Namespace) -> Report:
     """``sync --dry-run``: what each scope's sync would write; nothing is written (no state, no lease either)."""
     if args.direction != SyncDirection.OUTBOUND:
         raise UsageError("--dry-run covers the Commerce -> Dataverse direction only (--direction outbound)")
@@ -472,8 +510,10 @@ def dry_run(runtime: Runtime, names: Sequence[str], args: argparse.Namespace) ->
     code = 0
     for name in names:
         try:
-            rows += [s.as_dict() for s in drift.dry_run(runtime, name, args.company, sink=writer, progress=bar)]
-        except LegalEntitiesError as exc:
+            rows += source.dry_run(name, args.company, writer, bar)
+        except SourceError as exc:
+            if exc.usage:
+                raise UsageError(str(exc)) from None
             print(f"error: {name}: {exc}", file=sys.stderr)
             code = 1
         finally:
@@ -482,33 +522,29 @@ def dry_run(runtime: Runtime, names: Sequence[str], args: argparse.Namespace) ->
     return Report(None, exit_code=code)
 
 
-def cmd_reconcile(runtime: Runtime, args: argparse.Namespace) -> Report:
+def cmd_reconcile(source: Source, args: argparse.Namespace) -> Report:
     """Exit 0: no drift (or every drift repaired); 1: drift found (or left after --repair), or a failure."""
-    _check_template(runtime, args.template)
+    _check_template(source, args.template)
     fmt = args.format or ("json" if args.json else "text")
     writer, bar = _writer(fmt), ProgressBar()
     try:
-        summaries = drift.reconcile(runtime, args.template, args.company, repair=args.repair, sink=writer, progress=bar)
-    except LegalEntitiesError as exc:
+        summaries = source.reconcile(args.template, args.company, args.repair, writer, bar)
+    except SourceError as exc:
+        if exc.usage:
+            raise UsageError(str(exc)) from None
         _summaries(fmt, writer, [])
         print(f"error: {args.template}: {exc}", file=sys.stderr)
         return Report(None, exit_code=1)
     finally:
         bar.close()
-    _summaries(fmt, writer, [s.as_dict() for s in summaries])
-    return Report(None, exit_code=1 if any(s.left for s in summaries) else 0)
+    _summaries(fmt, writer, summaries)
+    return Report(None, exit_code=1 if any(s["left"] for s in summaries) else 0)
 
 
-def cmd_resync(runtime: Runtime, args: argparse.Namespace) -> Report:
-    _check_template(runtime, args.template)
-    problem = drift.key_parts_problem(runtime, args.template, args.key_parts)
-    if problem:
-        raise UsageError(problem)
-    result = drift.resync(runtime, args.template, args.key_parts)
-    return Report([result.as_dict()], exit_code=1 if result.outcome in ("parked", drift.NOT_FOUND) else 0)
-
-
-# -- provision: the app-owned Dataverse tables of the templates' dataverse.table blocks (shared/provision.py) ------
+def cmd_resync(source: Source, args: argparse.Namespace) -> Report:
+    _check_template(source, args.template)
+    result = source.resync(args.template, args.key_parts)
+    return Report([result], exit_code=1 if result["outcome"] in ("parked", drift.NOT_FOUND) else 0)
 
 
 class KeyBar:
@@ -536,12 +572,13 @@ class KeyBar:
             self.bar = None
 
 
-def cmd_provision(runtime: Runtime, args: argparse.Namespace) -> Report:
+def cmd_provision(source: Source, args: argparse.Namespace) -> Report:
     """Create what the templates' ``dataverse.table`` blocks declare and Dataverse lacks, in the solution of
     ``SYNC_DATAVERSE_SOLUTION``; wait until every key is Active. ``--dry-run``: every metadata request it would send,
     nothing written. Exit 1 on a problem (one line each, what to do), a failed key index or a wait that ran out."""
+    runtime = _local(source, "provision")
     if args.template:
-        _check_template(runtime, args.template)
+        _check_template(source, args.template)
     templates = app_owned(runtime.catalog, [args.template] if args.template else None)
     if args.template and not templates:
         raise UsageError(f"template {args.template!r} declares no app-owned table (dataverse.table)")
@@ -580,6 +617,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m shared.cli", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every sync step")
+    parser.add_argument("--width", type=int, metavar="COLUMNS",
+                        help="cut tables to fit this many columns (default: the terminal's width on a terminal)")
+    parser.add_argument("--remote", metavar="APP_URL",
+                        help="drive a deployed app through its /api/ops endpoints (https://<app>.azurewebsites.net) "
+                             "instead of the local settings: an Entra token for --app-id (or SYNC_REMOTE_APP_ID), or "
+                             "the master key in SYNC_REMOTE_KEY (break-glass)")
+    parser.add_argument("--app-id", metavar="CLIENT_ID",
+                        help="with --remote: the app registration whose token to send (api://<app-id>/.default)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="each template's watermark and last run").set_defaults(func=cmd_status,
                                                                                        read_only=True)
@@ -684,13 +729,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    global TABLE_WIDTH
+    TABLE_WIDTH = args.width or (shutil.get_terminal_size().columns if sys.stdout.isatty() else None)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # -v is for the sync's own steps: the Azure SDK logs every storage request's headers at INFO.
     logging.getLogger("azure").setLevel(logging.WARNING)
+    if args.command == "check" and not args.verbose:
+        # check reports each problem once, on one line: not the retries that led to it (-v shows them).
+        logging.getLogger("loyaltysync.http").setLevel(logging.ERROR)
+    command: Command = args.func
+    if args.remote:
+        try:
+            source: Source = RemoteSource(OpsClient(args.remote, Credentials.from_environment(args.app_id)))
+        except SourceError as exc:
+            parser.error(str(exc))
+        return run(parser, command, source, args)
     try:
         # Read-only commands (status, parked, conflicts, check) create no table or queue.
-        runtime = (build_runtime(get_settings(), ensure_storage=False) if getattr(args, "read_only", False)
+        settings = get_settings()
+        runtime = (build_runtime(settings, ensure_storage=False) if getattr(args, "read_only", False)
                    else get_runtime())
     except ValidationError as exc:  # the settings: one line per problem, naming the setting and the fix
         for line in describe(exc):
@@ -699,14 +757,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, MappingFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    command: Command = args.func
+    except AzureError as exc:  # creating the tables and queues: Storage cannot be used
+        print("error: {}: {}".format(*queries.storage_problem(settings, exc)), file=sys.stderr)
+        return EXIT_FAILED
+    return run(parser, command, LocalSource(runtime), args)
+
+
+def run(parser: argparse.ArgumentParser, command: Command, source: Source, args: argparse.Namespace) -> int:
+    """Run the command on its source and print its report: the same rendering for local and remote mode."""
     with correlation_scope():
         try:
-            report = command(runtime, args)
+            report = command(source, args)
         except UsageError as exc:
             parser.error(str(exc))
-        except (ApiError, AzureError) as exc:  # a service or Table Storage that cannot be used: one line
+        except SourceError as exc:  # an expected failure: one line (a usage error: argparse's, exit 2)
+            if exc.usage:
+                parser.error(str(exc))
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except ApiError as exc:  # a service that cannot be used: one line
             print(f"error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
+            return EXIT_FAILED
+        except AzureError as exc:  # Table or Queue Storage that cannot be used: one line, with check's hint
+            assert isinstance(source, LocalSource)
+            print("error: {}: {}".format(*queries.storage_problem(source.runtime.settings, exc)), file=sys.stderr)
             return EXIT_FAILED
     if report.rows is not None:
         if args.json:

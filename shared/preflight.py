@@ -53,6 +53,9 @@ class Problem:
 
     subject: str
     detail: str
+    # True when the setting may well be right and the service or the network is what failed (unreachable, 5xx):
+    # ``check`` and ``sync`` exit 1 for these, 6 (a configuration error) for every other problem.
+    transient: bool = False
 
     def __str__(self) -> str:
         return f"{self.subject}: {self.detail}"
@@ -64,6 +67,11 @@ class PreflightError(RuntimeError):
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = list(problems)
         super().__init__("preflight failed: " + "; ".join(str(p) for p in self.problems))
+
+    @property
+    def configuration(self) -> bool:
+        """Whether a setting or a template is what must change (not only a service that failed for now)."""
+        return any(not p.transient for p in self.problems)
 
 
 def _reason(exc: ApiError) -> str:
@@ -169,7 +177,7 @@ class Preflight:
                            "CLI runs, or set AZURE_CLIENT_ID to the managed identity's client id")
         if isinstance(exc, TransportError):
             return Problem(setting, f"cannot reach {url} ({exc.reason}); check {setting} (e.g. {example}) and the "
-                           "network")
+                           "network", transient=True)
         if isinstance(exc, AuthError) and exc.status == 401:
             return Problem(setting, f"{service} refused the app's token ({_reason(exc)}); check that {setting} is "
                            f"the environment the app's identity is registered in (and {scope}, if set)")
@@ -181,7 +189,8 @@ class Preflight:
         if isinstance(exc, NotFoundError):
             return Problem(setting, f"{url} answered {what} with {_reason(exc)}: set {setting} to the service's "
                            f"root URL, e.g. {example}")
-        return Problem(setting, f"{service} answered {what} with {_reason(exc)}; try again later, or check {setting}")
+        return Problem(setting, f"{service} answered {what} with {_reason(exc)}; try again later, or check {setting}",
+                       transient=True)
 
     def _commerce(self, template: Template, mine: list[Problem]) -> bool:
         plan = self.catalog.plan(template.name)
@@ -248,7 +257,7 @@ class Preflight:
             return True
         except ApiError as exc:
             mine.append(Problem(subject, f"reading the columns of Dataverse table {dv.logical_name!r} failed "
-                                f"({_reason(exc)})"))
+                                f"({_reason(exc)})", transient=True))
             return True
         if dv.table is not None:
             self._app_owned(template, attributes, mine)
@@ -329,7 +338,7 @@ class Preflight:
             mine.append(Problem(subject, f"Dataverse refused reading {entity_set} with {', '.join(select)} "
                                 f"({_reason(exc)}); {fix}"))
         except ApiError as exc:
-            mine.append(Problem(subject, f"reading {entity_set} failed ({_reason(exc)})"))
+            mine.append(Problem(subject, f"reading {entity_set} failed ({_reason(exc)})", transient=True))
 
     def _company_problems(self, companies: Sequence[str], source: str, fresh: bool) -> list[Problem]:
         known = self.known_companies(fresh=fresh)

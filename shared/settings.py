@@ -13,13 +13,14 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.once import build_once
 
 logger = logging.getLogger("loyaltysync.settings")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("  # an app setting whose value App Service reads from Key Vault
 # What an operator may paste by mistake after a service root: the app adds these itself.
 DATAVERSE_API_PATH = re.compile(r"/api/data(?:/v\d+(?:\.\d+)?)?/?", re.IGNORECASE)
 COMMERCE_API_PATH = re.compile(r"/data/?", re.IGNORECASE)
@@ -84,13 +85,21 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("SYNC_STORAGE_CONNECTION", "AzureWebJobsStorage")
     )
     storage_table_endpoint: str | None = Field(default=None, validation_alias="SYNC_STORAGE_TABLE_ENDPOINT")
-    storage_queue_endpoint: str | None = Field(default=None, validation_alias="SYNC_STORAGE_QUEUE_ENDPOINT")
+    # validate_default: the check that some storage is set runs on this field (after the two above), so that it is
+    # reported with every other missing setting at once (a model validator runs only once every field is valid).
+    storage_queue_endpoint: str | None = Field(default=None, validation_alias="SYNC_STORAGE_QUEUE_ENDPOINT",
+                                               validate_default=True)
     queue_prefix: str = Field(default="loyaltysync", validation_alias="SYNC_QUEUE_PREFIX", pattern=r"^[a-z0-9][a-z0-9-]{2,30}$")
     table_prefix: str = Field(default="loyaltysync", validation_alias="SYNC_TABLE_PREFIX", pattern=r"^[A-Za-z][A-Za-z0-9]{2,40}$")
 
     legal_entities: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="SYNC_LEGAL_ENTITIES")
     paused_templates: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="SYNC_PAUSED_TEMPLATES")
     callback_secret: SecretStr | None = Field(default=None, validation_alias="SYNC_CALLBACK_SECRET")
+    # Where ``?secret=`` is taken: from business events only (F&O's endpoint takes a URL only; data events come through
+    # a Dataverse webhook, which sends the x-loyaltysync-secret header), or from any callback (a data-event webhook
+    # that can carry only its URL).
+    callback_secret_in_url: Literal["business_events", "any"] = Field(default="business_events",
+                                                                       validation_alias="SYNC_CALLBACK_SECRET_IN_URL")
     delete_policy: Literal["delete", "ignore"] = Field(default="delete", validation_alias="SYNC_DELETE_POLICY")
     # A full scan that would delete more than this many rows of a scope, or more than this share of the scope's
     # synced records (judged from ``MASS_DELETE_FLOOR`` deletes on), holds its deletes until an operator approves.
@@ -138,6 +147,8 @@ class Settings(BaseSettings):
     # Auto-pause: more than N application failures (parked records) of one template within M minutes pause it.
     auto_pause_failures: int = Field(default=100, ge=0, validation_alias="SYNC_AUTO_PAUSE_FAILURES")
     auto_pause_minutes: float = Field(default=15.0, gt=0, le=1440, validation_alias="SYNC_AUTO_PAUSE_MINUTES")
+    # A template's refreshes (scans asked for by callbacks naming no record found) start at most once per this long.
+    refresh_min_interval_s: float = Field(default=300.0, ge=0, le=86_400, validation_alias="SYNC_REFRESH_MIN_INTERVAL_S")
 
     # Points balances (aggregate templates, docs/domain-notes.md §11, inferred): the ExpirationDate a tenant stores for
     # "never expires" (besides the empty date 1900-01-01 and dates from 2154-12-31 on, which always count as never),
@@ -203,8 +214,22 @@ class Settings(BaseSettings):
 
     @field_validator("storage_queue_endpoint")
     @classmethod
-    def _queue_endpoint(cls, value: str | None) -> str | None:
+    def _queue_endpoint(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "storage_connection" in info.data and info.data["storage_connection"] is None and (
+                value is None or info.data.get("storage_table_endpoint") is None):
+            raise ValueError(STORAGE_MISSING)
         return endpoint_url(value, "SYNC_STORAGE_QUEUE_ENDPOINT", "https://<account>.queue.core.windows.net")
+
+    @field_validator("callback_secret", "static_token", "storage_connection")
+    @classmethod
+    def _key_vault_reference_resolved(cls, value: SecretStr | None) -> SecretStr | None:
+        """App Service puts a Key Vault reference it could not resolve into the setting as it is: never use that
+        text (it names the vault and the secret, it is no secret) as the value."""
+        if value is not None and value.get_secret_value().lstrip().startswith(KEY_VAULT_REFERENCE):
+            raise ValueError("a Key Vault reference App Service could not resolve: check that the secret exists in "
+                             "the vault and that the app's identity has Key Vault Secrets User on it (the portal's "
+                             "Environment variables blade shows the reference's status)")
+        return value
 
     @model_validator(mode="after")
     def _static_only_on_loopback(self) -> Settings:
@@ -214,9 +239,6 @@ class Settings(BaseSettings):
                 raise ValueError("SYNC_CREDENTIAL=static is for the local emulators only (loopback URLs)")
             if self.static_token is None:
                 raise ValueError("SYNC_CREDENTIAL=static needs SYNC_STATIC_TOKEN")
-        if self.storage_connection is None and (self.storage_table_endpoint is None or self.storage_queue_endpoint is None):
-            raise ValueError("set AzureWebJobsStorage (or SYNC_STORAGE_CONNECTION), or both SYNC_STORAGE_TABLE_ENDPOINT "
-                             "and SYNC_STORAGE_QUEUE_ENDPOINT (managed identity)")
         return self
 
     @property
@@ -229,6 +251,9 @@ class Settings(BaseSettings):
         return self.commerce_scope or f"{self.commerce_url}/.default"
 
 
+STORAGE_MISSING = ("AzureWebJobsStorage: required; set it (or SYNC_STORAGE_CONNECTION) to the storage account's "
+                   "connection string (UseDevelopmentStorage=true for Azurite), or set both SYNC_STORAGE_TABLE_ENDPOINT "
+                   "and SYNC_STORAGE_QUEUE_ENDPOINT (managed identity)")
 _SECRET_SETTINGS = {"SYNC_STATIC_TOKEN", "SYNC_STORAGE_CONNECTION", "AzureWebJobsStorage", "SYNC_CALLBACK_SECRET"}
 
 
@@ -245,7 +270,7 @@ def describe(exc: ValidationError) -> list[str]:
             message = f"required; set it{f' to {example}' if example else ''}"
         elif error["type"] != "value_error" and setting and setting not in _SECRET_SETTINGS:
             message = f"{message} (got {error['input']!r}); fix the setting"
-        lines.append(f"{setting}: {message}" if setting else message)
+        lines.append(message if message == STORAGE_MISSING or not setting else f"{setting}: {message}")
     return lines
 
 

@@ -3,7 +3,8 @@
 Per template file: a timer (Commerce -> Dataverse scan), a timer for the other direction (Dataverse
 change tracking -> Commerce; an aggregate template, one-way, has its incremental pass instead), a callback route
 (validate + enqueue) and a queue-triggered worker.
-Once: a 404 for unknown templates, a timer that retries parked records and a timer that samples the backlog
+Once: a 404 for unknown templates, a timer that retries parked records, a timer that starts pending template
+refreshes (coalesced scan requests from callbacks) and a timer that samples the backlog
 for the telemetry gauges (the operator endpoints under ``/api/ops`` are a Blueprint in ``shared.ops.endpoints``).
 Each run, key range and callback is a span (``shared.telemetry.tracing``). The bodies turn a trigger's input into one
 call into ``shared.sync`` and its result into a response. No sync logic here.
@@ -24,16 +25,25 @@ from shared.messages import PageTask
 from shared.messages.events import work_items
 from shared.observability import correlation_scope, log
 from shared.runtime import get_runtime
-from shared.state.queues import binding_queue_name, pages_binding_queue_name
+from shared.state.queues import QueueKind, binding_queue_name, pages_binding_queue_name
 from shared.sync import operations, worker
 from shared.sync.aggregate import INCREMENTAL_SCOPE, AggregateSync
-from shared.sync.callbacks import SECRET_HEADER, CallbackAnswer, acknowledged, handle_callback, secret_matches
+from shared.sync.callbacks import (
+    SECRET_HEADER,
+    SECRET_IN_URL,
+    SECRET_QUERY_PARAMETER,
+    CallbackAnswer,
+    acknowledged,
+    handle_callback,
+    secret_check,
+)
 from shared.sync.runs import DIRECTION_IN, DIRECTION_OUT, scope_of
-from shared.telemetry import sampling, tracing
+from shared.telemetry import metrics, sampling, tracing
 
 logger = logging.getLogger("loyaltysync.triggers")
 CALLBACK_ROUTE = "callbacks/{template}"
 RETRY_SCHEDULE = "0 */5 * * * *"
+REFRESH_SCHEDULE = "15 * * * * *"  # every minute: pending template refreshes that are due start (worker.run_pending_refreshes)
 SAMPLE_SCHEDULE = "30 */5 * * * *"  # the telemetry gauges' storage sample, every 5 minutes (off the retry timer's beat)
 STORAGE_CONNECTION = "AzureWebJobsStorage"
 
@@ -63,11 +73,25 @@ def run_timer(template: str, timer: func.TimerRequest, invocation_id: str) -> No
                     scan.run_scope(company)
 
 
-def run_page(msg: func.QueueMessage, invocation_id: str) -> None:
+def _refused(template: str, kind: QueueKind, msg: func.QueueMessage, named: list[str]) -> None:
+    """A message on ``template``'s queue that names another template: never run as either. It goes to the queue's
+    poison queue unchanged, with its reason in the log."""
+    runtime = get_runtime()
+    poison = runtime.queues.refuse(template, kind, msg.get_body().decode("utf-8", "replace"))
+    log(logger, logging.ERROR, "queue message refused: it names another template than its queue's; moved to the "
+        "poison queue", template=template, queue_kind=kind.value, named=",".join(sorted(set(named))),
+        message_id=msg.id, poison_queue=poison)
+    metrics.record_work_item(template, kind.value, "refused")
+
+
+def run_page(template: str, msg: func.QueueMessage, invocation_id: str) -> None:
     """One key range, or one delete check, of a fanned-out full scan (a bad message fails here: the host
-    retries, then poisons it)."""
+    retries, then poisons it; one naming another template is refused at once)."""
     with correlation_scope(invocation_id):
         task = PageTask.model_validate_json(msg.get_body())
+        if task.template != template:
+            _refused(template, QueueKind.PAGES, msg, [task.template])
+            return
         with tracing.range_span(task.template, task.scope, task.run_id, task.index, task.kind) as span:
             span.set_attribute("outcome", worker.run_page_task(get_runtime(), task))
 
@@ -103,18 +127,35 @@ def _callback_answer(template: str, req: func.HttpRequest, cid: str) -> Callback
             error=f"{type(exc).__name__}: {exc}")
         return CallbackAnswer(503, {"error": "could not queue the event; retry later", "correlation_id": cid})
     secret = runtime.settings.callback_secret
-    provided = req.headers.get(SECRET_HEADER) or req.params.get("secret")
-    if not secret_matches(secret.get_secret_value() if secret else None, provided):
+    check = secret_check(secret.get_secret_value() if secret else None, req.headers.get(SECRET_HEADER),
+                         req.params.get(SECRET_QUERY_PARAMETER))
+    if check is None:
         log(logger, logging.WARNING, "callback refused: missing or wrong shared secret", template=template)
-        return CallbackAnswer(401, {"error": f"missing or wrong callback secret ({SECRET_HEADER})", "correlation_id": cid})
-    return handle_callback(runtime.catalog.plan(template), runtime.queues, req.get_body(), req.headers)
+        return CallbackAnswer(401, {"error": f"missing or wrong callback secret (header {SECRET_HEADER})",
+                                    "correlation_id": cid})
+    return handle_callback(runtime.catalog.plan(template), runtime.queues, req.get_body(), req.headers,
+                           secret_in_url=check == SECRET_IN_URL and runtime.settings.callback_secret_in_url != "any",
+                           clock=runtime.state.clock)
 
 
-def work(msg: func.QueueMessage, invocation_id: str) -> None:
+def work(template: str, msg: func.QueueMessage, invocation_id: str) -> None:
+    """The work items of one message of ``template``'s callbacks queue. A message naming another template (any of
+    its items) is refused whole: its items run as no template (``_refused``)."""
     with correlation_scope(invocation_id):
         runtime = get_runtime()
-        for item in work_items(msg.get_body()):  # one item, or a group of callbacks that arrived together
+        items = work_items(msg.get_body())  # one item, or a group of callbacks that arrived together
+        others = [item.template for item in items if item.template != template]
+        if others:
+            _refused(template, QueueKind.CALLBACKS, msg, others)
+            return
+        for item in items:
             worker.process(runtime, item)
+
+
+def refresh_pending(invocation_id: str) -> None:
+    """Start the templates' pending refreshes that are due (``worker.run_pending_refreshes``)."""
+    with correlation_scope(invocation_id):
+        worker.run_pending_refreshes(get_runtime())
 
 
 def unknown_template(req: func.HttpRequest, invocation_id: str) -> func.HttpResponse:
@@ -181,12 +222,12 @@ def register_template(app: func.FunctionApp, template: Template) -> None:
     @app.function_name(f"pages_{name}")
     @app.queue_trigger(arg_name="msg", queue_name=pages_binding_queue_name(name), connection=STORAGE_CONNECTION)
     def pages_trigger(msg: func.QueueMessage, context: func.Context) -> None:
-        run_page(msg, context.invocation_id)
+        run_page(name, msg, context.invocation_id)
 
     @app.function_name(f"worker_{name}")
     @app.queue_trigger(arg_name="msg", queue_name=binding_queue_name(name), connection=STORAGE_CONNECTION)
     def queue_trigger(msg: func.QueueMessage, context: func.Context) -> None:
-        work(msg, context.invocation_id)
+        work(name, msg, context.invocation_id)
 
 
 def register_shared(app: func.FunctionApp) -> None:
@@ -199,6 +240,11 @@ def register_shared(app: func.FunctionApp) -> None:
     @app.timer_trigger(arg_name="timer", schedule=RETRY_SCHEDULE, run_on_startup=False, use_monitor=True)
     def retry_trigger(timer: func.TimerRequest, context: func.Context) -> None:
         retry_parked(context.invocation_id)
+
+    @app.function_name("timer_refresh_pending")
+    @app.timer_trigger(arg_name="timer", schedule=REFRESH_SCHEDULE, run_on_startup=False, use_monitor=True)
+    def refresh_trigger(timer: func.TimerRequest, context: func.Context) -> None:
+        refresh_pending(context.invocation_id)
 
     @app.function_name("timer_telemetry_sample")
     @app.timer_trigger(arg_name="timer", schedule=SAMPLE_SCHEDULE, run_on_startup=False, use_monitor=True)

@@ -14,6 +14,7 @@ from azure.core.exceptions import ServiceRequestError
 
 from devtools.functions_host import QueuePump, functions, invoke_http, invoke_timer
 from shared.runtime import Runtime
+from shared.state.queues import QueueKind
 from tests.builders import activation_test_event, as_body, business_event
 from tests.e2e.stores import Stores
 from tests.otel import Telemetry
@@ -23,12 +24,13 @@ TEMPLATES = ["loyalty_card_tiers", "loyalty_cards", "loyalty_levels", "loyalty_r
 PER_TEMPLATE = ["timer", "timer_inbound", "callback", "worker", "pages"]
 OPS = ["ops_status", "ops_parked", "ops_conflicts", "ops_parked_one", "ops_replay", "ops_pause", "ops_resume",
        "ops_reconcile", "ops_sync", "ops_resync", "ops_approve_deletes", "ops_break_lease", "ops_poison",
-       "ops_poison_one", "ops_poison_requeue", "dashboard", "dashboard_action"]
+       "ops_poison_one", "ops_poison_requeue", "ops_check"]
 AGGREGATES = ["loyalty_card_balances"]  # one-way: an incremental pass instead of the Dataverse -> Commerce timer
 PER_AGGREGATE = ["timer", "timer_incremental", "callback", "worker", "pages"]
 EXPECTED = sorted([f"{kind}_{t}" for t in TEMPLATES for kind in PER_TEMPLATE]
                   + [f"{kind}_{t}" for t in AGGREGATES for kind in PER_AGGREGATE]
-                  + ["callback_unknown_template", "timer_retry_parked", "timer_telemetry_sample", *OPS])
+                  + ["callback_unknown_template", "timer_retry_parked", "timer_refresh_pending", "timer_telemetry_sample",
+                     *OPS, *(f"entra_{name}" for name in OPS), "dashboard", "dashboard_action"])
 
 
 def app() -> func.FunctionApp:
@@ -58,6 +60,26 @@ def test_a_fresh_interpreter_registers_exactly_the_expected_functions() -> None:
             "print(json.dumps(sorted(f.get_function_name() for f in function_app.app.get_functions())))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, env={})
     assert json.loads(out.stdout) == EXPECTED
+
+
+def _sdk_log_levels(env: dict[str, str]) -> list[str]:
+    """The effective levels of the Azure SDK's loggers in a fresh interpreter that loaded the app object after
+    setting the root logger to INFO, as the Functions Python worker does."""
+    code = ("import json, logging; logging.getLogger().setLevel(logging.INFO); import function_app; "
+            "print(json.dumps([logging.getLevelName(logging.getLogger(n).getEffectiveLevel()) for n in "
+            "('azure', 'azure.core.pipeline.policies.http_logging_policy', 'azure.data.tables')]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, env=env)
+    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_inside_the_app_the_azure_sdk_http_logging_is_at_warning() -> None:
+    """The Functions worker logs at INFO: the SDK's HTTP policy would write every storage URL (with its keys)."""
+    assert _sdk_log_levels({}) == ["WARNING"] * 3
+
+
+@pytest.mark.parametrize(("value", "level"), [("INFO", "INFO"), ("debug", "DEBUG"), ("loud", "WARNING")])
+def test_sync_azure_sdk_log_level_turns_the_sdk_logging_up(value: str, level: str) -> None:
+    assert _sdk_log_levels({"SYNC_AZURE_SDK_LOG_LEVEL": value}) == [level] * 3
 
 
 def test_the_app_indexes_the_templates_of_sync_mappings_dir(tmp_path: Path) -> None:
@@ -224,3 +246,52 @@ def test_concurrent_callbacks_are_all_acknowledged_queued_and_written(runtime: R
     assert 1 <= pump.drain() <= 30  # callbacks that arrive together share a message
     assert set(stores.actual("loyalty_cards")) == {(card,) for card in cards}
     assert telemetry.work_items("loyalty_cards") == {"written": 30}
+
+
+# -- a queue message is its queue's template's, or refused ------------------------------------------------------
+
+
+def levels_item_on_the_cards_queue(runtime: Runtime, stores: Stores) -> dict[str, Any]:
+    """A work item naming loyalty_levels put on loyalty_cards' queue (by hand, as a forged or misrouted message)."""
+    level = stores.commerce_rows("loyalty_levels")[0]
+    item = {"template": "loyalty_levels", "kind": "business_event",
+            "key": {"dataAreaId": level["dataAreaId"], "LevelPhrase": level["LevelPhrase"]},
+            "received_at": "2026-01-01T00:00:00+00:00", "correlation_id": "misrouted-1"}
+    runtime.queues.client("loyalty_cards").send_message(json.dumps(item))
+    return item
+
+
+def test_a_work_item_naming_another_template_than_its_queue_is_refused_and_poisoned(
+        runtime: Runtime, stores: Stores, pump: QueuePump, telemetry: Telemetry,
+        caplog: pytest.LogCaptureFixture) -> None:
+    item = levels_item_on_the_cards_queue(runtime, stores)
+    assert pump.drain() == 1  # finished at once: not retried five times
+    assert stores.actual("loyalty_levels") == {} and stores.actual("loyalty_cards") == {}  # run as neither
+    [poisoned] = runtime.queues.peek_poison("loyalty_cards", QueueKind.CALLBACKS)
+    assert json.loads(poisoned.body) == item  # kept as it came, for an operator to read
+    [record] = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert record.levelname == "ERROR"
+    assert "template=loyalty_cards" in record.getMessage() and "named=loyalty_levels" in record.getMessage()
+    assert telemetry.work_items("loyalty_cards") == {"refused": 1}
+
+
+def test_a_group_message_with_one_item_of_another_template_runs_none_of_them(
+        runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
+    card = stores.commerce_rows("loyalty_cards")[0]["CardNumber"]
+    level = stores.commerce_rows("loyalty_levels")[0]
+    items = [{"template": "loyalty_cards", "key": {"CardNumber": card}, "received_at": "2026-01-01T00:00:00+00:00"},
+             {"template": "loyalty_levels", "key": {"dataAreaId": level["dataAreaId"], "LevelPhrase": level["LevelPhrase"]},
+              "received_at": "2026-01-01T00:00:00+00:00"}]
+    runtime.queues.client("loyalty_cards").send_message(json.dumps({"items": items}))
+    assert pump.drain() == 1
+    assert stores.actual("loyalty_cards") == {} and stores.actual("loyalty_levels") == {}
+    assert len(runtime.queues.peek_poison("loyalty_cards", QueueKind.CALLBACKS)) == 1
+
+
+def test_a_key_range_task_naming_another_template_than_its_queue_is_refused(runtime: Runtime, stores: Stores,
+                                                                           pump: QueuePump) -> None:
+    task = {"kind": "page", "template": "loyalty_levels", "scope": "usmf", "run_id": "r-1", "index": 0}
+    runtime.queues.client("loyalty_cards", pages=True).send_message(json.dumps(task))
+    assert pump.drain() == 1
+    [poisoned] = runtime.queues.peek_poison("loyalty_cards", QueueKind.PAGES)
+    assert json.loads(poisoned.body)["template"] == "loyalty_levels"

@@ -29,12 +29,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--default-company", default="usmf")
     parser.add_argument("--page-size", type=int, default=MAX_PAGE_SIZE)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--lines", type=int, default=-1,
+                        help="reward-point transaction lines in all (-1: eight per card)")
+    parser.add_argument("--as-of", default="2026-12-01", help="the generated history's last day; the clock's start")
+    parser.add_argument("--never-expires", default="1900-01-01T00:00:00Z",
+                        help="ExpirationDate of never-expiring points (inferred: match the app's setting)")
+    parser.add_argument("--open-valid-to", default="1900-01-01T00:00:00Z", help="ValidTo of an open card tier")
     parser.add_argument("--event-timeout", type=float, default=10.0, help="business-event HTTP timeout (s)")
     parser.add_argument("--event-retries", type=int, default=3)
     parser.add_argument("--event-retry-wait", type=float, default=1.0)
-    parser.add_argument("--lines", type=int, default=-1,
-                        help="reward-point transaction lines to generate (-1: eight per card)")
-    parser.add_argument("--as-of", default="2026-12-01", help="the day the generated lines run up to")
     add_cli_arguments(parser)
     args = parser.parse_args(list(argv) if argv is not None else sys.argv[1:])
     forwarded = ["--port", str(args.port)] + (["--verbose"] if args.verbose else [])
@@ -54,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             service_protection=from_cli_arguments(args),
             lines=args.lines,
             as_of=args.as_of,
+            never_expires=args.never_expires,
+            open_valid_to=args.open_valid_to,
         )
 
     return run_cli(build, forwarded, prog="python -m emulators.commerce")

@@ -1,7 +1,8 @@
 """Admin routes of the Commerce emulator (no auth, JSON in and out).
 
 * ``GET /_emulator/info``; ``POST /_emulator/reset`` (reseed; optional ``cards``,
-  ``reward_points``, ``levels_per_company``, ``seed``); ``POST /_emulator/config``
+  ``reward_points``, ``levels_per_company``, ``seed``, and for the loyalty lines and tiers ``lines``, ``as_of``,
+  ``never_expires``, ``open_valid_to``: :mod:`emulators.commerce.loyalty_activity`); ``POST /_emulator/config``
   (``page_size``, ``default_company``, ``validation_failures``: see
   :mod:`emulators.commerce.write_failures`). Stats come from ``emulators.common``.
 * Business events (docs/protocol-notes.md §4, §5.3) under ``/_emulator/business-events/``:
@@ -52,16 +53,22 @@ def _info(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
         "page_size": server.page_size,
         "seed": server.seed_config.__dict__ | {"companies": list(server.companies)},
         "counts": server.counts(),
+        "loyalty_clock": server.clock.isoformat().replace("+00:00", "Z"),
     })
 
 
 def _reset(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
     body = _optional_json(handler)
-    allowed = {"cards", "reward_points", "levels_per_company", "seed"}
-    unknown = set(body) - allowed
+    allowed = {"cards", "reward_points", "levels_per_company", "seed", "lines"}
+    texts = {"as_of", "never_expires", "open_valid_to"}  # loyalty lines and tiers (emulators.commerce.loyalty_seed)
+    unknown = set(body) - allowed - texts
     if unknown:
-        raise EmulatorHTTPError(400, "", f"Unknown reset options: {sorted(unknown)}; allowed: {sorted(allowed)}.")
-    counts = handler.server.reseed(**{k: int(v) for k, v in body.items()})
+        raise EmulatorHTTPError(400, "", f"Unknown reset options: {sorted(unknown)}; "
+                                         f"allowed: {sorted(allowed | texts)}.")
+    try:
+        counts = handler.server.reseed(**{k: str(v) if k in texts else int(v) for k, v in body.items()})
+    except (TypeError, ValueError) as exc:
+        raise EmulatorHTTPError(400, "", f"Invalid reset option: {exc}") from None
     handler.send_json(200, {"counts": counts})
 
 
@@ -192,6 +199,11 @@ def _hq_edit(handler: CommerceRequestHandler, match: re.Match[str]) -> None:
     if eset is None or not isinstance(body.get("key"), dict):
         raise EmulatorHTTPError(400, "", "Name an entity set in the path and its key as {'key': {...}}.")
     key = handler.server.store.key_of(eset, body["key"])
+    if eset.name == "RetailLoyaltyCardRewardPointTransactions":
+        from .loyalty_odata import hq_edit
+
+        hq_edit(handler, key, body)
+        return
     try:
         if body.get("delete"):
             handler._publish(eset, handler.server.store.delete(eset, key), "Deleted")

@@ -93,7 +93,7 @@ class Property:
         return self.enum.full_name if self.enum else self.edm_type
 
 
-def _string(name: str, *, nullable: bool = True, mandatory: bool = False, label: str = "",
+def _string(name: str, *, nullable: bool = False, mandatory: bool = False, label: str = "",
             max_length: int | None = None, default: Any = None, empty_allowed: bool = False) -> Property:
     return Property(name, "Edm.String", nullable=nullable, mandatory=mandatory, label=label,
                     max_length=max_length, default=default, empty_allowed=empty_allowed)

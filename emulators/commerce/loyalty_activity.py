@@ -49,7 +49,12 @@ Python client
 * ``set_card_tiers(card, rows) -> list[dict]`` (replace); ``add_card_tiers(card, rows) -> list[dict]``
 
 ``LoyaltyActivityResult(line: dict, changed: list[dict])``; a refusal raises :class:`LoyaltyActivityRefused`
-(``status``, ``message``). Dates and datetimes may be given as ``date``/``datetime`` or ISO text.
+(``status``, ``message``, ``applied`` for a batch). Dates and datetimes may be given as ``date``/``datetime`` or
+ISO text.
+
+Transaction lines are read through OData like any set: scan them by ``CardNumber`` ranges ordered by ``CardNumber``
+(then any other properties), read recent ones by ``EntryDate``, re-read batches with ``CardNumber eq … or …``; these
+are the fast paths of :mod:`emulators.commerce.loyalty_lines`.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
 
 import requests
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -67,7 +73,8 @@ from emulators.common.server import EmulatorHTTPError, Route
 
 from .entities import LOYALTY_CARD_TIERS_V2 as TIERS
 from .entities import RETAIL_LOYALTY_CARD_REWARD_POINT_TRANSACTIONS as LINES
-from .loyalty_rules import Activity, ActivityError
+from .entities import RETAIL_LOYALTY_REWARD_POINTS as REWARD_POINTS
+from .loyalty_rules import Activity, ActivityError, RewardRule
 from .store import DuplicateKeyError
 from .validation import validate_create
 
@@ -123,8 +130,15 @@ def _apply(handler: CommerceRequestHandler, activity: Activity) -> dict[str, Any
     from .loyalty_odata import loyalty_card
 
     server = handler.server
-    if loyalty_card(handler, activity.card) is None:
+    card = loyalty_card(handler, activity.card)
+    if card is None:
         raise EmulatorHTTPError(404, "", f"The loyalty card '{activity.card}' does not exist.")
+    if activity.reward_point:
+        # The reward point's current definition (one created or edited after the seed counts as it now is).
+        found = server.store.get(REWARD_POINTS, server.store.key_of(REWARD_POINTS, {"RewardPointId": activity.reward_point}))
+        if found is not None:
+            server.ledger.rules[str(found[0]["RewardPointId"])] = RewardRule.from_row(found[0])
+            activity.reward_point = str(found[0]["RewardPointId"])
     try:
         line, changed = server.ledger.apply(activity)
     except ActivityError as exc:
@@ -355,13 +369,13 @@ class CommerceLoyaltyAdmin:
 
     # -- cards
     def card_lines(self, card: str) -> list[dict[str, Any]]:
-        return list(self._call("GET", f"/cards/{card}/lines")["value"])
+        return list(self._call("GET", f"/cards/{quote(card, safe='')}/lines")["value"])
 
     def card_pool(self, card: str) -> list[str]:
-        return list(self._call("GET", f"/cards/{card}/pool")["value"])
+        return list(self._call("GET", f"/cards/{quote(card, safe='')}/pool")["value"])
 
     def set_card_tiers(self, card: str, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        return list(self._call("PUT", f"/cards/{card}/tiers", {"rows": [dict(r) for r in rows]})["value"])
+        return list(self._call("PUT", f"/cards/{quote(card, safe='')}/tiers", {"rows": [dict(r) for r in rows]})["value"])
 
     def add_card_tiers(self, card: str, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        return list(self._call("POST", f"/cards/{card}/tiers", {"rows": [dict(r) for r in rows]})["value"])
+        return list(self._call("POST", f"/cards/{quote(card, safe='')}/tiers", {"rows": [dict(r) for r in rows]})["value"])

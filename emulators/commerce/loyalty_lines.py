@@ -11,7 +11,10 @@ paging with a ``$skip``/``$top`` nextLink); the store only narrows the candidate
   narrowed candidates are a superset; the compiled ``$filter`` still decides every row.
 * Without ``$orderby``, or with one that starts with ``CardNumber`` ascending, lines come card by card (each card's
   lines sorted by the rest of ``$orderby``, else in entry order). F&O documents no default order (inferred: the
-  emulator's is card, then entry). Any other ``$orderby`` sorts every match (correct, slower).
+  emulator's is card, then entry). Any other ``$orderby`` sorts every match (correct, slower): so a client scans
+  this set by ``CardNumber`` ranges ordered by ``CardNumber``.
+* A ``$filter`` on card-level properties only (``CardNumber``, ``CustomerAccount``, …) is tested once per card;
+  skipped and counted lines are never rendered; a row is one compiled dict display per set of properties read.
 
 The consumption rules (a redemption lowers ``Remaining`` on earlier lines, returns deduct unvested points first,
 pooled "As contact tender" cards) live in :mod:`emulators.commerce.loyalty_rules`; this module only stores.
@@ -38,6 +41,9 @@ Row = dict[str, Any]
 ENTRY_TYPES = ENTRY_TYPE.member_names  # index = what Line.entry_type holds
 TRANSACTION_TYPES = TRANSACTION_TYPE.member_names
 TENDER_TYPES = TENDER_TYPE.member_names
+#: Properties whose value is the card's, the same on all its lines (unless a write set a line's own).
+CARD_LEVEL = frozenset({"CardNumber", "LoyaltyTransactionCompany", "CustomerAccount", "CustomerAccountCompany",
+                        "LoyaltyProgramName", "LoyaltyTierLoyaltyProgramName", "LoyaltyTierId", "CardTenderType"})
 #: Line record ids start above the generic store's so the two never share an ETag (inferred: any RecIds).
 FIRST_LINE_REC_ID = FIRST_REC_ID + 50_000_000
 
@@ -85,22 +91,32 @@ class CardInfo:
         self.lines: list[Line] = []
 
 
+#: Channels and operators of register transactions, picked by the transaction number (invented; inferred).
+UNITS: tuple[str, ...] = ("052", "053", "054", "062", "064", "128", "136")
+OPERATORS: tuple[str, ...] = ("000160", "000161", "000162", "000163", "000170")
+RETAIL, SALES_ORDER, LOYALTY_ADJUSTMENT = (TRANSACTION_TYPES.index(n) for n in
+                                           ("RetailTransaction", "SalesOrder", "LoyaltyAdjustment"))
+
+
 class Line:
-    """One transaction line. Amounts in hundredths; dates as ordinals (``exp_day`` 0 = never expires)."""
+    """One transaction line. Amounts in hundredths; dates as ordinals (``exp_day`` 0 = never expires).
 
-    __slots__ = ("adjustment", "card", "entry_day", "entry_time", "entry_type", "exp_day", "extra", "line_no",
-                 "operator", "qty", "rec_id", "rec_version", "remaining", "reward", "sales_order", "start_day",
-                 "terminal", "trans_type", "txn", "unit")
+    The line's identity comes from ``txn`` and ``trans_type``: a register transaction's channel, register,
+    transaction and receipt numbers, or an adjustment's id (invented formats, inferred); ``extra`` holds values an
+    OData write or an admin post set otherwise.
+    """
 
-    def __init__(self, card: CardInfo, *, rec_id: int, entry_type: int, trans_type: int, entry_day: int,
-                 entry_time: int, qty: int, remaining: int, start_day: int, exp_day: int, reward: str,
-                 unit: str = "", terminal: str = "", txn: str = "", sales_order: str = "", adjustment: str = "",
-                 line_no: int = 1, operator: str = "") -> None:
+    __slots__ = ("card", "entry_day", "entry_time", "entry_type", "exp_day", "extra", "line_no", "qty", "rec_id",
+                 "rec_version", "remaining", "reward", "start_day", "trans_type", "txn")
+
+    def __init__(self, card: CardInfo, rec_id: int, entry_type: int, trans_type: int, txn: int, entry_day: int,
+                 entry_time: int, qty: int, remaining: int, start_day: int, exp_day: int, reward: str) -> None:
         self.card = card
         self.rec_id = rec_id
         self.rec_version = 1
         self.entry_type = entry_type
         self.trans_type = trans_type
+        self.txn = txn
         self.entry_day = entry_day
         self.entry_time = entry_time
         self.qty = qty
@@ -108,14 +124,8 @@ class Line:
         self.start_day = start_day
         self.exp_day = exp_day
         self.reward = reward
-        self.unit = unit
-        self.terminal = terminal
-        self.txn = txn
-        self.sales_order = sales_order
-        self.adjustment = adjustment
-        self.line_no = line_no
-        self.operator = operator
-        #: Values an OData write set that the slots do not derive (None: none).
+        self.line_no = 1
+        #: Values an OData write or an admin post set that the slots do not derive (None: none).
         self.extra: Row | None = None
 
     def order_key(self) -> tuple[int, int, int]:
@@ -126,44 +136,109 @@ class Line:
         return make_etag(self.rec_version, self.rec_id)
 
 
-def _getters(never_expires: str) -> dict[str, Callable[[Line], Any]]:
-    """Property name -> how a line renders it (metadata order is the entity's)."""
-    def receipt(line: Line) -> str:
-        return f"{line.unit}{line.txn[-8:]}" if line.txn else ""
+def _identity(line: Line) -> tuple[str, str, str, str, str, str, str]:
+    """(unit, terminal, transaction, sales order, adjustment, operator, receipt) of a line."""
+    txn = line.txn
+    if line.trans_type == RETAIL and txn:
+        unit = UNITS[txn % 7]
+        terminal = f"{unit}-{1 + (txn // 7) % 4}"
+        return unit, terminal, f"{terminal}-{txn:08d}", "", "", OPERATORS[txn % 5], f"{unit}{txn:09d}"
+    if line.trans_type == LOYALTY_ADJUSTMENT and txn:
+        return "", "", "", "", f"LADJ-{txn:07d}", "", ""
+    if line.trans_type == SALES_ORDER and txn:
+        return UNITS[txn % 7], "", "", f"SO-{txn:08d}", "", "", ""
+    return "", "", "", "", "", "", ""
 
-    getters: dict[str, Callable[[Line], Any]] = {
-        "LoyaltyTransactionLineNumber": lambda ln: ln.line_no,
-        "OperatingUnitNumber": lambda ln: ln.unit,
-        "Terminal": lambda ln: ln.terminal,
-        "TransactionNumber": lambda ln: ln.txn,
-        "LoyaltyTransactionCompany": lambda ln: ln.card.company,
-        "SalesOrderId": lambda ln: ln.sales_order,
-        "AdjustmentId": lambda ln: ln.adjustment,
-        "CardNumber": lambda ln: ln.card.card_number,
-        "LoyaltyTierLoyaltyProgramName": lambda ln: ln.card.program if ln.card.tier else "",
-        "LoyaltyOtherActivityTypeName": lambda ln: "",
-        "EntryType": lambda ln: ENTRY_TYPES[ln.entry_type],
-        "CustomerAccount": lambda ln: ln.card.customer,
-        "SalesLineLineNum": lambda ln: ln.line_no if ln.sales_order else 0,
-        "RewardPointAmountQty": lambda ln: points(ln.qty),
-        "ExpirationDate": lambda ln: iso_day(ln.exp_day) if ln.exp_day else never_expires,
-        "StartDate": lambda ln: iso_day(ln.start_day),
-        "LoyaltyTransactionType": lambda ln: TRANSACTION_TYPES[ln.trans_type],
-        "EntryTime": lambda ln: ln.entry_time,
-        "NonTransactionalActivityId": lambda ln: "",
-        "CustomerAccountCompany": lambda ln: ln.card.company if ln.card.customer else "",
-        "Remaining": lambda ln: points(ln.remaining),
-        "LoyaltyProgramName": lambda ln: ln.card.program,
-        "OperatorId": lambda ln: ln.operator,
-        "CardTenderType": lambda ln: ln.card.tender,
-        "RetailTransactionSalesTransLineNum": lambda ln: ln.line_no if ln.terminal else 0,
-        "ReceiptId": receipt,
-        "RewardPointId": lambda ln: ln.reward,
-        "EntryDate": lambda ln: iso_day(ln.entry_day),
-        "LoyaltyTierId": lambda ln: ln.card.tier,
-    }
-    assert list(getters) == list(LINES_SET.property_names), "getters must follow the entity's properties"
-    return getters
+
+_Ident = tuple[str, str, str, str, str, str, str]
+
+#: How a line renders each property (Python expressions over ``ln``, its identity ``i`` and the never-expires value
+#: ``nv``), in the entity's order. Compiled into one dict display per set of properties read: rendering is the hot
+#: path of every read (a million lines per balance build).
+_EXPR: dict[str, str] = {
+    "LoyaltyTransactionLineNumber": "ln.line_no",
+    "OperatingUnitNumber": "i[0]",
+    "Terminal": "i[1]",
+    "TransactionNumber": "i[2]",
+    "LoyaltyTransactionCompany": "ln.card.company",
+    "SalesOrderId": "i[3]",
+    "AdjustmentId": "i[4]",
+    "CardNumber": "ln.card.card_number",
+    "LoyaltyTierLoyaltyProgramName": "(ln.card.program if ln.card.tier else '')",
+    "LoyaltyOtherActivityTypeName": "''",
+    "EntryType": "ENTRY_TYPES[ln.entry_type]",
+    "CustomerAccount": "ln.card.customer",
+    "SalesLineLineNum": "(ln.line_no if i[3] else 0)",
+    "RewardPointAmountQty": "(ln.qty // 100 if ln.qty % 100 == 0 else ln.qty / 100)",
+    "ExpirationDate": "(iso_day(ln.exp_day) if ln.exp_day else nv)",
+    "StartDate": "iso_day(ln.start_day)",
+    "LoyaltyTransactionType": "TRANSACTION_TYPES[ln.trans_type]",
+    "EntryTime": "ln.entry_time",
+    "NonTransactionalActivityId": "''",
+    "CustomerAccountCompany": "(ln.card.company if ln.card.customer else '')",
+    "Remaining": "(ln.remaining // 100 if ln.remaining % 100 == 0 else ln.remaining / 100)",
+    "LoyaltyProgramName": "ln.card.program",
+    "OperatorId": "i[5]",
+    "CardTenderType": "ln.card.tender",
+    "RetailTransactionSalesTransLineNum": "(ln.line_no if i[1] else 0)",
+    "ReceiptId": "i[6]",
+    "RewardPointId": "ln.reward",
+    "EntryDate": "iso_day(ln.entry_day)",
+    "LoyaltyTierId": "ln.card.tier",
+}
+assert list(_EXPR) == list(LINES_SET.property_names), "one expression per property, in the entity's order"
+_RENDERERS: dict[tuple[str, ...], Callable[[Line, str], Row]] = {}
+#: Sort keys read from a line's slots, equal to what sort_rows compares on the rendered values (strings case-folded;
+#: ExpirationDate is not here: a never-expiring line sorts as the never-expires text says).
+_LINE_SORT: dict[str, Callable[[Line], Any]] = {
+    "CardNumber": lambda ln: ln.card.key,
+    "RewardPointId": lambda ln: ln.reward.casefold(),
+    "EntryDate": lambda ln: ln.entry_day,
+    "EntryTime": lambda ln: ln.entry_time,
+    "StartDate": lambda ln: ln.start_day,
+    "LoyaltyTransactionLineNumber": lambda ln: ln.line_no,
+    "RewardPointAmountQty": lambda ln: ln.qty,
+    "Remaining": lambda ln: ln.remaining,
+    "EntryType": lambda ln: ENTRY_TYPES[ln.entry_type].casefold(),
+}
+
+
+def renderer(fields: Sequence[str]) -> Callable[[Line, str], Row]:
+    """``render(line, never_expires)`` -> ``{"@odata.etag": …, <fields>…}``, compiled once per tuple of fields
+    (names are the entity's properties, checked by the query parser before they get here)."""
+    key = tuple(fields)
+    found = _RENDERERS.get(key)
+    if found is not None:
+        return found
+    unknown = [name for name in key if name not in _EXPR]
+    if unknown:
+        raise KeyError(f"not a property of {LINES_SET.name}: {unknown}")
+    ident = "    i = _identity(ln)\n" if any("i[" in _EXPR[name] for name in key) else ""
+    items = ", ".join(f"{name!r}: {_EXPR[name]}" for name in key)
+    source = (f"def render(ln, nv):\n{ident}"
+              f"    row = {{'@odata.etag': make_etag(ln.rec_version, ln.rec_id), {items}}}\n"
+              "    if ln.extra:\n"
+              "        row.update({k: v for k, v in ln.extra.items() if k in row})\n"
+              "    return row\n")
+    namespace: dict[str, Any] = {"_identity": _identity, "make_etag": make_etag, "iso_day": iso_day,
+                                 "ENTRY_TYPES": ENTRY_TYPES, "TRANSACTION_TYPES": TRANSACTION_TYPES}
+    exec(compile(source, f"<render {LINES_SET.name}>", "exec"), namespace)
+    render: Callable[[Line, str], Row] = namespace["render"]
+    _RENDERERS[key] = render
+    return render
+
+
+_RENDER_ALL = renderer(LINES_SET.property_names)
+
+
+def render_line(line: Line, never_expires: str) -> Row:
+    """The OData row of a line as a read sends it: ``@odata.etag``, then every property in the entity's order."""
+    return _RENDER_ALL(line, never_expires)
+
+
+def render_fields(line: Line, fields: Sequence[str], never_expires: str) -> Row:
+    """``@odata.etag`` and the named properties only (a read with $select)."""
+    return renderer(fields)(line, never_expires)
 
 
 # -- narrowing a $filter to card ranges and entry days ------------------------------------------------------------
@@ -322,7 +397,6 @@ class LineStore:
     def __init__(self, never_expires: str) -> None:
         self.lock = threading.RLock()
         self.never_expires = never_expires
-        self._getters = _getters(never_expires)
         self.cards: dict[str, CardInfo] = {}
         self._order: list[str] = []  # card keys, sorted
         self._next_rec_id = FIRST_LINE_REC_ID
@@ -349,6 +423,10 @@ class LineStore:
         self._next_rec_id += 1
         return rec_id
 
+    def reserve_rec_ids(self, next_free: int) -> None:
+        """After a bulk build that numbered lines itself: the next RecId handed out."""
+        self._next_rec_id = max(self._next_rec_id, next_free)
+
     def append(self, line: Line) -> None:
         """Add a line in entry order (generation appends in order; admin posts may land anywhere)."""
         with self.lock:
@@ -368,13 +446,18 @@ class LineStore:
         line.rec_version += 1
 
     # -- rendering ----------------------------------------------------------------------------------------------
-    def render(self, line: Line, fields: Iterable[str] | None = None) -> Row:
-        getters = self._getters
-        names = getters if fields is None else fields
-        row = {name: getters[name](line) for name in names}
-        if line.extra:
-            row.update({k: v for k, v in line.extra.items() if k in row})
+    def render(self, line: Line, fields: Sequence[str] | None = None) -> Row:
+        """The line's properties (all, or ``fields``), without ``@odata.etag``."""
+        row = render_line(line, self.never_expires) if fields is None else \
+            render_fields(line, fields, self.never_expires)
+        del row["@odata.etag"]
         return row
+
+    def render_read(self, line: Line, fields: Sequence[str] | None = None) -> Row:
+        """The line as a collection read sends it: ``@odata.etag`` first, then the properties."""
+        if fields is None:
+            return render_line(line, self.never_expires)
+        return render_fields(line, fields, self.never_expires)
 
     def key_of_line(self, line: Line) -> tuple[Any, ...]:
         row = self.render(line, LINES_SET.keys)
@@ -424,40 +507,74 @@ class LineStore:
         fields: set[str] | None = None
         if options.select is not None:
             fields = set(options.select) | set(getattr(predicate, "properties", ())) | {p for p, _ in options.orderby}
-        ordered_fields = None if fields is None else [n for n in self._getters if n in fields]
+        ordered_fields = None if fields is None else [n for n in LINES_SET.property_names if n in fields]
         orderby = list(options.orderby)
         card_major = not orderby or orderby[0] == ("CardNumber", False)
         rest = orderby[1:] if card_major else orderby
         size = max(1, min(page_size, MAX_PAGE_SIZE))
 
-        def lines_of(card: CardInfo) -> Iterator[Line]:
-            if days is None:
-                return iter(card.lines)
-            return (ln for ln in card.lines
-                    if any((lo is None or ln.entry_day >= lo) and (hi is None or ln.entry_day <= hi) for lo, hi in days))
+        low = days[0][0] if days is not None and len(days) == 1 else None
+        high = days[0][1] if days is not None and len(days) == 1 else None
 
-        def matches() -> Iterator[tuple[Row, Line]]:
+        def lines_of(card: CardInfo) -> Iterable[Line]:
+            if days is None:
+                return card.lines
+            if len(days) == 1:  # the common case (EntryDate ge ...): plain comparisons
+                return [ln for ln in card.lines
+                        if (low is None or ln.entry_day >= low) and (high is None or ln.entry_day <= high)]
+            return [ln for ln in card.lines
+                    if any((lo is None or ln.entry_day >= lo) and (hi is None or ln.entry_day <= hi) for lo, hi in days)]
+
+        # A filter on card-level properties only holds for all of a card's lines or none: test it once per card
+        # (unless a write gave some line values of its own).
+        per_card = predicate is not None and set(getattr(predicate, "properties", ())) <= CARD_LEVEL
+
+        cheap_sort = all(prop in _LINE_SORT for prop, _ in rest)
+
+        def matches() -> Iterator[tuple[Row | None, Line]]:
+            """Matching lines in order, each with its row when the filter had to render it (else None: rendered
+            only if it lands on the page, so skipped and counted lines cost no rendering)."""
+            render = self.render_read
             for card in self._selected_cards(card_bounds):
-                if not card.lines:
+                lines = lines_of(card)
+                if not lines:
                     continue
-                rows = ((self.render(ln, ordered_fields), ln) for ln in lines_of(card))
-                if predicate is not None:
-                    rows = ((row, ln) for row, ln in rows if predicate(row))
-                if rest:
-                    yield from _sorted_pairs(list(rows), rest)
+                pairs: Iterable[tuple[Row | None, Line]]
+                if predicate is None:
+                    pairs = ((None, ln) for ln in lines)
+                elif per_card and not any(ln.extra for ln in lines):
+                    if not predicate(render(next(iter(lines)), ordered_fields)):
+                        continue
+                    pairs = ((None, ln) for ln in lines)
                 else:
-                    yield from rows
+                    pairs = ((row, ln) for row, ln in ((render(ln, ordered_fields), ln) for ln in lines)
+                             if predicate(row))
+                if rest and cheap_sort and not any(ln.extra for ln in lines):
+                    # Sorted by the lines' own values: no rendering for the sort (as sort_rows orders them).
+                    listed = list(pairs)
+                    for prop, descending in reversed(rest):
+                        value = _LINE_SORT[prop]
+                        listed.sort(key=lambda pair, value=value: value(pair[1]), reverse=descending)  # type: ignore[misc]
+                    yield from listed
+                elif rest:
+                    rendered = [(row if row is not None else render(ln, ordered_fields), ln) for row, ln in pairs]
+                    yield from _sorted_pairs(rendered, rest)
+                else:
+                    yield from pairs
+
+        def rendered(pairs: Iterable[tuple[Row | None, Line]]) -> list[tuple[Row, Line]]:
+            return [(row if row is not None else self.render_read(ln, ordered_fields), ln) for row, ln in pairs]
 
         if predicate is None and days is None and card_major and not rest and not options.count:
             return self._unfiltered_page(options, size, ordered_fields)
         if not card_major:
-            found = list(matches())
+            found = rendered(matches())
             return _page_of(_sorted_pairs(found, rest), options, size, self.render, len(found))
         stream = matches()
         skipped = sum(1 for _ in itertools.islice(stream, options.skip))
         window = options.top if options.top is not None else None
         take = size if window is None else min(size, window)
-        page = list(itertools.islice(stream, take))
+        page = rendered(itertools.islice(stream, take))
         more = 0
         if options.count or (window is None):
             more = sum(1 for _ in stream)  # the rest, for $count or the nextLink's $top
@@ -479,7 +596,7 @@ class LineStore:
             for line in card.lines[skip:]:
                 if len(page) >= take:
                     break
-                page.append((self.render(line, fields), line))
+                page.append((self.render_read(line, fields), line))
             skip = 0
             if len(page) >= take:
                 break
@@ -508,7 +625,7 @@ def _page_of(pairs: list[tuple[Row, Line]], options: QueryOptions, size: int,
 def _finish(page: list[tuple[Row, Line]], options: QueryOptions, take: int, more: int, total: int,
             render: Callable[[Line], Row]) -> QueryResult:
     """The QueryResult of one page: rows with their ETags, the nextLink's $skip/$top when more rows follow."""
-    rows = [(row, line.etag) for row, line in page]
+    rows = [(row, row["@odata.etag"]) for row, _ in page]  # rendered as a read sends it
     if more <= 0 or len(page) < take:
         return QueryResult(rows, total)
     next_skip = options.skip + len(page)

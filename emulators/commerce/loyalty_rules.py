@@ -30,16 +30,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from .loyalty_lines import ENTRY_TYPES, TRANSACTION_TYPES, CardInfo, Line, LineStore, cents
+from .loyalty_lines import ENTRY_TYPES, LOYALTY_ADJUSTMENT, RETAIL, CardInfo, Line, LineStore, cents
 
 EARN, REDEEM, RETURN, ADJUST, REFUND = (ENTRY_TYPES.index(n) for n in
                                         ("Earn", "Redeem", "ReturnEarned", "Adjust", "Refund"))
-RETAIL, SALES_ORDER, LOYALTY_ADJUSTMENT = (TRANSACTION_TYPES.index(n) for n in
-                                           ("RetailTransaction", "SalesOrder", "LoyaltyAdjustment"))
 KINDS = {"earn": EARN, "redeem": REDEEM, "return": RETURN, "adjust": ADJUST, "refund": REFUND}
-#: Channels and registers of the generated lines (invented, Contoso-like; inferred).
-UNITS: tuple[str, ...] = ("052", "053", "054", "062", "064", "128", "136")
-OPERATORS: tuple[str, ...] = ("000160", "000161", "000162", "000163", "000170")
 
 
 class ActivityError(ValueError):
@@ -154,8 +149,6 @@ class Ledger:
         self.rules = dict(rules)
         self.customers: dict[str, list[CardInfo]] = {}
         self._txn = 0
-        self._adjustment = 0
-        self._order = 0
 
     def register(self, card: CardInfo) -> CardInfo:
         card = self.store.add_card(card)
@@ -187,18 +180,6 @@ class Ledger:
         if not redeemable and not self.rules:
             raise ActivityError("No reward point is defined: seed RetailLoyaltyRewardPoints first.")
         return (redeemable or list(self.rules))[0]
-
-    def _identity(self, kind: int, unit: str | None, rng_unit: int) -> dict[str, Any]:
-        """The key parts of a new line: a register transaction, or an adjustment (inferred formats)."""
-        if kind == ADJUST:
-            self._adjustment += 1
-            return {"adjustment": f"LADJ-{self._adjustment:07d}", "trans_type": LOYALTY_ADJUSTMENT}
-        self._txn += 1
-        channel = unit or UNITS[rng_unit % len(UNITS)]
-        register = 1 + rng_unit % 4
-        return {"unit": channel, "terminal": f"{channel}-{register}",
-                "txn": f"{channel}-{register}-{self._txn:08d}", "trans_type": RETAIL,
-                "operator": OPERATORS[rng_unit % len(OPERATORS)]}
 
     def apply(self, activity: Activity) -> tuple[Line, list[Line]]:
         """Post one activity; returns the new line and the earlier lines whose ``Remaining`` changed."""
@@ -246,12 +227,21 @@ class Ledger:
             self.store.append(line)
         return line, _unique(changed)
 
+    def new_txn(self) -> int:
+        self._txn += 1
+        return self._txn
+
     def _line(self, card: CardInfo, kind: int, activity: Activity, reward: str, qty: int, remaining: int, day: int,
               start: int, exp: int) -> Line:
-        self._order += 1
-        identity = self._identity(kind, activity.unit, self._order)
-        return Line(card, rec_id=self.store.next_rec_id(), entry_type=kind, entry_day=day, entry_time=activity.time,
-                    qty=qty, remaining=remaining, start_day=start, exp_day=exp, reward=reward, **identity)
+        trans_type = LOYALTY_ADJUSTMENT if kind == ADJUST else RETAIL
+        line = Line(card, self.store.next_rec_id(), kind, trans_type, self.new_txn(), day, activity.time, qty,
+                    remaining, start, exp, reward)
+        if activity.unit and trans_type == RETAIL:
+            # A channel of the caller's choosing: its register transaction numbers (invented format, inferred).
+            terminal = f"{activity.unit}-1"
+            line.extra = {"OperatingUnitNumber": activity.unit, "Terminal": terminal,
+                          "TransactionNumber": f"{terminal}-{line.txn:08d}", "ReceiptId": f"{activity.unit}{line.txn:09d}"}
+        return line
 
 
 def _unique(lines: list[Line]) -> list[Line]:
@@ -269,69 +259,90 @@ def generate(ledger: Ledger, cards: Sequence[CardInfo], lines: int, *, as_of: in
     """``lines`` lines (exactly, when some reward point exists) over ``cards``, dated up to ``as_of``.
 
     Each card earns on its usual reward point from enrollment (at most three years back), redeems now and then when
-    it may (pooled cards from the customer's cards generated before it), returns, gets adjustments. Deterministic
-    for one seed. Fast: about a million lines in seconds.
+    it may (pooled cards from the customer's cards generated before it), returns, gets adjustments and refunds.
+    Deterministic for one seed; about a million lines in seconds (one random() per choice, cached dates).
     """
     rules = list(ledger.rules.values())
     if not cards or lines <= 0 or not rules:
         return
     rng = random.Random(seed * 7919 + 17)
+    rand = rng.random
     redeemable = [r for r in rules if r.redeemable] or rules
     base, extra = divmod(lines, len(cards))
     counts = [base + (1 if i < extra else 0) for i in range(len(cards))]
     for i in range(0, len(cards) - 1, 2):  # uneven cards, same total
-        shift = rng.randint(0, counts[i + 1])
+        shift = int(rand() * (counts[i + 1] + 1))
         counts[i] += shift
         counts[i + 1] -= shift
     store = ledger.store
-    random_ = rng.random
-    randint = rng.randint
+    caches: dict[str, tuple[dict[int, int], dict[int, int]]] = {r.reward_point_id: ({}, {}) for r in rules}
+    seen: dict[int, int] = {}
+    intern = seen.setdefault
+    rec_id = store.next_rec_id()
+    txn = ledger._txn
+    made = 0
     for card, count in zip(cards, counts, strict=True):
         if count <= 0:
             continue
         first = max(enrolled.get(card.key, as_of - 1000), as_of - 3 * 365)
         span = max(1, as_of - first)
-        days = sorted(first + int(random_() * span) for _ in range(count))
-        rule = redeemable[randint(0, len(redeemable) - 1)] if random_() < 0.9 else rules[randint(0, len(rules) - 1)]
+        days = sorted(first + int(rand() * span) for _ in range(count))
+        rule = redeemable[int(rand() * len(redeemable))] if rand() < 0.9 else rules[int(rand() * len(rules))]
         reward = rule.reward_point_id
-        scale = 100 if not rule.amount else 1  # Quantity: whole points
+        starts, exps = caches[reward]
+        scale = 1 if rule.amount else 100  # Quantity points are whole
         can_redeem = card.tender in ("AsCardTender", "AsContactTender") and rule.redeemable
         pool = ledger.pool_of(card)
-        lines_of_card = card.lines
+        own = card.lines
         for day in days:
-            r = random_()
-            time = randint(8 * 3600, 21 * 3600)
-            ledger._order += 1
+            day = intern(day, day)
+            r = rand()
+            time = 28_800 + int(rand() * 46_800)
+            time = intern(time, time)  # shared int objects: a million lines hold far fewer distinct values
+            txn += 1
+            rec_id += 1
             if r < 0.16:
                 have = available_points(pool, reward, day) if can_redeem else 0
                 if have >= 500:
-                    amount = min(have, randint(5, 60) * 100) // scale * scale or scale
+                    amount = min(have, (5 + int(rand() * 56)) * 100) // scale * scale or scale
                     consume(pool, reward, day, amount)
-                    line = ledger._line(card, REDEEM, Activity("redeem", card.card_number, 0, day, time), reward,
-                                        -amount, 0, day, day, 0)
-                    store.append(line)
+                    own.append(Line(card, rec_id, REDEEM, RETAIL, txn, day, time, -amount, 0, day, 0, reward))
                     continue
                 r = 0.5  # nothing to redeem: an earn instead
-            if r < 0.22 and lines_of_card:
-                amount = randint(1, 40) * 100 // scale * scale or scale
+            if r < 0.22 and own:
+                amount = (1 + int(rand() * 40)) * 100 // scale * scale or scale
                 short = consume([card], reward, day, amount, unvested_first=True)
-                line = ledger._line(card, RETURN, Activity("return", card.card_number, 0, day, time), reward,
-                                    -amount, -short, day, day, 0)
+                line = Line(card, rec_id, RETURN, RETAIL, txn, day, time, -amount, -short, day, 0, reward)
             elif r < 0.26:
-                amount = randint(1, 50) * 100 // scale * scale or scale
-                if random_() < 0.3 and lines_of_card:
+                amount = (1 + int(rand() * 50)) * 100 // scale * scale or scale
+                if rand() < 0.3 and own:
                     short = consume([card], reward, day, amount)
-                    line = ledger._line(card, ADJUST, Activity("adjust", card.card_number, 0, day, time), reward,
-                                        -amount, -short, day, day, 0)
+                    line = Line(card, rec_id, ADJUST, LOYALTY_ADJUSTMENT, txn, day, time, -amount, -short, day, 0,
+                                reward)
                 else:
-                    line = ledger._line(card, ADJUST, Activity("adjust", card.card_number, 0, day, time), reward,
-                                        amount, amount, day, day, rule.exp_day(day))
-            elif r < 0.28:
-                amount = randint(1, 20) * 100 // scale * scale or scale
-                line = ledger._line(card, REFUND, Activity("refund", card.card_number, 0, day, time), reward,
-                                    amount, amount, day, day, rule.exp_day(day))
+                    exp = exps.get(day)
+                    if exp is None:
+                        exp = exps[day] = rule.exp_day(day)
+                    line = Line(card, rec_id, ADJUST, LOYALTY_ADJUSTMENT, txn, day, time, amount, amount, day, exp,
+                                reward)
             else:
-                amount = randint(100, 50_000) // scale * scale or scale
-                line = ledger._line(card, EARN, Activity("earn", card.card_number, 0, day, time), reward,
-                                    amount, amount, day, rule.start_day(day), rule.exp_day(day))
-            store.append(line)
+                kind = REFUND if r < 0.28 else EARN
+                amount = ((1 + int(rand() * 20)) * 100 if kind == REFUND else 100 + int(rand() * 49_900)) \
+                    // scale * scale or scale
+                exp = exps.get(day)
+                if exp is None:
+                    exp = exps[day] = rule.exp_day(day)
+                start = day
+                if kind == EARN:
+                    cached = starts.get(day)
+                    if cached is None:
+                        vested = rule.start_day(day)
+                        cached = starts[day] = intern(vested, vested)
+                    start = cached
+                amount = intern(amount, amount)
+                line = Line(card, rec_id, kind, RETAIL, txn, day, time, amount, amount, start, exp, reward)
+            own.append(line)
+        made += count
+    store.count += made
+    store.reserve_rec_ids(rec_id + 1)
+    ledger._txn = txn

@@ -90,6 +90,21 @@ def _card_tier_rows(card: Mapping[str, Any], program: str, tiers: Sequence[tuple
             break
         level += 1
         start = end + 1
+    names = [t for t, _ in tiers]
+    held = {(r["LoyaltyTierId"], r["ValidFrom"]) for r in rows}
+    higher = names[names.index(current) + 1:] if current else names[1:]
+    if higher and rng.random() < 0.1:
+        # A promotion granted on top of the tier held: two rows are current, the higher level wins (inferred).
+        start = as_of - rng.randint(10, 100)
+        if (higher[0], iso_day(start)) not in held:
+            rows.append(row(higher[0], start, as_of + rng.randint(30, 200)))
+            current = higher[0]
+    if rng.random() < 0.1:
+        # A grant that starts later (the next evaluation period), open-ended or for a year.
+        start = as_of + rng.randint(5, 60)
+        tier = names[min(names.index(current) + 1, len(names) - 1)] if current else names[0]
+        if (tier, iso_day(start)) not in held:
+            rows.append(row(tier, start, None if rng.random() < 0.5 else start + 365))
     if rng.random() < 0.05:
         rows.append(row("", enrolled, None, affiliation=GENERAL_AFFILIATION, kind="General",
                         name=GENERAL_AFFILIATION))

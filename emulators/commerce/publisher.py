@@ -69,7 +69,7 @@ ORGANIZATION_ID = "6b0f8a52-1d3e-4c6f-9a7b-2e4d5c6f7a80"
 BUSINESS_UNIT_ID = "7c1f9b63-2e4f-4d70-8b8c-3f5e6d7a8b91"
 USER_ID = "8d2a0c74-3f50-4e81-9c9d-4a6f7e8b9ca2"
 #: Time-of-day fields (seconds since midnight): documented as absent from virtual tables.
-TIME_FIELDS = {"LoyaltyEnrollmentTime", "LoyaltyEnrollmentTimeLocal"}
+TIME_FIELDS = {"LoyaltyEnrollmentTime", "LoyaltyEnrollmentTimeLocal", "EntryTime"}
 _LEFT_OUT = object()
 
 
@@ -585,7 +585,7 @@ def _virtual_value(prop: Property, value: Any) -> Any:
             return _LEFT_OUT
         return {"__type": f"OptionSetValue:{CONTRACTS}", "Value": OPTION_SET_BASE + prop.enum.value_of(value)}
     if prop.edm_type == "Edm.DateTimeOffset":
-        if not value or value == EMPTY_DATE:
+        if not value or value == EMPTY_DATE or str(value).startswith("1900-01-01"):
             return _LEFT_OUT  # empty dates are null, and null datetimes are removed
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
         return f"/Date({int(moment.timestamp() * 1000)})/"

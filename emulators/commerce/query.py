@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-from emulators.common.odata import ODataQueryError, parse_filter, parse_orderby, sort_rows
+from emulators.common.odata import ODataQueryError, _tokenize, parse_filter, parse_orderby, sort_rows
 from emulators.common.server import EmulatorHTTPError
 
 from . import errors
@@ -111,6 +111,8 @@ def parse_query_options(entity_set: EntitySet, items: Sequence[tuple[str, str]])
     fmt = options.get("$format", "json").strip().lower()
     if fmt not in ("json", "application/json") and not fmt.startswith("application/json;"):
         raise errors.bad_request(f"The format '{options['$format']}' is not supported.", query=True)
+    if predicate is not None:
+        _check_literal_types(entity_set, options["$filter"])
     return QueryOptions(
         filter=predicate,
         select=select,
@@ -119,6 +121,56 @@ def parse_query_options(entity_set: EntitySet, items: Sequence[tuple[str, str]])
         skip=_non_negative_int("$skip", options["$skip"]) if "$skip" in options else 0,
         count=count == "true",
     )
+
+
+_OPERATOR_KINDS = {"eq": "Equal", "ne": "NotEqual", "gt": "GreaterThan", "ge": "GreaterThanOrEqual",
+                   "lt": "LessThan", "le": "LessThanOrEqual"}
+_NUMERIC = ("Edm.Int32", "Edm.Int64", "Edm.Decimal")
+
+
+def _literal_type(token: Any) -> str | None:
+    """The EDM type of a literal token (None: null, or a kind that is not checked)."""
+    if token.kind == "string":
+        return "Edm.String"
+    if token.kind == "datetime":
+        return "Edm.DateTimeOffset"
+    if token.kind == "number":
+        return "Edm.Decimal" if "." in token.text or "e" in token.text.lower() else "Edm.Int32"
+    if token.kind == "guid":
+        return "Edm.Guid"
+    return None
+
+
+def _compatible(edm_type: str, literal: str) -> bool:
+    if edm_type in _NUMERIC:
+        return literal in _NUMERIC
+    return literal == edm_type
+
+
+def _check_literal_types(entity_set: EntitySet, text: str) -> None:
+    """``<property> <op> <literal>`` must compare like types, as ODataLib checks: a DateTimeOffset with a bare
+    ``2024-01-01T00:00:00Z``, not with a quoted string; a number with a number (docs/protocol-notes.md §3.1-§3.2:
+    F&O's OData is ODataLib; the message is ODataLib's, inferred for F&O). Enum properties take enum literals or
+    member-name strings and are not checked here."""
+    try:
+        tokens = _tokenize(text)
+    except ODataQueryError:
+        return  # the parser reported it already
+    for i in range(len(tokens) - 2):
+        left, op, right = tokens[i], tokens[i + 1], tokens[i + 2]
+        if op.kind != "ident" or op.value not in _OPERATOR_KINDS:
+            continue
+        for prop_token, literal_token, flip in ((left, right, False), (right, left, True)):
+            if prop_token.kind != "ident":
+                continue
+            prop = entity_set.prop(prop_token.value)
+            literal = _literal_type(literal_token)
+            if prop is None or prop.enum is not None or literal is None or _compatible(prop.edm_type, literal):
+                continue
+            types = (literal, prop.edm_type) if flip else (prop.edm_type, literal)
+            raise errors.bad_request(
+                "A binary operator with incompatible types was detected. Found operand types "
+                f"'{types[0]}' and '{types[1]}' for operator kind '{_OPERATOR_KINDS[op.value]}'.", query=True)
 
 
 def run_query(entity_set: EntitySet, rows: list[tuple[Row, str]], options: QueryOptions, *,

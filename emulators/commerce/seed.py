@@ -170,6 +170,14 @@ def build_reward_points(config: SeedConfig, rng: random.Random) -> list[Row]:
             "VestingTimeUnit": "Day",
             "MaximumLoyaltyRewardPoints": maximum,
         })
+    # The generated transaction lines need both kinds of redeemable points (emulators.commerce.loyalty_seed): the
+    # first vests after 14 days and expires after 12 months, the second is available at once and never expires.
+    if rows:
+        rows[0].update(Redeemable="Yes", RedeemRanking=rows[0]["RedeemRanking"] or 1, ExpirationTimeValue=12,
+                       ExpirationTimeUnit="Month", VestingTimeValue=14, VestingTimeUnit="Day")
+    if len(rows) > 1:
+        rows[1].update(Redeemable="Yes", RedeemRanking=rows[1]["RedeemRanking"] or 1, ExpirationTimeValue=0,
+                       VestingTimeValue=0)
     return rows
 
 

@@ -110,11 +110,17 @@ class CommerceEmulator(EmulatorServer):
 
     def reseed(self, **overrides: Any) -> dict[str, int]:
         """Reload deterministic seed data (optionally with new sizes); returns row counts."""
+        config = self.seed_config
         if overrides:
             fields = {**self.seed_config.__dict__, **overrides}
             fields["companies"] = tuple(c.lower() for c in fields["companies"])
-            self.seed_config = SeedConfig(**fields)
-        config = self.seed_config
+            config = SeedConfig(**fields)
+        for name in ("never_expires", "open_valid_to"):
+            value = getattr(config, name)
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", value):
+                raise ValueError(f"{name} must be a UTC date and time such as 1900-01-01T00:00:00Z, not {value!r}")
+        date.fromisoformat(config.as_of)  # a bad as_of fails before anything is replaced
+        self.seed_config = config
         rows = build_seed(config)
         loyalty = build_loyalty(rows["RetailLoyaltyCards"], rows["RetailLoyaltyRewardPoints"], lines=config.line_count,
                                 as_of=date.fromisoformat(config.as_of), seed=config.seed, company=self.default_company,
@@ -250,7 +256,8 @@ def _split_resource(path: str) -> tuple[str, str | None, str | None]:
 
 def _key_value(eset: EntitySet, name: str, value: Any) -> Any:
     """A key part of the URL as the store keys it: strings as sent (quoted literals), a DateTimeOffset bare with
-    its offset (as the stored text, docs/protocol-notes.md §3.8), a number bare (messages inferred)."""
+    its offset (as an F&O Location header writes one, ``…,ValidFrom=2020-12-31T23:00:00Z)``, seen in public code),
+    a number bare. The refusal texts are inferred."""
     prop = eset.prop(name)
     edm = prop.edm_type if prop is not None else "Edm.String"
     if edm == "Edm.DateTimeOffset":

@@ -6,11 +6,10 @@ entity here). Keys compare case-insensitively like SQL Server's default collatio
 
 F&O has no null strings (docs/protocol-notes.md §3.3): an X++ string field is ``""`` when empty, so every
 string property of a stored row is a string, and reads and the POST response carry ``""``, never
-null. The store is where every write lands (OData POST/PATCH, the seed, admin edits), so it turns a
-null or missing string into ``""`` there. A write that sends null for a nullable string property is
-therefore accepted and stored as ``""`` (inferred: the reference documents no F&O answer to such a
-write; X++ cannot hold null in a string field, and the OData layer writes the field's empty value).
-A null for a non-nullable string (keys, ``dataAreaId``) is still refused by validation, per $metadata.
+null. The seed and admin edits may leave a string out or null; the store turns that into ``""``. An OData
+write that sends null for a string property is refused by validation (400, ODataLib's null-value text):
+string properties are declared ``Nullable="false"`` in $metadata (inferred: X++ cannot hold null in a string
+field; the reference documents no F&O answer to such a write), so a client must send ``""``.
 """
 
 from __future__ import annotations

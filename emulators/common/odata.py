@@ -667,7 +667,9 @@ def _parse_key_value(text: str, pos: int) -> tuple[Any, int]:
     if _GUID_RE.fullmatch(raw):
         return str(uuid.UUID(raw)), end
     if _DATETIME_RE.fullmatch(raw) and re.search(r"T.*(?:Z|[+-]\d{2}:\d{2})$", raw):
-        # An Edm.DateTimeOffset key part is written bare, with its offset: ValidFrom=2024-01-01T00:00:00Z (§3.8).
+        # An Edm.DateTimeOffset key part is written bare, with its offset, as an F&O Location header shows it:
+        # PersonUsers(UserId='…',PartyNumber='…',ValidFrom=2020-12-31T23:00:00Z) (seen in public code). Whether F&O
+        # also takes one without an offset is not known: refused here (inferred).
         try:
             return _parse_datetime(raw), end
         except ValueError:

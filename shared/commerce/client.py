@@ -84,6 +84,21 @@ class CommerceClient:
         except NotFoundError:
             return None
 
+    def find(self, entity_set: str, fields: Mapping[str, str], *, select: list[str], limit: int) -> list[dict[str, Any]]:
+        """The rows (across companies) whose ``fields`` equal these values exactly, at most ``limit`` + 1 of them
+        (more than ``limit`` means: too many to name one record). ``eq '…*…'`` is a wildcard match in F&O
+        (docs/protocol-notes.md §3.2), so each row read is matched exactly here."""
+        params = {"cross-company": "true", "$select": ",".join([*select, *(f for f in fields if f not in select)]),
+                  "$filter": " and ".join(f"{name} eq {literal(value)}" for name, value in fields.items()),
+                  "$top": str(limit + 1)}
+        found: list[dict[str, Any]] = []
+        for page in self.core.iter_pages(f"data/{entity_set}", params=params, headers=ODATA_HEADERS):
+            found.extend(row for row in page
+                         if all(_same_key_value(name, row.get(name), value) for name, value in fields.items()))
+            if len(found) > limit:
+                break
+        return found[:limit + 1]
+
     def _path(self, entity_set: str, key: Mapping[str, str], *, method: str = "GET") -> str:
         if not addressable(key, FO_KEY_UNSAFE):
             raise UnaddressableKeyError(

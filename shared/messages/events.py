@@ -32,14 +32,17 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def text_problem(value: str) -> str | None:
     """Why ``value`` cannot name anything: empty or only whitespace, a control character (Unicode category
-    Cc: C0, DEL and C1) or a lone surrogate (not Unicode text; no UTF-8 encoder, JSON writer or storage
-    service takes it). None when it is usable."""
+    Cc: C0, DEL and C1), a format character (category Cf: bidirectional overrides and isolates such as U+202E,
+    zero-width characters, the BOM: invisible, and able to make one key read as another) or a lone surrogate
+    (not Unicode text; no UTF-8 encoder, JSON writer or storage service takes it). None when it is usable."""
     if not value.strip():
         return "is empty or only whitespace"
     for ch in value:
         category = unicodedata.category(ch)
         if category == "Cc":
             return f"holds a control character (U+{ord(ch):04X})"
+        if category == "Cf":
+            return f"holds a format character (U+{ord(ch):04X}, such as a bidirectional override)"
         if category == "Cs":
             return f"holds a lone surrogate (U+{ord(ch):04X}), which is not Unicode text"
     return None
@@ -64,6 +67,21 @@ def wcf_date(value: str) -> datetime:
         raise ValueError("is outside the years 1 to 9999") from None
 
 
+_ISO_8601 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,7})?(?:Z|[+-][0-9]{2}:[0-9]{2})")
+
+
+def iso_8601(value: str) -> datetime:
+    """An ISO 8601 date and time with seconds and a UTC offset (``Z`` or ``+hh:mm``), up to 7 fractional digits
+    as F&O writes them; ValueError naming the field when it is not one."""
+    problem = "EventTimeIso8601 must be an ISO 8601 date and time with its offset, like 2022-12-30T13:51:15.2942742Z"
+    if _ISO_8601.fullmatch(value) is None:
+        raise ValueError(problem)
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(problem) from None
+
+
 def _usable_text(name: str, value: str) -> str:
     problem = text_problem(value)
     if problem is not None:
@@ -81,6 +99,9 @@ class BusinessEvent(BaseModel):
     EventTime: str
     MajorVersion: int = Field(ge=0, le=MAX_VERSION)
     MinorVersion: int = Field(ge=0, le=MAX_VERSION)
+    # Optional (not every publisher sends it); when present, an ISO 8601 date and time with its UTC offset, as F&O
+    # writes it ("2022-12-30T13:51:15.2942742Z", docs/protocol-notes.md §4.2). Only checked, never used.
+    EventTimeIso8601: str | None = Field(default=None, max_length=40)
 
     @field_validator("BusinessEventId")
     @classmethod
@@ -110,6 +131,15 @@ class BusinessEvent(BaseModel):
             raise ValueError(f"EventTime {exc}") from None
         return value
 
+    @field_validator("EventTimeIso8601", mode="before")
+    @classmethod
+    def _iso_time(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("EventTimeIso8601 must be an ISO 8601 string when present, got null")
+        if isinstance(value, str):
+            iso_8601(value)
+        return value
+
     @property
     def event_time(self) -> datetime:
         return wcf_date(self.EventTime)
@@ -129,8 +159,9 @@ def is_test_event(business_event_id: object) -> bool:
 
 class WorkKind(StrEnum):
     """What a work item asks for. A business event and a data event's Created/Updated name a record (a data event
-    may name it by ``Target.Id`` only); a Deleted data event names it by ``Target.Id``; a refresh names none (a
-    data event cut for size, or a ``Target.Id`` nobody knows): the template is scanned."""
+    may name it by ``Target.Id`` only, or by part of its key); a Deleted data event names it by ``Target.Id``; a
+    refresh names none (a data event cut for size, or one carrying only part of the key and no ``Target.Id``): the
+    template's pending refresh is asked for (coalesced: ``shared.state.refresh``)."""
 
     BUSINESS_EVENT = "business_event"
     DATA_UPSERT = "data_upsert"
@@ -153,6 +184,9 @@ class WorkItem(BaseModel):
     kind: WorkKind = WorkKind.BUSINESS_EVENT  # items queued before data events existed are business events
     key: dict[str, str] = Field(default_factory=dict)
     target_id: str = ""  # a data event's Target.Id (lower case), the only name a Deleted event gives its record
+    # The key fields a data event did carry when it did not carry them all (an Updated event carries only the changed
+    # columns): the worker looks the record up by them in Commerce before it asks for a scan.
+    partial_key: dict[str, str] = Field(default_factory=dict)
     event_id: str = Field(default="", max_length=100)
     business_event_id: str = Field(default="", max_length=200)
     control_number: int = Field(default=0, ge=0, le=MAX_CONTROL_NUMBER, strict=True)
@@ -160,7 +194,7 @@ class WorkItem(BaseModel):
     received_at: str
     correlation_id: str = ""
 
-    @field_validator("key")
+    @field_validator("key", "partial_key")
     @classmethod
     def _usable_key(cls, key: dict[str, str]) -> dict[str, str]:
         for prop, value in key.items():

@@ -177,7 +177,9 @@ def replay(runtime: Runtime, form: ActionForm, who: Operator) -> page.Flash:
     for r in results:
         outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
     told = ", ".join(f"{n} {outcome.replace('_', ' ')}" for outcome, n in outcomes.items())
-    return page.Flash(Outcome.PARKED not in outcomes, f"{form.template}: replayed {len(results)} parked: {told}")
+    refused = [r for r in results if r.outcome == Outcome.PARKED]
+    why = f"; {refused[0].key} {refused[0].detail}" if refused else ""  # the first one's reason (all: the list)
+    return page.Flash(not refused, f"{form.template}: replayed {len(results)} parked: {told}{why}")
 
 
 def pause(runtime: Runtime, form: ActionForm, who: Operator) -> page.Flash:

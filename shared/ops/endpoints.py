@@ -1,6 +1,12 @@
 """The operator endpoints under ``/api/ops`` (admin key): an Azure Functions Blueprint, one handler per action;
 and the status page (``dashboard``, ``dashboard_action``: anonymous-level, see ``shared/ops/access.py``).
 
+Each handler is served twice: at ``/api/ops/<route>`` with the host's master key (``x-functions-key``; scripts
+and break-glass), and at ``/api/ops/entra/<route>`` to a signed-in operator: anonymous-level for the Functions
+host, behind App Service Authentication, which validates the caller's Entra access token
+(``api://<app-id>/.default``) and hands the app its principal; the app then checks the operators' app role or
+group exactly as for the status page (``access.operator``). ``python -m shared.cli --remote`` uses either.
+
 ``function_app.py`` registers ``bp``. Each handler parses its request, makes one call into
 ``shared.ops.queries`` or ``shared.sync.operations`` and answers JSON. A template named in the route or in
 the ``template`` query parameter must exist (404 listing the known ones otherwise). Routes may not start
@@ -19,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.commerce.client import LegalEntitiesError
 from shared.observability import correlation_scope
-from shared.ops import dashboard, drift, queries
+from shared.ops import access, dashboard, drift, queries
 from shared.runtime import Runtime, get_runtime
 from shared.state.queues import QueueKind
 from shared.state.store import encode_key
@@ -58,18 +64,38 @@ class OpsCall:
 Handler = Callable[[OpsCall], func.HttpResponse]
 
 
+SIGNED_IN_PREFIX = "ops/entra/"  # the routes served to a signed-in operator (Entra token) instead of the master key
+
+
 def operator_endpoint(name: str, route: str, method: func.HttpMethod) -> Callable[[Handler], Handler]:
-    """Register ``handler`` on the blueprint as function ``name`` (admin key), inside a correlation scope."""
+    """Register ``handler`` on the blueprint as function ``name`` (admin key) and as ``entra_<name>`` under
+    ``ops/entra/`` (a signed-in operator: ``access.operator``), each inside a correlation scope."""
     def register(handler: Handler) -> Handler:
-        @bp.function_name(name)
-        @bp.route(route=route, methods=[method], auth_level=func.AuthLevel.ADMIN)
-        def trigger(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+        def serve(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
             with correlation_scope(context.invocation_id) as cid:
                 runtime = get_runtime()
                 template = req.route_params.get("template") or req.params.get("template")
                 if template is not None and not queries.is_known(runtime, template):
                     return _unknown_template(runtime, template)
                 return handler(OpsCall(runtime, req, template, cid))
+
+        @bp.function_name(name)
+        @bp.route(route=route, methods=[method], auth_level=func.AuthLevel.ADMIN)
+        def trigger(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+            return serve(req, context)
+
+        @bp.function_name(f"entra_{name}")
+        @bp.route(route=SIGNED_IN_PREFIX + route.removeprefix("ops/"), methods=[method],
+                  auth_level=func.AuthLevel.ANONYMOUS)
+        def signed_in(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+            try:
+                access.operator(req)
+            except access.Denied as exc:
+                if exc.login is not None:  # no principal: no token was sent, or App Service did not accept it
+                    return _json(401, {"error": "sign in: send an Entra access token for the app "
+                                                "(Authorization: Bearer, scope api://<app-id>/.default)"})
+                return _json(403, {"error": exc.reason})
+            return serve(req, context)
 
         return handler
 
@@ -98,7 +124,21 @@ def status(call: OpsCall) -> func.HttpResponse:
 
 @operator_endpoint("ops_parked", "ops/parked", func.HttpMethod.GET)
 def parked(call: OpsCall) -> func.HttpResponse:
-    return _json(200, {"value": queries.parked(call.runtime, call.template)})
+    """Parked records (``?template=``, ``?error_class=``, ``?direction=outbound|inbound``)."""
+    direction = call.req.params.get("direction")
+    if direction is not None and direction not in queries.PARKED_DIRECTIONS:
+        return _json(400, {"error": f"direction: one of {', '.join(queries.PARKED_DIRECTIONS)}",
+                           "correlation_id": call.correlation_id})
+    return _json(200, {"value": queries.parked(call.runtime, call.template, error_class=call.req.params.get(
+        "error_class"), direction=direction)})
+
+
+@operator_endpoint("ops_check", "ops/check", func.HttpMethod.GET)
+def check(call: OpsCall) -> func.HttpResponse:
+    """What ``python -m shared.cli check`` finds, checked afresh from the app (``?template=``)."""
+    problems = queries.check(call.runtime, call.template)
+    return _json(200, {"value": [{"subject": p.subject, "problem": p.detail, "transient": p.transient}
+                                 for p in problems]})
 
 
 @operator_endpoint("ops_conflicts", "ops/conflicts", func.HttpMethod.GET)
@@ -208,8 +248,8 @@ def resume(call: OpsCall) -> func.HttpResponse:
         if pause.by_command:
             call.runtime.state.callbacks.set_paused(call.route_template, False, by=by)
         return _json(409, {"template": call.route_template, "paused": True, "requeued": 0,
-                           "error": f"paused by the setting {queries.PAUSE_SETTING}: remove it from that app setting "
-                                    "to resume"})
+                           "held_callbacks": queries.held_callbacks(call.runtime, call.route_template),
+                           "error": queries.PAUSED_BY_SETTING})
     requeued = operations.resume(call.runtime, call.route_template, by=by)
     return _json(200, {"template": call.route_template, "paused": False, "requeued": requeued})
 

@@ -2,12 +2,14 @@
 CSS, no script, no external asset: it works with no internet), every value escaped.
 
 Escaping is structural: ``h(fmt, *values)`` escapes each value unless it is ``Html`` (markup built here), so
-a template key, a parked reason or a poison message's body is text, never markup.
+a template key, a parked reason or a poison message's body is text, never markup. Free text is also isolated
+(``free``: ``<bdi>``, ``unicode-bidi: isolate``), so a bidirectional override in it reorders only itself.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +39,12 @@ def esc(value: object) -> Html:
 def h(fmt: str, *values: object) -> Html:
     """``fmt`` with each ``{}`` replaced by its value, escaped unless it is ``Html``."""
     return Html(fmt.format(*(esc(v) for v in values)))
+
+
+def free(value: object) -> Html:
+    """Free text (a reason, a key, an error, a message body, a name), escaped and isolated in ``<bdi>``: a
+    bidirectional override or isolate in it (U+202E, U+2066, ...) cannot reorder the page text around it."""
+    return h("<bdi>{}</bdi>", value)
 
 
 def join(parts: Iterable[Html]) -> Html:
@@ -92,10 +100,10 @@ def state_cell(row: dict[str, Any], view: TemplateView) -> Html:
     if pause.paused:
         parts.append(Html('<span class="badge paused">paused</span>'))
         if pause.by_command:
-            parts.append(h('<div class="why pause-by">by {} at {}</div>', pause.changed_by or "?",
+            parts.append(h('<div class="why pause-by">by {} at {}</div>', free(pause.changed_by or "?"),
                            when(pause.changed_at)))
             if pause.reason:
-                parts.append(h('<div class="why pause-reason">{}</div>', pause.reason))
+                parts.append(h('<div class="why pause-reason">{}</div>', free(pause.reason)))
         if pause.by_setting:
             parts.append(h('<div class="why pause-by">by the app setting {}</div>', PAUSE_SETTING))
         parts.append(Html("<br>"))
@@ -103,13 +111,53 @@ def state_cell(row: dict[str, Any], view: TemplateView) -> Html:
     css = {RunStatus.FAILED: "failed", RUNNING: "running", RunStatus.COMPLETED: "ok", NEVER_RUN: "idle",
            RunStatus.DELETES_HELD: "failed"}.get(status, "warn")
     parts.append(h('<span class="badge {}">{}</span>', css, status.replace("_", " ")))
+    if row.get("parked_note"):
+        parts.append(h('<div class="why parked-note">{}</div>', free(row["parked_note"])))
     if status == RUNNING and row["progress"]:
-        parts.append(h('<div class="why progress">{}</div>', row["progress"]))
+        parts.append(h('<div class="why progress">{}</div>', free(row["progress"])))
     if row["reason"]:
-        parts.append(h('<div class="why failure">{}{}</div>', row["reason"],
+        hint, folded = hint_first(row["reason"])
+        parts.append(h('<div class="why failure">{}{}</div>', free(hint),
                        Html(f" <span class=\"at\">at {esc(when(row['failed_at']))}</span>") if row["failed_at"]
                        else Html("")))
+        if folded:
+            parts.append(h('<details class="exception"><summary>details</summary><div class="mono">{}</div>'
+                           '</details>', free(row["reason"])))
     return join(parts)
+
+
+# A parenthesised part of a failure's reason that is the exception rather than the advice: a long one, or one that
+# names an error, an exception or an HTTP status (``(ServiceRequestError: ...)``, ``(503 : Service Unavailable)``).
+_EXCEPTION_LIKE = re.compile(r"Error|Exception|Traceback|\b[45]\d\d\b|0x[0-9a-fA-F]{8}")
+
+
+def hint_first(reason: str) -> tuple[str, bool]:
+    """The reason with the exception text taken out (the advice an operator acts on), and whether anything was
+    taken out (then the page folds the whole reason into ``<details>``). Parentheses are matched at any depth."""
+    kept: list[str] = []
+    taken = False
+    i = 0
+    while i < len(reason):
+        if reason[i] != "(":
+            kept.append(reason[i])
+            i += 1
+            continue
+        depth, j = 0, i
+        while j < len(reason):
+            depth += {"(": 1, ")": -1}.get(reason[j], 0)
+            if depth == 0:
+                break
+            j += 1
+        inner = reason[i + 1:j]
+        if j < len(reason) and (len(inner) > 80 or _EXCEPTION_LIKE.search(inner)):
+            taken = True
+            while kept and kept[-1] == " ":
+                kept.pop()
+        else:
+            kept.append(reason[i:j + 1])
+        i = j + 1
+    hint = "".join(kept)
+    return (hint, True) if taken and hint.strip() else (reason, False)
 
 
 def counts_cell(row: dict[str, Any]) -> Html:
@@ -137,8 +185,8 @@ def held_cell(row: dict[str, Any]) -> Html:
     company = "" if row["scope"] == ALL else f" --company {row['scope']}"
     approve = h('<div class="at">approve: python -m shared.cli approve-deletes {}{}</div>', row["template"], company) \
         if row["held"] else Html("")
-    return join([h("<div>{}</div>", row["held"]) if row["held"] else Html(""), approve,
-                 h('<div class="at">{}</div>', row["approval"]) if row["approval"] else Html("")])
+    return join([h("<div>{}</div>", free(row["held"])) if row["held"] else Html(""), approve,
+                 h('<div class="at">{}</div>', free(row["approval"])) if row["approval"] else Html("")])
 
 
 def backlog_cell(view: TemplateView) -> Html:
@@ -175,7 +223,9 @@ def status_table(data: Overview, token: str) -> Html:
         span = len(rows)
         for i, row in enumerate(rows):
             first = i == 0
-            lead = h('<th scope="rowgroup" rowspan="{}" class="template">{}</th>', span, template) if first else Html("")
+            # a break opportunity after each underscore: a long template name wraps there, not anywhere
+            name = Html(esc(template).replace("_", "_<wbr>"))
+            lead = h('<th scope="rowgroup" rowspan="{}" class="template">{}</th>', span, name) if first else Html("")
             tail = h('<td rowspan="{}" class="backlog">{}</td><td rowspan="{}" class="conflicts">{}</td>'
                      '<td rowspan="{}" class="actions">{}</td>', span, backlog_cell(view), span, view.conflicts,
                      span, actions_cell(view, parked_count, token)) if first else Html("")
@@ -200,8 +250,8 @@ def parked_table(data: Overview, token: str) -> Html:
         return Html('<p class="none" id="no-parked">Nothing is parked.</p>')
     rows = join(h('<tr class="parked-row" data-template="{}" data-row-key="{}"><td>{}</td><td class="key">{}</td>'
                   '<td>{}</td><td>{}</td><td class="reason">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
-                  e["template"], e["row_key"], e["template"], e["key"] or split_parked_key(e["row_key"])[1],
-                  DIRECTIONS.get(e["direction_code"], e["direction_code"]), e["error_class"] or "", e["error"] or "",
+                  e["template"], e["row_key"], e["template"], free(e["key"] or split_parked_key(e["row_key"])[1]),
+                  DIRECTIONS.get(e["direction_code"], e["direction_code"]), e["error_class"] or "", free(e["error"] or ""),
                   e["attempts"] or "", when(str(e["last_failed"] or "")),
                   form("replay", token, "Replay", {"template": e["template"], "row_key": e["row_key"]},
                        template=e["template"]))
@@ -220,7 +270,7 @@ def poison_table(data: Overview, token: str) -> Html:
     rows = join(h('<tr class="poison-row" data-template="{}" data-id="{}"><td>{}</td><td>{}</td><td class="mono">{}'
                   '</td><td>{}</td><td>{}</td><td class="mono body">{}</td><td>{}</td></tr>',
                   m.template, m.id, m.template, m.kind, m.id, when(m.inserted_on), m.dequeue_count,
-                  m.body[:BODY_SHOWN] + ("…" if len(m.body) > BODY_SHOWN else ""),
+                  free(m.body[:BODY_SHOWN] + ("…" if len(m.body) > BODY_SHOWN else "")),
                   form("requeue-poison", token, "Requeue", {"template": m.template, "message_id": m.id,
                                                              "kind": m.kind}, template=m.template))
                 for m in messages)
@@ -232,7 +282,7 @@ def poison_table(data: Overview, token: str) -> Html:
 def render(data: Overview, operator: str, token: str, flash: Flash | None, *, local: bool) -> str:
     """The whole page."""
     banner = h('<div class="flash {}" role="status" id="flash">{}</div>', "ok" if flash.ok else "error",
-               flash.text) if flash else Html("")
+               free(flash.text)) if flash else Html("")
     mode = Html(' <span class="badge idle">local: no sign-in</span>') if local else Html("")
     paused = sum(1 for v in data.templates.values() if v.pause.paused)
     failed = sum(1 for r in data.rows if r["status"] == RunStatus.FAILED)
@@ -241,7 +291,7 @@ def render(data: Overview, operator: str, token: str, flash: Flash | None, *, lo
                 '<span class="{}">{} failed</span><span class="{}">{} parked</span><span class="{}">{} poison</span>'
                 '</p>', len(data.templates), "warn" if paused else "", paused, "bad" if failed else "", failed,
                 "warn" if data.parked else "", len(data.parked), "bad" if poisoned else "", poisoned)
-    return h(PAGE, Html(CSS), data.read_at.strftime("%Y-%m-%d %H:%M:%S UTC"), operator, mode, banner, summary,
+    return h(PAGE, Html(CSS), data.read_at.strftime("%Y-%m-%d %H:%M:%S UTC"), free(operator), mode, banner, summary,
              status_table(data, token), parked_table(data, token), poison_table(data, token))
 
 
@@ -269,9 +319,13 @@ th.template{font-family:ui-monospace,"DejaVu Sans Mono",monospace;background:#ff
 .badge{display:inline-block;border-radius:10px;padding:1px 8px;font-size:12px;font-weight:600;color:#fff;margin-right:4px}
 .badge.ok{background:var(--ok)}.badge.warn,.badge.paused{background:var(--warn)}.badge.failed{background:var(--bad)}
 .badge.running{background:var(--run)}.badge.idle{background:#6e7781}.badge.badge{color:#fff;white-space:nowrap}
-td.direction{min-width:90px}td.state{min-width:160px;max-width:280px}td.last-run{min-width:180px;max-width:240px}
-td.deletes-held{min-width:150px;max-width:240px;overflow-wrap:anywhere}td.backlog{min-width:110px}td.actions{min-width:150px}.why{color:var(--muted);font-size:12px;margin-top:3px;
-max-width:340px;overflow-wrap:anywhere}.failure{color:var(--bad)}.at{color:var(--muted);font-size:12px}
+table.status th,table.status td{padding:6px 6px;overflow-wrap:anywhere}table.status thead th{overflow-wrap:normal}
+td.scope,td.age,td.conflicts{white-space:nowrap}td.parked{min-width:80px;overflow-wrap:normal}
+td.direction{min-width:70px}td.state{min-width:150px;max-width:260px}td.last-run{min-width:110px;max-width:200px}
+td.deletes-held{min-width:110px;max-width:200px}td.backlog{min-width:90px}td.actions{min-width:150px}
+.why{color:var(--muted);font-size:12px;margin-top:3px;max-width:340px;overflow-wrap:anywhere}
+details.exception{font-size:12px;color:var(--muted);margin-top:3px}details.exception summary{cursor:pointer}
+.failure{color:var(--bad)}.at{color:var(--muted);font-size:12px}
 .count{display:inline-block;margin:0 6px 2px 0;font-size:12px;color:var(--muted)}.count b{color:var(--fg)}
 .bad,.count.bad b{color:var(--bad)}.warn{color:var(--warn)}.none{color:#8c959f}.mono,.key{font-family:ui-monospace,
 "DejaVu Sans Mono",monospace;font-size:12px;overflow-wrap:anywhere}.reason{max-width:420px;overflow-wrap:anywhere}
@@ -281,5 +335,5 @@ button.primary{background:var(--ok);color:#fff;border-color:var(--ok)}input[type
 padding:2px 6px;width:130px;margin-right:4px;border:1px solid #afb8c1;border-radius:6px}
 .flash{padding:8px 12px;border-radius:6px;margin:4px 0 8px}.flash.ok{background:#dafbe1;border:1px solid #aceebb}
 .flash.error{background:#ffebe9;border:1px solid #ffcecb}.summary{display:flex;gap:18px;margin:6px 0 0}
-.summary span{font-weight:600}.foot{margin-top:24px}
+.summary span{font-weight:600}.foot{margin-top:24px}bdi{unicode-bidi:isolate}
 """

@@ -15,6 +15,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from shared.preflight import Problem
 from shared.runtime import Runtime
+from shared.settings import Settings
 from shared.state.checkpoints import PageStatus
 from shared.state.queues import PoisonMessage, QueueKind, RequeueResult
 from shared.state.store import Watermark, decode_key, split_parked_key
@@ -45,12 +46,20 @@ def is_known(runtime: Runtime, name: str | None) -> bool:
     return name is not None and runtime.catalog.get(name) is not None
 
 
-def status_rows(runtime: Runtime) -> list[dict[str, Any]]:
+def status_rows(runtime: Runtime, parked_now: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One row per watermark (template, direction, scope), and one ``never run`` row per template without one;
     each with the template's pause state (``paused``, ``paused_by``), its held callbacks (``held_callbacks``) and
     its poison messages (``poison``: both poison queues). Values are typed: ``runs``, ``held_callbacks`` and
-    ``poison`` numbers, ``counts`` an object, ``paused`` a boolean."""
+    ``poison`` numbers, ``counts`` an object, ``paused`` a boolean.
+
+    ``parked`` is what is parked *now* in the row's direction and scope (a ``never run`` row: the template's), and
+    the status says so: a run that parked records that have since been replayed shows ``completed`` with
+    ``parked_note`` ``parked 1, since replayed``; a completed run whose scope has records parked now (a callback
+    parked them) shows ``completed_with_parked``."""
     marks = {(m.template, m.direction, m.scope): m for m in _if_created(runtime.state.watermarks.all)}
+    entries = parked_entries(runtime) if parked_now is None else parked_now
+    now = Counter((e["template"], e["direction_code"], e["scope"]) for e in entries)
+    by_template = Counter(e["template"] for e in entries)
     rows: list[dict[str, Any]] = []
     for template in runtime.catalog:
         pause = pause_state(runtime, template.name)
@@ -58,19 +67,36 @@ def status_rows(runtime: Runtime) -> list[dict[str, Any]]:
                      "held_callbacks": held_callbacks(runtime, template.name),
                      "poison": poison_total(runtime.queues.backlog(template.name))}
         found = [m for (name, _, _), m in marks.items() if name == template.name]
+        never = {"status": NEVER_RUN, "runs": 0, "parked_note": "", "last_run_finished": "", "counts": {},
+                 "reason": "", "failed_at": "", "run": "", "progress": "", "held": "", "approval": "", **callbacks}
         if not found:
-            rows.append({"template": template.name, "direction": "-", "scope": "-", "status": NEVER_RUN, "runs": 0,
-                         "last_run_finished": "", "counts": {}, "reason": "", "failed_at": "", "run": "",
-                         "progress": "", "held": "", "approval": "", **callbacks})
+            rows.append({"template": template.name, "direction": "-", "scope": "-",
+                         "parked": by_template[template.name], **never})
+        else:  # records parked (by callbacks) in a direction or scope no run has had yet
+            ran = {(m.direction, m.scope) for m in found}
+            for (name, direction, scope), n in sorted(now.items()):
+                if name == template.name and (direction, scope) not in ran:
+                    rows.append({"template": name, "direction": direction, "scope": scope, "parked": n, **never})
         for mark in sorted(found, key=lambda m: m.row_key):
+            parked_here = now[(template.name, mark.direction, mark.scope)]
+            status, note = status_now(run_status(runtime, mark), mark.counts.get("failed", 0), parked_here)
             rows.append({"template": template.name, "direction": mark.direction, "scope": mark.scope,
-                         "status": run_status(runtime, mark), "runs": mark.run_seq,
+                         "status": status, "runs": mark.run_seq, "parked": parked_here, "parked_note": note,
                          "last_run_finished": mark.last_run_finished, "counts": mark.counts,
                          "reason": mark.last_error, "failed_at": mark.last_failed_at,
                          "run": f"{mark.lease_owner} until {mark.lease_until}" if mark.lease_owner else "",
                          "progress": progress(runtime, mark), "held": held(mark), "approval": approval(mark),
                          **callbacks})
     return rows
+
+
+def status_now(status: str, parked_by_run: int, parked_now: int) -> tuple[str, str]:
+    """A finished run's status as it stands now (what is parked now decides), and a note when the two differ."""
+    if status == RunStatus.COMPLETED_WITH_PARKED and not parked_now:
+        return RunStatus.COMPLETED, f"parked {parked_by_run}, since replayed"
+    if status == RunStatus.COMPLETED and parked_now:
+        return RunStatus.COMPLETED_WITH_PARKED, f"{parked_now} parked since the run"
+    return status, ""
 
 
 @dataclass(frozen=True)
@@ -98,6 +124,7 @@ class PauseState:
 
 
 PAUSE_SETTING = "SYNC_PAUSED_TEMPLATES"
+PAUSED_BY_SETTING = f"paused by the setting {PAUSE_SETTING}: remove it from that app setting to resume"
 
 
 def pause_state(runtime: Runtime, template: str) -> PauseState:
@@ -176,7 +203,14 @@ def paused(runtime: Runtime) -> dict[str, bool]:
 
 def status(runtime: Runtime) -> dict[str, Any]:
     return {"watermarks": status_rows(runtime), "paused": paused(runtime),
-            "queues": queues(runtime)}
+            "queues": queues(runtime), "refreshes": refreshes(runtime)}
+
+
+def refreshes(runtime: Runtime) -> dict[str, dict[str, Any]]:
+    """Each template's refresh row (``shared.state.refresh``): whether one is pending, since when, how many
+    callbacks asked for it, and when the last one started; templates that never asked for one are left out."""
+    known = {t.name for t in runtime.catalog}
+    return {r.template: r.as_dict() for r in _if_created(runtime.state.refresh.all) if r.template in known}
 
 
 def queues(runtime: Runtime) -> dict[str, dict[str, dict[str, int]]]:
@@ -261,8 +295,12 @@ def parked_one(runtime: Runtime, template: str, row_key: str) -> dict[str, Any] 
 
 
 def find_parked(runtime: Runtime, template: str, typed: Sequence[str]) -> list[dict[str, Any]]:
-    """The parked records of a template that a key as an operator types it names, in either direction: the row
-    key as ``parked`` lists it (``%in%`` prefix and all), or without the prefix, or the key parts (``LC-1``;
+    return match_parked(parked(runtime, template), typed)
+
+
+def match_parked(entries: Sequence[dict[str, Any]], typed: Sequence[str]) -> list[dict[str, Any]]:
+    """The parked records (of one template) that a key as an operator types it names, in either direction: the
+    row key as ``parked`` lists it (``%in%`` prefix and all), or without the prefix, or the key parts (``LC-1``;
     ``usmf GOLD`` or ``usmf|GOLD``), or the JSON key ``parked`` shows (``["usmf", "GOLD"]``)."""
     wanted: set[tuple[str, ...]] = set()
     text = " ".join(typed)
@@ -279,10 +317,10 @@ def find_parked(runtime: Runtime, template: str, typed: Sequence[str]) -> list[d
             wanted.add(tuple(str(p) for p in parsed.values()))
     else:
         wanted.add(tuple(typed))
-    exact = [e for e in parked(runtime, template) if e["row_key"] == text]
+    exact = [e for e in entries if e["row_key"] == text]
     if exact:
         return exact
-    return [e for e in parked(runtime, template) if decode_key(split_parked_key(e["row_key"])[1]) in wanted]
+    return [e for e in entries if decode_key(split_parked_key(e["row_key"])[1]) in wanted]
 
 
 # -- the status page: everything it shows, read in one place -------------------------------------------------
@@ -325,16 +363,21 @@ class Overview:
         return dict(counts.most_common())
 
 
+def parked_entries(runtime: Runtime) -> list[dict[str, Any]]:
+    """Every parked record with its direction's code and the run scope it belongs to."""
+    return [{**e, "direction_code": split_parked_key(e["row_key"])[0], "scope": parked_scope(runtime, e)}
+            for e in parked(runtime)]
+
+
 def overview(runtime: Runtime) -> Overview:
-    parked_entries = [{**e, "direction_code": split_parked_key(e["row_key"])[0], "scope": parked_scope(runtime, e)}
-                      for e in parked(runtime)]
+    entries = parked_entries(runtime)
     conflict_counts = Counter(e["PartitionKey"] for e in conflicts(runtime))
     views = {}
     for name in known_templates(runtime):
         views[name] = TemplateView(name, pause_state(runtime, name), runtime.queues.backlog(name),
                                    held_callbacks(runtime, name), conflict_counts.get(name, 0),
                                    poison(runtime, name))
-    return Overview(runtime.state.clock.now(), status_rows(runtime), views, parked_entries)
+    return Overview(runtime.state.clock.now(), status_rows(runtime, entries), views, entries)
 
 
 def parked_scope(runtime: Runtime, entry: dict[str, Any]) -> str:
@@ -365,10 +408,22 @@ def storage_problems(runtime: Runtime) -> list[Problem]:
     try:
         next(iter(runtime.state.service.query_tables("TableName eq @name", parameters={"name": name})), None)
     except AzureError as exc:
-        setting = ("AzureWebJobsStorage" if runtime.settings.storage_connection is not None
-                   else "SYNC_STORAGE_TABLE_ENDPOINT")
-        reason = " ".join(str(exc).split())[:300]
-        return [Problem(setting, f"cannot reach Table Storage ({type(exc).__name__}: {reason}); check {setting} (the "
-                        "storage account's connection string, or its table endpoint with the managed identity) and "
-                        "the network")]
+        setting, detail = storage_problem(runtime.settings, exc)
+        return [Problem(setting, detail, transient=True)]
     return []
+
+
+AZURITE_MARKERS = ("usedevelopmentstorage=true", "devstoreaccount1", "127.0.0.1", "localhost")
+
+
+def storage_problem(settings: Settings, exc: AzureError) -> tuple[str, str]:
+    """The setting to check and what to do when Table or Queue Storage cannot be used: one line, the same for
+    ``check`` and for every other command that meets it (``is Azurite running?`` for a local connection string)."""
+    connection = settings.storage_connection.get_secret_value() if settings.storage_connection is not None else ""
+    setting = "AzureWebJobsStorage" if connection else "SYNC_STORAGE_TABLE_ENDPOINT"
+    reason = " ".join(str(exc).split())[:300]
+    local = any(marker in connection.lower() for marker in AZURITE_MARKERS)
+    hint = ("is Azurite running? (./dev demo and the tests start it; by hand: npx azurite --location .azurite) "
+            if local else "")
+    return setting, (f"cannot reach Table Storage ({type(exc).__name__}: {reason}); {hint}check {setting} (the storage "
+                     "account's connection string, or its table endpoint with the managed identity) and the network")

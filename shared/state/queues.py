@@ -228,6 +228,17 @@ class CallbackQueues:
                 commit = self._commits[item.template] = GroupCommit(write)
         commit.send(item)
 
+    def refuse(self, template: str, kind: QueueKind, text: str) -> str:
+        """Move a message its worker refused onto the queue's poison queue, its text unchanged (base64, as the host
+        writes poison messages), so that an operator sees it (``poison list``) instead of its being lost or run as
+        something else. Returns the poison queue's name."""
+        name = self.name(template, kind) + POISON_SUFFIX
+        client = self.service.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())
+        with contextlib.suppress(ResourceExistsError):
+            client.create_queue()
+        client.send_message(text, time_to_live=-1)
+        return name
+
     def send_page(self, task: PageTask) -> None:
         self.client(task.template, pages=True).send_message(task.model_dump_json(), time_to_live=-1)
 

@@ -6,6 +6,7 @@
 | ``synced`` | ``<prefix>synced`` | per key: what was last written (hash, column digests), the shared image, the last event |
 | ``checkpoints`` | ``<prefix>pages`` | the key ranges and delete checks of full scans in progress |
 | ``callbacks`` | ``<prefix>events``, ``control``, ``held`` | processed event ids, pause flags and counters, held work |
+| ``refresh`` | ``<prefix>control`` (partition ``refresh``) | each template's pending refresh (coalesced scan requests) |
 | ``parked`` | ``<prefix>parked`` | records that could not be synced, with their reason |
 | ``conflicts`` | ``<prefix>conflicts`` | records both sides changed since the last sync |
 | ``dataverse_ids`` | ``<prefix>dvids`` | Dataverse id -> Commerce key, for Dataverse deletes that flow to Commerce |
@@ -41,6 +42,7 @@ from shared.state.keys import (
     split_parked_key,
 )
 from shared.state.records import Conflicts, DataverseIds, ParkedRecords, TargetIds
+from shared.state.refresh import RefreshRequests
 from shared.state.synced import DEFAULT_BUCKETS, TOMBSTONE, SyncedEntry, SyncedState, SyncedStates
 from shared.state.watermarks import Watermark, Watermarks
 
@@ -75,6 +77,7 @@ class StateStore:
         self.dataverse_ids = DataverseIds(self._tables["dvids"])
         self.target_ids = TargetIds(self._tables["targetids"])
         self.aggregates = AggregateState(self._tables["aggregates"], buckets)
+        self.refresh = RefreshRequests(self._tables["control"], clock)
         self._clock = clock
 
     @property
@@ -85,7 +88,8 @@ class StateStore:
     @clock.setter
     def clock(self, clock: Clock) -> None:
         self._clock = clock
-        for repository in (self.watermarks, self.synced, self.callbacks, self.parked, self.conflicts, self.auto_pause):
+        for repository in (self.watermarks, self.synced, self.callbacks, self.parked, self.conflicts, self.auto_pause,
+                           self.refresh):
             repository.clock = clock
 
     @property

@@ -4,15 +4,22 @@ One route per template takes both formats. A **business event** (§4.2) names it
 key properties. An F&O **data event** arrives through Dataverse as a ``RemoteExecutionContext`` (§4.4): the
 template file's ``data_event`` section says which virtual table it names and which ``mserp_`` columns of
 ``Target`` carry the key; a Deleted event carries only ``Target.Id``, which the worker resolves through an
-index filled from Created and Updated events.
+index filled from Created and Updated events. An Updated event carries only the changed columns, so it may name
+its record by ``Target.Id`` alone or with part of the key (a level's phrase without its company): the worker
+tries the index, then a Commerce lookup by the key fields carried, then the template's coalesced refresh
+(``shared.state.refresh``); such an event is never answered 4xx (a Dataverse webhook does not retry one).
 
 F&O waits 10 s for a 2xx and retries three times one second apart (§4.1); a Dataverse webhook waits 60 s
 and retries 502/503/504 once (§4.4). The trigger only validates and enqueues (one bounded queue write, no
 table read in front of the answer), answering 202; the queue-triggered worker re-reads the record from
 Commerce OData and writes it. The payload is trusted for the key (or ``Target.Id``) only.
 
-Answers. 400: the body is neither format (a business event's §4.2 base fields missing or of the wrong JSON
-type; a data event's envelope unreadable) or it names the record with an unusable key value. 200
+Answers. 400: the body is neither format or not JSON at all (RFC 8259: ``NaN`` and ``Infinity`` are not JSON;
+a business event's §4.2 base fields missing or of the wrong JSON type, ``EventTimeIso8601`` not ISO 8601; a data
+event's envelope unreadable) or it names the record with an unusable key value (empty, a control or format
+character, a lone surrogate). 401: ``SYNC_CALLBACK_SECRET`` is set and the callback does not carry it, in the
+``x-loyaltysync-secret`` header (any callback) or ``?secret=`` (a business event only: F&O's endpoint takes a URL
+only; docs/protocol-notes.md §4.5). 200
 ``ignored``: the activation test event, and a well-formed event that names no record of this template
 (another business event, one without the template's key fields, a data event of another table or another
 message; counted as ``loyaltysync.callbacks`` result ignored): a 4xx would make F&O retry it and fill its error log. 413: a
@@ -38,7 +45,7 @@ from azure.core.exceptions import AzureError
 from opentelemetry.trace import Span
 from pydantic import ValidationError
 
-from shared.clock import SYSTEM_CLOCK
+from shared.clock import SYSTEM_CLOCK, Clock
 from shared.mapping.plan import EMPTY_DATE, Plan
 from shared.messages.data_events import DataChange, DataEvent, DataEventError, looks_like_data_event, parse_data_event
 from shared.messages.events import (
@@ -59,7 +66,9 @@ logger = logging.getLogger("loyaltysync.callbacks")
 
 MAX_BODY_BYTES = 512 * 1024  # any body: a Dataverse webhook sends up to 256 KB whole, then cuts it (§4.4)
 MAX_BUSINESS_EVENT_BYTES = 64 * 1024  # business events are small; F&O keeps them so (§4.1)
-SECRET_HEADER = "x-loyaltysync-secret"
+SECRET_HEADER = "x-loyaltysync-secret"  # the callback secret's header: the way for data events (below)
+SECRET_QUERY_PARAMETER = "secret"  # the URL form: only for F&O's HTTPS business-event endpoint (it takes a URL only)
+SECRET_IN_HEADER, SECRET_IN_URL, NO_SECRET = "header", "url", "none"  # where a callback's secret was found
 COMPANY_KEY = "dataAreaId"
 _JSON_TYPES = {type(None): "null", bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
 
@@ -101,8 +110,30 @@ def secret_matches(expected: str | None, provided: str | None) -> bool:
     return provided is not None and hmac.compare_digest(expected.encode(), provided.encode())
 
 
+def secret_check(expected: str | None, header_value: str | None, query_value: str | None) -> str | None:
+    """Where the callback carried the right secret (``SECRET_IN_HEADER`` or ``SECRET_IN_URL``; ``NO_SECRET`` when
+    none is configured), or None when it did not. A header that is there decides, even when the URL holds the
+    right one: a wrong header is refused. docs/protocol-notes.md §4.5: a Dataverse webhook registered with HttpHeader
+    authentication sends headers (``x-functions-key: <function key>`` plus this one); F&O's HTTPS business-event
+    endpoint takes only a URL, so its secret can only be ``?secret=``."""
+    if not expected:
+        return NO_SECRET
+    if header_value is not None:
+        return SECRET_IN_HEADER if secret_matches(expected, header_value) else None
+    return SECRET_IN_URL if query_value is not None and secret_matches(expected, query_value) else None
+
+
 class _RepeatedMember(ValueError):
     pass
+
+
+class _NotJsonConstant(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (RFC 8259), though Python's reader takes them."""
+    raise _NotJsonConstant(name)
 
 
 def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -120,9 +151,11 @@ def read_body(body: bytes) -> dict[str, Any] | CallbackAnswer:
     if len(body) > MAX_BODY_BYTES:
         return _error(413, f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
     try:
-        raw = json.loads(body.decode("utf-8"), object_pairs_hook=_unique_members)
+        raw = json.loads(body.decode("utf-8"), object_pairs_hook=_unique_members, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return _error(400, f"body is not valid JSON: {exc}")
+    except _NotJsonConstant as exc:
+        return _error(400, f"body is not valid JSON: {exc} is not a JSON value (RFC 8259)")
     except _RepeatedMember as exc:
         return _error(400, f"body repeats the member name {exc}")
     except ValueError:  # Python reads no integer of more than 4,300 digits
@@ -219,18 +252,30 @@ def _queue(plan: Plan, queues: CallbackQueues, item: WorkItem) -> CallbackAnswer
 
 
 def handle_callback(plan: Plan, queues: CallbackQueues, body: bytes,
-                    headers: Mapping[str, str] | None = None) -> CallbackAnswer:
+                    headers: Mapping[str, str] | None = None, *, secret_in_url: bool = False,
+                    clock: Clock = SYSTEM_CLOCK) -> CallbackAnswer:
     """Validate one callback, a business event or a data event, and queue its work item; ``headers`` are the
-    request's (a data event cut for size says so in one). The answer says which kind the body was."""
+    request's (a data event cut for size says so in one). The answer says which kind the body was.
+    ``clock`` stamps the work item's arrival (the runtime's: a refresh compares it with scan start times).
+    ``secret_in_url``: the callback secret came as ``?secret=``, which only a business event may use (F&O's
+    endpoint takes a URL only); a data event comes through a Dataverse webhook, which can send the header
+    (the trigger passes False when ``SYNC_CALLBACK_SECRET_IN_URL=any`` lets data events use the URL too)."""
     raw = read_body(body)
     if isinstance(raw, CallbackAnswer):
         return _rejected(plan, raw)
     if looks_like_data_event(raw):
-        return replace(handle_data_event(plan, queues, raw, headers), kind=DATA_EVENT)
-    return replace(_business_event(plan, queues, raw, body), kind=BUSINESS_EVENT)
+        if secret_in_url:
+            return replace(_rejected(plan, _error(
+                401, f"a data event carries the callback secret in the {SECRET_HEADER} header (register the "
+                     f"Dataverse webhook with HttpHeader authentication: x-functions-key and {SECRET_HEADER}); "
+                     f"?{SECRET_QUERY_PARAMETER}= is only for F&O's business-event endpoint unless "
+                     f"SYNC_CALLBACK_SECRET_IN_URL=any")), kind=DATA_EVENT)
+        return replace(handle_data_event(plan, queues, raw, headers, clock), kind=DATA_EVENT)
+    return replace(_business_event(plan, queues, raw, body, clock), kind=BUSINESS_EVENT)
 
 
-def _business_event(plan: Plan, queues: CallbackQueues, raw: dict[str, Any], body: bytes) -> CallbackAnswer:
+def _business_event(plan: Plan, queues: CallbackQueues, raw: dict[str, Any], body: bytes,
+                    clock: Clock = SYSTEM_CLOCK) -> CallbackAnswer:
     if is_test_event(raw.get("BusinessEventId")):
         # Accepted whatever its other fields hold: F&O must be able to activate the endpoint (§4.1).
         log(logger, logging.INFO, "activation test event accepted and ignored", template=plan.name)
@@ -253,7 +298,7 @@ def _business_event(plan: Plan, queues: CallbackQueues, raw: dict[str, Any], bod
         return _rejected(plan, key)
     item = WorkItem(template=plan.name, key=key, event_id=event.EventId, business_event_id=event.BusinessEventId,
                     control_number=event.ControlNumber, event_time=event.event_time.isoformat(),
-                    received_at=SYSTEM_CLOCK.now().isoformat(), correlation_id=correlation_id())
+                    received_at=clock.now().isoformat(), correlation_id=correlation_id())
     failed = _queue(plan, queues, item)
     if failed is not None:
         return failed
@@ -266,10 +311,20 @@ def _business_event(plan: Plan, queues: CallbackQueues, raw: dict[str, Any], bod
 # -- data events (docs/protocol-notes.md §4.4) -----------------------------------------------------------------
 
 
-def key_from_data_event(plan: Plan, event: DataEvent) -> dict[str, str] | CallbackAnswer | None:
+@dataclass(frozen=True)
+class PartialKey:
+    """Some of the template's key fields, as a data event carried them (an Updated event carries only the changed
+    columns: a level's phrase without its company)."""
+
+    fields: dict[str, str]
+    missing: list[str]
+
+
+def key_from_data_event(plan: Plan, event: DataEvent) -> dict[str, str] | PartialKey | CallbackAnswer | None:
     """The template's key from the virtual table's key columns: in ``Target``, else (an Updated event carries only
     the changed columns) in its ``PreImage``. None when neither names the record (the company alone does not):
-    then only ``Target.Id`` names it. Values are held to the same rules as a business event's key fields."""
+    then only ``Target.Id`` names it; a ``PartialKey`` when the image names it but lacks some key columns. Values
+    are held to the same rules as a business event's key fields (a value that cannot name a record is a 400)."""
     spec = plan.template.data_event
     assert spec is not None
     naming = [p for p in plan.key_properties if p != COMPANY_KEY] or list(plan.key_properties)
@@ -297,8 +352,7 @@ def key_from_data_event(plan: Plan, event: DataEvent) -> dict[str, str] | Callba
             return _error(400, f"{problem} (attribute {column})")
         key[prop] = values[0]
     if missing:
-        return _error(400, f"the data event does not name the record: missing key column(s) {', '.join(missing)}",
-                      template=plan.name)
+        return PartialKey(key, missing)
     return key
 
 
@@ -315,7 +369,7 @@ def _event_time(created_on: str | None) -> str | None:
 
 
 def handle_data_event(plan: Plan, queues: CallbackQueues, raw: dict[str, Any],
-                      headers: Mapping[str, str] | None) -> CallbackAnswer:
+                      headers: Mapping[str, str] | None, clock: Clock = SYSTEM_CLOCK) -> CallbackAnswer:
     """A Dataverse ``RemoteExecutionContext`` carrying an F&O data event: queue a work item for its record (by key,
     or by ``Target.Id``), or a refresh of the template when Dataverse cut the body for size."""
     try:
@@ -331,29 +385,42 @@ def handle_data_event(plan: Plan, queues: CallbackQueues, raw: dict[str, Any],
         return _ignored(plan, "the template file has no data_event section", **ids)
     if event.entity != spec.virtual_table:
         return _ignored(plan, f"a data event of {event.entity}, not of {spec.virtual_table}", **ids)
-    received_at = SYSTEM_CLOCK.now().isoformat()
+    received_at = clock.now().isoformat()
 
-    def work_item(kind: WorkKind, key: dict[str, str] | None = None, target_id: str = "") -> WorkItem:
-        return WorkItem(template=plan.name, kind=kind, key=key or {}, target_id=target_id, event_id=ids["event_id"],
+    def work_item(kind: WorkKind, key: dict[str, str] | None = None, target_id: str = "",
+                  partial_key: dict[str, str] | None = None) -> WorkItem:
+        return WorkItem(template=plan.name, kind=kind, key=key or {}, target_id=target_id,
+                        partial_key=partial_key or {}, event_id=ids["event_id"],
                         event_time=_event_time(event.created_on), received_at=received_at,
                         correlation_id=correlation_id())
 
     if event.target is None:  # cut for size: no Target, so no record named; scan the template instead of dropping it
-        log(logger, logging.WARNING, "data event cut for size by Dataverse (no InputParameters); a scan of the "
-            "template is queued instead", template=plan.name, **ids)
+        log(logger, logging.WARNING, "data event cut for size by Dataverse (no InputParameters); a refresh of the "
+            "template is asked for instead (coalesced with any pending one)", template=plan.name, **ids)
         item = work_item(WorkKind.REFRESH)
     else:
-        key = key_from_data_event(plan, event)
-        if isinstance(key, CallbackAnswer):
-            return _rejected(plan, key)
+        found = key_from_data_event(plan, event)
+        if isinstance(found, CallbackAnswer):
+            return _rejected(plan, found)
+        partial = found if isinstance(found, PartialKey) else None
+        key = found if isinstance(found, dict) else None
         target_id = event.target_id or ""
-        if key is None and not target_id:
+        kind = WorkKind.DATA_DELETE if event.change is DataChange.DELETED else WorkKind.DATA_UPSERT
+        if key is None and not target_id and partial is None:
             what = "Target.Id" if event.change is DataChange.DELETED else (
                 f"key columns ({', '.join(spec.key_columns.values())}) and no Target.Id")
             return _rejected(plan, _error(400, f"the data event names no record: it has no {what}",
                                           template=plan.name))
-        kind = WorkKind.DATA_DELETE if event.change is DataChange.DELETED else WorkKind.DATA_UPSERT
-        item = work_item(kind, key, target_id)
+        if partial is not None:
+            # Never a 4xx for a well-formed event (a Dataverse webhook does not retry one): the worker finds the
+            # record by Target.Id (the index its Created filled), else by the key fields carried, else asks for the
+            # template's (coalesced) refresh.
+            log(logger, logging.INFO, "data event carries only part of the key; the worker resolves it",
+                template=plan.name, carried=partial.fields, missing=",".join(partial.missing),
+                target_id=target_id, **ids)
+            if not target_id:
+                kind = WorkKind.REFRESH
+        item = work_item(kind, key, target_id, partial.fields if partial is not None else None)
     failed = _queue(plan, queues, item)
     if failed is not None:
         return failed

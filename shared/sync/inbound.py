@@ -101,6 +101,9 @@ class InboundSync:
         self.lease_s = lease_s
         self.writable = [row.fo_property for row in plan.template.rows_for(Direction.TO_COMMERCE)
                          if row.fo_property not in plan.key_properties]
+        # F&O has no null strings (docs/protocol-notes.md §3.3): an emptied string column is written as "".
+        self.strings = frozenset(row.fo_property for row in plan.template.rows_for(Direction.TO_COMMERCE)
+                                 if row.fo_type == "string")
         # The first run (and a re-baseline): key ranges of both sides, checkpointed (``shared.sync.baseline``).
         self.baseline = Baseline(self, page_size or outbound.page_size)
 
@@ -264,7 +267,12 @@ class InboundSync:
                                  detected_by=f"{DIRECTION}/{source}")
             if verdict is Verdict.COMMERCE_WINS:
                 return Decision("commerce_wins", verdict)
-        return Decision("patch", verdict, {p: image[p] for p in self.writable if image.get(p) != commerce_image.get(p)})
+        return Decision("patch", verdict, {p: self.fo_value(p, image[p]) for p in self.writable
+                                           if image.get(p) != commerce_image.get(p)})
+
+    def fo_value(self, prop: str, value: Any) -> Any:
+        """What F&O stores for ``value``: ``""`` for an empty string property (F&O has no null strings)."""
+        return "" if value is None and prop in self.strings else value
 
     def create(self, key: dict[str, str], image: dict[str, Any], previous: SyncedState | None) -> str:
         """POST a row Commerce does not have (F&O has no upsert); F&O answers with the row it created."""

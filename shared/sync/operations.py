@@ -67,7 +67,8 @@ def replay(runtime: Runtime, template: str | None = None, row_keys: list[str] | 
         else:
             engine = runtime.outbound(name)
             outcome = engine.sync_key(engine.plan.key_as_dict(decode_key(key)), source="replay")
-        results.append(ReplayResult(name, row_key, outcome))
+        results.append(ReplayResult(name, row_key, outcome, still_refused(runtime, entity) if outcome == "parked"
+                                    else ""))
     if row_keys is not None:
         found = {r.key for r in results}
         results += [ReplayResult(template or "", k, "not_found", "no parked record with that key") for k in row_keys
@@ -75,6 +76,13 @@ def replay(runtime: Runtime, template: str | None = None, row_keys: list[str] | 
     log(logger, logging.INFO, "replay finished", template=template or "*", replayed=len(results),
         landed=sum(r.outcome in ("written", "unchanged", "deleted") for r in results))
     return results
+
+
+def still_refused(runtime: Runtime, before: dict[str, Any]) -> str:
+    """Why a replayed record was parked again: ``still refused: <reason>`` (the reason it is parked with now)."""
+    again = runtime.state.parked.get(before["PartitionKey"], before["RowKey"])
+    reason = (again or {}).get("error") or before.get("error") or "no reason recorded"
+    return f"still refused: {' '.join(str(reason).split())}"
 
 
 def retry_parked(runtime: Runtime) -> list[ReplayResult]:

@@ -11,9 +11,12 @@ de-duplication id (``OperationId``, else ``MessageName`` + ``Target.Id`` + ``Ope
 like an event id, and ControlNumber logic never applies to them (every such event re-reads its record). A
 Created/Updated event that names its key records ``Target.Id`` -> key first; an event naming its record only by
 ``Target.Id`` (every Deleted) is resolved through that index and takes the same path, so a delete happens only
-when the read by key finds the record gone. An id nobody knows, or an event Dataverse cut for size, starts a
-scan of the template instead (skipped when a scan that began after the event arrived already ran): nothing is
-deleted on a payload's word.
+when the read by key finds the record gone; one carrying part of its key (an Updated event carries only the
+changed columns) is looked up in Commerce by those fields (one read). An id nobody knows, or an event Dataverse
+cut for size, asks for the template's refresh instead (``request_refresh``): it joins the one pending refresh of
+the template, which ``timer_refresh_pending`` starts at most once per ``SYNC_REFRESH_MIN_INTERVAL_S``, and is
+skipped when a scan that began after the event arrived already ran. No callback starts a scan by itself, so many
+of them cost one scan, not many. Nothing is deleted on a payload's word.
 
 Failures. An outage (storage, Commerce or Dataverse unreachable) leaves the message to the host, which
 retries it and finally moves it to the poison queue. Any other error is a fault that a retry would only
@@ -43,7 +46,7 @@ from shared.observability import correlation_scope, log
 from shared.runtime import Runtime
 from shared.state.store import ConcurrencyConflict, decode_key, encode_key
 from shared.sync.parking import Parking
-from shared.sync.runs import DIRECTION_OUT, Outcome, RunStatus, scope_of
+from shared.sync.runs import ALL, DIRECTION_OUT, Outcome, RunStatus, scope_of
 from shared.telemetry import metrics
 
 logger = logging.getLogger("loyaltysync.worker")
@@ -109,9 +112,14 @@ def _duplicate(item: WorkItem) -> None:
     metrics.record_callback(item.template, kind, metrics.DUPLICATE, None)
 
 
+# A data event carrying only part of its key is looked up in Commerce by those fields; at most this many records
+# it may name are synced from it (more: a refresh instead).
+MAX_CANDIDATES = 10
+
+
 def _data_event(runtime: Runtime, item: WorkItem) -> str:
-    """A data event's work: find its record (key, or ``Target.Id`` through the index), re-read and sync it; a scan
-    of the template when no record can be named."""
+    """A data event's work: find its record (key; ``Target.Id`` through the index; the key fields it carried, looked
+    up in Commerce), re-read and sync it; the template's refresh when no record can be named."""
     state = runtime.state
     engine = runtime.outbound(item.template)
     key = dict(item.key)
@@ -124,11 +132,17 @@ def _data_event(runtime: Runtime, item: WorkItem) -> str:
             key = engine.plan.key_as_dict(decode_key(row_key))
             log(logger, logging.INFO, "data event resolved through Target.Id", template=item.template,
                 target_id=item.target_id, key=key, kind=item.kind.value)
+    if not key and item.partial_key:
+        found = _by_partial_key(runtime, item)
+        if found:
+            return _sync_found(runtime, item, found)
     if not key:
-        if item.kind is not WorkKind.REFRESH:
-            log(logger, logging.INFO, "no record known for this Target.Id; scanning the template", template=item.template,
-                target_id=item.target_id, kind=item.kind.value, event_id=item.event_id)
-        return refresh(runtime, item)
+        reason = (REASON_PARTIAL_KEY if item.partial_key else REASON_UNKNOWN_TARGET_ID if item.target_id
+                  else REASON_SIZE_EXCEEDED)
+        if reason == REASON_UNKNOWN_TARGET_ID:
+            log(logger, logging.INFO, "no record known for this Target.Id; asking for the template's refresh",
+                template=item.template, target_id=item.target_id, kind=item.kind.value, event_id=item.event_id)
+        return request_refresh(runtime, item, reason)
     try:
         outcome = engine.sync_key(key, source="callback")
     except OUTAGES:
@@ -144,6 +158,40 @@ def _data_event(runtime: Runtime, item: WorkItem) -> str:
     return outcome
 
 
+def _by_partial_key(runtime: Runtime, item: WorkItem) -> list[dict[str, str]]:
+    """The keys of the Commerce records whose key fields equal what the event carried (one read); empty when there
+    are none or more than ``MAX_CANDIDATES`` (a refresh then)."""
+    engine = runtime.outbound(item.template)
+    plan = engine.plan
+    rows = engine.commerce.find(engine.entity_set, item.partial_key, select=list(plan.key_properties),
+                                limit=MAX_CANDIDATES)
+    keys = list({plan.key_of(row): plan.key_as_dict(plan.key_of(row)) for row in rows}.values())
+    if len(keys) > MAX_CANDIDATES:
+        log(logger, logging.INFO, "the key fields a data event carried name too many records; asking for a refresh",
+            template=item.template, carried=item.partial_key, found=len(keys))
+        return []
+    log(logger, logging.INFO, "data event resolved by the key fields it carried", template=item.template,
+        carried=item.partial_key, keys=len(keys), target_id=item.target_id)
+    return keys
+
+
+def _sync_found(runtime: Runtime, item: WorkItem, keys: list[dict[str, str]]) -> str:
+    """Re-read and sync each record found (an Updated event of one of them: the others come out unchanged); the
+    ``Target.Id`` is remembered when exactly one was found."""
+    engine = runtime.outbound(item.template)
+    if len(keys) == 1 and item.target_id and item.kind is WorkKind.DATA_UPSERT:
+        runtime.state.target_ids.remember(item.template, item.target_id, encode_key(engine.plan.key_of(keys[0])))
+    outcomes: list[str] = []
+    for key in keys:
+        try:
+            outcomes.append(str(engine.sync_key(key, source="callback")))
+        except OUTAGES:
+            raise
+        except Exception as exc:
+            outcomes.append(_unexpected(runtime, item, encode_key(engine.plan.key_of(key)), exc))
+    return next((o for o in outcomes if o != Outcome.UNCHANGED), Outcome.UNCHANGED.value)
+
+
 def run_page_task(runtime: Runtime, task: PageTask) -> str:
     """One message of a template's pages queue: a key range, delete check or delete pass of a fanned-out scan
     (``Scan.run_task``), or a key range (or the planning) of a fanned-out inbound baseline (``InboundSync.run_task``)."""
@@ -152,27 +200,94 @@ def run_page_task(runtime: Runtime, task: PageTask) -> str:
     return runtime.scan(task.template).run_task(task)
 
 
-def refresh(runtime: Runtime, item: WorkItem) -> str:
-    """Scan the template (every scope), as its timer would, unless a scan that began after ``item`` arrived already
-    finished there (it saw Commerce after the change). Returns ``refreshed`` (a scan started, or ran in place),
-    ``refresh_covered`` (none needed) or ``refresh_busy`` (a scan holds the lease: it, or the next timer run, sees
-    the change). Any error raises: the host retries the message (a scan is safe to repeat), then poisons it."""
-    scan = runtime.scan(item.template)
-    settings = runtime.settings
-    received = datetime.fromisoformat(item.received_at)
+REASON_SIZE_EXCEEDED, REASON_UNKNOWN_TARGET_ID, REASON_PARTIAL_KEY = "size_exceeded", "unknown_target_id", "partial_key"
+
+
+def _known_scopes(runtime: Runtime, template: str) -> list[str]:
+    """The template's scopes as far as the state knows them, with no call to F&O (a request must stay cheap): ``all``,
+    or the configured legal entities, else those its watermarks name."""
+    if not runtime.outbound(template).plan.company_specific:
+        return [ALL]
+    if runtime.settings.legal_entities:
+        return [scope_of(company) for company in runtime.settings.legal_entities]
+    return sorted({m.scope for m in runtime.state.watermarks.all()
+                   if m.template == template and m.direction == DIRECTION_OUT and m.scope != ALL})
+
+
+def _covered(runtime: Runtime, template: str, since: datetime) -> bool:
+    """A scan of every scope of the template started at or after ``since`` (it read Commerce after the change)."""
+    scopes = _known_scopes(runtime, template)
+    for scope in scopes:
+        mark = runtime.state.watermarks.get(template, DIRECTION_OUT, scope)
+        if not mark.last_run_started or datetime.fromisoformat(mark.last_run_started) < since:
+            return False
+    return bool(scopes)
+
+
+def request_refresh(runtime: Runtime, item: WorkItem, reason: str) -> str:
+    """Ask for a scan of the template for a callback that names no record found: never a scan from here. The
+    request joins the template's pending refresh (``shared.state.refresh``), or makes one pending, unless a scan
+    that began after the callback arrived already covers it. The refresh timer (``run_pending_refreshes``) starts a
+    pending refresh once the minimum interval since the last one has passed. Returns ``refresh_pending``,
+    ``refresh_coalesced`` or ``refresh_covered``; every request is counted (``loyaltysync.refresh.requests``)."""
+    template = item.template
+    if _covered(runtime, template, datetime.fromisoformat(item.received_at)):
+        outcome = "covered"
+    else:
+        outcome = "pending" if runtime.state.refresh.request(template, reason) else "coalesced"
+    metrics.record_refresh_request(template, reason, outcome)
+    log(logger, logging.INFO, "template refresh requested", template=template, reason=reason, outcome=outcome,
+        target_id=item.target_id, event_id=item.event_id)
+    return f"refresh_{outcome}"
+
+
+def run_pending_refreshes(runtime: Runtime) -> dict[str, str]:
+    """Start each template's pending refresh that is due (``SYNC_REFRESH_MIN_INTERVAL_S`` since the last one
+    began): a scan of every scope, as its timer would, skipping scopes a scan began in since the last request
+    joined. Returns the outcome per template with a pending refresh: started, busy (a scan holds the lease: it, or
+    the next timer run, sees the change), covered, waiting (not due yet), paused (stays pending) or failed (made
+    pending again, logged)."""
+    results: dict[str, str] = {}
+    known = {t.name for t in runtime.catalog}
+    interval = runtime.settings.refresh_min_interval_s
+    for pending in runtime.state.refresh.all():
+        template = pending.template
+        if not pending.pending or template not in known:
+            continue
+        if is_paused(runtime, template):
+            results[template] = "paused"
+            continue
+        claimed = runtime.state.refresh.claim(template, interval)
+        if claimed is None:
+            results[template] = "waiting"
+            continue
+        try:
+            outcome = _start_refresh(runtime, template, datetime.fromisoformat(claimed.last_requested_at))
+        except Exception as exc:  # not lost: pending again, retried by the next tick
+            log(logger, logging.ERROR, "template refresh failed to start; pending again", template=template,
+                error=f"{type(exc).__name__}: {exc}")
+            runtime.state.refresh.request(template, f"retry: {type(exc).__name__}")
+            outcome = "failed"
+        results[template] = outcome
+        metrics.record_refresh(template, outcome)
+        runtime.state.refresh.finished(template, outcome)
+        log(logger, logging.INFO, "template refresh taken up", template=template, outcome=outcome,
+            requests=claimed.requests, reason=claimed.reason, first_requested_at=claimed.first_requested_at)
+    return results
+
+
+def _start_refresh(runtime: Runtime, template: str, last_requested: datetime) -> str:
+    scan = runtime.scan(template)
     started: list[str] = []
     busy: list[str] = []
-    for company in scan.scopes(settings.legal_entities):
+    for company in scan.scopes(runtime.settings.legal_entities):
         scope = scope_of(company)
-        mark = runtime.state.watermarks.get(item.template, DIRECTION_OUT, scope)
-        if mark.last_run_started and datetime.fromisoformat(mark.last_run_started) >= received:
+        mark = runtime.state.watermarks.get(template, DIRECTION_OUT, scope)
+        if mark.last_run_started and datetime.fromisoformat(mark.last_run_started) >= last_requested:
             continue
-        summary = scan.start(company) if settings.fan_out else scan.run_scope(company)
+        summary = scan.start(company) if runtime.settings.fan_out else scan.run_scope(company)
         (busy if summary.status == RunStatus.SKIPPED else started).append(scope)
-    outcome = "refreshed" if started else "refresh_busy" if busy else "refresh_covered"
-    log(logger, logging.INFO, "template scan for a data event", template=item.template, outcome=outcome,
-        started=started, busy=busy, target_id=item.target_id, event_id=item.event_id)
-    return outcome
+    return "started" if started else "busy" if busy else "covered"
 
 
 def _unexpected(runtime: Runtime, item: WorkItem, row_key: str, exc: Exception) -> str:

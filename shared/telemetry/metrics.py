@@ -131,6 +131,13 @@ class Instruments:
         self.work_items = meter.create_counter(
             "loyaltysync.work_items", unit="{item}",
             description="Callback work items the queue worker finished, by outcome (written, duplicate, held, ...)")
+        self.refresh_requests = meter.create_counter(
+            "loyaltysync.refresh.requests", unit="{request}",
+            description="Requests for a scan of a template (a callback naming no record found), by reason and by "
+                        "outcome: pending (made a refresh pending), coalesced (joined one), covered (a scan since)")
+        self.refreshes = meter.create_counter(
+            "loyaltysync.refreshes", unit="{refresh}",
+            description="Pending refreshes taken up, by outcome: started, busy (a scan held the lease), covered")
         self.lag = meter.create_histogram(
             "loyaltysync.lag", unit="s", description="From the event's time in Commerce to the record written in Dataverse")
         meter.create_observable_gauge("loyaltysync.limiter.in_flight", [gauges.in_flight], unit="{request}",
@@ -205,6 +212,15 @@ def record_callback(template: str, kind: str, result: str, latency_ms: float | N
 
 def record_work_item(template: str, kind: str, outcome: str) -> None:
     instruments().work_items.add(1, {"template": template, "kind": kind, "outcome": str(outcome)})
+
+
+def record_refresh_request(template: str, reason: str, outcome: str) -> None:
+    """One request for a scan of the template, whether it starts one or not."""
+    instruments().refresh_requests.add(1, {"template": template, "reason": reason, "outcome": outcome})
+
+
+def record_refresh(template: str, outcome: str) -> None:
+    instruments().refreshes.add(1, {"template": template, "outcome": outcome})
 
 
 def record_lag(template: str, direction: str, seconds: float) -> None:

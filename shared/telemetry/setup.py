@@ -38,6 +38,15 @@ AUTHENTICATION_STRING = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
 INSTRUMENTATIONS_OFF = ("azure_sdk", "django", "fastapi", "flask", "psycopg2")
 
 
+AZURE_SDK_LOG_LEVEL = "SYNC_AZURE_SDK_LOG_LEVEL"
+# The Azure SDK's loggers: ``azure`` is the parent of them all; the HTTP logging policy logs every request's URL
+# and headers at INFO (a Table Storage URL holds the record's key: card numbers). Named too, in case a handler
+# or the host set a level on it directly.
+AZURE_SDK_LOGGERS = ("azure", "azure.core.pipeline.policies.http_logging_policy")
+AZURE_SDK_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_AZURE_SDK_LOG_LEVEL = "WARNING"
+
+
 class TelemetryError(ValueError):
     """A telemetry setting cannot be used (the message names it)."""
 
@@ -120,6 +129,25 @@ class TelemetryConfig(BaseModel):
 
 _lock = threading.Lock()
 _configured: bool | None = None
+
+
+def configure_azure_sdk_logging(environ: Mapping[str, str] | None = None) -> int:
+    """Set the Azure SDK's loggers to ``SYNC_AZURE_SDK_LOG_LEVEL`` (default WARNING, as the command line does):
+    at INFO its HTTP logging policy writes a line per storage request, each with a URL holding record keys
+    (about 33,000 lines in 8 minutes of a demo). An unknown value keeps WARNING and says so in the log (a
+    setting of the log must not stop the app from starting). Returns the level set."""
+    import os
+
+    env = os.environ if environ is None else environ
+    text = (env.get(AZURE_SDK_LOG_LEVEL) or "").strip().upper() or DEFAULT_AZURE_SDK_LOG_LEVEL
+    if text not in AZURE_SDK_LOG_LEVELS:
+        log(logger, logging.WARNING, "unknown Azure SDK log level; WARNING is used", setting=AZURE_SDK_LOG_LEVEL,
+            value=text[:40], allowed=",".join(AZURE_SDK_LOG_LEVELS))
+        text = DEFAULT_AZURE_SDK_LOG_LEVEL
+    level = logging.getLevelName(text)
+    for name in AZURE_SDK_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    return int(level)
 
 
 def _sdk_provider_installed() -> bool:

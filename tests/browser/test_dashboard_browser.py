@@ -162,3 +162,60 @@ def test_a_form_posted_from_another_site_is_refused_and_changes_nothing(runtime:
     body = browser.find_element(By.TAG_NAME, "body").text
     assert body.startswith("forbidden: cross-site request refused (Sec-Fetch-Site: cross-site)")
     assert not runtime.state.callbacks.is_paused("loyalty_cards")
+
+
+# -- a 1280 x 800 window: no sideways scrolling, every action in view -------------------------------------------
+
+LONG_FAILURE = ("preflight failed: DATAVERSE_URL: cannot reach http://127.0.0.1:1 (ServiceRequestError: "
+                "HTTPConnectionPool(host='127.0.0.1', port=1): Max retries exceeded with url: /api/data/v9.2/WhoAmI "
+                "(Caused by NewConnectionError('<urllib3.connection.HTTPConnection object at 0x7f0c>: Failed to "
+                "establish a new connection: [Errno 111] Connection refused'))); check DATAVERSE_URL (e.g. "
+                "https://<org>.crm.dynamics.com) and the network")
+
+
+@pytest.fixture()
+def worst_day(bad_day: Runtime) -> Runtime:
+    """Everything the page can show at once, with long texts: a failed run with a long exception, held deletes
+    with their approval, a long parked key and reason, a poison message, a paused template with a reason."""
+    runtime = bad_day
+    for template, scope in (("loyalty_levels", "usmf"), ("loyalty_levels", "demf"), ("loyalty_cards", "all")):
+        mark = runtime.state.watermarks.get(template, "fo_to_dataverse", scope)
+        mark.last_status, mark.last_error = "failed", LONG_FAILURE
+        mark.last_failed_at = "2026-11-30T10:00:00+00:00"
+        mark.held_deletes, mark.held_states, mark.held_run = 700, 1000, "run-" + "7" * 30
+        runtime.state.watermarks.save(mark)
+    runtime.state.parked.park("loyalty_cards", encode_key(("LC-" + "9" * 60,)), direction="fo_to_dataverse",
+                              error_class="validation", error="The value " + "x" * 300 + " is too long",
+                              source="scan", correlation_id="c-1")
+    poison_as_host(runtime.queues, "loyalty_levels", QueueKind.PAGES, {"range": "A" * 400})
+    return runtime
+
+
+def test_the_page_fits_a_1280_px_window_with_every_action_in_view(worst_day: Runtime, browser: Any,
+                                                                host: LocalFunctionsHost) -> None:
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 800,
+                                                                   "deviceScaleFactor": 1, "mobile": False})
+    try:
+        open_page(browser, host, "page load at 1280 px")
+        inner, scroll_width, client_width = browser.execute_script(
+            "return [window.innerWidth, document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert inner == 1280 and scroll_width <= client_width  # clientWidth: the window less its vertical scrollbar
+        buttons = browser.find_elements(By.CSS_SELECTOR, "button")
+        assert len(buttons) >= 6
+        outside = [(b.text, right) for b in buttons
+                   if (right := browser.execute_script("return arguments[0].getBoundingClientRect().right", b))
+                   > client_width]
+        assert outside == []
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_a_failed_state_shows_the_hint_first_and_folds_the_exception(worst_day: Runtime, browser: Any,
+                                                                     host: LocalFunctionsHost) -> None:
+    open_page(browser, host, "page load")
+    state = row(browser, "loyalty_levels", scope="usmf").find_element(By.CSS_SELECTOR, "td.state")
+    failure = state.find_element(By.CSS_SELECTOR, ".failure").text
+    assert failure.startswith("preflight failed: DATAVERSE_URL: cannot reach http://127.0.0.1:1; check DATAVERSE_URL")
+    assert "ServiceRequestError" not in failure
+    details = state.find_element(By.CSS_SELECTOR, "details.exception")
+    assert details.get_attribute("open") is None and "ServiceRequestError" in details.get_attribute("textContent")

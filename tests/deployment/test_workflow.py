@@ -82,3 +82,32 @@ def test_ci_runs_the_tests_on_debian_where_setup_can_install_chromium_for_the_br
     job = workflow()["jobs"]["test"]
     assert str(job["container"]).startswith("python:3.11-") and "bookworm" in str(job["container"])
     assert [step["run"] for step in job["steps"] if "run" in step] == ["./dev test"]
+
+
+SECRET_LIKE = re.compile(r"SECRET|TOKEN|PASSWORD|_KEY$")
+
+
+def test_the_workflow_writes_no_app_setting_a_redeployment_would_then_overwrite() -> None:
+    """App settings are the Bicep's (deployment-owned) or the operator's: no step sets one."""
+    text = WORKFLOW.read_text()
+    assert "appsettings set" not in text and "app-settings" not in text and "--settings" not in text
+
+
+def test_secrets_reach_the_deployment_from_github_secrets_only() -> None:
+    provision = workflow()["jobs"]["provision"]
+    for name, value in provision["env"].items():
+        if SECRET_LIKE.search(name):
+            assert str(value).startswith("${{ secrets."), name
+    given = json.loads((REPO / "infra" / "main.parameters.json").read_text())["parameters"]
+    assert given["callbackSecret"] == {"value": "${SYNC_CALLBACK_SECRET=}"}  # empty: the vault's secret stays
+    assert "@secure()\nparam callbackSecret string" in (REPO / "infra" / "main.bicep").read_text()
+
+
+def test_the_deployment_signs_in_with_entra_id_as_basic_publishing_credentials_are_off() -> None:
+    """The Bicep turns off basic (scm and ftp) publishing credentials: a publish profile would no longer work, so
+    the deploy step must use the OpenID Connect login, never a publish profile."""
+    (deploy,) = steps_using("Azure/functions-action")
+    assert "publish-profile" not in deploy["with"]
+    job = workflow()["jobs"]["deploy"]
+    assert any(str(s.get("uses", "")).startswith("azure/login") for s in job["steps"])
+    assert "basicPublishingCredentialsPolicies" in (REPO / "infra" / "main.bicep").read_text()

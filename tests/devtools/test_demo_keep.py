@@ -28,10 +28,16 @@ def demo() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
     urls: dict[str, str] = {}
     deadline = time.monotonic() + 240
     for line in process.stdout:
-        match = re.match(r"\s+(Status page|Ops status|Dataverse|Commerce \(F&O\))\s+(\S+)", line)
+        match = re.match(r"\s+(Status page|Ops status|Dataverse|Commerce \(F&O\)|PID|By event|By timer)\s+(.+)", line)
         if match:
-            urls[match.group(1)] = match.group(2)
+            urls[match.group(1)] = match.group(2).strip()
+        if line.strip().startswith("curl "):
+            urls["curl"] = line.strip()
         if "Try, in another terminal" in line or time.monotonic() > deadline:
+            break
+    for line in process.stdout:  # the commands to try, up to the curl example's URL
+        if line.strip().startswith('-d '):
+            urls["curl url"] = line.strip().split('"')[-2]
             break
     try:
         yield process, urls
@@ -44,8 +50,23 @@ def demo() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
 def test_the_demo_prints_where_the_status_page_and_the_services_are(demo: tuple[subprocess.Popen[str],
                                                                               dict[str, str]]) -> None:
     _, urls = demo
-    assert set(urls) == {"Status page", "Ops status", "Dataverse", "Commerce (F&O)"}
-    assert urls["Status page"].endswith("/api/ops/dashboard")
+    assert {"Status page", "Ops status", "Dataverse", "Commerce (F&O)"} <= set(urls)
+    assert urls["Status page"].split()[0].endswith("/api/ops/dashboard")
+
+
+def test_the_demo_prints_its_pid_and_which_templates_arrive_by_event_and_by_timer(
+        demo: tuple[subprocess.Popen[str], dict[str, str]]) -> None:
+    process, printed = demo
+    assert printed["PID"] == str(process.pid)
+    assert printed["By event"].startswith("loyalty_cards (F&O data events")
+    assert printed["By timer"].startswith("loyalty_levels, loyalty_reward_points (their timers, every 2 s here)")
+
+
+def test_the_curl_example_names_a_card_that_exists(demo: tuple[subprocess.Popen[str], dict[str, str]]) -> None:
+    _, printed = demo
+    url = printed["curl url"]
+    assert "<CardNumber>" not in url
+    assert requests.get(url, headers=AUTH, timeout=10).status_code == 200
 
 
 def test_the_kept_host_answers_the_ops_endpoints(demo: tuple[subprocess.Popen[str], dict[str, str]]) -> None:

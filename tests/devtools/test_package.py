@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.package import REPO, build
+from devtools.package import REPO, build, checkout_files, core_tools_files, kept_by_action
 
 LEFT_OUT = ("emulators/", "devtools/", "tests/", "bench/", "infra/", "docs/", ".github/", "node_modules/", ".venv/",
             "dist/")
@@ -57,3 +57,48 @@ def test_packaged_app_indexes_its_functions_without_the_folders_left_out(package
     assert result.returncode == 0, result.stderr
     functions = ast.literal_eval(result.stdout)
     assert "callback_loyalty_cards" in functions and any(name.startswith("ops_") for name in functions)
+
+
+# What azd, Azurite and editors leave in a working folder, beside the app's own files: none of it may ship,
+# whichever tool builds the package (functions-action and azd read .funcignore as gitignore rules, Core Tools
+# with its own root-anchored prefix matcher).
+LEFT_IN_THE_FOLDER = [
+    ".azure/prod/.env",  # azd's environments: subscription ids and every `azd env set` value
+    ".azure/prod/config.json",
+    ".azure/dev/.env",
+    ".azure/config.json",
+    ".azurite/__azurite_db_table__.json",  # Azurite's --location folder
+    "__azurite_db_table__.json",  # Azurite started in the repository root
+    "__azurite_db_queue_extent__.json",
+    "__blobstorage__/abc",
+    "__queuestorage__/abc",
+    ".env",
+    ".env.local",
+    ".envrc",
+    "dev",
+    "shared/__pycache__/cli.cpython-311.pyc",
+    "local.settings.json",
+]
+APP_FILES = ["function_app.py", "host.json", "requirements.txt", "shared/cli.py", "mappings/loyalty_cards.json",
+             "shared/dev/helper.py"]  # a folder named dev below the root is the app's (/dev is the root's only)
+
+BUILDERS = {"functions-action and azd": kept_by_action, "Core Tools": core_tools_files}
+
+
+@pytest.mark.parametrize("builder", BUILDERS, ids=list(BUILDERS))
+@pytest.mark.parametrize("path", LEFT_IN_THE_FOLDER)
+def test_what_azd_azurite_and_dotenv_leave_in_the_folder_is_never_shipped(builder: str, path: str) -> None:
+    assert BUILDERS[builder]([path, *APP_FILES]) == APP_FILES
+
+
+@pytest.mark.parametrize("builder", BUILDERS, ids=list(BUILDERS))
+def test_dev_is_left_out_at_the_root_only(builder: str) -> None:
+    kept = BUILDERS[builder](["dev", "shared/dev/helper.py", "mappings/dev/x.json"])
+    assert kept == ["shared/dev/helper.py", "mappings/dev/x.json"]
+
+
+def test_core_tools_would_publish_the_app_and_leave_out_the_development_folders() -> None:
+    """``func azure functionapp publish`` reads .funcignore from the root only: what it keeps of a checkout is
+    what functions-action keeps (less .funcignore itself, which Core Tools never uploads)."""
+    files = checkout_files()
+    assert core_tools_files(files) == [name for name in kept_by_action(files) if name != ".funcignore"]

@@ -17,10 +17,11 @@ import azure.functions as func
 import pytest
 import requests
 
-from devtools.functions_host import LocalFunctionsHost, QueuePump, invoke_http
+from devtools.functions_host import LocalFunctionsHost, QueuePump, invoke_http, invoke_timer
 from shared.runtime import Runtime
 from shared.sync import operations
 from tests.builders import as_body, card_row
+from tests.clock import ManualClock
 from tests.data_events import (
     LEVELS_TABLE,
     POINTS_TABLE,
@@ -59,6 +60,11 @@ def new_card(stores: Stores, card: str, **changes: Any) -> None:
 def counters(telemetry: Telemetry, template: str = "loyalty_cards") -> dict[str, float]:
     """What the queue worker did with the template's work items (``loyaltysync.work_items`` by outcome)."""
     return telemetry.work_items(template)
+
+
+def refresh_timer() -> None:
+    """The timer that starts the pending template refreshes that are due (every minute in Azure)."""
+    invoke_timer(app(), "timer_refresh_pending")
 
 
 def synced(runtime: Runtime, *templates: str) -> None:
@@ -106,7 +112,9 @@ def test_created_updated_and_deleted_events_over_http_leave_dataverse_equal_to_c
         stores.delete_in_commerce("RetailLoyaltyCards('DE-NEW-2')")                        # Deleted, id known
         stores.delete_in_commerce(f"RetailLoyaltyCards('{seeded[1]}')")                    # Deleted, id never seen
         assert commerce_emulator.publisher.flush(30)
-        assert pump.drain(60) >= 2 * 2  # plus the key ranges (and delete checks) of the scan the unknown id started
+        assert pump.drain(60) == 2 * 2  # the unknown id asked for the template's refresh
+        refresh_timer()
+        assert pump.drain(60) >= 1  # the key ranges (and delete checks) of the refresh's scan
         deliveries = requests.get(f"{url}/_emulator/business-events/deliveries", timeout=10).json()["value"]
         assert len(deliveries) == 2 * 8 and all(d["ok"] and d["format"] == "data_event" for d in deliveries)
     finally:
@@ -119,7 +127,7 @@ def test_created_updated_and_deleted_events_over_http_leave_dataverse_equal_to_c
     assert actual[(seeded[0],)]["msdyn_cardtendertype"] == 806380003
     cards = counters(telemetry)
     assert cards["duplicate"] == 6  # every second delivery of the six card events
-    assert (cards["deleted"], cards["refreshed"]) == (1, 1)
+    assert (cards["deleted"], cards["refresh_pending"]) == (1, 1)
     assert counters(telemetry, "loyalty_levels")["duplicate"] == 1
     assert counters(telemetry, "loyalty_reward_points")["duplicate"] == 1
     assert list(runtime.state.parked.all()) == []
@@ -175,6 +183,78 @@ def test_an_updated_event_without_key_columns_is_resolved_through_the_target_id_
     assert counters(telemetry) == {"written": 2}
 
 
+# -- part of the key only: Target.Id first, then the key fields carried, then the coalesced refresh; never a 4xx --
+
+
+def level_updated(phrase: str, target: str | None = None, **attributes: Any) -> dict[str, Any]:
+    """A level's Updated event as documented: only the changed columns (here the phrase), no ``mserp_dataareaid``."""
+    return data_event("OnExternalUpdated", table=LEVELS_TABLE, target=target,
+                      attributes={"mserp_levelphrase": phrase, **attributes})
+
+
+def test_a_level_update_carrying_only_its_phrase_is_resolved_through_the_target_id_of_its_created_event(
+        runtime: Runtime, stores: Stores, pump: QueuePump, telemetry: Telemetry) -> None:
+    """The review's case: this answered 400, which a Dataverse webhook never retries."""
+    stores.create_in_commerce("LoyaltyLevels", {"dataAreaId": "usrt", "LevelPhrase": "DE Jade", "LevelDescription": "x"})
+    record = target_id()
+    created = data_event(table=LEVELS_TABLE, target=record,
+                         attributes={"mserp_levelphrase": "DE Jade", "mserp_dataareaid": "usrt"})
+    assert post(created, "loyalty_levels")[0] == 202 and pump.drain() == 1
+    stores.change_in_commerce("LoyaltyLevels(dataAreaId='usrt',LevelPhrase='DE Jade')", {"LevelDescription": "now"})
+    status, body = post(level_updated("DE Jade", target=record), "loyalty_levels")
+    assert (status, body["kind"], body["target_id"]) == (202, "data_upsert", record)
+    assert pump.drain() == 1
+    assert stores.actual("loyalty_levels")[("usrt", "DE Jade")]["msdyn_description"] == "now"
+    assert counters(telemetry, "loyalty_levels") == {"written": 2}
+
+
+def commerce_gets(commerce_emulator: Any) -> int:
+    stats = requests.get(f"{commerce_emulator.url}/_emulator/stats", timeout=10).json()
+    return int(stats["by_method"].get("GET", 0))
+
+
+def test_a_level_update_with_an_unknown_target_id_is_found_by_its_phrase_in_one_read(
+        runtime: Runtime, stores: Stores, pump: QueuePump, telemetry: Telemetry, commerce_emulator: Any) -> None:
+    stores.create_in_commerce("LoyaltyLevels", {"dataAreaId": "usmf", "LevelPhrase": "DE Opal", "LevelDescription": "x"})
+    record = target_id()
+    status, body = post(level_updated("DE Opal", target=record), "loyalty_levels")
+    assert (status, body["kind"]) == (202, "data_upsert")
+    gets = commerce_gets(commerce_emulator)
+    assert pump.drain() == 1  # no refresh asked for: no scan, no key ranges
+    assert commerce_gets(commerce_emulator) - gets == 2  # the lookup by phrase, then the re-read by key
+    assert ("usmf", "DE Opal") in stores.actual("loyalty_levels") and len(stores.actual("loyalty_levels")) == 1
+    assert counters(telemetry, "loyalty_levels") == {"written": 1}
+    assert runtime.state.target_ids.key_of("loyalty_levels", record) is not None  # found once: remembered
+    assert not runtime.state.refresh.get("loyalty_levels").pending
+
+
+def test_a_phrase_several_companies_use_syncs_each_of_them(runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
+    """Without its company the phrase names one level per company: each is re-read (the others come out as they
+    are), which still costs a few reads instead of a scan."""
+    assert post(level_updated("Gold"), "loyalty_levels")[0] == 202 and pump.drain() == 1
+    golds = {key for key in stores.actual("loyalty_levels") if key[1] == "Gold"}
+    assert golds == {(row["dataAreaId"], "Gold") for row in stores.commerce_rows("loyalty_levels")
+                     if row["LevelPhrase"] == "Gold"} and len(golds) == 3
+    assert not runtime.state.refresh.get("loyalty_levels").pending
+
+
+def test_a_level_update_without_target_id_or_company_is_still_accepted(runtime: Runtime, stores: Stores,
+                                                                        pump: QueuePump) -> None:
+    stores.create_in_commerce("LoyaltyLevels", {"dataAreaId": "demf", "LevelPhrase": "DE Onyx", "LevelDescription": "x"})
+    status, body = post(level_updated("DE Onyx", target="00000000-0000-0000-0000-000000000000"), "loyalty_levels")
+    assert (status, body["kind"]) == (202, "refresh")
+    assert pump.drain() == 1
+    assert ("demf", "DE Onyx") in stores.actual("loyalty_levels")
+    assert not runtime.state.refresh.get("loyalty_levels").pending
+
+
+def test_a_phrase_commerce_does_not_have_asks_for_the_templates_refresh(runtime: Runtime, pump: QueuePump,
+                                                                        telemetry: Telemetry) -> None:
+    assert post(level_updated("DE Nowhere"), "loyalty_levels")[0] == 202 and pump.drain() == 1
+    assert runtime.state.refresh.get("loyalty_levels").pending
+    assert telemetry.by("loyaltysync.refresh.requests", "reason", template="loyalty_levels") == {"partial_key": 1}
+
+
 def test_an_updated_event_names_its_key_in_the_pre_image(runtime: Runtime, stores: Stores, pump: QueuePump) -> None:
     new_card(stores, "DE-PRE")
     event = data_event("OnExternalUpdated", attributes={"mserp_partynumber": "X"})
@@ -208,6 +288,21 @@ def test_the_same_operation_id_is_one_event(runtime: Runtime, stores: Stores, pu
     assert post(first)[1]["event_id"] == post(again)[1]["event_id"]
     assert pump.drain() == 2
     assert counters(telemetry)["duplicate"] == 1
+
+
+def test_two_records_of_one_operation_both_sync(runtime: Runtime, stores: Stores, pump: QueuePump,
+                                               telemetry: Telemetry) -> None:
+    """One F&O operation may change several records: the same OperationId on two Target.Ids is two events (the
+    de-duplication id keys on the record too), so neither record is dropped as the other's duplicate."""
+    new_card(stores, "DE-OP-A")
+    new_card(stores, "DE-OP-B")
+    operation = "7E57AB1E-0000-4000-8000-000000000001"
+    first = post(card_created("DE-OP-A", operation_id=operation))[1]
+    second = post(card_created("DE-OP-B", operation_id=operation))[1]
+    assert first["event_id"] != second["event_id"]
+    assert pump.drain() == 2
+    assert {("DE-OP-A",), ("DE-OP-B",)} <= set(stores.actual("loyalty_cards"))
+    assert counters(telemetry) == {"written": 2}
 
 
 def test_two_updates_of_one_record_in_the_same_second_are_two_events(runtime: Runtime, stores: Stores,
@@ -289,15 +384,18 @@ def test_a_deleted_event_for_an_id_never_seen_scans_the_template(runtime: Runtim
     stores.delete_in_commerce(f"RetailLoyaltyCards('{card}')")
     status, body = post(deleted(target_id()))
     assert (status, body["kind"]) == (202, "data_delete")
-    assert pump.drain() >= 2  # the work item, then the key ranges (and delete checks) of the scan it started
+    assert pump.drain() == 1  # the work item asks for the template's refresh: no scan from the worker itself
+    assert (card,) in stores.actual("loyalty_cards")
+    refresh_timer()
+    assert pump.drain() >= 1  # the key ranges (and delete checks) of the refresh's scan
     assert (card,) not in stores.actual("loyalty_cards")
     assert stores.differences("loyalty_cards") == []
-    assert counters(telemetry) == {"refreshed": 1}
+    assert counters(telemetry) == {"refresh_pending": 1}
 
 
 def test_unknown_ids_arriving_together_cost_one_scan(runtime: Runtime, stores: Stores, pump: QueuePump,
                                                      monkeypatch: pytest.MonkeyPatch, telemetry: Telemetry) -> None:
-    """In place (no fan-out): the first runs the scan; the others arrived before it began, so it covered them."""
+    """In place (no fan-out): the first makes the refresh pending, the others join it; the timer runs one scan."""
     monkeypatch.setattr(runtime.settings, "fan_out", False)
     synced(runtime, "loyalty_cards")
     cards = [row["CardNumber"] for row in stores.commerce_rows("loyalty_cards")[:3]]
@@ -305,8 +403,106 @@ def test_unknown_ids_arriving_together_cost_one_scan(runtime: Runtime, stores: S
         stores.delete_in_commerce(f"RetailLoyaltyCards('{card}')")
         assert post(deleted(target_id()))[0] == 202
     assert pump.drain() == 3
-    assert counters(telemetry) == {"refreshed": 1, "refresh_covered": 2}
+    assert counters(telemetry) == {"refresh_pending": 1, "refresh_coalesced": 2}
+    refresh_timer()
+    assert runtime.state.watermarks.get("loyalty_cards", "fo_to_dataverse", "all").run_seq == 2  # synced, then one
     assert not {(card,) for card in cards} & set(stores.actual("loyalty_cards"))
+
+
+# -- refreshes: coalesced, at most one per minimum interval, every request counted --------------------------------
+
+
+def scans(runtime: Runtime, template: str = "loyalty_cards") -> int:
+    return runtime.state.watermarks.get(template, "fo_to_dataverse", "all").run_seq
+
+
+@pytest.fixture()
+def clock(runtime: Runtime) -> ManualClock:
+    runtime.state.clock = manual = ManualClock()
+    return manual
+
+
+def test_five_unknown_ids_eight_seconds_apart_cost_one_scan(runtime: Runtime, stores: Stores, pump: QueuePump,
+                                                            clock: ManualClock, telemetry: Telemetry) -> None:
+    """The review's case: five small Deleted events for ids nobody knows, 8 s apart, once gave five full scans."""
+    synced(runtime, "loyalty_cards")
+    clock.advance(1)  # the callbacks come after the initial sync began (else it covers them)
+    for _ in range(5):
+        assert post(deleted(target_id()))[0] == 202
+        assert pump.drain() == 1
+        clock.advance(8)
+    assert scans(runtime) == 1  # only the initial sync: the worker never scans for a callback itself
+    refresh_timer()
+    assert pump.drain() >= 1
+    assert scans(runtime) == 2
+    assert telemetry.by("loyaltysync.refresh.requests", "outcome", template="loyalty_cards") == {
+        "pending": 1, "coalesced": 4}
+    assert telemetry.by("loyaltysync.refreshes", "outcome", template="loyalty_cards") == {"started": 1}
+
+
+def test_events_cut_for_size_and_unknown_ids_share_one_pending_refresh(runtime: Runtime, pump: QueuePump,
+                                                                       clock: ManualClock, telemetry: Telemetry) -> None:
+    synced(runtime, "loyalty_cards")
+    clock.advance(1)
+    assert post(without_target(card_created("X")), headers=SIZE_EXCEEDED)[1]["kind"] == "refresh"
+    assert post(deleted(target_id()))[0] == 202
+    assert pump.drain() == 2
+    pending = runtime.state.refresh.get("loyalty_cards")
+    assert (pending.pending, pending.requests, pending.reason) == (True, 2, "size_exceeded")
+    assert telemetry.by("loyaltysync.refresh.requests", "reason", template="loyalty_cards") == {
+        "size_exceeded": 1, "unknown_target_id": 1}
+
+
+def test_a_refresh_starts_no_sooner_than_the_minimum_interval_after_the_last(
+        runtime: Runtime, pump: QueuePump, clock: ManualClock, telemetry: Telemetry) -> None:
+    interval = runtime.settings.refresh_min_interval_s
+    synced(runtime, "loyalty_cards")
+    clock.advance(1)
+    assert post(deleted(target_id()))[0] == 202 and pump.drain() == 1
+    refresh_timer()
+    pump.drain()
+    assert scans(runtime) == 2
+    clock.advance(1)
+    assert post(deleted(target_id()))[0] == 202 and pump.drain() == 1  # after that scan began: not covered by it
+    refresh_timer()
+    clock.advance(interval - 2)
+    refresh_timer()
+    assert scans(runtime) == 2 and runtime.state.refresh.get("loyalty_cards").pending  # waiting, not lost
+    clock.advance(1)
+    refresh_timer()
+    pump.drain()
+    assert scans(runtime) == 3 and not runtime.state.refresh.get("loyalty_cards").pending
+    assert telemetry.by("loyaltysync.refreshes", "outcome", template="loyalty_cards") == {"started": 2}
+
+
+def test_a_request_a_scan_began_after_is_covered_and_counted(runtime: Runtime, pump: QueuePump, clock: ManualClock,
+                                                             telemetry: Telemetry) -> None:
+    assert post(deleted(target_id()))[0] == 202
+    clock.advance(1)
+    synced(runtime, "loyalty_cards")  # the timer's scan, after the callback arrived
+    assert pump.drain() == 1
+    assert not runtime.state.refresh.get("loyalty_cards").pending
+    assert telemetry.by("loyaltysync.refresh.requests", "outcome", template="loyalty_cards") == {"covered": 1}
+
+
+def test_a_refresh_request_costs_commerce_nothing(runtime: Runtime, pump: QueuePump, commerce_emulator: Any) -> None:
+    """A flood of unknown ids must stay cheap: asking for a refresh reads only the app's own tables (no
+    LegalEntities, no preflight), even for a company-specific template."""
+    assert post(deleted(target_id(), LEVELS_TABLE), "loyalty_levels")[0] == 202
+    before = commerce_gets(commerce_emulator)
+    assert pump.drain() == 1
+    assert commerce_gets(commerce_emulator) == before
+    assert runtime.state.refresh.get("loyalty_levels").pending
+
+
+def test_a_pending_refresh_waits_while_its_template_is_paused(runtime: Runtime, pump: QueuePump, clock: ManualClock,
+                                                              ) -> None:
+    synced(runtime, "loyalty_cards")
+    clock.advance(1)
+    assert post(deleted(target_id()))[0] == 202 and pump.drain() == 1
+    operations.pause(runtime, "loyalty_cards", by="test")
+    refresh_timer()
+    assert scans(runtime) == 1 and runtime.state.refresh.get("loyalty_cards").pending
 
 
 # -- cut for size: 2xx, logged, a scan instead ----------------------------------------------------------------
@@ -321,7 +517,9 @@ def test_an_event_cut_for_size_is_accepted_and_scans_the_template(runtime: Runti
     status, body = post(event, "loyalty_reward_points", SIZE_EXCEEDED)
     assert (status, body["kind"]) == (202, "refresh")
     assert any("cut for size" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
-    assert pump.drain() >= 2
+    assert pump.drain() == 1
+    refresh_timer()
+    assert pump.drain() >= 1
     assert stores.actual("loyalty_reward_points")[(point,)]["msdyn_redeemranking"] == 42
     assert stores.differences("loyalty_reward_points") == []
 

@@ -46,6 +46,21 @@ def test_only_the_changed_fields_are_patched_into_commerce(runtime: Runtime, sto
     assert write["body"] == {"OmOperatingUnitNumber": "077"}
 
 
+def test_a_string_cleared_in_dataverse_is_sent_to_commerce_as_empty_not_null(runtime: Runtime, stores: Stores) -> None:
+    """F&O has no null strings (docs/protocol-notes.md §3.3): a column an agent cleared is PATCHed as "" (the
+    Commerce emulator refuses null for a string, as a tenant may)."""
+    synced(runtime)
+    card = next(row for row in stores.commerce_rows("loyalty_cards") if row["OmOperatingUnitNumber"])["CardNumber"]
+    stores.change_in_dataverse(card_path(card), {"msdyn_operatingunitnumber": None})
+    stores.clear_commerce_write_log()
+    summary = runtime.inbound("loyalty_cards").run()
+    assert (summary.written, summary.failed) == (1, 0)
+    [write] = stores.commerce_write_log()
+    assert (write["method"], write["body"]) == ("PATCH", {"OmOperatingUnitNumber": ""})
+    assert stores.commerce_row(f"RetailLoyaltyCards('{card}')")["OmOperatingUnitNumber"] == ""
+    assert stores.differences("loyalty_cards") == []
+
+
 def test_a_commerce_edit_lands_in_dataverse_and_does_not_echo_back(runtime: Runtime, stores: Stores) -> None:
     synced(runtime)
     card = str(stores.commerce_rows("loyalty_cards")[1]["CardNumber"])

@@ -49,6 +49,19 @@ def with_target(**changes: Any) -> dict[str, Any]:
 
 # -- neither format, or a data event the app cannot read: 400 naming the problem -----------------------------
 
+def with_constant(event: dict[str, Any], constant: str) -> bytes:
+    """A data event whose last attribute value is the literal ``constant`` (not JSON; Python's reader takes it)."""
+    event["InputParameters"][0]["value"]["Attributes"].append({"key": "mserp_amount", "value": "@CONSTANT@"})
+    return as_body(event).replace(b'"@CONSTANT@"', constant.encode())
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_non_json_number_anywhere_in_a_data_event_gets_400(runtime: Runtime, constant: str) -> None:
+    got, answer = post(with_constant(card_created("A"), constant))
+    assert (got, f"{constant} is not a JSON value" in str(answer["error"])) == (400, True), answer
+    assert queued(runtime) == 0
+
+
 NOT_READABLE: list[tuple[str, Any, str]] = [
     ("neither format", {"CardNumber": "A", "Something": 1}, "neither a business event nor a data event"),
     ("MessageName a number", data_event(MessageName=7), "MessageName must be a string"),
@@ -83,8 +96,6 @@ NOT_READABLE: list[tuple[str, Any, str]] = [
      "names no record"),
     ("key column twice", data_event(attributes=[{"key": "mserp_cardnumber", "value": "A"},
                                                 {"key": "MSERP_CardNumber", "value": "B"}]), "more than one attribute"),
-    ("level without company", data_event(table=LEVELS_TABLE, attributes={"mserp_levelphrase": "Gold"}),
-     "missing key column(s) dataAreaId (mserp_dataareaid)"),
 ]
 
 

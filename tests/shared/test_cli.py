@@ -155,3 +155,13 @@ def test_verbose_logs_the_syncs_steps_without_the_storage_sdks_request_dumps(
     caplog.set_level(logging.INFO)
     assert main(["-v", "status"]) == 0
     assert [r.name for r in caplog.records if r.name.startswith("azure")] == []
+
+
+def test_width_cuts_the_widest_column_of_a_table_to_fit(runtime: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
+    runtime.state.parked.park("loyalty_cards", "LC-1", direction="fo_to_dataverse", error_class="validation",
+                              error="x" * 300, source="scan", correlation_id="c")
+    assert main(["--width", "100", "parked"]) == 5
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) == 100 and lines[2].rstrip().endswith("x…")
+    assert main(["parked"]) == 5  # not on a terminal, no --width: as wide as it is
+    assert max(len(line) for line in capsys.readouterr().out.splitlines()) > 100

@@ -14,7 +14,7 @@ from shared.runtime import Runtime, get_runtime
 from shared.settings import get_settings
 from shared.state.keys import parked_key
 from tests.e2e.stores import Stores
-from tests.shared.sync.test_operations import park_an_amount_point_in_unknown_currency
+from tests.shared.sync.test_operations import add_currency, park_an_amount_point_in_unknown_currency
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -150,3 +150,34 @@ def test_parked_show_finds_a_key_of_several_parts(runtime: Runtime, capsys: pyte
     for typed in (["usmf", "GOLD"], ["usmf|GOLD"], ['["usmf", "GOLD"]']):
         code, out, _ = cli(capsys, "parked", "--template", "loyalty_levels", "--show", *typed)
         assert code == 0 and json.loads(out)["row_key"] == "usmf|GOLD", typed
+
+
+# -- status tells what is parked now ---------------------------------------------------------------------------
+
+
+def test_status_exits_0_once_the_records_a_run_parked_have_been_replayed_and_says_so(
+        runtime: Runtime, stores: Stores, capsys: pytest.CaptureFixture[str]) -> None:
+    park_an_amount_point_in_unknown_currency(runtime, stores)
+    assert status(capsys, EXIT_PARKED)["loyalty_reward_points"]["parked"] == 1
+    add_currency(stores, "XTS")
+    assert cli(capsys, "replay", "--all")[0] == 0
+    points = status(capsys, 0)["loyalty_reward_points"]
+    assert (points["status"], points["parked"], points["parked_note"]) == ("completed", 0,
+                                                                           "parked 1, since replayed")
+
+
+def test_status_exits_5_for_a_record_parked_outside_any_run(runtime: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
+    runtime.scan("loyalty_cards").run()
+    park_inbound(runtime, "LC-1")  # a callback's record: the last run itself parked nothing
+    code, out, _ = cli(capsys, "status", "--json")
+    cards = [r for r in json.loads(out) if r["template"] == "loyalty_cards"]
+    assert code == EXIT_PARKED and sum(r["parked"] for r in cards) == 1
+
+
+def test_a_replay_refused_again_says_why(runtime: Runtime, stores: Stores, capsys: pytest.CaptureFixture[str]) -> None:
+    park_an_amount_point_in_unknown_currency(runtime, stores)  # the currency is still missing
+    code, out, _ = cli(capsys, "replay", "--all", "--json")
+    [result] = json.loads(out)
+    assert (code, result["outcome"]) == (EXIT_PARKED, "parked")
+    assert result["detail"].startswith("still refused: Couldn't resolve the guid for the field: isocurrencycode")
+    assert "still refused: Couldn't resolve" in cli(capsys, "replay", "--all")[1]  # the table says it too

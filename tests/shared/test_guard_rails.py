@@ -238,9 +238,9 @@ def test_check_names_what_does_not_fit_the_tenant_and_the_fix(
         template: str, change: Any, line: str) -> None:
     configure(monkeypatch, SYNC_MAPPINGS_DIR=str(templates_with(tmp_path, template, change)))
     code, out, err = cli(capsys, "check")
-    [problem] = out.splitlines()
-    assert (code, err) == (EXIT_FAILED, "")
-    assert problem.startswith(line)
+    [problem] = err.splitlines()
+    assert (code, out) == (EXIT_CONFIG, "")
+    assert problem.startswith(f"error: {line}")
 
 
 def test_a_misspelt_column_fails_the_run_before_anything_is_written_or_parked(
@@ -249,7 +249,7 @@ def test_a_misspelt_column_fails_the_run_before_anything_is_written_or_parked(
     configure(monkeypatch, SYNC_MAPPINGS_DIR=str(templates_with(tmp_path, "loyalty_cards", misspell_party_number_column)))
     code, out, err = cli(capsys, "--json", "sync", "loyalty_cards")
     [summary] = json.loads(out)
-    assert (code, summary["status"]) == (EXIT_FAILED, "failed")
+    assert (code, summary["status"]) == (EXIT_CONFIG, "failed")
     [line] = err.splitlines()
     assert line.startswith("error: loyalty_cards: preflight failed: template loyalty_cards: fields[2] (PARTYNUMBER): "
                            "Dataverse table msdyn_loyaltycard has no column 'msdyn_partynumbr'")
@@ -264,10 +264,10 @@ def test_an_unreachable_dataverse_fails_the_run_and_check_names_the_setting(
         runtime: Runtime, stores: Stores, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
     configure(monkeypatch, DATAVERSE_URL=url, SYNC_HTTP_MAX_ATTEMPTS="1")
-    code, out, _ = cli(capsys, "check")
-    [problem] = out.splitlines()
-    assert code == EXIT_FAILED
-    assert problem.startswith(f"DATAVERSE_URL: cannot reach {url} (") and problem.endswith(
+    code, out, err = cli(capsys, "check")
+    [problem] = err.splitlines()  # one line: not the retries before it
+    assert (code, out) == (EXIT_FAILED, "")  # the service is down: not a configuration error
+    assert problem.startswith(f"error: DATAVERSE_URL: cannot reach {url} (") and problem.endswith(
         "; check DATAVERSE_URL (e.g. https://<org>.crm.dynamics.com) and the network")
     code, out, err = cli(capsys, "--json", "sync", "loyalty_reward_points")
     assert code == EXIT_FAILED and json.loads(out)[0]["status"] == "failed"
@@ -403,13 +403,14 @@ def test_a_legal_entity_setting_that_f_and_o_does_not_list_fails_the_run_and_che
     configure(monkeypatch, SYNC_LEGAL_ENTITIES="usmf,usmx")
     problem = ("SYNC_LEGAL_ENTITIES: 'usmx' is not a legal entity in F&O (LegalEntities lists demf, usmf, usrt); fix "
                "SYNC_LEGAL_ENTITIES")
-    assert cli(capsys, "check") == (EXIT_FAILED, problem + "\n", "")
+    assert cli(capsys, "check") == (EXIT_CONFIG, "", f"error: {problem}\n")
     code, out, err = cli(capsys, "--json", "sync", "loyalty_levels")
-    assert (code, [s["status"] for s in json.loads(out)]) == (EXIT_FAILED, ["failed"])
+    assert (code, [s["status"] for s in json.loads(out)]) == (EXIT_CONFIG, ["failed"])
     assert err == f"error: loyalty_levels: preflight failed: {problem}\n"
     assert stores.dataverse_rows("msdyn_loyaltylevels") == []
-    [row] = status_of(capsys, "loyalty_levels")
-    assert (row["scope"], row["status"], row["reason"]) == ("all", "failed", f"preflight failed: {problem}")
+    rows = status_of(capsys, "loyalty_levels")  # under the companies the run was to sync, each
+    assert [(r["scope"], r["status"], r["reason"]) for r in rows] == [
+        (company, "failed", f"preflight failed: {problem}") for company in ("usmf", "usmx")]
 
 
 def test_the_legal_entity_setting_still_stands_in_for_an_unreadable_legal_entities(
@@ -419,3 +420,50 @@ def test_the_legal_entity_setting_still_stands_in_for_an_unreadable_legal_entiti
     configure(monkeypatch, SYNC_LEGAL_ENTITIES="usmf")
     code, out, _ = cli(capsys, "--json", "sync", "loyalty_levels")
     assert (code, [(s["scope"], s["status"]) for s in json.loads(out)]) == (0, [("usmf", "completed")])
+
+
+# -- first contact: every expected failure is one line ---------------------------------------------------------
+
+
+def test_every_missing_setting_is_reported_at_once(runtime: Runtime, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    configure(monkeypatch, DATAVERSE_URL=None, COMMERCE_URL=None, AzureWebJobsStorage=None,
+              SYNC_STORAGE_CONNECTION=None, SYNC_STORAGE_TABLE_ENDPOINT=None, SYNC_STORAGE_QUEUE_ENDPOINT=None)
+    code, out, err = cli(capsys, "check")
+    assert (code, out) == (EXIT_CONFIG, "")
+    lines = err.splitlines()
+    assert [line.split(":")[1].strip() for line in lines] == ["DATAVERSE_URL", "COMMERCE_URL",
+                                                              "AzureWebJobsStorage"]
+
+
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@pytest.mark.parametrize("argv", [["status"], ["parked"], ["conflicts"], ["poison", "list"], ["check"],
+                                  ["pause", "loyalty_cards"], ["sync", "loyalty_cards"],
+                                  ["replay", "loyalty_cards", "--all"]])
+def test_storage_that_cannot_be_reached_is_one_line_with_the_hint_for_every_command(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        argv: list[str]) -> None:
+    port = closed_port()
+    endpoints = ";".join(f"{kind}Endpoint=http://127.0.0.1:{port}/devstoreaccount1" for kind in ("Blob", "Queue",
+                                                                                                 "Table"))
+    configure(monkeypatch, AzureWebJobsStorage=f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                                               f"AccountKey={AZURITE_KEY};{endpoints};")
+    code, _, err = cli(capsys, *argv)
+    [line] = err.splitlines()
+    assert code == EXIT_FAILED and "Traceback" not in err
+    assert line.startswith("error: AzureWebJobsStorage: cannot reach Table Storage (")
+    assert "is Azurite running?" in line and "check AzureWebJobsStorage" in line
+
+
+def test_a_preflight_failure_for_one_company_is_recorded_under_that_company(
+        runtime: Runtime, stores: Stores, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    def misspell_level_column(template: dict[str, Any]) -> None:
+        template["fields"][1]["dataverse_column"] = "msdyn_nosuchcolumn"
+
+    configure(monkeypatch, SYNC_MAPPINGS_DIR=str(templates_with(tmp_path, "loyalty_levels", misspell_level_column)))
+    code, _, _ = cli(capsys, "sync", "loyalty_levels", "--company", "usmf")
+    assert code == EXIT_CONFIG
+    assert [(r["scope"], r["status"]) for r in status_of(capsys, "loyalty_levels")] == [("usmf", "failed")]

@@ -27,7 +27,20 @@ def test_operator_endpoints_need_the_admin_key() -> None:
     import function_app
 
     ops = [fn for name, fn in functions(function_app.app).items() if name.startswith("ops_")]
-    assert len(ops) == 15 and {fn.get_trigger().auth_level for fn in ops} == {func.AuthLevel.ADMIN}
+    assert len(ops) == 16 and {fn.get_trigger().auth_level for fn in ops} == {func.AuthLevel.ADMIN}
+
+
+def test_each_operator_endpoint_has_a_twin_for_signed_in_operators() -> None:
+    """``/api/ops/entra/<route>``: anonymous-level for the host, so App Service Authentication's principal (an
+    Entra token) decides, checked in the app as for the status page."""
+    import function_app
+
+    found = functions(function_app.app)
+    ops = {name: fn for name, fn in found.items() if name.startswith("ops_")}
+    for name, fn in ops.items():
+        twin = found[f"entra_{name}"]
+        assert twin.get_trigger().auth_level == func.AuthLevel.ANONYMOUS
+        assert twin.get_trigger().route == "ops/entra/" + fn.get_trigger().route.removeprefix("ops/")
 
 
 def test_status_shows_watermarks_pause_state_and_counters(runtime: Runtime) -> None:
@@ -37,6 +50,16 @@ def test_status_shows_watermarks_pause_state_and_counters(runtime: Runtime) -> N
                                                 "loyalty_reward_points": False, "loyalty_card_tiers": False,
                                                 "loyalty_card_balances": False}
     assert any(w["template"] == "loyalty_cards" and w["runs"] == 1 for w in body["watermarks"])
+
+
+def test_status_shows_a_pending_template_refresh_and_how_many_callbacks_asked_for_it(runtime: Runtime) -> None:
+    runtime.state.refresh.request("loyalty_cards", "unknown_target_id")
+    runtime.state.refresh.request("loyalty_cards", "size_exceeded")
+    status, body = call("ops_status")
+    refresh = body["refreshes"]["loyalty_cards"]
+    assert status == 200 and (refresh["pending"], refresh["requests"], refresh["reason"]) == (
+        True, 2, "unknown_target_id")
+    assert "loyalty_levels" not in body["refreshes"]
 
 
 def test_parked_records_can_be_listed_inspected_and_replayed(runtime: Runtime, stores: Stores) -> None:
@@ -135,4 +158,4 @@ def test_the_routes_and_methods_are_unchanged() -> None:
                       "ops_resync": ("ops/resync", post),
                       "ops_approve_deletes": ("ops/approve-deletes", post), "ops_break_lease": ("ops/break-lease", post),
                       "ops_poison": ("ops/poison", get), "ops_poison_one": ("ops/poison/{template}/{id}", get),
-                      "ops_poison_requeue": ("ops/poison/requeue", post)}
+                      "ops_poison_requeue": ("ops/poison/requeue", post), "ops_check": ("ops/check", get)}

@@ -95,14 +95,18 @@ class Scan:
         shows it) and ``LegalEntitiesError`` is raised; that record goes once they are known again.
 
         First the preflight (``shared.preflight``): when a service, the template or a named company does not fit,
-        the run is recorded as failed under scope ``all`` the same way and ``PreflightError`` is raised, before
-        anything is read or written."""
+        the run is recorded as failed under each company named (scope ``all`` when none is) the same way and
+        ``PreflightError`` is raised, before anything is read or written."""
         engine = self.engine
+        legal_entities = list(legal_entities)
         if self.preflight is not None:
             try:
-                self.preflight.require(engine.name, list(legal_entities) if engine.plan.company_specific else [])
+                self.preflight.require(engine.name, legal_entities if engine.plan.company_specific else [])
             except PreflightError as exc:
-                record_unscoped_failure(engine.state, engine.name, DIRECTION_OUT, ALL, str(exc))
+                # Under the scopes the run was asked for (``--company usmf``: usmf), ``all`` when it was not told.
+                named = [scope_of(c.lower()) for c in legal_entities] if engine.plan.company_specific else []
+                for scope in named or [ALL]:
+                    record_unscoped_failure(engine.state, engine.name, DIRECTION_OUT, scope, str(exc))
                 raise
         if not engine.plan.company_specific:
             return [None]

@@ -1,5 +1,6 @@
 """F&O has no null strings (docs/protocol-notes.md §3.3): the Commerce emulator answers "" for an empty string property, in
-reads and in the POST response, and stores "" when a write sends null for a nullable string property (inferred)."""
+reads and in the POST response, and refuses a write that sends null for a string property (400, ODataLib's
+null-value text; inferred), so a client that sends null fails where a tenant could refuse it."""
 
 from __future__ import annotations
 
@@ -53,17 +54,34 @@ def test_the_post_response_carries_empty_strings_for_omitted_string_properties(e
     assert [body[name] for name in ("PartyNumber", "ReplacementCardNumber", "OmOperatingUnitNumber")] == ["", "", ""]
 
 
-def test_a_null_sent_on_create_is_stored_as_empty_string(emu: CommerceEmulator) -> None:
+def null_refused(response: requests.Response, prop: str) -> bool:
+    error = response.json()["error"]
+    return (response.status_code == 400 and f"A null value was found for the property named '{prop}'"
+            in error["message"] and error["innererror"]["type"] == "Microsoft.OData.ODataException")
+
+
+def test_a_null_string_sent_on_create_is_refused(emu: CommerceEmulator) -> None:
     created = requests.post(f"{emu.url}/data/RetailLoyaltyCards", json={"CardNumber": "NULL-2", "PartyNumber": None},
                             headers=AUTH, timeout=10)
-    assert created.status_code == 201 and created.json()["PartyNumber"] == ""
-    assert read(emu, "RetailLoyaltyCards('NULL-2')")["PartyNumber"] == ""
+    assert null_refused(created, "PartyNumber")
+    missing = requests.get(f"{emu.url}/data/RetailLoyaltyCards('NULL-2')", params={"cross-company": "true"},
+                           headers=AUTH, timeout=10)
+    assert missing.status_code == 404
 
 
-def test_a_null_sent_on_update_is_stored_as_empty_string(emu: CommerceEmulator) -> None:
+def test_a_null_string_sent_on_update_is_refused_and_the_row_kept(emu: CommerceEmulator) -> None:
+    card = next(c for c in read(emu, "RetailLoyaltyCards")["value"] if c["OmOperatingUnitNumber"])
+    path = f"RetailLoyaltyCards('{card['CardNumber']}')"
+    response = requests.patch(f"{emu.url}/data/{path}", json={"OmOperatingUnitNumber": None},
+                              headers={**AUTH, "If-Match": "*"}, timeout=10)
+    assert null_refused(response, "OmOperatingUnitNumber")
+    assert read(emu, path)["OmOperatingUnitNumber"] == card["OmOperatingUnitNumber"]
+
+
+def test_an_empty_string_clears_a_string_property(emu: CommerceEmulator) -> None:
     card = next(c for c in read(emu, "RetailLoyaltyCards")["value"] if c["PartyNumber"])
     path = f"RetailLoyaltyCards('{card['CardNumber']}')"
-    response = requests.patch(f"{emu.url}/data/{path}", json={"PartyNumber": None},
+    response = requests.patch(f"{emu.url}/data/{path}", json={"PartyNumber": ""},
                               headers={**AUTH, "If-Match": "*"}, timeout=10)
     assert response.status_code == 204, response.text
     assert read(emu, path)["PartyNumber"] == ""

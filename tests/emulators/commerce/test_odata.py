@@ -52,7 +52,7 @@ def infolog(response: requests.Response) -> str:
 
 
 def new_card(number: str, **overrides: Any) -> dict[str, Any]:
-    return card_row(CardNumber=number, ReplacementCardNumber=None, **overrides)
+    return card_row(CardNumber=number, ReplacementCardNumber="", **overrides)
 
 
 # -- authentication and headers --------------------------------------------------------------

@@ -118,7 +118,7 @@ def test_delete_with_a_stale_etag_is_412_and_keeps_the_row(emu: CommerceEmulator
 
 
 def test_configured_failure_rejects_a_patch_with_an_infolog_validation_error(emu: CommerceEmulator) -> None:
-    post(emu, "RetailLoyaltyCards", card_row(CardNumber="LC-BAD", ReplacementCardNumber=None)).raise_for_status()
+    post(emu, "RetailLoyaltyCards", card_row(CardNumber="LC-BAD", ReplacementCardNumber="")).raise_for_status()
     assert configure(emu, {"RetailLoyaltyCards": ["LC-BAD"]}).status_code == 200
     response = patch(emu, "RetailLoyaltyCards('LC-BAD')", {"PartyNumber": "1"})
     assert innererror(response) == (
@@ -128,7 +128,7 @@ def test_configured_failure_rejects_a_patch_with_an_infolog_validation_error(emu
 
 
 def test_configured_failure_leaves_the_row_unchanged(emu: CommerceEmulator) -> None:
-    post(emu, "RetailLoyaltyCards", card_row(CardNumber="LC-BAD", PartyNumber="0", ReplacementCardNumber=None))
+    post(emu, "RetailLoyaltyCards", card_row(CardNumber="LC-BAD", PartyNumber="0", ReplacementCardNumber=""))
     emu.set_validation_failures({"RetailLoyaltyCards": ["LC-BAD"]})
     patch(emu, "RetailLoyaltyCards('LC-BAD')", {"PartyNumber": "1"})
     assert get(emu, "RetailLoyaltyCards('LC-BAD')").json()["PartyNumber"] == "0"
@@ -136,20 +136,20 @@ def test_configured_failure_leaves_the_row_unchanged(emu: CommerceEmulator) -> N
 
 def test_configured_failure_rejects_a_post_of_that_key(emu: CommerceEmulator) -> None:
     emu.set_validation_failures({"RetailLoyaltyCards": ["LC-BAD"]})
-    response = post(emu, "RetailLoyaltyCards", card_row(CardNumber="LC-BAD", ReplacementCardNumber=None))
+    response = post(emu, "RetailLoyaltyCards", card_row(CardNumber="LC-BAD", ReplacementCardNumber=""))
     assert "Infolog: Error: Card LC-BAD is blocked for updates.;" in innererror(response)
     assert get(emu, "RetailLoyaltyCards('LC-BAD')").status_code == 404
 
 
 def test_configured_failure_matches_keys_case_insensitively(emu: CommerceEmulator) -> None:
     emu.set_validation_failures({"RetailLoyaltyCards": ["lc-bad"]})
-    response = post(emu, "RetailLoyaltyCards", card_row(CardNumber="LC-BAD", ReplacementCardNumber=None))
+    response = post(emu, "RetailLoyaltyCards", card_row(CardNumber="LC-BAD", ReplacementCardNumber=""))
     assert response.status_code == 400
 
 
 def test_configured_failure_leaves_other_keys_writable(emu: CommerceEmulator) -> None:
     emu.set_validation_failures({"RetailLoyaltyCards": ["LC-BAD"]})
-    response = post(emu, "RetailLoyaltyCards", card_row(CardNumber="LC-GOOD", ReplacementCardNumber=None))
+    response = post(emu, "RetailLoyaltyCards", card_row(CardNumber="LC-GOOD", ReplacementCardNumber=""))
     assert response.status_code == 201
 
 
@@ -162,7 +162,7 @@ def test_configured_failure_on_a_composite_key_hits_only_that_company(emu: Comme
 
 def test_configured_failure_uses_a_custom_message(emu: CommerceEmulator) -> None:
     emu.set_validation_failures({"RetailLoyaltyCards": [{"CardNumber": "LC-BAD", "message": "Card is frozen."}]})
-    response = post(emu, "RetailLoyaltyCards", card_row(CardNumber="LC-BAD", ReplacementCardNumber=None))
+    response = post(emu, "RetailLoyaltyCards", card_row(CardNumber="LC-BAD", ReplacementCardNumber=""))
     assert "Infolog: Error: Card is frozen.;" in innererror(response)
 
 
@@ -170,7 +170,7 @@ def test_config_route_echoes_and_clears_validation_failures(emu: CommerceEmulato
     failures = {"RetailLoyaltyCards": ["LC-BAD"]}
     assert configure(emu, failures).json()["validation_failures"] == failures
     assert configure(emu, {}).json()["validation_failures"] == {}
-    response = post(emu, "RetailLoyaltyCards", card_row(CardNumber="LC-BAD", ReplacementCardNumber=None))
+    response = post(emu, "RetailLoyaltyCards", card_row(CardNumber="LC-BAD", ReplacementCardNumber=""))
     assert response.status_code == 201
 
 

@@ -88,7 +88,7 @@ def test_a_principal_header_is_not_trusted_without_app_service_authentication(
 
 def test_a_principal_with_the_operators_app_role_is_served(runtime: Runtime, azure: None) -> None:
     response = get({"X-MS-CLIENT-PRINCIPAL": principal(roles=[ROLE]), "X-MS-CLIENT-PRINCIPAL-NAME": "ann@contoso.com"})
-    assert response.status_code == 200 and 'id="operator">ann@contoso.com<' in text(response)
+    assert response.status_code == 200 and 'id="operator"><bdi>ann@contoso.com</bdi><' in text(response)
 
 
 def test_a_member_of_the_operators_group_is_served(runtime: Runtime, azure: None) -> None:
@@ -206,8 +206,24 @@ def test_a_paused_template_shows_who_paused_it_and_why(runtime: Runtime, local: 
     runtime.state.callbacks.set_paused("loyalty_cards", True, by="auto-pause",
                                        reason="120 failures in 15 min; last: <b>503</b>")
     html = Session().html()
-    assert '<div class="why pause-by">by auto-pause at 20' in html
-    assert '<div class="why pause-reason">120 failures in 15 min; last: &lt;b&gt;503&lt;/b&gt;</div>' in html
+    assert '<div class="why pause-by">by <bdi>auto-pause</bdi> at 20' in html
+    assert '<div class="why pause-reason"><bdi>120 failures in 15 min; last: &lt;b&gt;503&lt;/b&gt;</bdi></div>' in html
+
+
+RTL_OVERRIDE = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: without isolation, the text after it on the line reads reversed
+
+
+def test_free_text_is_shown_isolated_so_a_bidi_override_reorders_only_itself(runtime: Runtime, local: None) -> None:
+    runtime.state.callbacks.set_paused("loyalty_cards", True, by=f"ops{RTL_OVERRIDE}", reason=f"why{RTL_OVERRIDE}")
+    runtime.state.parked.park("loyalty_cards", encode_key((f"LC{RTL_OVERRIDE}1",)), direction="fo_to_dataverse",
+                              error_class="validation", error=f"bad{RTL_OVERRIDE}value", source="scan",
+                              correlation_id="c-1")
+    html = Session().html()
+    shown = re.findall(f"[^<>]*{RTL_OVERRIDE}[^<>]*", html)
+    assert len(shown) == 3  # who, why and the error (the parked key is shown as JSON: \u202e, escaped)
+    for text in shown:  # each piece of text holding the override is the whole content of a <bdi>
+        assert f"<bdi>{text}</bdi>" in html, text
+    assert "bdi{unicode-bidi:isolate}" in html
 
 
 def test_a_failed_run_shows_its_reason_and_time(runtime: Runtime, stores: Stores, local: None) -> None:
@@ -216,7 +232,7 @@ def test_a_failed_run_shows_its_reason_and_time(runtime: Runtime, stores: Stores
     runtime.state.watermarks.save(mark)
     html = Session().html()
     assert '<span class="badge failed">failed</span>' in html
-    assert "Commerce answered 503 <span class=\"at\">at 2026-11-30 10:00:00</span>" in html
+    assert "Commerce answered 503</bdi> <span class=\"at\">at 2026-11-30 10:00:00</span>" in html
 
 
 def test_held_deletes_are_shown_with_the_run_that_held_them_and_how_to_approve_them(runtime: Runtime, local: None) -> None:
@@ -312,3 +328,11 @@ def test_requeue_poison_puts_the_message_back_on_its_queue(runtime: Runtime, loc
 def test_an_action_on_an_unknown_template_is_a_400(runtime: Runtime, local: None) -> None:
     response = Session().post("pause", {"template": "nope"})
     assert response.status_code == 400 and "unknown template 'nope'" in text(response)
+
+
+def test_a_replay_refused_again_says_why_on_the_page(runtime: Runtime, stores: Stores, local: None) -> None:
+    park_an_amount_point_in_unknown_currency(runtime, stores)  # the currency is still missing
+    session = Session()
+    session.post("replay", {"template": "loyalty_reward_points", "row_key": "XTS-AMOUNT"})
+    assert ("loyalty_reward_points: replayed 1 parked: 1 parked; XTS-AMOUNT still refused: Couldn&#x27;t resolve the "
+            "guid for the field: isocurrencycode") in session.html()
