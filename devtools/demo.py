@@ -241,11 +241,68 @@ def points_balance(app: Any, runtime: Any, dataverse_url: str, commerce: Any) ->
     nxt = changed["nextchangedate"]
     days = (date.fromisoformat(nxt[:10]) - runtime.state.clock.now().date()).days if nxt != "None" else 0
     if days > 0:
-        runtime.state.clock = _MovedClock(runtime.state.clock, days)
-        invoke_timer(app, f"timer_incremental_{BALANCES}")
+        clock = runtime.state.clock
+        runtime.state.clock = _MovedClock(clock, days)
+        try:
+            invoke_timer(app, f"timer_incremental_{BALANCES}")
+        finally:
+            runtime.state.clock = clock
         print(f"   {days} days later, on its next change date {nxt[:10]} (points vest or expire; no transaction):")
         print_table(agent_view(dataverse_url, card))
     return after != first  # the redemption reached the agent's view
+
+
+def card_tiers(app: Any, runtime: Any, pump: QueuePump, dataverse_url: str, commerce_url: str) -> bool:
+    """What an agent reads of a card's tiers, before and after a tier's last day passes (the app's clock moved)."""
+    from datetime import UTC, datetime, timedelta
+
+    from emulators.commerce.loyalty_activity import CommerceLoyaltyAdmin
+    from shared.clock import Clock
+
+    if runtime.catalog.get("loyalty_card_tiers") is None:
+        return True
+
+    class Moved(Clock):
+        def __init__(self, now: datetime) -> None:
+            self.at = now
+
+        def now(self) -> datetime:
+            return self.at
+
+    card = requests.get(f"{commerce_url}/data/RetailLoyaltyCards?$top=1&$select=CardNumber", headers=bearer(),
+                        timeout=10).json()["value"][0]["CardNumber"]
+    today = datetime.now(UTC).date()
+    program = "Contoso Rewards"
+
+    def row(tier: str, valid_from: str, valid_to: str = "1900-01-01") -> dict[str, Any]:
+        return {"LoyaltyProgramName": program, "LoyaltyTierAffiliationName": program, "LoyaltyTierId": tier,
+                "ValidFrom": f"{valid_from}T00:00:00Z", "ValidTo": f"{valid_to}T00:00:00Z", "AffiliationType": "Loyalty"}
+
+    def agent_view() -> dict[str, bool]:
+        rows = requests.get(f"{dataverse_url}/api/data/v9.2/lsync_loyaltycardtiers", headers=bearer(), timeout=10,
+                            params={"$filter": f"lsync_cardnumber eq '{card}'",
+                                    "$select": "lsync_tierid,lsync_validto,lsync_iscurrent"}).json()["value"]
+        for r in rows:
+            print(f"   {card} {program:16} {r['lsync_tierid']:9} valid to {r['lsync_validto']}  "
+                  f"{'CURRENT' if r['lsync_iscurrent'] else ''}")
+        return {r["lsync_tierid"]: r["lsync_iscurrent"] for r in rows}
+
+    print("\n4b. Card tiers: what an agent reads for a card (lsync_loyaltycardtiers, Current tier = current)")
+    CommerceLoyaltyAdmin(commerce_url).set_card_tiers(card, [row("Silver", "2020-01-01"),
+                                                             row("Gold", "2024-01-01", today.isoformat())])
+    invoke_timer(app, "timer_loyalty_card_tiers")
+    pump.drain(60)
+    before = agent_view()
+    clock = runtime.state.clock
+    runtime.state.clock = Moved(datetime.now(UTC) + timedelta(days=1))  # Gold's last day has passed
+    print("   ... the clock moves one day: Gold ended yesterday (no change in Commerce)")
+    try:
+        invoke_timer(app, "timer_loyalty_card_tiers")
+        pump.drain(60)
+        after = agent_view()
+    finally:
+        runtime.state.clock = clock
+    return before == {"Silver": False, "Gold": True} and after == {"Silver": True, "Gold": False}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -289,15 +346,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
         print("\n1. Initial sync: each template's timer plans key ranges and queues them; the page workers write them")
         started = time.monotonic()
-        for template in runtime.catalog:
-            if template.aggregate is None:  # the balances fold after the cards they look up are in (below)
-                invoke_timer(function_app.app, f"timer_{template.name}")
         pump = QueuePump(function_app.app, azurite.connection_string)
-        ranges = pump.drain(300)
-        for template in runtime.catalog:
-            if template.aggregate is not None:
-                invoke_timer(function_app.app, f"timer_{template.name}")
-        ranges += pump.drain(300)
+        ranges = 0
+        for template in runtime.catalog:  # in lookup order: the cards land before the tier rows that look them up
+            invoke_timer(function_app.app, f"timer_{template.name}")
+            ranges += pump.drain(300)
         print(f"   {ranges} key ranges done in {time.monotonic() - started:.1f} s")
         print_table(status_summary(status_rows(runtime)))
 
@@ -345,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("   next Commerce -> Dataverse run: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
         guarded = guard_rails(function_app.app, runtime, dataverse.url, commerce)
+        tiers_ok = card_tiers(function_app.app, runtime, pump, dataverse.url, commerce.url)
         balances_ok = points_balance(function_app.app, runtime, dataverse.url, commerce)
 
         print("\n6. What landed in Dataverse")
@@ -357,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"   - {entry['PartitionKey']} {entry['key']}: {entry['error_class']}: {entry['error'][:100]}")
         expected_after = next(e.dataverse for e in runtime.catalog.templates["loyalty_cards"]
                               .value_maps["RetailLoyaltyTenderTypeBase"].entries if e.member == new_type)
-        ok = after == expected_after and in_commerce == agent_party and guarded and balances_ok
+        ok = (after == expected_after and in_commerce == agent_party and guarded and tiers_ok and balances_ok)
         print("\nDemo " + ("succeeded." if ok else "FAILED: a change did not land (see above)."))
         if args.keep:
             settings = emulator_settings(dataverse.url, commerce.url, azurite.connection_string)

@@ -70,7 +70,9 @@ param maximumInstanceCount int = 40
 param pageSize int = 2000
 
 @description('Templates the "no successful run" alert watches (the file names in mappings/, without .json)')
-param templates array = ['loyalty_cards', 'loyalty_levels', 'loyalty_reward_points', 'loyalty_card_tiers', 'loyalty_card_balances']
+param templates array = ['loyalty_cards', 'loyalty_card_tiers', 'loyalty_levels', 'loyalty_reward_points', 'loyalty_card_balances']
+@description('Those of the templates that are one-way (every field ">"): no Dataverse -> F&O run is expected of them')
+param oneWayTemplates array = ['loyalty_card_tiers', 'loyalty_card_balances']
 @description('The longest timer period of any template, in minutes (the "schedule" of mappings/*.json)')
 param schedulePeriodMinutes int = 15
 @description('Alert when a template has had no successful run for this many schedule periods')
@@ -379,7 +381,8 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
 }
 
 var directions = ['fo_to_dataverse', 'dataverse_to_fo']
-var expectedScopes = flatten(map(templates, t => map(directions, d => '${t}/${d}')))
+// A one-way template (no field flows to F&O) never runs Dataverse -> F&O: only its Commerce -> Dataverse runs count.
+var expectedScopes = flatten(map(templates, t => map(contains(oneWayTemplates, t) ? ['fo_to_dataverse'] : directions, d => '${t}/${d}')))
 
 var alerts = [
   {

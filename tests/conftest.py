@@ -93,9 +93,22 @@ def runtime(azurite: Azurite, dataverse_emulator: object, commerce_emulator: obj
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     get_runtime.cache_clear()
+    provision_app_owned(get_runtime(), dv_url)  # as after `python -m shared.cli provision` on a tenant
     yield get_runtime()
     get_settings.cache_clear()
     get_runtime.cache_clear()
+
+
+def provision_app_owned(runtime: Runtime, dataverse_url: str) -> None:
+    """The templates' app-owned tables, created afresh (as after ``python -m shared.cli provision`` on a tenant)."""
+    from tests.provisioning import provision_app_tables
+
+    requests.post(f"{dataverse_url}/_emulator/metadata/reset", timeout=10).raise_for_status()
+    provision_app_tables(runtime, dataverse_url)
+    # On a tenant an administrator provisions, not the sync: its request counters and the emulator's start after it.
+    runtime.dataverse.core.requests_sent = 0
+    requests.post(f"{dataverse_url}/_emulator/stats/reset", timeout=10).raise_for_status()
+    requests.delete(f"{dataverse_url}/_emulator/requests", timeout=10)
 
 
 @pytest.fixture()

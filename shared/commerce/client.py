@@ -12,7 +12,8 @@ from typing import Any
 
 from shared.http.core import HttpCore
 from shared.http.errors import ApiError, NotFoundError, UnaddressableKeyError
-from shared.http.urls import FO_KEY_UNSAFE, DateTimeOffsetLiteral, addressable, key_segment, literal
+from shared.http.urls import FO_KEY_UNSAFE, addressable, key_segment, literal
+from shared.literals import DateTimeOffsetLiteral
 
 ODATA_HEADERS = {"Accept": "application/json;odata.metadata=minimal", "OData-MaxVersion": "4.0", "OData-Version": "4.0"}
 

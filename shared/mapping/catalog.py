@@ -90,27 +90,26 @@ def load_catalog(directory: Path | None = None) -> Catalog:
     files = sorted(directory.glob("*.json"))
     if not files:
         raise MappingFileError(f"{directory}: no template files (*.json) found")
-    loaded: dict[str, Template] = {}
+    templates: dict[str, Template] = {}
     for path in files:
         template = load_template(path)
-        loaded[template.name] = template
-    templates = {t.name: t for t in dependency_order(list(loaded.values()))}
+        templates[template.name] = template
+    templates = {t.name: t for t in lookup_order(list(templates.values()))}
     return Catalog(templates=templates, plans={name: Plan(t) for name, t in templates.items()})
 
 
-def dependency_order(templates: list[Template]) -> list[Template]:
-    """Templates in file order, except that one whose lookups point at another template's table comes after it
-    (``sync --all`` on an empty Dataverse then writes the cards before the balances that look them up)."""
-    by_table = {t.dataverse.entity_set: t.name for t in templates}
-    needs = {t.name: {by_table[row.lookup.entity_set] for row in t.fields
-                      if row.lookup is not None and by_table.get(row.lookup.entity_set) not in (None, t.name)}
-             for t in templates}
+def lookup_order(templates: list[Template]) -> list[Template]:
+    """``templates`` (by name) with each after the templates whose tables its lookups point at, so that iterating
+    the catalog (``sync --all``, the demo) writes a card before the tier rows that look it up. A cycle keeps the
+    name order for what is left."""
+    writes = {t.dataverse.entity_set: t.name for t in templates}
+    needs = {t.name: {writes[r.lookup.entity_set] for r in t.fields if r.lookup is not None
+                      and r.lookup.entity_set in writes and writes[r.lookup.entity_set] != t.name} for t in templates}
     ordered: list[Template] = []
-    placed: set[str] = set()
-    pending = list(templates)
-    while pending:
-        ready = next((t for t in pending if needs[t.name] <= placed), pending[0])  # a cycle keeps file order
-        ordered.append(ready)
-        placed.add(ready.name)
-        pending.remove(ready)
+    left = sorted(templates, key=lambda t: t.name)
+    while left:
+        done = {t.name for t in ordered}
+        ready = [t for t in left if needs[t.name] <= done] or left[:1]
+        ordered.append(ready[0])
+        left.remove(ready[0])
     return ordered

@@ -681,6 +681,8 @@ class Template(_Strict):
         for name in sorted(set(self.derived) - used):
             raise ValueError(f"derived.{name} is defined but no field writes it (add a row with \"derive\": {name!r})")
         mapped = {row.fo_property for row in self.fields if row.derive is None}
+        if len({tuple(spec.group_by) for spec in self.derived.values()}) > 1:
+            raise ValueError("every entry of 'derived' must have the same group_by (a callback re-reads one group)")
         for name, spec in self.derived.items():
             order = [p for p in self.commerce.key if p != "dataAreaId"]
             if order[:len(spec.group_by)] != spec.group_by:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.balances.registry import FOLDS
-from shared.http.urls import DateLiteral, DateTimeOffsetLiteral
+from shared.literals import DateLiteral, DateTimeOffsetLiteral
 from shared.mapping.model import Direction, FieldRow, LookupSpec, Template, ValueMap
 
 INT32 = (-(2**31), 2**31 - 1)

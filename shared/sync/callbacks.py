@@ -339,11 +339,6 @@ def key_from_data_event(plan: Plan, event: DataEvent) -> dict[str, str] | Partia
         values = image.values(column)
         if len(values) > 1:
             return _error(400, f"more than one attribute names key column {column} (key field {prop})")
-        if not values and prop in plan.date_key_properties:
-            # A data event drops null dates, and F&O's empty date is null there (docs/protocol-notes.md §4.4): an
-            # absent date key part is the empty date 1900-01-01 (an open ValidTo; inferred).
-            key[prop] = EMPTY_DATE
-            continue
         if not values:
             missing.append(f"{prop} ({column})")
             continue
@@ -351,6 +346,13 @@ def key_from_data_event(plan: Plan, event: DataEvent) -> dict[str, str] | Partia
         if problem is not None:
             return _error(400, f"{problem} (attribute {column})")
         key[prop] = values[0]
+    dates = [p for p in plan.date_key_properties if p not in key]
+    if dates and len(missing) == len(dates):
+        # Every other key part is there: a data event drops null dates, and F&O's empty date is null there
+        # (docs/protocol-notes.md §4.4), so an absent date key part is the empty date 1900-01-01 (an open ValidTo;
+        # inferred). With other parts missing too, the image is partial (an Updated event) and the dates stay unknown.
+        key.update(dict.fromkeys(dates, EMPTY_DATE))
+        missing = []
     if missing:
         return PartialKey(key, missing)
     return key

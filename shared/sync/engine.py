@@ -318,7 +318,8 @@ class OutboundSync:
         """A key of a template with derived columns: its whole group is read once (one ``$filter``), the key's record
         synced, then every other record of the group whose content changed (a change to one tier row can flip
         another's current flag). A key the group read does not list is read by key, to confirm a delete. The
-        group's states are read before Commerce is, as for one key. Returns the key's own outcome."""
+        group's states are read before Commerce is, as for one key. A sibling the group read no longer lists is left
+        to the next scan's delete search (a delete is confirmed there). Returns the key's own outcome."""
         spec = next(iter(self.deriver.specs.values()))
         partition = self.partition(self.plan.company_of(key))
         prefix = encode_key(key[:len(spec.group_by)]) + "|"

@@ -191,3 +191,11 @@ def test_every_template_in_mappings_has_its_queues_in_the_bicep() -> None:
     """The queue role is scoped per queue: a template file without its name in ``templates`` would get 403s."""
     templates = set(re.findall(r"'(\w+)'", re.search(r"param templates array = \[(.*)\]", MAIN).group(1)))  # type: ignore[union-attr]
     assert {p.stem for p in (REPO / "mappings").glob("*.json")} <= templates
+
+
+def test_the_one_way_templates_are_named_so_the_alert_expects_no_reverse_run_of_them() -> None:
+    from shared.mapping.catalog import load_catalog
+
+    one_way = set(re.findall(r"'(\w+)'", re.search(r"param oneWayTemplates array = \[(.*)\]", MAIN).group(1)))  # type: ignore[union-attr]
+    assert one_way == {t.name for t in load_catalog() if t.one_way}
+    assert "contains(oneWayTemplates, t) ? ['fo_to_dataverse'] : directions" in MAIN

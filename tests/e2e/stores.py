@@ -111,19 +111,9 @@ class Stores:
         assert outcome.problems == [], outcome.problems
 
     def prepare(self, template: str) -> None:
-        """What a template needs before it can sync: its app-owned table provisioned (as ``python -m shared.cli
-        provision`` does, keys waited for on a test clock), and the templates its lookups point at synced."""
-        from shared.dataverse.metadata import MetadataClient
-        from shared.provision import Provisioner, app_owned
-        from tests.clock import ManualClock
-
+        """What a template needs before it can sync, beyond its table (the ``runtime`` fixture provisions the
+        app-owned ones): the templates its lookups point at synced (cards before their tier rows)."""
         plan = self.runtime.catalog.plan(template)
-        if plan.template.dataverse.table is not None:
-            requests.post(f"{self.dataverse_url}/_emulator/metadata/reset", timeout=10).raise_for_status()
-            clock = ManualClock()
-            provisioner = Provisioner(MetadataClient(self.runtime.dataverse.core), app_owned(self.runtime.catalog,
-                                      [template]), "LoyaltySync", clock=clock, sleep=clock.advance, poll_s=1.0)
-            provisioner.apply(provisioner.plan())
         targets = {row.lookup.entity_set for row in plan.template.fields if row.lookup is not None}
         for other in self.runtime.catalog:
             if other.name != template and other.dataverse.entity_set in targets:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import requests
 
+from devtools.functions_host import LocalFunctionsHost, QueuePump
 from emulators.commerce.loyalty_activity import CommerceLoyaltyAdmin
 from shared.runtime import Runtime
 from shared.state.store import encode_key
@@ -58,9 +59,12 @@ def current(stores: Stores, card: str) -> dict[str, bool]:
 def test_every_tier_row_lands_with_its_card_bound_and_one_current_tier_per_card_and_program(
         tiers: Runtime, stores: Stores) -> None:
     [summary] = tiers.scan(TEMPLATE).run()
-    commerce = [r for r in stores.commerce_rows(TEMPLATE) if r["LoyaltyTierId"]]
+    every = stores.commerce_rows(TEMPLATE)
+    commerce = [r for r in every if r["LoyaltyTierId"]]  # the source filter leaves out membership-only rows
     rows = dv_rows(stores)
+    assert len(every) > len(commerce)
     assert summary.failed == 0 and summary.written == len(commerce) == len(rows) > 0
+    assert stores.differences(TEMPLATE) == []
     for fo in commerce:
         row = rows[tiers.catalog.plan(TEMPLATE).key_of(fo)]
         assert row["_lsync_loyaltycardid_value"] == card_guid(stores, fo["LoyaltyCardNumber"])
@@ -173,3 +177,27 @@ def test_status_lists_the_tier_template_with_its_run(tiers: Runtime, stores: Sto
     [row] = [r for r in status_rows(tiers) if r["template"] == TEMPLATE]
     assert (row["direction"], row["scope"], row["status"]) == ("fo_to_dataverse", "all", "completed")
     assert row["counts"]["written"] > 0
+
+
+def test_a_tier_added_in_commerce_arrives_as_a_data_event_with_its_date_keys(
+        tiers: Runtime, stores: Stores, pump: QueuePump, commerce_emulator: Any) -> None:
+    """Through the emulator's publisher (a data event on the virtual table, dates as /Date(ms)/, the open ValidTo
+    dropped as a null date), the real callback trigger, queue and worker."""
+    import function_app
+
+    admin(stores).set_card_tiers(CARD, [tier("Silver", "2020-01-01")])
+    tiers.scan(TEMPLATE).run()
+    host = LocalFunctionsHost(function_app.app).start()
+    try:
+        requests.post(f"{stores.commerce_url}/_emulator/business-events/endpoints", timeout=10, json={
+            "url": f"{host.url}/api/callbacks/{TEMPLATE}", "entity_sets": ["LoyaltyCardTiersV2"],
+            "format": "data_event"}).raise_for_status()
+        admin(stores).add_card_tiers(CARD, [tier("Platinum", "2026-06-01")])
+        assert commerce_emulator.publisher.flush(30)
+        assert pump.drain(60) >= 1
+    finally:
+        host.stop()
+    deliveries = requests.get(f"{stores.commerce_url}/_emulator/business-events/deliveries", timeout=10).json()["value"]
+    assert deliveries and all(d["ok"] for d in deliveries)
+    assert current(stores, CARD) == {"Silver": False, "Platinum": True}
+    assert list(tiers.state.parked.all()) == []

@@ -12,8 +12,6 @@ from shared.runtime import Runtime
 from tests.e2e.stores import Stores
 from tests.shared.sync.test_operations import add_currency, park_an_amount_point_in_unknown_currency
 
-ROW_TEMPLATES = {"loyalty_cards", "loyalty_levels", "loyalty_reward_points"}
-
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str, code: int = 0) -> list[dict[str, str]]:
     assert main(["--json", *argv]) == code
@@ -81,9 +79,9 @@ def test_sync_all_carries_on_past_a_template_whose_legal_entities_cannot_be_read
     fail_legal_entities_read(stores)
     code, summaries, _ = sync_all(capsys)
     assert code == 1
-    # (the app-owned templates fail their preflight here: their tables are not provisioned in this test)
-    assert [(s["template"], s["status"]) for s in summaries if s["template"] in ROW_TEMPLATES] == [
-        ("loyalty_cards", "completed"), ("loyalty_levels", "failed"), ("loyalty_reward_points", "completed")]
+    assert [(s["template"], s["status"]) for s in summaries] == [
+        ("loyalty_cards", "completed"), ("loyalty_card_tiers", "completed"), ("loyalty_levels", "failed"),
+        ("loyalty_reward_points", "completed"), ("loyalty_card_balances", "completed")]
 
 
 def test_an_unreadable_legal_entities_is_one_error_line_naming_the_entity_set_and_the_setting(

@@ -55,7 +55,7 @@ def test_preflight_names_a_missing_app_owned_table_and_the_command_that_creates_
 
 
 def test_provision_creates_the_table_and_then_preflight_passes(app: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["provision"]) == 0
+    assert cli.main(["provision", "--template", TEMPLATE]) == 0
     out = capsys.readouterr()
     assert "lsync_cardsnapshot" in out.out and "lsync_CardNumberKey Active" in out.out
     assert "10 metadata requests sent (solution LoyaltySync)" in out.err
@@ -164,8 +164,8 @@ def test_the_test_helper_provisions_idempotently(app: Runtime, dataverse_emulato
     from tests.provisioning import provision_app_tables
 
     url = dataverse_emulator.url  # type: ignore[attr-defined]
-    assert len(provision_app_tables(app, url).sent) == 10
-    assert provision_app_tables(app, url).sent == []
+    assert len(provision_app_tables(app, url, TEMPLATE).sent) == 10
+    assert provision_app_tables(app, url, TEMPLATE).sent == []
     assert problems(app) == []
 
 

@@ -53,8 +53,8 @@ def test_sync_all_leaves_a_paused_template_out_and_says_so(runtime: Runtime, cap
     for name in ("loyalty_cards", "loyalty_card_tiers", "loyalty_card_balances"):  # and the two that look cards up
         cli(capsys, "pause", name)
     code, out, err = cli(capsys, "sync", "--all", "--json")
-    assert code == EXIT_PAUSED and "loyalty_cards is paused" in err
-    assert {s["template"] for s in json.loads(out)} == {"loyalty_levels", "loyalty_reward_points"}
+    assert code == EXIT_PAUSED and "loyalty_reward_points is paused" in err
+    assert {s["template"] for s in json.loads(out)} == {"loyalty_cards", "loyalty_card_tiers", "loyalty_levels"}
 
 
 def test_a_template_paused_by_the_setting_is_not_synced_and_resume_says_the_setting_must_change(

@@ -102,3 +102,8 @@ def test_a_fourth_template_needs_no_code(tmp_path: Path) -> None:
     (folder / "loyalty_cards.json").rename(folder / "loyalty_cards_copy.json")
     shutil.copy(DEFAULT_MAPPINGS_DIR / "loyalty_cards.json", folder / "loyalty_cards.json")
     assert "loyalty_cards_copy" in load_catalog(folder).templates
+
+
+def test_a_template_comes_after_the_templates_its_lookups_point_at() -> None:
+    names = [t.name for t in load_catalog()]
+    assert names.index("loyalty_cards") < names.index("loyalty_card_tiers")

@@ -25,3 +25,12 @@ def test_an_open_valid_to_dropped_as_a_null_date_is_the_empty_date() -> None:
     event = parse_data_event(data_event(table=TABLE, attributes={**NAMED, "mserp_validfrom": "/Date(1704067200000)/"}))
     key = key_from_data_event(PLAN, event)
     assert isinstance(key, dict) and PLAN.key_of(key)[-1] == "1900-01-01"
+
+
+def test_an_update_that_names_only_some_key_columns_leaves_the_missing_dates_unknown() -> None:
+    from shared.sync.callbacks import PartialKey
+
+    event = parse_data_event(data_event("OnExternalUpdated", table=TABLE,
+                                        attributes={"mserp_loyaltycardnumber": "LC-000123"}))
+    key = key_from_data_event(PLAN, event)
+    assert isinstance(key, PartialKey) and not any(p in key.fields for p in ("ValidFrom", "ValidTo"))
