@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from devtools.functions_host import QueuePump, invoke_http
+from devtools.functions_host import QueuePump, invoke_http, invoke_timer
 from emulators.commerce.loyalty_activity import CommerceLoyaltyAdmin
 from emulators.commerce.server import start_commerce
 from shared.balances.fold import BalanceSettings, as_row
@@ -136,6 +136,21 @@ def test_a_second_build_writes_nothing(engine: AggregateSync, runtime: Runtime, 
     before = stores.dataverse_writes()
     again = build(runtime)
     assert (stores.dataverse_writes(), again.written, again.unchanged) == (before, 0, again.seen)
+
+
+def test_the_timer_fans_the_build_out_and_the_page_workers_finish_it(engine: AggregateSync, runtime: Runtime,
+                                                                     stores: Stores, pump: QueuePump,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import function_app
+
+    monkeypatch.setattr(runtime.settings, "fan_out", True)
+    monkeypatch.setattr(engine, "page_size", 100)  # several key ranges of whole cards
+    invoke_timer(function_app.app, f"timer_{TEMPLATE}")
+    assert actual(stores) == {}  # the timer only planned and queued the key ranges
+    assert pump.drain() > 1
+    mark = runtime.state.watermarks.get(TEMPLATE, DIRECTION_OUT, "all")
+    assert (mark.last_status, mark.open_run) == ("completed", "")
+    assert actual(stores) == expected(stores, AS_OF.date())
 
 
 def test_the_rows_look_up_their_card_and_reward_point(engine: AggregateSync, runtime: Runtime, stores: Stores) -> None:
