@@ -1,6 +1,7 @@
 """Throughput benchmark: the real sync against the emulators and Azurite, beside a naive per-row client.
 
     .venv/bin/python -m bench [--records 100000] [--bulk-size 1000] [--workers 1,4] [--no-shared-budget]
+    .venv/bin/python -m bench --balances [--balance-cards 100000] [--balance-lines 1000000]  (bench/balances.py)
 
 The emulators run as separate processes (so this process's peak RSS is the sync's own), Dataverse with
 service protection on and scaled down so its ceiling is known. Prints a table, then as its very last
@@ -31,7 +32,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import inbound  # noqa: E402  (the inbound baseline: its own process, figures added here)
+from bench import balances, inbound  # noqa: E402  (inbound: its own process, figures added here; balances: a mode)
 from bench.ceiling import (  # noqa: E402  (every ceiling fraction: what a perfect client writes in the same run)
     ceiling_fraction,
     ceiling_records_per_s,
@@ -119,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-shared-budget", action="store_true",
                         help="SYNC_SHARED_BUDGET=false: each worker's limiter believes it owns the whole budget")
     inbound.add_arguments(parser)
+    balances.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.balances:
+        return balances.main(args)
     args.worker_counts = [int(n) for n in args.workers.split(",") if n.strip()]
 
     # One process per storage service, as in Azure (the state table must not stall the callback queue), in

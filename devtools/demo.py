@@ -174,6 +174,84 @@ def guard_rails(app: Any, runtime: Any, dataverse_url: str, commerce: Any) -> bo
     return bool(landed == party and not list(runtime.state.parked.all("loyalty_cards")))
 
 
+BALANCES = "loyalty_card_balances"
+AGENT_COLUMNS = ("lsync_rewardpointid", "lsync_available", "lsync_unvested", "lsync_expired", "lsync_issued",
+                 "lsync_used", "lsync_expiringsoon", "lsync_expiringsoondate", "lsync_nextchangedate",
+                 "lsync_lasttransactiondate", "lsync_asof")
+
+
+def agent_view(dataverse_url: str, card: str) -> list[dict[str, Any]]:
+    """What an agent reads for a card: its balance rows in Dataverse."""
+    url = (f"{dataverse_url}/api/data/v9.2/lsync_loyaltycardbalances?$select={','.join(AGENT_COLUMNS)}"
+           f"&$filter=lsync_cardnumber eq '{card}'")
+    rows: list[dict[str, Any]] = requests.get(url, headers=bearer(), timeout=10).json()["value"]
+    return [{c.removeprefix("lsync_"): str(r.get(c)) for c in AGENT_COLUMNS} for r in rows]
+
+
+class _MovedClock:
+    """The app's clock moved ahead by ``days`` (the demo's "time passes")."""
+
+    def __init__(self, base: Any, days: float) -> None:
+        self.base, self.offset = base, days * 86_400.0
+
+    def now(self) -> Any:
+        from datetime import timedelta
+        return self.base.now() + timedelta(seconds=self.offset)
+
+    def monotonic(self) -> float:
+        return float(self.base.monotonic()) + self.offset
+
+
+def points_balance(app: Any, runtime: Any, dataverse_url: str, commerce: Any) -> bool:
+    """5. A card's points balance, as an agent reads it: after a redemption in Commerce, and after its points vest
+    or expire (the app's clock moved to the card's next change date)."""
+    from datetime import date, datetime
+
+    from emulators.commerce.loyalty_activity import CommerceLoyaltyAdmin, LoyaltyActivityRefused
+    from shared.cli import print_table
+
+    if runtime.catalog.get(BALANCES) is None:
+        return True
+    print("\n5. Points balances (lsync_loyaltycardbalance, folded from Commerce's transaction lines; one-way)")
+    rows = [r for r in requests.get(f"{dataverse_url}/api/data/v9.2/lsync_loyaltycardbalances?$select=lsync_cardnumber,"
+                                    "lsync_rewardpointid,lsync_available,lsync_nextchangedate&$filter=lsync_available "
+                                    "gt 20 and lsync_nextchangedate ne null", headers=bearer(), timeout=10).json()["value"]]
+    if not rows:
+        print("   no card with points and a next change date in the generated data")
+        return False
+    admin = CommerceLoyaltyAdmin(commerce.url)
+    for row in rows:  # the first card Commerce lets redeem (not "No tender", "Blocked" or a non-redeemable point)
+        card, point = row["lsync_cardnumber"], row["lsync_rewardpointid"]
+        first = agent_view(dataverse_url, card)
+        try:
+            admin.redeem(card, 10, reward_point=point, at=datetime.now().astimezone())
+        except LoyaltyActivityRefused:
+            continue
+        break
+    else:
+        print("   no card in the generated data may redeem")
+        return False
+    print(f"   card {card} as an agent reads it:")
+    print_table(first)
+    invoke_timer(app, f"timer_incremental_{BALANCES}")
+    after = agent_view(dataverse_url, card)
+    print(f"   after a redemption of 10 {point} points in Commerce (incremental timer):")
+    print_table(after)
+    changed = next(r for r in after if r["rewardpointid"] == point)
+    nxt = changed["nextchangedate"]
+    days = (date.fromisoformat(nxt[:10]) - runtime.state.clock.now().date()).days if nxt != "None" else 0
+    if days > 0:
+        clock = runtime.state.clock
+        runtime.state.clock = _MovedClock(clock, days)
+        try:
+            invoke_timer(app, f"timer_incremental_{BALANCES}")
+        finally:
+            runtime.state.clock = clock
+        print(f"   {days} days later, on its next change date {nxt[:10]} (points vest or expire; no transaction):")
+        print_table(agent_view(dataverse_url, card))
+    return after != first  # the redemption reached the agent's view
+
+
 def card_tiers(app: Any, runtime: Any, pump: QueuePump, dataverse_url: str, commerce_url: str) -> bool:
     """What an agent reads of a card's tiers, before and after a tier's last day passes (the app's clock moved)."""
     from datetime import UTC, datetime, timedelta
@@ -300,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print("\n3. An agent's edit in Dataverse reaches Commerce (change tracking, inbound timer trigger)")
         for template in runtime.catalog:  # the baseline: the timer takes the token and queues key ranges
-            invoke_timer(function_app.app, f"timer_inbound_{template.name}")
+            if template.aggregate is None:  # an aggregate (balances) is one-way: no inbound timer
+                invoke_timer(function_app.app, f"timer_inbound_{template.name}")
         baseline_ranges = pump.drain(120)  # the page workers compare them: every row the initial sync wrote is equal
         print(f"   baseline: {baseline_ranges} key ranges compared by the page workers")
         agent_party = "AGENT-EDIT-1"
@@ -320,8 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         guarded = guard_rails(function_app.app, runtime, dataverse.url, commerce)
         tiers_ok = card_tiers(function_app.app, runtime, pump, dataverse.url, commerce.url)
+        balances_ok = points_balance(function_app.app, runtime, dataverse.url, commerce)
 
-        print("\n5. What landed in Dataverse")
+        print("\n6. What landed in Dataverse")
         rows = [{"entity set": t.dataverse.entity_set, "rows": str(count_rows(dataverse.url, t.dataverse.entity_set))}
                 for t in runtime.catalog]
         print_table(rows)
@@ -331,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"   - {entry['PartitionKey']} {entry['key']}: {entry['error_class']}: {entry['error'][:100]}")
         expected_after = next(e.dataverse for e in runtime.catalog.templates["loyalty_cards"]
                               .value_maps["RetailLoyaltyTenderTypeBase"].entries if e.member == new_type)
-        ok = after == expected_after and in_commerce == agent_party and guarded and tiers_ok
+        ok = (after == expected_after and in_commerce == agent_party and guarded and tiers_ok and balances_ok)
         print("\nDemo " + ("succeeded." if ok else "FAILED: a change did not land (see above)."))
         if args.keep:
             settings = emulator_settings(dataverse.url, commerce.url, azurite.connection_string)
@@ -367,7 +447,8 @@ def keep_running(app: Any, runtime: Any, pump: QueuePump, host_url: str, commerc
                 if time.monotonic() >= next_timers:
                     for template in runtime.catalog:
                         invoke_timer(app, f"timer_{template.name}")
-                        invoke_timer(app, f"timer_inbound_{template.name}")
+                        # a one-way aggregate (balances) has its incremental pass instead of an inbound timer
+                        invoke_timer(app, f"timer_{'incremental' if template.aggregate else 'inbound'}_{template.name}")
                     next_timers = time.monotonic() + timer_every
             except Exception as exc:  # the host logs a failed invocation and carries on; so does this loop
                 logging.getLogger("loyaltysync.demo").warning("invocation failed: %s", exc)

@@ -70,9 +70,9 @@ param maximumInstanceCount int = 40
 param pageSize int = 2000
 
 @description('Templates the "no successful run" alert watches (the file names in mappings/, without .json)')
-param templates array = ['loyalty_cards', 'loyalty_card_tiers', 'loyalty_levels', 'loyalty_reward_points']
+param templates array = ['loyalty_cards', 'loyalty_card_tiers', 'loyalty_levels', 'loyalty_reward_points', 'loyalty_card_balances']
 @description('Those of the templates that are one-way (every field ">"): no Dataverse -> F&O run is expected of them')
-param oneWayTemplates array = ['loyalty_card_tiers']
+param oneWayTemplates array = ['loyalty_card_tiers', 'loyalty_card_balances']
 @description('The longest timer period of any template, in minutes (the "schedule" of mappings/*.json)')
 param schedulePeriodMinutes int = 15
 @description('Alert when a template has had no successful run for this many schedule periods')

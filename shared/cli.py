@@ -5,6 +5,7 @@
     python -m shared.cli sync --all
     python -m shared.cli sync loyalty_cards --direction inbound   # Dataverse edits -> Commerce
     python -m shared.cli sync loyalty_cards --dry-run             # what a sync would write; writes nothing
+    python -m shared.cli sync loyalty_card_balances --incremental # an aggregate's incremental pass
     python -m shared.cli reconcile loyalty_cards [--company usmf] [--repair] [--format json|csv]
     python -m shared.cli resync loyalty_levels usmf GOLD          # one record, whatever its hash says
     python -m shared.cli conflicts [--template loyalty_cards]
@@ -56,6 +57,7 @@ from shared.runtime import Runtime, build_runtime, get_runtime
 from shared.settings import ConfigError, describe, get_settings
 from shared.state.queues import QueueKind
 from shared.sync import operations
+from shared.sync.aggregate import AggregateSync
 from shared.sync.runs import ALL, DIRECTION_IN, Outcome, RunStatus, RunSummary
 from shared.sync.runs import DIRECTION_OUT as DIRECTION
 
@@ -272,7 +274,14 @@ def cmd_sync(source: Source, args: argparse.Namespace) -> Report:
     if paused and not args.all:
         return Report(None, exit_code=EXIT_PAUSED)
     misconfigured: list[str] = []
-    summaries = sync(runtime, names, args.company, SyncDirection(args.direction), misconfigured=misconfigured)
+    if args.incremental:
+        engines = [runtime.outbound(n) for n in names]
+        plain = [e.name for e in engines if not isinstance(e, AggregateSync)]
+        if plain:
+            raise UsageError(f"--incremental is for aggregate templates; {plain[0]!r} is not one")
+        summaries = [e.incremental() for e in engines if isinstance(e, AggregateSync)]
+    else:
+        summaries = sync(runtime, names, args.company, SyncDirection(args.direction), misconfigured=misconfigured)
     for s in summaries:
         explain(s)
     code = EXIT_CONFIG if misconfigured else sync_exit_code(summaries)
@@ -631,6 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
     sync_p.add_argument("--dry-run", action="store_true",
                         help="list what the sync would write (creates, updates with their columns, deletes); write nothing")
     sync_p.add_argument("--force", action="store_true", help="sync a paused template anyway")
+    sync_p.add_argument("--incremental", action="store_true",
+                        help="an aggregate template's incremental pass (recent lines, due cards, edits in Dataverse) "
+                             "instead of its full build")
     sync_p.set_defaults(func=cmd_sync)
     conflicts_p = sub.add_parser("conflicts", help="records both sides changed, with both values and the winner")
     conflicts_p.add_argument("--template")

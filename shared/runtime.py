@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from azure.core.credentials import TokenCredential
 
+from shared.balances.fold import BalanceSettings
 from shared.commerce.client import CommerceClient
 from shared.credentials import build_credential
 from shared.dataverse.client import DataverseClient
@@ -21,6 +23,7 @@ from shared.settings import ConfigError, Settings, get_settings
 from shared.state.budget import BudgetMembers, identity_key
 from shared.state.queues import CallbackQueues
 from shared.state.store import StateStore
+from shared.sync.aggregate import AggregateSync
 from shared.sync.conflicts import ConflictResolver
 from shared.sync.engine import OutboundSync
 from shared.sync.inbound import InboundSync
@@ -70,13 +73,20 @@ class Runtime:
                 s = self.settings
                 plan = self.catalog.plan(template)
                 resolver = ConflictResolver(self.state, template, s.conflict_policy)
-                outbound = OutboundSync(plan, self.commerce, self.dataverse, self.state, delete_policy=s.delete_policy,
-                                        lease_s=s.run_lease_s, two_way=s.two_way, resolver=resolver,
-                                        bulk_size=s.bulk_size, page_size=s.page_size,
-                                        identities=self.identities or [self.dataverse],
-                                        delete_threshold=s.delete_threshold,
-                                        delete_threshold_share=s.delete_threshold_share,
-                                        fail_fast=s.fail_fast_records)
+                options: dict[str, Any] = {"delete_policy": s.delete_policy, "lease_s": s.run_lease_s, "resolver": resolver,
+                           "bulk_size": s.bulk_size, "page_size": s.page_size,
+                           "identities": self.identities or [self.dataverse], "delete_threshold": s.delete_threshold,
+                           "delete_threshold_share": s.delete_threshold_share, "fail_fast": s.fail_fast_records}
+                outbound: OutboundSync
+                if plan.aggregate is not None:  # folded from lines, one-way (shared.sync.aggregate)
+                    outbound = AggregateSync(plan, self.commerce, self.dataverse, self.state,
+                                             balances=BalanceSettings(s.balance_never_expires, s.balance_timezone,
+                                                                      s.balance_horizon_days),
+                                             overlap_minutes=s.balance_overlap_minutes,
+                                             filter_chars=s.balance_filter_chars, **options)
+                else:
+                    outbound = OutboundSync(plan, self.commerce, self.dataverse, self.state, two_way=s.two_way,
+                                            **options)
                 inbound = InboundSync(plan, self.commerce, self.dataverse, self.state, outbound,
                                       delete_policy=s.reverse_delete_policy,
                                       lease_s=s.run_lease_s, preflight=self.preflight)

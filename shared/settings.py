@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -147,6 +149,29 @@ class Settings(BaseSettings):
     auto_pause_minutes: float = Field(default=15.0, gt=0, le=1440, validation_alias="SYNC_AUTO_PAUSE_MINUTES")
     # A template's refreshes (scans asked for by callbacks naming no record found) start at most once per this long.
     refresh_min_interval_s: float = Field(default=300.0, ge=0, le=86_400, validation_alias="SYNC_REFRESH_MIN_INTERVAL_S")
+
+    # Points balances (aggregate templates, docs/domain-notes.md §11, inferred): the ExpirationDate a tenant stores for
+    # "never expires" (besides the empty date 1900-01-01 and dates from 2154-12-31 on, which always count as never),
+    # the time zone of "today", the expiring-soon horizon, the incremental pass's overlap (empty: the template's
+    # overlap_minutes) and the longest or-ed $filter of a batched re-read.
+    balance_never_expires: date = Field(default=date(1900, 1, 1), validation_alias="SYNC_BALANCE_NEVER_EXPIRES")
+    balance_timezone: str = Field(default="UTC", validation_alias="SYNC_BALANCE_TIMEZONE")
+    balance_horizon_days: int = Field(default=30, ge=0, le=3660, validation_alias="SYNC_BALANCE_HORIZON_DAYS")
+    balance_overlap_minutes: int | None = Field(default=None, ge=0, le=10_080,
+                                                validation_alias="SYNC_BALANCE_OVERLAP_MINUTES")
+    balance_filter_chars: int = Field(default=1800, ge=200, le=30_000, validation_alias="SYNC_BALANCE_FILTER_CHARS")
+
+    @field_validator("balance_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        if value.strip().upper() == "UTC":
+            return "UTC"
+        try:
+            ZoneInfo(value.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is no IANA time zone; set SYNC_BALANCE_TIMEZONE to e.g. UTC or "
+                             "Europe/Berlin") from None
+        return value.strip()
 
     @field_validator("dataverse_client_ids", mode="before")
     @classmethod

@@ -1,7 +1,8 @@
 """Thin Azure Functions triggers, registered by ``function_app.py``.
 
 Per template file: a timer (Commerce -> Dataverse scan), a timer for the other direction (Dataverse
-change tracking -> Commerce), a callback route (validate + enqueue) and a queue-triggered worker.
+change tracking -> Commerce; an aggregate template, one-way, has its incremental pass instead), a callback route
+(validate + enqueue) and a queue-triggered worker.
 Once: a 404 for unknown templates, a timer that retries parked records, a timer that starts pending template
 refreshes (coalesced scan requests from callbacks) and a timer that samples the backlog
 for the telemetry gauges (the operator endpoints under ``/api/ops`` are a Blueprint in ``shared.ops.endpoints``).
@@ -26,6 +27,7 @@ from shared.observability import correlation_scope, log
 from shared.runtime import Runtime, get_runtime
 from shared.state.queues import QueueKind, binding_queue_name, pages_binding_queue_name
 from shared.sync import operations, worker
+from shared.sync.aggregate import INCREMENTAL_SCOPE, AggregateSync
 from shared.sync.callbacks import (
     SECRET_HEADER,
     SECRET_IN_URL,
@@ -239,6 +241,19 @@ def sample_telemetry(invocation_id: str) -> None:
 # -- registration ---------------------------------------------------------------------------------
 
 
+def run_incremental(template: str, timer: func.TimerRequest, invocation_id: str) -> None:
+    """An aggregate template's incremental pass: recent lines and due cards (``AggregateSync.incremental``)."""
+    with correlation_scope(invocation_id):
+        runtime = get_runtime()
+        if worker.is_paused(runtime, template):
+            log(logger, logging.INFO, "template paused; incremental pass skipped", template=template)
+            return
+        engine = runtime.outbound(template)
+        assert isinstance(engine, AggregateSync), f"{template} is no aggregate template"
+        with tracing.run_span(template, DIRECTION_OUT, INCREMENTAL_SCOPE):
+            tracing.annotate_run(status=engine.incremental().status.value)
+
+
 def register_template(app: func.FunctionApp, template: Template) -> None:
     name = template.name
 
@@ -247,10 +262,18 @@ def register_template(app: func.FunctionApp, template: Template) -> None:
     def timer_trigger(timer: func.TimerRequest, context: func.Context) -> None:
         run_timer(name, timer, context.invocation_id)
 
-    @app.function_name(f"timer_inbound_{name}")
-    @app.timer_trigger(arg_name="timer", schedule=template.reverse_schedule, run_on_startup=False, use_monitor=True)
-    def inbound_trigger(timer: func.TimerRequest, context: func.Context) -> None:
-        run_inbound(name, timer, context.invocation_id)
+    if template.aggregate is not None:  # one-way: no Dataverse -> Commerce timer; an incremental pass instead
+        @app.function_name(f"timer_incremental_{name}")
+        @app.timer_trigger(arg_name="timer", schedule=template.aggregate.incremental_schedule, run_on_startup=False,
+                           use_monitor=True)
+        def incremental_trigger(timer: func.TimerRequest, context: func.Context) -> None:
+            run_incremental(name, timer, context.invocation_id)
+    else:
+        @app.function_name(f"timer_inbound_{name}")
+        @app.timer_trigger(arg_name="timer", schedule=template.reverse_schedule, run_on_startup=False,
+                           use_monitor=True)
+        def inbound_trigger(timer: func.TimerRequest, context: func.Context) -> None:
+            run_inbound(name, timer, context.invocation_id)
 
     @app.function_name(f"callback_{name}")
     @app.route(route=f"callbacks/{name}", methods=[func.HttpMethod.POST], auth_level=func.AuthLevel.FUNCTION)

@@ -102,3 +102,29 @@ def activation_test_event(**overrides: Any) -> dict[str, Any]:
 
 def as_body(value: Any) -> bytes:
     return json.dumps(value).encode("utf-8")
+
+
+def transaction_line(**overrides: Any) -> dict[str, Any]:
+    """A line of RetailLoyaltyCardRewardPointTransactions: an earn of 100 points, vested, expiring in a year."""
+    row = {
+        "CardNumber": "LC-000123",
+        "RewardPointId": "POINTS",
+        "EntryType": "Earn",
+        "RewardPointAmountQty": 100,
+        "Remaining": 100,
+        "StartDate": "2026-01-01T00:00:00Z",
+        "ExpirationDate": "2027-01-01T00:00:00Z",
+        "EntryDate": "2026-01-01T00:00:00Z",
+        "EntryTime": 36000,
+        "CardTenderType": "AsCardTender",
+        "CustomerAccount": "004512",
+        "LoyaltyTransactionLineNumber": 1,
+        "OperatingUnitNumber": "052",
+        "Terminal": "T1",
+        "TransactionNumber": "TR-1",
+        "LoyaltyTransactionCompany": "usrt",
+        "SalesOrderId": "",
+        "AdjustmentId": "",
+    }
+    row.update(overrides)
+    return row

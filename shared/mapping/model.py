@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.balances.registry import FOLDS
+
 Basis = Literal["documented", "inferred"]
 _SLUG = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 # Table Storage partition keys and Functions names must stay simple: the template name is both.
@@ -95,6 +97,10 @@ class LookupSpec(_Strict):
     primary_id: str = Field(min_length=1)
     match_column: str = Field(min_length=1)
     basis: Basis = "inferred"
+    bind: Literal["guid", "key"] = Field(
+        default="guid", description="bind by the row's GUID (resolved and cached), or by the referenced table's "
+        "alternate key (match_column must be one: '/set(match_column=\'code\')', docs/protocol-notes.md §2.6), which "
+        "costs no read")
 
 
 class FieldRow(_Strict):
@@ -481,6 +487,48 @@ class DataEventSpec(_Strict):
         return self
 
 
+class PoolingRule(_Strict):
+    """Which lines make every card of their customer change ("As contact tender" pools the customer's points,
+    docs/domain-notes.md §11; that such a redemption consumes lines of the customer's other cards is inferred)."""
+
+    tender_property: str = Field(default="CardTenderType", min_length=1)
+    pooled_values: list[str] = Field(default_factory=lambda: ["AsContactTender"], min_length=1)
+    customer_property: str = Field(default="CustomerAccount", min_length=1)
+    basis: Basis = "inferred"
+
+
+class AggregateSpec(_Strict):
+    """The ``aggregate`` block of an aggregate template: source lines grouped and folded into one record a group.
+
+    The group key is ``commerce.key`` (the records' key); ``range_key`` (its first part) orders scans and splits them
+    into key ranges; ``watermark_property`` with ``overlap_minutes`` selects the recent lines of an incremental pass."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    comment: str = Field(default="", alias="$comment")
+    source_entity_set: str = Field(min_length=1)
+    group_key: list[str] = Field(min_length=1)
+    fold: str = Field(min_length=1, description="a registered fold (shared.balances.registry)")
+    range_key: str = Field(min_length=1)
+    watermark_property: str = Field(min_length=1, description="a date (or date-time) set on each new line")
+    watermark_time_property: str | None = Field(default=None, description="its time of day in seconds, when the "
+                                                "date carries none (F&O: EntryTime)")
+    line_key: list[str] = Field(default_factory=list, description="the source entity's key: which lines an "
+                                "incremental pass read before (empty: every property it reads)")
+    overlap_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60,
+                                 description="lines are not committed in watermark order: re-read this far back")
+    incremental_schedule: str = Field(default="0 */5 * * * *",
+                                      description="NCRONTAB of the incremental pass (recent lines, due cards)")
+    pooling: PoolingRule | None = None
+
+    @field_validator("incremental_schedule")
+    @classmethod
+    def _ncrontab(cls, value: str) -> str:
+        if len(value.split()) != 6:
+            raise ValueError("incremental_schedule must be an NCRONTAB expression with 6 fields")
+        return value
+
+
 class TierLevels(_Strict):
     """Where a tier's level is read: an F&O entity set of tiers (``RetailLoyaltyTiers``, docs/protocol-notes.md §3.8)."""
 
@@ -509,7 +557,8 @@ class CurrentTierSpec(_Strict):
 
 
 class Template(_Strict):
-    """One template file: a dual-write map plus what this app needs to run it."""
+    """One template file: a dual-write map plus what this app needs to run it. ``kind`` ``rows`` (the default)
+    syncs the rows of an entity set; ``aggregate`` folds groups of source lines into one record each."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -526,6 +575,8 @@ class Template(_Strict):
     value_maps: dict[str, ValueMap] = Field(default_factory=dict)
     fields: list[FieldRow] = Field(min_length=1)
     data_event: DataEventSpec | None = Field(default=None, description="F&O data events of the entity (no code in F&O)")
+    kind: Literal["rows", "aggregate"] = "rows"
+    aggregate: AggregateSpec | None = None
     derived: dict[str, CurrentTierSpec] = Field(default_factory=dict,
                                                 description="derived columns: each a named rule the engine applies")
 
@@ -583,6 +634,7 @@ class Template(_Strict):
                 raise ValueError(f"dataverse alternate key column {column!r} is not a mapped dataverse_column")
         if company is not None and company.navigation_property not in self.dataverse.alternate_key:
             raise ValueError("the company lookup must be part of the Dataverse alternate key")
+        self._check_aggregate()
         if self.dataverse.table is not None:
             problems = table_problems(self.fields, self.dataverse, self.value_maps, self.dataverse.table)
             if problems:
@@ -596,6 +648,31 @@ class Template(_Strict):
                                  f"({', '.join(self.commerce.key)}): {'; '.join(p for p in problems if p)}")
         self._check_derived()
         return self
+
+    def _check_aggregate(self) -> None:
+        spec = self.aggregate
+        if (self.kind == "aggregate") != (spec is not None):
+            raise ValueError("kind 'aggregate' and the aggregate block go together (kind 'rows' takes no aggregate)")
+        if spec is None:
+            return
+        fold = FOLDS.get(spec.fold)
+        if fold is None:
+            raise ValueError(f"aggregate.fold {spec.fold!r} is not a registered fold ({', '.join(sorted(FOLDS))})")
+        if spec.source_entity_set != self.commerce.entity_set:
+            raise ValueError("aggregate.source_entity_set must be commerce.entity_set (the set the lines are read from)")
+        if spec.group_key != self.commerce.key:
+            raise ValueError("aggregate.group_key must be commerce.key (one record per group, keyed by it)")
+        if spec.range_key != spec.group_key[0]:
+            raise ValueError("aggregate.range_key must be the first part of group_key (scans order by it)")
+        if self.commerce.company_specific:
+            raise ValueError("an aggregate template cannot be company-specific")
+        for row in self.fields:
+            if row.fo_property not in fold.outputs:
+                raise ValueError(f"fields ({row.fo_field}): {row.fo_property!r} is no output of fold {spec.fold} "
+                                 f"({', '.join(fold.outputs)})")
+            if not row.map_type.allows(Direction.TO_DATAVERSE) or row.map_type.allows(Direction.TO_COMMERCE):
+                raise ValueError(f"fields ({row.fo_field}): an aggregate is one-way, Commerce -> Dataverse: map it "
+                                 "'>' or '>>'")
 
     def _check_derived(self) -> None:
         used = {row.derive for row in self.fields if row.derive is not None}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.balances.registry import FOLDS
 from shared.literals import DateLiteral, DateTimeOffsetLiteral
 from shared.mapping.model import Direction, FieldRow, LookupSpec, Template, ValueMap
 
@@ -304,6 +305,18 @@ class Plan:
         # Derived columns (``derive``): computed by the engine into the row as ``@<name>`` before it is mapped.
         self.derived = dict(template.derived)
         self.dataverse_columns: tuple[str, ...] = tuple(column for _, column, _ in self._to_dataverse)
+        # An aggregate template reads its fold's source lines, and leaves the fold's volatile outputs (the as-of
+        # date) out of the content hash: they are written with a changed record, but never make one changed.
+        self.aggregate = template.aggregate
+        self._hashed: frozenset[str] | None = None
+        if template.aggregate is not None:
+            fold = FOLDS[template.aggregate.fold]
+            pooling = template.aggregate.pooling
+            extra = (pooling.tender_property, pooling.customer_property) if pooling else ()
+            self.select_properties = tuple(dict.fromkeys([*fold.source_properties, *extra]))
+            self._hashed = frozenset(column for prop, column, _ in self._to_dataverse if prop not in fold.volatile)
+        self.volatile_columns: frozenset[str] = (frozenset(self.dataverse_columns) - self._hashed
+                                                 if self._hashed is not None else frozenset())
         self._lookup_specs: dict[str, LookupSpec] = {}
         self._to_commerce: list[tuple[str, str, Converter]] = []
         for row in template.rows_for(Direction.TO_COMMERCE):
@@ -381,7 +394,8 @@ class Plan:
         get = fo_row.get
         columns = {column: convert(get(prop)) for prop, column, convert in self._to_dataverse}
         company = self.company_of(key)
-        return DataverseRecord(key=key, company=company, columns=columns, content_hash=content_hash(columns, company))
+        hashed = columns if self._hashed is None else {c: v for c, v in columns.items() if c in self._hashed}
+        return DataverseRecord(key=key, company=company, columns=columns, content_hash=content_hash(hashed, company))
 
     def from_dataverse(self, dv_row: Mapping[str, Any],
                        lookup_code: Callable[[LookupSpec, str], str | None]) -> dict[str, Any]:

@@ -11,6 +11,7 @@
 | ``conflicts`` | ``<prefix>conflicts`` | records both sides changed since the last sync |
 | ``dataverse_ids`` | ``<prefix>dvids`` | Dataverse id -> Commerce key, for Dataverse deletes that flow to Commerce |
 | ``target_ids`` | ``<prefix>targetids`` | F&O data events' ``Target.Id`` -> Commerce key, for their Deleted events |
+| ``aggregates`` | ``<prefix>aggregates`` | aggregate templates: the due index and the incremental mark |
 
 Tables are partitioned by template (and legal entity where the template is company-specific). Every write
 that could race carries the entity's ETag (``If-Match``), so two overlapping runs can never move a
@@ -28,6 +29,7 @@ from azure.data.tables import TableServiceClient
 
 from shared.clock import SYSTEM_CLOCK, Clock
 from shared.http.pools import POOL_SIZE, pooled_session
+from shared.state.aggregates import AggregateState
 from shared.state.autopause import AutoPause
 from shared.state.callbacks import CallbackState
 from shared.state.checkpoints import PageCheckpoints
@@ -64,7 +66,7 @@ class StateStore:
         self.service = service
         self._tables = {name: service.get_table_client(f"{prefix}{name}")
                         for name in ("watermarks", "synced", "parked", "events", "control", "held", "conflicts",
-                                     "dvids", "pages", "targetids")}
+                                     "dvids", "pages", "targetids", "aggregates")}
         self.watermarks = Watermarks(self._tables["watermarks"], clock)
         self.synced = SyncedStates(self._tables["synced"], clock, buckets)
         self.checkpoints = PageCheckpoints(self._tables["pages"])
@@ -74,6 +76,7 @@ class StateStore:
         self.conflicts = Conflicts(self._tables["conflicts"], clock)
         self.dataverse_ids = DataverseIds(self._tables["dvids"])
         self.target_ids = TargetIds(self._tables["targetids"])
+        self.aggregates = AggregateState(self._tables["aggregates"], buckets)
         self.refresh = RefreshRequests(self._tables["control"], clock)
         self._clock = clock
 

@@ -105,7 +105,8 @@ class Sides:
     def __init__(self, engine: OutboundSync, page_size: int | None = None) -> None:
         self.engine = engine
         self.plan = plan = engine.plan
-        self.reader = RangeReader(engine, page_size or engine.page_size)
+        self.reader = (engine.reader_factory or RangeReader)(engine, page_size or engine.page_size)
+        self.volatile = plan.volatile_columns  # written with a record, never compared (an aggregate's as-of date)
         dv = plan.template.dataverse
         self.entity_set = dv.entity_set
         self.primary_id = dv.primary_id
@@ -124,6 +125,15 @@ class Sides:
         """Commerce's rows of a scope, a key range at a time (keyset paging, as a scan plans its ranges)."""
         after: tuple[Any, ...] | None = None
         size = self.reader.page_size
+        fold = getattr(self.engine, "folded_rows", None)
+        while fold is not None:  # an aggregate: ranges of whole groups, their lines folded into records
+            keys = [row for page in self.reader.read(company, after, None, top=size, keys_only=True) for row in page]
+            through = tuple(keys[-1].get(p) for p in self.reader.order) if len(keys) >= size else None
+            lines = (row for page in self.reader.read(company, after, through) for row in page)
+            yield KeyRange(after, through, fold(lines))
+            if through is None:
+                return
+            after = through
         while True:
             rows = [row for page in self.reader.read(company, after, None, top=size, on_total=on_total) for row in page]
             on_total = None  # $count once, on the first range
@@ -212,6 +222,8 @@ class Sides:
         """The columns in which Dataverse's row differs from the mapped Commerce record."""
         diffs: list[ColumnDiff] = []
         for column, value in record.columns.items():
+            if column in self.volatile:
+                continue
             expected = value.match_value if isinstance(value, LookupValue) else value
             if not self.same(column, expected, dataverse.get(column)):
                 diffs.append(ColumnDiff(column, expected, dataverse.get(column)))

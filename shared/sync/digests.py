@@ -26,6 +26,10 @@ class KeyDigests:
     def add(self, row_key: str) -> None:
         self._digests.append(self._digest(row_key))
 
+    def add_digest(self, digest: int) -> None:
+        """A digest computed elsewhere (64 bits)."""
+        self._digests.append(digest)
+
     def to_bytes(self) -> bytes:
         """The digests as 8-byte little-endian integers (a page checkpoint stores them)."""
         digests = array("Q", self._digests)
@@ -56,8 +60,10 @@ class KeyDigests:
         self._frozen = True
 
     def __contains__(self, row_key: object) -> bool:
+        return self.contains_digest(self._digest(str(row_key)))
+
+    def contains_digest(self, digest: int) -> bool:
         assert self._frozen, "freeze() before lookups"
-        digest = self._digest(str(row_key))
         part = self._parts[digest >> 56]
         index = bisect.bisect_left(part, digest)
         return index < len(part) and part[index] == digest

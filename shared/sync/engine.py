@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,8 @@ class OutboundSync:
         self.page_size = page_size  # keys per checkpointed range of a full scan
         self.identities = identities or [dataverse]  # application users the bulk chunks are spread over
         self.fail_fast = fail_fast  # a scan whose first this many records all fail one way stops (0: never)
+        # What reads a scan's key ranges (None: ``RangeReader``, one row per key); an aggregate reads lines.
+        self.reader_factory: Callable[[Any, int], Any] | None = None
         # Derived columns (``shared.sync.derived``), computed into each row read before it is mapped; the clock is
         # read through the state store so a test's clock reaches "today".
         self.deriver = Deriver(plan, commerce, lambda: state.clock)
@@ -139,13 +141,12 @@ class OutboundSync:
         return ChunkPool(lambda chunk, client: self._flush(chunk, partition, parked, client, guard), self.identities,
                          guard=guard)
 
-    def compare_rows(self, rows: list[dict[str, Any]], partition: str, parked: set[str], summary: RunSummary,
+    def compare_rows(self, rows: Iterable[dict[str, Any]], partition: str, parked: set[str], summary: RunSummary,
                      pool: ChunkPool, seen: Callable[[str], None]) -> None:
         """Map one page of Commerce rows, compare each with the state in the page's key range, and submit the
         changed ones in chunks; every key seen (mappable or not) is reported to ``seen``."""
         mapped: list[tuple[str, DataverseRecord, Mapping[str, Any]]] = []
-        waiting = parked.waiting if isinstance(parked, ParkedKeys) else {}
-        for row in self.derive(rows, contiguous=True):
+        for row in self.derive(list(rows), contiguous=True):
             summary.read()
             try:
                 record = self.plan.to_dataverse(row)
@@ -156,8 +157,24 @@ class OutboundSync:
                     seen(encode_key(self.plan.key_of(row)))
                 continue
             mapped.append((encode_key(record.key), record, row))
+        self.compare_records(mapped, partition, parked, summary, pool, seen)
+
+    def compare_records(self, mapped: list[tuple[str, DataverseRecord, Mapping[str, Any]]], partition: str,
+                        parked: set[str], summary: RunSummary, pool: ChunkPool, seen: Callable[[str], None], *,
+                        known: dict[str, SyncedState] | None = None,
+                        before_write: Callable[[list[Pending]], None] | None = None) -> None:
+        """Compare mapped records (row key, record, source row) with the state in their key range (or ``known``)
+        and submit the changed ones in chunks, after ``before_write`` saw them all; every key is reported to
+        ``seen``."""
         keys = [row_key for row_key, _, _ in mapped]
-        known = self.state.synced.between(partition, min(keys), max(keys)) if keys else {}
+        if known is None:
+            known = self.state.synced.between(partition, min(keys), max(keys)) if keys else {}
+        if before_write is not None:
+            changed = [(record, row, known.get(row_key)) for row_key, record, row in mapped
+                       if (known.get(row_key) is None or known[row_key].content_hash != record.content_hash)]
+            if changed:
+                before_write(changed)
+        waiting = parked.waiting if isinstance(parked, ParkedKeys) else {}
         pending: list[Pending] = []
         for row_key, record, fo_row in mapped:
             seen(row_key)

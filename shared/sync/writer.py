@@ -13,7 +13,7 @@ from typing import Any
 
 from shared.dataverse.client import RECORD_NOT_FOUND_BY_KEY, DataverseClient, LookupMissingError
 from shared.http.errors import ApiError, NotFoundError, raise_fatal, record_error
-from shared.http.urls import DATAVERSE_KEY_UNSAFE, addressable
+from shared.http.urls import DATAVERSE_KEY_UNSAFE, addressable, literal
 from shared.mapping.plan import COMPANY_COLUMN, DataverseRecord, LookupValue, Plan
 from shared.sync.fallback import Step, bulk_refused_by_table, next_step
 
@@ -75,6 +75,11 @@ class DataverseWriter:
                 continue
             if isinstance(value, LookupValue):
                 spec = value.spec
+                if spec.bind == "key" and addressable({spec.match_column: value.match_value}, DATAVERSE_KEY_UNSAFE):
+                    # By the referenced table's alternate key: no read (docs/protocol-notes.md §2.6).
+                    body[f"{spec.navigation_property}@odata.bind"] = (
+                        f"/{spec.entity_set}({spec.match_column}={literal(value.match_value)})")
+                    continue
                 guid = self.client.resolve(spec.entity_set, spec.primary_id, spec.match_column, value.match_value)
                 body[f"{spec.navigation_property}@odata.bind"] = f"/{spec.entity_set}({guid})"
             elif value is None and self._is_lookup(column):

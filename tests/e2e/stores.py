@@ -97,6 +97,19 @@ class Stores:
 
     # -- a template's prerequisites ----------------------------------------------------------------
 
+    def provision_app_owned(self) -> None:
+        """Every app-owned table the templates declare, provisioned in one run (as ``python -m shared.cli provision``
+        does; keys waited for on a test clock). A table that exists already costs reads only."""
+        from shared.dataverse.metadata import MetadataClient
+        from shared.provision import Provisioner, app_owned
+        from tests.clock import ManualClock
+
+        clock = ManualClock()
+        provisioner = Provisioner(MetadataClient(self.runtime.dataverse.core), app_owned(self.runtime.catalog),
+                                  "LoyaltySync", clock=clock, sleep=clock.advance, poll_s=1.0)
+        outcome = provisioner.apply(provisioner.plan())
+        assert outcome.problems == [], outcome.problems
+
     def prepare(self, template: str) -> None:
         """What a template needs before it can sync, beyond its table (the ``runtime`` fixture provisions the
         app-owned ones): the templates its lookups point at synced (cards before their tier rows)."""

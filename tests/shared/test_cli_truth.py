@@ -50,7 +50,8 @@ def test_sync_of_a_paused_template_refuses_in_one_line_unless_forced(
 
 
 def test_sync_all_leaves_a_paused_template_out_and_says_so(runtime: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
-    cli(capsys, "pause", "loyalty_reward_points")  # not the cards: the card tiers look them up
+    for name in ("loyalty_reward_points", "loyalty_card_balances"):  # not the cards: the card tiers look them up
+        cli(capsys, "pause", name)  # (and the balances look the reward points up)
     code, out, err = cli(capsys, "sync", "--all", "--json")
     assert code == EXIT_PAUSED and "loyalty_reward_points is paused" in err
     assert {s["template"] for s in json.loads(out)} == {"loyalty_cards", "loyalty_card_tiers", "loyalty_levels"}

@@ -30,6 +30,12 @@ REPO = Path(__file__).resolve().parents[2]
 EXIT_FAILED, EXIT_USAGE, EXIT_PARKED, EXIT_CONFIG = 1, 2, 5, 6
 
 
+@pytest.fixture(autouse=True)
+def app_owned_tables(stores: Stores) -> None:
+    """The app-owned tables provisioned, so the preflight of a clean tenant finds nothing missing."""
+    stores.provision_app_owned()
+
+
 def app() -> func.FunctionApp:
     import function_app
 
@@ -125,7 +131,7 @@ def test_a_dataverse_url_ending_in_the_web_api_path_is_used_as_its_root_with_a_w
      "fix the setting"),
     ({"SYNC_PAUSED_TEMPLATES": "loyalty_card"},
      "error: SYNC_PAUSED_TEMPLATES: 'loyalty_card' is no template (the templates are loyalty_cards, "
-     "loyalty_card_tiers, loyalty_levels, loyalty_reward_points); fix the setting"),
+     "loyalty_card_tiers, loyalty_levels, loyalty_reward_points, loyalty_card_balances); fix the setting"),
     ({"SYNC_LEGAL_ENTITIES": "usmf usrt"},
      "error: SYNC_LEGAL_ENTITIES: 'usmf usrt' is not a legal entity id (1 to 4 letters or digits, e.g. usmf); set "
      "SYNC_LEGAL_ENTITIES to company ids separated by commas"),
@@ -183,8 +189,9 @@ def test_read_only_commands_create_no_table_or_queue(runtime: Runtime, azurite: 
 
 
 def test_check_passes_against_the_emulators(runtime: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli(capsys, "check") == (0, "ok: Dataverse, Commerce, Table Storage and 4 templates (loyalty_cards, "
-                                       "loyalty_card_tiers, loyalty_levels, loyalty_reward_points) checked\n", "")
+    assert cli(capsys, "check") == (0, "ok: Dataverse, Commerce, Table Storage and 5 templates (loyalty_cards, "
+                                       "loyalty_card_tiers, loyalty_levels, loyalty_reward_points, "
+                                       "loyalty_card_balances) checked\n", "")
 
 
 def _rename(*path: str | int, value: str) -> Any:

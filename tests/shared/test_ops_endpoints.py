@@ -46,8 +46,9 @@ def test_each_operator_endpoint_has_a_twin_for_signed_in_operators() -> None:
 def test_status_shows_watermarks_pause_state_and_counters(runtime: Runtime) -> None:
     runtime.scan("loyalty_cards").run()
     status, body = call("ops_status")
-    assert status == 200 and body["paused"] == {"loyalty_cards": False, "loyalty_card_tiers": False,
-                                                "loyalty_levels": False, "loyalty_reward_points": False}
+    assert status == 200 and body["paused"] == {"loyalty_cards": False, "loyalty_levels": False,
+                                                "loyalty_reward_points": False, "loyalty_card_tiers": False,
+                                                "loyalty_card_balances": False}
     assert any(w["template"] == "loyalty_cards" and w["runs"] == 1 for w in body["watermarks"])
 
 

@@ -77,7 +77,7 @@ class Scan:
         self.enqueue = enqueue
         self.preflight = preflight  # checked before a run's scopes are listed (None: not checked)
         self.checkpoints = engine.state.checkpoints
-        self.reader = RangeReader(engine, page_size or engine.page_size)
+        self.reader = (engine.reader_factory or RangeReader)(engine, page_size or engine.page_size)
         self.planner = Planner(engine, self.reader)
         self.ranges = RangeWorker(engine, self.reader)
         self.finaliser = Finaliser(engine, queue=self._queue if enqueue is not None else None,

@@ -7,6 +7,7 @@ already done are not read again, planned ones are redone, planning continues aft
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from shared.state.checkpoints import PageCheckpoint, RunCheckpoint
@@ -55,7 +56,7 @@ class Planner:
         return run, plan
 
     def plan_next(self, company: str | None, plan: RunCheckpoint, *, keys_only: bool,
-                  total: list[int]) -> tuple[RunCheckpoint, PageCheckpoint, list[dict[str, Any]]]:
+                  total: list[int]) -> tuple[RunCheckpoint, PageCheckpoint, Iterable[dict[str, Any]]]:
         """Plan and record the next range (its rows read: keys only when it is for a queue); the last range,
         open-ended, ends planning. ``total`` receives ``$count`` on the first call."""
         page, rows = self.reader.next_range(company, plan, keys_only=keys_only,

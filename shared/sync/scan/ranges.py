@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from shared.http.urls import literal
@@ -86,11 +86,11 @@ class RangeReader:
         plan = self.engine.plan
         return tuple(plan.fo_literal(prop, value) for prop, value in zip(self.order, key, strict=True))
 
-    def rows(self, company: str | None, page: PageCheckpoint) -> list[dict[str, Any]]:
+    def rows(self, company: str | None, page: PageCheckpoint) -> Iterable[dict[str, Any]]:
         return [row for chunk in self.read(company, page.after, page.through) for row in chunk]
 
     def next_range(self, company: str | None, plan: RunCheckpoint, *, keys_only: bool,
-                   on_total: Callable[[int], None] | None = None) -> tuple[PageCheckpoint, list[dict[str, Any]]]:
+                   on_total: Callable[[int], None] | None = None) -> tuple[PageCheckpoint, Iterable[dict[str, Any]]]:
         """Plan the range after the last one: up to a page of rows; fewer means it is the open-ended last."""
         after = plan.last_through
         rows: list[dict[str, Any]] = []
@@ -108,7 +108,7 @@ class RangeWorker:
         self.reader = reader
         self.checkpoints = engine.state.checkpoints
 
-    def process(self, page: PageCheckpoint, rows: list[dict[str, Any]], plan: RunCheckpoint, partition: str,
+    def process(self, page: PageCheckpoint, rows: Iterable[dict[str, Any]], plan: RunCheckpoint, partition: str,
                 parked: set[str], pool: ChunkPool, summary: RunSummary, *, tick: Tick | None = None) -> None:
         """Compare and write one range's rows; checkpoint it once every write and state of it is in. ``tick``
         is called once per record compared (for a progress bar)."""

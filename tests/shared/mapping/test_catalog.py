@@ -25,8 +25,9 @@ def write_variant(tmp_path: Path, name: str, change: Any) -> Path:
     return folder
 
 
-def test_the_three_loyalty_templates_and_the_card_tiers_load() -> None:
-    assert sorted(t.name for t in load_catalog()) == ["loyalty_card_tiers", "loyalty_cards", "loyalty_levels",
+def test_the_loyalty_templates_load() -> None:
+    assert sorted(t.name for t in load_catalog()) == ["loyalty_card_balances", "loyalty_card_tiers", "loyalty_cards",
+                                                      "loyalty_levels",
                                                       "loyalty_reward_points"]
 
 

@@ -27,6 +27,8 @@ def test_the_templates_name_their_virtual_tables_and_key_columns_as_inferred() -
                            {"dataAreaId": "mserp_dataareaid", "LevelPhrase": "mserp_levelphrase"}, "inferred"),
         "loyalty_reward_points": ("mserp_retailloyaltyrewardpointentity",
                                   {"RewardPointId": "mserp_rewardpointid"}, "inferred"),
+        "loyalty_card_balances": ("mserp_retailloyaltycardrewardpointtransactionentity",
+                                  {"CardNumber": "mserp_cardnumber", "RewardPointId": "mserp_rewardpointid"}, "inferred"),
         "loyalty_card_tiers": ("mserp_retailloyaltycardtierv2entity",
                                {p: f"mserp_{p.lower()}" for p in ("LoyaltyCardNumber", "LoyaltyProgramName",
                                                                  "LoyaltyTierAffiliationName", "LoyaltyTierId",

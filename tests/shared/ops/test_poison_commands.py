@@ -44,8 +44,9 @@ def test_status_counts_each_templates_poison_messages(runtime: Runtime, capsys: 
     poison_as_host(runtime.queues, TEMPLATE, QueueKind.CALLBACKS, ITEM)
     poison_as_host(runtime.queues, TEMPLATE, QueueKind.PAGES, {"n": 1})
     rows = cli(capsys, "status")
-    assert {r["template"]: r["poison"] for r in rows} == {"loyalty_cards": 2, "loyalty_card_tiers": 0,
-                                                          "loyalty_levels": 0, "loyalty_reward_points": 0}
+    assert {r["template"]: r["poison"] for r in rows} == {"loyalty_cards": 2, "loyalty_levels": 0,
+                                                          "loyalty_reward_points": 0, "loyalty_card_tiers": 0,
+                                                          "loyalty_card_balances": 0}
 
 
 def test_status_without_json_names_the_poison_messages_on_stderr(runtime: Runtime,

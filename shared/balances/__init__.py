@@ -1,0 +1,1 @@
+"""Points balances: the aggregate template kind (fold, lines, engine)."""
