@@ -178,6 +178,8 @@ BALANCES = "loyalty_card_balances"
 AGENT_COLUMNS = ("lsync_rewardpointid", "lsync_available", "lsync_unvested", "lsync_expired", "lsync_issued",
                  "lsync_used", "lsync_expiringsoon", "lsync_expiringsoondate", "lsync_nextchangedate",
                  "lsync_lasttransactiondate", "lsync_asof")
+AGENT_LABELS = {"lsync_rewardpointid": "point", "lsync_expiringsoon": "expiring", "lsync_expiringsoondate": "expiring on",
+                "lsync_nextchangedate": "next change", "lsync_lasttransactiondate": "last line", "lsync_asof": "as of"}
 
 
 def agent_view(dataverse_url: str, card: str) -> list[dict[str, Any]]:
@@ -185,7 +187,7 @@ def agent_view(dataverse_url: str, card: str) -> list[dict[str, Any]]:
     url = (f"{dataverse_url}/api/data/v9.2/lsync_loyaltycardbalances?$select={','.join(AGENT_COLUMNS)}"
            f"&$filter=lsync_cardnumber eq '{card}'")
     rows: list[dict[str, Any]] = requests.get(url, headers=bearer(), timeout=10).json()["value"]
-    return [{c.removeprefix("lsync_"): str(r.get(c)) for c in AGENT_COLUMNS} for r in rows]
+    return [{AGENT_LABELS.get(c, c.removeprefix("lsync_")): str(r.get(c)) for c in AGENT_COLUMNS} for r in rows]
 
 
 class _MovedClock:
@@ -237,8 +239,8 @@ def points_balance(app: Any, runtime: Any, dataverse_url: str, commerce: Any) ->
     after = agent_view(dataverse_url, card)
     print(f"   after a redemption of 10 {point} points in Commerce (incremental timer):")
     print_table(after)
-    changed = next(r for r in after if r["rewardpointid"] == point)
-    nxt = changed["nextchangedate"]
+    changed = next(r for r in after if r["point"] == point)
+    nxt = changed["next change"]
     days = (date.fromisoformat(nxt[:10]) - runtime.state.clock.now().date()).days if nxt != "None" else 0
     if days > 0:
         clock = runtime.state.clock
@@ -342,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if app_owned(runtime.catalog):
             from shared.cli import main as cli_main
             print("\n0. The app-owned Dataverse tables the templates declare: python -m shared.cli provision")
-            if cli_main(["provision"]) != 0:
+            if cli_main([*CLI_WIDTH, "provision"]) != 0:
                 return 1
         print("\n1. Initial sync: each template's timer plans key ranges and queues them; the page workers write them")
         started = time.monotonic()
@@ -463,6 +465,7 @@ def keep_running(app: Any, runtime: Any, pump: QueuePump, host_url: str, commerc
     cli = ".venv/bin/python -m shared.cli"
     names = [t.name for t in runtime.catalog]
     by_timer = [n for n in names if n not in by_event]
+    two_way = [t.name for t in runtime.catalog if not t.one_way]  # tiers and balances are written from Commerce only
     print(f"""
 Still running (Ctrl-C, or kill {os.getpid()}, stops everything):
   PID             {os.getpid()}
@@ -475,7 +478,7 @@ Still running (Ctrl-C, or kill {os.getpid()}, stops everything):
 How Commerce changes arrive in Dataverse:
   By event        {', '.join(by_event)} (F&O data events to the callback endpoint, within seconds)
   By timer        {', '.join(by_timer)} (their timers, every {timer_every:g} s here)
-  Edits in Dataverse  reach Commerce by the inbound timers ({', '.join(names)}), every {timer_every:g} s here
+  Edits in Dataverse  reach Commerce by the inbound timers ({', '.join(two_way)}), every {timer_every:g} s here
 
 Try, in another terminal (the same settings):
   . {path}

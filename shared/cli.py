@@ -80,13 +80,14 @@ def fit(widths: dict[str, int], width: int | None) -> dict[str, int]:
     if width is None:
         return widths
     fitted = dict(widths)
-    while sum(fitted.values()) + 2 * (len(fitted) - 1) > width:
-        excess = sum(fitted.values()) + 2 * (len(fitted) - 1) - width
-        widest = max(fitted, key=lambda c: fitted[c] - max(len(c), NARROWEST))
-        floor = max(len(widest), NARROWEST)
-        if fitted[widest] <= floor:
-            break  # nothing left to cut
-        fitted[widest] = max(floor, fitted[widest] - excess)
+    for narrowest in (NARROWEST, 1):  # first no column below NARROWEST; if that is not enough, down to its header
+        while sum(fitted.values()) + 2 * (len(fitted) - 1) > width:
+            excess = sum(fitted.values()) + 2 * (len(fitted) - 1) - width
+            widest = max(fitted, key=lambda c: fitted[c] - max(len(c), narrowest))
+            floor = max(len(widest), narrowest)
+            if fitted[widest] <= floor:
+                break  # nothing left to cut at this floor
+            fitted[widest] = max(floor, fitted[widest] - excess)
     return fitted
 
 

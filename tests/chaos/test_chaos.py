@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from devtools.demo import STATIC_TOKEN, emulator_settings
 from devtools.functions_host import LocalFunctionsHost
 from emulators.commerce.server import start_commerce
 from emulators.dataverse.server import start_dataverse
+from shared.mapping.catalog import DEFAULT_MAPPINGS_DIR
 from shared.runtime import get_runtime
 from shared.settings import get_settings
 from tests.e2e.stores import Stores
@@ -80,8 +82,13 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
     dataverse = start_dataverse(port=0)
     commerce = start_commerce(port=0, cards=CARDS, reward_points=200, levels_per_company=20, page_size=1000,
                               publisher_options={"retry_wait": 0.2, "timeout": 5.0})
+    mappings = tmp_path / "mappings"  # the three dual-write templates this test holds to their counts; the app-owned
+    mappings.mkdir()                   # tables of the tier and balance templates have their own tests (tests/e2e)
+    for name in TEMPLATES:
+        shutil.copy(DEFAULT_MAPPINGS_DIR / f"{name}.json", mappings)
     env = {**emulator_settings(dataverse.url, commerce.url, azurite.connection_string, "chaos"),
-           "SYNC_HTTP_READ_TIMEOUT_S": "1", "SYNC_HTTP_BACKOFF_BASE_S": "0.05", "SYNC_HTTP_MAX_ATTEMPTS": "8",
+           "SYNC_MAPPINGS_DIR": str(mappings), "SYNC_HTTP_READ_TIMEOUT_S": "1", "SYNC_HTTP_BACKOFF_BASE_S": "0.05",
+           "SYNC_HTTP_MAX_ATTEMPTS": "8",
            "SYNC_RUN_LEASE_S": "5", "SYNC_PAGE_SIZE": str(RANGE)}
     for name, value in env.items():
         monkeypatch.setenv(name, value)

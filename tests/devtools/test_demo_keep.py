@@ -28,7 +28,8 @@ def demo() -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
     urls: dict[str, str] = {}
     deadline = time.monotonic() + 240
     for line in process.stdout:
-        match = re.match(r"\s+(Status page|Ops status|Dataverse|Commerce \(F&O\)|PID|By event|By timer)\s+(.+)", line)
+        match = re.match(r"\s+(Status page|Ops status|Dataverse|Commerce \(F&O\)|PID|By event|By timer|Edits in Dataverse)"
+                         r"\s+(.+)", line)
         if match:
             urls[match.group(1)] = match.group(2).strip()
         if line.strip().startswith("curl "):
@@ -59,7 +60,10 @@ def test_the_demo_prints_its_pid_and_which_templates_arrive_by_event_and_by_time
     process, printed = demo
     assert printed["PID"] == str(process.pid)
     assert printed["By event"].startswith("loyalty_cards (F&O data events")
-    assert printed["By timer"].startswith("loyalty_levels, loyalty_reward_points (their timers, every 2 s here)")
+    assert printed["By timer"].startswith("loyalty_card_tiers, loyalty_levels, loyalty_reward_points, loyalty_card_balances "
+                                          "(their timers, every 2 s here)")
+    assert printed["Edits in Dataverse"].startswith(  # the one-way templates have no inbound timer
+        "reach Commerce by the inbound timers (loyalty_cards, loyalty_levels, loyalty_reward_points)")
 
 
 def test_the_curl_example_names_a_card_that_exists(demo: tuple[subprocess.Popen[str], dict[str, str]]) -> None:

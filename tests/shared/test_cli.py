@@ -162,3 +162,13 @@ def test_width_cuts_the_widest_column_of_a_table_to_fit(runtime: Runtime, capsys
     assert max(len(line) for line in lines) == 100 and lines[2].rstrip().endswith("x…")
     assert main(["parked"]) == 5  # not on a terminal, no --width: as wide as it is
     assert max(len(line) for line in capsys.readouterr().out.splitlines()) > 100
+
+
+def test_width_cuts_columns_below_the_narrowest_width_when_cutting_the_widest_is_not_enough() -> None:
+    from shared.cli import fit
+
+    widths = {"template": 13, "row_key": 15, "key": 15, "error_class": 11, "attempts": 8, "last_failed": 20,
+              "retry": 40, "error": 12}
+    fitted = fit(widths, 80)
+    assert sum(fitted.values()) + 2 * (len(fitted) - 1) <= 80
+    assert all(fitted[c] >= len(c) for c in fitted)  # a header is never cut
