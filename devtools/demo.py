@@ -285,7 +285,8 @@ def card_tiers(app: Any, runtime: Any, pump: QueuePump, dataverse_url: str, comm
                             params={"$filter": f"lsync_cardnumber eq '{card}'",
                                     "$select": "lsync_tierid,lsync_validto,lsync_iscurrent"}).json()["value"]
         for r in rows:
-            print(f"   {card} {program:16} {r['lsync_tierid']:9} valid to {r['lsync_validto']}  "
+            until = "open" if str(r["lsync_validto"]).startswith("1900-01-01") else r["lsync_validto"]  # F&O's empty date
+            print(f"   {card} {program:16} {r['lsync_tierid']:9} valid to {until:10}  "
                   f"{'CURRENT' if r['lsync_iscurrent'] else ''}")
         return {r["lsync_tierid"]: r["lsync_iscurrent"] for r in rows}
 
