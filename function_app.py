@@ -3,7 +3,9 @@
 For each template: ``timer_<template>`` (Commerce -> Dataverse scan, on the file's schedule),
 ``timer_inbound_<template>`` (Dataverse change tracking -> Commerce, on ``reverse_schedule``),
 ``callback_<template>`` (POST /api/callbacks/<template>: validate a business event and queue it) and
-``worker_<template>`` (queue trigger: re-read the record from Commerce and write it). Once:
+``worker_<template>`` (queue trigger: re-read the record from Commerce and write it); an aggregate template
+(``"kind": "aggregate"``, the points balances) has ``timer_incremental_<template>`` (recent lines and due cards)
+and a one-way template no inbound work. Once:
 ``callback_unknown_template`` (404 for any other name), ``timer_retry_parked`` (retries parked records),
 ``timer_refresh_pending`` (starts the pending template refreshes that are due),
 ``timer_telemetry_sample`` (the backlog gauges' storage sample) and ``ops_*`` (operator endpoints under

@@ -201,3 +201,28 @@ def test_a_tier_added_in_commerce_arrives_as_a_data_event_with_its_date_keys(
     assert deliveries and all(d["ok"] for d in deliveries)
     assert current(stores, CARD) == {"Silver": False, "Platinum": True}
     assert list(tiers.state.parked.all()) == []
+
+
+def test_a_tier_whose_card_is_not_in_dataverse_is_parked_with_the_reason_and_lands_once_the_card_does(
+        tiers: Runtime, stores: Stores) -> None:
+    admin(stores).set_card_tiers(CARD, [tier("Silver", "2020-01-01")])
+    stores.delete_in_dataverse(f"msdyn_loyaltycards({card_guid(stores, CARD)})")
+    [summary] = tiers.scan(TEMPLATE).run()
+    parked = [p for p in tiers.state.parked.all(TEMPLATE) if CARD in str(p.get("key") or p["RowKey"])]
+    assert summary.failed == 1 and len(parked) == 1 and parked[0]["error"], parked
+    assert [key for key in dv_rows(stores) if key[0] == CARD] == []
+    assert parked[0]["error_class"] == "lookup_missing"
+    stores.create_in_dataverse("msdyn_loyaltycards", {"msdyn_cardnumber": CARD})  # the card is back in Dataverse
+    tiers.scan(TEMPLATE).run()  # the parked row is retried by the next scan
+    assert current(stores, CARD) == {"Silver": True}
+    assert not [p for p in tiers.state.parked.all(TEMPLATE) if CARD in str(p.get("key") or p["RowKey"])]
+
+
+def test_the_first_build_binds_each_card_by_its_card_number_with_no_read_per_card(
+        tiers: Runtime, stores: Stores) -> None:
+    requests.post(f"{stores.dataverse_url}/_emulator/stats/reset", timeout=10).raise_for_status()
+    [summary] = tiers.scan(TEMPLATE).run()
+    stats = requests.get(f"{stores.dataverse_url}/_emulator/stats", timeout=10).json()
+    card_reads = {route: n for route, n in stats["by_method_route"].items()
+                  if route.startswith("GET") and "msdyn_loyaltycards" in route}
+    assert summary.written > 0 and sum(card_reads.values()) <= 1  # the preflight's look at the card table, no more
