@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,14 @@ def start_process(module: str, *args: str) -> tuple[subprocess.Popen[str], str]:
     if "http://" not in line:
         raise RuntimeError(f"{module} did not start: {line!r}")
     return process, f"http://127.0.0.1:{port}"
+
+
+def stop_all(processes: Sequence[subprocess.Popen[str]], azurite: Any, *, wait_s: float = 10) -> None:
+    """Stop the emulator processes ``start_process`` started, then Azurite."""
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=wait_s)
+    azurite.stop()
 
 
 def card_rows(n: int, seed: int = 7) -> Iterator[dict[str, Any]]:
@@ -143,10 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         with environment(settings):
             return run(args, dv_url, fo_url)
     finally:
-        for process in (fo_process, dv_process):
-            process.terminate()
-            process.wait(timeout=10)
-        azurite.stop()
+        stop_all((fo_process, dv_process), azurite)
 
 
 def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:

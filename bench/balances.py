@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bench.__main__ import start_process
+    from bench.__main__ import start_process, stop_all
     from devtools.azurite import start_azurite
     from devtools.demo import emulator_settings, environment
 
@@ -58,10 +58,7 @@ def main(args: argparse.Namespace) -> int:
         with environment(settings):
             return run(args, dv_url, fo_url)
     finally:
-        for process in (fo_process, dv_process):
-            process.terminate()
-            process.wait(timeout=10)
-        azurite.stop()
+        stop_all((fo_process, dv_process), azurite)
 
 
 def _rss_mb() -> float:

@@ -188,10 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     finally:
-        for process in (fo_process, dv_process):
-            process.terminate()
-            process.wait(timeout=30)
-        azurite.stop()
+        from bench.__main__ import stop_all  # here, not at the top: bench.__main__ imports this module
+
+        stop_all((fo_process, dv_process), azurite, wait_s=30)
 
 
 if __name__ == "__main__":
