@@ -65,6 +65,15 @@ def start_process(module: str, *args: str) -> tuple[subprocess.Popen[str], str]:
     return process, f"http://127.0.0.1:{port}"
 
 
+def print_figures(figures: dict[str, Any]) -> None:
+    """The figures one a line, then the JSON line a bench's output ends with."""
+    print()
+    width = max(len(k) for k in figures)
+    for key, value in figures.items():
+        print(f"{key.ljust(width)}  {value}")
+    print(json.dumps(figures))
+
+
 def stop_all(processes: Sequence[subprocess.Popen[str]], azurite: Any, *, wait_s: float = 10) -> None:
     """Stop the emulator processes ``start_process`` started, then Azurite."""
     for process in processes:
@@ -243,11 +252,7 @@ def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
         **fo_figures,
         **inbound_figures,
     }
-    print()
-    width = max(len(k) for k in figures)
-    for key, value in figures.items():
-        print(f"{key.ljust(width)}  {value}")
-    print(json.dumps(figures))
+    print_figures(figures)
     return 0
 
 

@@ -17,7 +17,6 @@ service protection (the figures are about this app's own cost). The last line pr
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import resource
 import time
@@ -76,6 +75,7 @@ def _reset(*urls: str) -> None:
 
 
 def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
+    from bench.__main__ import print_figures
     from emulators.commerce.loyalty_activity import CommerceLoyaltyAdmin, LoyaltyActivityRefused
     from shared.balances.fold import as_row
     from shared.dataverse.metadata import MetadataClient
@@ -193,11 +193,7 @@ def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
         "balances_dv_requests_per_1000": round(dv_requests / max(changed, 1) * 1000, 3),
         "balances_peak_rss_mb": round(_rss_mb(), 1),
     }
-    print()
-    width = max(len(k) for k in figures)
-    for key, value in figures.items():
-        print(f"{key.ljust(width)}  {value}")
-    print(json.dumps(figures))
+    print_figures(figures)
     return 0
 
 
