@@ -32,22 +32,14 @@ def get_collection(handler: CommerceRequestHandler) -> None:
 
     options = query.parse_query_options(LINES, handler.query_items)
     result = handler.server.lines.query(options, handler.server.page_size)
-    context = f"{handler.service_root}/$metadata#{LINES.name}"
-    if options.select:
-        context += f"({','.join(options.select)})"
-    body: dict[str, Any] = {"@odata.context": context}
-    if options.count:
-        body["@odata.count"] = result.count
     # The store renders rows as a read sends them (@odata.etag first, properties in metadata order).
     if options.select:
         wanted = [name for name in LINES.property_names if name in set(options.select)]
-        body["value"] = [row if len(row) == len(wanted) + 1 else
-                         {"@odata.etag": etag, **{name: row[name] for name in wanted}} for row, etag in result.rows]
+        value = [row if len(row) == len(wanted) + 1 else
+                 {"@odata.etag": etag, **{name: row[name] for name in wanted}} for row, etag in result.rows]
     else:
-        body["value"] = [row for row, _ in result.rows]
-    if result.next_skip is not None and result.next_top is not None:
-        body["@odata.nextLink"] = query.next_link(
-            f"{handler.base_url}{handler.raw_path}", handler.raw_query, result.next_skip, result.next_top)
+        value = [row for row, _ in result.rows]
+    body = handler.page_body(LINES, options, result, value)
     # orjson: a page of 10,000 lines is the hot path of a balance build (same JSON as json.dumps would write).
     handler.send_bytes(200, orjson.dumps(body), content_type=ODATA_JSON)
 

@@ -408,17 +408,22 @@ class CommerceRequestHandler(EmulatorRequestHandler):
         cross = query.is_cross_company(self.query)
         result = query.run_query(eset, self.server.store.rows(eset), options, default_company=self.server.default_company,
                                  cross_company=cross, page_size=self.server.page_size)
+        self.send_odata(200, self.page_body(eset, options, result,
+                                            [query.project(eset, row, etag, options.select) for row, etag in result.rows]))
+
+    def page_body(self, eset: EntitySet, options: Any, result: Any, value: list[dict[str, Any]]) -> dict[str, Any]:
+        """One page of a collection read: context (with its $select), $count, the rows, the server-driven nextLink."""
         context = f"{self.service_root}/$metadata#{eset.name}"
         if options.select:
             context += f"({','.join(options.select)})"
         body: dict[str, Any] = {"@odata.context": context}
         if options.count:
             body["@odata.count"] = result.count
-        body["value"] = [query.project(eset, row, etag, options.select) for row, etag in result.rows]
+        body["value"] = value
         if result.next_skip is not None and result.next_top is not None:
             body["@odata.nextLink"] = query.next_link(
                 f"{self.base_url}{self.raw_path}", self.raw_query, result.next_skip, result.next_top)
-        self.send_odata(200, body)
+        return body
 
     def _find(self, eset: EntitySet, key: Key) -> tuple[dict[str, Any], str]:
         found = self.server.store.get(eset, key)
