@@ -25,6 +25,13 @@ mode is refused wherever ``WEBSITE_SITE_NAME`` is set (App Service sets it on ev
 setting cannot open the page there. Any other value of ``SYNC_DASHBOARD_AUTH`` is refused (403) naming the
 allowed ones.
 
+**Under Core Tools** (``func start``, which sets ``FUNCTIONS_CORETOOLS_ENVIRONMENT=true`` in the processes it runs)
+the host checks no function keys at all, whatever a function's authorization level (Microsoft Learn, "Azure
+Functions HTTP trigger", authorization level: running locally, authorization is disabled). So there the app itself asks
+the admin-level ``/api/ops/<route>`` endpoints for a key: the same token, as ``x-functions-key`` (or ``?code=``),
+which is what ``SYNC_REMOTE_KEY`` sends (``--remote http://localhost:7071``). And ``easyauth`` mode is refused
+there: no App Service strips a forged ``X-MS-CLIENT-PRINCIPAL`` in front of ``func start``.
+
 **Cross-site requests**: every action is a POST form that carries a per-session token (a random value kept
 in an HttpOnly, SameSite=Strict cookie, repeated in a hidden form field: a double-submit token another site can
 neither read nor set), and the browser's ``Sec-Fetch-Site`` (when sent) must be ``same-origin`` and its
@@ -66,6 +73,9 @@ GROUP_SETTING = "SYNC_OPERATORS_GROUP_ID"
 ROLE_SETTING = "SYNC_OPERATORS_ROLE"
 AZURE_SITE = "WEBSITE_SITE_NAME"  # set by App Service on every app in Azure
 EASY_AUTH_ENABLED = "WEBSITE_AUTH_ENABLED"  # "True" while App Service Authentication is on
+CORE_TOOLS = "FUNCTIONS_CORETOOLS_ENVIRONMENT"  # "true" in the processes Core Tools (func start) runs
+KEY_HEADER = "x-functions-key"
+KEY_PARAM = "code"
 PRINCIPAL_HEADER = "x-ms-client-principal"
 LOGIN_PATH = "/.auth/login/aad"
 ROLE_CLAIMS = {"roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"}
@@ -90,6 +100,12 @@ class AccessSettings(BaseSettings):
     operators_role: str = Field(default="", validation_alias=ROLE_SETTING)
     site_name: str = Field(default="", validation_alias=AZURE_SITE)
     easy_auth_enabled: str = Field(default="", validation_alias=EASY_AUTH_ENABLED)
+    core_tools_flag: str = Field(default="", validation_alias=CORE_TOOLS)
+
+    @property
+    def core_tools(self) -> bool:
+        """Served by Core Tools (``func start``): no host enforces function keys or fronts the app with Easy Auth."""
+        return self.core_tools_flag.lower() == "true" and not self.site_name
 
 
 @dataclass(frozen=True)
@@ -171,18 +187,36 @@ def local_token(settings: AccessSettings) -> str:
             _made_token.append(secrets.token_urlsafe(32))
             log(logger, logging.WARNING, "status page in local mode: open it once with this token (anyone with it "
                 "can use the page and its actions)", url=f"{COOKIE_PATH}?{TOKEN_PARAM}={_made_token[0]}",
-                setting=f"{TOKEN_SETTING} sets a token of your own")
+                setting=f"{TOKEN_SETTING} sets a token of your own (needed with several worker processes)",
+                ops_key=f"under func start the /api/ops endpoints take this token as {KEY_HEADER}")
         return _made_token[0]
 
 
 def announce_local_token() -> None:
-    """At start-up: in local mode (not in Azure) make the token now, so that ``func start`` prints it once."""
+    """At start-up: in local mode (not in Azure) or under Core Tools make the token now, so that ``func start``
+    prints it once."""
     try:
         settings = AccessSettings()
     except ValidationError:
         return  # the page answers 403 naming the setting
-    if settings.mode == "local" and not settings.site_name:
+    if (settings.mode == "local" and not settings.site_name) or settings.core_tools:
         local_token(settings)
+
+
+def local_key_problem(req: func.HttpRequest) -> str | None:
+    """Why an admin-level ``/api/ops`` request is refused under Core Tools (``None``: served). Elsewhere the
+    Functions host has checked the master key before the app sees the request, and this answers ``None``."""
+    try:
+        settings = access_settings()
+    except Denied as exc:
+        return exc.reason
+    if not settings.core_tools:
+        return None
+    offered = req.headers.get(KEY_HEADER) or req.params.get(KEY_PARAM) or ""
+    if offered and hmac.compare_digest(offered.encode(), local_token(settings).encode()):
+        return None
+    return (f"func start checks no function keys, so this app asks for its own: send the token it printed when it "
+            f"started (or {TOKEN_SETTING}) as {KEY_HEADER}; python -m shared.cli --remote sends SYNC_REMOTE_KEY there")
 
 
 def local_session(token: str) -> str:
@@ -223,6 +257,10 @@ def operator(req: func.HttpRequest, settings: AccessSettings | None = None) -> O
                          f"{COOKIE_PATH}?{TOKEN_PARAM}=<token> once (func start logs the URL; set {TOKEN_SETTING} to "
                          "choose the token)")
         return Operator("local operator", local=True)
+    if settings.core_tools:
+        raise Denied(f"{AUTH_SETTING}=easyauth cannot work under func start: no App Service Authentication fronts "
+                     f"it, so any client could send an X-MS-CLIENT-PRINCIPAL header; set {AUTH_SETTING}=local and "
+                     "open the page with the token the app printed when it started")
     if settings.easy_auth_enabled.lower() != "true":
         raise Denied(f"App Service Authentication is not enabled on this app ({EASY_AUTH_ENABLED} is not True): "
                      "enable it (the Bicep's authsettingsV2), or run locally with "

@@ -82,6 +82,9 @@ def operator_endpoint(name: str, route: str, method: func.HttpMethod) -> Callabl
         @bp.function_name(name)
         @bp.route(route=route, methods=[method], auth_level=func.AuthLevel.ADMIN)
         def trigger(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+            problem = access.local_key_problem(req)  # under func start no host has checked the master key
+            if problem is not None:
+                return _json(401, {"error": problem})
             return serve(req, context)
 
         @bp.function_name(f"entra_{name}")

@@ -232,3 +232,25 @@ def test_an_app_id_asks_for_one_token_per_command_and_sends_it_to_the_entra_rout
     assert credentials.headers() == credentials.headers() == {"Authorization": "Bearer t-1"}
     assert asked == ["11111111-2222-3333-4444-555555555555"]
     assert source.OpsClient("https://app.example.net", source.Credentials(key="k")).prefix == "/api/ops/"
+
+
+def test_against_func_start_the_printed_token_is_the_remote_key(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Core Tools checks no keys (the local host here has no master key, as func start): the app asks for the
+    token it printed at start, which SYNC_REMOTE_KEY carries; without it the CLI says what answered 401."""
+    import function_app
+
+    token = "the-token-func-start-printed-at-its-start"
+    monkeypatch.setenv("FUNCTIONS_CORETOOLS_ENVIRONMENT", "true")
+    monkeypatch.setenv("SYNC_DASHBOARD_TOKEN", token)
+    for name in ("SYNC_REMOTE_APP_ID", "SYNC_REMOTE_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    served = LocalFunctionsHost(function_app.app).start()
+    try:
+        monkeypatch.setenv("SYNC_REMOTE_KEY", "not-the-token")
+        code, _, err = cli(capsys, "--remote", served.url, "status")
+        assert code == 1 and f"{served.url} answered 401" in err
+        monkeypatch.setenv("SYNC_REMOTE_KEY", token)
+        assert cli(capsys, "--remote", served.url, "status") == cli(capsys, "status")
+    finally:
+        served.stop()

@@ -159,3 +159,62 @@ def test_the_routes_and_methods_are_unchanged() -> None:
                       "ops_approve_deletes": ("ops/approve-deletes", post), "ops_break_lease": ("ops/break-lease", post),
                       "ops_poison": ("ops/poison", get), "ops_poison_one": ("ops/poison/{template}/{id}", get),
                       "ops_poison_requeue": ("ops/poison/requeue", post), "ops_check": ("ops/check", get)}
+
+
+# -- under func start: no host checks the master key, so the app asks for its own ------------------------------
+
+LOCAL_TOKEN = "a-local-token-of-32-characters-or-more"
+
+
+@pytest.fixture()
+def core_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment ``func start`` gives the worker: FUNCTIONS_CORETOOLS_ENVIRONMENT=true, not in Azure."""
+    monkeypatch.setenv("FUNCTIONS_CORETOOLS_ENVIRONMENT", "true")
+    monkeypatch.setenv("SYNC_DASHBOARD_TOKEN", LOCAL_TOKEN)
+    monkeypatch.delenv("WEBSITE_SITE_NAME", raising=False)
+
+
+def call_with(name: str, headers: dict[str, str] | None = None, params: dict[str, str] | None = None) -> tuple[
+        int, Any]:
+    import function_app
+
+    req = func.HttpRequest("GET", "http://localhost:7071/api/ops/status", body=b"", headers=headers or {},
+                           params=params or {})
+    response = invoke_http(function_app.app, name, req)
+    return response.status_code, json.loads(response.get_body())
+
+
+def test_under_func_start_an_admin_endpoint_without_a_key_is_a_401_saying_which_key(runtime: Runtime,
+                                                                                     core_tools: None) -> None:
+    status, body = call_with("ops_status")
+    assert status == 401 and "x-functions-key" in body["error"] and "SYNC_REMOTE_KEY" in body["error"]
+
+
+def test_under_func_start_a_wrong_key_is_a_401(runtime: Runtime, core_tools: None) -> None:
+    assert call_with("ops_status", {"x-functions-key": "guessed"})[0] == 401
+
+
+@pytest.mark.parametrize("where", ["header", "query"])
+def test_under_func_start_the_printed_token_is_the_key(runtime: Runtime, core_tools: None, where: str) -> None:
+    status, body = (call_with("ops_status", {"x-functions-key": LOCAL_TOKEN}) if where == "header"
+                    else call_with("ops_status", params={"code": LOCAL_TOKEN}))
+    assert status == 200 and "paused" in body
+
+
+def test_in_azure_the_app_leaves_the_master_key_to_the_host(runtime: Runtime, core_tools: None,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where WEBSITE_SITE_NAME says App Service, the host has checked the key before the function runs."""
+    monkeypatch.setenv("WEBSITE_SITE_NAME", "loyaltysync-func-abc123")
+    assert call_with("ops_status")[0] == 200
+
+
+def test_under_func_start_a_forged_principal_opens_no_signed_in_route(runtime: Runtime, core_tools: None,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """No App Service strips X-MS-CLIENT-PRINCIPAL in front of func start: easyauth mode is refused there."""
+    from tests.shared.ops.dashboard_client import principal
+
+    monkeypatch.setenv("SYNC_DASHBOARD_AUTH", "easyauth")
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+    monkeypatch.setenv("SYNC_OPERATORS_ROLE", "LoyaltySync.Operator")
+    status, body = call_with("entra_ops_status", {"X-MS-CLIENT-PRINCIPAL": principal(roles=["LoyaltySync.Operator"])})
+    assert status == 403 and "func start" in body["error"]
