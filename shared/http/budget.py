@@ -175,6 +175,12 @@ class SharedBudget:
             self._wake.set()
             self._joined.wait(wait_s)
 
+    def sent(self) -> None:
+        """A request was just sent: publish at once rather than at the next beat, so that the others see it in
+        their next view (a member deciding on a view without it may spend the same room: a 429 for the identity)."""
+        if self._member_now:
+            self._wake.set()
+
     def _run(self) -> None:
         while True:
             self._wake.wait(self.heartbeat_s)

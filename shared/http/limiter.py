@@ -81,7 +81,11 @@ class AdaptiveLimiter:
         """What this process spends of the identity's budget, for the other members."""
         with self._cond:
             self._prune(time.monotonic())
-            spent = sum(seconds for _, seconds in self._spent) + self.cost_s * self.in_flight
+            # A request in flight before this process measured one costs the others' average, as in ``_wait_s``:
+            # counted at 0 s, a newcomer's first request was invisible to the others, and a second newcomer spent
+            # the same room (measured: a 429 with an 8-s Retry-After that held all four workers at the start).
+            cost = self.cost_s or (self.budget.share.others_cost_s if self.budget is not None else 0.0)
+            spent = sum(seconds for _, seconds in self._spent) + cost * self.in_flight
             return spent, len(self._sent), self.budget_s, self.max_requests
 
     def _prune(self, now: float) -> None:
@@ -117,7 +121,13 @@ class AdaptiveLimiter:
             # Only the requests in flight hold the budget (wait for them), or, shared, the others' spend does:
             # look again at the next heartbeat (nothing of this process would wake it).
             return self.budget.heartbeat_s if self.budget is not None and self.in_flight == 0 else None
-        return max(by_time, by_count)
+        wait = max(by_time, by_count)
+        if self.budget is not None and wait > 0:
+            # Shared: the share may grow before this process's own spend leaves the window (a member went idle,
+            # the last key range is left to this one): look again at every heartbeat, not only then (measured:
+            # the last worker of a fanned-out run waited 10 s with the whole budget its own).
+            return min(wait, self.budget.heartbeat_s)
+        return wait
 
     def _unit_cost_s(self) -> float:
         """What one request costs in the service's count, for splitting a shared budget into whole requests: the
@@ -166,6 +176,8 @@ class AdaptiveLimiter:
             self.waiting -= 1
             self.in_flight += 1
             self._sent.append(time.monotonic())
+            if self.budget is not None:
+                self.budget.sent()
             self.peak = max(self.peak, self.in_flight)
             if first is not None and time.monotonic() - began > 1.0:
                 logger.debug("limiter: a request waited %.1f s for the budget; when it began to wait: %s",

@@ -118,6 +118,9 @@ class FixedShare(SharedBudget):
     def active(self, *, wait_s: float = 5.0) -> None:
         pass
 
+    def sent(self) -> None:
+        self.sends = getattr(self, "sends", 0) + 1
+
 
 def test_a_limiter_with_one_other_member_holds_at_half_the_budget() -> None:
     limiter = AdaptiveLimiter(start=4, window_s=0.5, budget=FixedShare(Share(members=2)))
@@ -178,3 +181,39 @@ def test_a_member_that_has_measured_no_request_yet_goes_when_the_others_leave_ro
     started = time.monotonic()
     limiter.acquire()
     assert time.monotonic() - started < 0.25
+
+
+def test_a_request_sent_before_any_answer_is_reported_at_the_others_average_cost() -> None:
+    """Reported at 0 s it was invisible to the others, and a second newcomer spent the same room (a 429)."""
+    limiter = AdaptiveLimiter(start=4, window_s=10, budget=FixedShare(
+        Share(members=3, others_spent_s=1.0, others_requests=2, budget_s=3.0)))
+    limiter.acquire()
+    spent_s, requests_in_window, _, _ = limiter._report()
+    assert (spent_s, requests_in_window) == (pytest.approx(0.5), 1)
+
+
+def test_a_waiting_request_goes_within_a_heartbeat_once_the_share_grows() -> None:
+    """The last worker of a fanned-out run: the others went idle, the whole budget is its own, and its own spend
+    leaves the window only 10 s later; it must not wait for that."""
+    budget = FixedShare(Share(members=2, budget_s=1.0))
+    limiter = AdaptiveLimiter(start=4, window_s=10, budget=budget)
+    limiter.observe(spent(0.6, remaining="1.00"))  # over its half of 1 s, under the whole
+    got = threading.Event()
+    threading.Thread(target=lambda: (limiter.acquire(), got.set()), daemon=True).start()
+    assert not got.wait(0.3)
+    budget._fixed = Share(members=1, budget_s=1.0)  # the other member left
+    assert got.wait(1.0)  # a heartbeat is 0.05 s; without looking again it waited for the 10 s window
+
+
+def test_a_sent_request_is_published_at_once(ledger: BudgetMembers) -> None:
+    """The others see it at their next view, not one heartbeat later."""
+    reported = [0.0]
+    budget = SharedBudget(ledger, IDENTITY, heartbeat_s=30)
+    budget.attach(lambda: (reported[0], 1, 3.0, 0), busy=lambda: True)
+    budget.active()  # joins (two beats), then the next beat is 30 s away
+    reported[0] = 0.5
+    budget.sent()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and [m.spent_s for m in ledger.members(IDENTITY)] != [0.5]:
+        time.sleep(0.02)
+    assert [m.spent_s for m in ledger.members(IDENTITY)] == [0.5]
