@@ -33,9 +33,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import balances, inbound  # noqa: E402  (inbound: its own process, figures added here; balances: a mode)
-from bench.ceiling import (  # noqa: E402  (every ceiling fraction: what a perfect client writes in the same run)
+from bench.ceiling import (  # noqa: E402  (every ceiling fraction: a perfect client's time for the same work)
     ceiling_fraction,
-    ceiling_records_per_s,
+    perfect_records_per_s,
+    perfect_seconds,
     request_split,
     steady_records_per_s,
     windows_in,
@@ -190,7 +191,7 @@ def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
     throttled = int(protection.get("throttled", 0))
     rate = summary.written / sync_s
     execution_s, counted = float(protection.get("execution_s", 0.0)), int(protection.get("records_written", 0))
-    ceiling = ceiling_records_per_s(PROTECTION, args.bulk_size, execution_s, counted, sync_s)
+    ceiling = perfect_records_per_s(summary.written, PROTECTION, args.bulk_size, execution_s, counted)
     steady = steady_records_per_s(PROTECTION, args.bulk_size, execution_s, counted)
     split = request_split(stats.get("by_method", {}), summary.written)
     limiter = runtime.dataverse.limiter
@@ -228,8 +229,8 @@ def run(args: argparse.Namespace, dv_url: str, fo_url: str) -> int:
         "all_requests_per_1000": split["all_requests_per_1000"],
         "naive_requests_per_1000": 1000.0,
         "naive_records_per_s": round(naive_rate, 1),
-        "ceiling_records_per_s": round(ceiling, 1),  # what a perfect client writes in this run, as a rate
-        "ceiling_windows": windows_in(sync_s, float(PROTECTION["window_s"])),
+        "ceiling_records_per_s": round(ceiling, 1),  # a perfect client's rate for the same records
+        "perfect_seconds": round(perfect_seconds(summary.written, PROTECTION, args.bulk_size, execution_s, counted), 1),
         "steady_ceiling_records_per_s": round(steady, 1),  # the budget's rate over a long run
         # Server time counted over the execution-time budget of the windows the run began: above 1.0 the run lived
         # on the limit's after-the-fact slack (requests in flight when the window filled).
@@ -263,8 +264,8 @@ def fan_out_figures(args: argparse.Namespace, dv_url: str) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for workers in args.worker_counts:
         result = run_fanned_out(workers, args.settings, dv_url, PROTECTION)
-        ceiling = ceiling_records_per_s(PROTECTION, args.bulk_size, result.execution_s, result.records_counted,
-                                        result.seconds)
+        ceiling = perfect_records_per_s(result.written, PROTECTION, args.bulk_size, result.execution_s,
+                                        result.records_counted)
         figures.update(result.figures(ceiling))
         print(f"fanned out, {workers} worker process(es): {result.written:,} written in {result.seconds:.1f} s, "
               f"{result.requests} Dataverse requests, {result.throttled} throttled, ceiling {ceiling:,.0f} records/s",
