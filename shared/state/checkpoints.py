@@ -74,6 +74,9 @@ class RunCheckpoint:
     closing: bool = False  # claimed by the party that closes the run once every delete check is done
     decision: str = ""  # what the delete search decided (JSON, written once by an ETag claim); empty: undecided
     delete_passes: int = 0  # > 0: the decision queued this many delete passes
+    # The scope held no synced state when the run was planned (a first load): every state at its end was made
+    # during it, by its ranges or by callbacks, so no state is a delete candidate and the search is skipped.
+    no_prior_states: bool = False
     # An inbound baseline (Dataverse -> Commerce, ``shared.sync.baseline``): the change-tracking token taken before
     # any range is compared (the deltaLink, the run's watermark once it closes); while the token is being taken,
     # the nextLink of the tracked initial read to resume from (empty: start it again); whether it was taken.
@@ -136,6 +139,7 @@ class PageCheckpoints:
                        started_at=e.get("started_at", ""), mode=e.get("mode", "incremental"),
                        delete_checks=int(e.get("delete_checks", 0)), closing=bool(e.get("closing")),
                        decision=e.get("decision", ""), delete_passes=int(e.get("delete_passes", 0)),
+                       no_prior_states=bool(e.get("no_prior_states", False)),
                        delta_link=e.get("delta_link", ""), token_next=e.get("token_next", ""),
                        token_done=bool(e.get("token_done", False)), etag=e.metadata.get("etag"))
 
@@ -145,7 +149,8 @@ class PageCheckpoints:
                   "finalizing": plan.finalizing, "last_through": _key_json(plan.last_through),
                   "started_at": plan.started_at,
                   "mode": plan.mode, "delete_checks": plan.delete_checks, "closing": plan.closing,
-                  "decision": plan.decision, "delete_passes": plan.delete_passes}
+                  "decision": plan.decision, "delete_passes": plan.delete_passes,
+                  "no_prior_states": plan.no_prior_states}
         if plan.delta_link or plan.token_next or plan.token_done:  # an inbound baseline's token
             entity.update(delta_link=plan.delta_link, token_next=plan.token_next, token_done=plan.token_done)
         try:

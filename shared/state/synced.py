@@ -90,6 +90,14 @@ class SyncedStates:
                         "low": min(asked), "high": max(asked)}, select=_COLUMNS)
         return {e["RowKey"]: _synced(e) for e in query if e["RowKey"] in asked}
 
+    def empty(self, partition: str) -> bool:
+        """Whether the scope has no state at all (one query over its state buckets, one row asked for)."""
+        query = self.table.query_entities(
+            "PartitionKey ge @first and PartitionKey le @last",
+            parameters={"first": f"{partition}~00", "last": f"{partition}~{self.buckets - 1:02x}"},
+            select=["RowKey"], results_per_page=1)
+        return next(iter(query), None) is None
+
     def iter(self, partition: str, buckets: Sequence[int] | None = None) -> Iterator[SyncedState]:
         """Every state of a scope (or of some of its ``buckets``), streamed bucket by bucket, page by page
         (never all in memory)."""

@@ -81,7 +81,7 @@ class Finaliser:
             plan = self.checkpoints.save_plan(plan)  # the ETag makes this claim exactly once
         except CheckpointConflict:
             return None  # another worker claimed it
-        if self.queue is not None:
+        if self.queue is not None and not plan.no_prior_states:
             self._queue_delete_checks(plan, states=sum(p.counts.get("seen", 0) for p in pages))
             return None
         return self.finalize(self.run_of(plan), plan, scope_company(scope), claimed=True)
@@ -97,6 +97,10 @@ class Finaliser:
         found = RunSummary(template=summary.template, scope=summary.scope, run_id=summary.run_id)
         partition = engine.partition(company)
         try:
+            if plan.no_prior_states:  # a first load: every state was made by this run or during it
+                log(logger, logging.INFO, "delete search skipped: the scope had no synced state when the run began",
+                    template=plan.template, scope=plan.scope, run_id=plan.run_id)
+                return self.close(run, plan, found={}, decision=self.decide(plan, 0, 0))
             seen = self.seen(plan)
             tally = engine.find_deletes(partition, seen, found, run.heartbeat, delete=False)
             decision = self.decide(plan, tally.candidates, tally.states)

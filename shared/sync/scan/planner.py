@@ -40,8 +40,9 @@ class Planner:
             return run
         plan = self.checkpoints.get_plan(engine.name, scope, run.summary.run_id)
         if plan is None:
-            plan = self.checkpoints.save_plan(RunCheckpoint(engine.name, scope, run.summary.run_id,
-                                                            started_at=run.started_at, mode=run.summary.mode))
+            plan = self.checkpoints.save_plan(RunCheckpoint(
+                engine.name, scope, run.summary.run_id, started_at=run.started_at, mode=run.summary.mode,
+                no_prior_states=engine.state.synced.empty(engine.partition(company))))
             run.lease.open_run = run.summary.run_id
             run.lease = engine.state.watermarks.save(run.lease)
         else:

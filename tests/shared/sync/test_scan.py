@@ -219,3 +219,48 @@ def test_a_delete_check_of_a_closed_run_is_stale(runtime: Runtime) -> None:
 
     late = PageTask(kind="deletes", template=CARDS, scope="all", run_id=run_id, index=0)
     assert scan(runtime).run_task(late) == "stale"
+
+
+# -- a first load: no state before it, so no delete candidate after it -------------------------------------------
+
+
+def test_a_fanned_out_first_load_closes_without_a_delete_search(runtime: Runtime, stores: Stores) -> None:
+    """Every state at its end was made during it: reading them all back for candidates found none, and cost a
+    minute or more at a million records."""
+    tasks: list[PageTask] = []
+    scan(runtime, tasks=tasks, delete_check_states=20).start(None)
+
+    assert drain(runtime, tasks, delete_check_states=20) == ["page:done"] * 3
+    mark = runtime.state.watermarks.get(CARDS, "fo_to_dataverse", "all")
+    assert mark.last_status == "completed" and mark.open_run == "" and '"written": 60' in mark.last_counts
+    assert stores.differences(CARDS) == []
+    assert list(runtime.state.checkpoints.table.list_entities()) == []
+
+
+def test_an_in_place_first_load_skips_the_delete_search_and_says_so(runtime: Runtime,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="loyaltysync.sync"):
+        summary = scan(runtime).run_scope(None)
+    assert (summary.written, summary.status) == (60, "completed")
+    assert any("delete search skipped" in r.getMessage() for r in caplog.records)
+
+
+def test_a_resumed_first_load_still_skips_the_search_though_its_states_exist_now(runtime: Runtime) -> None:
+    tasks: list[PageTask] = []
+    run_id = scan(runtime, tasks=tasks, delete_check_states=20).start(None).run_id
+    assert scan(runtime).run_page(tasks[0]) == "done"  # then the host stopped; the other messages are lost
+    expire_lease(runtime)
+
+    again: list[PageTask] = []
+    resumed = scan(runtime, tasks=again, delete_check_states=20).start(None)
+
+    assert resumed.run_id == run_id
+    assert drain(runtime, again, delete_check_states=20) == ["page:done"] * 2
+
+
+def test_a_run_that_began_with_states_searches_for_deletes(runtime: Runtime) -> None:
+    scan(runtime).run_scope(None)
+    tasks: list[PageTask] = []
+    scan(runtime, tasks=tasks, delete_check_states=20).start(None)
+
+    assert drain(runtime, tasks, delete_check_states=20) == ["page:done"] * 3 + ["deletes:done"] * 3
