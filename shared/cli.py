@@ -727,7 +727,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_INTERRUPTED = 130  # Ctrl-C: the shell's convention (128 + SIGINT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; Ctrl-C ends it with one line, not a traceback (a sync it stopped keeps its checkpoints:
+    the next run, once the lease has expired, resumes it)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted: a sync stopped here resumes from its last checkpoint at the next run, once its lease "
+              "has expired (status shows it)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     global TABLE_WIDTH

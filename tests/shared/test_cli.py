@@ -172,3 +172,30 @@ def test_width_cuts_columns_below_the_narrowest_width_when_cutting_the_widest_is
     fitted = fit(widths, 80)
     assert sum(fitted.values()) + 2 * (len(fitted) - 1) <= 80
     assert all(fitted[c] >= len(c) for c in fitted)  # a header is never cut
+
+
+
+def test_ctrl_c_ends_the_command_line_with_one_line_and_exit_130() -> None:
+    """A real Ctrl-C (SIGINT) while the CLI waits for an app that accepted the connection and never answers."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(60)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        env = {**os.environ, "SYNC_REMOTE_KEY": "k"}
+        env.pop("SYNC_REMOTE_TOKEN", None)
+        env.pop("SYNC_REMOTE_APP_ID", None)
+        proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "--remote", url, "status"], env=env,
+                                cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        connection, _ = server.accept()  # the request is on its way: the CLI now waits for the answer
+        with connection:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert out == "" and err.startswith("interrupted: ") and "Traceback" not in err and len(err.splitlines()) == 1
