@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from bench.ceiling import windows_in
+from bench.ceiling import clock_bound_fraction, windows_in
 
 # F&O documents 6,000 requests and 1,200 s per 300 s and 52 concurrent (docs/protocol-notes.md §3.5): scaled down.
 FO_PROTECTION = {"window_s": 10, "max_requests": 100, "max_execution_s": None, "max_concurrent": 6}
@@ -66,14 +66,16 @@ def fo_writes(runtime: Any, fo_url: str, *, threads: int = 4, seconds: float = 2
     user_429 = int(protection.get("throttled", 0))
     resource_429 = sum(int(rule.get("fired", 0)) for rule in faults.get("rules", []))
     sent = int(protection.get("requests", 0)) + user_429 + resource_429
-    # What a perfect client writes in this run: one window's requests for every window the run begins (the first
-    # starts empty: bench/ceiling.py), one write a request.
+    # What a perfect client writes while the writers send: one window's requests for every window begun in those
+    # ``seconds`` (the first starts empty: bench/ceiling.py), one write a request.
     window_s = float(FO_PROTECTION["window_s"])  # type: ignore[arg-type]
-    ceiling = float(FO_PROTECTION["max_requests"]) * windows_in(elapsed, window_s) / elapsed  # type: ignore[arg-type]
+    max_requests = int(FO_PROTECTION["max_requests"] or 0)
+    ceiling = max_requests * windows_in(seconds, window_s) / seconds
     rate = written[0] / elapsed
     print(f"Commerce writes under F&O throttling: {written[0]} in {elapsed:.1f} s = {rate:.1f}/s (ceiling "
           f"{ceiling:.0f}/s), {user_429} user-based and {resource_429} resource-based 429s of {sent} requests, "
           f"{failed[0]} writes given up", flush=True)
-    return {"fo_writes_per_s": round(rate, 2), "fo_ceiling_fraction": round(rate / ceiling, 3),
+    return {"fo_writes_per_s": round(rate, 2),
+            "fo_ceiling_fraction": round(clock_bound_fraction(written[0], max_requests, window_s, seconds), 3),
             "fo_throttled_fraction": round((user_429 + resource_429) / max(sent, 1), 4),
             "fo_user_throttled_fraction": round(user_429 / max(sent, 1), 4)}

@@ -10,6 +10,7 @@ import pytest
 
 from bench.ceiling import (
     ceiling_fraction,
+    clock_bound_fraction,
     perfect_records_per_s,
     perfect_seconds,
     period_s,
@@ -154,3 +155,16 @@ def test_the_fixed_requests_of_a_run_are_apart_from_the_write_path() -> None:
 def test_nothing_written_takes_no_time() -> None:
     assert perfect_seconds(0, PROTECTION, BULK, *counted(1000)) == 0.0
     assert window_budget_records(PROTECTION, BULK, 0.0, 0) == 60_000  # no time counted yet: the request limit
+
+
+@pytest.mark.parametrize("seconds", [5.0, 12.0, 25.0, 28.0, 30.0])
+def test_a_perfect_client_of_a_run_bounded_by_the_clock_scores_1(seconds: float) -> None:
+    """100 requests a 10-s window, counted at arrival: a client sending for ``seconds`` gets one window's requests
+    admitted at the start of each window begun meanwhile."""
+    written = 100 * windows_in(seconds, 10)
+    assert clock_bound_fraction(written, 100, 10, seconds) == pytest.approx(1.0)
+
+
+def test_writes_finishing_after_the_sending_time_are_not_charged_another_window() -> None:
+    """204 writes sent for 25 s whose last retries ended at 32 s: three windows were begun while sending."""
+    assert clock_bound_fraction(204, 100, 10, 25.0) == pytest.approx(0.68)
