@@ -15,7 +15,7 @@ from devtools.azurite import Azurite, start_azurite
 from devtools.demo import STATIC_TOKEN, emulator_settings
 from devtools.functions_host import QueuePump
 from emulators.commerce.server import start_commerce
-from emulators.dataverse.server import start_dataverse
+from emulators.dataverse.server import DataverseServer, start_dataverse
 from shared.runtime import Runtime, get_runtime
 from shared.settings import get_settings
 from shared.state.store import StateStore
@@ -66,6 +66,23 @@ def dataverse_emulator() -> Iterator[object]:
     server = start_dataverse(port=0)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def metadata_emulator() -> Iterator[DataverseServer]:
+    """A Dataverse emulator of the module's own for the metadata API (alternate keys Active after two polls)."""
+    server = start_dataverse(port=0, key_activation_polls=2)
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def fresh_metadata_emulator(metadata_emulator: DataverseServer) -> DataverseServer:
+    """``metadata_emulator`` with no table, row or recorded request of an earlier test."""
+    for path in ("metadata/reset", "reset"):
+        requests.post(f"{metadata_emulator.url}/_emulator/{path}", timeout=5).raise_for_status()
+    requests.delete(f"{metadata_emulator.url}/_emulator/requests", timeout=5).raise_for_status()
+    return metadata_emulator
 
 
 @pytest.fixture(scope="module")

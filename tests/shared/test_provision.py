@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from emulators.dataverse.server import DataverseServer, start_dataverse
+from emulators.dataverse.server import DataverseServer
 from shared.dataverse.metadata import MetadataClient
 from shared.http.core import HttpCore, RetryPolicy, Timeouts
 from shared.mapping.catalog import load_template
@@ -27,19 +26,9 @@ TABLE = "lsync_cardsnapshot"
 POLL_S = 10.0
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[DataverseServer]:
-    emu = start_dataverse(port=0, key_activation_polls=2)
-    yield emu
-    emu.stop()
-
-
 @pytest.fixture()
-def dataverse(emulator: DataverseServer) -> DataverseServer:
-    requests.post(f"{emulator.url}/_emulator/metadata/reset", timeout=5).raise_for_status()
-    requests.post(f"{emulator.url}/_emulator/reset", timeout=5).raise_for_status()
-    requests.delete(f"{emulator.url}/_emulator/requests", timeout=5).raise_for_status()
-    return emulator
+def dataverse(fresh_metadata_emulator: DataverseServer) -> DataverseServer:
+    return fresh_metadata_emulator
 
 
 def sample(change: Any = None) -> Template:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from emulators.dataverse.server import DataverseServer, start_dataverse
+from emulators.dataverse.server import DataverseServer
 from tests.emulators.dataverse.support import Api, batch_body, http_part, read_batch
 
 SOLUTION = {"MSCRM.SolutionUniqueName": "LoyaltySync"}
@@ -17,17 +17,13 @@ TABLE = "lsync_cardsnapshot"
 SET = "lsync_cardsnapshots"
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[DataverseServer]:
-    emu = start_dataverse(port=0, key_activation_polls=2)
-    yield emu
-    emu.stop()
+@pytest.fixture()
+def emulator(fresh_metadata_emulator: DataverseServer) -> DataverseServer:
+    return fresh_metadata_emulator
 
 
 @pytest.fixture()
 def api(emulator: DataverseServer) -> Iterator[Api]:
-    requests.post(f"{emulator.url}/_emulator/metadata/reset", timeout=5).raise_for_status()
-    requests.post(f"{emulator.url}/_emulator/reset", timeout=5).raise_for_status()
     client = Api(emulator)
     yield client
     client.session.close()
