@@ -206,12 +206,12 @@ def announce_local_token() -> None:
 def local_key_problem(req: func.HttpRequest) -> str | None:
     """Why an admin-level ``/api/ops`` request is refused under Core Tools (``None``: served). Elsewhere the
     Functions host has checked the master key before the app sees the request, and this answers ``None``."""
+    if os.environ.get(CORE_TOOLS, "").lower() != "true" or os.environ.get(AZURE_SITE):
+        return None  # not Core Tools: the status page's settings (a typo there) are no concern of the key here
     try:
         settings = access_settings()
     except Denied as exc:
         return exc.reason
-    if not settings.core_tools:
-        return None
     offered = req.headers.get(KEY_HEADER) or req.params.get(KEY_PARAM) or ""
     if offered and hmac.compare_digest(offered.encode(), local_token(settings).encode()):
         return None

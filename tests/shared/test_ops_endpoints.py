@@ -218,3 +218,10 @@ def test_under_func_start_a_forged_principal_opens_no_signed_in_route(runtime: R
     monkeypatch.setenv("SYNC_OPERATORS_ROLE", "LoyaltySync.Operator")
     status, body = call_with("entra_ops_status", {"X-MS-CLIENT-PRINCIPAL": principal(roles=["LoyaltySync.Operator"])})
     assert status == 403 and "func start" in body["error"]
+
+
+def test_a_typo_in_the_status_pages_setting_leaves_the_master_key_endpoints_alone(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FUNCTIONS_CORETOOLS_ENVIRONMENT", raising=False)
+    monkeypatch.setenv("SYNC_DASHBOARD_AUTH", "locale")
+    assert call_with("ops_status")[0] == 200
