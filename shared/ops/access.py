@@ -104,8 +104,12 @@ class AccessSettings(BaseSettings):
 
     @property
     def core_tools(self) -> bool:
-        """Served by Core Tools (``func start``): no host enforces function keys or fronts the app with Easy Auth."""
-        return self.core_tools_flag.lower() == "true" and not self.site_name
+        return is_core_tools(self.core_tools_flag, self.site_name)
+
+
+def is_core_tools(flag: str, site_name: str) -> bool:
+    """Served by Core Tools (``func start``): no host enforces function keys or fronts the app with Easy Auth."""
+    return flag.lower() == "true" and not site_name
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,7 @@ def announce_local_token() -> None:
 def local_key_problem(req: func.HttpRequest) -> str | None:
     """Why an admin-level ``/api/ops`` request is refused under Core Tools (``None``: served). Elsewhere the
     Functions host has checked the master key before the app sees the request, and this answers ``None``."""
-    if os.environ.get(CORE_TOOLS, "").lower() != "true" or os.environ.get(AZURE_SITE):
+    if not is_core_tools(os.environ.get(CORE_TOOLS, ""), os.environ.get(AZURE_SITE, "")):
         return None  # not Core Tools: the status page's settings (a typo there) are no concern of the key here
     try:
         settings = access_settings()

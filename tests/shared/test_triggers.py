@@ -45,6 +45,17 @@ def assert_shown(runtime: Runtime, row: dict[str, Any], *words: str) -> None:
     assert str(page.esc(row["reason"])) in html
 
 
+def timer_failing_on_a_refusal(runtime: Runtime, timer: str, service_url: str, entity_set: str,
+                               direction: str) -> dict[str, Any]:
+    """The cards' preflight passed (and cached); then the service refuses ``entity_set`` and ``timer`` runs: it
+    raises the 403, and the scope's status row is returned."""
+    runtime.preflight.require("loyalty_cards")
+    refuse(service_url, entity_set)
+    with pytest.raises(Exception, match="403"):
+        invoke_timer(app(), timer)
+    return status_row(runtime, "loyalty_cards", direction, "all")
+
+
 def test_a_fanned_out_timer_whose_key_read_fails_records_the_failed_run_and_lets_the_lease_go(
         runtime: Runtime, stores: Stores) -> None:
     runtime.preflight.require("loyalty_cards")  # passed (and cached): the failure comes from the scan itself
@@ -61,11 +72,8 @@ def test_a_fanned_out_timer_whose_key_read_fails_records_the_failed_run_and_lets
 def test_an_in_place_timer_whose_read_fails_records_the_failed_run(runtime: Runtime, stores: Stores,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime.settings, "fan_out", False)
-    runtime.preflight.require("loyalty_cards")
-    refuse(stores.commerce_url, "RetailLoyaltyCards")
-    with pytest.raises(Exception, match="403"):
-        invoke_timer(app(), "timer_loyalty_cards")
-    row = status_row(runtime, "loyalty_cards", "fo_to_dataverse", "all")
+    row = timer_failing_on_a_refusal(runtime, "timer_loyalty_cards", stores.commerce_url, "RetailLoyaltyCards",
+                                     "fo_to_dataverse")
     assert row["status"] == "failed"
     assert_shown(runtime, row, "403")
 
@@ -73,11 +81,8 @@ def test_an_in_place_timer_whose_read_fails_records_the_failed_run(runtime: Runt
 def test_a_reverse_timer_whose_change_feed_fails_records_the_failed_run(runtime: Runtime, stores: Stores,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime.settings, "two_way", True)
-    runtime.preflight.require("loyalty_cards")
-    refuse(stores.dataverse_url, "msdyn_loyaltycards")
-    with pytest.raises(Exception, match="403"):
-        invoke_timer(app(), "timer_inbound_loyalty_cards")
-    row = status_row(runtime, "loyalty_cards", "dataverse_to_fo", "all")
+    row = timer_failing_on_a_refusal(runtime, "timer_inbound_loyalty_cards", stores.dataverse_url,
+                                     "msdyn_loyaltycards", "dataverse_to_fo")
     assert row["status"] == "failed"
     assert_shown(runtime, row, "403")
 
